@@ -1,0 +1,418 @@
+"""The ``modelchain`` command line.
+
+Every command takes ``--ledger DIR`` (default $MODELCHAIN_LEDGER, else
+./.modelchain). Errors become one ``error: ...`` line on stderr and the exit
+code of their class (see modelchain.errors), in ``main`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import ledger as ledger_mod
+from .contracts.ledger import BUILTIN_ROLES, EVENT
+from .core import canonical
+from .core.identity import Signer, VerifierKey
+from .errors import Error, MalformedError, NotFoundError, UsageError
+from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+from .ledger import Founder, Ledger
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LEDGER_ENV = "MODELCHAIN_LEDGER"
+IDENTITY_ENV = "MODELCHAIN_IDENTITY"
+
+
+def _ledger_option(f: F) -> F:
+    return click.option(
+        "--ledger",
+        "ledger_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=LEDGER_ENV,
+        default=Path(".modelchain"),
+        show_default="$MODELCHAIN_LEDGER or ./.modelchain",
+        help="Ledger directory.",
+    )(f)
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _keystore() -> KeyStore:
+    return KeyStore(modelchain_home())
+
+
+def _open(ledger_dir: Path, readonly: bool = False) -> Ledger:
+    return ledger_mod.open(ledger_dir, readonly=readonly)
+
+
+def _signer(name: str | None, led: Ledger) -> Signer:
+    """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
+    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
+    if not name:
+        raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
+    return _keystore().signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelchain")
+def cli() -> None:
+    """modelchain: a verifiable provenance ledger for ML models and datasets.
+
+    Transactions are signed (DSSE, Ed25519), appended to an RFC 9162 Merkle
+    log and covered by C2SP signed checkpoints that anyone can verify offline.
+    Keys live under $MODELCHAIN_HOME (default ~/.modelchain); passphrases come
+    from $MODELCHAIN_KEY_PASSPHRASE or a prompt.
+    """
+
+
+# -- init ----------------------------------------------------------------------
+
+
+def _parse_member(spec: str, keys: KeyStore) -> Founder:
+    """NAME[:ROLE,ROLE...][@ORG], where NAME may be a full verifier-key string."""
+    who, _, rest = spec.partition(":")
+    roles_part, _, org = rest.partition("@")
+    roles = tuple(r for r in roles_part.split(",") if r) or ("trainer",)
+    key = VerifierKey.from_string(who) if "+" in who else keys.verifier(who)
+    return Founder(key, org, roles)
+
+
+@cli.command()
+@_ledger_option
+@click.option("--origin", required=True, help="The ledger's name, e.g. ledger.example.org/fraud.")
+@click.option("--admin", default="admin", show_default=True, help="Founding admin identity.")
+@click.option("--org", default="", help="The admin's organisation.")
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    metavar="NAME[:ROLES][@ORG]",
+    help="Another founding member (repeatable); NAME is a local identity or a verifier key.",
+)
+@click.option(
+    "--unencrypted",
+    is_flag=True,
+    help="Store a newly created admin key without a passphrase (not for production).",
+)
+def init(
+    ledger_dir: Path,
+    origin: str,
+    admin: str,
+    org: str,
+    members: tuple[str, ...],
+    unencrypted: bool,
+) -> None:
+    """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
+    keys = _keystore()
+    if not keys.exists(admin):
+        passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
+        vk = keys.create(admin, passphrase)
+        click.echo(f"created identity {vk}", err=True)
+    founders = [_parse_member(m, keys) for m in members]
+    signer = keys.signer(admin, env_or_prompt_passphrase(prompt=f"Passphrase for {admin}: "))
+    with ledger_mod.init(ledger_dir, origin, signer, org=org, members=founders) as led:
+        led.store.set_meta("admin", admin)
+        click.echo(f"created ledger {origin} in {ledger_dir}")
+        click.echo(f"log key: {led.log_key}")
+
+
+# -- identities ----------------------------------------------------------------
+
+
+@cli.group()
+def identity() -> None:
+    """Create and inspect signing identities (Ed25519 keys)."""
+
+
+@identity.command("new")
+@click.argument("name")
+@click.option("--unencrypted", is_flag=True, help="Store the key without a passphrase.")
+@click.option("--pkcs11-module", help="Create the key in a PKCS#11 token (path to the module).")
+@click.option("--token", "token_label", help="PKCS#11 token label.")
+@click.option("--key-label", help="PKCS#11 key label (default modelchain-NAME).")
+def identity_new(
+    name: str,
+    unencrypted: bool,
+    pkcs11_module: str | None,
+    token_label: str | None,
+    key_label: str | None,
+) -> None:
+    """Create identity NAME: a key file under $MODELCHAIN_HOME or a key in an HSM.
+
+    The PKCS#11 PIN comes from $MODELCHAIN_PKCS11_PIN or a prompt."""
+    keys = _keystore()
+    if pkcs11_module:
+        if not token_label:
+            raise UsageError("--pkcs11-module needs --token LABEL")
+        pin = os.environ.get("MODELCHAIN_PKCS11_PIN") or click.prompt("Token PIN", hide_input=True)
+        vk = keys.create_pkcs11(name, pkcs11_module, token_label, pin, key_label)
+    else:
+        passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
+        vk = keys.create(name, passphrase)
+    click.echo(str(vk))
+
+
+def _identity_json(vk: VerifierKey, backend: str | None = None) -> dict[str, str]:
+    out = {"name": vk.name, "key_id": vk.key_id_hex, "vkey": vk.to_string()}
+    if backend:
+        out["backend"] = backend
+    return out
+
+
+@identity.command("show")
+@click.argument("name")
+@_json_option
+def identity_show(name: str, as_json: bool) -> None:
+    """Print NAME's key id and C2SP verifier-key string."""
+    keys = _keystore()
+    vk = keys.verifier(name)
+    if as_json:
+        _emit_json(_identity_json(vk, keys.backend(name)))
+    else:
+        click.echo(f"name:    {vk.name}\nkey id:  {vk.key_id_hex}\nvkey:    {vk}")
+
+
+@identity.command("list")
+@_json_option
+def identity_list(as_json: bool) -> None:
+    """List the identities in $MODELCHAIN_HOME."""
+    found = _keystore().list()
+    if as_json:
+        _emit_json([_identity_json(vk, backend) for vk, backend in found])
+        return
+    for vk, backend in found:
+        click.echo(f"{vk.name}\t{vk.key_id_hex}\t{backend}")
+
+
+# -- events --------------------------------------------------------------------
+
+
+@cli.group()
+def event() -> None:
+    """Record application-defined events."""
+
+
+def _read_bodies(body: str | None, from_file: Path | None) -> Iterator[Any]:
+    if (body is None) == (from_file is None):
+        raise UsageError("give exactly one of --body JSON or --from-file FILE.jsonl")
+    if body is not None:
+        yield canonical.loads(body)
+        return
+    assert from_file is not None
+    try:
+        with from_file.open("rb") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield canonical.loads(line)
+                    except MalformedError as exc:
+                        raise MalformedError(f"{from_file}:{lineno}: {exc.message}") from exc
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no file {from_file}") from exc
+
+
+@event.command("record")
+@_ledger_option
+@click.argument("event_type", metavar="TYPE")
+@click.option("--body", help="The event's JSON body.")
+@click.option(
+    "--from-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON Lines file: one event per line, submitted as a batch.",
+)
+@click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
+@_json_option
+def event_record(
+    ledger_dir: Path,
+    event_type: str,
+    body: str | None,
+    from_file: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Record one event of TYPE, or one per line of a JSON Lines file."""
+    # Read and check all input before signing anything: a bad line writes nothing.
+    bodies = list(_read_bodies(body, from_file))
+    with _open(ledger_dir) as led:
+        signer = _signer(as_name, led)
+        envs = [
+            led.transaction(EVENT, {"event": event_type, "data": b}, signer.name).sign(signer)
+            for b in bodies
+        ]
+        for env in envs:  # refuse the whole file if any one would be refused
+            led.node.admit(env.to_bytes())
+        acks = []
+        chunk = max(1, led.node.config.max_backlog // 2)
+        with click.progressbar(
+            length=len(envs), label="recording", file=sys.stderr, hidden=len(envs) < 1000
+        ) as bar:
+            for start in range(0, len(envs), chunk):
+                part = led.submit_many(envs[start : start + chunk])
+                acks.extend(part)
+                bar.update(len(part))
+    results = [
+        {"index": a.index, "leaf_hash": a.leaf_hash.hex(), **a.outcome.to_json()} for a in acks
+    ]
+    if as_json:
+        _emit_json(results[0] if body is not None else results)
+        return
+    for r in results:
+        extra = f" {r['code']}: {r['reason']}" if r["result"] == "rejected" else ""
+        click.echo(f"{r['index']}\t{r['result']}{extra}")
+
+
+# -- log -----------------------------------------------------------------------
+
+
+@cli.group()
+def log() -> None:
+    """Inspect, prove and audit the log."""
+
+
+@log.command("vkey")
+@_ledger_option
+def log_vkey(ledger_dir: Path) -> None:
+    """Print the log's verifier key (its name is the origin)."""
+    with _open(ledger_dir, readonly=True) as led:
+        click.echo(str(led.log_key))
+
+
+@log.command("checkpoint")
+@_ledger_option
+def log_checkpoint(ledger_dir: Path) -> None:
+    """Print the latest signed checkpoint, exactly as C2SP tlog-checkpoint defines it."""
+    with _open(ledger_dir, readonly=True) as led:
+        sys.stdout.buffer.write(led.checkpoint())
+
+
+@log.command("show")
+@_ledger_option
+@click.argument("index", type=int)
+@click.option("--raw", is_flag=True, help="Print the exact leaf bytes.")
+@_json_option
+def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
+    """Show entry INDEX."""
+    with _open(ledger_dir, readonly=True) as led:
+        if raw:
+            sys.stdout.buffer.write(led.entry_bytes(index))
+            return
+        entry = led.entry(index)
+        data = entry.to_json()
+        if as_json:
+            _emit_json(data)
+            return
+        tx = entry.transaction
+        click.echo(f"index:     {entry.index}")
+        click.echo(f"type:      {tx.type}")
+        click.echo(f"actor:     {tx.actor}")
+        click.echo(f"time:      {tx.time}")
+        click.echo(f"nonce:     {tx.nonce}")
+        click.echo(f"signed by: {', '.join(data['signatures'])}")
+        result = entry.outcome.to_json()
+        click.echo(f"outcome:   {' '.join(result.values())}")
+        click.echo("body:      " + json.dumps(tx.body, indent=2, sort_keys=True))
+
+
+@log.command("proof")
+@_ledger_option
+@click.argument("index", type=int)
+def log_proof(ledger_dir: Path, index: int) -> None:
+    """Print a C2SP tlog-proof for entry INDEX against the latest checkpoint."""
+    with _open(ledger_dir, readonly=True) as led:
+        click.echo(led.receipt(index).to_text(), nl=False)
+
+
+@log.command("consistency")
+@_ledger_option
+@click.argument("old", type=int)
+@click.argument("new", type=int)
+def log_consistency(ledger_dir: Path, old: int, new: int) -> None:
+    """Print the consistency proof from tree size OLD to NEW, one base64 hash a line."""
+    with _open(ledger_dir, readonly=True) as led:
+        for h in led.consistency_proof(old, new):
+            click.echo(base64.b64encode(h).decode())
+
+
+@log.command("export-tiles")
+@_ledger_option
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def log_export_tiles(ledger_dir: Path, directory: Path) -> None:
+    """Write checkpoint, tile/... and tile/entries/... as static tlog-tiles files."""
+    with _open(ledger_dir, readonly=True) as led:
+        count = led.export_tiles(directory)
+        click.echo(f"wrote {count} files for {led.size} entries to {directory}", err=True)
+
+
+@log.command("verify")
+@_ledger_option
+@_json_option
+def log_verify(ledger_dir: Path, as_json: bool) -> None:
+    """Full audit: recompute the tree, check every signature, re-execute every
+    transaction, compare state and check every stored checkpoint."""
+    with _open(ledger_dir, readonly=True) as led:
+        total = led.size
+        with click.progressbar(
+            length=total, label="verifying", file=sys.stderr, hidden=total < 20_000
+        ) as bar:
+            done = [0]
+
+            def progress(index: int, _total: int) -> None:
+                bar.update(index - done[0])
+                done[0] = index
+
+            report = led.verify(progress)
+    summary = {
+        "size": report.size,
+        "root": base64.b64encode(report.root).decode(),
+        "accepted": report.accepted,
+        "rejected": report.rejected,
+        "signatures": report.signatures,
+        "checkpoints": report.checkpoints,
+    }
+    if as_json:
+        _emit_json({"ok": True, **summary})
+    else:
+        click.echo(
+            f"ok: {report.size} entries ({report.accepted} accepted, {report.rejected} "
+            f"rejected), {report.signatures} signatures, {report.checkpoints} checkpoints"
+        )
+
+
+@cli.command("roles")
+def roles() -> None:
+    """List the built-in member roles."""
+    for r in BUILTIN_ROLES:
+        click.echo(r)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, mapping modelchain errors to one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="modelchain", standalone_mode=False)
+    except Error as exc:
+        click.echo(f"error: {exc.diagnostics()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,139 @@
+"""The contract dispatcher, the state overlay and the rules common to every type.
+
+State is a map from string keys to JSON values. Execution is a pure function of
+(state, index, transaction, signer key ids): no clock, no randomness, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.canonical import JSONValue
+from ..core.identity import VerifierKey
+from ..core.tx import Outcome, Transaction
+from ..errors import MalformedError, UnknownTypeError
+
+__all__ = [
+    "Call",
+    "ContractSet",
+    "Handler",
+    "Overlay",
+    "Rejected",
+    "StateReader",
+    "TypeRule",
+]
+
+
+class StateReader(Protocol):
+    def get_state(self, key: str) -> JSONValue | None: ...
+
+
+class Rejected(Exception):
+    """Raised by a handler to reject a transaction; the entry is still logged."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Overlay:
+    """Writes buffered over a reader; ``None`` marks a deletion."""
+
+    def __init__(self, base: StateReader) -> None:
+        self._base = base
+        self.writes: dict[str, JSONValue | None] = {}
+
+    def get_state(self, key: str) -> JSONValue | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self._base.get_state(key)
+
+    def put(self, key: str, value: JSONValue) -> None:
+        self.writes[key] = value
+
+    def delete(self, key: str) -> None:
+        self.writes[key] = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One transaction as a handler sees it."""
+
+    index: int
+    tx: Transaction
+    signers: tuple[str, ...]  # member names of every verified signature, in order
+
+
+Handler = Callable[[Overlay, Call], None]
+BodyCheck = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    """How one transaction type is validated (statically) and executed."""
+
+    check: BodyCheck
+    execute: Handler
+
+
+class ContractSet:
+    """Dispatches transactions to their handlers by type."""
+
+    def __init__(
+        self,
+        rules: Mapping[str, TypeRule],
+        resolve_signer: Callable[[StateReader, str, Transaction], tuple[str, VerifierKey] | None],
+        authorize: Callable[[StateReader, Call], None],
+    ) -> None:
+        self._rules = dict(rules)
+        self._resolve = resolve_signer
+        self._authorize = authorize
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._rules)
+
+    def check(self, tx: Transaction) -> None:
+        """Static checks, before the log: the type is known and its body well-formed."""
+        rule = self._rules.get(tx.type)
+        if rule is None:
+            raise UnknownTypeError(
+                f"no contract handles transaction type {tx.type!r}; "
+                f"known types: {', '.join(sorted(self._rules))}"
+            )
+        rule.check(tx.body)
+
+    def signer(
+        self, state: StateReader, keyid: str, tx: Transaction
+    ) -> tuple[str, VerifierKey] | None:
+        """The member name and key behind a DSSE key id, in ``state`` (for ``tx``)."""
+        return self._resolve(state, keyid, tx)
+
+    def execute(
+        self, state: StateReader, index: int, tx: Transaction, keyids: tuple[str, ...]
+    ) -> tuple[Outcome, dict[str, JSONValue | None]]:
+        """Run one transaction; return its outcome and the state writes it makes."""
+        overlay = Overlay(state)
+        try:
+            rule = self._rules.get(tx.type)
+            if rule is None:  # a log written by a newer version: deterministic refusal
+                raise Rejected("unknown_type", f"no contract handles {tx.type!r}")
+            try:
+                rule.check(tx.body)
+            except MalformedError as exc:
+                raise Rejected("malformed_body", exc.message) from exc
+            names = []
+            for kid in keyids:
+                found = self._resolve(overlay, kid, tx)
+                if found is None:
+                    raise Rejected("unknown_signer", f"key {kid} belongs to no active member")
+                names.append(found[0])
+            call = Call(index, tx, tuple(names))
+            self._authorize(overlay, call)
+            rule.execute(overlay, call)
+        except Rejected as rej:
+            return Outcome.rejected(rej.code, rej.reason), {}
+        return Outcome.ok(), overlay.writes

@@ -1,0 +1,223 @@
+"""The ledger's own contracts: ``ledger.genesis`` and ``event.record``.
+
+Genesis fixes the origin, the log key, the founding members with their roles
+and keys, and the role each transaction type requires. ``event.record`` lets a
+member log an application-defined event that has no dedicated type yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.identity import VerifierKey
+from ..core.tx import Transaction
+from ..errors import MalformedError
+from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
+
+__all__ = [
+    "BUILTIN_ROLES",
+    "DEFAULT_PERMISSIONS",
+    "EVENT",
+    "GENESIS",
+    "LEDGER_KEY",
+    "default_contracts",
+    "genesis_body",
+    "member_key",
+]
+
+GENESIS = "ledger.genesis"
+EVENT = "event.record"
+LEDGER_KEY = "ledger"
+
+BUILTIN_ROLES = (
+    "admin",
+    "data-steward",
+    "validator",
+    "trainer",
+    "evaluator",
+    "approver",
+    "deployer",
+    "monitor",
+    "auditor",
+    "fl-coordinator",
+    "fl-participant",
+)
+# Auditors read; everyone else may record events.
+DEFAULT_PERMISSIONS: dict[str, list[str]] = {
+    EVENT: [r for r in BUILTIN_ROLES if r != "auditor"],
+}
+
+_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
+_ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
+_EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
+
+
+def member_key(name: str) -> str:
+    return f"member/{name}"
+
+
+def _keyid_key(keyid: str) -> str:
+    return f"keyid/{keyid}"
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise MalformedError(message)
+
+
+def _check_member(m: object) -> None:
+    _require(isinstance(m, dict), "each member is an object")
+    assert isinstance(m, dict)
+    _require(set(m) == {"name", "org", "roles", "keys"}, "member is {name, org, roles, keys}")
+    _require(isinstance(m["name"], str) and bool(_NAME.match(m["name"])), "bad member name")
+    _require(isinstance(m["org"], str) and len(m["org"]) <= 200, "bad member org")
+    roles = m["roles"]
+    _require(
+        isinstance(roles, list) and all(isinstance(r, str) and _ROLE.match(r) for r in roles),
+        f"member {m['name']}: roles must be a list of role names",
+    )
+    keys = m["keys"]
+    _require(isinstance(keys, list) and len(keys) >= 1, f"member {m['name']}: needs a key")
+    for k in keys:
+        _require(isinstance(k, str), "keys are verifier-key strings")
+        vk = VerifierKey.from_string(k)
+        _require(vk.name == m["name"], f"key {vk.name!r} is not named after member {m['name']!r}")
+        _require(vk.type_byte == 0x01, "member keys are Ed25519 (type 0x01)")
+
+
+def check_genesis(body: Mapping[str, Any]) -> None:
+    want = {"origin", "log_key", "members", "permissions"}
+    _require(set(body) == want, f"genesis body is {sorted(want)}")
+    _require(isinstance(body["origin"], str) and bool(body["origin"]), "genesis needs an origin")
+    _require(isinstance(body["log_key"], str), "genesis log_key is a verifier-key string")
+    log_key = VerifierKey.from_string(body["log_key"])
+    _require(log_key.name == body["origin"], "the log key's name must equal the origin")
+    members = body["members"]
+    _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
+    for m in members:
+        _check_member(m)
+    names = [m["name"] for m in members]
+    _require(len(set(names)) == len(names), "member names must be unique")
+    perms = body["permissions"]
+    _require(isinstance(perms, dict), "permissions map a transaction type to roles")
+    for t, roles in perms.items():
+        _require(
+            isinstance(roles, list) and all(isinstance(r, str) for r in roles),
+            f"permissions[{t!r}] must be a list of roles",
+        )
+
+
+def exec_genesis(state: Overlay, call: Call) -> None:
+    body = call.tx.body
+    if call.index != 0 or state.get_state(LEDGER_KEY) is not None:
+        raise Rejected("ledger_exists", "the ledger already has a genesis")
+    if body["origin"] != call.tx.ledger:
+        raise Rejected("origin_mismatch", "genesis origin differs from the transaction's ledger")
+    founders = {m["name"]: m for m in body["members"]}
+    actor = founders.get(call.tx.actor)
+    if actor is None or "admin" not in actor["roles"]:
+        raise Rejected("not_permitted", "genesis must be submitted by a founding admin")
+    seen: set[str] = set()
+    for m in body["members"]:
+        for k in m["keys"]:
+            kid = VerifierKey.from_string(k).key_id_hex
+            if kid in seen:
+                raise Rejected("key_id_collision", f"two member keys share key id {kid}")
+            seen.add(kid)
+            state.put(_keyid_key(kid), m["name"])
+        state.put(member_key(m["name"]), {**m, "status": "active", "since": call.index})
+    state.put(
+        LEDGER_KEY,
+        {
+            "origin": body["origin"],
+            "log_key": body["log_key"],
+            "permissions": body["permissions"],
+            "genesis_time": call.tx.time,
+        },
+    )
+
+
+def check_event(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"event", "data"}, "event.record body is {event, data}")
+    _require(
+        isinstance(body["event"], str) and bool(_EVENT.match(body["event"])),
+        "event type must be 1-128 characters of letters, digits and ._:/-",
+    )
+
+
+def exec_event(state: Overlay, call: Call) -> None:
+    # The event itself is the record; it changes no state.
+    return None
+
+
+def resolve_signer(
+    state: StateReader, keyid: str, tx: Transaction | None = None
+) -> tuple[str, VerifierKey] | None:
+    """Member name and key for a DSSE key id; for genesis, the founding keys."""
+    name = state.get_state(_keyid_key(keyid))
+    if isinstance(name, str):
+        member = state.get_state(member_key(name))
+        if isinstance(member, dict) and member.get("status") == "active":
+            for k in member["keys"]:
+                vk = VerifierKey.from_string(k)
+                if vk.key_id_hex == keyid:
+                    return name, vk
+        return None
+    if tx is not None and tx.type == GENESIS and state.get_state(LEDGER_KEY) is None:
+        for m in tx.body.get("members", ()):
+            for k in m.get("keys", ()):
+                vk = VerifierKey.from_string(k)
+                if vk.key_id_hex == keyid:
+                    return m["name"], vk
+    return None
+
+
+def authorize(state: StateReader, call: Call) -> None:
+    """Rules every type shares: the ledger exists, the actor signed, holds a role."""
+    ledger = state.get_state(LEDGER_KEY)
+    if call.tx.type == GENESIS:
+        return
+    if not isinstance(ledger, dict):
+        raise Rejected("not_initialized", "the ledger has no genesis yet")
+    if call.tx.actor not in call.signers:
+        raise Rejected("actor_not_signer", f"{call.tx.actor} did not sign this transaction")
+    member = state.get_state(member_key(call.tx.actor))
+    if not isinstance(member, dict) or member.get("status") != "active":
+        raise Rejected("not_member", f"{call.tx.actor} is not an active member")
+    allowed = ledger["permissions"].get(call.tx.type)
+    if allowed is not None and not set(member["roles"]) & set(allowed):
+        raise Rejected(
+            "not_permitted",
+            f"{call.tx.type} needs one of the roles {', '.join(allowed)}; "
+            f"{call.tx.actor} has {', '.join(member['roles']) or 'none'}",
+        )
+
+
+def default_contracts() -> ContractSet:
+    return ContractSet(
+        {
+            GENESIS: TypeRule(check_genesis, exec_genesis),
+            EVENT: TypeRule(check_event, exec_event),
+        },
+        resolve_signer,
+        authorize,
+    )
+
+
+def genesis_body(
+    origin: str,
+    log_key: VerifierKey,
+    members: list[dict[str, Any]],
+    permissions: Mapping[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """A genesis body; ``members`` are {name, org, roles, keys} objects."""
+    body = {
+        "origin": origin,
+        "log_key": log_key.to_string(),
+        "members": members,
+        "permissions": dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
+    }
+    check_genesis(body)
+    return body

@@ -1,0 +1,185 @@
+"""C2SP checkpoints (c2sp.org/tlog-checkpoint) and Ed25519 cosignatures (tlog-cosignature/v1).
+
+Owns the checkpoint note text, the log's signature on it and the timestamped
+witness cosignatures (key type 0x04) that other parties add to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import MalformedError, SignatureError
+from .identity import COSIGNATURE_V1, ED25519, Signer, VerifierKey, key_id, verify_ed25519
+from .note import (
+    Note,
+    NoteSignature,
+    _check_text,
+    _decode_base64,
+    parse_note,
+    sign_note,
+    verify_note,
+)
+
+__all__ = [
+    "MAX_TIMESTAMP",
+    "Checkpoint",
+    "cosign",
+    "cosignature_message",
+    "cosignatures",
+    "open_checkpoint",
+    "sign_checkpoint",
+    "verify_cosignature",
+]
+
+# tlog-cosignature: the timestamp "MUST NOT exceed 2^63 - 1".
+MAX_TIMESTAMP = 2**63 - 1
+# Tree sizes are uint64 everywhere else (tiles, witnesses), so refuse larger ones.
+_MAX_SIZE = 2**64 - 1
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_HASH_LEN = 32
+_COSIG_LEN = 8 + 64
+
+
+def _parse_decimal(text: str, what: str, limit: int) -> int:
+    # fullmatch with an explicit [0-9] class: int() would also take "+1", " 1", "1_0" and "١".
+    if not _DECIMAL.fullmatch(text):
+        raise MalformedError(f"{what} {text!r} is not a decimal without leading zeros")
+    value = int(text)
+    if value > limit:
+        raise MalformedError(f"{what} {value} is out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A log's tree head: origin, tree size, root hash and opaque extension lines."""
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for what, line in (
+            ("origin", self.origin),
+            *(("extension line", e) for e in self.extensions),
+        ):
+            if not line:
+                raise MalformedError(f"checkpoint {what} must be non-empty")
+            if "\n" in line:
+                raise MalformedError(f"checkpoint {what} must be a single line")
+            _check_text(line, f"checkpoint {what}")
+        if not 0 <= self.size <= _MAX_SIZE:
+            raise MalformedError(f"checkpoint size {self.size} is out of range")
+        if len(self.root) != _HASH_LEN:
+            raise MalformedError(f"checkpoint root is {len(self.root)} bytes, want {_HASH_LEN}")
+
+    def text(self) -> str:
+        root = base64.b64encode(self.root).decode("ascii")
+        lines = [self.origin, str(self.size), root, *self.extensions]
+        return "".join(line + "\n" for line in lines)
+
+    @classmethod
+    def from_text(cls, text: str) -> Checkpoint:
+        """Parse a checkpoint note text (the part a log signs)."""
+        if not text.endswith("\n"):
+            raise MalformedError("checkpoint text must end with a newline")
+        lines = text[:-1].split("\n")
+        if len(lines) < 3:
+            raise MalformedError("checkpoint needs origin, size and root hash lines")
+        origin, size_line, root_line, *extensions = lines
+        size = _parse_decimal(size_line, "checkpoint size", _MAX_SIZE)
+        root = _decode_base64(root_line, "checkpoint root hash")
+        return cls(origin=origin, size=size, root=root, extensions=tuple(extensions))
+
+
+def sign_checkpoint(cp: Checkpoint, signer: Signer) -> Note:
+    """The log's signed note for ``cp``; the log's key name must be the origin."""
+    if signer.name != cp.origin:
+        raise MalformedError(
+            f"log key name {signer.name!r} must equal the checkpoint origin {cp.origin!r}"
+        )
+    return sign_note(cp.text(), signer)
+
+
+def open_checkpoint(data: bytes | str | Note, log_key: VerifierKey) -> tuple[Checkpoint, Note]:
+    """Verify the log's signature on a checkpoint note and parse it."""
+    if log_key.type_byte != ED25519:
+        raise MalformedError(f"log key {log_key.name!r} must be an Ed25519 (0x01) note key")
+    note, _ = verify_note(data, [log_key])
+    cp = Checkpoint.from_text(note.text)
+    if cp.origin != log_key.name:
+        raise SignatureError(
+            f"checkpoint origin {cp.origin!r} is not the log {log_key.name!r} that signed it"
+        )
+    return cp, note
+
+
+def cosignature_message(cp: Checkpoint, timestamp: int) -> bytes:
+    """The bytes a tlog-cosignature/v1 Ed25519 cosigner signs."""
+    return f"cosignature/v1\ntime {timestamp}\n{cp.text()}".encode()
+
+
+def _cosigner_key(cosigner: VerifierKey) -> VerifierKey:
+    # The same Ed25519 key is named with type 0x01 in many configs; cosignatures use 0x04.
+    if cosigner.type_byte == ED25519:
+        return cosigner.with_type(COSIGNATURE_V1)
+    if cosigner.type_byte != COSIGNATURE_V1:
+        raise MalformedError(
+            f"cosigner {cosigner.name!r}: key type 0x{cosigner.type_byte:02x} is not supported"
+        )
+    return cosigner
+
+
+def cosign(cp: Checkpoint, signer: Signer, timestamp: int) -> NoteSignature:
+    """A tlog-cosignature/v1 signature line on ``cp`` at ``timestamp`` (POSIX seconds)."""
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise MalformedError(f"cosignature timestamp {timestamp} is out of range")
+    sig = signer.sign(cosignature_message(cp, timestamp))
+    return NoteSignature(
+        name=signer.name,
+        key_id=key_id(signer.name, COSIGNATURE_V1, signer.public_key),
+        signature=timestamp.to_bytes(8, "big") + sig,
+    )
+
+
+def verify_cosignature(cp: Checkpoint, sig: NoteSignature, cosigner: VerifierKey) -> int:
+    """Verify one cosignature on ``cp`` by ``cosigner``; return its timestamp."""
+    key = _cosigner_key(cosigner)
+    if sig.name != key.name or sig.key_id != key.key_id:
+        raise SignatureError(f"signature is not by cosigner {key.name}+{key.key_id_hex}")
+    if len(sig.signature) != _COSIG_LEN:
+        raise SignatureError(
+            f"cosignature by {key.name!r} is {len(sig.signature)} bytes, want {_COSIG_LEN}"
+        )
+    timestamp = int.from_bytes(sig.signature[:8], "big")
+    if timestamp > MAX_TIMESTAMP:
+        raise SignatureError(f"cosignature by {key.name!r} has an out-of-range timestamp")
+    verify_ed25519(key.public_key, cosignature_message(cp, timestamp), sig.signature[8:], key.name)
+    return timestamp
+
+
+def cosignatures(
+    note: Note | bytes | str, cp: Checkpoint, cosigners: Sequence[VerifierKey]
+) -> dict[str, int]:
+    """Timestamps of the cosignatures in ``note`` by known cosigners, by cosigner name.
+
+    Unknown signatures (the log's own among them) are ignored; a signature by a
+    known cosigner that fails raises SignatureError. No signature is required.
+    """
+    if not isinstance(note, Note):
+        note = parse_note(note)
+    if note.text != cp.text():
+        raise MalformedError("note text is not this checkpoint")
+    known = {(k.name, k.key_id): k for k in map(_cosigner_key, cosigners)}
+    found: dict[str, int] = {}
+    for sig in note.signatures:
+        key = known.get((sig.name, sig.key_id))
+        if key is not None:
+            # A repeated cosigner counts once, with its newest statement.
+            timestamp = verify_cosignature(cp, sig, key)
+            found[key.name] = max(timestamp, found.get(key.name, timestamp))
+    return found

@@ -1,0 +1,108 @@
+"""Inclusion receipts in the C2SP tlog-proof format (c2sp.org/tlog-proof@v1).
+
+A receipt proves offline that an entry is in the log: index, inclusion path and
+the log's signed checkpoint (with any witness cosignatures), plus opaque extra data.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from ..errors import MalformedError, ProofError
+from .checkpoint import Checkpoint, _parse_decimal, open_checkpoint
+from .identity import VerifierKey
+from .merkle import verify_inclusion
+from .note import _decode_base64, parse_note
+
+__all__ = ["MAX_PROOF_HASHES", "PROOF_HEADER", "InclusionReceipt", "verify_receipt"]
+
+PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+# A tree of fewer than 2^64 leaves has an inclusion path of at most 64 hashes.
+MAX_PROOF_HASHES = 64
+_MAX_INDEX = 2**64 - 1
+_HASH_LEN = 32
+
+
+@dataclass(frozen=True)
+class InclusionReceipt:
+    """A tlog-proof: entry index, inclusion path, signed checkpoint and optional extra data.
+
+    ``extra`` is unauthenticated: ``None`` means the ``extra`` line is absent,
+    ``b""`` that it is present and empty. ``checkpoint`` holds the signed note
+    bytes verbatim, so the log's and witnesses' signatures stay checkable.
+    """
+
+    index: int
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+    extra: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index <= _MAX_INDEX:
+            raise MalformedError(f"receipt index {self.index} is out of range")
+        if len(self.proof) > MAX_PROOF_HASHES:
+            raise MalformedError(f"inclusion path has more than {MAX_PROOF_HASHES} hashes")
+        for i, h in enumerate(self.proof):
+            if len(h) != _HASH_LEN:
+                raise MalformedError(f"inclusion path hash {i} is {len(h)} bytes, want 32")
+        # Refuse at construction what could not be written or read back.
+        Checkpoint.from_text(parse_note(self.checkpoint).text)
+
+    def to_text(self) -> str:
+        lines = [PROOF_HEADER]
+        if self.extra is not None:
+            lines.append("extra " + base64.b64encode(self.extra).decode("ascii"))
+        lines.append(f"index {self.index}")
+        lines.extend(base64.b64encode(h).decode("ascii") for h in self.proof)
+        head = "".join(line + "\n" for line in lines)
+        return head + "\n" + self.checkpoint.decode("utf-8")
+
+    @classmethod
+    def from_text(cls, text: str | bytes) -> InclusionReceipt:
+        """Parse a tlog-proof strictly; nothing is verified."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MalformedError("receipt is not valid UTF-8") from exc
+        # Header, extra, index and path lines are never empty: the first blank
+        # line ends them and the checkpoint note follows verbatim.
+        split = text.find("\n\n")
+        if split < 0:
+            raise MalformedError("receipt has no blank line before its checkpoint")
+        lines = text[:split].split("\n")
+        try:
+            checkpoint = text[split + 2 :].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise MalformedError("receipt is not valid UTF-8") from exc
+        if lines[0] != PROOF_HEADER:
+            raise MalformedError(f"receipt must start with {PROOF_HEADER!r}")
+        pos = 1
+        extra: bytes | None = None
+        if pos < len(lines) and lines[pos].startswith("extra "):
+            extra = _decode_base64(lines[pos][len("extra ") :], "receipt extra data")
+            pos += 1
+        if pos >= len(lines) or not lines[pos].startswith("index "):
+            raise MalformedError("receipt needs an 'index <n>' line")
+        index = _parse_decimal(lines[pos][len("index ") :], "receipt index", _MAX_INDEX)
+        path = lines[pos + 1 :]
+        if len(path) > MAX_PROOF_HASHES:
+            raise MalformedError(f"inclusion path has more than {MAX_PROOF_HASHES} hashes")
+        proof = tuple(
+            _decode_base64(line, f"inclusion path hash {i}") for i, line in enumerate(path)
+        )
+        return cls(index=index, proof=proof, checkpoint=checkpoint, extra=extra)
+
+
+def verify_receipt(receipt: InclusionReceipt, leaf_hash: bytes, log_key: VerifierKey) -> Checkpoint:
+    """Check the log's signature and the inclusion of ``leaf_hash``; return the checkpoint.
+
+    Witness cosignatures are a separate policy: pass ``receipt.checkpoint`` to
+    ``checkpoint.cosignatures``.
+    """
+    cp, _ = open_checkpoint(receipt.checkpoint, log_key)
+    if receipt.index >= cp.size:
+        raise ProofError(f"index {receipt.index} is not below the tree size {cp.size}")
+    verify_inclusion(receipt.index, cp.size, leaf_hash, list(receipt.proof), cp.root)
+    return cp

@@ -1,0 +1,165 @@
+"""Every error modelchain raises, in one tree.
+
+Each class carries a stable ``code`` (used by the JSON output and, later, the
+HTTP API) and an ``exit_code`` that the CLI maps in one place::
+
+    Error                         base; never raised directly
+    ├── UsageError                bad arguments or configuration            exit 2
+    ├── NotFoundError             no such ledger, entry, identity, ...      exit 3
+    ├── InputError                malformed input; nothing was written      exit 4
+    │   ├── MalformedError        not JSON / bad base64 / wrong shape
+    │   ├── PayloadTypeError      DSSE payloadType is not a modelchain tx
+    │   ├── OversizeError         transaction or entry too large
+    │   ├── NonCanonicalError     payload is not RFC 8785 canonical JSON
+    │   └── UnknownTypeError      no contract handles this transaction type
+    ├── RefusedError              well-formed but refused before the log    exit 5
+    │   ├── UnknownKeyError       signed by a key that is not a member's
+    │   ├── ReplayError           (ledger, nonce) already used
+    │   ├── ClockSkewError        time outside the skew window
+    │   └── WrongLedgerError      transaction names another ledger
+    ├── VerificationError         a signature, proof or audit failed        exit 1
+    │   ├── SignatureError        a signature does not verify
+    │   ├── ProofError            an inclusion or consistency proof fails
+    │   └── AuditError            `log verify` found a bad entry/hash/state
+    ├── KeyStoreError             key missing, unreadable, wrong passphrase exit 6
+    ├── PushbackError             overloaded: retry later                   exit 75
+    └── StorageError              the ledger store failed                   exit 7
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base of every modelchain error."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def diagnostics(self) -> str:
+        """A one-paragraph explanation a user can act on."""
+        return self.message
+
+
+class UsageError(Error):
+    code = "usage"
+    exit_code = 2
+
+
+class NotFoundError(Error):
+    code = "not_found"
+    exit_code = 3
+
+
+class InputError(Error):
+    code = "bad_input"
+    exit_code = 4
+
+
+class MalformedError(InputError):
+    code = "malformed"
+
+
+class PayloadTypeError(InputError):
+    code = "wrong_payload_type"
+
+
+class OversizeError(InputError):
+    code = "oversize"
+
+
+class NonCanonicalError(InputError):
+    code = "non_canonical"
+
+
+class UnknownTypeError(InputError):
+    code = "unknown_type"
+
+
+class RefusedError(Error):
+    code = "refused"
+    exit_code = 5
+
+
+class UnknownKeyError(RefusedError):
+    code = "unknown_key"
+
+
+class ReplayError(RefusedError):
+    code = "replayed_nonce"
+
+
+class ClockSkewError(RefusedError):
+    code = "clock_skew"
+
+
+class WrongLedgerError(RefusedError):
+    code = "wrong_ledger"
+
+
+class VerificationError(Error):
+    code = "verification_failed"
+    exit_code = 1
+
+
+class SignatureError(VerificationError):
+    code = "bad_signature"
+
+
+class ProofError(VerificationError):
+    code = "bad_proof"
+
+
+class AuditError(VerificationError):
+    code = "audit_failed"
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class KeyStoreError(Error):
+    code = "key_error"
+    exit_code = 6
+
+
+class PushbackError(Error):
+    code = "overloaded"
+    exit_code = 75
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageError(Error):
+    code = "storage"
+    exit_code = 7
+
+
+__all__ = [
+    "AuditError",
+    "ClockSkewError",
+    "Error",
+    "InputError",
+    "KeyStoreError",
+    "MalformedError",
+    "NonCanonicalError",
+    "NotFoundError",
+    "OversizeError",
+    "PayloadTypeError",
+    "ProofError",
+    "PushbackError",
+    "RefusedError",
+    "ReplayError",
+    "SignatureError",
+    "StorageError",
+    "UnknownKeyError",
+    "UnknownTypeError",
+    "UsageError",
+    "VerificationError",
+    "WrongLedgerError",
+]

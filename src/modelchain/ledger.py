@@ -1,0 +1,310 @@
+"""The embedded ledger: what ``modelchain.open(path)`` returns.
+
+A ledger directory holds ``ledger.db`` (SQLite, WAL) and ``log.key`` (the
+node's checkpoint-signing key, mode 0600). Member keys never live here: they
+stay with their signers under MODELCHAIN_HOME or in an HSM.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .contracts import ContractSet, default_contracts
+from .contracts.ledger import EVENT, GENESIS, LEDGER_KEY, genesis_body
+from .core.canonical import JSONValue
+from .core.checkpoint import Checkpoint, open_checkpoint
+from .core.dsse import Envelope
+from .core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
+from .core.merkle import consistency_proof, inclusion_proof
+from .core.receipt import InclusionReceipt
+from .core.tiles import (
+    encode_entry_bundle,
+    entries_path,
+    entry_bundles_for_size,
+    tile_path,
+    tiles_for_size,
+)
+from .core.tx import LogEntry, Transaction
+from .engines.sequencer import LocalSequencer
+from .errors import MalformedError, NotFoundError, StorageError, UsageError
+from .keys.files import FileSigner, generate_seed, write_private_key
+from .service.audit import AuditReport, Progress, audit
+from .service.node import Ack, Node, NodeConfig, system_clock_ms
+from .storage.sqlite import SqliteStore
+
+__all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
+
+DB_NAME = "ledger.db"
+LOG_KEY_NAME = "log.key"
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Founder:
+    """A founding member: its public key, organisation and roles."""
+
+    key: VerifierKey
+    org: str
+    roles: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.key.name,
+            "org": self.org,
+            "roles": list(self.roles),
+            "keys": [self.key.to_string()],
+        }
+
+
+class Ledger:
+    """An embedded ledger. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        config: NodeConfig | None = None,
+        synchronous: str = "FULL",
+        clock: Callable[[], int] = system_clock_ms,
+        contracts: ContractSet | None = None,
+    ) -> None:
+        self.path = Path(path)
+        db = self.path / DB_NAME
+        if not db.exists():
+            raise NotFoundError(
+                f"no ledger at {self.path}; create one with `modelchain init --origin NAME`"
+            )
+        self.readonly = readonly
+        self.contracts = contracts or default_contracts()
+        self._clock = clock
+        self.store = SqliteStore(db, readonly=readonly, synchronous=synchronous)
+        origin = self.store.meta("origin")
+        if origin is None:
+            self.store.close()
+            raise StorageError(f"{db} is not a modelchain ledger (no origin)")
+        self.origin = origin
+        self._node: Node | None = None
+        if not readonly:
+            try:
+                signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
+                self._node = Node(
+                    self.store,
+                    signer,
+                    self.contracts,
+                    LocalSequencer(self.store.size),
+                    config,
+                    clock,
+                )
+            except BaseException:
+                self.store.close()
+                raise
+            self.log_key = verifier_of(signer)
+        else:
+            recorded = self.store.get_state(LEDGER_KEY)
+            if not isinstance(recorded, dict):
+                raise StorageError("the ledger has no genesis")
+            self.log_key = VerifierKey.from_string(recorded["log_key"])
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            raise UsageError("this ledger is open read-only")
+        return self._node
+
+    @property
+    def size(self) -> int:
+        return self.store.size
+
+    # -- writing -------------------------------------------------------------
+
+    def transaction(
+        self, type: str, body: dict[str, Any], actor: str, nonce: str | None = None
+    ) -> Transaction:
+        """A new transaction for this ledger, stamped with the current time."""
+        return Transaction(
+            ledger=self.origin,
+            type=type,
+            actor=actor,
+            nonce=nonce or new_nonce(),
+            time=self._clock(),
+            body=body,
+        )
+
+    def submit(self, envelope: Envelope | bytes) -> Ack:
+        """Submit a signed transaction; returns once it is durable."""
+        data = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
+        return self.node.submit(data)
+
+    def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
+        """Submit several transactions at once (one group commit where they fit)."""
+        futures = [
+            self.node.submit_async(e.to_bytes() if isinstance(e, Envelope) else e)
+            for e in envelopes
+        ]
+        return [f.result() for f in futures]
+
+    def record_event(
+        self, event: str, data: JSONValue, signer: Signer, *, nonce: str | None = None
+    ) -> Ack:
+        """Record an application-defined event signed by ``signer``."""
+        tx = self.transaction(EVENT, {"event": event, "data": data}, signer.name, nonce)
+        return self.submit(tx.sign(signer))
+
+    # -- reading -------------------------------------------------------------
+
+    def entry_bytes(self, index: int) -> bytes:
+        return self.store.entry(index)
+
+    def entry(self, index: int) -> LogEntry:
+        return LogEntry.decode(self.store.entry(index))
+
+    def checkpoint(self) -> bytes:
+        """The latest signed checkpoint note (publishing one first if the log grew)."""
+        note = self._node.publish_checkpoint() if self._node is not None else None
+        if note is None:
+            latest = self.store.checkpoint()
+            if latest is None:
+                raise NotFoundError("the ledger has no checkpoint yet")
+            note = latest[1]
+        return note
+
+    def verified_checkpoint(self) -> Checkpoint:
+        cp, _ = open_checkpoint(self.checkpoint(), self.log_key)
+        return cp
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        size = self.size if size is None else size
+        if not 0 <= index < size <= self.size:
+            raise NotFoundError(f"entry {index} is not in a tree of size {size}")
+        return inclusion_proof(self.store.node_reader(), index, size)
+
+    def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
+        new = self.size if new is None else new
+        if not 0 < old <= new <= self.size:
+            raise MalformedError(f"need 0 < old <= new <= {self.size}, got {old} and {new}")
+        return consistency_proof(self.store.node_reader(), old, new)
+
+    def receipt(self, index: int) -> InclusionReceipt:
+        """A C2SP tlog-proof for entry ``index`` against the latest checkpoint."""
+        note = self.checkpoint()
+        cp, _ = open_checkpoint(note, self.log_key)
+        if index >= cp.size:
+            raise NotFoundError(
+                f"entry {index} is not yet covered by a checkpoint (size {cp.size})"
+            )
+        return InclusionReceipt(
+            index=index, proof=tuple(self.inclusion_proof(index, cp.size)), checkpoint=note
+        )
+
+    def export_tiles(self, directory: str | os.PathLike[str]) -> int:
+        """Write the log as tlog-tiles static files for the latest checkpoint.
+
+        Full tiles and bundles never change, so existing ones are kept; returns
+        the number of files written."""
+        out = Path(directory)
+        note = self.checkpoint()
+        cp, _ = open_checkpoint(note, self.log_key)
+        written = 0
+        for level, n, width in tiles_for_size(cp.size):
+            path = out / tile_path(level, n, width)
+            if width == 256 and path.exists():
+                continue
+            _write_file(path, self.store.read_tile(level, n)[: width * 32])
+            written += 1
+        for n, width in entry_bundles_for_size(cp.size):
+            path = out / entries_path(n, width)
+            if width == 256 and path.exists():
+                continue
+            start = n * 256
+            bundle = [data for _, data in self.store.entries(start, start + width)]
+            _write_file(path, encode_entry_bundle(bundle))
+            written += 1
+        _write_file(out / "checkpoint", note)
+        return written + 1
+
+    def verify(self, progress: Progress | None = None) -> AuditReport:
+        """Full audit; raises AuditError naming the first bad entry."""
+        return audit(self.store, self.contracts, self.log_key, progress)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def open(path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
+    """Open the embedded ledger in ``path`` (see ``Ledger`` for options)."""
+    return Ledger(path, **kwargs)
+
+
+def init(
+    path: str | os.PathLike[str],
+    origin: str,
+    admin: Signer,
+    *,
+    org: str = "",
+    members: Sequence[Founder] = (),
+    permissions: dict[str, list[str]] | None = None,
+    **kwargs: Any,
+) -> Ledger:
+    """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
+
+    On any failure nothing is left behind: a half-made ledger is removed."""
+    directory = Path(path)
+    db, log_key_path = directory / DB_NAME, directory / LOG_KEY_NAME
+    if db.exists():
+        raise UsageError(f"a ledger already exists at {directory}")
+    if log_key_path.exists():
+        raise UsageError(f"{log_key_path} exists but there is no ledger; remove it first")
+    seed = generate_seed()
+    log_key = verifier_of(Ed25519Signer(origin, seed))
+    founders = [Founder(verifier_of(admin), org, ("admin",)), *members]
+    body = genesis_body(origin, log_key, [f.to_json() for f in founders], permissions)
+    directory.mkdir(parents=True, exist_ok=True)
+    ledger: Ledger | None = None
+    try:
+        write_private_key(log_key_path, seed, None)
+        store = SqliteStore(db)
+        try:
+            store.set_meta("origin", origin)
+        finally:
+            store.close()
+        ledger = Ledger(directory, **kwargs)
+        tx = ledger.transaction(GENESIS, body, admin.name)
+        ledger.submit(tx.sign(admin))
+        ledger.checkpoint()
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
+        for leftover in (db, log_key_path, *(db.with_name(db.name + s) for s in _SIDE_FILES)):
+            leftover.unlink(missing_ok=True)
+        raise
+    return ledger
+
+
+_SIDE_FILES = ("-wal", "-shm", ".lock")

@@ -1,0 +1,193 @@
+"""Full audit of a ledger store: trust nothing that was stored, recompute it all.
+
+Replays every entry from genesis with fresh state: re-checks canonical bytes,
+indexes, nonces and signatures, re-executes each transaction and compares the
+outcome, rebuilds every tile, and checks the stored state and checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..contracts import ContractSet
+from ..contracts.ledger import LEDGER_KEY
+from ..core import canonical
+from ..core.canonical import JSONValue
+from ..core.checkpoint import open_checkpoint
+from ..core.identity import VerifierKey
+from ..core.merkle import HASH_SIZE, leaf_hash, tree_root
+from ..core.tiles import TileWriter, tile_node_reader
+from ..core.tx import LogEntry
+from ..errors import AuditError, Error, NotFoundError
+from ..storage.sqlite import SqliteStore
+
+__all__ = ["AuditReport", "audit"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    size: int
+    root: bytes
+    accepted: int
+    rejected: int
+    signatures: int
+    checkpoints: int
+    state_keys: int
+
+
+class _MemoryState:
+    def __init__(self) -> None:
+        self.values: dict[str, JSONValue] = {}
+
+    def get_state(self, key: str) -> JSONValue | None:
+        return self.values.get(key)
+
+
+def audit(
+    store: SqliteStore,
+    contracts: ContractSet,
+    log_key: VerifierKey | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Raise AuditError naming the first bad entry, tile, state key or checkpoint."""
+    total = store.size
+    state = _MemoryState()
+    tree = TileWriter()
+    tiles: dict[tuple[int, int], bytes] = {}
+    nonces: dict[str, int] = {}
+    accepted = rejected = signatures = 0
+    origin: str | None = None
+    expected = 0
+    for index, data in store.entries():
+        if index != expected:
+            raise AuditError(f"entry {expected} is missing (next stored is {index})", expected)
+        expected += 1
+        try:
+            entry = LogEntry.decode(data)
+        except Error as exc:
+            raise AuditError(f"entry {index} is malformed: {exc.message}", index) from exc
+        tx = entry.transaction
+        if entry.index != index:
+            raise AuditError(f"entry {index} claims index {entry.index}", index)
+        if origin is None:
+            origin = tx.ledger
+        elif tx.ledger != origin:
+            raise AuditError(f"entry {index} is for ledger {tx.ledger!r}", index)
+        if tx.nonce in nonces:
+            raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
+        nonces[tx.nonce] = index
+        pae = entry.envelope.pae()
+        for sig in entry.envelope.signatures:
+            found = contracts.signer(state, sig.keyid, tx)
+            if found is None:
+                raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
+            try:
+                found[1].verify(pae, sig.sig)
+            except Error as exc:
+                raise AuditError(f"entry {index}: {exc.message}", index) from exc
+            signatures += 1
+        keyids = tuple(s.keyid for s in entry.envelope.signatures)
+        outcome, writes = contracts.execute(state, index, tx, keyids)
+        if outcome != entry.outcome:
+            raise AuditError(
+                f"entry {index}: recorded outcome {entry.outcome.to_json()} but re-execution "
+                f"gives {outcome.to_json()}",
+                index,
+            )
+        for k, v in writes.items():
+            if v is None:
+                state.values.pop(k, None)
+            else:
+                state.values[k] = v
+        if outcome.accepted:
+            accepted += 1
+        else:
+            rejected += 1
+        tiles.update(tree.append([leaf_hash(data)]))
+        if progress is not None and index % 4096 == 0:
+            progress(index, total)
+    if progress is not None:
+        progress(expected, total)
+    size = expected
+
+    _compare_tiles(store, tiles)
+    _compare_state(store, state)
+    stored_nonces = dict(store.nonces())
+    if stored_nonces != nonces:
+        bad = sorted(set(stored_nonces.items()) ^ set(nonces.items()), key=lambda x: x[1])
+        raise AuditError(f"the nonce index differs from the log near entry {bad[0][1]}")
+
+    read = tile_node_reader(lambda level, n: tiles[(level, n)])
+    genesis_key = state.get_state(LEDGER_KEY)
+    if isinstance(genesis_key, dict):
+        recorded = VerifierKey.from_string(genesis_key["log_key"])
+        if log_key is not None and log_key != recorded:
+            raise AuditError("the log key differs from the one genesis recorded")
+        log_key = recorded
+    count = 0
+    for cp_size, note in store.checkpoints():
+        if log_key is None:
+            raise AuditError("checkpoints exist but no log key is known")
+        try:
+            cp, _ = open_checkpoint(note, log_key)
+        except Error as exc:
+            raise AuditError(f"checkpoint at size {cp_size}: {exc.message}") from exc
+        if cp.size != cp_size or cp.size > size:
+            raise AuditError(f"checkpoint at size {cp_size} claims size {cp.size} of {size}")
+        if cp.root != tree_root(read, cp.size):
+            raise AuditError(f"checkpoint at size {cp_size} signs a root the entries do not give")
+        count += 1
+    return AuditReport(
+        size=size,
+        root=tree_root(read, size),
+        accepted=accepted,
+        rejected=rejected,
+        signatures=signatures,
+        checkpoints=count,
+        state_keys=len(state.values),
+    )
+
+
+def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> None:
+    stored = {(level, n): h for level, n, h in store.tiles()}
+    for key in sorted(set(stored) | set(tiles)):
+        want, got = tiles.get(key), stored.get(key)
+        if want == got:
+            continue
+        level, n = key
+        if want is None or got is None:
+            raise AuditError(f"tile {level}/{n} is {'extra' if want is None else 'missing'}")
+        first_bad = (
+            next(
+                (
+                    i
+                    for i in range(0, max(len(want), len(got)), HASH_SIZE)
+                    if want[i : i + HASH_SIZE] != got[i : i + HASH_SIZE]
+                ),
+                0,
+            )
+            // HASH_SIZE
+        )
+        if level == 0:
+            idx = n * 256 + first_bad
+            raise AuditError(f"tile 0/{n}: the stored hash of entry {idx} is wrong", idx)
+        raise AuditError(f"tile {level}/{n}: stored hash {first_bad} is wrong")
+
+
+def _compare_state(store: SqliteStore, state: _MemoryState) -> None:
+    stored = dict(store.state_items())
+    for key in sorted(set(stored) | set(state.values)):
+        want = state.values.get(key)
+        got = stored.get(key)
+        if want is None or got is None or canonical.dumps(want) != got:
+            raise AuditError(f"stored state {key!r} differs from replaying the log")
+
+
+def require_size(store: SqliteStore) -> int:
+    size = store.size
+    if size == 0:
+        raise NotFoundError("the ledger is empty")
+    return size

@@ -1,0 +1,304 @@
+"""The SQLite ledger store: entries, tree tiles, contract state, checkpoints.
+
+One write transaction per batch holds the entries, their nonces, the tiles they
+change and the state they write, so a crash at any instant leaves either all of
+a batch or none of it. WAL mode lets readers proceed while a batch commits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from ..core import canonical
+from ..core.canonical import JSONValue
+from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash
+from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
+from ..errors import NotFoundError, StorageError
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tiles (
+    level INTEGER NOT NULL, n INTEGER NOT NULL, hashes BLOB NOT NULL, PRIMARY KEY (level, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+"""
+
+_FULL_TILE_CACHE = 4096  # full tiles never change; 4096 x 8 KiB = 32 MiB at most
+_STATE_CACHE = 100_000
+
+
+class SqliteStore:
+    """A ledger's durable store. One writer process at a time (a lock file
+    enforces it); any number of read-only openers."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._synchronous = synchronous.upper()
+        if self._synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StorageError(f"unknown synchronous setting {synchronous!r}")
+        self._local = threading.local()
+        self._wlock = threading.RLock()
+        self._lockfile: int | None = None
+        self._full_tiles: dict[tuple[int, int], bytes] = {}
+        self._state: dict[str, JSONValue | None] = {}
+        self._generation = 0
+        if readonly:
+            if not self.path.exists():
+                raise NotFoundError(f"no ledger store at {self.path}")
+            self._db: sqlite3.Connection | None = None
+        else:
+            self._take_lock()
+            self._db = self._connect()
+            with self._db:
+                self._db.executescript(_SCHEMA)
+        self._size, self._writer = self._load_edge(self._reader())
+
+    # -- connections ---------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StorageError(
+                f"the ledger at {self.path.parent} is open for writing by another process"
+            ) from exc
+        self._lockfile = fd
+
+    def _connect(self, readonly: bool = False) -> sqlite3.Connection:
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA busy_timeout=10000")
+            return db
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the ledger store {self.path}: {exc}") from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect(readonly=True) if self.readonly else self._connect()
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        with self._wlock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                db.close()
+                self._local.db = None
+            if self._lockfile is not None:
+                os.close(self._lockfile)
+                self._lockfile = None
+
+    # -- tree ----------------------------------------------------------------
+
+    def _load_edge(self, db: sqlite3.Connection) -> tuple[int, TileWriter]:
+        try:
+            row = db.execute("SELECT max(idx) FROM entries").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"the ledger store {self.path} is unreadable: {exc}") from exc
+        size = 0 if row[0] is None else row[0] + 1
+        edge: dict[int, bytes] = {}
+        level = 0
+        while size >> (8 * level):
+            width = (size >> (8 * level)) % TILE_WIDTH
+            if width:
+                n = (size >> (8 * level)) // TILE_WIDTH
+                got = db.execute(
+                    "SELECT hashes FROM tiles WHERE level=? AND n=?", (level, n)
+                ).fetchone()
+                if got is None or len(got[0]) != width * HASH_SIZE:
+                    raise StorageError(
+                        f"tile {level}/{n} does not match {size} entries; "
+                        "run `modelchain log verify`"
+                    )
+                edge[level] = bytes(got[0])
+            level += 1
+        return size, TileWriter(size, edge)
+
+    @property
+    def size(self) -> int:
+        """Number of durable entries."""
+        if self.readonly:
+            row = self._reader().execute("SELECT max(idx) FROM entries").fetchone()
+            return 0 if row[0] is None else int(row[0]) + 1
+        return self._size
+
+    def read_tile(self, level: int, n: int) -> bytes:
+        """Stored tile bytes; partial tiles are the current (widest) ones."""
+        key = (level, n)
+        tile = self._full_tiles.get(key)
+        if tile is not None:
+            return tile
+        row = (
+            self._reader().execute("SELECT hashes FROM tiles WHERE level=? AND n=?", key).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"no tile {level}/{n}")
+        tile = bytes(row[0])
+        if len(tile) == TILE_WIDTH * HASH_SIZE:
+            if len(self._full_tiles) >= _FULL_TILE_CACHE:
+                self._full_tiles.clear()
+            self._full_tiles[key] = tile
+        return tile
+
+    def node_reader(self) -> NodeReader:
+        return tile_node_reader(self.read_tile)
+
+    # -- writes --------------------------------------------------------------
+
+    def append(
+        self,
+        entries: Sequence[bytes],
+        nonces: Sequence[str],
+        writes: Mapping[str, JSONValue | None],
+    ) -> list[bytes]:
+        """Durably append ``entries`` (indexes size, size+1, ...) with their
+        nonces and state writes in one transaction; return their leaf hashes."""
+        if self._db is None:
+            raise StorageError("the ledger store is closed or read-only")
+        leaves = [leaf_hash(e) for e in entries]
+        with self._wlock:
+            first = self._size
+            writer = TileWriter(self._size, self._writer.edge())
+            tiles = writer.append(leaves)
+            rows_state = [(k, None if v is None else canonical.dumps(v)) for k, v in writes.items()]
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO entries (idx, data) VALUES (?, ?)",
+                    ((first + i, e) for i, e in enumerate(entries)),
+                )
+                db.executemany(
+                    "INSERT INTO nonces (nonce, idx) VALUES (?, ?)",
+                    ((n, first + i) for i, n in enumerate(nonces)),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO tiles (level, n, hashes) VALUES (?, ?, ?)",
+                    ((lv, n, h) for (lv, n), h in tiles.items()),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                    ((k, v) for k, v in rows_state if v is not None),
+                )
+                db.executemany(
+                    "DELETE FROM state WHERE key=?", ((k,) for k, v in rows_state if v is None)
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StorageError(f"append failed, nothing was written: {exc}") from exc
+            self._writer = writer
+            self._size = writer.size
+            self._generation += 1
+            if len(self._state) > _STATE_CACHE:
+                self._state.clear()
+            self._state.update(writes)
+        return leaves
+
+    def put_checkpoint(self, size: int, note: bytes) -> None:
+        if self._db is None:
+            raise StorageError("the ledger store is closed or read-only")
+        with self._wlock:
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
+                )
+            except sqlite3.Error as exc:
+                raise StorageError(f"storing the checkpoint failed: {exc}") from exc
+
+    def set_meta(self, key: str, value: str) -> None:
+        if self._db is None:
+            raise StorageError("the ledger store is closed or read-only")
+        with self._wlock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- reads ---------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def entry(self, index: int) -> bytes:
+        row = self._reader().execute("SELECT data FROM entries WHERE idx=?", (index,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no entry {index}; the log has {self.size} entries")
+        return bytes(row[0])
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        q = "SELECT idx, data FROM entries WHERE idx >= ?"
+        args: tuple[int, ...] = (start,)
+        if end is not None:
+            q += " AND idx < ?"
+            args = (start, end)
+        for idx, data in self._reader().execute(q + " ORDER BY idx", args):
+            yield int(idx), bytes(data)
+
+    def nonce_index(self, nonce: str) -> int | None:
+        row = self._reader().execute("SELECT idx FROM nonces WHERE nonce=?", (nonce,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def nonces(self) -> Iterator[tuple[str, int]]:
+        for nonce, idx in self._reader().execute("SELECT nonce, idx FROM nonces ORDER BY idx"):
+            yield str(nonce), int(idx)
+
+    def get_state(self, key: str) -> JSONValue | None:
+        if key in self._state:
+            return self._state[key]
+        gen = self._generation
+        row = self._reader().execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        value = None if row is None else canonical.loads(bytes(row[0]))
+        if not self.readonly:
+            with self._wlock:  # a commit between our read and here would make it stale
+                if gen == self._generation:
+                    self._state[key] = value
+        return value
+
+    def state_items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in self._reader().execute("SELECT key, value FROM state ORDER BY key"):
+            yield str(key), bytes(value)
+
+    def tiles(self) -> Iterator[tuple[int, int, bytes]]:
+        for level, n, hashes in self._reader().execute(
+            "SELECT level, n, hashes FROM tiles ORDER BY level, n"
+        ):
+            yield int(level), int(n), bytes(hashes)
+
+    def checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
+        """The checkpoint at ``size``, or the latest one."""
+        db = self._reader()
+        if size is None:
+            row = db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        else:
+            row = db.execute("SELECT size, note FROM checkpoints WHERE size=?", (size,))
+        got = row.fetchone()
+        return None if got is None else (int(got[0]), bytes(got[1]))
+
+    def checkpoints(self) -> Iterator[tuple[int, bytes]]:
+        for size, note in self._reader().execute(
+            "SELECT size, note FROM checkpoints ORDER BY size"
+        ):
+            yield int(size), bytes(note)
