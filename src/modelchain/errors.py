@@ -7,7 +7,8 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     ├── UsageError                bad arguments or configuration            exit 2
     ├── NotFoundError             no such ledger, entry, identity, ...      exit 3
     ├── InputError                malformed input; nothing was written      exit 4
-    │   ├── MalformedError        not JSON / bad base64 / wrong shape
+    │   ├── MalformedError        not JSON / wrong shape
+    │   │   └── Base64Error       a field that must be base64 is not
     │   ├── PayloadTypeError      DSSE payloadType is not a modelchain tx
     │   ├── OversizeError         transaction or entry too large
     │   ├── NonCanonicalError     payload is not RFC 8785 canonical JSON
@@ -61,6 +62,10 @@ class InputError(Error):
 
 class MalformedError(InputError):
     code = "malformed"
+
+
+class Base64Error(MalformedError):
+    code = "bad_base64"
 
 
 class PayloadTypeError(InputError):
@@ -142,6 +147,7 @@ class StorageError(Error):
 
 __all__ = [
     "AuditError",
+    "Base64Error",
     "ClockSkewError",
     "Error",
     "InputError",

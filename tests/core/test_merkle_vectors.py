@@ -70,11 +70,7 @@ def test_vector_counts() -> None:
 def _happy(kind: str) -> list[dict[str, Any]]:
     # Only the numbered directories are built over the 8 standard leaves; "additional" and
     # "single-entry" cases use made-up hashes.
-    return [
-        c
-        for c in VECTORS[kind]
-        if not c["wantErr"] and c["file"].split("/")[1].isdigit()
-    ]
+    return [c for c in VECTORS[kind] if not c["wantErr"] and c["file"].split("/")[1].isdigit()]
 
 
 def test_happy_inclusion_vectors_reproduced() -> None:

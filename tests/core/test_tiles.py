@@ -220,7 +220,7 @@ def _run_writer(chunks: list[int], swaps: list[bool]) -> None:
 
         # Exactly the tiles whose hashes changed are returned, each with its full bytes.
         old_counts = _counts(old) + [0] * 8
-        want_keys = set()
+        want_keys: set[tuple[int, int]] = set()
         for level, count in enumerate(_counts(size)):
             if count > old_counts[level]:
                 first, last = old_counts[level] >> TILE_HEIGHT, (count - 1) >> TILE_HEIGHT
@@ -235,9 +235,11 @@ def _run_writer(chunks: list[int], swaps: list[bool]) -> None:
         # The store now holds every tile the size has, at least as wide as required.
         for level, n, width in tiles_for_size(size):
             assert len(store[(level, n)]) >= 32 * width
-            assert writer.partial(level) == (
-                b"" if width == TILE_WIDTH else store[(level, n)][: 32 * width]
-            )
+        for level, count in enumerate(_counts(size)):
+            width = count % TILE_WIDTH
+            want = store[(level, count >> TILE_HEIGHT)][: 32 * width] if width else b""
+            assert writer.partial(level) == want
+        assert writer.edge() == {lv: writer.partial(lv) for lv in range(8) if writer.partial(lv)}
 
         if size:
             root = TREE.root(size)

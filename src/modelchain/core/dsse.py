@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MalformedError
+from ..errors import Base64Error, MalformedError
 from . import canonical
 from .identity import Signer, key_id
 
@@ -31,7 +31,7 @@ def _b64decode(text: object, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MalformedError(f"{what} is not valid base64: {exc}") from exc
+        raise Base64Error(f"{what} is not valid base64: {exc}") from exc
 
 
 @dataclass(frozen=True)

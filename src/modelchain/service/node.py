@@ -19,7 +19,6 @@ from ..contracts import ContractSet, Overlay
 from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, verifier_of
-from ..core.merkle import tree_root
 from ..core.tx import Outcome, Transaction, check_time, decode_submission, encode_entry
 from ..engines.sequencer import Sequencer
 from ..errors import (
@@ -232,7 +231,7 @@ class Node:
         with self._cp_lock:
             size = self.store.size
             if size > self._cp_size or (size and self.store.checkpoint() is None):
-                root = tree_root(self.store.node_reader(), size)
+                root = self.store.root()
                 note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
                 self.store.put_checkpoint(size, note.to_bytes())
                 self._cp_size = size

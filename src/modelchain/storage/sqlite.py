@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core import canonical
 from ..core.canonical import JSONValue
-from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash
+from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
 from ..errors import NotFoundError, StorageError
 
@@ -144,6 +144,13 @@ class SqliteStore:
             row = self._reader().execute("SELECT max(idx) FROM entries").fetchone()
             return 0 if row[0] is None else int(row[0]) + 1
         return self._size
+
+    def root(self) -> bytes:
+        """Root of the durable tree, from the in-memory right edge (no reads)."""
+        if self.readonly:
+            return tree_root(self.node_reader(), self.size)
+        with self._wlock:
+            return self._writer.root()
 
     def read_tile(self, level: int, n: int) -> bytes:
         """Stored tile bytes; partial tiles are the current (widest) ones."""

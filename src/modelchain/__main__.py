@@ -1,0 +1,5 @@
+"""``python -m modelchain``: the same as the ``modelchain`` command."""
+
+from .cli import main
+
+main()

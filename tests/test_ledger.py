@@ -1,0 +1,203 @@
+"""The embedded ledger end to end: submit, outcomes, checkpoints, proofs, pushback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ORIGIN, make_signer
+
+import modelchain as mc
+from modelchain.contracts import default_contracts
+from modelchain.core.checkpoint import open_checkpoint
+from modelchain.core.identity import Ed25519Signer
+from modelchain.core.merkle import leaf_hash, verify_consistency, verify_inclusion
+from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.core.tx import Transaction
+from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageError
+from modelchain.keys import FileSigner
+from modelchain.ledger import new_nonce
+from modelchain.service.node import Node, NodeConfig
+from modelchain.storage.sqlite import SqliteStore
+
+
+def test_init_writes_genesis_and_a_checkpoint(ledger: mc.Ledger) -> None:
+    assert ledger.size == 1
+    genesis = ledger.entry(0)
+    assert genesis.transaction.type == "ledger.genesis"
+    assert genesis.outcome.accepted
+    cp = ledger.verified_checkpoint()
+    assert (cp.origin, cp.size) == (ORIGIN, 1)
+    assert cp.root == leaf_hash(ledger.entry_bytes(0))
+
+
+def test_log_key_is_private_to_the_ledger_directory(ledger: mc.Ledger) -> None:
+    key = ledger.path / "log.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert ledger.entry(0).transaction.body["log_key"] == ledger.log_key.to_string()
+
+
+def test_events_are_acknowledged_durably_in_order(
+    ledger: mc.Ledger, alice: Ed25519Signer, tmp_path: Path
+) -> None:
+    acks = [ledger.record_event("pipeline.step", {"i": i}, alice) for i in range(5)]
+    assert [a.index for a in acks] == [1, 2, 3, 4, 5]
+    for a in acks:
+        assert a.outcome.accepted
+        assert leaf_hash(ledger.entry_bytes(a.index)) == a.leaf_hash
+    path = ledger.path
+    ledger.close()
+    with mc.open(path, readonly=True) as again:
+        assert again.size == 6
+        assert again.entry(3).transaction.body == {"event": "pipeline.step", "data": {"i": 2}}
+
+
+def test_rejected_transactions_from_members_are_logged_as_evidence(
+    ledger: mc.Ledger, carol: Ed25519Signer, alice: Ed25519Signer
+) -> None:
+    ack = ledger.record_event("model.peek", {}, carol)
+    assert not ack.outcome.accepted
+    assert ack.outcome.code == "not_permitted"
+    assert "auditor" in ack.outcome.reason
+    assert ledger.entry(ack.index).outcome == ack.outcome
+    # a second genesis from the admin is refused by the contract, and logged
+    tx = ledger.transaction("ledger.genesis", ledger.entry(0).transaction.body, "alice")
+    ack2 = ledger.submit(tx.sign(alice))
+    assert (ack2.outcome.accepted, ack2.outcome.code) == (False, "ledger_exists")
+    report = ledger.verify()
+    assert (report.accepted, report.rejected) == (1, 2)
+
+
+def test_multi_signature_envelope(
+    ledger: mc.Ledger, alice: Ed25519Signer, bob: Ed25519Signer
+) -> None:
+    tx = ledger.transaction("event.record", {"event": "joint", "data": {}}, "alice")
+    env = tx.sign(alice).with_signature(bob)
+    ack = ledger.submit(env)
+    assert ack.outcome.accepted
+    assert len(ledger.entry(ack.index).envelope.signatures) == 2
+    assert ledger.verify().signatures == 3
+
+
+def test_receipts_and_proofs_verify_offline(ledger: mc.Ledger, alice: Ed25519Signer) -> None:
+    envs = [
+        ledger.transaction("event.record", {"event": "e", "data": i}, "alice").sign(alice)
+        for i in range(300)
+    ]
+    ledger.submit_many(envs)
+    old = ledger.verified_checkpoint()
+    for index in (0, 1, 150, 256, 300):
+        text = ledger.receipt(index).to_text()
+        cp = verify_receipt(
+            InclusionReceipt.from_text(text), leaf_hash(ledger.entry_bytes(index)), ledger.log_key
+        )
+        assert cp.size == 301
+    ledger.record_event("e", "late", alice)
+    new = ledger.verified_checkpoint()
+    verify_consistency(
+        old.size, new.size, old.root, new.root, ledger.consistency_proof(old.size, new.size)
+    )
+    proof = ledger.inclusion_proof(7, old.size)
+    verify_inclusion(7, old.size, leaf_hash(ledger.entry_bytes(7)), proof, old.root)
+    with pytest.raises(NotFoundError):
+        ledger.inclusion_proof(new.size, new.size)
+
+
+def test_checkpoints_are_published_every_n_entries(tmp_path: Path, alice: Ed25519Signer) -> None:
+    config = NodeConfig(checkpoint_every=10, checkpoint_interval_ms=60_000)
+    with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
+        for i in range(25):
+            led.record_event("e", i, alice)
+        sizes = [size for size, _ in led.store.checkpoints()]
+    assert sizes[0] == 1
+    assert any(11 <= s <= 20 for s in sizes) and any(21 <= s <= 26 for s in sizes)
+
+
+def test_checkpoints_are_published_after_an_interval(tmp_path: Path, alice: Ed25519Signer) -> None:
+    config = NodeConfig(checkpoint_every=1_000_000, checkpoint_interval_ms=50)
+    with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
+        led.record_event("e", 1, alice)
+        deadline = time.monotonic() + 5
+        while led.store.checkpoint() is None or led.store.checkpoint()[0] < 2:  # type: ignore[index]
+            assert time.monotonic() < deadline, "no checkpoint was published after the interval"
+            time.sleep(0.01)
+        note = led.store.checkpoint()[1]  # type: ignore[index]
+        cp, _ = open_checkpoint(note, led.log_key)
+        assert cp.size == 2
+
+
+class GatedSequencer:
+    """A real Sequencer that waits for a gate: lets a test hold the writer."""
+
+    def __init__(self, next_index: int) -> None:
+        self.gate = threading.Event()
+        self._next = next_index
+
+    def sequence(self, count: int) -> int:
+        self.gate.wait(10)
+        first, self._next = self._next, self._next + count
+        return first
+
+    def release(self, first: int, count: int) -> None:
+        self._next = first
+
+
+def test_overload_pushes_back_instead_of_queueing(ledger: mc.Ledger, alice: Ed25519Signer) -> None:
+    path = ledger.path
+    ledger.close()
+    store = SqliteStore(path / "ledger.db")
+    signer = FileSigner.load(ORIGIN, path / "log.key", None)
+    seq = GatedSequencer(store.size)
+    node = Node(store, signer, default_contracts(), seq, NodeConfig(max_backlog=5, max_batch=1))
+
+    def envelope(i: int) -> bytes:
+        t = Transaction(
+            ORIGIN,
+            "event.record",
+            "alice",
+            new_nonce(),
+            int(time.time() * 1000),
+            {"event": "e", "data": i},
+        )
+        return t.sign(alice).to_bytes()
+
+    futures = []
+    with pytest.raises(PushbackError) as info:
+        for i in range(50):
+            futures.append(node.submit_async(envelope(i)))
+    assert info.value.retry_after > 0
+    assert 5 <= len(futures) <= 7  # the queue bound plus what the writer holds
+    seq.gate.set()
+    acks = [f.result(10) for f in futures]
+    assert [a.index for a in acks] == list(range(1, 1 + len(futures)))
+    node.close()
+    store.close()
+
+
+def test_one_writer_at_a_time(ledger: mc.Ledger) -> None:
+    with pytest.raises(StorageError, match="another process"):
+        mc.open(ledger.path)
+    with mc.open(ledger.path, readonly=True) as reader:
+        assert reader.size == ledger.size
+        with pytest.raises(UsageError):
+            reader.record_event("e", {}, make_signer("alice"))
+
+
+def test_open_missing_ledger(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="modelchain init"):
+        mc.open(tmp_path / "nothing")
+
+
+def test_init_refuses_an_existing_ledger(ledger: mc.Ledger, alice: Ed25519Signer) -> None:
+    with pytest.raises(UsageError):
+        mc.init(ledger.path, ORIGIN, alice)
+    assert ledger.size == 1
+
+
+def test_failed_init_leaves_nothing(tmp_path: Path, alice: Ed25519Signer) -> None:
+    with pytest.raises(mc.Error):
+        mc.init(tmp_path / "l", "bad origin with spaces", alice)
+    assert not (tmp_path / "l" / "ledger.db").exists()
+    assert not (tmp_path / "l" / "log.key").exists()
