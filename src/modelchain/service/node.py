@@ -92,6 +92,7 @@ class Node:
         self._cp_size = latest[0] if latest else 0
         self._cp_due: float | None = None
         self._closed = False
+        self.commits = 0  # group commits made: entries / commits is the batch size
         self._writer = threading.Thread(target=self._run, name="modelchain-writer", daemon=True)
         self._writer.start()
 
@@ -212,6 +213,7 @@ class Node:
             for item in live:
                 item.future.set_exception(err)
             return
+        self.commits += 1
         if self._cp_due is None:
             self._cp_due = time.monotonic() + self.config.checkpoint_interval_ms / 1000
         for i, item in enumerate(live):
