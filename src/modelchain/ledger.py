@@ -31,7 +31,7 @@ from .core.tiles import (
 )
 from .core.tx import LogEntry, Transaction
 from .engines.sequencer import LocalSequencer
-from .errors import MalformedError, NotFoundError, StorageError, UsageError
+from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .keys.files import FileSigner, generate_seed, write_private_key
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
@@ -159,12 +159,20 @@ class Ledger:
         return self.node.submit(data)
 
     def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
-        """Submit several transactions at once (one group commit where they fit)."""
-        futures = [
-            self.node.submit_async(e.to_bytes() if isinstance(e, Envelope) else e)
-            for e in envelopes
-        ]
-        return [f.result() for f in futures]
+        """Submit several transactions at once: signatures are verified on the
+        other cores and entries are group-committed. Raises the first refusal
+        (the others are still applied); PushbackError if too many are waiting."""
+        datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
+        futures = self.node.submit_many(datas)
+        acks, first_error = [], None
+        for f in futures:
+            try:
+                acks.append(f.result())
+            except Error as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return acks
 
     def record_event(
         self, event: str, data: JSONValue, signer: Signer, *, nonce: str | None = None

@@ -17,6 +17,42 @@ __all__ = ["JSONValue", "dumps", "loads", "loads_canonical"]
 
 JSONValue = Any  # dict | list | str | int | float | bool | None, recursively
 
+# Fast path. For pure-ASCII text whose numbers are all "safe", Python's own
+# encoder with sorted keys and no whitespace writes exactly the RFC 8785 bytes:
+# ASCII keys sort the same by code point as by UTF-16 unit, its string escapes
+# are JCS's, and a safe number prints the same in Python and ECMAScript. Safe
+# means an integer of at most 15 digits (inside +-2**53), or a non-integral
+# float with 1e-4 <= |x| < 1e16, where repr() and Number.toString() both print
+# the shortest round-trip digits without an exponent. Anything else takes the
+# reference implementation (the rfc8785 package).
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+class _Unsafe(Exception):
+    """A number the fast path cannot print the JCS way."""
+
+
+def _safe_float(text: str) -> float:
+    value = float(text)
+    if value.is_integer() or not 1e-4 <= abs(value) < 1e16:
+        raise _Unsafe
+    return value
+
+
+def _safe_int(text: str) -> int:
+    if len(text) > (16 if text[0] == "-" else 15):
+        raise _Unsafe
+    return int(text)
+
+
+def _reference(value: JSONValue) -> bytes:
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise MalformedError(f"value cannot be written as canonical JSON: {exc}") from exc
+
 
 def dumps(value: JSONValue) -> bytes:
     """Return the RFC 8785 canonical encoding of ``value``.
@@ -25,9 +61,19 @@ def dumps(value: JSONValue) -> bytes:
     integers beyond +-(2**53 - 1), non-string keys.
     """
     try:
-        return bytes(rfc8785.dumps(value))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
-        raise MalformedError(f"value cannot be written as canonical JSON: {exc}") from exc
+        text = _encode(value)
+    except (TypeError, ValueError):
+        return _reference(value)  # raises the precise error
+    if text.isascii():
+        try:
+            # Re-reading our own output is the cheapest token-aware way to see
+            # every number it holds (digits inside strings are not numbers);
+            # comparing with the input catches keys json turned into strings.
+            if json.loads(text, parse_float=_safe_float, parse_int=_safe_int) == value:
+                return text.encode()
+        except _Unsafe:
+            pass
+    return _reference(value)
 
 
 def loads(data: bytes | str) -> JSONValue:
@@ -45,6 +91,18 @@ def loads_canonical(data: bytes) -> JSONValue:
     numbers and unnecessary escapes all make the re-encoding differ, so they
     are all refused with NonCanonicalError.
     """
+    if data.isascii():
+        try:
+            value = json.loads(data, parse_float=_safe_float, parse_int=_safe_int)
+        except _Unsafe:
+            pass
+        except ValueError as exc:
+            raise MalformedError(f"not valid JSON: {exc}") from exc
+        else:
+            # Parsed values always have string keys, so the fast encoding is exact.
+            if _encode(value).encode() != data:
+                raise NonCanonicalError("JSON is not in RFC 8785 canonical form")
+            return value
     value = loads(data)
     if dumps(value) != data:
         raise NonCanonicalError("JSON is not in RFC 8785 canonical form")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +30,7 @@ __all__ = [
     "check_key_name",
     "key_id",
     "verifier_of",
+    "verify_batch",
     "verify_ed25519",
 ]
 
@@ -68,11 +71,11 @@ class VerifierKey:
                 f"key {self.name!r}: public key is {len(self.public_key)} bytes, want {want}"
             )
 
-    @property
+    @functools.cached_property
     def key_id(self) -> bytes:
         return key_id(self.name, self.type_byte, self.public_key)
 
-    @property
+    @functools.cached_property
     def key_id_hex(self) -> str:
         return self.key_id.hex()
 
@@ -86,32 +89,49 @@ class VerifierKey:
     @classmethod
     def from_string(cls, text: str) -> VerifierKey:
         """Parse ``name+hex8+base64(type||key)``, checking that the key id matches."""
-        # The base64 key may itself contain '+', so split at the first two only.
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedError("verifier key must be name+keyid+base64key")
-        name, hex_id, blob = parts
-        try:
-            raw = base64.b64decode(blob, validate=True)
-            want_id = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedError(f"verifier key {name!r}: bad encoding: {exc}") from exc
-        if len(raw) < 2 or len(want_id) != 4:
-            raise MalformedError(f"verifier key {name!r}: too short")
-        key = cls(name=name, public_key=raw[1:], type_byte=raw[0])
-        if key.key_id != want_id:
-            raise MalformedError(f"verifier key {name!r}: key id does not match the key")
-        return key
+        key = _parse_verifier(text.strip())
+        return key if cls is VerifierKey else cls(key.name, key.public_key, key.type_byte)
 
     def with_type(self, type_byte: int) -> VerifierKey:
         """The same public key under another signature type (e.g. cosignature)."""
         return VerifierKey(self.name, self.public_key, type_byte)
 
+    @functools.cached_property
+    def _nacl_key(self) -> nacl.signing.VerifyKey:
+        return nacl.signing.VerifyKey(self.public_key)
+
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise SignatureError unless ``signature`` is this key's Ed25519 signature."""
         if self.type_byte not in (ED25519, COSIGNATURE_V1):
             raise SignatureError(f"key {self.name!r}: unsupported signature type")
-        verify_ed25519(self.public_key, message, signature, who=self.name)
+        if len(signature) != 64:
+            raise SignatureError(f"signature by {self.name} has the wrong length")
+        try:
+            self._nacl_key.verify(message, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError) as exc:
+            raise SignatureError(f"signature by {self.name} does not verify") from exc
+
+
+# Member keys are parsed on every admission and every replayed entry; they are
+# immutable values, so parsing each distinct string once is enough.
+@functools.lru_cache(maxsize=4096)
+def _parse_verifier(text: str) -> VerifierKey:
+    # The base64 key may itself contain '+', so split at the first two only.
+    parts = text.split("+", 2)
+    if len(parts) != 3:
+        raise MalformedError("verifier key must be name+keyid+base64key")
+    name, hex_id, blob = parts
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        want_id = bytes.fromhex(hex_id)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedError(f"verifier key {name!r}: bad encoding: {exc}") from exc
+    if len(raw) < 2 or len(want_id) != 4:
+        raise MalformedError(f"verifier key {name!r}: too short")
+    key = VerifierKey(name=name, public_key=raw[1:], type_byte=raw[0])
+    if key.key_id != want_id:
+        raise MalformedError(f"verifier key {name!r}: key id does not match the key")
+    return key
 
 
 def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, who: str = "") -> None:
@@ -122,6 +142,20 @@ def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, who: str
         nacl.signing.VerifyKey(public_key).verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError) as exc:
         raise SignatureError(f"signature by {who or 'unknown key'} does not verify") from exc
+
+
+def verify_batch(checks: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """Check many (public key, message, signature) triples; True where valid.
+
+    A plain function of bytes so that worker processes can run it."""
+    results = []
+    for public_key, message, signature in checks:
+        try:
+            nacl.signing.VerifyKey(public_key).verify(message, signature)
+            results.append(len(signature) == 64)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError):
+            results.append(False)
+    return results
 
 
 @runtime_checkable

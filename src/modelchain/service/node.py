@@ -11,16 +11,17 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contracts import ContractSet, Overlay
 from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
-from ..core.identity import Signer, verifier_of
+from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
 from ..core.tx import Outcome, Transaction, check_time, decode_submission, encode_entry
 from ..engines.sequencer import Sequencer
+from ..engines.verifier import SignatureVerifier, default_verifier
 from ..errors import (
     Error,
     MalformedError,
@@ -58,6 +59,16 @@ class Ack:
     outcome: Outcome
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A transaction that passed every check but the signature arithmetic."""
+
+    envelope: Envelope
+    tx: Transaction
+    pae: bytes
+    pairs: tuple[tuple[VerifierKey, bytes], ...]
+
+
 @dataclass
 class _Admitted:
     envelope: Envelope
@@ -66,6 +77,7 @@ class _Admitted:
 
 
 _STOP = object()
+_PARALLEL_MIN = 64  # below this, verifying in place beats the trip to a worker
 
 
 class Node:
@@ -77,6 +89,7 @@ class Node:
         sequencer: Sequencer,
         config: NodeConfig | None = None,
         clock: Callable[[], int] = system_clock_ms,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         self.store = store
         self.contracts = contracts
@@ -86,7 +99,12 @@ class Node:
         self._signer = log_signer
         self._sequencer = sequencer
         self._clock = clock
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.config.max_backlog)
+        # Unbounded queue; the backlog counter is the bound (it also counts
+        # transactions still having their signatures verified).
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        self._verifier = verifier if verifier is not None else default_verifier()
         self._cp_lock = threading.Lock()
         latest = store.checkpoint()
         self._cp_size = latest[0] if latest else 0
@@ -98,8 +116,9 @@ class Node:
 
     # -- admission -----------------------------------------------------------
 
-    def admit(self, data: bytes) -> tuple[Envelope, Transaction]:
-        """Every check that can refuse a transaction before it reaches the log."""
+    def _prepare(self, data: bytes) -> _Prepared:
+        """Every check that can refuse a transaction before the log, except the
+        signature arithmetic: parsing, limits, ledger, type, time, known keys."""
         env, tx = decode_submission(data)
         if tx.ledger != self.origin:
             raise WrongLedgerError(f"transaction is for ledger {tx.ledger!r}, not {self.origin!r}")
@@ -107,7 +126,7 @@ class Node:
         check_time(tx, self._clock(), self.config.skew_ms)
         if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
             raise WrongLedgerError("the first transaction must be a genesis naming this log's key")
-        pae = env.pae()
+        pairs: list[tuple[VerifierKey, bytes]] = []
         keyids: set[str] = set()
         names: set[str] = set()
         for sig in env.signatures:
@@ -118,31 +137,96 @@ class Node:
                 raise UnknownKeyError(
                     f"key {sig.keyid} is not the key of any member of {self.origin}"
                 )
-            name, key = found
-            key.verify(pae, sig.sig)
             keyids.add(sig.keyid)
-            names.add(name)
+            names.add(found[0])
+            pairs.append((found[1], sig.sig))
         if tx.actor not in names:
             raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
-        return env, tx
+        return _Prepared(env, tx, env.pae(), tuple(pairs))
 
-    def submit_async(self, data: bytes) -> Future[Ack]:
-        """Admit ``data`` and queue it; the future resolves once it is durable."""
+    def admit(self, data: bytes) -> tuple[Envelope, Transaction]:
+        """Every check that can refuse a transaction before it reaches the log."""
+        p = self._prepare(data)
+        for key, sig in p.pairs:
+            key.verify(p.pae, sig)
+        return p.envelope, p.tx
+
+    def _reserve(self, count: int) -> None:
         if self._closed:
             raise StorageError("the node is closed")
-        env, tx = self.admit(data)
-        fut: Future[Ack] = Future()
+        with self._backlog_lock:
+            if self._backlog + count > self.config.max_backlog:
+                raise PushbackError(
+                    f"{self._backlog} transactions are waiting (limit "
+                    f"{self.config.max_backlog}); retry shortly",
+                    retry_after=0.5,
+                )
+            self._backlog += count
+
+    def _release(self, count: int) -> None:
+        with self._backlog_lock:
+            self._backlog -= count
+
+    def submit_async(self, data: bytes) -> Future[Ack]:
+        """Admit ``data`` and queue it; the future resolves once it is durable.
+
+        Refusals before the log raise here; PushbackError when overloaded."""
+        self._reserve(1)
         try:
-            self._queue.put_nowait(_Admitted(env, tx, fut))
-        except queue.Full:
-            raise PushbackError(
-                f"{self.config.max_backlog} transactions are waiting; retry shortly",
-                retry_after=0.5,
-            ) from None
+            env, tx = self.admit(data)
+        except BaseException:
+            self._release(1)
+            raise
+        fut: Future[Ack] = Future()
+        self._queue.put(_Admitted(env, tx, fut))
         return fut
 
     def submit(self, data: bytes, timeout: float | None = 60.0) -> Ack:
+        """Submit and wait until the entry is durable."""
         return self.submit_async(data).result(timeout)
+
+    def submit_many(self, batch: Sequence[bytes]) -> list[Future[Ack]]:
+        """Admit a batch; each future resolves once its entry is durable or
+        fails with the reason it was refused. Signatures are verified on the
+        other cores. Raises PushbackError (admitting none) when overloaded."""
+        self._reserve(len(batch))
+        futures: list[Future[Ack]] = [Future() for _ in batch]
+        ready: list[tuple[_Prepared, Future[Ack]]] = []
+        for data, fut in zip(batch, futures, strict=True):
+            try:
+                ready.append((self._prepare(data), fut))
+            except Error as exc:
+                self._release(1)
+                fut.set_exception(exc)
+        checks = [(k.public_key, p.pae, s) for p, _ in ready for k, s in p.pairs]
+        if len(ready) < _PARALLEL_MIN:
+            self._enqueue_verified(ready, verify_batch(checks))
+            return futures
+        verified = self._verifier.verify_many(checks)
+
+        def done(f: Future[list[bool]]) -> None:
+            try:
+                results = f.result()
+            except BaseException:  # the worker pool broke: verify here instead
+                results = verify_batch(checks)
+            self._enqueue_verified(ready, results)
+
+        verified.add_done_callback(done)
+        return futures
+
+    def _enqueue_verified(
+        self, ready: list[tuple[_Prepared, Future[Ack]]], results: Sequence[bool]
+    ) -> None:
+        at = 0
+        for p, fut in ready:
+            ok = results[at : at + len(p.pairs)]
+            at += len(p.pairs)
+            if all(ok):
+                self._queue.put(_Admitted(p.envelope, p.tx, fut))
+                continue
+            self._release(1)
+            who = p.pairs[ok.index(False)][0].name
+            fut.set_exception(SignatureError(f"signature by {who} does not verify"))
 
     # -- the writer ----------------------------------------------------------
 
@@ -172,19 +256,22 @@ class Node:
                 except queue.Empty:
                     break
             if batch:
-                self._process(batch)
+                try:
+                    self._process(batch)
+                finally:
+                    self._release(len(batch))
                 self._maybe_checkpoint(force_time=False)
 
     def _process(self, batch: list[_Admitted]) -> None:
         live: list[_Admitted] = []
         seen: set[str] = set()
+        used = self.store.used_nonces([item.tx.nonce for item in batch])
         for item in batch:
             nonce = item.tx.nonce
             if item.future.set_running_or_notify_cancel() is False:
                 continue
-            used = None if nonce in seen else self.store.nonce_index(nonce)
-            if nonce in seen or used is not None:
-                where = "in this batch" if used is None else f"at index {used}"
+            if nonce in seen or nonce in used:
+                where = f"at index {used[nonce]}" if nonce in used else "in this batch"
                 item.future.set_exception(
                     ReplayError(
                         f"nonce {nonce} was already used {where}; the retry was not applied"
@@ -246,6 +333,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        self._verifier.close()  # lets pending verifications reach the queue
         self._queue.put(_STOP)
         self._writer.join()
         self.publish_checkpoint()

@@ -268,6 +268,19 @@ class SqliteStore:
         row = self._reader().execute("SELECT idx FROM nonces WHERE nonce=?", (nonce,)).fetchone()
         return None if row is None else int(row[0])
 
+    def used_nonces(self, nonces: Sequence[str]) -> dict[str, int]:
+        """Which of ``nonces`` are already in the log, and at which index."""
+        found: dict[str, int] = {}
+        db = self._reader()
+        for lo in range(0, len(nonces), 500):
+            part = nonces[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            for nonce, idx in db.execute(
+                f"SELECT nonce, idx FROM nonces WHERE nonce IN ({marks})", part
+            ):
+                found[str(nonce)] = int(idx)
+        return found
+
     def nonces(self) -> Iterator[tuple[str, int]]:
         for nonce, idx in self._reader().execute("SELECT nonce, idx FROM nonces ORDER BY idx"):
             yield str(nonce), int(idx)
