@@ -177,3 +177,10 @@ def test_help_explains_every_command(env: dict[str, str]) -> None:
         out = run(env, *args).stdout.decode()
         assert "Usage:" in out
     assert "--ledger" in run(env, "log", "verify", "--help").stdout.decode()
+
+
+def test_member_keys_may_not_live_inside_the_ledger(env: dict[str, str], tmp_path: Path) -> None:
+    inside = dict(env, MODELCHAIN_HOME=str(tmp_path / "ledger" / "keys"))
+    proc = run(inside, "init", "--origin", ORIGIN, "--admin", "alice", ok=False)
+    assert proc.returncode == 2 and b"never live with the ledger" in proc.stderr
+    assert not (tmp_path / "ledger" / "ledger.db").exists()

@@ -200,3 +200,36 @@ except KeyStoreError as exc:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_cli_ledger_administered_from_an_hsm(token: Token, tmp_path: Path) -> None:
+    """A ledger whose admin key never leaves the token: init, record, audit."""
+    env = dict(
+        os.environ,
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_PKCS11_PIN=token.pin,
+    )
+    env.pop("MODELCHAIN_KEY_PASSPHRASE", None)
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelchain", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    vkey = cli(
+        "identity", "new", "hsm-admin", "--pkcs11-module", token.module, "--token", token.label
+    ).strip()
+    cli("init", "--origin", "ledger.example.org/hsm", "--admin", "hsm-admin")
+    cli("event", "record", "release.signed", "--body", '{"tag": "v1"}')
+    assert "ok: 2 entries" in cli("log", "verify")
+    shown = cli("log", "show", "1", "--json")
+    assert VerifierKey.from_string(vkey).key_id_hex in shown
+    assert not list((tmp_path / "home" / "keys").glob("hsm-admin.key"))

@@ -53,8 +53,14 @@ def _emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _keystore() -> KeyStore:
-    return KeyStore(modelchain_home())
+def _keystore(ledger_dir: Path | None = None) -> KeyStore:
+    home = modelchain_home()
+    if ledger_dir is not None and home.resolve().is_relative_to(ledger_dir.resolve()):
+        raise UsageError(
+            f"MODELCHAIN_HOME ({home}) is inside the ledger directory {ledger_dir}: "
+            "member keys must never live with the ledger"
+        )
+    return KeyStore(home)
 
 
 def _open(ledger_dir: Path, readonly: bool = False) -> Ledger:
@@ -66,7 +72,8 @@ def _signer(name: str | None, led: Ledger) -> Signer:
     name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
-    return _keystore().signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+    keys = _keystore(led.path)
+    return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,7 +126,7 @@ def init(
     unencrypted: bool,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
-    keys = _keystore()
+    keys = _keystore(ledger_dir)
     if not keys.exists(admin):
         passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
         vk = keys.create(admin, passphrase)
