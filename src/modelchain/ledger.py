@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .contracts import ContractSet, default_contracts
-from .contracts.ledger import EVENT, GENESIS, LEDGER_KEY, genesis_body
+from .contracts.ledger import EVENT, GENESIS, genesis_body
 from .core.canonical import JSONValue
 from .core.checkpoint import Checkpoint, open_checkpoint
 from .core.dsse import Envelope
@@ -93,6 +93,7 @@ class Ledger:
             raise StorageError(f"{db} is not a modelchain ledger (no origin)")
         self.origin = origin
         self._node: Node | None = None
+        self._log_key: VerifierKey | None = None
         if not readonly:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
@@ -107,12 +108,25 @@ class Ledger:
             except BaseException:
                 self.store.close()
                 raise
-            self.log_key = verifier_of(signer)
-        else:
-            recorded = self.store.get_state(LEDGER_KEY)
-            if not isinstance(recorded, dict):
-                raise StorageError("the ledger has no genesis")
-            self.log_key = VerifierKey.from_string(recorded["log_key"])
+            self._log_key = verifier_of(signer)
+
+    @property
+    def log_key(self) -> VerifierKey:
+        """The log's checkpoint key: the node's own, or (read-only) the one genesis names."""
+        if self._log_key is None:
+            self._log_key = self._genesis_log_key()
+        return self._log_key
+
+    def _genesis_log_key(self) -> VerifierKey:
+        # Taken from entry 0 itself, not from derived state, so that a reader of
+        # a damaged ledger can still open it and let the audit say what is wrong.
+        try:
+            body = LogEntry.decode(self.store.entry(0)).transaction.body
+            return VerifierKey.from_string(body["log_key"])
+        except (Error, KeyError, TypeError) as exc:
+            raise StorageError(
+                "cannot read the log key from the genesis entry; run `modelchain log verify`"
+            ) from exc
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -255,7 +269,9 @@ class Ledger:
 
     def verify(self, progress: Progress | None = None) -> AuditReport:
         """Full audit; raises AuditError naming the first bad entry."""
-        return audit(self.store, self.contracts, self.log_key, progress)
+        # A read-only audit trusts no stored copy of the log key: it uses the one
+        # genesis carries, checked as part of the replay.
+        return audit(self.store, self.contracts, self._log_key, progress)
 
 
 def _write_file(path: Path, data: bytes) -> None:

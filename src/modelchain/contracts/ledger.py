@@ -166,8 +166,12 @@ def resolve_signer(
                     return name, vk
         return None
     if tx is not None and tx.type == GENESIS and state.get_state(LEDGER_KEY) is None:
-        for m in tx.body.get("members", ()):
-            for k in m.get("keys", ()):
+        try:
+            check_genesis(tx.body)  # the founders' keys are only as good as the body
+        except MalformedError:
+            return None
+        for m in tx.body["members"]:
+            for k in m["keys"]:
                 vk = VerifierKey.from_string(k)
                 if vk.key_id_hex == keyid:
                     return m["name"], vk

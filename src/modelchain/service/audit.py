@@ -18,8 +18,8 @@ from ..core.checkpoint import open_checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import HASH_SIZE, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
-from ..core.tx import LogEntry
-from ..errors import AuditError, Error, NotFoundError
+from ..core.tx import LogEntry, encode_entry
+from ..errors import AuditError, Error
 from ..storage.sqlite import SqliteStore
 
 __all__ = ["AuditReport", "audit"]
@@ -69,6 +69,9 @@ def audit(
             entry = LogEntry.decode(data)
         except Error as exc:
             raise AuditError(f"entry {index} is malformed: {exc.message}", index) from exc
+        if encode_entry(entry.index, entry.envelope, entry.outcome) != data:
+            # e.g. base64 re-spelled in its padding bits: same values, other bytes
+            raise AuditError(f"entry {index} is not in its canonical encoding", index)
         tx = entry.transaction
         if entry.index != index:
             raise AuditError(f"entry {index} claims index {entry.index}", index)
@@ -79,6 +82,12 @@ def audit(
         if tx.nonce in nonces:
             raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
         nonces[tx.nonce] = index
+        try:
+            contracts.check(tx)
+        except Error as exc:
+            raise AuditError(
+                f"entry {index} could never have been admitted: {exc.message}", index
+            ) from exc
         pae = entry.envelope.pae()
         for sig in entry.envelope.signatures:
             found = contracts.signer(state, sig.keyid, tx)
@@ -113,6 +122,13 @@ def audit(
         progress(expected, total)
     size = expected
 
+    latest = store.checkpoint()
+    if latest is not None and latest[0] > size:
+        raise AuditError(
+            f"the log has {size} entries but a checkpoint was signed at size {latest[0]}: "
+            f"entries {size} to {latest[0] - 1} are missing",
+            size,
+        )
     _compare_tiles(store, tiles)
     _compare_state(store, state)
     stored_nonces = dict(store.nonces())
@@ -184,10 +200,3 @@ def _compare_state(store: SqliteStore, state: _MemoryState) -> None:
         got = stored.get(key)
         if want is None or got is None or canonical.dumps(want) != got:
             raise AuditError(f"stored state {key!r} differs from replaying the log")
-
-
-def require_size(store: SqliteStore) -> int:
-    size = store.size
-    if size == 0:
-        raise NotFoundError("the ledger is empty")
-    return size

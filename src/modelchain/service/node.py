@@ -105,6 +105,7 @@ class Node:
         self._backlog = 0
         self._backlog_lock = threading.Lock()
         self._verifier = verifier if verifier is not None else default_verifier()
+        self._admission: queue.Queue[tuple[_Prepared, Future[Ack]] | None] = queue.Queue()
         self._cp_lock = threading.Lock()
         latest = store.checkpoint()
         self._cp_size = latest[0] if latest else 0
@@ -113,6 +114,10 @@ class Node:
         self.commits = 0  # group commits made: entries / commits is the batch size
         self._writer = threading.Thread(target=self._run, name="modelchain-writer", daemon=True)
         self._writer.start()
+        self._admitter = threading.Thread(
+            target=self._run_admission, name="modelchain-admission", daemon=True
+        )
+        self._admitter.start()
 
     # -- admission -----------------------------------------------------------
 
@@ -168,17 +173,19 @@ class Node:
             self._backlog -= count
 
     def submit_async(self, data: bytes) -> Future[Ack]:
-        """Admit ``data`` and queue it; the future resolves once it is durable.
+        """Admit ``data``; the future resolves once its entry is durable.
 
-        Refusals before the log raise here; PushbackError when overloaded."""
+        Malformed input, a wrong ledger or time, an unknown key and overload
+        (PushbackError) raise here; a signature that does not verify fails the
+        future. Nothing refused is ever written."""
         self._reserve(1)
         try:
-            env, tx = self.admit(data)
+            prepared = self._prepare(data)
         except BaseException:
             self._release(1)
             raise
         fut: Future[Ack] = Future()
-        self._queue.put(_Admitted(env, tx, fut))
+        self._admission.put((prepared, fut))
         return fut
 
     def submit(self, data: bytes, timeout: float | None = 60.0) -> Ack:
@@ -187,32 +194,53 @@ class Node:
 
     def submit_many(self, batch: Sequence[bytes]) -> list[Future[Ack]]:
         """Admit a batch; each future resolves once its entry is durable or
-        fails with the reason it was refused. Signatures are verified on the
-        other cores. Raises PushbackError (admitting none) when overloaded."""
+        fails with the reason it was refused. Raises PushbackError (admitting
+        none) when overloaded."""
         self._reserve(len(batch))
-        futures: list[Future[Ack]] = [Future() for _ in batch]
-        ready: list[tuple[_Prepared, Future[Ack]]] = []
-        for data, fut in zip(batch, futures, strict=True):
+        futures: list[Future[Ack]] = []
+        for data in batch:
+            fut: Future[Ack] = Future()
             try:
-                ready.append((self._prepare(data), fut))
+                prepared = self._prepare(data)
             except Error as exc:
                 self._release(1)
                 fut.set_exception(exc)
-        checks = [(k.public_key, p.pae, s) for p, _ in ready for k, s in p.pairs]
-        if len(ready) < _PARALLEL_MIN:
-            self._enqueue_verified(ready, verify_batch(checks))
-            return futures
-        verified = self._verifier.verify_many(checks)
-
-        def done(f: Future[list[bool]]) -> None:
-            try:
-                results = f.result()
-            except BaseException:  # the worker pool broke: verify here instead
-                results = verify_batch(checks)
-            self._enqueue_verified(ready, results)
-
-        verified.add_done_callback(done)
+            else:
+                self._admission.put((prepared, fut))
+            futures.append(fut)
         return futures
+
+    def _run_admission(self) -> None:
+        """Verify signatures of what waits, as one batch: in worker processes
+        when the batch is big enough to pay for the trip, else here. Batches
+        grow by themselves under load, as group commits do."""
+        stop = False
+        while not stop:
+            item = self._admission.get()
+            batch: list[tuple[_Prepared, Future[Ack]]] = []
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= self.config.max_batch:
+                    break
+                try:
+                    item = self._admission.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            checks = [(k.public_key, p.pae, s) for p, _ in batch for k, s in p.pairs]
+            results: list[bool] | None = None
+            if len(batch) >= _PARALLEL_MIN:
+                try:
+                    results = self._verifier.verify_many(checks).result()
+                except Exception:  # the workers broke: verify here instead
+                    results = None
+            if results is None:
+                results = verify_batch(checks)
+            self._enqueue_verified(batch, results)
 
     def _enqueue_verified(
         self, ready: list[tuple[_Prepared, Future[Ack]]], results: Sequence[bool]
@@ -333,7 +361,9 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        self._verifier.close()  # lets pending verifications reach the queue
+        self._admission.put(None)  # admitted work reaches the writer first
+        self._admitter.join()
+        self._verifier.close()
         self._queue.put(_STOP)
         self._writer.join()
         self.publish_checkpoint()

@@ -62,7 +62,11 @@ class SqliteStore:
             self._db = self._connect()
             with self._db:
                 self._db.executescript(_SCHEMA)
-        self._size, self._writer = self._load_edge(self._reader())
+        # A reader needs no right edge, and must open a damaged store so that
+        # `log verify` can say what is wrong with it.
+        self._size, self._writer = (
+            (0, TileWriter()) if readonly else self._load_edge(self._reader())
+        )
 
     # -- connections ---------------------------------------------------------
 
