@@ -263,7 +263,7 @@ def event_record(
             for b in bodies
         ]
         for env in envs:  # refuse the whole file if any one would be refused
-            led.node.admit(env.to_bytes())
+            led.node.precheck(env.to_bytes())
         acks = []
         chunk = max(1, led.node.config.max_backlog // 2)
         with click.progressbar(

@@ -31,6 +31,7 @@ from .core.tiles import (
 )
 from .core.tx import LogEntry, Transaction
 from .engines.sequencer import LocalSequencer
+from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .keys.files import FileSigner, generate_seed, write_private_key
 from .service.audit import AuditReport, Progress, audit
@@ -271,7 +272,11 @@ class Ledger:
         """Full audit; raises AuditError naming the first bad entry."""
         # A read-only audit trusts no stored copy of the log key: it uses the one
         # genesis carries, checked as part of the replay.
-        return audit(self.store, self.contracts, self._log_key, progress)
+        verifier = default_verifier()
+        try:
+            return audit(self.store, self.contracts, self._log_key, progress, verifier)
+        finally:
+            verifier.close()
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ outcome, rebuilds every tile, and checks the stored state and checkpoints.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
@@ -15,10 +16,11 @@ from ..contracts.ledger import LEDGER_KEY
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import open_checkpoint
-from ..core.identity import VerifierKey
+from ..core.identity import VerifierKey, verify_batch
 from ..core.merkle import HASH_SIZE, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
 from ..core.tx import LogEntry, encode_entry
+from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, Error
 from ..storage.sqlite import SqliteStore
 
@@ -46,11 +48,94 @@ class _MemoryState:
         return self.values.get(key)
 
 
+def _replay_checks(
+    index: int,
+    expected: int,
+    data: bytes,
+    nonces: dict[str, int],
+    origin: str | None,
+    contracts: ContractSet,
+) -> LogEntry:
+    """The checks of one entry that need no state: position, bytes, schema, nonce."""
+    if index != expected:
+        raise AuditError(f"entry {expected} is missing (next stored is {index})", expected)
+    try:
+        entry = LogEntry.decode(data)
+    except Error as exc:
+        raise AuditError(f"entry {index} is malformed: {exc.message}", index) from exc
+    if encode_entry(entry.index, entry.envelope, entry.outcome) != data:
+        # e.g. base64 re-spelled in its padding bits: same values, other bytes
+        raise AuditError(f"entry {index} is not in its canonical encoding", index)
+    tx = entry.transaction
+    if entry.index != index:
+        raise AuditError(f"entry {index} claims index {entry.index}", index)
+    if origin is not None and tx.ledger != origin:
+        raise AuditError(f"entry {index} is for ledger {tx.ledger!r}", index)
+    if tx.nonce in nonces:
+        raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
+    nonces[tx.nonce] = index
+    try:
+        contracts.check(tx)
+    except Error as exc:
+        raise AuditError(
+            f"entry {index} could never have been admitted: {exc.message}", index
+        ) from exc
+    return entry
+
+
+_SIGNATURE_BATCH = 4096
+
+
+class _SignatureChecks:
+    """Signature checks gathered during the replay and verified in batches,
+    in worker processes when the verifier has them, while the replay goes on."""
+
+    def __init__(self, verifier: SignatureVerifier) -> None:
+        self._verifier = verifier
+        self._checks: list[tuple[bytes, bytes, bytes]] = []
+        self._owners: list[tuple[int, str]] = []
+        self._in_flight: list[
+            tuple[Future[list[bool]], list[tuple[bytes, bytes, bytes]], list[tuple[int, str]]]
+        ] = []
+
+    def add(self, index: int, key: VerifierKey, message: bytes, signature: bytes) -> None:
+        self._checks.append((key.public_key, message, signature))
+        self._owners.append((index, key.name))
+        if len(self._checks) >= _SIGNATURE_BATCH:
+            self._in_flight.append(
+                (self._verifier.verify_many(self._checks), self._checks, self._owners)
+            )
+            self._checks, self._owners = [], []
+            while len(self._in_flight) > 2:  # bound the memory held by pending batches
+                self._settle_one()
+
+    def _settle_one(self) -> None:
+        fut, checks, owners = self._in_flight.pop(0)
+        try:
+            results = fut.result()
+        except Exception:  # the workers broke: verify here instead
+            results = verify_batch(checks)
+        for ok, (index, name) in zip(results, owners, strict=True):
+            if not ok:
+                raise AuditError(f"entry {index}: signature by {name} does not verify", index)
+
+    def settle(self) -> None:
+        """Wait for every check so far; raise for the first that fails."""
+        if self._checks:
+            self._in_flight.append(
+                (self._verifier.verify_many(self._checks), self._checks, self._owners)
+            )
+            self._checks, self._owners = [], []
+        while self._in_flight:
+            self._settle_one()
+
+
 def audit(
     store: SqliteStore,
     contracts: ContractSet,
     log_key: VerifierKey | None = None,
     progress: Progress | None = None,
+    verifier: SignatureVerifier | None = None,
 ) -> AuditReport:
     """Raise AuditError naming the first bad entry, tile, state key or checkpoint."""
     total = store.size
@@ -61,46 +146,28 @@ def audit(
     accepted = rejected = signatures = 0
     origin: str | None = None
     expected = 0
+    sigs = _SignatureChecks(verifier or InlineVerifier())
     for index, data in store.entries():
-        if index != expected:
-            raise AuditError(f"entry {expected} is missing (next stored is {index})", expected)
+        try:
+            entry = _replay_checks(index, expected, data, nonces, origin, contracts)
+        except AuditError:
+            sigs.settle()  # an earlier bad signature is the first bad entry
+            raise
         expected += 1
-        try:
-            entry = LogEntry.decode(data)
-        except Error as exc:
-            raise AuditError(f"entry {index} is malformed: {exc.message}", index) from exc
-        if encode_entry(entry.index, entry.envelope, entry.outcome) != data:
-            # e.g. base64 re-spelled in its padding bits: same values, other bytes
-            raise AuditError(f"entry {index} is not in its canonical encoding", index)
         tx = entry.transaction
-        if entry.index != index:
-            raise AuditError(f"entry {index} claims index {entry.index}", index)
-        if origin is None:
-            origin = tx.ledger
-        elif tx.ledger != origin:
-            raise AuditError(f"entry {index} is for ledger {tx.ledger!r}", index)
-        if tx.nonce in nonces:
-            raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
-        nonces[tx.nonce] = index
-        try:
-            contracts.check(tx)
-        except Error as exc:
-            raise AuditError(
-                f"entry {index} could never have been admitted: {exc.message}", index
-            ) from exc
+        origin = tx.ledger
         pae = entry.envelope.pae()
         for sig in entry.envelope.signatures:
             found = contracts.signer(state, sig.keyid, tx)
             if found is None:
+                sigs.settle()
                 raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
-            try:
-                found[1].verify(pae, sig.sig)
-            except Error as exc:
-                raise AuditError(f"entry {index}: {exc.message}", index) from exc
+            sigs.add(index, found[1], pae, sig.sig)
             signatures += 1
         keyids = tuple(s.keyid for s in entry.envelope.signatures)
         outcome, writes = contracts.execute(state, index, tx, keyids)
         if outcome != entry.outcome:
+            sigs.settle()
             raise AuditError(
                 f"entry {index}: recorded outcome {entry.outcome.to_json()} but re-execution "
                 f"gives {outcome.to_json()}",
@@ -118,6 +185,7 @@ def audit(
         tiles.update(tree.append([leaf_hash(data)]))
         if progress is not None and index % 4096 == 0:
             progress(index, total)
+    sigs.settle()
     if progress is not None:
         progress(expected, total)
     size = expected

@@ -149,6 +149,12 @@ class Node:
             raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
         return _Prepared(env, tx, env.pae(), tuple(pairs))
 
+    def precheck(self, data: bytes) -> None:
+        """Raise what admission would, short of verifying signatures: for a
+        caller that signed the data itself and wants to refuse a whole batch
+        before submitting any of it."""
+        self._prepare(data)
+
     def admit(self, data: bytes) -> tuple[Envelope, Transaction]:
         """Every check that can refuse a transaction before it reaches the log."""
         p = self._prepare(data)
