@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..contracts import ContractSet, Overlay
 from ..core.checkpoint import Checkpoint, sign_checkpoint
@@ -76,8 +77,27 @@ class _Admitted:
     future: Future[Ack]
 
 
-_STOP = object()
 _PARALLEL_MIN = 64  # below this, verifying in place beats the trip to a worker
+
+
+T = TypeVar("T")
+
+
+def _take_batch(q: queue.Queue[T | None], first: T | None, limit: int) -> tuple[list[T], bool]:
+    """``first`` and whatever else is already waiting, up to ``limit`` items;
+    the flag says the stop marker (None) was taken."""
+    batch: list[T] = []
+    item = first
+    while True:
+        if item is None:
+            return batch, True
+        batch.append(item)
+        if len(batch) >= limit:
+            return batch, False
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return batch, False
 
 
 class Node:
@@ -101,7 +121,7 @@ class Node:
         self._clock = clock
         # Unbounded queue; the backlog counter is the bound (it also counts
         # transactions still having their signatures verified).
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[_Admitted | None] = queue.Queue()
         self._backlog = 0
         self._backlog_lock = threading.Lock()
         self._verifier = verifier if verifier is not None else default_verifier()
@@ -222,19 +242,7 @@ class Node:
         grow by themselves under load, as group commits do."""
         stop = False
         while not stop:
-            item = self._admission.get()
-            batch: list[tuple[_Prepared, Future[Ack]]] = []
-            while True:
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                if stop or len(batch) >= self.config.max_batch:
-                    break
-                try:
-                    item = self._admission.get_nowait()
-                except queue.Empty:
-                    break
+            batch, stop = _take_batch(self._admission, self._admission.get(), self.config.max_batch)
             if not batch:
                 continue
             checks = [(k.public_key, p.pae, s) for p, _ in batch for k, s in p.pairs]
@@ -275,20 +283,7 @@ class Node:
             except queue.Empty:
                 self._maybe_checkpoint(force_time=True)
                 continue
-            batch: list[_Admitted] = []
-            item: object = first
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    assert isinstance(item, _Admitted)
-                    batch.append(item)
-                if stop or len(batch) >= self.config.max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, stop = _take_batch(self._queue, first, self.config.max_batch)
             if batch:
                 try:
                     self._process(batch)
@@ -370,6 +365,6 @@ class Node:
         self._admission.put(None)  # admitted work reaches the writer first
         self._admitter.join()
         self._verifier.close()
-        self._queue.put(_STOP)
+        self._queue.put(None)
         self._writer.join()
         self.publish_checkpoint()
