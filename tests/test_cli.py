@@ -86,6 +86,9 @@ def test_event_checkpoint_proof_round_trip(initialised: dict[str, str]) -> None:
     assert leaf_hash(raw).hex() == out["leaf_hash"]
     receipt = InclusionReceipt.from_text(run(env, "log", "proof", "1").stdout.decode())
     assert verify_receipt(receipt, leaf_hash(raw), vkey).size == 2
+    as_json = json.loads(run(env, "log", "proof", "1", "--json").stdout)
+    assert as_json["tlog_proof"] == receipt.to_text()
+    assert as_json["leaf_hash"] == out["leaf_hash"]
     shown = json.loads(run(env, "log", "show", "1", "--json").stdout)
     assert shown["transaction"]["body"] == {"event": "pipeline.step", "data": {"step": 1}}
 
@@ -114,6 +117,8 @@ def test_batch_from_file_and_signing_as_another_member(
     run(env, "event", "record", "x", "--body", "{}")
     proof = run(env, "log", "consistency", str(old_size), "42").stdout.decode().split()
     assert all(len(base64.b64decode(p)) == 32 for p in proof) and proof
+    as_json = json.loads(run(env, "log", "consistency", str(old_size), "42", "--json").stdout)
+    assert as_json["proof"] == proof
     verified = run(env, "log", "verify", "--json")
     assert json.loads(verified.stdout)["size"] == 42
 

@@ -21,6 +21,7 @@ from . import ledger as ledger_mod
 from .contracts.ledger import BUILTIN_ROLES, EVENT
 from .core import canonical
 from .core.identity import Signer, VerifierKey
+from .core.merkle import leaf_hash
 from .errors import Error, MalformedError, NotFoundError, UsageError
 from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import Founder, Ledger
@@ -339,21 +340,39 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
 @log.command("proof")
 @_ledger_option
 @click.argument("index", type=int)
-def log_proof(ledger_dir: Path, index: int) -> None:
+@_json_option
+def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
     """Print a C2SP tlog-proof for entry INDEX against the latest checkpoint."""
     with _open(ledger_dir, readonly=True) as led:
-        click.echo(led.receipt(index).to_text(), nl=False)
+        receipt = led.receipt(index)
+        if as_json:
+            _emit_json(
+                {
+                    "index": receipt.index,
+                    "leaf_hash": leaf_hash(led.entry_bytes(index)).hex(),
+                    "proof": [base64.b64encode(h).decode() for h in receipt.proof],
+                    "checkpoint": receipt.checkpoint.decode(),
+                    "tlog_proof": receipt.to_text(),
+                }
+            )
+            return
+        click.echo(receipt.to_text(), nl=False)
 
 
 @log.command("consistency")
 @_ledger_option
 @click.argument("old", type=int)
 @click.argument("new", type=int)
-def log_consistency(ledger_dir: Path, old: int, new: int) -> None:
+@_json_option
+def log_consistency(ledger_dir: Path, old: int, new: int, as_json: bool) -> None:
     """Print the consistency proof from tree size OLD to NEW, one base64 hash a line."""
     with _open(ledger_dir, readonly=True) as led:
-        for h in led.consistency_proof(old, new):
-            click.echo(base64.b64encode(h).decode())
+        proof = [base64.b64encode(h).decode() for h in led.consistency_proof(old, new)]
+    if as_json:
+        _emit_json({"old": old, "new": new, "proof": proof})
+        return
+    for h in proof:
+        click.echo(h)
 
 
 @log.command("export-tiles")
