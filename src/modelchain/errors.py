@@ -12,7 +12,8 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     │   ├── PayloadTypeError      DSSE payloadType is not a modelchain tx
     │   ├── OversizeError         transaction or entry too large
     │   ├── NonCanonicalError     payload is not RFC 8785 canonical JSON
-    │   └── UnknownTypeError      no contract handles this transaction type
+    │   ├── UnknownTypeError      no contract handles this transaction type
+    │   └── ArtifactError         a model/dataset path that cannot be hashed as asked
     ├── RefusedError              well-formed but refused before the log    exit 5
     │   ├── UnknownKeyError       signed by a key that is not a member's
     │   ├── ReplayError           (ledger, nonce) already used
@@ -21,7 +22,8 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     ├── VerificationError         a signature, proof or audit failed        exit 1
     │   ├── SignatureError        a signature does not verify
     │   ├── ProofError            an inclusion or consistency proof fails
-    │   └── AuditError            `log verify` found a bad entry/hash/state
+    │   ├── AuditError            `log verify` found a bad entry/hash/state
+    │   └── IntegrityError        bytes on disk differ from what was registered
     ├── KeyStoreError             key missing, unreadable, wrong passphrase exit 6
     ├── PushbackError             overloaded: retry later                   exit 75
     └── StorageError              the ledger store failed                   exit 7
@@ -84,6 +86,10 @@ class UnknownTypeError(InputError):
     code = "unknown_type"
 
 
+class ArtifactError(InputError):
+    code = "bad_artifact"
+
+
 class RefusedError(Error):
     code = "refused"
     exit_code = 5
@@ -126,6 +132,23 @@ class AuditError(VerificationError):
         self.index = index
 
 
+class IntegrityError(VerificationError):
+    """Files differ from a registered manifest; ``differences`` says how."""
+
+    code = "integrity"
+
+    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+    def diagnostics(self) -> str:
+        if not self.differences:
+            return self.message
+        shown = "\n  ".join(self.differences[:50])
+        more = len(self.differences) - 50
+        return f"{self.message}\n  {shown}" + (f"\n  ... and {more} more" if more > 0 else "")
+
+
 class KeyStoreError(Error):
     code = "key_error"
     exit_code = 6
@@ -146,11 +169,13 @@ class StorageError(Error):
 
 
 __all__ = [
+    "ArtifactError",
     "AuditError",
     "Base64Error",
     "ClockSkewError",
     "Error",
     "InputError",
+    "IntegrityError",
     "KeyStoreError",
     "MalformedError",
     "NonCanonicalError",
