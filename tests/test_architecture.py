@@ -17,6 +17,7 @@ PACKAGE_LAYER = {
     "errors": "core",
     "storage": "storage",
     "keys": "storage",
+    "artifacts": "storage",
     "contracts": "contracts",
     "engines": "engines",
     "service": "service",
@@ -80,6 +81,7 @@ def test_public_modules_declare_all() -> None:
         "modelchain.keys",
         "modelchain.contracts",
         "modelchain.engines",
+        "modelchain.artifacts",
     ]:
         mod = importlib.import_module(name)
         exported = mod.__all__

@@ -116,7 +116,7 @@ def test_sigkilled_writer_loses_no_acknowledged_entry(tmp_path: Path) -> None:
 
         # Reopen writable, exactly as the next writer would, then audit everything.
         with mc.open(ledger) as led:
-            report = led.verify()
+            report = led.audit()
             assert report.size == led.size
             assert report.rejected == 0 and report.checkpoints > 0
             for index, digest in acked.items():

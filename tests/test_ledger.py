@@ -66,7 +66,7 @@ def test_rejected_transactions_from_members_are_logged_as_evidence(
     tx = ledger.transaction("ledger.genesis", ledger.entry(0).transaction.body, "alice")
     ack2 = ledger.submit(tx.sign(alice))
     assert (ack2.outcome.accepted, ack2.outcome.code) == (False, "ledger_exists")
-    report = ledger.verify()
+    report = ledger.audit()
     assert (report.accepted, report.rejected) == (1, 2)
 
 
@@ -78,7 +78,7 @@ def test_multi_signature_envelope(
     ack = ledger.submit(env)
     assert ack.outcome.accepted
     assert len(ledger.entry(ack.index).envelope.signatures) == 2
-    assert ledger.verify().signatures == 3
+    assert ledger.audit().signatures == 3
 
 
 def test_receipts_and_proofs_verify_offline(ledger: mc.Ledger, alice: Ed25519Signer) -> None:

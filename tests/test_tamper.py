@@ -104,7 +104,7 @@ def _tamper(path: Path, apply: Apply) -> None:
 def _audit_error(path: Path) -> AuditError:
     """The AuditError a read-only full audit raises; fails the test if there is none."""
     with mc.open(path, readonly=True) as led, pytest.raises(AuditError) as caught:
-        led.verify()
+        led.audit()
     return caught.value
 
 
@@ -378,7 +378,7 @@ TAMPERS += [Tamper(t.id, _then_rebuild_tiles(t.apply), t.index, t.says) for t in
 
 def test_pristine_copy_verifies(copy: Path) -> None:
     with mc.open(copy, readonly=True) as led:
-        report = led.verify()
+        report = led.audit()
     assert (report.size, report.checkpoints) == (SIZE, len(CHECKPOINTS))
     assert (report.accepted, report.rejected) == (SIZE - 1, 1)
     proc = _cli_verify(copy)
@@ -490,7 +490,7 @@ def test_every_single_byte_change_of_an_entry_is_an_audit_error(small: Path, idx
     for pos in _each_byte_flipped(copy, idx, 0x01):
         with mc.open(copy, readonly=True) as led:
             try:
-                led.verify()
+                led.audit()
             except AuditError as exc:
                 assert exc.index == idx, (pos, exc.message)
             else:

@@ -79,7 +79,7 @@ def test_bulk_submission_refuses_only_the_bad_ones_and_keeps_order(
     acks = [f.result(30) for i, f in enumerate(futures) if i not in (50, 120)]
     assert [a.index for a in acks] == list(range(1, 199))
     assert [ledger.entry(a.index).transaction.body["data"] for a in acks[:3]] == [0, 1, 2]
-    assert ledger.verify().size == 199
+    assert ledger.audit().size == 199
 
 
 def test_node_falls_back_to_verifying_itself_when_its_worker_dies(

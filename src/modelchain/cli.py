@@ -11,70 +11,31 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from . import ledger as ledger_mod
+from .cli_common import (
+    emit_json,
+    json_option,
+    keystore,
+    ledger_option,
+    open_ledger,
+    signer_for,
+)
+from .cli_registry import register_commands
 from .contracts.ledger import BUILTIN_ROLES, EVENT
 from .core import canonical
-from .core.identity import Signer, VerifierKey
+from .core.identity import VerifierKey
 from .core.merkle import leaf_hash
 from .errors import Error, MalformedError, NotFoundError, UsageError
-from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
-from .ledger import Founder, Ledger
+from .keys import KeyStore, env_or_prompt_passphrase
+from .ledger import Founder
 
 __all__ = ["cli", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-LEDGER_ENV = "MODELCHAIN_LEDGER"
-IDENTITY_ENV = "MODELCHAIN_IDENTITY"
-
-
-def _ledger_option(f: F) -> F:
-    return click.option(
-        "--ledger",
-        "ledger_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar=LEDGER_ENV,
-        default=Path(".modelchain"),
-        show_default="$MODELCHAIN_LEDGER or ./.modelchain",
-        help="Ledger directory.",
-    )(f)
-
-
-def _json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
-
-
-def _keystore(ledger_dir: Path | None = None) -> KeyStore:
-    home = modelchain_home()
-    if ledger_dir is not None and home.resolve().is_relative_to(ledger_dir.resolve()):
-        raise UsageError(
-            f"MODELCHAIN_HOME ({home}) is inside the ledger directory {ledger_dir}: "
-            "member keys must never live with the ledger"
-        )
-    return KeyStore(home)
-
-
-def _open(ledger_dir: Path, readonly: bool = False) -> Ledger:
-    return ledger_mod.open(ledger_dir, readonly=readonly)
-
-
-def _signer(name: str | None, led: Ledger) -> Signer:
-    """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
-    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
-    if not name:
-        raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
-    keys = _keystore(led.path)
-    return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +63,7 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
 
 
 @cli.command()
-@_ledger_option
+@ledger_option
 @click.option("--origin", required=True, help="The ledger's name, e.g. ledger.example.org/fraud.")
 @click.option("--admin", default="admin", show_default=True, help="Founding admin identity.")
 @click.option("--org", default="", help="The admin's organisation.")
@@ -127,7 +88,7 @@ def init(
     unencrypted: bool,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
-    keys = _keystore(ledger_dir)
+    keys = keystore(ledger_dir)
     if not keys.exists(admin):
         passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
         vk = keys.create(admin, passphrase)
@@ -164,7 +125,7 @@ def identity_new(
     """Create identity NAME: a key file under $MODELCHAIN_HOME or a key in an HSM.
 
     The PKCS#11 PIN comes from $MODELCHAIN_PKCS11_PIN or a prompt."""
-    keys = _keystore()
+    keys = keystore()
     if pkcs11_module:
         if not token_label:
             raise UsageError("--pkcs11-module needs --token LABEL")
@@ -185,24 +146,24 @@ def _identity_json(vk: VerifierKey, backend: str | None = None) -> dict[str, str
 
 @identity.command("show")
 @click.argument("name")
-@_json_option
+@json_option
 def identity_show(name: str, as_json: bool) -> None:
     """Print NAME's key id and C2SP verifier-key string."""
-    keys = _keystore()
+    keys = keystore()
     vk = keys.verifier(name)
     if as_json:
-        _emit_json(_identity_json(vk, keys.backend(name)))
+        emit_json(_identity_json(vk, keys.backend(name)))
     else:
         click.echo(f"name:    {vk.name}\nkey id:  {vk.key_id_hex}\nvkey:    {vk}")
 
 
 @identity.command("list")
-@_json_option
+@json_option
 def identity_list(as_json: bool) -> None:
     """List the identities in $MODELCHAIN_HOME."""
-    found = _keystore().list()
+    found = keystore().list()
     if as_json:
-        _emit_json([_identity_json(vk, backend) for vk, backend in found])
+        emit_json([_identity_json(vk, backend) for vk, backend in found])
         return
     for vk, backend in found:
         click.echo(f"{vk.name}\t{vk.key_id_hex}\t{backend}")
@@ -236,7 +197,7 @@ def _read_bodies(body: str | None, from_file: Path | None) -> Iterator[Any]:
 
 
 @event.command("record")
-@_ledger_option
+@ledger_option
 @click.argument("event_type", metavar="TYPE")
 @click.option("--body", help="The event's JSON body.")
 @click.option(
@@ -245,7 +206,7 @@ def _read_bodies(body: str | None, from_file: Path | None) -> Iterator[Any]:
     help="A JSON Lines file: one event per line, submitted as a batch.",
 )
 @click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
-@_json_option
+@json_option
 def event_record(
     ledger_dir: Path,
     event_type: str,
@@ -257,8 +218,8 @@ def event_record(
     """Record one event of TYPE, or one per line of a JSON Lines file."""
     # Read and check all input before signing anything: a bad line writes nothing.
     bodies = list(_read_bodies(body, from_file))
-    with _open(ledger_dir) as led:
-        signer = _signer(as_name, led)
+    with open_ledger(ledger_dir) as led:
+        signer = signer_for(as_name, led)
         envs = [
             led.transaction(EVENT, {"event": event_type, "data": b}, signer.name).sign(signer)
             for b in bodies
@@ -278,7 +239,7 @@ def event_record(
         {"index": a.index, "leaf_hash": a.leaf_hash.hex(), **a.outcome.to_json()} for a in acks
     ]
     if as_json:
-        _emit_json(results[0] if body is not None else results)
+        emit_json(results[0] if body is not None else results)
         return
     for r in results:
         extra = f" {r['code']}: {r['reason']}" if r["result"] == "rejected" else ""
@@ -294,36 +255,36 @@ def log() -> None:
 
 
 @log.command("vkey")
-@_ledger_option
+@ledger_option
 def log_vkey(ledger_dir: Path) -> None:
     """Print the log's verifier key (its name is the origin)."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         click.echo(str(led.log_key))
 
 
 @log.command("checkpoint")
-@_ledger_option
+@ledger_option
 def log_checkpoint(ledger_dir: Path) -> None:
     """Print the latest signed checkpoint, exactly as C2SP tlog-checkpoint defines it."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         sys.stdout.buffer.write(led.checkpoint())
 
 
 @log.command("show")
-@_ledger_option
+@ledger_option
 @click.argument("index", type=int)
 @click.option("--raw", is_flag=True, help="Print the exact leaf bytes.")
-@_json_option
+@json_option
 def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
     """Show entry INDEX."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         if raw:
             sys.stdout.buffer.write(led.entry_bytes(index))
             return
         entry = led.entry(index)
         data = entry.to_json()
         if as_json:
-            _emit_json(data)
+            emit_json(data)
             return
         tx = entry.transaction
         click.echo(f"index:     {entry.index}")
@@ -338,15 +299,15 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
 
 
 @log.command("proof")
-@_ledger_option
+@ledger_option
 @click.argument("index", type=int)
-@_json_option
+@json_option
 def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
     """Print a C2SP tlog-proof for entry INDEX against the latest checkpoint."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         receipt = led.receipt(index)
         if as_json:
-            _emit_json(
+            emit_json(
                 {
                     "index": receipt.index,
                     "leaf_hash": leaf_hash(led.entry_bytes(index)).hex(),
@@ -360,38 +321,38 @@ def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
 
 
 @log.command("consistency")
-@_ledger_option
+@ledger_option
 @click.argument("old", type=int)
 @click.argument("new", type=int)
-@_json_option
+@json_option
 def log_consistency(ledger_dir: Path, old: int, new: int, as_json: bool) -> None:
     """Print the consistency proof from tree size OLD to NEW, one base64 hash a line."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         proof = [base64.b64encode(h).decode() for h in led.consistency_proof(old, new)]
     if as_json:
-        _emit_json({"old": old, "new": new, "proof": proof})
+        emit_json({"old": old, "new": new, "proof": proof})
         return
     for h in proof:
         click.echo(h)
 
 
 @log.command("export-tiles")
-@_ledger_option
+@ledger_option
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def log_export_tiles(ledger_dir: Path, directory: Path) -> None:
     """Write checkpoint, tile/... and tile/entries/... as static tlog-tiles files."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         count = led.export_tiles(directory)
         click.echo(f"wrote {count} files for {led.size} entries to {directory}", err=True)
 
 
 @log.command("verify")
-@_ledger_option
-@_json_option
+@ledger_option
+@json_option
 def log_verify(ledger_dir: Path, as_json: bool) -> None:
     """Full audit: recompute the tree, check every signature, re-execute every
     transaction, compare state and check every stored checkpoint."""
-    with _open(ledger_dir, readonly=True) as led:
+    with open_ledger(ledger_dir, readonly=True) as led:
         total = led.size
         with click.progressbar(
             length=total, label="verifying", file=sys.stderr, hidden=total < 20_000
@@ -402,7 +363,7 @@ def log_verify(ledger_dir: Path, as_json: bool) -> None:
                 bar.update(index - done[0])
                 done[0] = index
 
-            report = led.verify(progress)
+            report = led.audit(progress)
     summary = {
         "size": report.size,
         "root": base64.b64encode(report.root).decode(),
@@ -412,7 +373,7 @@ def log_verify(ledger_dir: Path, as_json: bool) -> None:
         "checkpoints": report.checkpoints,
     }
     if as_json:
-        _emit_json({"ok": True, **summary})
+        emit_json({"ok": True, **summary})
     else:
         click.echo(
             f"ok: {report.size} entries ({report.accepted} accepted, {report.rejected} "
@@ -425,6 +386,9 @@ def roles() -> None:
     """List the built-in member roles."""
     for r in BUILTIN_ROLES:
         click.echo(r)
+
+
+register_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

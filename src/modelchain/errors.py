@@ -24,6 +24,7 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     │   ├── ProofError            an inclusion or consistency proof fails
     │   ├── AuditError            `log verify` found a bad entry/hash/state
     │   └── IntegrityError        bytes on disk differ from what was registered
+    ├── RejectedError             logged, but a contract rejected it         exit 8
     ├── KeyStoreError             key missing, unreadable, wrong passphrase exit 6
     ├── PushbackError             overloaded: retry later                   exit 75
     └── StorageError              the ledger store failed                   exit 7
@@ -149,6 +150,18 @@ class IntegrityError(VerificationError):
         return f"{self.message}\n  {shown}" + (f"\n  ... and {more} more" if more > 0 else "")
 
 
+class RejectedError(Error):
+    """A contract rejected the transaction; the rejection itself is in the log."""
+
+    code = "rejected"
+    exit_code = 8
+
+    def __init__(self, message: str, index: int, reason_code: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.reason_code = reason_code
+
+
 class KeyStoreError(Error):
     code = "key_error"
     exit_code = 6
@@ -185,6 +198,7 @@ __all__ = [
     "ProofError",
     "PushbackError",
     "RefusedError",
+    "RejectedError",
     "ReplayError",
     "SignatureError",
     "StorageError",

@@ -7,6 +7,7 @@ stay with their signers under MODELCHAIN_HOME or in an HSM.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,7 @@ from .engines.sequencer import LocalSequencer
 from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .keys.files import FileSigner, generate_seed, write_private_key
+from .registry import Datasets, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
 from .storage.sqlite import SqliteStore
@@ -77,8 +79,10 @@ class Ledger:
         synchronous: str = "FULL",
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
+        identity: Signer | None = None,
     ) -> None:
         self.path = Path(path)
+        self.identity = identity  # the default signer of the registry calls
         db = self.path / DB_NAME
         if not db.exists():
             raise NotFoundError(
@@ -152,6 +156,34 @@ class Ledger:
     @property
     def size(self) -> int:
         return self.store.size
+
+    def clock(self) -> int:
+        """The node's clock, in milliseconds since the Unix epoch."""
+        return self._clock()
+
+    @functools.cached_property
+    def datasets(self) -> Datasets:
+        return Datasets(self)
+
+    @functools.cached_property
+    def runs(self) -> Runs:
+        return Runs(self)
+
+    @functools.cached_property
+    def models(self) -> Models:
+        return Models(self)
+
+    def verify(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        model: str,
+        version: int | None = None,
+        trust_cache: bool = False,
+    ) -> ModelVersion:
+        """Re-hash ``path``: return the registered version it is, or raise
+        IntegrityError naming every file and tensor that differs."""
+        return self.models.verify(path, model, version, trust_cache=trust_cache)
 
     # -- writing -------------------------------------------------------------
 
@@ -268,7 +300,7 @@ class Ledger:
         _write_file(out / "checkpoint", note)
         return written + 1
 
-    def verify(self, progress: Progress | None = None) -> AuditReport:
+    def audit(self, progress: Progress | None = None) -> AuditReport:
         """Full audit; raises AuditError naming the first bad entry."""
         # A read-only audit trusts no stored copy of the log key: it uses the one
         # genesis carries, checked as part of the replay.

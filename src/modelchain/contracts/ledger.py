@@ -15,6 +15,7 @@ from ..core.identity import VerifierKey
 from ..core.tx import Transaction
 from ..errors import MalformedError
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
+from .registry import registry_rules
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -44,9 +45,14 @@ BUILTIN_ROLES = (
     "fl-coordinator",
     "fl-participant",
 )
-# Auditors read; everyone else may record events.
+# Auditors read; everyone else may record events. Data stewards own datasets,
+# trainers record runs and register models.
 DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     EVENT: [r for r in BUILTIN_ROLES if r != "auditor"],
+    "dataset.register": ["admin", "data-steward"],
+    "dataset.ingest": ["admin", "data-steward"],
+    "run.record": ["admin", "trainer"],
+    "model.register": ["admin", "trainer"],
 }
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
@@ -204,6 +210,7 @@ def default_contracts() -> ContractSet:
         {
             GENESIS: TypeRule(check_genesis, exec_genesis),
             EVENT: TypeRule(check_event, exec_event),
+            **registry_rules(),
         },
         resolve_signer,
         authorize,

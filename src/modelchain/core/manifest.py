@@ -202,12 +202,12 @@ class ManifestDiff:
         return not (self.added or self.removed or self.changed)
 
     def lines(self) -> list[str]:
-        out = [f"added    {p}" for p in self.added]
-        out += [f"removed  {p}" for p in self.removed]
-        out += [f"changed  {p}" for p in self.changed]
-        out += [f"tensor added    {t}" for t in self.tensors_added]
-        out += [f"tensor removed  {t}" for t in self.tensors_removed]
-        out += [f"tensor changed  {t}" for t in self.tensors_changed]
+        out = [f"added {p}" for p in self.added]
+        out += [f"removed {p}" for p in self.removed]
+        out += [f"changed {p}" for p in self.changed]
+        out += [f"changed {t}" for t in self.tensors_changed]
+        out += [f"added {t}" for t in self.tensors_added]
+        out += [f"removed {t}" for t in self.tensors_removed]
         return out
 
     def to_json(self) -> dict[str, list[str]]:

@@ -301,6 +301,14 @@ class SqliteStore:
                     self._state[key] = value
         return value
 
+    def state_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """State keys starting with ``prefix``, in key order."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        for key, value in self._reader().execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (prefix, upper)
+        ):
+            yield str(key), bytes(value)
+
     def state_items(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._reader().execute("SELECT key, value FROM state ORDER BY key"):
             yield str(key), bytes(value)

@@ -1,0 +1,77 @@
+"""What every CLI module shares: the --ledger and --json options, opening the
+ledger, and finding the identity that signs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import ledger as ledger_mod
+from .core.identity import Signer
+from .errors import UsageError
+from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+from .ledger import Ledger
+
+__all__ = [
+    "IDENTITY_ENV",
+    "LEDGER_ENV",
+    "emit_json",
+    "json_option",
+    "keystore",
+    "ledger_option",
+    "open_ledger",
+    "signer_for",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LEDGER_ENV = "MODELCHAIN_LEDGER"
+IDENTITY_ENV = "MODELCHAIN_IDENTITY"
+
+
+def ledger_option(f: F) -> F:
+    return click.option(
+        "--ledger",
+        "ledger_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=LEDGER_ENV,
+        default=Path(".modelchain"),
+        show_default="$MODELCHAIN_LEDGER or ./.modelchain",
+        help="Ledger directory.",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def keystore(ledger_dir: Path | None = None) -> KeyStore:
+    home = modelchain_home()
+    if ledger_dir is not None and home.resolve().is_relative_to(ledger_dir.resolve()):
+        raise UsageError(
+            f"MODELCHAIN_HOME ({home}) is inside the ledger directory {ledger_dir}: "
+            "member keys must never live with the ledger"
+        )
+    return KeyStore(home)
+
+
+def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
+    return ledger_mod.open(ledger_dir, readonly=readonly)
+
+
+def signer_for(name: str | None, led: Ledger) -> Signer:
+    """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
+    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
+    if not name:
+        raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
+    keys = keystore(led.path)
+    return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))

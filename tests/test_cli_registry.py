@@ -1,0 +1,172 @@
+"""The registry commands as a user runs them: hash, dataset, run, model, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ORIGIN = "ledger.example.org/registry"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="pw",
+    )
+    e.pop("MODELCHAIN_IDENTITY", None)
+    return e
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(40)))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    (model / "config.json").write_text('{"hidden": 8}\n')
+    (model / ".git").mkdir()
+    (model / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return {"data": data, "model": model}
+
+
+def test_register_train_verify_round_trip(
+    env: dict[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    manifest = json.loads(run(env, "hash", str(files["model"]), "--json").stdout)
+    weights = next(f for f in manifest["files"] if f["path"] == "weights.bin")
+    assert (
+        weights["digest"]
+        == hashlib.sha256((files["model"] / "weights.bin").read_bytes()).hexdigest()
+    )
+    assert manifest["ignored"] == [".git"]
+
+    ds = json.loads(
+        run(
+            env,
+            "dataset",
+            "register",
+            "train",
+            str(files["data"]),
+            "--source",
+            "file://train.csv",
+            "--json",
+        ).stdout
+    )
+    assert ds["version"] == 1 and ds["records"]["count"] == 40
+    run(
+        env,
+        "run",
+        "record",
+        "r1",
+        "--output",
+        str(files["model"]),
+        "--dataset",
+        "train@1",
+        "--param",
+        "lr=0.01",
+        "--metric",
+        "acc=0.9",
+        "--code-dir",
+        str(tmp_path),
+    )
+    reg = json.loads(
+        run(env, "model", "register", "m", str(files["model"]), "--run", "r1", "--json").stdout
+    )
+    assert (reg["version"], reg["created"]) == (1, True)
+    again = run(env, "model", "register", "m", str(files["model"]))
+    assert "unchanged" in again.stdout
+
+    assert "ok:" in run(env, "verify", str(files["model"]), "--model", "m").stdout
+    (files["model"] / "config.json").write_text('{"hidden": 9}\n')
+    bad = run(env, "verify", str(files["model"]), "--model", "m", ok=False)
+    assert bad.returncode == 1
+    assert "changed config.json" in bad.stderr and "Traceback" not in bad.stderr
+
+    v2 = json.loads(
+        run(env, "model", "register", "m", str(files["model"]), "--parent", "m@1", "--json").stdout
+    )
+    assert v2["version"] == 2
+    diff = json.loads(run(env, "model", "diff", "m", "1", "2", "--json").stdout)
+    assert diff["changed"] == ["config.json"] and diff["added"] == []
+    tree = run(env, "model", "lineage", "m", "--version", "1").stdout
+    assert "run r1" in tree and "dataset train@1" in tree
+    lineage = json.loads(run(env, "model", "lineage", "m", "--version", "2", "--json").stdout)
+    assert lineage["parent"]["run"]["inputs"][0]["name"] == "train"
+
+    proof_file = tmp_path / "proof.json"
+    run(
+        env,
+        "dataset",
+        "prove",
+        "train",
+        "--version",
+        "1",
+        "--row",
+        "7",
+        "--data",
+        str(files["data"]),
+        "-o",
+        str(proof_file),
+    )
+    proof = json.loads(proof_file.read_text())
+    assert proof["record"] == {"x": "7", "y": "1"}
+    assert "ok: row 7" in run(env, "dataset", "verify-record", str(proof_file)).stdout
+    proof["record"]["y"] = "2"
+    proof_file.write_text(json.dumps(proof))
+    forged = run(env, "dataset", "verify-record", str(proof_file), ok=False)
+    assert forged.returncode == 1
+
+    shown = json.loads(run(env, "model", "show", "m", "--json").stdout)
+    assert shown["version"] == 2 and shown["parent"] == {"name": "m", "version": 1}
+    assert "ok: " in run(env, "log", "verify").stdout
+
+
+def test_bad_paths_get_clear_errors(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    missing = run(env, "hash", str(tmp_path / "nope"), ok=False)
+    assert missing.returncode == 3 and missing.stderr.startswith("error: ")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(env, "model", "register", "m", str(empty), ok=False).returncode == 4
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    linked = run(env, "hash", str(tmp_path / "link"), ok=False)
+    assert linked.returncode == 4 and "symlink" in linked.stderr.lower()
+    unknown = run(env, "verify", str(tmp_path / "real"), "--model", "ghost", ok=False)
+    assert unknown.returncode == 3
+    bad_spec = run(
+        env,
+        "run",
+        "record",
+        "r",
+        "--output",
+        str(tmp_path / "real"),
+        "--dataset",
+        "nover",
+        ok=False,
+    )
+    assert bad_spec.returncode == 2 and "NAME@VERSION" in bad_spec.stderr

@@ -1,0 +1,199 @@
+"""The registry end to end with real models and data: datasets, runs, model versions,
+verification, diffs and lineage."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import joblib
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+import modelchain as mc
+from modelchain.core.identity import Ed25519Signer
+from modelchain.errors import IntegrityError, NotFoundError, ProofError, RejectedError
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def iris_csv(tmp_path: Path) -> Path:
+    data = load_iris()
+    path = tmp_path / "iris.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*data.feature_names, "species"])
+        for row, target in zip(data.data.tolist(), data.target.tolist(), strict=True):
+            w.writerow([*row, int(target)])
+    return path
+
+
+@pytest.fixture
+def sklearn_model(tmp_path: Path) -> Path:
+    data = load_iris()
+    clf = LogisticRegression(max_iter=500).fit(data.data, data.target)
+    path = tmp_path / "iris-logreg.joblib"
+    joblib.dump(clf, path)
+    return path
+
+
+def _torch_folder(root: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    root.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, root / "model.safetensors")
+    (root / "config.json").write_text(json.dumps({"layers": [4, 8, 3]}))
+    torch.save(net.state_dict(), root / "model.pt")
+    return root
+
+
+@pytest.fixture
+def led(ledger: mc.Ledger, alice: Ed25519Signer) -> mc.Ledger:
+    ledger.identity = alice
+    return ledger
+
+
+def test_dataset_versions_with_record_roots(led: mc.Ledger, iris_csv: Path) -> None:
+    v1 = led.datasets.register("iris", iris_csv, source="sklearn://iris", license="BSD-3")
+    assert (v1.version, v1.created) == (1, True)
+    assert v1.records is not None and v1.records["count"] == 150
+    again = led.datasets.ingest("iris", iris_csv, source="s3://x", batch="b1", collected_by="bob")
+    assert (again.version, again.created) == (1, False), "same bytes: no new version"
+    with iris_csv.open("a") as fh:
+        fh.write("5.0,3.0,1.5,0.2,0\n")
+    v2 = led.datasets.ingest("iris", iris_csv, source="s3://x", batch="b2", collected_by="bob")
+    assert (v2.version, v2.created) == (2, True)
+    assert v2.record["ingest"]["batch"] == "b2"
+    assert v2.records is not None and v2.records["count"] == 151
+    assert [d["name"] for d in led.datasets.list()] == ["iris"]
+
+    proof = led.datasets.prove("iris", 2, 150, iris_csv)
+    led.datasets.verify_record(proof, "iris", 2)
+    with pytest.raises(ProofError):
+        led.datasets.verify_record(proof, "iris", 1)  # another version's root
+    assert led.audit().rejected == 0
+
+
+def test_model_lineage_from_data_through_run(
+    led: mc.Ledger, iris_csv: Path, sklearn_model: Path
+) -> None:
+    led.datasets.register("iris", iris_csv)
+    led.runs.record(
+        "train-1",
+        outputs=[sklearn_model],
+        datasets=[("iris", 1)],
+        parameters={"max_iter": 500},
+        metrics={"accuracy": 0.97},
+        code_dir=None,
+    )
+    run = led.runs.get("train-1")
+    assert run["inputs"] == [{"kind": "dataset", "name": "iris", "version": 1}]
+    env = run["statement"]["predicate"]["buildDefinition"]["internalParameters"]["environment"]
+    assert "scikit-learn" in env["packages"] and env["python"]
+
+    v1 = led.models.register("iris-clf", sklearn_model, run="train-1", metrics={"acc": 0.97})
+    assert (v1.version, v1.created) == (1, True)
+    assert v1.record["artifact"]["format"] == "sklearn"
+    size = led.size
+    same = led.models.register("iris-clf", sklearn_model, run="train-1")
+    assert (same.version, same.created) == (1, False)
+    assert led.size == size, "re-registering the same bytes writes nothing"
+
+    tree = led.models.lineage("iris-clf")
+    assert tree["run"]["id"] == "train-1"
+    assert tree["run"]["inputs"][0]["name"] == "iris"
+    assert led.verify(sklearn_model, model="iris-clf").version == 1
+
+
+def test_a_model_must_be_an_output_of_its_run(
+    led: mc.Ledger, sklearn_model: Path, tmp_path: Path
+) -> None:
+    led.runs.record("r", outputs=[sklearn_model], code_dir=None)
+    other = _torch_folder(tmp_path / "other")
+    with pytest.raises(RejectedError, match="not_a_run_output") as info:
+        led.models.register("m", other, run="r")
+    assert not led.entry(info.value.index).outcome.accepted, "the refusal is evidence"
+    with pytest.raises(RejectedError, match="no_run"):
+        led.models.register("m", other, run="never-recorded")
+
+
+def test_versions_diff_by_file_and_tensor(led: mc.Ledger, tmp_path: Path) -> None:
+    folder = _torch_folder(tmp_path / "net")
+    v1 = led.models.register("net", folder)
+    tensors = led.models.manifest("net", 1).file("model.safetensors")
+    assert tensors is not None and {t.name for t in tensors.tensors} == {
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    }
+    fine_tuned = tmp_path / "net2"
+    shutil.copytree(folder, fine_tuned)
+    weights = load_file(fine_tuned / "model.safetensors")
+    weights["2.bias"] = weights["2.bias"] + 1
+    save_file(weights, fine_tuned / "model.safetensors")
+    (fine_tuned / "README.md").write_text("fine-tuned\n")
+    v2 = led.models.register("net", fine_tuned, parent=("net", v1.version))
+    changes = led.models.diff("net", 1, 2)
+    assert changes.changed == ("model.safetensors",)
+    assert changes.added == ("README.md",)
+    assert changes.tensors_changed == ("model.safetensors:2.bias",)
+    assert led.models.lineage("net", v2.version)["parent"]["version"] == 1
+
+
+def test_verify_names_what_differs(led: mc.Ledger, tmp_path: Path) -> None:
+    folder = _torch_folder(tmp_path / "net")
+    led.models.register("net", folder)
+    led.verify(folder, model="net")
+    data = bytearray((folder / "config.json").read_bytes())
+    data[2] ^= 1
+    (folder / "config.json").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as info:
+        led.verify(folder, model="net")
+    assert "changed config.json" in info.value.differences
+    (folder / "config.json").rename(folder / "config2.json")
+    with pytest.raises(IntegrityError) as info:
+        led.verify(folder, model="net")
+    assert {"added config2.json", "removed config.json"} <= set(info.value.differences)
+    with pytest.raises(NotFoundError):
+        led.verify(folder, model="nope")
+
+
+def test_large_manifests_live_beside_the_ledger(led: mc.Ledger, tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in range(500):
+        (folder / f"shard-{i:04d}.bin").write_bytes(i.to_bytes(4, "big") * 10)
+    v = led.models.register("sharded", folder)
+    art = v.record["artifact"]
+    assert "manifest_ref" in art and "manifest" not in art
+    assert (led.path / "blobs" / "sha256").is_dir()
+    assert len(led.entry_bytes(v.index)) < 65_535
+    led.verify(folder, model="sharded")
+    assert led.audit().rejected == 0
+
+
+def test_roles_gate_registration(
+    ledger: mc.Ledger, carol: Ed25519Signer, sklearn_model: Path
+) -> None:
+    ledger.identity = carol  # an auditor
+    with pytest.raises(RejectedError, match="not_permitted"):
+        ledger.models.register("m", sklearn_model)
+
+
+def test_reopened_ledger_keeps_the_registry(led: mc.Ledger, sklearn_model: Path) -> None:
+    led.models.register("m", sklearn_model)
+    path = led.path
+    led.close()
+    with mc.open(path, readonly=True) as again:
+        assert again.models.get("m").version == 1
+        again.verify(sklearn_model, model="m")
