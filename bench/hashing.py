@@ -1,6 +1,6 @@
 """Benchmark: hashing a 2 GiB single-file model and a 4 x 512 MiB model folder, page cache warm.
 
-    python bench/hashing.py            # full run (about 2 minutes on 2 cores, 5 GiB of temp files)
+    python bench/hashing.py            # full run (about 1 minute on 2 cores; 5 GiB of temp files)
     python bench/hashing.py --quick    # 64 MiB and 4 x 16 MiB, for a smoke check
 
 Compares, in the same run and interleaved round by round (medians of 3): modelchain's

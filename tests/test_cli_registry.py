@@ -170,3 +170,119 @@ def test_bad_paths_get_clear_errors(env: dict[str, str], tmp_path: Path) -> None
         ok=False,
     )
     assert bad_spec.returncode == 2 and "NAME@VERSION" in bad_spec.stderr
+
+
+def test_oms_bundles_round_trip_with_model_signing(
+    env: dict[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = tmp_path / "signer.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = tmp_path / "signer.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
+    model, bundle = files["model"], tmp_path / "model.sig"
+    run(env, "oms", "sign", str(model), "--key", str(private), "-o", str(bundle))
+    theirs = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_signing",
+            "verify",
+            "key",
+            str(model),
+            "--signature",
+            str(bundle),
+            "--public_key",
+            str(public),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    imported = json.loads(
+        run(
+            env,
+            "oms",
+            "import",
+            str(bundle),
+            str(model),
+            "--model",
+            "m",
+            "--key",
+            str(public),
+            "--json",
+        ).stdout
+    )
+    assert imported["version"] == 1
+    shown = json.loads(run(env, "model", "show", "m", "--json").stdout)
+    assert shown["card"]["oms"]["bundle"].startswith("sha256:")
+
+    (model / "weights.bin").write_bytes(b"tampered")
+    refused = run(
+        env,
+        "oms",
+        "import",
+        str(bundle),
+        str(model),
+        "--model",
+        "m",
+        "--key",
+        str(public),
+        ok=False,
+    )
+    assert refused.returncode == 1 and "weights.bin" in refused.stderr
+
+
+def test_parquet_datasets_and_unsupported_record_files(env: dict[str, str], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    table = pa.table(
+        {"id": list(range(30)), "label": ["a", "b", "c"] * 10, "score": [i / 7 for i in range(30)]}
+    )
+    data = tmp_path / "rows.parquet"
+    pq.write_table(table, data, row_group_size=8)
+    reg = json.loads(run(env, "dataset", "register", "rows", str(data), "--json").stdout)
+    assert reg["records"]["count"] == 30
+    proof = json.loads(
+        run(
+            env, "dataset", "prove", "rows", "--version", "1", "--row", "17", "--data", str(data)
+        ).stdout
+    )
+    assert proof["record"]["id"] == 17 and proof["record"]["label"] == "c"
+
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"\x00\x01 not a table")
+    run(env, "dataset", "register", "blob", str(blob))
+    no_rows = run(
+        env,
+        "dataset",
+        "prove",
+        "blob",
+        "--version",
+        "1",
+        "--row",
+        "0",
+        "--data",
+        str(blob),
+        ok=False,
+    )
+    assert no_rows.returncode == 3 and "record-level root" in no_rows.stderr

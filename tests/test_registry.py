@@ -197,3 +197,11 @@ def test_reopened_ledger_keeps_the_registry(led: mc.Ledger, sklearn_model: Path)
     with mc.open(path, readonly=True) as again:
         assert again.models.get("m").version == 1
         again.verify(sklearn_model, model="m")
+
+
+def test_verify_against_an_environment_needs_a_deployment(
+    led: mc.Ledger, sklearn_model: Path
+) -> None:
+    led.models.register("m", sklearn_model)
+    with pytest.raises(NotFoundError, match="not deployed to 'production'"):
+        led.verify(sklearn_model, model="m", env="production")

@@ -628,6 +628,7 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("path", type=click.Path(path_type=Path))
     @click.option("--model", "model_name", required=True, help="Registered model name.")
     @click.option("--version", "version", type=int, help="Default: the latest.")
+    @click.option("--env", help="Check against the version deployed to this environment.")
     @click.option(
         "--trust-cache",
         is_flag=True,
@@ -639,6 +640,7 @@ def register_commands(cli: click.Group) -> None:
         path: Path,
         model_name: str,
         version: int | None,
+        env: str | None,
         trust_cache: bool,
         as_json: bool,
     ) -> None:
@@ -647,7 +649,7 @@ def register_commands(cli: click.Group) -> None:
             progress = ByteProgress("verifying")
             try:
                 v = led.models.verify(
-                    path, model_name, version, trust_cache=trust_cache, progress=progress
+                    path, model_name, version, env=env, trust_cache=trust_cache, progress=progress
                 )
             finally:
                 progress.close()
@@ -686,8 +688,9 @@ def register_commands(cli: click.Group) -> None:
         from .artifacts.hashing import DEFAULT_IGNORES, hash_path
         from .artifacts.oms import GIT_IGNORE_PATHS, load_private_key, sign_bundle
 
-        password = os.environ.get("MODELCHAIN_KEY_PASSPHRASE")
-        key = load_private_key(key_file.read_bytes(), password.encode() if password else None)
+        pem = key_file.read_bytes()
+        password = os.environ.get("MODELCHAIN_KEY_PASSPHRASE") if b"ENCRYPTED" in pem else None
+        key = load_private_key(pem, password.encode() if password else None)
         ignore = [*GIT_IGNORE_PATHS]
         if path.is_dir() and output.resolve().parent == path.resolve():
             ignore.append(output.name)  # the bundle must not sign itself

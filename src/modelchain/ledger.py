@@ -179,11 +179,13 @@ class Ledger:
         *,
         model: str,
         version: int | None = None,
+        env: str | None = None,
         trust_cache: bool = False,
     ) -> ModelVersion:
-        """Re-hash ``path``: return the registered version it is, or raise
-        IntegrityError naming every file and tensor that differs."""
-        return self.models.verify(path, model, version, trust_cache=trust_cache)
+        """Re-hash ``path``: return the registered version it is (the latest, the
+        given one, or the one deployed to ``env``), or raise IntegrityError
+        naming every file and tensor that differs."""
+        return self.models.verify(path, model, version, env=env, trust_cache=trust_cache)
 
     # -- writing -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .contracts.registry import (
     STATEMENT_V1,
     dataset_key,
     dependency_uri,
+    deployment_key,
     digest_key,
     model_key,
     parse_dependency_uri,
@@ -512,17 +513,30 @@ class Models(_Registry):
     def diff(self, name: str, old: int, new: int) -> ManifestDiff:
         return diff_manifests(self.manifest(name, old), self.manifest(name, new))
 
+    def deployed(self, name: str, env: str) -> int:
+        """The version of ``name`` deployed to environment ``env``."""
+        found = self._state(deployment_key(name, env))
+        if not isinstance(found, dict) or not isinstance(found.get("version"), int):
+            raise NotFoundError(f"{name} is not deployed to {env!r}")
+        return int(found["version"])
+
     def verify(
         self,
         path: str | os.PathLike[str],
         name: str,
         version: int | None = None,
         *,
+        env: str | None = None,
         trust_cache: bool = False,
         progress: Progress | None = None,
     ) -> ModelVersion:
-        """Re-hash ``path`` and compare with the registered version; raise
-        IntegrityError naming every differing file and tensor."""
+        """Re-hash ``path`` and compare with the registered version (the latest,
+        a given one, or the one deployed to ``env``); raise IntegrityError
+        naming every differing file and tensor."""
+        if env is not None:
+            if version is not None:
+                raise UsageError("give a version or an environment, not both")
+            version = self.deployed(name, env)
         registered = self.get(name, version)
         expected = self.manifest(name, registered.version)
         actual = self._hash(

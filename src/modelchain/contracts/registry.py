@@ -26,6 +26,7 @@ __all__ = [
     "STATEMENT_V1",
     "dataset_key",
     "dependency_uri",
+    "deployment_key",
     "digest_key",
     "model_key",
     "parse_dependency_uri",
@@ -63,6 +64,12 @@ def version_key(kind: str, name: str, version: int) -> str:
 
 def run_key(run_id: str) -> str:
     return f"run/{run_id}"
+
+
+def deployment_key(model: str, env: str) -> str:
+    """Where the deployment contracts keep the version an environment runs:
+    ``{"version": N, ...}``."""
+    return f"deployment/{model}/{env}"
 
 
 def digest_key(kind: str, name: str, digest: str) -> str:
