@@ -21,8 +21,6 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Protocol
 
-import blake3
-
 from ..core.manifest import (
     BLAKE3,
     SHA256,
@@ -517,12 +515,24 @@ def _safetensors_spans(fd: int, entry: _Entry) -> list[_Span]:
 # --- engines ---------------------------------------------------------------------------------
 
 
+def _blake3() -> Any:
+    """The blake3 package, which only the opt-in BLAKE3 engine needs."""
+    try:
+        import blake3
+    except ImportError as exc:
+        raise UsageError(
+            "the blake3 engine needs the blake3 package: pip install 'modelchain[fast]'"
+        ) from exc
+    return blake3
+
+
 def _blake3_alone(fd: int, entry: _Entry, run: _Run) -> str:
     """BLAKE3 of a big file hashed while other workers have little to do: the blake3
     package's own multi-threaded mmap path (copying through a buffer first measured 20-40%
     slower). It maps the file we opened, through /proc, not whatever the path names now.
     As with any mmap, truncating the file while it is hashed kills the process (SIGBUS):
     one reason plain SHA-256 stays the default."""
+    blake3 = _blake3()
     threads = blake3.blake3.AUTO if run.workers >= _default_workers() else run.workers
     hasher = blake3.blake3(max_threads=threads)
     proc = f"/proc/self/fd/{fd}"
@@ -542,7 +552,7 @@ def _hash_whole(entry: _Entry, key: str, run: _Run) -> None:
             read = entry.st.st_size  # what was mapped; the fstat below catches any change
         else:
             hasher: _Hasher = (
-                blake3.blake3(max_threads=1) if run.algorithm == BLAKE3 else hashlib.sha256()
+                _blake3().blake3(max_threads=1) if run.algorithm == BLAKE3 else hashlib.sha256()
             )
 
             def whole(offset: int, chunk: memoryview) -> None:
@@ -890,7 +900,6 @@ def verify_path(
     found = replace(
         found,
         files=tuple(replace(f, tensors=()) if f.path in untensored else f for f in found.files),
-        _by_path={},
     )
     lines = _difference_lines(manifest, found)
     if not lines and found.root == manifest.root:

@@ -80,6 +80,12 @@ class TensorDigest:
             "digest": self.digest,
         }
 
+    def __post_init__(self) -> None:
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in self.shape):
+            raise MalformedError(f"tensor {self.name}: shape must be non-negative integers")
+        if not isinstance(self.digest, str) or not _HEX.match(self.digest):
+            raise MalformedError(f"tensor {self.name}: digest must be 64 lowercase hex")
+
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TensorDigest:
         try:
@@ -109,9 +115,12 @@ class FileDigest:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FileDigest:
         try:
+            size = obj["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise MalformedError(f"{obj['path']}: size must be a non-negative integer")
             return cls(
                 obj["path"],
-                int(obj["size"]),
+                size,
                 obj["digest"],
                 tuple(TensorDigest.from_json(t) for t in obj.get("tensors", ())),
             )
@@ -129,7 +138,9 @@ class Manifest:
     ignored: tuple[str, ...] = ()  # paths left out (.git, ...), listed so nothing hides
     allow_symlinks: bool = False
     format: str = "unknown"
-    _by_path: dict[str, FileDigest] = field(default_factory=dict, compare=False, repr=False)
+    _by_path: dict[str, FileDigest] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         check_algorithm(self.algorithm)
