@@ -205,3 +205,26 @@ def test_verify_against_an_environment_needs_a_deployment(
     led.models.register("m", sklearn_model)
     with pytest.raises(NotFoundError, match="not deployed to 'production'"):
         led.verify(sklearn_model, model="m", env="production")
+
+
+def test_runs_record_the_git_commit_of_the_code(
+    led: mc.Ledger, sklearn_model: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('train')\n")
+    git = ["git", "-C", str(code), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "train"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    led.runs.record("r-git", outputs=[sklearn_model], code_dir=code)
+    deps = led.runs.get("r-git")["statement"]["predicate"]["buildDefinition"][
+        "resolvedDependencies"
+    ]
+    assert {"gitCommit": head} in [d["digest"] for d in deps]
+    assert [d["annotations"]["dirty"] for d in deps if "gitCommit" in d["digest"]] == [False]

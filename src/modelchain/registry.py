@@ -332,28 +332,22 @@ class Datasets(_Registry):
         verify_record_proof(proof, bytes.fromhex(rec["root"]), rec["count"])
 
 
+def _git(directory: Path, *args: str, check: bool = True) -> str:
+    return subprocess.run(
+        ["git", "-C", str(directory), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=check,
+    ).stdout.strip()
+
+
 def _git_commit(directory: Path) -> dict[str, Any] | None:
+    """The working tree's commit as a SLSA resolved dependency, if it is a git tree."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        remote = subprocess.run(
-            ["git", "-C", str(directory), "config", "--get", "remote.origin.url"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git(directory, "rev-parse", "HEAD")
+        dirty = _git(directory, "status", "--porcelain", "--untracked-files=no")
+        remote = _git(directory, "config", "--get", "remote.origin.url", check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     uri = f"git+{remote}" if remote else f"git+file://{directory.resolve()}"
