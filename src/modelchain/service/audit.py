@@ -122,9 +122,11 @@ class _SignatureChecks:
     def settle(self) -> None:
         """Wait for every check so far; raise for the first that fails."""
         if self._checks:
-            self._in_flight.append(
-                (self._verifier.verify_many(self._checks), self._checks, self._owners)
-            )
+            # A small remainder is cheaper to check here than to send to a worker
+            # (and a small ledger never starts one).
+            fut: Future[list[bool]] = Future()
+            fut.set_result(verify_batch(self._checks))
+            self._in_flight.append((fut, self._checks, self._owners))
             self._checks, self._owners = [], []
         while self._in_flight:
             self._settle_one()
