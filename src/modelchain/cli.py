@@ -26,6 +26,7 @@ from .cli_common import (
     open_ledger,
     signer_for,
 )
+from .cli_governance import register_commands as register_governance
 from .cli_registry import register_commands
 from .contracts.ledger import BUILTIN_ROLES, EVENT
 from .core import canonical
@@ -389,6 +390,7 @@ def roles() -> None:
 
 
 register_commands(cli)
+register_governance(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from .core.tx import LogEntry, Transaction
 from .engines.sequencer import LocalSequencer
 from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
+from .governance import Members
 from .keys.files import FileSigner, generate_seed, write_private_key
 from .registry import Datasets, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
@@ -160,6 +161,10 @@ class Ledger:
     def clock(self) -> int:
         """The node's clock, in milliseconds since the Unix epoch."""
         return self._clock()
+
+    @functools.cached_property
+    def members(self) -> Members:
+        return Members(self)
 
     @functools.cached_property
     def datasets(self) -> Datasets:

@@ -65,6 +65,7 @@ class Call:
     index: int
     tx: Transaction
     signers: tuple[str, ...]  # member names of every verified signature, in order
+    keyids: tuple[str, ...] = ()  # the key id of each of those signatures
 
 
 Handler = Callable[[Overlay, Call], None]
@@ -131,7 +132,7 @@ class ContractSet:
                 if found is None:
                     raise Rejected("unknown_signer", f"key {kid} belongs to no active member")
                 names.append(found[0])
-            call = Call(index, tx, tuple(names))
+            call = Call(index, tx, tuple(names), keyids)
             self._authorize(overlay, call)
             rule.execute(overlay, call)
         except Rejected as rej:

@@ -15,6 +15,8 @@ from ..core.identity import VerifierKey
 from ..core.tx import Transaction
 from ..errors import MalformedError
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
+from .governance import GOVERNANCE_KEY, governance_rules
+from .members import check_member
 from .registry import registry_rules
 
 __all__ = [
@@ -55,8 +57,6 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     "model.register": ["admin", "trainer"],
 }
 
-_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
-_ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
 
 
@@ -73,29 +73,9 @@ def _require(cond: bool, message: str) -> None:
         raise MalformedError(message)
 
 
-def _check_member(m: object) -> None:
-    _require(isinstance(m, dict), "each member is an object")
-    assert isinstance(m, dict)
-    _require(set(m) == {"name", "org", "roles", "keys"}, "member is {name, org, roles, keys}")
-    _require(isinstance(m["name"], str) and bool(_NAME.match(m["name"])), "bad member name")
-    _require(isinstance(m["org"], str) and len(m["org"]) <= 200, "bad member org")
-    roles = m["roles"]
-    _require(
-        isinstance(roles, list) and all(isinstance(r, str) and _ROLE.match(r) for r in roles),
-        f"member {m['name']}: roles must be a list of role names",
-    )
-    keys = m["keys"]
-    _require(isinstance(keys, list) and len(keys) >= 1, f"member {m['name']}: needs a key")
-    for k in keys:
-        _require(isinstance(k, str), "keys are verifier-key strings")
-        vk = VerifierKey.from_string(k)
-        _require(vk.name == m["name"], f"key {vk.name!r} is not named after member {m['name']!r}")
-        _require(vk.type_byte == 0x01, "member keys are Ed25519 (type 0x01)")
-
-
 def check_genesis(body: Mapping[str, Any]) -> None:
     want = {"origin", "log_key", "members", "permissions"}
-    _require(set(body) == want, f"genesis body is {sorted(want)}")
+    _require(want <= set(body) <= want | {"quorum"}, f"genesis body is {sorted(want)} and quorum")
     _require(isinstance(body["origin"], str) and bool(body["origin"]), "genesis needs an origin")
     _require(isinstance(body["log_key"], str), "genesis log_key is a verifier-key string")
     log_key = VerifierKey.from_string(body["log_key"])
@@ -103,9 +83,15 @@ def check_genesis(body: Mapping[str, Any]) -> None:
     members = body["members"]
     _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
     for m in members:
-        _check_member(m)
+        check_member(m)
     names = [m["name"] for m in members]
     _require(len(set(names)) == len(names), "member names must be unique")
+    admins = sum(1 for m in members if "admin" in m["roles"])
+    q = body.get("quorum", 1)
+    _require(
+        isinstance(q, int) and not isinstance(q, bool) and 1 <= q <= max(admins, 1),
+        f"quorum must be 1..{admins} (the founding admins)",
+    )
     perms = body["permissions"]
     _require(isinstance(perms, dict), "permissions map a transaction type to roles")
     for t, roles in perms.items():
@@ -134,6 +120,8 @@ def exec_genesis(state: Overlay, call: Call) -> None:
             seen.add(kid)
             state.put(_keyid_key(kid), m["name"])
         state.put(member_key(m["name"]), {**m, "status": "active", "since": call.index})
+    state.put("members", [m["name"] for m in body["members"]])
+    state.put(GOVERNANCE_KEY, {"quorum": body.get("quorum", 1)})
     state.put(
         LEDGER_KEY,
         {
@@ -164,9 +152,11 @@ def resolve_signer(
     """Member name and key for a DSSE key id; for genesis, the founding keys."""
     name = state.get_state(_keyid_key(keyid))
     if isinstance(name, str):
+        # Revoked members and retired keys still resolve: a signature by one is
+        # checked, logged and then rejected by ``authorize``, as evidence.
         member = state.get_state(member_key(name))
-        if isinstance(member, dict) and member.get("status") == "active":
-            for k in member["keys"]:
+        if isinstance(member, dict):
+            for k in (*member["keys"], *member.get("retired_keys", ())):
                 vk = VerifierKey.from_string(k)
                 if vk.key_id_hex == keyid:
                     return name, vk
@@ -193,9 +183,16 @@ def authorize(state: StateReader, call: Call) -> None:
         raise Rejected("not_initialized", "the ledger has no genesis yet")
     if call.tx.actor not in call.signers:
         raise Rejected("actor_not_signer", f"{call.tx.actor} did not sign this transaction")
+    for name, keyid in zip(call.signers, call.keyids, strict=True):
+        signer = state.get_state(member_key(name))
+        if not isinstance(signer, dict):
+            raise Rejected("not_member", f"{name} is not a member")
+        if signer.get("status") != "active":
+            raise Rejected("member_revoked", f"{name} was revoked: {signer.get('reason', '')}")
+        if not any(VerifierKey.from_string(k).key_id_hex == keyid for k in signer["keys"]):
+            raise Rejected("key_retired", f"key {keyid} of {name} was retired")
     member = state.get_state(member_key(call.tx.actor))
-    if not isinstance(member, dict) or member.get("status") != "active":
-        raise Rejected("not_member", f"{call.tx.actor} is not an active member")
+    assert isinstance(member, dict)
     allowed = ledger["permissions"].get(call.tx.type)
     if allowed is not None and not set(member["roles"]) & set(allowed):
         raise Rejected(
@@ -211,6 +208,7 @@ def default_contracts() -> ContractSet:
             GENESIS: TypeRule(check_genesis, exec_genesis),
             EVENT: TypeRule(check_event, exec_event),
             **registry_rules(),
+            **governance_rules(),
         },
         resolve_signer,
         authorize,
@@ -222,13 +220,17 @@ def genesis_body(
     log_key: VerifierKey,
     members: list[dict[str, Any]],
     permissions: Mapping[str, list[str]] | None = None,
+    quorum: int | None = None,
 ) -> dict[str, Any]:
-    """A genesis body; ``members`` are {name, org, roles, keys} objects."""
-    body = {
+    """A genesis body; ``members`` are {name, org, roles, keys} objects. The
+    admin quorum defaults to two where there are two founding admins, else one."""
+    admins = sum(1 for m in members if "admin" in m.get("roles", ()))
+    body: dict[str, Any] = {
         "origin": origin,
         "log_key": log_key.to_string(),
         "members": members,
         "permissions": dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
+        "quorum": min(2, max(admins, 1)) if quorum is None else quorum,
     }
     check_genesis(body)
     return body

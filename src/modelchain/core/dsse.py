@@ -70,7 +70,8 @@ class Envelope:
         return Envelope(self.payload_type, self.payload, (*self.signatures, _sign(self, signer)))
 
     @classmethod
-    def from_json(cls, obj: object) -> Envelope:
+    def from_json(cls, obj: object, allow_unsigned: bool = False) -> Envelope:
+        """Parse an envelope; ``allow_unsigned`` accepts a draft awaiting signatures."""
         if not isinstance(obj, dict):
             raise MalformedError("a DSSE envelope must be a JSON object")
         extra = set(obj) - {"payload", "payloadType", "signatures"}
@@ -81,7 +82,7 @@ class Envelope:
             raise MalformedError("envelope payloadType must be a string")
         payload = _b64decode(obj.get("payload"), "envelope payload")
         sigs = obj.get("signatures")
-        if not isinstance(sigs, list) or not sigs:
+        if not isinstance(sigs, list) or not (sigs or allow_unsigned):
             raise MalformedError("envelope needs a non-empty signatures list")
         parsed = []
         for s in sigs:

@@ -1,0 +1,41 @@
+"""What a member is, checked the same way wherever members are written.
+
+Genesis founds members and ``member.add`` adds them; both use ``check_member``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..core.identity import VerifierKey
+from ..errors import MalformedError
+
+__all__ = ["check_member"]
+
+_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
+_ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise MalformedError(message)
+
+
+def check_member(m: object) -> None:
+    _require(isinstance(m, dict), "each member is an object")
+    assert isinstance(m, dict)
+    _require(set(m) == {"name", "org", "roles", "keys"}, "member is {name, org, roles, keys}")
+    _require(isinstance(m["name"], str) and bool(_NAME.match(m["name"])), "bad member name")
+    _require(isinstance(m["org"], str) and len(m["org"]) <= 200, "bad member org")
+    roles = m["roles"]
+    _require(
+        isinstance(roles, list) and all(isinstance(r, str) and _ROLE.match(r) for r in roles),
+        f"member {m['name']}: roles must be a list of role names",
+    )
+    keys = m["keys"]
+    _require(isinstance(keys, list) and len(keys) >= 1, f"member {m['name']}: needs a key")
+    for k in keys:
+        _require(isinstance(k, str), "keys are verifier-key strings")
+        vk = VerifierKey.from_string(k)
+        _require(vk.name == m["name"], f"key {vk.name!r} is not named after member {m['name']!r}")
+        _require(vk.type_byte == 0x01, "member keys are Ed25519 (type 0x01)")

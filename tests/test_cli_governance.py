@@ -1,0 +1,102 @@
+"""Governance from the command line: two admins co-sign a member change offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="pw",
+    )
+    e.pop("MODELCHAIN_IDENTITY", None)
+    return e
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_two_admins_co_sign_offline(env: dict[str, str], tmp_path: Path) -> None:
+    for name in ("dave", "erin"):
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/gov",
+        "--admin",
+        "alice",
+        "--member",
+        "dave:admin@bank",
+    )
+    listed = json.loads(run(env, "member", "list", "--json").stdout)
+    assert listed["quorum"] == 2
+
+    alone = run(env, "member", "add", "erin", "--role", "evaluator", "--as", "alice", ok=False)
+    assert alone.returncode == 8 and "quorum_not_met" in alone.stderr
+
+    draft = tmp_path / "add-erin.json"
+    run(
+        env,
+        "member",
+        "add",
+        "erin",
+        "--role",
+        "evaluator",
+        "--org",
+        "lab",
+        "--as",
+        "alice",
+        "--draft",
+        str(draft),
+    )
+    signed = run(env, "tx", "sign", str(draft), "--as", "dave").stdout
+    assert "2 signatures" in signed
+    out = json.loads(run(env, "tx", "submit", str(draft), "--json").stdout)
+    assert out["result"] == "accepted"
+    erin = json.loads(run(env, "member", "show", "erin", "--json").stdout)
+    assert erin["roles"] == ["evaluator"] and erin["status"] == "active"
+
+    again = run(env, "tx", "submit", str(draft), ok=False)
+    assert again.returncode == 5 and "nonce" in again.stderr
+
+    generic = tmp_path / "revoke.json"
+    run(
+        env,
+        "tx",
+        "draft",
+        "member.revoke",
+        "--body",
+        '{"name": "erin", "reason": "contract ended"}',
+        "--actor",
+        "dave",
+        "-o",
+        str(generic),
+    )
+    unsigned = run(env, "tx", "submit", str(generic), ok=False)
+    assert unsigned.returncode == 2 and "no signatures" in unsigned.stderr
+    run(env, "tx", "sign", str(generic), "--as", "dave")
+    run(env, "tx", "sign", str(generic), "--as", "alice")
+    run(env, "tx", "submit", str(generic))
+    assert json.loads(run(env, "member", "show", "erin", "--json").stdout)["status"] == "revoked"
+    assert "ok:" in run(env, "log", "verify").stdout

@@ -1,0 +1,143 @@
+"""Members, roles, keys and the admin quorum: the rules of who may sign, enforced
+by the contracts, with every refusal logged and the state left unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ORIGIN, make_signer
+
+import modelchain as mc
+from modelchain.core.identity import Ed25519Signer, verifier_of
+from modelchain.errors import RejectedError, UnknownKeyError
+from modelchain.ledger import Founder
+
+
+@pytest.fixture
+def gov(tmp_path: Path) -> Iterator[mc.Ledger]:
+    """Two founding admins from two organisations (quorum 2), a trainer, an auditor."""
+    alice, dave = make_signer("alice"), make_signer("dave")
+    members = [
+        Founder(verifier_of(dave), "bank", ("admin",)),
+        Founder(verifier_of(make_signer("bob")), "acme", ("trainer",)),
+        Founder(verifier_of(make_signer("carol")), "audit-co", ("auditor",)),
+    ]
+    led = mc.init(tmp_path / "gov", ORIGIN, alice, org="acme", members=members)
+    try:
+        yield led
+    finally:
+        led.close()
+
+
+def _state(led: mc.Ledger) -> list[tuple[str, bytes]]:
+    return list(led.store.state_items())
+
+
+def _rejected(led: mc.Ledger, code: str, call: object) -> None:
+    before = _state(led)
+    with pytest.raises(RejectedError) as info:
+        call()  # type: ignore[operator]
+    assert info.value.reason_code == code, info.value.message
+    entry = led.entry(info.value.index)
+    assert (entry.outcome.accepted, entry.outcome.code) == (False, code), "logged as evidence"
+    assert _state(led) == before, "a rejection changes no state"
+
+
+def test_genesis_sets_a_quorum_of_two_admins(gov: mc.Ledger) -> None:
+    assert gov.members.quorum == 2
+    assert [m["name"] for m in gov.members.list()] == ["alice", "dave", "bob", "carol"]
+
+
+def test_one_admin_alone_cannot_add_a_member(gov: mc.Ledger) -> None:
+    erin = verifier_of(make_signer("erin"))
+    _rejected(
+        gov,
+        "quorum_not_met",
+        lambda: gov.members.add(
+            erin, roles=["evaluator"], org="lab", signers=[make_signer("alice")]
+        ),
+    )
+    gov.members.add(
+        erin, roles=["evaluator"], org="lab", signers=[make_signer("alice"), make_signer("dave")]
+    )
+    assert gov.members.get("erin")["roles"] == ["evaluator"]
+    assert gov.record_event("evaluated", {"ok": True}, make_signer("erin")).outcome.accepted
+
+
+def test_a_trainer_cannot_stand_in_for_an_admin(gov: mc.Ledger) -> None:
+    erin = verifier_of(make_signer("erin"))
+    _rejected(
+        gov,
+        "quorum_not_met",
+        lambda: gov.members.add(
+            erin, roles=["admin"], signers=[make_signer("alice"), make_signer("bob")]
+        ),
+    )
+
+
+def test_self_approval_with_two_keys_counts_once(gov: mc.Ledger, tmp_path: Path) -> None:
+    alice = make_signer("alice")
+    second = Ed25519Signer("alice", b"\x07" * 32)
+    gov.members.rotate("alice", add=[verifier_of(second)], signers=[alice])
+    assert len(gov.members.get("alice")["keys"]) == 2
+    erin = verifier_of(make_signer("erin"))
+    _rejected(
+        gov,
+        "quorum_not_met",
+        lambda: gov.members.add(erin, roles=["trainer"], signers=[alice, second]),
+    )
+
+
+def test_a_revoked_member_is_refused_and_the_attempt_logged(gov: mc.Ledger) -> None:
+    admins = [make_signer("alice"), make_signer("dave")]
+    gov.members.revoke("bob", reason="left the company", signers=admins)
+    bob = make_signer("bob")
+    size = gov.size
+    ack = gov.record_event("train.start", {}, bob)
+    assert (ack.outcome.accepted, ack.outcome.code) == (False, "member_revoked")
+    assert "left the company" in ack.outcome.reason
+    assert gov.size == size + 1
+    _rejected(
+        gov, "member_revoked", lambda: gov.members.revoke("bob", reason="again", signers=admins)
+    )
+
+
+def test_retired_keys_sign_nothing(gov: mc.Ledger) -> None:
+    old, new = make_signer("bob"), Ed25519Signer("bob", b"\x09" * 32)
+    gov.members.rotate("bob", add=[verifier_of(new)], remove=[verifier_of(old)], signers=[old])
+    assert gov.record_event("e", {}, new).outcome.accepted
+    ack = gov.record_event("e", {}, old)
+    assert (ack.outcome.accepted, ack.outcome.code) == (False, "key_retired")
+    with pytest.raises(UnknownKeyError):  # a key never registered is refused before the log
+        gov.record_event("e", {}, Ed25519Signer("bob", b"\x0a" * 32))
+
+
+def test_the_quorum_guards_itself(gov: mc.Ledger) -> None:
+    alice, dave = make_signer("alice"), make_signer("dave")
+    _rejected(gov, "quorum_not_met", lambda: gov.members.set_quorum(1, signers=[alice]))
+    _rejected(gov, "quorum_unreachable", lambda: gov.members.set_quorum(3, signers=[alice, dave]))
+    _rejected(
+        gov,
+        "quorum_unreachable",
+        lambda: gov.members.revoke("dave", reason="x", signers=[alice, dave]),
+    )
+    gov.members.set_quorum(1, signers=[alice, dave])
+    assert gov.members.quorum == 1
+    gov.members.update("bob", roles=["trainer", "evaluator"], signers=[alice])
+    assert gov.members.get("bob")["roles"] == ["trainer", "evaluator"]
+
+
+def test_replayed_governance_is_refused_and_audit_replays_it_all(gov: mc.Ledger) -> None:
+    admins = [make_signer("alice"), make_signer("dave")]
+    env = gov.members.draft("member.revoke", {"name": "carol", "reason": "audit over"}, "alice")
+    for s in admins:
+        env = env.with_signature(s)
+    gov.members.submit(env)
+    from modelchain.errors import ReplayError
+
+    with pytest.raises(ReplayError):
+        gov.members.submit(env)
+    report = gov.audit()
+    assert report.rejected == 0 and report.accepted == gov.size
