@@ -100,3 +100,37 @@ def test_two_admins_co_sign_offline(env: dict[str, str], tmp_path: Path) -> None
     run(env, "tx", "submit", str(generic))
     assert json.loads(run(env, "member", "show", "erin", "--json").stdout)["status"] == "revoked"
     assert "ok:" in run(env, "log", "verify").stdout
+
+
+def test_policy_commands(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init", "--origin", "ledger.example.org/pol", "--admin", "alice")
+    run(
+        env,
+        "policy",
+        "set",
+        "event.record",
+        "tx.body.data.level <= 3",
+        "--description",
+        "no alerts above 3",
+    )
+    shown = json.loads(run(env, "policy", "show", "event.record", "--json").stdout)
+    assert shown["version"] == 1 and shown["by"] == ["alice"]
+    draft = tmp_path / "e.json"
+    run(
+        env,
+        "tx",
+        "draft",
+        "event.record",
+        "--body",
+        '{"event": "a", "data": {"level": 5}}',
+        "--actor",
+        "alice",
+        "-o",
+        str(draft),
+    )
+    denied = run(env, "policy", "test", str(draft), ok=False)
+    assert denied.returncode == 1 and denied.stdout.startswith("deny: event.record")
+    bad = run(env, "policy", "set", "event.record", "1 +", ok=False)
+    assert bad.returncode == 4 and "does not compile" in bad.stderr
+    rejected = run(env, "event", "record", "a", "--body", '{"level": 5}', "--json")
+    assert json.loads(rejected.stdout)["code"] == "policy_denied"

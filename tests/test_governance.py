@@ -141,3 +141,73 @@ def test_replayed_governance_is_refused_and_audit_replays_it_all(gov: mc.Ledger)
         gov.members.submit(env)
     report = gov.audit()
     assert report.rejected == 0 and report.accepted == gov.size
+
+
+def test_policies_are_set_by_quorum_and_deny_with_their_rule(
+    gov: mc.Ledger, tmp_path: Path
+) -> None:
+    alice, dave, bob = make_signer("alice"), make_signer("dave"), make_signer("bob")
+    rule = 'model.metrics.accuracy >= 0.9 && "trainer" in actor.roles'
+    _rejected(
+        gov, "quorum_not_met", lambda: gov.policies.set("model.register", rule, signers=[alice])
+    )
+    gov.policies.set(
+        "model.register", rule, description="accurate, by trainers", signers=[alice, dave]
+    )
+    assert gov.policies.get("model.register")["version"] == 1  # type: ignore[index]
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    gov.identity = bob
+    _rejected(
+        gov, "policy_denied", lambda: gov.models.register("m", weights, metrics={"accuracy": 0.5})
+    )
+    assert gov.models.register("m", weights, metrics={"accuracy": 0.95}).version == 1
+
+    # a rule that cannot be evaluated denies, with the error as the reason
+    gov.policies.set("event.record", "tx.body.data.level > 3", signers=[alice, dave])
+    ack = gov.record_event("alert", {"no_level": True}, bob)
+    assert (ack.outcome.accepted, ack.outcome.code) == (False, "policy_error")
+    assert gov.record_event("alert", {"level": 5}, bob).outcome.accepted
+
+    # test a draft without submitting it
+    draft = gov.members.draft("event.record", {"event": "e", "data": {"level": 1}}, "bob")
+    decision = gov.policies.test(draft.with_signature(bob))
+    assert not decision.allowed and decision.rule == "tx.body.data.level > 3"
+    size = gov.size
+    gov.policies.test(draft)
+    assert gov.size == size, "testing writes nothing"
+
+    gov.policies.set("event.record", None, signers=[alice, dave])
+    assert gov.policies.get("event.record") is None
+    assert gov.record_event("alert", {}, bob).outcome.accepted
+    assert gov.audit().size == gov.size
+
+
+def test_a_policy_per_environment_wins_over_the_type_policy(gov: mc.Ledger) -> None:
+    from modelchain.contracts.base import Call, Overlay, Rejected
+    from modelchain.contracts.policy import enforce, policy_key
+
+    rule = gov.contracts.rule("event.record")
+    assert rule is not None
+    state = Overlay(gov.store)
+    record = {"version": 1, "action": "", "description": "", "set_at": 0, "by": []}
+    state.put(policy_key("model.deploy"), {**record, "rule": "true"})
+    state.put(policy_key("model.deploy:production"), {**record, "rule": 'env == "staging"'})
+
+    def call(env: str) -> Call:
+        tx = gov.transaction("model.deploy", {"env": env}, "alice")
+        return Call(gov.size, tx, ("alice",))
+
+    enforce(state, call("staging"), rule)  # only the type's policy applies
+    with pytest.raises(Rejected, match=r"model\.deploy:production v1"):
+        enforce(state, call("production"), rule)
+
+
+def test_a_rule_that_does_not_compile_never_reaches_the_log(gov: mc.Ledger) -> None:
+    from modelchain.errors import MalformedError
+
+    size = gov.size
+    with pytest.raises(MalformedError, match="does not compile"):
+        gov.policies.set("model.register", "1 +", signers=[make_signer("alice")])
+    assert gov.size == size

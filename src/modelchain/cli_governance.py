@@ -13,7 +13,7 @@ from .core import canonical
 from .core.dsse import Envelope
 from .core.identity import VerifierKey
 from .core.tx import PAYLOAD_TYPE, Transaction
-from .errors import UsageError
+from .errors import NotFoundError, UsageError
 from .ledger import Ledger
 
 __all__ = ["register_commands"]
@@ -191,3 +191,86 @@ def register_commands(cli: click.Group) -> None:
         click.echo(f"status:  {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
         for k in m["keys"]:
             click.echo(f"key:     {k}")
+
+    @cli.group()
+    def policy() -> None:
+        """CEL policies attached to actions (changes need a quorum of admins)."""
+
+    @policy.command("show")
+    @ledger_option
+    @click.argument("action", required=False)
+    @json_option
+    def policy_show(ledger_dir: Path, action: str | None, as_json: bool) -> None:
+        """Show the policy of ACTION, or every policy."""
+        with open_ledger(ledger_dir, readonly=True) as led:
+            if action is None:
+                found = led.policies.list()
+            else:
+                one = led.policies.get(action)
+                if one is None:
+                    raise NotFoundError(f"no policy is attached to {action}")
+                found = [one]
+        if as_json:
+            emit_json(found if action is None else found[0])
+            return
+        for p in found:
+            click.echo(
+                f"{p['action']}  v{p['version']}  (entry {p['set_at']}, "
+                f"by {', '.join(p['by'])})\n    {p['rule']}"
+            )
+            if p["description"]:
+                click.echo(f"    # {p['description']}")
+
+    @policy.command("set")
+    @ledger_option
+    @click.argument("action")
+    @click.argument("rule")
+    @click.option("--description", default="", help="Why the rule exists.")
+    @draft_option
+    @_AS
+    @json_option
+    def policy_set(
+        ledger_dir: Path,
+        action: str,
+        rule: str,
+        description: str,
+        draft: Path | None,
+        as_name: str | None,
+        as_json: bool,
+    ) -> None:
+        """Attach CEL RULE to ACTION (a transaction type, optionally :env); RULE
+        "null" removes it. With a quorum above 1, use --draft and `tx sign`."""
+        body = {
+            "action": action,
+            "rule": None if rule == "null" else rule,
+            "description": description,
+        }
+        with open_ledger(ledger_dir) as led:
+            _submit_or_draft(led, "policy.set", body, as_name, draft, as_json)
+
+    @policy.command("test")
+    @ledger_option
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @json_option
+    def policy_test(ledger_dir: Path, file: Path, as_json: bool) -> None:
+        """Evaluate the policy a drafted transaction (from `tx draft`) would meet,
+        without submitting it. Exits 1 if it would be denied."""
+        env = _read_envelope(file)
+        with open_ledger(ledger_dir, readonly=True) as led:
+            decision = led.policies.test(env)
+        if as_json:
+            emit_json(
+                {
+                    "action": decision.action,
+                    "allowed": decision.allowed,
+                    "rule": decision.rule,
+                    "version": decision.version,
+                    "reason": decision.reason,
+                }
+            )
+        else:
+            click.echo(
+                f"{'allow' if decision.allowed else 'deny'}: {decision.action}: {decision.reason}"
+            )
+        if not decision.allowed:
+            raise SystemExit(1)

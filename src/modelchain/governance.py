@@ -8,8 +8,10 @@ offline (``Envelope.with_signature``) before ``submit``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .contracts.base import Call, Overlay, Rejected
 from .contracts.governance import (
     MEMBER_ADD,
     MEMBER_REVOKE,
@@ -18,16 +20,18 @@ from .contracts.governance import (
     QUORUM_SET,
     quorum,
 )
+from .contracts.policy import POLICY_SET, action_of, enforce, policy_key
+from .core import canonical
 from .core.dsse import Envelope
 from .core.identity import Signer, VerifierKey
-from .core.tx import PAYLOAD_TYPE
+from .core.tx import PAYLOAD_TYPE, Transaction
 from .errors import NotFoundError, RejectedError, UsageError
 from .service.node import Ack
 
 if TYPE_CHECKING:
     from .ledger import Ledger
 
-__all__ = ["Members"]
+__all__ = ["Members", "Policies", "PolicyDecision"]
 
 
 class Members:
@@ -124,3 +128,69 @@ class Members:
     def list(self) -> list[dict[str, Any]]:
         names = self._led.store.get_state("members")
         return [self.get(n) for n in names] if isinstance(names, list) else []
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    action: str
+    allowed: bool
+    rule: str | None  # None: no policy applies
+    version: int | None
+    reason: str
+
+
+class Policies:
+    """CEL policies on the ledger: ``led.policies``. Setting one needs a quorum."""
+
+    def __init__(self, ledger: Ledger, members: Members) -> None:
+        self._led = ledger
+        self._members = members
+
+    def set(
+        self, action: str, rule: str | None, *, description: str = "", signers: Sequence[Signer]
+    ) -> Ack:
+        """Attach ``rule`` to ``action`` (``None`` removes it)."""
+        body = {"action": action, "rule": rule, "description": description}
+        return self._members._signed(POLICY_SET, body, signers)
+
+    def get(self, action: str) -> dict[str, Any] | None:
+        found = self._led.store.get_state(policy_key(action))
+        return found if isinstance(found, dict) and found.get("rule") is not None else None
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for _key, value in self._led.store.state_prefix("policy/"):
+            record = canonical.loads(value)
+            if record.get("rule") is not None:
+                out.append(record)
+        return out
+
+    def test(self, envelope: Envelope) -> PolicyDecision:
+        """Evaluate the policy a drafted (signed or not) transaction would meet,
+        against the current state, without submitting it."""
+        tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
+        self._led.contracts.check(tx)
+        signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
+        call = Call(self._led.size, tx, signers)
+        rule = self._led.contracts.rule(tx.type)
+        assert rule is not None
+        state = Overlay(self._led.store)
+        action = action_of(call)
+        policy = self.get(action) or (self.get(tx.type) if action != tx.type else None)
+        if policy is None:
+            return PolicyDecision(action, True, None, None, "no policy applies")
+        try:
+            enforce(state, call, rule)
+        except Rejected as rej:
+            return PolicyDecision(
+                policy["action"], False, policy["rule"], policy["version"], rej.reason
+            )
+        return PolicyDecision(policy["action"], True, policy["rule"], policy["version"], "allowed")
+
+    def _signer_names(self, envelope: Envelope, tx: Transaction) -> tuple[str, ...]:
+        names: tuple[str, ...] = ()
+        for sig in envelope.signatures:
+            found = self._led.contracts.signer(self._led.store, sig.keyid, tx)
+            if found is not None:
+                names = (*names, found[0])
+        return names

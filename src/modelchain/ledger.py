@@ -34,7 +34,7 @@ from .core.tx import LogEntry, Transaction
 from .engines.sequencer import LocalSequencer
 from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
-from .governance import Members
+from .governance import Members, Policies
 from .keys.files import FileSigner, generate_seed, write_private_key
 from .registry import Datasets, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
@@ -165,6 +165,10 @@ class Ledger:
     @functools.cached_property
     def members(self) -> Members:
         return Members(self)
+
+    @functools.cached_property
+    def policies(self) -> Policies:
+        return Policies(self, self.members)
 
     @functools.cached_property
     def datasets(self) -> Datasets:

@@ -70,14 +70,20 @@ class Call:
 
 Handler = Callable[[Overlay, Call], None]
 BodyCheck = Callable[[Mapping[str, Any]], None]
+ContextFn = Callable[["StateReader", Call], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class TypeRule:
-    """How one transaction type is validated (statically) and executed."""
+    """How one transaction type is validated (statically) and executed, and what
+    its policies see beyond the common context."""
 
     check: BodyCheck
     execute: Handler
+    context: ContextFn | None = None
+
+
+Gate = Callable[[Overlay, Call, TypeRule], None]
 
 
 class ContractSet:
@@ -88,14 +94,19 @@ class ContractSet:
         rules: Mapping[str, TypeRule],
         resolve_signer: Callable[[StateReader, str, Transaction], tuple[str, VerifierKey] | None],
         authorize: Callable[[StateReader, Call], None],
+        gate: Gate | None = None,
     ) -> None:
         self._rules = dict(rules)
         self._resolve = resolve_signer
         self._authorize = authorize
+        self._gate = gate
 
     @property
     def types(self) -> frozenset[str]:
         return frozenset(self._rules)
+
+    def rule(self, type_: str) -> TypeRule | None:
+        return self._rules.get(type_)
 
     def check(self, tx: Transaction) -> None:
         """Static checks, before the log: the type is known and its body well-formed."""
@@ -134,6 +145,8 @@ class ContractSet:
                 names.append(found[0])
             call = Call(index, tx, tuple(names), keyids)
             self._authorize(overlay, call)
+            if self._gate is not None:
+                self._gate(overlay, call, rule)
             rule.execute(overlay, call)
         except Rejected as rej:
             return Outcome.rejected(rej.code, rej.reason), {}

@@ -25,6 +25,7 @@ __all__ = [
     "admins_signed",
     "governance_rules",
     "quorum",
+    "require_quorum",
 ]
 
 MEMBER_ADD = "member.add"
@@ -55,7 +56,7 @@ def admins_signed(state: StateReader, call: Call) -> list[str]:
     return found
 
 
-def _require_quorum(state: StateReader, call: Call) -> None:
+def require_quorum(state: StateReader, call: Call) -> None:
     need = quorum(state)
     have = admins_signed(state, call)
     if len(have) < need:
@@ -86,7 +87,7 @@ def check_member_add(body: Mapping[str, Any]) -> None:
 
 
 def exec_member_add(state: Overlay, call: Call) -> None:
-    _require_quorum(state, call)
+    require_quorum(state, call)
     m = call.tx.body["member"]
     if state.get_state(f"member/{m['name']}") is not None:
         raise Rejected("member_exists", f"{m['name']} is already a member")
@@ -111,7 +112,7 @@ def check_member_update(body: Mapping[str, Any]) -> None:
 
 
 def exec_member_update(state: Overlay, call: Call) -> None:
-    _require_quorum(state, call)
+    require_quorum(state, call)
     body = call.tx.body
     m = _member(state, body["name"])
     if m["status"] != "active":
@@ -148,7 +149,7 @@ def check_member_revoke(body: Mapping[str, Any]) -> None:
 
 
 def exec_member_revoke(state: Overlay, call: Call) -> None:
-    _require_quorum(state, call)
+    require_quorum(state, call)
     body = call.tx.body
     m = _member(state, body["name"])
     if m["status"] != "active":
@@ -180,7 +181,7 @@ def exec_member_rotate(state: Overlay, call: Call) -> None:
     if m["status"] != "active":
         raise Rejected("member_revoked", f"{body['name']} is revoked")
     if call.tx.actor != body["name"]:
-        _require_quorum(state, call)  # others may rotate a member's keys only by quorum
+        require_quorum(state, call)  # others may rotate a member's keys only by quorum
     keys = [k for k in m["keys"] if k not in body["remove"]]
     if len(keys) + len(body["add"]) == 0:
         raise Rejected("no_keys_left", f"{body['name']} would have no key")
@@ -202,7 +203,7 @@ def check_quorum_set(body: Mapping[str, Any]) -> None:
 
 
 def exec_quorum_set(state: Overlay, call: Call) -> None:
-    _require_quorum(state, call)
+    require_quorum(state, call)
     admins = sum(
         1
         for n in _member_names(state)

@@ -17,6 +17,7 @@ from ..errors import MalformedError
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .governance import GOVERNANCE_KEY, governance_rules
 from .members import check_member
+from .policy import enforce, policy_rules
 from .registry import registry_rules
 
 __all__ = [
@@ -209,9 +210,11 @@ def default_contracts() -> ContractSet:
             EVENT: TypeRule(check_event, exec_event),
             **registry_rules(),
             **governance_rules(),
+            **policy_rules(),
         },
         resolve_signer,
         authorize,
+        enforce,
     )
 
 

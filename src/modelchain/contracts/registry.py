@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.manifest import Manifest, check_algorithm
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, TypeRule
+from .base import Call, Overlay, Rejected, StateReader, TypeRule
 
 __all__ = [
     "DATASET_INGEST",
@@ -386,10 +386,82 @@ def exec_model_register(state: Overlay, call: Call) -> None:
     _new_version(state, "model", name, artifact, fields, call)
 
 
+# -- what policies see (documented in contracts/policy.py) --------------------------
+
+
+def _version_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": record["name"],
+        "version": record["version"],
+        "digest": record["artifact"]["digest"],
+        "format": record["artifact"]["format"],
+        "records": record.get("records"),
+        "by": record["by"],
+    }
+
+
+def _dataset_inputs(state: StateReader, deps: list[Any]) -> list[dict[str, Any]]:
+    views = []
+    for dep in deps:
+        parsed = parse_dependency_uri(dep.get("uri", "")) if isinstance(dep, dict) else None
+        if parsed is not None and parsed[0] == "dataset":
+            found = state.get_state(version_key("dataset", parsed[1], parsed[2]))
+            if isinstance(found, dict):
+                views.append(_version_view(found))
+    return views
+
+
+def _run_record_context(state: StateReader, call: Call) -> dict[str, Any]:
+    build = call.tx.body["statement"]["predicate"]["buildDefinition"]
+    return {"datasets": _dataset_inputs(state, build.get("resolvedDependencies", []))}
+
+
+def _model_register_context(state: StateReader, call: Call) -> dict[str, Any]:
+    body = call.tx.body
+    entity = state.get_state(model_key(body["name"]))
+    run = state.get_state(run_key(body["run"])) if body["run"] is not None else None
+    datasets: list[dict[str, Any]] = []
+    run_view = None
+    if isinstance(run, dict):
+        deps = run["statement"]["predicate"]["buildDefinition"].get("resolvedDependencies", [])
+        datasets = _dataset_inputs(state, deps)
+        run_view = {k: run[k] for k in ("id", "inputs", "subjects", "by")}
+    return {
+        "model": {
+            "name": body["name"],
+            "version": (entity["latest"] if isinstance(entity, dict) else 0) + 1,
+            "digest": body["artifact"]["digest"],
+            "format": body["artifact"]["format"],
+            "run": body["run"],
+            "parent": body["parent"],
+            "metrics": body["metrics"],
+            "card": body["card"],
+        },
+        "run": run_view,
+        "datasets": datasets,
+    }
+
+
+def _dataset_context(state: StateReader, call: Call) -> dict[str, Any]:
+    body = call.tx.body
+    name = str(body["name"] if "name" in body else body["dataset"])
+    entity = state.get_state(dataset_key(name))
+    return {
+        "dataset": {
+            "name": name,
+            "version": (entity["latest"] if isinstance(entity, dict) else 0) + 1,
+            "digest": body["artifact"]["digest"],
+            "records": body["records"],
+        }
+    }
+
+
 def registry_rules() -> dict[str, TypeRule]:
     return {
-        DATASET_REGISTER: TypeRule(check_dataset_register, exec_dataset_register),
-        DATASET_INGEST: TypeRule(check_dataset_ingest, exec_dataset_ingest),
-        RUN_RECORD: TypeRule(check_run_record, exec_run_record),
-        MODEL_REGISTER: TypeRule(check_model_register, exec_model_register),
+        DATASET_REGISTER: TypeRule(check_dataset_register, exec_dataset_register, _dataset_context),
+        DATASET_INGEST: TypeRule(check_dataset_ingest, exec_dataset_ingest, _dataset_context),
+        RUN_RECORD: TypeRule(check_run_record, exec_run_record, _run_record_context),
+        MODEL_REGISTER: TypeRule(
+            check_model_register, exec_model_register, _model_register_context
+        ),
     }
