@@ -211,3 +211,42 @@ def test_a_rule_that_does_not_compile_never_reaches_the_log(gov: mc.Ledger) -> N
     with pytest.raises(MalformedError, match="does not compile"):
         gov.policies.set("model.register", "1 +", signers=[make_signer("alice")])
     assert gov.size == size
+
+
+def test_models_need_quality_attested_data_when_the_policy_says_so(
+    gov: mc.Ledger, tmp_path: Path
+) -> None:
+    alice, dave, bob = make_signer("alice"), make_signer("dave"), make_signer("bob")
+    val, ev = make_signer("val"), make_signer("ev")
+    gov.members.add(verifier_of(val), roles=["validator"], org="qa", signers=[alice, dave])
+    gov.members.add(verifier_of(ev), roles=["evaluator"], org="lab", signers=[alice, dave])
+    gov.members.add(
+        verifier_of(make_signer("steward")), roles=["data-steward"], signers=[alice, dave]
+    )
+    gov.policies.set(
+        "model.register",
+        '"trainer" in actor.roles && datasets.all(d, d.quality_passed)',
+        description="trainers, on quality-attested data",
+        signers=[alice, dave],
+    )
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"weights")
+    gov.datasets.register("d", data, signer=make_signer("steward"))
+    gov.runs.record("r", outputs=[model], datasets=[("d", 1)], code_dir=None, signer=bob)
+    gov.identity = bob
+    _rejected(gov, "policy_denied", lambda: gov.models.register("m", model, run="r"))
+    _rejected(
+        gov, "not_permitted", lambda: gov.datasets.attest("d", 1, {"passed": True}, signer=bob)
+    )
+    gov.datasets.attest("d", 1, {"passed": True, "checks": [{"name": "nulls"}]}, signer=val)
+    _rejected(
+        gov, "already_attested", lambda: gov.datasets.attest("d", 1, {"passed": True}, signer=val)
+    )
+    v = gov.models.register("m", model, run="r")
+    gov.models.evaluate("m", v.version, dataset=("d", 1), metrics={"accuracy": 0.91}, signer=ev)
+    record = gov.models.get("m").record
+    assert record["evaluations"][0]["metrics"] == {"accuracy": 0.91}
+    assert gov.datasets.get("d", 1).record["attestations"][0]["by"] == "val"
+    assert gov.audit().size == gov.size

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .contracts.attestations import DATASET_ATTEST, MODEL_EVALUATE
 from .contracts.registry import (
     DATASET_INGEST,
     DATASET_REGISTER,
@@ -297,6 +298,14 @@ class Datasets(_Registry):
             name, version, record["artifact"]["digest"], record["index"], ack is not None, record
         )
 
+    def attest(
+        self, name: str, version: int, result: dict[str, Any], *, signer: Signer | None = None
+    ) -> Ack:
+        """Record a validator's data-quality result (e.g. from
+        ``modelchain.checks.run_quality_checks``) for a dataset version."""
+        body = {"dataset": {"name": name, "version": version}, "result": result}
+        return self._submit(DATASET_ATTEST, body, signer)
+
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         return self._result(name, self._version("dataset", name, version)["version"], None)
 
@@ -494,6 +503,25 @@ class Models(_Registry):
         return ModelVersion(
             name, version, record["artifact"]["digest"], record["index"], created, record
         )
+
+    def evaluate(
+        self,
+        name: str,
+        version: int,
+        *,
+        dataset: tuple[str, int],
+        metrics: dict[str, float | None],
+        tool: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> Ack:
+        """Record an evaluator's metrics for a version on a registered dataset version."""
+        body = {
+            "model": {"name": name, "version": version},
+            "dataset": {"name": dataset[0], "version": dataset[1]},
+            "metrics": metrics,
+            "tool": tool or {},
+        }
+        return self._submit(MODEL_EVALUATE, body, signer)
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         return self._result(name, self._version("model", name, version)["version"], False)

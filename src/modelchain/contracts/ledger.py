@@ -14,6 +14,7 @@ from typing import Any
 from ..core.identity import VerifierKey
 from ..core.tx import Transaction
 from ..errors import MalformedError
+from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .governance import GOVERNANCE_KEY, governance_rules
 from .members import check_member
@@ -56,6 +57,8 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     "dataset.ingest": ["admin", "data-steward"],
     "run.record": ["admin", "trainer"],
     "model.register": ["admin", "trainer"],
+    "dataset.attest": ["validator"],
+    "model.evaluate": ["evaluator"],
 }
 
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
@@ -211,6 +214,7 @@ def default_contracts() -> ContractSet:
             **registry_rules(),
             **governance_rules(),
             **policy_rules(),
+            **attestation_rules(),
         },
         resolve_signer,
         authorize,

@@ -21,8 +21,13 @@ What a rule sees (the whole context, in one place)::
     ... plus what the transaction's own contract adds:
     model    {name, version, digest, format, run, parent, metrics, card}   model.register
     run      {id, inputs, subjects, by}           model.register (null without a run)
-    datasets [{name, version, digest, records}]   model.register, run.record: the inputs
+    datasets [{name, version, digest, format, records, by, attestations,
+               quality_passed, evaluations}]       model.register, run.record: the inputs
     dataset  {name, version, digest, records}     dataset.register, dataset.ingest
+
+    attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
+    evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]
+    quality_passed: at least one validator attested and every attestation passed
 """
 
 from __future__ import annotations

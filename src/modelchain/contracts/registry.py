@@ -390,6 +390,7 @@ def exec_model_register(state: Overlay, call: Call) -> None:
 
 
 def _version_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    attestations = list(record.get("attestations", []))
     return {
         "name": record["name"],
         "version": record["version"],
@@ -397,6 +398,10 @@ def _version_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "format": record["artifact"]["format"],
         "records": record.get("records"),
         "by": record["by"],
+        "attestations": attestations,
+        # attested by at least one validator, and no validator found it failing
+        "quality_passed": bool(attestations) and all(a["passed"] for a in attestations),
+        "evaluations": list(record.get("evaluations", [])),
     }
 
 
