@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .governance import Members, Policies
 from .keys.files import FileSigner, generate_seed, write_private_key
-from .registry import Datasets, Models, ModelVersion, Runs
+from .registry import Datasets, Deployments, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
 from .storage.sqlite import SqliteStore
@@ -181,6 +181,30 @@ class Ledger:
     @functools.cached_property
     def models(self) -> Models:
         return Models(self)
+
+    @functools.cached_property
+    def deployments(self) -> Deployments:
+        return Deployments(self)
+
+    def denied(self) -> list[dict[str, Any]]:
+        """Every rejected entry: who tried what, and the rule or reason that denied it."""
+        out = []
+        for index, data in self.store.entries():
+            if b'"result":"rejected"' not in data:
+                continue
+            entry = LogEntry.decode(data)
+            tx = entry.transaction
+            out.append(
+                {
+                    "index": index,
+                    "type": tx.type,
+                    "actor": tx.actor,
+                    "time": tx.time,
+                    "code": entry.outcome.code,
+                    "reason": entry.outcome.reason,
+                }
+            )
+        return out
 
     def verify(
         self,
@@ -342,6 +366,7 @@ def init(
     org: str = "",
     members: Sequence[Founder] = (),
     permissions: dict[str, list[str]] | None = None,
+    policies: Mapping[str, Mapping[str, str]] | None = None,
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
@@ -356,7 +381,9 @@ def init(
     seed = generate_seed()
     log_key = verifier_of(Ed25519Signer(origin, seed))
     founders = [Founder(verifier_of(admin), org, ("admin",)), *members]
-    body = genesis_body(origin, log_key, [f.to_json() for f in founders], permissions)
+    body = genesis_body(
+        origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
+    )
     directory.mkdir(parents=True, exist_ok=True)
     ledger: Ledger | None = None
     try:

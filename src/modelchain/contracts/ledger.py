@@ -16,9 +16,10 @@ from ..core.tx import Transaction
 from ..errors import MalformedError
 from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
+from .deployments import deployment_rules
 from .governance import GOVERNANCE_KEY, governance_rules
 from .members import check_member
-from .policy import enforce, policy_rules
+from .policy import compile_rule, enforce, policy_key, policy_rules
 from .registry import registry_rules
 
 __all__ = [
@@ -59,6 +60,10 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     "model.register": ["admin", "trainer"],
     "dataset.attest": ["validator"],
     "model.evaluate": ["evaluator"],
+    "model.deploy": ["deployer"],
+    "model.rollback": ["deployer"],
+    "model.revoke": ["admin"],
+    "monitor.report": ["monitor"],
 }
 
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
@@ -79,7 +84,18 @@ def _require(cond: bool, message: str) -> None:
 
 def check_genesis(body: Mapping[str, Any]) -> None:
     want = {"origin", "log_key", "members", "permissions"}
-    _require(want <= set(body) <= want | {"quorum"}, f"genesis body is {sorted(want)} and quorum")
+    _require(
+        want <= set(body) <= want | {"quorum", "policies"},
+        f"genesis body is {sorted(want)}, quorum and policies",
+    )
+    policies = body.get("policies", {})
+    _require(isinstance(policies, dict), "policies map an action to {rule, description}")
+    for action, p in policies.items():
+        _require(
+            isinstance(action, str) and isinstance(p, dict) and set(p) == {"rule", "description"},
+            f"policy {action!r} is {{rule, description}}",
+        )
+        compile_rule(p["rule"])
     _require(isinstance(body["origin"], str) and bool(body["origin"]), "genesis needs an origin")
     _require(isinstance(body["log_key"], str), "genesis log_key is a verifier-key string")
     log_key = VerifierKey.from_string(body["log_key"])
@@ -125,6 +141,18 @@ def exec_genesis(state: Overlay, call: Call) -> None:
             state.put(_keyid_key(kid), m["name"])
         state.put(member_key(m["name"]), {**m, "status": "active", "since": call.index})
     state.put("members", [m["name"] for m in body["members"]])
+    for action, p in body.get("policies", {}).items():
+        state.put(
+            policy_key(action),
+            {
+                "action": action,
+                "rule": p["rule"],
+                "description": p["description"],
+                "version": 1,
+                "set_at": call.index,
+                "by": [call.tx.actor],
+            },
+        )
     state.put(GOVERNANCE_KEY, {"quorum": body.get("quorum", 1)})
     state.put(
         LEDGER_KEY,
@@ -215,6 +243,7 @@ def default_contracts() -> ContractSet:
             **governance_rules(),
             **policy_rules(),
             **attestation_rules(),
+            **deployment_rules(),
         },
         resolve_signer,
         authorize,
@@ -228,6 +257,7 @@ def genesis_body(
     members: list[dict[str, Any]],
     permissions: Mapping[str, list[str]] | None = None,
     quorum: int | None = None,
+    policies: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A genesis body; ``members`` are {name, org, roles, keys} objects. The
     admin quorum defaults to two where there are two founding admins, else one."""
@@ -239,5 +269,7 @@ def genesis_body(
         "permissions": dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
         "quorum": min(2, max(admins, 1)) if quorum is None else quorum,
     }
+    if policies:
+        body["policies"] = {a: dict(p) for a, p in policies.items()}
     check_genesis(body)
     return body

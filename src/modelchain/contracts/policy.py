@@ -24,6 +24,8 @@ What a rule sees (the whole context, in one place)::
     datasets [{name, version, digest, format, records, by, attestations,
                quality_passed, evaluations}]       model.register, run.record: the inputs
     dataset  {name, version, digest, records}     dataset.register, dataset.ingest
+    model    (version view + metrics, revoked_ancestor)                model.deploy
+    approvals, rejections [{by, org, role, env, comment, index, time}]  model.deploy (this env)
 
     attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
     evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]
@@ -43,6 +45,7 @@ from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
 
 __all__ = [
+    "DEFAULT_POLICIES",
     "POLICY_SET",
     "action_of",
     "base_context",
@@ -54,6 +57,28 @@ __all__ = [
 ]
 
 POLICY_SET = "policy.set"
+
+# What `modelchain init` installs: a careful organisation's starting point.
+DEFAULT_POLICIES: dict[str, dict[str, str]] = {
+    "model.register": {
+        "rule": '"trainer" in actor.roles && datasets.all(d, d.quality_passed)',
+        "description": "models are registered by trainers, from registered datasets that "
+        "validators attested and none found failing",
+    },
+    "model.deploy:production": {
+        "rule": (
+            "size(approvals) >= 2"
+            ' && approvals.exists(a, a.role == "risk")'
+            " && approvals.all(a, a.by != model.by)"
+            " && size(rejections) == 0"
+            " && model.evaluations.exists(e, has(e.metrics.accuracy) && e.metrics.accuracy >= 0.9)"
+            " && !model.revoked_ancestor"
+        ),
+        "description": "production needs two distinct approvers (one of them risk, none the "
+        "model's registrant), no rejection, an evaluation with accuracy >= 0.9, and no revoked "
+        "ancestor",
+    },
+}
 _MAX_RULE = 4096
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "RUN_RECORD",
     "SLSA_PROVENANCE",
     "STATEMENT_V1",
+    "dataset_inputs",
     "dataset_key",
     "dependency_uri",
     "deployment_key",
@@ -33,6 +34,7 @@ __all__ = [
     "registry_rules",
     "run_key",
     "version_key",
+    "version_view",
 ]
 
 DATASET_REGISTER = "dataset.register"
@@ -389,7 +391,7 @@ def exec_model_register(state: Overlay, call: Call) -> None:
 # -- what policies see (documented in contracts/policy.py) --------------------------
 
 
-def _version_view(record: Mapping[str, Any]) -> dict[str, Any]:
+def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
     attestations = list(record.get("attestations", []))
     return {
         "name": record["name"],
@@ -405,20 +407,20 @@ def _version_view(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _dataset_inputs(state: StateReader, deps: list[Any]) -> list[dict[str, Any]]:
+def dataset_inputs(state: StateReader, deps: list[Any]) -> list[dict[str, Any]]:
     views = []
     for dep in deps:
         parsed = parse_dependency_uri(dep.get("uri", "")) if isinstance(dep, dict) else None
         if parsed is not None and parsed[0] == "dataset":
             found = state.get_state(version_key("dataset", parsed[1], parsed[2]))
             if isinstance(found, dict):
-                views.append(_version_view(found))
+                views.append(version_view(found))
     return views
 
 
 def _run_record_context(state: StateReader, call: Call) -> dict[str, Any]:
     build = call.tx.body["statement"]["predicate"]["buildDefinition"]
-    return {"datasets": _dataset_inputs(state, build.get("resolvedDependencies", []))}
+    return {"datasets": dataset_inputs(state, build.get("resolvedDependencies", []))}
 
 
 def _model_register_context(state: StateReader, call: Call) -> dict[str, Any]:
@@ -429,7 +431,7 @@ def _model_register_context(state: StateReader, call: Call) -> dict[str, Any]:
     run_view = None
     if isinstance(run, dict):
         deps = run["statement"]["predicate"]["buildDefinition"].get("resolvedDependencies", [])
-        datasets = _dataset_inputs(state, deps)
+        datasets = dataset_inputs(state, deps)
         run_view = {k: run[k] for k in ("id", "inputs", "subjects", "by")}
     return {
         "model": {

@@ -1,0 +1,345 @@
+"""Approvals and deployments: which version serves which environment, and why.
+
+``model.approve``/``model.reject`` record an approver's decision for a version
+and environment; ``model.deploy`` pins an environment to a version (policies
+for ``model.deploy:<env>`` decide); ``model.rollback`` returns it to the
+previous version that was not revoked; ``model.revoke`` withdraws a version
+everywhere and forbids redeploying it; a ``monitor.report`` that breaches a
+deployment's rollback rule (CEL) rolls the environment back in the same
+transaction. Every change is kept in the environment's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import MalformedError
+from .base import Call, Overlay, Rejected, StateReader, TypeRule
+from .policy import compile_rule, evaluate
+from .registry import dataset_inputs, deployment_key, run_key, version_key, version_view
+
+__all__ = [
+    "ACCESS_LOG",
+    "MODEL_APPROVE",
+    "MODEL_DEPLOY",
+    "MODEL_REJECT",
+    "MODEL_REVOKE",
+    "MODEL_ROLLBACK",
+    "MONITOR_REPORT",
+    "deployment_rules",
+    "history_key",
+]
+
+MODEL_APPROVE = "model.approve"
+MODEL_REJECT = "model.reject"
+MODEL_DEPLOY = "model.deploy"
+MODEL_ROLLBACK = "model.rollback"
+MODEL_REVOKE = "model.revoke"
+MONITOR_REPORT = "monitor.report"
+ACCESS_LOG = "access.log"
+
+
+def history_key(model: str, env: str) -> str:
+    return f"deploy-history/{model}/{env}"
+
+
+def _envs_key(model: str) -> str:
+    return f"deploy-envs/{model}"
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise MalformedError(message)
+
+
+def _string(body: Mapping[str, Any], key: str, limit: int = 200, empty: bool = False) -> None:
+    v = body.get(key)
+    _require(isinstance(v, str) and len(v) <= limit and (empty or bool(v)), f"{key} is a string")
+
+
+def _version_no(v: object) -> None:
+    _require(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1, "version is an integer >= 1"
+    )
+
+
+def check_decision(body: Mapping[str, Any]) -> None:
+    _require(
+        set(body) == {"model", "version", "env", "role", "comment"},
+        "body is {model, version, env, role, comment}",
+    )
+    for k in ("model", "env", "role"):
+        _string(body, k)
+    _string(body, "comment", 2000, empty=True)
+    _version_no(body["version"])
+
+
+def check_deploy(body: Mapping[str, Any]) -> None:
+    _require(
+        set(body) == {"model", "version", "env", "rollback_rule"},
+        "model.deploy body is {model, version, env, rollback_rule}",
+    )
+    _string(body, "model")
+    _string(body, "env")
+    _version_no(body["version"])
+    if body["rollback_rule"] is not None:
+        compile_rule(body["rollback_rule"])
+
+
+def check_rollback(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"model", "env", "reason"}, "model.rollback body is {model, env, reason}")
+    for k in ("model", "env"):
+        _string(body, k)
+    _string(body, "reason", 2000, empty=True)
+
+
+def check_revoke(body: Mapping[str, Any]) -> None:
+    _require(
+        set(body) == {"model", "version", "reason"}, "model.revoke body is {model, version, reason}"
+    )
+    _string(body, "model")
+    _string(body, "reason", 2000, empty=True)
+    _version_no(body["version"])
+
+
+def check_report(body: Mapping[str, Any]) -> None:
+    _require(
+        set(body) == {"model", "env", "metrics"}, "monitor.report body is {model, env, metrics}"
+    )
+    _string(body, "model")
+    _string(body, "env")
+    m = body["metrics"]
+    _require(isinstance(m, dict) and bool(m), "metrics is a non-empty object")
+
+
+def check_access(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"artifact", "purpose"}, "access.log body is {artifact, purpose}")
+    art = body["artifact"]
+    _require(
+        isinstance(art, dict) and set(art) == {"kind", "name", "version"},
+        "artifact is {kind, name, version}",
+    )
+    _string(body, "purpose", 500)
+
+
+def _record(state: StateReader, model: str, version: int) -> dict[str, Any]:
+    found = state.get_state(version_key("model", model, version))
+    if not isinstance(found, dict):
+        raise Rejected("no_model", f"model {model} version {version} is not registered")
+    return found
+
+
+def _put_record(state: Overlay, record: dict[str, Any]) -> None:
+    state.put(version_key("model", record["name"], record["version"]), record)
+
+
+def _stamp(call: Call) -> dict[str, Any]:
+    return {"by": call.tx.actor, "index": call.index, "time": call.tx.time}
+
+
+def _decide(state: Overlay, call: Call, field: str) -> None:
+    body = call.tx.body
+    member = state.get_state(f"member/{call.tx.actor}")
+    roles = member["roles"] if isinstance(member, dict) else []
+    if f"approver:{body['role']}" not in roles:
+        raise Rejected(
+            "not_permitted", f"{call.tx.actor} does not hold the approval role {body['role']!r}"
+        )
+    record = _record(state, body["model"], body["version"])
+    decisions = list(record.get(field, []))
+    if any(d["by"] == call.tx.actor and d["env"] == body["env"] for d in decisions):
+        raise Rejected(
+            "already_decided", f"{call.tx.actor} already decided on this for {body['env']}"
+        )
+    org = member["org"] if isinstance(member, dict) else ""
+    decisions.append(
+        {
+            "env": body["env"],
+            "role": body["role"],
+            "comment": body["comment"],
+            "org": org,
+            **_stamp(call),
+        }
+    )
+    _put_record(state, {**record, field: decisions})
+
+
+def exec_approve(state: Overlay, call: Call) -> None:
+    _decide(state, call, "approvals")
+
+
+def exec_reject(state: Overlay, call: Call) -> None:
+    _decide(state, call, "rejections")
+
+
+def _history(state: StateReader, model: str, env: str) -> list[dict[str, Any]]:
+    found = state.get_state(history_key(model, env))
+    return list(found) if isinstance(found, list) else []
+
+
+def _set_deployment(
+    state: Overlay,
+    call: Call,
+    model: str,
+    env: str,
+    version: int | None,
+    action: str,
+    reason: str,
+    rollback_rule: str | None = None,
+) -> None:
+    current = state.get_state(deployment_key(model, env))
+    before = current["version"] if isinstance(current, dict) else None
+    if version is None:
+        state.delete(deployment_key(model, env))
+    else:
+        record = _record(state, model, version)
+        state.put(
+            deployment_key(model, env),
+            {
+                "version": version,
+                "since": call.index,
+                "by": call.tx.actor,
+                "rollback_rule": rollback_rule,
+                "approvals": [a for a in record.get("approvals", []) if a["env"] == env],
+            },
+        )
+    state.put(
+        history_key(model, env),
+        [
+            *_history(state, model, env),
+            {"action": action, "from": before, "to": version, "reason": reason, **_stamp(call)},
+        ],
+    )
+    envs = state.get_state(_envs_key(model))
+    envs = list(envs) if isinstance(envs, list) else []
+    if env not in envs:
+        state.put(_envs_key(model), [*envs, env])
+
+
+def _previous(state: StateReader, model: str, env: str, current: int | None) -> int | None:
+    """The most recent earlier deployed version that was neither revoked nor
+    rolled back from (a version withdrawn once does not come back by itself)."""
+    history = _history(state, model, env)
+    withdrawn = {e["from"] for e in history if e["action"] == "rollback"}
+    for event in reversed(history):
+        v = event["to"]
+        if v is None or v == current or v in withdrawn:
+            continue
+        if not _record(state, model, v).get("revoked"):
+            return int(v)
+    return None
+
+
+def revoked_ancestor(state: StateReader, model: str, version: int) -> bool:
+    seen = set()
+    record = _record(state, model, version)
+    while True:
+        if record.get("revoked"):
+            return True
+        parent = record.get("parent")
+        if parent is None or (parent["name"], parent["version"]) in seen:
+            return False
+        seen.add((parent["name"], parent["version"]))
+        found = state.get_state(version_key("model", parent["name"], parent["version"]))
+        if not isinstance(found, dict):
+            return False
+        record = found
+
+
+def exec_deploy(state: Overlay, call: Call) -> None:
+    body = call.tx.body
+    record = _record(state, body["model"], body["version"])
+    if record.get("revoked"):
+        raise Rejected("revoked", f"{body['model']} version {body['version']} was revoked")
+    _set_deployment(
+        state,
+        call,
+        body["model"],
+        body["env"],
+        body["version"],
+        "deploy",
+        "",
+        body["rollback_rule"],
+    )
+
+
+def _rollback(state: Overlay, call: Call, model: str, env: str, reason: str) -> None:
+    current = state.get_state(deployment_key(model, env))
+    if not isinstance(current, dict):
+        raise Rejected("not_deployed", f"{model} is not deployed to {env}")
+    target = _previous(state, model, env, current["version"])
+    _set_deployment(state, call, model, env, target, "rollback", reason)
+
+
+def exec_rollback(state: Overlay, call: Call) -> None:
+    body = call.tx.body
+    _rollback(state, call, body["model"], body["env"], body["reason"])
+
+
+def exec_revoke(state: Overlay, call: Call) -> None:
+    body = call.tx.body
+    record = _record(state, body["model"], body["version"])
+    if record.get("revoked"):
+        raise Rejected("revoked", "already revoked")
+    _put_record(state, {**record, "revoked": {"reason": body["reason"], **_stamp(call)}})
+    envs = state.get_state(_envs_key(body["model"]))
+    for env in envs if isinstance(envs, list) else []:
+        current = state.get_state(deployment_key(body["model"], env))
+        if isinstance(current, dict) and current["version"] == body["version"]:
+            _rollback(state, call, body["model"], env, f"version revoked: {body['reason']}")
+
+
+def exec_report(state: Overlay, call: Call) -> None:
+    body = call.tx.body
+    current = state.get_state(deployment_key(body["model"], body["env"]))
+    if not isinstance(current, dict):
+        raise Rejected("not_deployed", f"{body['model']} is not deployed to {body['env']}")
+    key = f"monitor/{body['model']}/{body['env']}"
+    state.put(key, {"metrics": body["metrics"], "version": current["version"], **_stamp(call)})
+    rule = current.get("rollback_rule")
+    if rule and evaluate(rule, {"metrics": body["metrics"], "deployment": current}):
+        _rollback(
+            state,
+            call,
+            body["model"],
+            body["env"],
+            f"monitor report breached the rollback rule: {rule}",
+        )
+
+
+def exec_access(state: Overlay, call: Call) -> None:
+    return None  # the entry is the record
+
+
+def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
+    body = call.tx.body
+    record = state.get_state(version_key("model", body["model"], body["version"]))
+    if not isinstance(record, dict):
+        return {"model": None, "approvals": [], "datasets": []}
+    view = version_view(record)
+    view["revoked_ancestor"] = revoked_ancestor(state, body["model"], body["version"])
+    view["metrics"] = record.get("metrics", {})
+    datasets: list[dict[str, Any]] = []
+    run = state.get_state(run_key(record["run"])) if record.get("run") else None
+    if isinstance(run, dict):
+        deps = run["statement"]["predicate"]["buildDefinition"].get("resolvedDependencies", [])
+        datasets = dataset_inputs(state, deps)
+    return {
+        "model": view,
+        "approvals": [a for a in record.get("approvals", []) if a["env"] == body["env"]],
+        "rejections": [a for a in record.get("rejections", []) if a["env"] == body["env"]],
+        "datasets": datasets,
+    }
+
+
+def deployment_rules() -> dict[str, TypeRule]:
+    return {
+        MODEL_APPROVE: TypeRule(check_decision, exec_approve),
+        MODEL_REJECT: TypeRule(check_decision, exec_reject),
+        MODEL_DEPLOY: TypeRule(check_deploy, exec_deploy, _deploy_context),
+        MODEL_ROLLBACK: TypeRule(check_rollback, exec_rollback),
+        MODEL_REVOKE: TypeRule(check_revoke, exec_revoke),
+        MONITOR_REPORT: TypeRule(check_report, exec_report),
+        ACCESS_LOG: TypeRule(check_access, exec_access),
+    }

@@ -1,0 +1,180 @@
+"""A full model lifecycle across three organisations under the default policies:
+data registered and attested, a run, a model, evaluations, approvals, deployment,
+a monitor report that triggers rollback, revocation; and the attacks on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ORIGIN, make_signer
+
+import modelchain as mc
+from modelchain.contracts.policy import DEFAULT_POLICIES
+from modelchain.core.identity import verifier_of
+from modelchain.errors import RejectedError, ReplayError
+from modelchain.ledger import Founder
+
+PEOPLE = {
+    # name: (org, roles)
+    "dave": ("bank", ("admin",)),
+    "steward": ("acme", ("data-steward",)),
+    "val": ("qa-co", ("validator",)),
+    "bob": ("acme", ("trainer",)),
+    "ev": ("qa-co", ("evaluator",)),
+    "risk": ("bank", ("approver", "approver:risk")),
+    "lead": ("acme", ("approver", "approver:ml-lead")),
+    "ops": ("acme", ("deployer",)),
+    "mon": ("bank", ("monitor",)),
+}
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Iterator[mc.Ledger]:
+    members = [
+        Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in PEOPLE.items()
+    ]
+    ledger = mc.init(
+        tmp_path / "l",
+        ORIGIN,
+        make_signer("alice"),
+        org="acme",
+        members=members,
+        policies=DEFAULT_POLICIES,
+    )
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def s(name: str) -> mc.Signer:
+    return make_signer(name)
+
+
+def _rejected(led: mc.Ledger, code: str, call: object) -> RejectedError:
+    before = list(led.store.state_items())
+    with pytest.raises(RejectedError) as info:
+        call()  # type: ignore[operator]
+    assert info.value.reason_code == code, info.value.message
+    assert list(led.store.state_items()) == before, "a rejection changes no state"
+    return info.value
+
+
+def test_lifecycle_and_attacks(led: mc.Ledger, tmp_path: Path) -> None:
+    data = tmp_path / "tx.csv"
+    data.write_text("amount,fraud\n" + "".join(f"{i},{i % 2}\n" for i in range(50)))
+    v1_file, v2_file = tmp_path / "v1.bin", tmp_path / "v2.bin"
+    v1_file.write_bytes(b"weights-1")
+    v2_file.write_bytes(b"weights-2")
+
+    led.datasets.register("tx", data, signer=s("steward"))
+    led.runs.record(
+        "run-1", outputs=[v1_file], datasets=[("tx", 1)], code_dir=None, signer=s("bob")
+    )
+    denied = _rejected(
+        led,
+        "policy_denied",
+        lambda: led.models.register("fraud", v1_file, run="run-1", signer=s("bob")),
+    )
+    assert "model.register v1" in denied.message
+    led.datasets.attest("tx", 1, {"passed": True}, signer=s("val"))
+    _rejected(
+        led,
+        "policy_denied",  # an admin is not a trainer under the default policy
+        lambda: led.models.register("fraud", v1_file, run="run-1", signer=s("alice")),
+    )
+    led.models.register("fraud", v1_file, run="run-1", signer=s("bob"))
+    led.models.evaluate("fraud", 1, dataset=("tx", 1), metrics={"accuracy": 0.95}, signer=s("ev"))
+
+    deps = led.deployments
+    _rejected(led, "not_permitted", lambda: deps.deploy("fraud", 1, "production", signer=s("bob")))
+    _rejected(led, "policy_denied", lambda: deps.deploy("fraud", 1, "production", signer=s("ops")))
+    deps.deploy("fraud", 1, "staging", signer=s("ops"))  # no policy for staging
+    deps.approve("fraud", 1, "production", role="risk", signer=s("risk"))
+    _rejected(
+        led,
+        "already_decided",  # self-approval counted twice
+        lambda: deps.approve("fraud", 1, "production", role="risk", signer=s("risk")),
+    )
+    _rejected(
+        led,
+        "not_permitted",
+        lambda: deps.approve("fraud", 1, "production", role="risk", signer=s("lead")),
+    )
+    _rejected(led, "policy_denied", lambda: deps.deploy("fraud", 1, "production", signer=s("ops")))
+    ack = deps.approve("fraud", 1, "production", role="ml-lead", signer=s("lead"))
+    approval = led.entry_bytes(ack.index)
+    deps.deploy(
+        "fraud", 1, "production", rollback_rule="metrics.error_rate > 0.05", signer=s("ops")
+    )
+    assert deps.current("fraud", "production")["version"] == 1  # type: ignore[index]
+
+    from modelchain.core.tx import LogEntry
+
+    with pytest.raises(ReplayError):  # a replayed approval
+        led.submit(LogEntry.decode(approval).envelope)
+
+    # version 2: approvals of version 1 are not reused for it
+    led.runs.record(
+        "run-2", outputs=[v2_file], datasets=[("tx", 1)], code_dir=None, signer=s("bob")
+    )
+    led.models.register("fraud", v2_file, run="run-2", parent=("fraud", 1), signer=s("bob"))
+    led.models.evaluate("fraud", 2, dataset=("tx", 1), metrics={"accuracy": 0.97}, signer=s("ev"))
+    _rejected(led, "policy_denied", lambda: deps.deploy("fraud", 2, "production", signer=s("ops")))
+    deps.approve("fraud", 2, "production", role="risk", signer=s("risk"))
+    deps.approve("fraud", 2, "production", role="ml-lead", signer=s("lead"))
+    deps.deploy(
+        "fraud", 2, "production", rollback_rule="metrics.error_rate > 0.05", signer=s("ops")
+    )
+    at_v2 = led.entry(led.size - 1).transaction.time
+
+    # a breaching monitor report rolls production back to version 1 in the same transaction
+    deps.report("fraud", "production", {"error_rate": 0.01}, signer=s("mon"))
+    assert deps.current("fraud", "production")["version"] == 2  # type: ignore[index]
+    deps.report("fraud", "production", {"error_rate": 0.2}, signer=s("mon"))
+    assert deps.current("fraud", "production")["version"] == 1  # type: ignore[index]
+    history = deps.history("fraud", "production")
+    assert [(e["action"], e["from"], e["to"]) for e in history] == [
+        ("deploy", None, 1),
+        ("deploy", 1, 2),
+        ("rollback", 2, 1),
+    ]
+    assert "rollback rule" in history[-1]["reason"]
+    assert {a["by"] for a in history[0]["approvals"]} == {"risk", "lead"}
+    assert deps.serving("fraud", "production", at_v2) == 2
+
+    # revoking version 1 withdraws it everywhere; version 2 was rolled back from, so
+    # production is left undeployed rather than silently restored
+    _rejected(led, "not_permitted", lambda: deps.revoke("fraud", 1, reason="x", signer=s("ops")))
+    deps.revoke("fraud", 1, reason="leaked training data", signer=s("alice"))
+    assert deps.current("fraud", "production") is None
+    assert deps.current("fraud", "staging") is None
+    _rejected(led, "revoked", lambda: deps.deploy("fraud", 1, "staging", signer=s("ops")))
+    # version 2 descends from the revoked version 1: production refuses it
+    _rejected(led, "policy_denied", lambda: deps.deploy("fraud", 2, "production", signer=s("ops")))
+
+    # a revoked member's signature is logged and rejected
+    led.members.revoke("ops", reason="left", signers=[s("alice"), s("dave")])
+    ack = led.deployments._led.submit(
+        led.transaction(
+            "model.deploy",
+            {"model": "fraud", "version": 2, "env": "staging", "rollback_rule": None},
+            "ops",
+        ).sign(s("ops"))
+    )
+    assert (ack.outcome.accepted, ack.outcome.code) == (False, "member_revoked")
+
+    denied_list = led.denied()
+    codes = {d["code"] for d in denied_list}
+    assert {
+        "policy_denied",
+        "not_permitted",
+        "already_decided",
+        "revoked",
+        "member_revoked",
+    } <= codes
+    assert all(d["reason"] for d in denied_list)
+    report = led.audit()
+    assert report.rejected == len(denied_list)
