@@ -351,6 +351,26 @@ def test_a_hash_collision_never_miscounts() -> None:
     assert _find_duplicates(keys, colliding) == (2, [(2, 0), (4, 1)])
 
 
+def test_ranges_compare_exactly_whatever_the_column_type(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "u": pa.array([0, 5, 2**64 - 1], pa.uint64()),
+            "i8": pa.array([1, -5, 100], pa.int8()),
+            "h": pa.array([1, None, 3], pa.float16()),
+        }
+    )
+    path = write(table, tmp_path / "u.parquet")
+    ranges = {"u": (1, 2**64 - 2), "i8": (-5, 2**70), "h": (1.5, 1e30)}
+    result = run_quality_checks(path, ranges=ranges, max_null_fraction=0.5)
+    failed = failing(result)["ranges"]["failed"]
+    assert {c: (f["below_min"], f["above_max"]) for c, f in failed.items()} == {
+        "u": (1, 1),
+        "h": (1, 0),
+    }
+    assert result["summary"]["numeric"]["u"]["max"] == pytest.approx(2.0**64)
+    assert result["summary"]["numeric"]["h"] == {"min": 1.0, "max": 3.0, "mean": 2.0}
+
+
 def test_nonfinite_numbers_become_null_and_results_reproduce(tmp_path: Path) -> None:
     table = pa.table({"x": [1.0, float("inf"), float("nan"), None, 2.0], "y": [1, 2, 3, 4, 5]})
     path = write(table, tmp_path / "x.parquet")
@@ -578,6 +598,9 @@ def test_evaluation_errors(iris: pa.Table, iris_model: tuple[Path, Any], tmp_pat
         evaluate_torch(torch.nn.Linear(4, 1), data, target="species")
     with pytest.raises(ArtifactError, match="failed to run"):
         evaluate_torch(torch.nn.Linear(3, 3), data, target="species")
+    with_gap = replace(iris, "sepal width (cm)", [None, *iris.column(1).to_pylist()[1:]])
+    with pytest.raises(ArtifactError, match="nulls or NaN cannot feed a torch model: 'sepal wid"):
+        evaluate_torch(_mlp(), write(with_gap, tmp_path / "g.parquet"), target="species")
     labelled = replace(iris, "species", ["a"] * 150)
     with pytest.raises(ArtifactError, match="class indices"):
         evaluate_torch(_mlp(), write(labelled, tmp_path / "s.csv"), target="species")

@@ -55,7 +55,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
 def test_register_train_verify_round_trip(
     env: dict[str, str], files: dict[str, Path], tmp_path: Path
 ) -> None:
-    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
     manifest = json.loads(run(env, "hash", str(files["model"]), "--json").stdout)
     weights = next(f for f in manifest["files"] if f["path"] == "weights.bin")
     assert (
@@ -146,7 +146,7 @@ def test_register_train_verify_round_trip(
 
 
 def test_bad_paths_get_clear_errors(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
     missing = run(env, "hash", str(tmp_path / "nope"), ok=False)
     assert missing.returncode == 3 and missing.stderr.startswith("error: ")
     empty = tmp_path / "empty"
@@ -215,7 +215,7 @@ def test_oms_bundles_round_trip_with_model_signing(
     )
     assert theirs.returncode == 0, theirs.stdout + theirs.stderr
 
-    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
     imported = json.loads(
         run(
             env,
@@ -254,7 +254,7 @@ def test_parquet_datasets_and_unsupported_record_files(env: dict[str, str], tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    run(env, "init", "--origin", ORIGIN, "--admin", "alice")
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
     table = pa.table(
         {"id": list(range(30)), "label": ["a", "b", "c"] * 10, "score": [i / 7 for i in range(30)]}
     )

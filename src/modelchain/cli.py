@@ -27,8 +27,10 @@ from .cli_common import (
     signer_for,
 )
 from .cli_governance import register_commands as register_governance
+from .cli_lifecycle import register_commands as register_lifecycle
 from .cli_registry import register_commands
 from .contracts.ledger import BUILTIN_ROLES, EVENT
+from .contracts.policy import DEFAULT_POLICIES
 from .core import canonical
 from .core.identity import VerifierKey
 from .core.merkle import leaf_hash
@@ -80,6 +82,18 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     is_flag=True,
     help="Store a newly created admin key without a passphrase (not for production).",
 )
+@click.option(
+    "--admin-roles",
+    default="",
+    metavar="ROLE,...",
+    help="Roles the admin holds besides admin (e.g. trainer,validator for a one-person setup).",
+)
+@click.option(
+    "--default-policies/--no-default-policies",
+    default=True,
+    show_default=True,
+    help="Install the default policy set (see `modelchain policy show`).",
+)
 def init(
     ledger_dir: Path,
     origin: str,
@@ -87,6 +101,8 @@ def init(
     org: str,
     members: tuple[str, ...],
     unencrypted: bool,
+    admin_roles: str,
+    default_policies: bool,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
     keys = keystore(ledger_dir)
@@ -96,7 +112,15 @@ def init(
         click.echo(f"created identity {vk}", err=True)
     founders = [_parse_member(m, keys) for m in members]
     signer = keys.signer(admin, env_or_prompt_passphrase(prompt=f"Passphrase for {admin}: "))
-    with ledger_mod.init(ledger_dir, origin, signer, org=org, members=founders) as led:
+    with ledger_mod.init(
+        ledger_dir,
+        origin,
+        signer,
+        org=org,
+        members=founders,
+        policies=DEFAULT_POLICIES if default_policies else None,
+        admin_roles=[r for r in admin_roles.split(",") if r],
+    ) as led:
         led.store.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
         click.echo(f"log key: {led.log_key}")
@@ -391,6 +415,7 @@ def roles() -> None:
 
 register_commands(cli)
 register_governance(cli)
+register_lifecycle(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -367,6 +367,7 @@ def init(
     members: Sequence[Founder] = (),
     permissions: dict[str, list[str]] | None = None,
     policies: Mapping[str, Mapping[str, str]] | None = None,
+    admin_roles: Sequence[str] = (),
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
@@ -380,7 +381,8 @@ def init(
         raise UsageError(f"{log_key_path} exists but there is no ledger; remove it first")
     seed = generate_seed()
     log_key = verifier_of(Ed25519Signer(origin, seed))
-    founders = [Founder(verifier_of(admin), org, ("admin",)), *members]
+    roles = ("admin", *(r for r in admin_roles if r != "admin"))
+    founders = [Founder(verifier_of(admin), org, roles), *members]
     body = genesis_body(
         origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
     )

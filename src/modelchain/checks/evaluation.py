@@ -162,7 +162,7 @@ def metrics_agree(results: Sequence[Mapping[str, float | None]], tolerance: floa
                 f"each result must be a mapping of metric names to values, not {result!r}"
             )
         names.update(result)
-    for name in names:
+    for name in sorted(names):
         if any(name not in result for result in results):
             return False
         values = [result[name] for result in results]
@@ -302,9 +302,19 @@ def _feature_matrix(table: Any, features: list[str], where: StrPath, *, numeric_
     kinds = {n: type_name(table.column(n).type) for n in features}
     other = {n: k for n, k in kinds.items() if k not in ("int", "float", "bool")}
     if not other:
-        # int columns with nulls come back as floats with NaN
-        cols = [table.column(n).to_numpy().astype(np.float64) for n in features]
-        return np.ascontiguousarray(np.column_stack(cols))
+        import pyarrow as pa
+
+        # nulls become NaN; integers beyond 2**53 round, as they would in any float matrix
+        cols = [table.column(n).cast(pa.float64(), safe=False).to_numpy() for n in features]
+        matrix = np.ascontiguousarray(np.column_stack(cols))
+        if numeric_only:
+            gaps = [n for n, col in zip(features, cols, strict=True) if np.isnan(col).any()]
+            if gaps:
+                raise ArtifactError(
+                    f"{where}: feature columns with nulls or NaN cannot feed a torch model: "
+                    f"{', '.join(map(repr, gaps))}"
+                )
+        return matrix
     if numeric_only:
         shown = ", ".join(f"{n!r} ({k})" for n, k in other.items())
         raise ArtifactError(

@@ -1,0 +1,158 @@
+"""The model lifecycle from the command line, under the default policies."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="pw",
+    )
+    e.pop("MODELCHAIN_IDENTITY", None)
+    return e
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
+    iris = load_iris()
+    data = tmp_path / "iris.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["a", "b", "c", "d", "species"])
+        for row, y in zip(iris.data.tolist(), iris.target.tolist(), strict=True):
+            w.writerow([*row, y])
+    model = tmp_path / "clf.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(iris.data, iris.target), model)
+
+    people = {
+        "risk": "approver,approver:risk@bank",
+        "lead": "approver,approver:ml-lead@acme",
+        "ops": "deployer@acme",
+        "mon": "monitor@bank",
+        "ev": "evaluator@lab",
+    }
+    for name in people:
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/life",
+        "--admin",
+        "alice",
+        "--admin-roles",
+        "data-steward,validator,trainer",
+        *[a for n, spec in people.items() for a in ("--member", f"{n}:{spec}")],
+    )
+    assert "model.deploy:production" in run(env, "policy", "show").stdout
+
+    run(env, "dataset", "register", "iris", str(data))
+    run(
+        env,
+        "run",
+        "record",
+        "r1",
+        "--output",
+        str(model),
+        "--dataset",
+        "iris@1",
+        "--code-dir",
+        str(tmp_path),
+    )
+    denied = run(env, "model", "register", "clf", str(model), "--run", "r1", ok=False)
+    assert denied.returncode == 8 and "policy_denied" in denied.stderr
+    run(
+        env,
+        "attest",
+        "quality",
+        "iris@1",
+        "--data",
+        str(data),
+        "--range",
+        "a=0:10",
+        "--allow-duplicates",
+    )
+    run(env, "model", "register", "clf", str(model), "--run", "r1")
+    out = json.loads(
+        run(
+            env,
+            "attest",
+            "eval",
+            "clf@1",
+            "--model-path",
+            str(model),
+            "--dataset",
+            "iris@1",
+            "--data",
+            str(data),
+            "--target",
+            "species",
+            "--as",
+            "ev",
+            "--json",
+        ).stdout
+    )
+    assert out["result"] == "accepted"
+
+    assert (
+        run(env, "deploy", "clf@1", "--env", "production", "--as", "ops", ok=False).returncode == 8
+    )
+    run(env, "approve", "clf@1", "--env", "production", "--role", "risk", "--as", "risk")
+    run(env, "approve", "clf@1", "--env", "production", "--role", "ml-lead", "--as", "lead")
+    run(
+        env,
+        "deploy",
+        "clf@1",
+        "--env",
+        "production",
+        "--as",
+        "ops",
+        "--rollback-rule",
+        "metrics.error_rate > 0.1",
+    )
+    rolled = run(
+        env,
+        "monitor",
+        "report",
+        "clf",
+        "--env",
+        "production",
+        "--metric",
+        "error_rate=0.3",
+        "--as",
+        "mon",
+    ).stdout
+    assert "production runs clf@-" in rolled
+    events = json.loads(run(env, "history", "clf", "--json").stdout)
+    assert [e["action"] for e in events] == ["deploy", "rollback"]
+    assert "ok: " in run(env, "verify", str(model), "--model", "clf").stdout
+    denied_list = json.loads(run(env, "audit", "denied", "--json").stdout)
+    assert {d["code"] for d in denied_list} == {"policy_denied"}
+    assert "ok:" in run(env, "log", "verify").stdout
