@@ -178,3 +178,63 @@ def test_lifecycle_and_attacks(led: mc.Ledger, tmp_path: Path) -> None:
     assert all(d["reason"] for d in denied_list)
     report = led.audit()
     assert report.rejected == len(denied_list)
+
+
+def test_proof_of_performance_needs_agreeing_independent_evaluators(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    from modelchain.contracts.base import Call, Overlay, Rejected
+    from modelchain.contracts.policy import enforce, policy_key
+
+    led.members.add(
+        verifier_of(s("ev2")), roles=["evaluator"], org="lab2", signers=[s("alice"), s("dave")]
+    )
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"m")
+    led.datasets.register("d", data, signer=s("steward"))
+    led.datasets.attest("d", 1, {"passed": True}, signer=s("val"))
+    led.models.register("m", model, signer=s("bob"))
+    rule = led.contracts.rule("model.deploy")
+    assert rule is not None
+    state = Overlay(led.store)
+    state.put(
+        policy_key("model.deploy:staging"),
+        {
+            "rule": "size(model.evaluators) >= 2 && model.metric_spread.accuracy <= 0.02",
+            "version": 1,
+            "action": "model.deploy:staging",
+            "description": "",
+            "set_at": 0,
+            "by": [],
+        },
+    )
+
+    def check() -> None:
+        tx = led.transaction(
+            "model.deploy",
+            {"model": "m", "version": 1, "env": "staging", "rollback_rule": None},
+            "ops",
+        )
+        enforce(state, Call(led.size, tx, ("ops",)), rule)
+
+    led.models.evaluate("m", 1, dataset=("d", 1), metrics={"accuracy": 0.90}, signer=s("ev"))
+    with pytest.raises(Rejected):
+        check()  # one evaluator only
+    led.models.evaluate("m", 1, dataset=("d", 1), metrics={"accuracy": 0.95}, signer=s("ev2"))
+    with pytest.raises(Rejected):
+        check()  # two, but 0.05 apart
+    state = Overlay(led.store)
+    state.put(
+        policy_key("model.deploy:staging"),
+        {
+            "rule": "size(model.evaluators) >= 2 && model.metric_spread.accuracy <= 0.06",
+            "version": 1,
+            "action": "model.deploy:staging",
+            "description": "",
+            "set_at": 0,
+            "by": [],
+        },
+    )
+    check()

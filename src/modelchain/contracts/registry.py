@@ -404,7 +404,23 @@ def version_view(record: Mapping[str, Any]) -> dict[str, Any]:
         # attested by at least one validator, and no validator found it failing
         "quality_passed": bool(attestations) and all(a["passed"] for a in attestations),
         "evaluations": list(record.get("evaluations", [])),
+        # for proof-of-performance rules: how many evaluators, and how far apart
+        # their figures are (a metric some evaluator did not report is left out)
+        "evaluators": sorted({e["by"] for e in record.get("evaluations", [])}),
+        "metric_spread": _spread(record.get("evaluations", [])),
     }
+
+
+def _spread(evaluations: list[dict[str, Any]]) -> dict[str, float]:
+    if not evaluations:
+        return {}
+    names = set.intersection(*(set(e["metrics"]) for e in evaluations))
+    out = {}
+    for name in sorted(names):
+        values = [e["metrics"][name] for e in evaluations]
+        if all(isinstance(v, int | float) for v in values):
+            out[name] = float(max(values) - min(values))
+    return out
 
 
 def dataset_inputs(state: StateReader, deps: list[Any]) -> list[dict[str, Any]]:
