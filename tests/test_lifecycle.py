@@ -238,3 +238,17 @@ def test_proof_of_performance_needs_agreeing_independent_evaluators(
         },
     )
     check()
+
+
+def test_an_automatic_rollback_says_why_in_its_outcome(led: mc.Ledger, tmp_path: Path) -> None:
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"m")
+    led.models.register("m", model, signer=s("bob"))
+    led.deployments.deploy("m", 1, "staging", rollback_rule="metrics.drift > 0.3", signer=s("ops"))
+    calm = led.deployments.report("m", "staging", {"drift": 0.1}, signer=s("mon"))
+    assert calm.outcome.reason == ""
+    ack = led.deployments.report("m", "staging", {"drift": 0.5}, signer=s("mon"))
+    assert ack.outcome.accepted
+    assert "rolled staging back from version 1 to nothing" in ack.outcome.reason
+    assert led.entry(ack.index).outcome == ack.outcome
+    assert led.audit().size == led.size

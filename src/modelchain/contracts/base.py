@@ -45,6 +45,7 @@ class Overlay:
     def __init__(self, base: StateReader) -> None:
         self._base = base
         self.writes: dict[str, JSONValue | None] = {}
+        self.notes: list[str] = []  # what the outcome says the contract did on its own
 
     def get_state(self, key: str) -> JSONValue | None:
         if key in self.writes:
@@ -150,4 +151,4 @@ class ContractSet:
             rule.execute(overlay, call)
         except Rejected as rej:
             return Outcome.rejected(rej.code, rej.reason), {}
-        return Outcome.ok(), overlay.writes
+        return Outcome.noted("; ".join(overlay.notes)), overlay.writes

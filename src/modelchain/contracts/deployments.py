@@ -306,6 +306,12 @@ def exec_report(state: Overlay, call: Call) -> None:
             body["env"],
             f"monitor report breached the rollback rule: {rule}",
         )
+        now = state.get_state(deployment_key(body["model"], body["env"]))
+        to = now["version"] if isinstance(now, dict) else "nothing"
+        state.notes.append(
+            f"rolled {body['env']} back from version {current['version']} to {to}: "
+            f"the report breached the rollback rule {rule}"
+        )
 
 
 def exec_access(state: Overlay, call: Call) -> None:

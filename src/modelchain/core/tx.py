@@ -142,7 +142,9 @@ def decode_submission(data: bytes) -> tuple[Envelope, Transaction]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What executing a transaction did: accepted, or rejected with a reason code."""
+    """What executing a transaction did: accepted (with a note when the contract
+    did more than asked, e.g. an automatic rollback), or rejected with a reason
+    code and a reason."""
 
     accepted: bool
     code: str = ""
@@ -156,15 +158,31 @@ class Outcome:
     def rejected(cls, code: str, reason: str) -> Outcome:
         return cls(False, code, reason[:MAX_REASON_CHARS])
 
+    @classmethod
+    def noted(cls, note: str) -> Outcome:
+        return cls(True, "", note[:MAX_REASON_CHARS]) if note else _ACCEPTED
+
     def to_json(self) -> dict[str, str]:
         if self.accepted:
-            return {"result": "accepted"}
+            return (
+                {"result": "accepted", "reason": self.reason}
+                if self.reason
+                else {"result": "accepted"}
+            )
         return {"result": "rejected", "code": self.code, "reason": self.reason}
 
     @classmethod
     def from_json(cls, obj: object) -> Outcome:
         if obj == {"result": "accepted"}:
             return _ACCEPTED
+        if (
+            isinstance(obj, dict)
+            and set(obj) == {"result", "reason"}
+            and obj["result"] == "accepted"
+            and isinstance(obj["reason"], str)
+            and obj["reason"]
+        ):
+            return cls(True, "", obj["reason"])
         if (
             isinstance(obj, dict)
             and set(obj) == {"result", "code", "reason"}
