@@ -228,3 +228,15 @@ def test_runs_record_the_git_commit_of_the_code(
     ]
     assert {"gitCommit": head} in [d["digest"] for d in deps]
     assert [d["annotations"]["dirty"] for d in deps if "gitCommit" in d["digest"]] == [False]
+
+
+def test_handing_out_a_dataset_location_is_logged(led: mc.Ledger, iris_csv: Path) -> None:
+    led.datasets.register("iris", iris_csv, source="s3://lake/iris.csv")
+    size = led.size
+    assert led.datasets.locate("iris", 1, purpose="retraining") == "s3://lake/iris.csv"
+    entry = led.entry(size)
+    assert entry.transaction.type == "access.log"
+    assert entry.transaction.body == {
+        "artifact": {"kind": "dataset", "name": "iris", "version": 1},
+        "purpose": "retraining",
+    }

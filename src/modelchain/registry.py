@@ -306,6 +306,17 @@ class Datasets(_Registry):
         body = {"dataset": {"name": name, "version": version}, "result": result}
         return self._submit(DATASET_ATTEST, body, signer)
 
+    def locate(self, name: str, version: int, *, purpose: str, signer: Signer | None = None) -> str:
+        """The dataset's source location, handed out only after recording who asked
+        for it and why (an ``access.log`` entry)."""
+        record = self.get(name, version)
+        self._submit(
+            "access.log",
+            {"artifact": {"kind": "dataset", "name": name, "version": version}, "purpose": purpose},
+            signer,
+        )
+        return str(self.info(name)["source"]) or str(record.record["artifact"]["digest"])
+
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         return self._result(name, self._version("dataset", name, version)["version"], None)
 
