@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +52,30 @@ def ledger(
         yield led
     finally:
         led.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the real CLI: a throwaway home, ledger and passphrase."""
+    e = dict(os.environ)
+    e.update(
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="pw",
+    )
+    e.pop("MODELCHAIN_IDENTITY", None)
+    return e
+
+
+def run_cli(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `python -m modelchain ARGS`; with ``ok`` it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelchain", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc

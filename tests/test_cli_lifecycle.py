@@ -4,40 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import joblib
-import pytest
+from conftest import run_cli as run
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(
-        MODELCHAIN_HOME=str(tmp_path / "home"),
-        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
-        MODELCHAIN_KEY_PASSPHRASE="pw",
-    )
-    e.pop("MODELCHAIN_IDENTITY", None)
-    return e
-
-
-def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "modelchain", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:
