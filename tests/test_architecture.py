@@ -82,6 +82,7 @@ def test_public_modules_declare_all() -> None:
         "modelchain.contracts",
         "modelchain.engines",
         "modelchain.artifacts",
+        "modelchain.guard",
     ]:
         mod = importlib.import_module(name)
         exported = mod.__all__

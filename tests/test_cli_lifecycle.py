@@ -128,3 +128,63 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
     denied_list = json.loads(run(env, "audit", "denied", "--json").stdout)
     assert {d["code"] for d in denied_list} == {"policy_denied"}
     assert "ok:" in run(env, "log", "verify").stdout
+
+
+def test_guard_watch_reports_drift(env: dict[str, str], tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"weights")
+    for name in ("ops", "mon"):
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/guard",
+        "--admin",
+        "alice",
+        "--no-default-policies",
+        "--member",
+        "ops:deployer",
+        "--member",
+        "mon:monitor",
+    )
+    run(env, "model", "register", "m", str(model))
+    run(env, "deploy", "m@1", "--env", "edge", "--as", "ops")
+    ok = run(
+        env,
+        "guard",
+        "watch",
+        str(model),
+        "--model",
+        "m",
+        "--env",
+        "edge",
+        "--interval",
+        "0",
+        "--rounds",
+        "1",
+        "--as",
+        "mon",
+    ).stdout
+    assert "round 1: ok" in ok
+    (model / "w.bin").write_bytes(b"tampered")
+    drift = run(
+        env,
+        "guard",
+        "watch",
+        str(model),
+        "--model",
+        "m",
+        "--env",
+        "edge",
+        "--interval",
+        "0",
+        "--rounds",
+        "1",
+        "--as",
+        "mon",
+    ).stdout
+    assert "DRIFT changed w.bin" in drift and "(reported)" in drift
+    events = json.loads(run(env, "audit", "denied", "--json").stdout)
+    assert events == []

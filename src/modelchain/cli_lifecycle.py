@@ -330,3 +330,45 @@ def register_commands(cli: click.Group) -> None:
                 f"{d['index']}\t{_when(d['time'])}\t{d['actor']}\t{d['type']}\t"
                 f"{d['code']}: {d['reason']}"
             )
+
+    @cli.group()
+    def guard() -> None:
+        """Keep deployed model files honest."""
+
+    @guard.command("watch")
+    @ledger_option
+    @click.argument("path", type=click.Path(path_type=Path))
+    @click.option("--model", "model_name", required=True)
+    @click.option("--env", required=True)
+    @click.option("--interval", type=float, default=60.0, show_default=True, help="Seconds.")
+    @click.option("--rounds", type=int, help="Stop after this many checks (default: never).")
+    @_AS
+    def guard_watch(
+        ledger_dir: Path,
+        path: Path,
+        model_name: str,
+        env: str,
+        interval: float,
+        rounds: int | None,
+        as_name: str | None,
+    ) -> None:
+        """Re-verify PATH against the version deployed to ENV every INTERVAL and file a
+        monitor report when the files drift (or stop drifting), so policies can react."""
+        from .guard import watch
+
+        def show(result: dict[str, Any]) -> None:
+            state = "ok" if result["ok"] else "DRIFT " + ", ".join(result["differences"][:5])
+            note = "  (reported)" if "reported" in result else ""
+            click.echo(f"round {result['round']}: {state}{note}")
+
+        with open_ledger(ledger_dir) as led:
+            watch(
+                led,
+                path,
+                model_name,
+                env,
+                interval,
+                rounds,
+                signer_for(as_name, led),
+                on_round=show,
+            )

@@ -1,0 +1,259 @@
+"""Runtime guard: loaders that verify a model against the ledger before loading it.
+
+Each loader re-hashes the registered artifact (never trusting the hash cache),
+compares it with the version pinned for an environment, a given version, or
+the latest one, and raises :class:`~modelchain.errors.IntegrityError` naming the
+differing files *before* any byte is deserialised. A successful check is
+recorded as an ``access.log`` event, and only then is the model loaded::
+
+    from modelchain import guard
+    weights = guard.load_safetensors(led, "model.safetensors", model="fraud", env="production")
+
+``path`` is the file to load; ``root`` (default: ``path``) is the registered
+artifact, e.g. the folder of a multi-file model that holds ``path``. Pickle
+formats (joblib, and torch without ``weights_only``) run code when loaded,
+which is why the check comes first.
+
+:func:`watch` re-verifies on an interval and files a ``monitor.report`` when the
+files on disk drift from the pinned version (and when they come back), so
+rollback rules and policies can react.
+
+The check and the load read the file separately: a writer racing between the
+two is out of scope (protect the files with permissions; the guard detects
+changes made at rest).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .errors import ArtifactError, IntegrityError, UsageError
+from .registry import ModelVersion
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from .core.identity import Signer
+    from .ledger import Ledger
+
+__all__ = [
+    "guarded",
+    "load_onnx",
+    "load_safetensors",
+    "load_sklearn",
+    "load_torch",
+    "watch",
+]
+
+StrPath = str | os.PathLike[str]
+
+
+def _signer_of(led: Ledger, signer: Signer | None) -> Signer:
+    found = signer or led.identity
+    if found is None:
+        raise UsageError(
+            "a guarded load is recorded on the ledger and needs a signer: "
+            "pass signer=... or open the ledger with identity=..."
+        )
+    return found
+
+
+def guarded(
+    led: Ledger,
+    path: StrPath,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    purpose: str = "inference",
+    signer: Signer | None = None,
+    root: StrPath | None = None,
+) -> ModelVersion:
+    """Verify ``root`` (default ``path``) as ``model`` and record the access.
+
+    Returns the verified version; raises UsageError for bad arguments or a
+    missing signer, IntegrityError if the files differ, and records nothing in
+    either case. Callers load ``path`` only after this returns."""
+    if version is not None and env is not None:
+        raise UsageError("give a version or an environment, not both")
+    who = _signer_of(led, signer)
+    target = Path(path)
+    base = Path(root) if root is not None else target
+    if root is not None:
+        inside = target.resolve()
+        top = base.resolve()
+        if inside != top and not inside.is_relative_to(top):
+            raise UsageError(f"{path} is not inside the registered artifact {root}")
+    if not target.is_file():
+        raise ArtifactError(f"{path}: not a file")
+    try:
+        verified = led.models.verify(base, model, version, env=env, trust_cache=False)
+    except IntegrityError as exc:
+        raise IntegrityError(exc.message, _named(exc.differences, base)) from exc
+    led.deployments.log_access("model", model, verified.version, purpose, signer=who)
+    return verified
+
+
+def _named(differences: tuple[str, ...], base: Path) -> tuple[str, ...]:
+    """A single-file artifact's manifest calls the file "."; name it."""
+    out = []
+    for line in differences:
+        verb, _, what = line.partition(" ")
+        if what == "." or what.startswith(".:"):
+            line = f"{verb} {base.name}{what[1:]}"
+        out.append(line)
+    return tuple(out)
+
+
+def _need(module: str, what: str) -> NoReturn:
+    raise ArtifactError(f"loading {what} needs {module}: pip install {module}")
+
+
+def load_safetensors(
+    led: Ledger,
+    path: StrPath,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    purpose: str = "inference",
+    signer: Signer | None = None,
+    root: StrPath | None = None,
+    device: str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Verify, record, then ``safetensors.torch.load_file(path, device)``."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        _need("safetensors", "a safetensors file")
+    guarded(
+        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
+    )
+    return load_file(os.fspath(path), device=device)
+
+
+def load_torch(
+    led: Ledger,
+    path: StrPath,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    purpose: str = "inference",
+    signer: Signer | None = None,
+    root: StrPath | None = None,
+    map_location: str = "cpu",
+) -> Any:
+    """Verify, record, then ``torch.load(path, weights_only=True)``."""
+    try:
+        import torch
+    except ImportError:
+        _need("torch", "a torch checkpoint")
+    guarded(
+        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
+    )
+    return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+
+
+def load_onnx(
+    led: Ledger,
+    path: StrPath,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    purpose: str = "inference",
+    signer: Signer | None = None,
+    root: StrPath | None = None,
+) -> onnx.ModelProto:
+    """Verify, record, then ``onnx.load(path)`` (external data next to it is
+    covered when ``root`` is the registered folder)."""
+    try:
+        import onnx
+    except ImportError:
+        _need("onnx", "an ONNX model")
+    guarded(
+        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
+    )
+    return onnx.load(os.fspath(path))
+
+
+def load_sklearn(
+    led: Ledger,
+    path: StrPath,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    purpose: str = "inference",
+    signer: Signer | None = None,
+    root: StrPath | None = None,
+) -> Any:
+    """Verify, record, then ``joblib.load(path)``. Unpickling runs code, so
+    nothing is unpickled unless the bytes are the registered ones."""
+    try:
+        import joblib  # type: ignore[import-untyped]
+    except ImportError:
+        _need("joblib", "a scikit-learn model")
+    guarded(
+        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
+    )
+    return joblib.load(os.fspath(path))
+
+
+def watch(
+    led: Ledger,
+    path: StrPath,
+    model: str,
+    env: str,
+    interval: float,
+    rounds: int | None = None,
+    signer: Signer | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Re-verify ``path`` against the version deployed to ``env`` every
+    ``interval`` seconds, ``rounds`` times (forever if None).
+
+    When the files drift (or the set of differences changes) it files
+    ``monitor.report`` with ``{"drift": 1.0, "files_changed": n}``; when they
+    match again, ``{"drift": 0.0, "files_changed": 0}``. Returns the metrics
+    of every report filed. ``on_round`` sees each round's result."""
+    if interval < 0:
+        raise UsageError("interval must be >= 0")
+    if rounds is not None and rounds < 1:
+        raise UsageError("rounds must be >= 1")
+    who = _signer_of(led, signer)
+    reports: list[dict[str, Any]] = []
+    last: tuple[str, ...] = ()
+    n = 0
+    while rounds is None or n < rounds:
+        if n:
+            sleep(interval)
+        n += 1
+        result: dict[str, Any] = {"round": n}
+        try:
+            verified = led.models.verify(path, model, env=env, trust_cache=False)
+            result.update(version=verified.version, ok=True, differences=[])
+            differences: tuple[str, ...] = ()
+        except IntegrityError as exc:
+            differences = _named(exc.differences, Path(path))
+            result.update(ok=False, differences=list(differences))
+        if differences != last:
+            metrics: dict[str, Any] = {
+                "drift": 1.0 if differences else 0.0,
+                "files_changed": len({d.partition(" ")[2].split(":", 1)[0] for d in differences}),
+            }
+            led.deployments.report(model, env, metrics, signer=who)
+            reports.append(metrics)
+            result["reported"] = metrics
+            last = differences
+        if on_round is not None:
+            on_round(result)
+    return reports
