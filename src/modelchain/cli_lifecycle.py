@@ -372,3 +372,47 @@ def register_commands(cli: click.Group) -> None:
                 signer_for(as_name, led),
                 on_round=show,
             )
+
+    @cli.group()
+    def receipt() -> None:
+        """Verify and reveal inference receipts, offline."""
+
+    @receipt.command("verify")
+    @click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--vkey", required=True, help="The log's verifier key (`modelchain log vkey`).")
+    @click.option(
+        "--checkpoint",
+        "cp_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A checkpoint you trust; the receipt must be for that tree.",
+    )
+    def receipt_verify(receipt_file: Path, vkey: str, cp_file: Path | None) -> None:
+        """Check one receipt offline: record in batch, batch in log, checkpoint signed."""
+        from .receipts import verify_inference_receipt
+
+        record = verify_inference_receipt(
+            receipt_file.read_bytes(), vkey, cp_file.read_bytes() if cp_file else None
+        )
+        click.echo(json.dumps(record, sort_keys=True))
+
+    @receipt.command("reveal")
+    @click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option(
+        "--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )
+    @click.option(
+        "--output", "output_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )
+    def receipt_reveal(
+        receipt_file: Path, input_file: Path | None, output_file: Path | None
+    ) -> None:
+        """Produce what an auditor needs to check one decision's input and output
+        (the raw bytes given here are revealed; no other record is)."""
+        from .receipts import reveal
+
+        out = reveal(
+            receipt_file.read_bytes(),
+            input_file.read_bytes() if input_file else None,
+            output_file.read_bytes() if output_file else None,
+        )
+        click.echo(json.dumps(out, sort_keys=True))

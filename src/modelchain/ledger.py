@@ -36,6 +36,7 @@ from .engines.verifier import default_verifier
 from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .governance import Members, Policies
 from .keys.files import FileSigner, generate_seed, write_private_key
+from .receipts import ReceiptLog
 from .registry import Datasets, Deployments, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
@@ -185,6 +186,12 @@ class Ledger:
     @functools.cached_property
     def deployments(self) -> Deployments:
         return Deployments(self)
+
+    def receipts(
+        self, model: str, env: str | None = None, version: int | None = None, **kw: Any
+    ) -> ReceiptLog:
+        """Inference receipts for ``model`` (see ``modelchain.receipts``)."""
+        return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
         """Every rejected entry: who tried what, and the rule or reason that denied it."""

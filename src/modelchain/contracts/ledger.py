@@ -18,6 +18,7 @@ from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
 from .governance import GOVERNANCE_KEY, governance_rules
+from .inference import inference_rules
 from .members import check_member
 from .policy import compile_rule, enforce, policy_key, policy_rules
 from .registry import registry_rules
@@ -64,6 +65,7 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     "model.rollback": ["deployer"],
     "model.revoke": ["admin"],
     "monitor.report": ["monitor"],
+    "inference.batch": ["admin", "deployer", "monitor"],
 }
 
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
@@ -244,6 +246,7 @@ def default_contracts() -> ContractSet:
             **policy_rules(),
             **attestation_rules(),
             **deployment_rules(),
+            **inference_rules(),
         },
         resolve_signer,
         authorize,

@@ -1,0 +1,372 @@
+"""Inference receipts: batches proven offline, selective reveal, tampering, crashes and
+an unreachable ledger."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ORIGIN, make_signer
+
+import modelchain as mc
+from modelchain.contracts import ContractSet, default_contracts
+from modelchain.contracts.inference import check_batch, inference_key, inference_rules
+from modelchain.contracts.ledger import authorize, resolve_signer
+from modelchain.contracts.policy import enforce
+from modelchain.core.identity import verifier_of
+from modelchain.errors import Error, MalformedError, NotFoundError, ProofError
+from modelchain.ledger import Founder
+from modelchain.receipts import (
+    ReceiptLog,
+    decode_value,
+    encode_value,
+    reveal,
+    verify_inference_receipt,
+    verify_reveal,
+)
+
+
+def contracts() -> ContractSet:
+    base = default_contracts()
+    rules: dict[str, Any] = {t: base.rule(t) for t in base.types}
+    return ContractSet({**rules, **inference_rules()}, resolve_signer, authorize, enforce)
+
+
+ALICE = make_signer("alice")
+BOB = make_signer("bob")
+
+
+@pytest.fixture
+def led(tmp_path: Path) -> Iterator[mc.Ledger]:
+    ledger = mc.init(
+        tmp_path / "l",
+        ORIGIN,
+        ALICE,
+        members=[Founder(verifier_of(BOB), "acme", ("trainer",))],
+        contracts=contracts(),
+    )
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights-1")
+    ledger.models.register("fraud", weights, signer=BOB)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _log(led: mc.Ledger | None, store: Path, **kw: Any) -> ReceiptLog:
+    kw.setdefault("signer", ALICE)
+    kw.setdefault("version", 1)
+    return ReceiptLog(led, "fraud", store=store, origin=ORIGIN, **kw)
+
+
+def _values(i: int) -> tuple[Any, Any]:
+    kinds: list[tuple[Any, Any]] = [
+        (f"text {i}", b"\x00\x01" * i),
+        (np.arange(i + 1, dtype=np.float32).reshape(1, -1), np.int64(i % 2)),
+        ({"amount": i, "country": "FR", "tags": ["a", "é"]}, [0.25, i]),
+        (b"raw" * i, "fraud" if i % 3 else "ok"),
+    ]
+    return kinds[i % len(kinds)]
+
+
+def _key(led: mc.Ledger) -> str:
+    return led.log_key.to_string()
+
+
+def test_batches_verify_offline_with_only_the_log_key(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    with _log(led, store, batch_size=7, batch_ms=50) as log:
+        rids = [log.record(*_values(i)) for i in range(20)]
+        rids.append(log.record("in", "out", meta={"user": "u1"}, request_id='odd "id" é'))
+        # A meta that names another record's id does not confuse the lookup.
+        rids.append(log.record("in", "out", meta={"request_id": rids[-2], "z": 1}))
+        assert log.flush() == 0
+        receipts = [json.dumps(log.receipt(r)) for r in rids]
+    key = _key(led)
+    cp = led.checkpoint()
+    batches = set()
+    for rid, text in zip(rids, receipts, strict=True):
+        record = verify_inference_receipt(text, key)
+        assert record["request_id"] == rid and record["version"] == 1
+        assert verify_inference_receipt(text, key, checkpoint=cp) == record
+        batches.add(json.loads(text)["batch"]["root"])
+    assert len(batches) == 4  # 22 records in batches of 7
+    assert json.loads(receipts[-2])["record"]["meta"] == {"user": "u1"}
+    assert led.store.get_state(inference_key("fraud", 1)) == {"batches": 4, "records": 22}
+    # Nothing raw reached the ledger: a batch entry carries only the batch fields.
+    fields = {"model", "version", "root", "count", "first_time", "last_time", "batch_id"}
+    bodies = [led.entry(i).transaction for i in range(led.size)]
+    assert [set(t.body) for t in bodies if t.type == "inference.batch"] == [fields] * 4
+
+
+def test_reveal_one_record(led: mc.Ledger, tmp_path: Path) -> None:
+    with _log(led, tmp_path / "r.sqlite", batch_size=4) as log:
+        rids = [log.record(*_values(i)) for i in range(9)]
+        log.flush()
+        receipt = log.receipt(rids[5])
+    inputs, outputs = _values(5)
+    shown = json.dumps(reveal(receipt, inputs, outputs))
+    out = verify_reveal(shown, _key(led))
+    assert out["record"]["request_id"] == rids[5]
+    assert out["input"]["shape"] == [1, 6] and out["input"]["dtype"] == "<f4"
+    assert np.frombuffer(out["input"]["data"], "<f4").tolist() == inputs.ravel().tolist()
+    assert decode_value(encode_value({"a": 1})) == {"a": 1}
+    only_output = verify_reveal(reveal(receipt, outputs=outputs), _key(led))
+    assert "input" not in only_output and "output" in only_output
+    with pytest.raises(ProofError):
+        reveal(receipt, np.zeros((1, 6), np.float32), outputs)
+    with pytest.raises(ProofError):
+        reveal(receipt, inputs, np.int64(7))
+    # An auditor's copy whose revealed bytes were swapped fails.
+    forged = json.loads(shown)
+    forged["output"] = base64.b64encode(encode_value(np.int64(0))).decode()
+    with pytest.raises(ProofError):
+        verify_reveal(forged, _key(led))
+
+
+def _tampered(receipt: dict[str, Any], change: Any) -> dict[str, Any]:
+    copy = json.loads(json.dumps(receipt))
+    change(copy)
+    return copy
+
+
+def test_any_change_fails(led: mc.Ledger, tmp_path: Path) -> None:
+    with _log(led, tmp_path / "r.sqlite", batch_size=5) as log:
+        rids = [log.record(*_values(i)) for i in range(12)]
+        log.flush()
+        receipt = log.receipt(rids[6])
+        other = log.receipt(rids[1])
+    old_cp = led.checkpoint()
+    inputs, outputs = _values(6)
+    key = _key(led)
+    verify_inference_receipt(receipt, key)
+
+    def flip_hex(text: str) -> str:
+        return ("1" if text[0] == "0" else "0") + text[1:]
+
+    def set_path(r: dict[str, Any]) -> None:
+        r["batch"]["path"][0] = other["batch"]["path"][0]
+
+    def set_entry(r: dict[str, Any]) -> None:
+        r["ledger"]["entry"] = other["ledger"]["entry"]
+
+    def set_proof_root(r: dict[str, Any]) -> None:
+        lines = r["ledger"]["tlog_proof"].split("\n")
+        # The checkpoint note's third line is the root hash.
+        i = lines.index("") + 3
+        lines[i] = base64.b64encode(b"\x00" * 32).decode()
+        r["ledger"]["tlog_proof"] = "\n".join(lines)
+
+    changes = [
+        lambda r: r["record"].update(input_hash=flip_hex(r["record"]["input_hash"])),
+        lambda r: r["record"].update(output_hash=flip_hex(r["record"]["output_hash"])),
+        lambda r: r["record"].update(time_ms=r["record"]["time_ms"] + 1),
+        lambda r: r["record"].update(version=2),
+        lambda r: r["batch"].update(index_in_batch=0),
+        lambda r: r["batch"].update(root=flip_hex(r["batch"]["root"])),
+        set_path,
+        set_entry,
+        set_proof_root,
+        lambda r: r["ledger"].update(entry_index=r["ledger"]["entry_index"] + 1),
+    ]
+    for change in changes:
+        with pytest.raises(Error):
+            verify_inference_receipt(_tampered(receipt, change), key)
+    # A changed salt no longer opens the hashes.
+    bad_salt = _tampered(receipt, lambda r: r.update(salt_input=flip_hex(r["salt_input"])))
+    with pytest.raises(ProofError):
+        reveal(bad_salt, inputs, outputs)
+    # Another log's key, or a checkpoint of another tree, fails.
+    with pytest.raises(Error):
+        verify_inference_receipt(receipt, verifier_of(make_signer(ORIGIN)).to_string())
+    with _log(led, tmp_path / "r.sqlite", batch_size=5) as log:
+        log.record("more", "data")
+    assert led.checkpoint() != old_cp
+    with pytest.raises(ProofError):
+        verify_inference_receipt(receipt, key, checkpoint=led.checkpoint())
+    verify_inference_receipt(receipt, key, checkpoint=old_cp)
+
+
+def test_unreachable_ledger_queues_batches_in_order(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    path = led.path
+    offline = _log(None, store, batch_size=3, background=False)
+    first = [offline.record(f"a{i}", i) for i in range(7)]
+    assert offline.flush() == 3
+    assert offline.last_error and "no ledger" in offline.last_error
+    offline.close()
+    # A ledger that closes under the log: its batches wait too.
+    closing = _log(led, store, batch_size=3, background=True, retry_ms=10)
+    assert closing.flush() == 0  # the earlier batches went in
+    led.close()
+    second = [closing.record(f"b{i}", i) for i in range(4)]
+    assert closing.flush() == 2
+    closing.close()
+    with mc.open(path, contracts=contracts()) as again, _log(again, store) as log:
+        assert log.flush() == 0
+        receipts = [log.receipt(r) for r in first + second]
+        for r in receipts:
+            verify_inference_receipt(r, again.log_key)
+        indices = [r["ledger"]["entry_index"] for r in receipts]
+        assert indices == sorted(indices)
+        assert len(set(indices)) == 5
+        assert again.store.get_state(inference_key("fraud", 1)) == {"batches": 5, "records": 11}
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from modelchain.receipts import ReceiptLog
+    store, origin, durable, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    log = ReceiptLog(None, "fraud", version=1, origin=origin, store=store, batch_size=5,
+                     background=False)
+    for i in range(durable):
+        log.record(f"in{i}", f"out{i}", request_id=f"r{i}")
+    log.sync()
+    for i in range(durable, durable + extra):
+        log.record(f"in{i}", f"out{i}", request_id=f"r{i}")
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_kill_between_record_and_submission_loses_nothing_durable(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    store = tmp_path / "r.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(store), ORIGIN, "23", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "ready" in proc.stdout
+    before = led.size
+    with _log(led, store, background=False) as log:  # recovery submits on open
+        assert log.pending() == 0
+        assert led.size == before + 5  # 23 records: four batches of 5 and one of 3
+        for i in range(23):
+            rec = verify_inference_receipt(log.receipt(f"r{i}"), led.log_key)
+            assert rec["request_id"] == f"r{i}"
+        verify_reveal(reveal(log.receipt("r22"), "in22", "out22"), led.log_key)
+        for i in range(23, 26):  # recorded after the last durable point: gone
+            with pytest.raises(NotFoundError):
+                log.receipt(f"r{i}")
+
+
+def test_background_thread_closes_batches_by_time(led: mc.Ledger, tmp_path: Path) -> None:
+    import time
+
+    with _log(led, tmp_path / "r.sqlite", batch_size=10_000, batch_ms=20) as log:
+        rid = log.record("x", "y")
+        deadline = time.monotonic() + 10
+        while log.pending() or led.store.get_state(inference_key("fraud", 1)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert log.batch_status(rid) == "submitted"
+        verify_inference_receipt(log.receipt(rid), led.log_key)
+
+
+def test_unregistered_version_is_rejected(led: mc.Ledger, tmp_path: Path) -> None:
+    with _log(led, tmp_path / "r.sqlite", version=9) as log:
+        rid = log.record("x", "y")
+        assert log.flush() == 0
+        assert log.batch_status(rid) == "rejected"
+        with pytest.raises(NotFoundError, match="no_model"):
+            log.receipt(rid)
+    with pytest.raises(NotFoundError):
+        ReceiptLog(led, "fraud", env="production", store=tmp_path / "x.sqlite")
+    # Pinned to an environment the version is not deployed to: rejected too.
+    with _log(led, tmp_path / "p.sqlite", env="production", pin_env=True) as log:
+        rid = log.record("x", "y")
+        log.flush()
+        assert log.batch_status(rid) == "rejected"
+    assert ReceiptLog(led, "fraud", store=tmp_path / "y.sqlite", background=False).version == 1
+
+
+def test_batch_body_is_checked() -> None:
+    good = {
+        "model": "fraud",
+        "version": 1,
+        "root": "ab" * 32,
+        "count": 3,
+        "first_time": 5,
+        "last_time": 9,
+        "batch_id": "cd" * 16,
+    }
+    check_batch(good)
+    check_batch({**good, "env": "production"})
+    for bad in (
+        {**good, "root": "AB" * 32},
+        {**good, "count": 0},
+        {**good, "version": True},
+        {**good, "first_time": 10},
+        {**good, "batch_id": "x"},
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "root"},
+    ):
+        with pytest.raises(MalformedError):
+            check_batch(bad)
+
+
+def test_default_store_lives_under_home(
+    led: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
+    log = ReceiptLog(led, "fraud", signer=ALICE, background=False)
+    try:
+        assert log.path.is_relative_to(tmp_path / "home" / "receipts")
+        assert log.path.name == "fraud.sqlite"
+    finally:
+        log.close()
+    assert os.path.exists(log.path)
+
+
+def test_receipts_verify_and_reveal_from_the_command_line(
+    ledger: mc.Ledger, alice: mc.Signer, tmp_path: Path
+) -> None:
+    from modelchain.core.canonical import dumps as _dumps
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    ledger.identity = alice
+    ledger.models.register("clf", weights)
+    with ledger.receipts("clf", store=tmp_path / "r.sqlite", signer=alice) as log:
+        rid = log.record(b"input-bytes", b"output-bytes", request_id="req-1")
+        log.flush()
+        receipt = log.receipt(rid)
+    ledger.checkpoint()
+    path = tmp_path / "receipt.json"
+    path.write_bytes(_dumps(receipt))
+    (tmp_path / "in.bin").write_bytes(b"input-bytes")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelchain", *args], capture_output=True, text=True, timeout=60
+        )
+
+    ok = cli("receipt", "verify", str(path), "--vkey", str(ledger.log_key))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["request_id"] == "req-1"
+    revealed = cli("receipt", "reveal", str(path), "--input", str(tmp_path / "in.bin"))
+    assert revealed.returncode == 0, revealed.stderr
+    (tmp_path / "in.bin").write_bytes(b"other-bytes")
+    wrong = cli("receipt", "reveal", str(path), "--input", str(tmp_path / "in.bin"))
+    assert wrong.returncode == 1 and wrong.stderr.startswith("error: ")
+    other = cli(
+        "receipt", "verify", str(path), "--vkey", "other.example+00000000+AQ" + "A" * 42 + "="
+    )
+    assert other.returncode != 0
