@@ -4,10 +4,38 @@
 one. Everything else is reached through those objects or the CLI.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .core.identity import Signer, VerifierKey
 from .errors import Error
 from .ledger import Founder, Ledger, init, open
 from .service.node import Ack
 
-__all__ = ["Ack", "Error", "Founder", "Ledger", "Signer", "VerifierKey", "init", "open"]
+if TYPE_CHECKING:
+    from .remote import RemoteLedger
+
+__all__ = [
+    "Ack",
+    "Error",
+    "Founder",
+    "Ledger",
+    "Signer",
+    "VerifierKey",
+    "connect",
+    "init",
+    "open",
+]
+
+
+def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:
+    """The ledger served at ``url``, with the interface of ``open(path)``; every
+    answer is verified against checkpoints signed by the log key (see
+    ``modelchain.remote``)."""
+    from .remote import connect as _connect
+
+    return _connect(url, identity, **kwargs)
+
+
 __version__ = "0.1.0"

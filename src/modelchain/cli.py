@@ -19,6 +19,8 @@ import click
 
 from . import ledger as ledger_mod
 from .cli_common import (
+    LOG_KEY_ENV,
+    SERVER_ENV,
     emit_json,
     json_option,
     keystore,
@@ -29,6 +31,8 @@ from .cli_common import (
 from .cli_governance import register_commands as register_governance
 from .cli_lifecycle import register_commands as register_lifecycle
 from .cli_registry import register_commands
+from .cli_reports import register_commands as register_reports
+from .cli_server import register_commands as register_server
 from .contracts.ledger import BUILTIN_ROLES, EVENT
 from .contracts.policy import DEFAULT_POLICIES
 from .core import canonical
@@ -43,7 +47,21 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelchain")
-def cli() -> None:
+@click.option(
+    "--server",
+    envvar=SERVER_ENV,
+    metavar="URL",
+    help="Work against a ledger served at URL (`modelchain serve`) instead of --ledger; "
+    "read tokens come from $MODELCHAIN_TOKEN. Everything read is verified.",
+)
+@click.option(
+    "--log-key",
+    envvar=LOG_KEY_ENV,
+    metavar="VKEY",
+    help="With --server: the log's verifier key to trust (else the one first seen).",
+)
+@click.pass_context
+def cli(ctx: click.Context, server: str | None, log_key: str | None) -> None:
     """modelchain: a verifiable provenance ledger for ML models and datasets.
 
     Transactions are signed (DSSE, Ed25519), appended to an RFC 9162 Merkle
@@ -51,6 +69,7 @@ def cli() -> None:
     Keys live under $MODELCHAIN_HOME (default ~/.modelchain); passphrases come
     from $MODELCHAIN_KEY_PASSPHRASE or a prompt.
     """
+    ctx.obj = {"server": server, "log_key": log_key}
 
 
 # -- init ----------------------------------------------------------------------
@@ -250,9 +269,9 @@ def event_record(
             for b in bodies
         ]
         for env in envs:  # refuse the whole file if any one would be refused
-            led.node.precheck(env.to_bytes())
+            led.precheck(env.to_bytes())
         acks = []
-        chunk = max(1, led.node.config.max_backlog // 2)
+        chunk = led.max_batch
         with click.progressbar(
             length=len(envs), label="recording", file=sys.stderr, hidden=len(envs) < 1000
         ) as bar:
@@ -416,6 +435,8 @@ def roles() -> None:
 register_commands(cli)
 register_governance(cli)
 register_lifecycle(cli)
+register_reports(cli)
+register_server(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,8 @@ from .ledger import Ledger
 __all__ = [
     "IDENTITY_ENV",
     "LEDGER_ENV",
+    "LOG_KEY_ENV",
+    "SERVER_ENV",
     "emit_json",
     "json_option",
     "keystore",
@@ -31,6 +33,8 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 LEDGER_ENV = "MODELCHAIN_LEDGER"
+SERVER_ENV = "MODELCHAIN_SERVER"
+LOG_KEY_ENV = "MODELCHAIN_LOG_KEY"
 IDENTITY_ENV = "MODELCHAIN_IDENTITY"
 
 
@@ -65,6 +69,14 @@ def keystore(ledger_dir: Path | None = None) -> KeyStore:
 
 
 def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
+    """The ledger a command works on: the server given by --server, else the
+    embedded one in ``ledger_dir``."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    if isinstance(root, dict) and root.get("server"):
+        from .remote import connect
+
+        return connect(root["server"], log_key=root.get("log_key"))
     return ledger_mod.open(ledger_dir, readonly=readonly)
 
 

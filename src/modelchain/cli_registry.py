@@ -731,7 +731,6 @@ def register_commands(cli: click.Group) -> None:
         version of the model; the bundle is kept beside the ledger."""
         from .artifacts.hashing import DEFAULT_IGNORES, hash_path
         from .artifacts.oms import key_hint, load_public_key, read_bundle, verify_against
-        from .storage.blobs import BlobStore
 
         data = bundle.read_bytes()
         public_key = load_public_key(key_file.read_bytes())
@@ -742,7 +741,7 @@ def register_commands(cli: click.Group) -> None:
         verify_against(signed, actual)
         with open_ledger(ledger_dir) as led:
             signer = signer_for(as_name, led)
-            ref = BlobStore(led.path / "blobs").put(data)
+            ref = led.blobs.put(data)
             v = led.models.register(
                 model_name,
                 path,

@@ -26,6 +26,10 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     │   └── IntegrityError        bytes on disk differ from what was registered
     ├── RejectedError             logged, but a contract rejected it         exit 8
     ├── KeyStoreError             key missing, unreadable, wrong passphrase exit 6
+    ├── AccessError               a read the server refuses                 exit 9
+    │   ├── AuthError             no or unknown bearer token (HTTP 401)
+    │   └── ForbiddenError        the token's member or scope may not (403)
+    ├── UnavailableError          the ledger server cannot be reached       exit 69
     ├── PushbackError             overloaded: retry later                   exit 75
     └── StorageError              the ledger store failed                   exit 7
 """
@@ -181,12 +185,35 @@ class StorageError(Error):
     exit_code = 7
 
 
+class AccessError(Error):
+    code = "access_denied"
+    exit_code = 9
+
+
+class AuthError(AccessError):
+    code = "unauthorized"
+
+
+class ForbiddenError(AccessError):
+    code = "forbidden"
+
+
+class UnavailableError(Error):
+    """The server did not answer (connection refused, timeout, 5xx)."""
+
+    code = "unavailable"
+    exit_code = 69
+
+
 __all__ = [
+    "AccessError",
     "ArtifactError",
     "AuditError",
+    "AuthError",
     "Base64Error",
     "ClockSkewError",
     "Error",
+    "ForbiddenError",
     "InputError",
     "IntegrityError",
     "KeyStoreError",
@@ -202,6 +229,7 @@ __all__ = [
     "ReplayError",
     "SignatureError",
     "StorageError",
+    "UnavailableError",
     "UnknownKeyError",
     "UnknownTypeError",
     "UsageError",

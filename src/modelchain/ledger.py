@@ -40,6 +40,7 @@ from .receipts import ReceiptLog
 from .registry import Datasets, Deployments, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
+from .storage.blobs import BlobStore
 from .storage.sqlite import SqliteStore
 
 __all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
@@ -93,10 +94,10 @@ class Ledger:
         self.readonly = readonly
         self.contracts = contracts or default_contracts()
         self._clock = clock
-        self.store = SqliteStore(db, readonly=readonly, synchronous=synchronous)
-        origin = self.store.meta("origin")
+        self._store = SqliteStore(db, readonly=readonly, synchronous=synchronous)
+        origin = self._store.meta("origin")
         if origin is None:
-            self.store.close()
+            self._store.close()
             raise StorageError(f"{db} is not a modelchain ledger (no origin)")
         self.origin = origin
         self._node: Node | None = None
@@ -105,7 +106,7 @@ class Ledger:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
                 self._node = Node(
-                    self.store,
+                    self._store,
                     signer,
                     self.contracts,
                     LocalSequencer(self.store.size),
@@ -113,9 +114,15 @@ class Ledger:
                     clock,
                 )
             except BaseException:
-                self.store.close()
+                self._store.close()
                 raise
             self._log_key = verifier_of(signer)
+
+    @property
+    def store(self) -> SqliteStore:
+        """The store every read goes to (for a remote ledger: its verified
+        mirror, brought up to date first)."""
+        return self._store
 
     @property
     def log_key(self) -> VerifierKey:
@@ -141,7 +148,7 @@ class Ledger:
         if self._node is not None:
             self._node.close()
             self._node = None
-        self.store.close()
+        self._store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -162,6 +169,11 @@ class Ledger:
     def clock(self) -> int:
         """The node's clock, in milliseconds since the Unix epoch."""
         return self._clock()
+
+    @functools.cached_property
+    def blobs(self) -> BlobStore:
+        """Content-addressed blobs beside the ledger (manifests too large for an entry)."""
+        return BlobStore(self.path / "blobs")
 
     @functools.cached_property
     def members(self) -> Members:
@@ -263,6 +275,16 @@ class Ledger:
             raise first_error
         return acks
 
+    def precheck(self, data: bytes) -> None:
+        """Raise what admission would, short of verifying signatures: to refuse
+        a whole batch before submitting any of it."""
+        self.node.precheck(data)
+
+    @property
+    def max_batch(self) -> int:
+        """The most transactions worth submitting in one ``submit_many``."""
+        return max(1, self.node.config.max_backlog // 2)
+
     def record_event(
         self, event: str, data: JSONValue, signer: Signer, *, nonce: str | None = None
     ) -> Ack:
@@ -306,6 +328,8 @@ class Ledger:
 
     def receipt(self, index: int) -> InclusionReceipt:
         """A C2SP tlog-proof for entry ``index`` against the latest checkpoint."""
+        if not 0 <= index < self.size:
+            raise NotFoundError(f"no entry {index}: the log has {self.size} entries")
         note = self.checkpoint()
         cp, _ = open_checkpoint(note, self.log_key)
         if index >= cp.size:

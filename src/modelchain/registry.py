@@ -48,7 +48,6 @@ from .errors import (
 )
 from .keys import modelchain_home
 from .service.node import Ack
-from .storage.blobs import BlobStore
 
 if TYPE_CHECKING:
     from .core.records import RecordProof
@@ -103,7 +102,6 @@ class ModelVersion:
 class _Registry:
     def __init__(self, ledger: Ledger) -> None:
         self._led = ledger
-        self._blobs = BlobStore(ledger.path / "blobs")
 
     def _signer(self, signer: Signer | None) -> Signer:
         signer = signer or self._led.identity
@@ -157,7 +155,7 @@ class _Registry:
         if len(data) <= INLINE_MANIFEST_MAX:
             art["manifest"] = manifest.to_json()
         else:
-            art["manifest_ref"] = self._blobs.put(data)
+            art["manifest_ref"] = self._led.blobs.put(data)
         return art
 
     def manifest_of(self, record: dict[str, Any]) -> Manifest:
@@ -166,7 +164,7 @@ class _Registry:
         if "manifest" in art:
             manifest = Manifest.from_json(art["manifest"])
         else:
-            manifest = Manifest.from_json(canonical.loads(self._blobs.get(art["manifest_ref"])))
+            manifest = Manifest.from_json(canonical.loads(self._led.blobs.get(art["manifest_ref"])))
         if manifest.digest != art["digest"]:
             raise IntegrityError(
                 f"the stored manifest of {record['name']} is not the registered one"

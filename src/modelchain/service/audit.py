@@ -7,7 +7,7 @@ outcome, rebuilds every tile, and checks the stored state and checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -24,7 +24,7 @@ from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, Error
 from ..storage.sqlite import SqliteStore
 
-__all__ = ["AuditReport", "audit"]
+__all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks"]
 
 Progress = Callable[[int, int], None]
 
@@ -48,11 +48,11 @@ class _MemoryState:
         return self.values.get(key)
 
 
-def _replay_checks(
+def replay_checks(
     index: int,
     expected: int,
     data: bytes,
-    nonces: dict[str, int],
+    nonces: MutableMapping[str, int],
     origin: str | None,
     contracts: ContractSet,
 ) -> LogEntry:
@@ -86,7 +86,7 @@ def _replay_checks(
 _SIGNATURE_BATCH = 4096
 
 
-class _SignatureChecks:
+class SignatureChecks:
     """Signature checks gathered during the replay and verified in batches,
     in worker processes when the verifier has them, while the replay goes on."""
 
@@ -148,10 +148,10 @@ def audit(
     accepted = rejected = signatures = 0
     origin: str | None = None
     expected = 0
-    sigs = _SignatureChecks(verifier or InlineVerifier())
+    sigs = SignatureChecks(verifier or InlineVerifier())
     for index, data in store.entries():
         try:
-            entry = _replay_checks(index, expected, data, nonces, origin, contracts)
+            entry = replay_checks(index, expected, data, nonces, origin, contracts)
         except AuditError:
             sigs.settle()  # an earlier bad signature is the first bad entry
             raise

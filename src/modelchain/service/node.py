@@ -129,6 +129,7 @@ class Node:
         self._cp_lock = threading.Lock()
         latest = store.checkpoint()
         self._cp_size = latest[0] if latest else 0
+        self.checkpoint_time = time.time()  # when this node last signed one (or started)
         self._cp_due: float | None = None
         self._closed = False
         self.commits = 0  # group commits made: entries / commits is the batch size
@@ -193,6 +194,15 @@ class Node:
                     retry_after=0.5,
                 )
             self._backlog += count
+
+    @property
+    def backlog(self) -> int:
+        """Admitted transactions not yet durable."""
+        return self._backlog
+
+    @property
+    def checkpoint_size(self) -> int:
+        return self._cp_size
 
     def _release(self, count: int) -> None:
         with self._backlog_lock:
@@ -353,6 +363,7 @@ class Node:
                 note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
                 self.store.put_checkpoint(size, note.to_bytes())
                 self._cp_size = size
+                self.checkpoint_time = time.time()
             self._cp_due = None
             latest = self.store.checkpoint()
             return None if latest is None else latest[1]

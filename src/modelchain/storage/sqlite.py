@@ -156,6 +156,13 @@ class SqliteStore:
         with self._wlock:
             return self._writer.root()
 
+    def root_after(self, leaf_hashes: Sequence[bytes]) -> bytes:
+        """The root the tree would have with ``leaf_hashes`` appended; writes nothing."""
+        with self._wlock:
+            writer = TileWriter(self._size, self._writer.edge())
+        writer.append(leaf_hashes)
+        return writer.root()
+
     def read_tile(self, level: int, n: int) -> bytes:
         """Stored tile bytes; partial tiles are the current (widest) ones."""
         key = (level, n)

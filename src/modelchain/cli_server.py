@@ -1,0 +1,212 @@
+"""CLI of the node service: ``serve`` and the bearer tokens that guard reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli_common import emit_json, json_option, ledger_option, open_ledger
+from . import ledger as ledger_mod
+from .errors import NotFoundError, UsageError
+from .service.node import NodeConfig
+
+__all__ = ["register_commands"]
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message and the record's fields."""
+
+    converter = time.gmtime  # type: ignore[assignment]
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    for name in ("modelchain", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+
+
+def register_commands(cli: click.Group) -> None:
+    @cli.command()
+    @ledger_option
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+    @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+    @click.option(
+        "--reads",
+        type=click.Choice(["token", "open"]),
+        help="Override the ledger's setting (`modelchain token reads`): "
+        "'open' lets anyone read; 'token' needs a member's bearer token.",
+    )
+    @click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), help="TLS cert.")
+    @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), help="TLS key.")
+    @click.option(
+        "--max-body",
+        default=8 << 20,
+        show_default=True,
+        type=click.IntRange(1024),
+        help="Largest request body in bytes.",
+    )
+    @click.option(
+        "--max-backlog",
+        default=20_000,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Admitted transactions that may wait to be written; beyond it, 503 Retry-After.",
+    )
+    @click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+    )
+    def serve(
+        ledger_dir: Path,
+        host: str,
+        port: int,
+        reads: str | None,
+        ssl_certfile: str | None,
+        ssl_keyfile: str | None,
+        max_body: int,
+        max_backlog: int,
+        log_level: str,
+    ) -> None:
+        """Serve the ledger over HTTP: the API (OpenAPI at /docs and /openapi.json),
+        the log at the tlog-tiles paths (/checkpoint, /tile/...), /metrics, /healthz
+        and the auditors' dashboard at /ui/.
+
+        Writes are DSSE envelopes signed by members. Reads need a bearer token
+        (`modelchain token issue`) unless reads are open. For TLS give
+        --ssl-certfile and --ssl-keyfile (uvicorn's options); otherwise keep the
+        default loopback address and put a TLS proxy in front."""
+        try:
+            import uvicorn
+
+            from .server import ServerConfig, create_app
+        except ImportError as exc:
+            raise UsageError(
+                "serving needs the server extra: pip install 'modelchain[server]'"
+            ) from exc
+        if (ssl_certfile is None) != (ssl_keyfile is None):
+            raise UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
+        _configure_logging(log_level)
+        led = ledger_mod.open(ledger_dir, config=NodeConfig(max_backlog=max_backlog))
+        try:
+            app = create_app(led, ServerConfig(max_body=max_body, reads=reads))
+            scheme = "https" if ssl_certfile else "http"
+            logging.getLogger("modelchain.server").info(
+                f"serving {led.origin} ({led.size} entries) at {scheme}://{host}:{port}/",
+                extra={"fields": {"origin": led.origin, "size": led.size, "reads": reads}},
+            )
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                timeout_graceful_shutdown=10,
+            )
+            uvicorn.Server(config).run()
+        finally:
+            led.close()
+
+    @cli.group()
+    def token() -> None:
+        """Bearer tokens for reading from `modelchain serve`, bound to members."""
+
+    @token.command("issue")
+    @ledger_option
+    @click.argument("member")
+    @click.option(
+        "--scope",
+        type=click.Choice(["read", "approve"]),
+        default="read",
+        show_default=True,
+        help="'read' for auditors; 'approve' may also approve in the dashboard "
+        "with a key the server holds, where policy allows.",
+    )
+    @click.option("--label", default="", help="What the token is for (shown by `token list`).")
+    @json_option
+    def issue(ledger_dir: Path, member: str, scope: str, label: str, as_json: bool) -> None:
+        """Issue a token for MEMBER. The secret is printed once and stored only hashed."""
+        from .server.access import AccessList
+
+        led = open_ledger(ledger_dir, readonly=True)
+        try:
+            m = led.members.get(member)
+            if m.get("status") != "active":
+                raise UsageError(f"{member} is revoked")
+        finally:
+            led.close()
+        info, secret = AccessList(ledger_dir).issue(member, scope, label)
+        if as_json:
+            emit_json({**info.to_json(with_hash=False), "token": secret})
+        else:
+            click.echo(secret)
+            click.echo(f"token {info.id} for {member} ({scope}); it is not shown again", err=True)
+
+    @token.command("list")
+    @ledger_option
+    @json_option
+    def list_tokens(ledger_dir: Path, as_json: bool) -> None:
+        """List tokens (ids, members, scopes; never the secrets)."""
+        from .server.access import AccessList
+
+        if not (ledger_dir / "ledger.db").exists():
+            raise NotFoundError(f"no ledger at {ledger_dir}")
+        access = AccessList(ledger_dir)
+        tokens = [t.to_json(with_hash=False) for t in access.tokens()]
+        if as_json:
+            emit_json({"reads": access.reads, "tokens": tokens})
+            return
+        click.echo(f"reads: {access.reads}")
+        for t in tokens:
+            click.echo(f"{t['id']}\t{t['member']}\t{t['scope']}\t{t['label']}")
+
+    @token.command("revoke")
+    @ledger_option
+    @click.argument("token_id")
+    def revoke(ledger_dir: Path, token_id: str) -> None:
+        """Revoke a token by its id; a running server refuses it at once."""
+        from .server.access import AccessList
+
+        info = AccessList(ledger_dir).revoke(token_id)
+        click.echo(f"revoked token {info.id} of {info.member}")
+
+    @token.command("reads")
+    @ledger_option
+    @click.argument("mode", type=click.Choice(["token", "open"]))
+    def reads_mode(ledger_dir: Path, mode: str) -> None:
+        """Whether reading needs a token ('token', the default) or not ('open')."""
+        from .server.access import AccessList
+
+        if not (ledger_dir / "ledger.db").exists():
+            raise NotFoundError(f"no ledger at {ledger_dir}")
+        AccessList(ledger_dir).set_reads(mode)
+        click.echo(f"reads: {mode}")

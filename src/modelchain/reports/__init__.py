@@ -1,0 +1,41 @@
+"""Compliance exports: EU AI Act Annex IV technical documentation (JSON, HTML,
+PDF) and the Article 12 record-keeping export of the log as JSON Lines.
+
+Every statement cites the ledger entries that prove it, each with an inclusion
+proof against one signed checkpoint; what the ledger cannot know is listed as
+to be completed by the provider, never guessed.
+"""
+
+from ._annex import (
+    ANNEX_IV_FORMAT,
+    TO_COMPLETE,
+    AnnexIV,
+    ProviderItem,
+    Section,
+    Statement,
+    annex_iv,
+)
+from ._evidence import CheckpointRef, CitedEntry, parse_time, rfc3339
+from ._html import render_html
+from ._logs import LOGS_FORMAT, LogsCheck, export_logs, verify_logs
+from ._pdf import render_pdf
+
+__all__ = [
+    "ANNEX_IV_FORMAT",
+    "LOGS_FORMAT",
+    "TO_COMPLETE",
+    "AnnexIV",
+    "CheckpointRef",
+    "CitedEntry",
+    "LogsCheck",
+    "ProviderItem",
+    "Section",
+    "Statement",
+    "annex_iv",
+    "export_logs",
+    "parse_time",
+    "render_html",
+    "render_pdf",
+    "rfc3339",
+    "verify_logs",
+]

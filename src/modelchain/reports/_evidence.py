@@ -1,0 +1,198 @@
+"""The proofs behind a report: one pinned checkpoint, and for every entry a
+report cites, its leaf hash and a C2SP tlog-proof against that checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.merkle import leaf_hash
+from ..core.receipt import InclusionReceipt
+from ..core.tx import LogEntry
+from ..errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
+__all__ = ["CheckpointRef", "CitedEntry", "Evidence", "parse_time", "rfc3339"]
+
+
+def rfc3339(ms: int) -> str:
+    """UTC, millisecond precision: what transaction times are recorded in."""
+    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_time(text: str, *, end: bool = False) -> int:
+    """Milliseconds since the epoch from ms digits, an RFC 3339 time or a date.
+
+    A bare date is the start of that day (UTC), or with ``end`` its last
+    millisecond, so that ``--to 2026-11-20`` includes the whole day."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            ms = int(start.timestamp()) * 1000
+            return ms + 86_400_000 - 1 if end else ms
+        t = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(
+            f"{text!r} is not a time: give an RFC 3339 time (2026-11-20T12:00:00Z), "
+            "a date (2026-11-20) or milliseconds since the epoch"
+        ) from exc
+    if t.tzinfo is None:
+        # A time without an offset means different instants in different places.
+        raise UsageError(f"{text!r} has no UTC offset: add Z or +HH:MM (RFC 3339)")
+    return int(t.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """The signed checkpoint a report was produced against."""
+
+    origin: str
+    size: int
+    root: str  # base64, as in the note
+    note: str  # the signed note, verbatim
+    log_key: str  # the C2SP verifier key that signs it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root,
+            "note": self.note,
+            "log_key": self.log_key,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> CheckpointRef:
+        return cls(obj["origin"], obj["size"], obj["root"], obj["note"], obj["log_key"])
+
+
+@dataclass(frozen=True)
+class CitedEntry:
+    """A ledger entry a report cites, with its tlog-proof against the report's checkpoint."""
+
+    index: int
+    type: str
+    actor: str
+    time_ms: int
+    outcome: Mapping[str, str]
+    leaf_hash: str  # hex
+    proof: str  # C2SP tlog-proof text
+
+    @property
+    def time(self) -> str:
+        return rfc3339(self.time_ms)
+
+    @property
+    def link(self) -> str:
+        # Relative, so that whoever hosts the report decides where entries live.
+        return f"entries/{self.index}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "type": self.type,
+            "actor": self.actor,
+            "time": self.time,
+            "time_ms": self.time_ms,
+            "outcome": dict(self.outcome),
+            "leaf_hash": self.leaf_hash,
+            "link": self.link,
+            "proof": self.proof,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> CitedEntry:
+        return cls(
+            obj["index"],
+            obj["type"],
+            obj["actor"],
+            obj["time_ms"],
+            dict(obj["outcome"]),
+            obj["leaf_hash"],
+            obj["proof"],
+        )
+
+
+class Evidence:
+    """Pins the ledger's checkpoint once, so that every proof in one report is
+    against the same tree even while the ledger grows."""
+
+    def __init__(self, led: Ledger) -> None:
+        self._led = led
+        self._note = led.checkpoint()
+        key = led.log_key
+        # Checked here, not only by the reader: a report must never carry a
+        # checkpoint its own log key does not sign.
+        cp, _ = open_checkpoint(self._note, key)
+        self.checkpoint: Checkpoint = cp
+        self.ref = CheckpointRef(
+            cp.origin,
+            cp.size,
+            base64.b64encode(cp.root).decode("ascii"),
+            self._note.decode("utf-8"),
+            key.to_string(),
+        )
+        self._decoded: dict[int, tuple[bytes, LogEntry]] = {}
+        self._cited: dict[int, CitedEntry] = {}
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+    def covers(self, index: object) -> TypeGuard[int]:
+        return isinstance(index, int) and 0 <= index < self.checkpoint.size
+
+    def entry(self, index: int) -> LogEntry:
+        return self._load(index)[1]
+
+    def _load(self, index: int) -> tuple[bytes, LogEntry]:
+        if not self.covers(index):
+            raise NotFoundError(
+                f"entry {index} is not covered by the checkpoint of size {self.size}"
+            )
+        found = self._decoded.get(index)
+        if found is None:
+            data = self._led.entry_bytes(index)
+            found = (data, LogEntry.decode(data))
+            self._decoded[index] = found
+        return found
+
+    def scan(self) -> Iterator[tuple[bytes, LogEntry]]:
+        """Every entry the checkpoint covers, in order."""
+        for _, data in self._led.store.entries(0, self.size):
+            yield data, LogEntry.decode(data)
+
+    def receipt(self, index: int) -> InclusionReceipt:
+        proof = self._led.inclusion_proof(index, self.size)
+        return InclusionReceipt(index=index, proof=tuple(proof), checkpoint=self._note)
+
+    def cite(self, index: int, data: bytes | None = None, entry: LogEntry | None = None) -> None:
+        """Record that the report cites ``index``; its proof is made now."""
+        if index in self._cited:
+            return
+        if data is None or entry is None:
+            data, entry = self._load(index)
+        tx = entry.transaction
+        self._cited[index] = CitedEntry(
+            index=index,
+            type=tx.type,
+            actor=tx.actor,
+            time_ms=tx.time,
+            outcome=entry.outcome.to_json(),
+            leaf_hash=leaf_hash(data).hex(),
+            proof=self.receipt(index).to_text(),
+        )
+
+    def cited(self) -> tuple[CitedEntry, ...]:
+        return tuple(self._cited[i] for i in sorted(self._cited))

@@ -1,0 +1,134 @@
+"""Read-side questions the API and the dashboard both ask: the audit trail
+with filters, and which registered version a digest belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import canonical
+from ..core.merkle import leaf_hash
+from ..core.tx import LogEntry
+from ..ledger import Ledger
+
+__all__ = ["TrailFilter", "entry_summary", "find_digest", "trail"]
+
+_SCAN_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class TrailFilter:
+    """Filters of the audit trail; every given one must match.
+
+    ``type`` matches a transaction type or a prefix ending in a dot
+    (``model.`` for every model transaction); times are milliseconds, inclusive.
+    Entries come newest first; ``before`` pages on (entries below that index)."""
+
+    actor: str | None = None
+    org: str | None = None
+    type: str | None = None
+    outcome: str | None = None  # "accepted" or "rejected"
+    since: int | None = None
+    until: int | None = None
+    before: int | None = None
+    limit: int = 100
+
+
+def entry_summary(led: Ledger, index: int, data: bytes, orgs: dict[str, str]) -> dict[str, Any]:
+    """One entry as the trail lists it."""
+    entry = LogEntry.decode(data)
+    tx = entry.transaction
+    return {
+        "index": index,
+        "type": tx.type,
+        "actor": tx.actor,
+        "org": orgs.get(tx.actor, ""),
+        "time": tx.time,
+        "nonce": tx.nonce,
+        "signers": [s.keyid for s in entry.envelope.signatures],
+        "outcome": entry.outcome.to_json(),
+        "body": tx.body,
+        "leaf_hash": leaf_hash(data).hex(),
+    }
+
+
+def member_orgs(led: Ledger) -> dict[str, str]:
+    return {m["name"]: m.get("org", "") for m in led.members.list()}
+
+
+def trail(led: Ledger, f: TrailFilter) -> list[dict[str, Any]]:
+    """Entries matching ``f``, newest first, at most ``f.limit``."""
+    orgs = member_orgs(led)
+    wanted_actors = None
+    if f.org is not None:
+        wanted_actors = {name for name, org in orgs.items() if org == f.org}
+    out: list[dict[str, Any]] = []
+    end = led.size if f.before is None else max(0, min(f.before, led.size))
+    while end > 0 and len(out) < f.limit:
+        start = max(0, end - _SCAN_CHUNK)
+        chunk = list(led.store.entries(start, end))
+        for index, data in reversed(chunk):
+            summary = _match(led, index, data, f, wanted_actors, orgs)
+            if summary is not None:
+                out.append(summary)
+                if len(out) >= f.limit:
+                    break
+        end = start
+    return out
+
+
+def _match(
+    led: Ledger,
+    index: int,
+    data: bytes,
+    f: TrailFilter,
+    actors: set[str] | None,
+    orgs: dict[str, str],
+) -> dict[str, Any] | None:
+    s = entry_summary(led, index, data, orgs)
+    if f.actor is not None and s["actor"] != f.actor:
+        return None
+    if actors is not None and s["actor"] not in actors:
+        return None
+    if f.type is not None:
+        t = f.type
+        if not (s["type"] == t or (t.endswith(".") and s["type"].startswith(t))):
+            return None
+    if f.outcome is not None and s["outcome"]["result"] != f.outcome:
+        return None
+    if f.since is not None and s["time"] < f.since:
+        return None
+    if f.until is not None and s["time"] > f.until:
+        return None
+    return s
+
+
+def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
+    """Registered model and dataset versions whose artifact, or one of whose
+    files, has ``digest`` (``sha256:<hex>`` or bare hex)."""
+    want = digest.strip().lower().removeprefix("sha256:")
+    found: list[dict[str, Any]] = []
+    for kind in ("model", "dataset"):
+        for key, value in led.store.state_prefix(f"{kind}/"):
+            if "@" not in key:
+                continue
+            record = canonical.loads(value)
+            if not isinstance(record, dict) or "artifact" not in record:
+                continue
+            art = record["artifact"]
+            base = {"kind": kind, "name": record["name"], "version": record["version"]}
+            base["index"] = record.get("index")
+            if str(art.get("digest", "")).lower().removeprefix("sha256:") == want:
+                found.append({**base, "path": None, "match": "artifact"})
+                continue
+            registry = led.models if kind == "model" else led.datasets
+            try:
+                manifest = registry.manifest_of(record)
+            except Exception:  # a manifest blob this node lacks: only the root can match
+                continue
+            if manifest.algorithm != "sha256":
+                continue
+            for f in manifest.files:
+                if f.digest == want:
+                    found.append({**base, "path": f.path, "match": "file"})
+    return found

@@ -1,0 +1,343 @@
+"""The remote SDK and `--server` CLI against a real server, and what it does
+when the server (or something between) lies: forged entries, bad proofs,
+forked checkpoints, false acknowledgements."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ORIGIN, make_signer, run_cli
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from serving import free_port, running_server
+
+import modelchain as mc
+from modelchain.core.identity import verifier_of
+from modelchain.core.tiles import decode_entry_bundle, encode_entry_bundle
+from modelchain.errors import (
+    AuthError,
+    IntegrityError,
+    NotFoundError,
+    ProofError,
+    ReplayError,
+    SignatureError,
+    UnavailableError,
+    UsageError,
+)
+from modelchain.ledger import Founder
+from modelchain.receipts import verify_inference_receipt
+from modelchain.remote import RemoteLedger
+
+alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
+Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]
+
+
+class Tamper(httpx.BaseTransport):
+    """A real HTTP transport with a hook that may rewrite answers in transit."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.rewrite: Rewrite | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if self.rewrite is None:
+            return response
+        response.read()
+        return self.rewrite(request, response)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    return httpx.Response(response.status_code, headers={}, content=body)
+
+
+def _make_ledger(directory: Path, events: int) -> str:
+    members = [
+        Founder(verifier_of(bob), "acme", ("trainer",)),
+        Founder(verifier_of(carol), "audit-co", ("auditor",)),
+    ]
+    led = mc.init(directory, ORIGIN, alice, org="acme", members=members)
+    try:
+        for i in range(events):
+            led.record_event("pipeline.step", {"i": i}, bob)
+        return led.log_key.to_string()
+    finally:
+        led.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def served(tmp_path: Path, home: Path) -> Iterator[tuple[str, Path, str]]:
+    vkey = _make_ledger(tmp_path / "ledger", 300)
+    with running_server(tmp_path / "ledger", "--reads", "open") as url:
+        yield url, tmp_path / "ledger", vkey
+
+
+def test_remote_sdk_has_the_embedded_interface(
+    served: tuple[str, Path, str], tmp_path: Path
+) -> None:
+    url, _, vkey = served
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(os.urandom(4096))
+    (model / "config.json").write_text('{"layers": 2}')
+    with mc.connect(url, identity=bob, log_key=vkey) as led:
+        assert isinstance(led, RemoteLedger) and led.origin == ORIGIN
+        assert led.size == 301
+        ack = led.record_event("pipeline.step", {"remote": True}, bob)
+        assert led.entry(ack.index).transaction.body["data"] == {"remote": True}
+        v = led.models.register("fraud", model)
+        assert v.version == 1
+        assert led.verify(model, model="fraud").version == 1
+        (model / "weights.bin").write_bytes(b"tampered")
+        with pytest.raises(IntegrityError) as caught:
+            led.verify(model, model="fraud")
+        assert any("weights.bin" in d for d in caught.value.differences)
+        assert [m["name"] for m in led.members.list()] == ["alice", "bob", "carol"]
+        receipt = led.receipt(ack.index)
+        assert receipt.index == ack.index
+        refused = led.record_event("pipeline.step", {}, carol)  # auditors may not record
+        assert not refused.outcome.accepted
+        assert led.denied()[-1]["actor"] == "carol"
+        with pytest.raises(ReplayError):
+            env = led.transaction("event.record", {"event": "a.b", "data": 1}, "bob", "n" * 32)
+            led.submit(env.sign(bob))
+            led.submit(env.sign(bob))
+        report = led.audit()
+        assert report.size == led.size and report.rejected == 1
+        with pytest.raises(UsageError, match="remote"):
+            _ = led.node
+    # A second client on the same mirror catches up from where it stopped.
+    with mc.connect(url, log_key=vkey) as again:
+        assert again.models.get("fraud").version == 1
+
+
+def test_reads_with_tokens(tmp_path: Path, home: Path) -> None:
+    vkey = _make_ledger(tmp_path / "ledger", 3)
+    env = {**os.environ, "MODELCHAIN_LEDGER": str(tmp_path / "ledger")}
+    token = run_cli(env, "token", "issue", "carol").stdout.strip()
+    with running_server(tmp_path / "ledger") as url:
+        with pytest.raises(AuthError):
+            mc.connect(url, log_key=vkey)
+        with mc.connect(url, token=token, log_key=vkey) as led:
+            assert led.size == 4
+
+
+def test_forged_entry_is_refused_and_nothing_stored(served: tuple[str, Path, str]) -> None:
+    url, _, vkey = served
+    tamper = Tamper()
+    with mc.connect(url, log_key=vkey, transport=tamper) as led:
+        assert led.size == 301
+        httpx.post(url + "/v1/entries", content=_event(led, 1)).raise_for_status()
+        tamper.rewrite = _forge_last_entry
+        with pytest.raises(ProofError, match="do not give the root"):
+            led.sync()
+        assert led._store.size == 301, "nothing of the forged range was stored"
+        tamper.rewrite = None
+        led.sync()
+        assert led.size == 302
+
+
+def _event(led: RemoteLedger, value: int) -> bytes:
+    tx = led.transaction("event.record", {"event": "x.y", "data": {"remote": value}}, "bob")
+    return tx.sign(bob).to_bytes()
+
+
+def _forge_last_entry(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    """Rewrite the data of the bundle's last entry (signature and all else kept)."""
+    if "/tile/entries/" not in request.url.path:
+        return response
+    bundle = decode_entry_bundle(response.content)
+    entry = json.loads(bundle[-1])
+    payload = base64.b64decode(entry["envelope"]["payload"])
+    forged = payload.replace(b'"remote":1', b'"remote":9')
+    assert forged != payload
+    entry["envelope"]["payload"] = base64.b64encode(forged).decode()
+    bundle[-1] = json.dumps(entry, separators=(",", ":")).encode()
+    return _with_body(response, encode_entry_bundle(bundle))
+
+
+def test_bad_consistency_proof_is_refused(served: tuple[str, Path, str]) -> None:
+    url, _, vkey = served
+    tamper = Tamper()
+    with mc.connect(url, log_key=vkey, transport=tamper) as led:
+        assert led.size == 301
+        httpx.post(url + "/v1/entries", content=_event(led, 1)).raise_for_status()
+
+        def bad_proof(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+            if request.url.path != "/v1/proof/consistency":
+                return response
+            doc = response.json()
+            first = bytearray(base64.b64decode(doc["proof"][0]))
+            first[0] ^= 1
+            doc["proof"][0] = base64.b64encode(bytes(first)).decode()
+            return _with_body(response, json.dumps(doc).encode())
+
+        tamper.rewrite = bad_proof
+        with pytest.raises(ProofError, match="not consistent"):
+            led.sync()
+        assert led._store.size == 301
+
+
+def test_forked_log_is_detected(tmp_path: Path, home: Path) -> None:
+    vkey = _make_ledger(tmp_path / "a", 10)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    # Same log key, same first 11 entries, then different histories.
+    with mc.open(tmp_path / "a") as a:
+        a.record_event("fork.side", {"side": "a"}, bob)
+    with mc.open(tmp_path / "b") as b:
+        b.record_event("fork.side", {"side": "b"}, bob)
+        b.record_event("fork.side", {"side": "b2"}, bob)
+    cache = tmp_path / "mirror"
+    with (
+        running_server(tmp_path / "a", "--reads", "open") as url,
+        mc.connect(url, log_key=vkey, cache=cache) as led,
+    ):
+        assert led.size == 12
+    with (
+        running_server(tmp_path / "b", "--reads", "open") as url,
+        mc.connect(url, log_key=vkey, cache=cache) as led,
+    ):
+        with pytest.raises(ProofError, match=r"not consistent|forked"):
+            led.sync()
+        assert led._store.size == 12
+        assert json.loads(led._store.entry(11))["envelope"]  # side a kept
+
+
+def test_wrong_log_key_and_false_ack(served: tuple[str, Path, str], tmp_path: Path) -> None:
+    url, _, vkey = served
+    other = _make_ledger(tmp_path / "other", 0)  # same origin, another log key
+    with pytest.raises(SignatureError):
+        mc.connect(url, log_key=other, cache=tmp_path / "m1")
+    tamper = Tamper()
+    with mc.connect(url, identity=bob, log_key=vkey, transport=tamper) as led:
+        led.sync()
+
+        def lie(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+            if request.url.path != "/v1/entries" or request.method != "POST":
+                return response
+            doc = response.json()
+            doc["index"] = 5  # claim our transaction is an old entry
+            return _with_body(response, json.dumps(doc).encode())
+
+        tamper.rewrite = lie
+        led.record_event("x.y", {"lie": 1}, bob)
+        tamper.rewrite = None
+        with pytest.raises(ProofError, match="acknowledged entry 5"):
+            led.sync()
+
+
+def test_unreachable_server(home: Path) -> None:
+    with pytest.raises(UnavailableError):
+        mc.connect("http://127.0.0.1:9", timeout=2)
+
+
+def test_cli_works_against_a_server(served: tuple[str, Path, str], tmp_path: Path) -> None:
+    url, _, vkey = served
+    env = {
+        **os.environ,
+        "MODELCHAIN_HOME": str(tmp_path / "cli-home"),
+        "MODELCHAIN_KEY_PASSPHRASE": "pw",
+        "MODELCHAIN_SERVER": url,
+        "MODELCHAIN_LOG_KEY": vkey,
+    }
+    run_cli(env, "identity", "new", "dave")
+    out = run_cli(env, "log", "show", "1", "--json").stdout
+    assert json.loads(out)["index"] == 1
+    assert "ok: 301 entries" in run_cli(env, "log", "verify").stdout
+    refused = run_cli(env, "event", "record", "x.y", "--body", "{}", "--as", "dave", ok=False)
+    assert refused.returncode == 5 and "not the key of any member" in refused.stderr
+    with pytest.raises(NotFoundError), mc.connect(url, log_key=vkey) as led:
+        led.models.get("nope")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, for a TLS server on loopback."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls(tmp_path: Path, home: Path) -> None:
+    vkey = _make_ledger(tmp_path / "ledger", 2)
+    cert, key = _self_signed(tmp_path)
+    with running_server(tmp_path / "ledger", "--reads", "open", tls=(cert, key)) as url:
+        assert url.startswith("https://")
+        with mc.connect(url, log_key=vkey, tls_verify=str(cert)) as led:
+            assert led.size == 3
+        with pytest.raises(UnavailableError):  # an untrusted certificate is refused
+            mc.connect(url, log_key=vkey, cache=tmp_path / "m2")
+
+
+def test_receipts_against_a_server_survive_an_outage(tmp_path: Path, home: Path) -> None:
+    vkey = _make_ledger(tmp_path / "ledger", 0)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    port = free_port()
+    store = tmp_path / "receipts.db"
+    with running_server(tmp_path / "ledger", "--reads", "open", port=port) as url:
+        led = mc.connect(url, identity=bob, log_key=vkey)
+        led.models.register("fraud", model)
+        log = led.receipts(
+            "fraud", version=1, signer=alice, store=store, batch_size=10, batch_ms=50
+        )
+        for i in range(25):
+            log.record({"x": i}, {"y": i}, request_id=f"r{i}")
+        assert log.flush() == 0
+    # the server is down: records go on, batches wait on disk
+    for i in range(25, 50):
+        log.record({"x": i}, {"y": i}, request_id=f"r{i}")
+    assert log.flush() > 0
+    with running_server(tmp_path / "ledger", "--reads", "open", port=port):
+        assert log.flush() == 0
+        led.sync()
+        receipts = [log.receipt(f"r{i}") for i in (0, 24, 25, 49)]
+        log.close()
+        vk = led.log_key
+    for r in receipts:
+        verify_inference_receipt(r, vk)
+    led.close()

@@ -1,0 +1,654 @@
+"""Compliance exports: Annex IV documentation (JSON, HTML, PDF) and the Art. 12
+log export, built from a realistic lifecycle ledger and checked against its proofs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ORIGIN, make_signer, run_cli
+
+import modelchain as mc
+from modelchain.contracts.policy import DEFAULT_POLICIES
+from modelchain.core.checkpoint import open_checkpoint
+from modelchain.core.identity import verifier_of
+from modelchain.core.merkle import leaf_hash
+from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.errors import (
+    NotFoundError,
+    ProofError,
+    RejectedError,
+    SignatureError,
+    UsageError,
+)
+from modelchain.ledger import Founder
+from modelchain.reports import (
+    TO_COMPLETE,
+    AnnexIV,
+    Statement,
+    annex_iv,
+    export_logs,
+    parse_time,
+    render_html,
+    render_pdf,
+    verify_logs,
+)
+from modelchain.reports._pdf import FONT_DIRS
+
+DAY = 86_400_000
+T0 = 1_795_176_000_000  # 2026-11-20T12:00:00Z: phase A; B, C and D follow a day apart
+PEOPLE = {
+    "dave": ("bank", ("admin",)),
+    "steward": ("acme", ("data-steward",)),
+    "val": ("qa-co", ("validator",)),
+    "bob": ("acme", ("trainer",)),
+    "ev": ("qa-co", ("evaluator",)),
+    "risk": ("bank", ("approver", "approver:risk")),
+    "lead": ("acme", ("approver", "approver:ml-lead")),
+    "ops": ("acme", ("deployer",)),
+    "mon": ("bank", ("monitor",)),
+}
+HOSTILE_METRIC = "<script>alert('metric')</script>"
+HOSTILE_COMMENT = "fine </li><script>alert(1)</script> – Zoë"
+
+
+def s(name: str) -> mc.Signer:
+    return make_signer(name)
+
+
+class Clock:
+    """A clock that moves only when told, so that entry times are exact."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@dataclass
+class World:
+    led: mc.Ledger
+    path: Path
+    at: dict[str, int] = field(default_factory=dict)  # what happened -> entry index
+    digests: dict[int, str] = field(default_factory=dict)
+
+
+def _build(root: Path) -> World:
+    clock = Clock(T0 - 3_600_000)
+    members = [
+        Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in PEOPLE.items()
+    ]
+    led = mc.init(
+        root / "ledger",
+        ORIGIN,
+        s("alice"),
+        org="acme",
+        members=members,
+        policies=DEFAULT_POLICIES,
+        clock=clock,
+    )
+    w = World(led, root / "ledger")
+    files = root / "files"
+    files.mkdir()
+    tx1, tx2, holdout = files / "tx-10.csv", files / "tx-11.csv", files / "holdout.csv"
+    tx1.write_text("amount,fraud\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    tx2.write_text("amount,fraud\n" + "".join(f"{i},{i % 3 == 0:d}\n" for i in range(60)))
+    holdout.write_text("amount,fraud\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    v1, v2 = files / "v1.bin", files / "v2.bin"
+    v1.write_bytes(b"weights-1")
+    v2.write_bytes(b"weights-2")
+    d, m = led.datasets, led.models
+    deps = led.deployments
+
+    clock.ms = T0  # phase A: data, the first run and version, staging
+    w.at["tx1"] = d.register(
+        "tx",
+        tx1,
+        source="s3://lake/tx",
+        license="internal",
+        description="Transaktionen für Betrugserkennung — Zoë 模型",
+        signer=s("steward"),
+    ).index
+    w.at["att1"] = d.attest(
+        "tx", 1, {"passed": True, "checks": [{"name": "nulls"}]}, signer=s("val")
+    ).index
+    w.at["tx2"] = d.ingest(
+        "tx", tx2, source="s3://lake/tx", batch="2026-11", collected_by="etl", signer=s("steward")
+    ).index
+    w.at["att2"] = d.attest(
+        "tx", 2, {"passed": True, "checks": [{"name": "range"}]}, signer=s("val")
+    ).index
+    w.at["holdout"] = d.register("holdout", holdout, signer=s("steward")).index
+    w.at["att_holdout"] = d.attest("holdout", 1, {"passed": True}, signer=s("val")).index
+    led.runs.record(
+        "run-1",
+        outputs=[v1],
+        datasets=[("tx", 2)],
+        parameters={"lr": 0.01},
+        metrics={"f1": 0.88},
+        code_dir=None,
+        signer=s("bob"),
+    )
+    w.at["run1"] = led.runs.get("run-1")["index"]
+    mv1 = m.register(
+        "fraud", v1, run="run-1", card={"intended_use": "<script>card</script>"}, signer=s("bob")
+    )
+    w.at["v1"], w.digests[1] = mv1.index, mv1.digest
+    w.at["eval1"] = m.evaluate(
+        "fraud", 1, dataset=("holdout", 1), metrics={"accuracy": 0.95}, signer=s("ev")
+    ).index
+    w.at["deploy_staging"] = deps.deploy("fraud", 1, "staging", signer=s("ops")).index
+
+    clock.ms = T0 + DAY  # phase B: version 2, approvals, production
+    led.runs.record(
+        "run-2",
+        outputs=[v2],
+        datasets=[("tx", 2)],
+        base_models=[("fraud", 1)],
+        parameters={"lr": 0.005},
+        code_dir=None,
+        signer=s("bob"),
+    )
+    w.at["run2"] = led.runs.get("run-2")["index"]
+    mv2 = m.register("fraud", v2, run="run-2", parent=("fraud", 1), signer=s("bob"))
+    w.at["v2"], w.digests[2] = mv2.index, mv2.digest
+    w.at["eval2"] = m.evaluate(
+        "fraud",
+        2,
+        dataset=("holdout", 1),
+        metrics={"accuracy": 0.97, HOSTILE_METRIC: 1.0},
+        signer=s("ev"),
+    ).index
+    with pytest.raises(RejectedError) as denied:
+        deps.deploy("fraud", 2, "production", signer=s("ops"))
+    w.at["denied"] = denied.value.index
+    w.at["approve_risk"] = deps.approve(
+        "fraud", 2, "production", role="risk", comment=HOSTILE_COMMENT, signer=s("risk")
+    ).index
+    w.at["approve_lead"] = deps.approve(
+        "fraud", 2, "production", role="ml-lead", signer=s("lead")
+    ).index
+    w.at["deploy_prod"] = deps.deploy(
+        "fraud", 2, "production", rollback_rule="metrics.error_rate > 0.05", signer=s("ops")
+    ).index
+
+    clock.ms = T0 + 2 * DAY  # phase C: monitoring, inference, a guarded load
+    w.at["report_ok"] = deps.report(
+        "fraud", "production", {"error_rate": 0.01}, signer=s("mon")
+    ).index
+    for n in range(2):
+        body = {
+            "model": "fraud",
+            "version": 2,
+            "env": "production",
+            "root": f"{n:02d}" * 32,
+            "count": 10 + n,
+            "first_time": T0 + 2 * DAY - 5000,
+            "last_time": T0 + 2 * DAY - 1000,
+            "batch_id": f"{n:032x}",
+        }
+        ack = led.submit(led.transaction("inference.batch", body, "mon").sign(s("mon")))
+        w.at[f"batch{n}"] = ack.index
+    w.at["access"] = deps.log_access("model", "fraud", 2, "guard load", signer=s("ops")).index
+
+    clock.ms = T0 + 3 * DAY  # phase D: a breaching report rolls back; version 1 revoked
+    w.at["report_bad"] = deps.report(
+        "fraud", "production", {"error_rate": 0.2}, signer=s("mon")
+    ).index
+    w.at["revoke1"] = deps.revoke(
+        "fraud", 1, reason="leaked training data", signer=s("alice")
+    ).index
+    led.checkpoint()
+    return w
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("reports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODELCHAIN_HOME", str(root / "home"))
+        w = _build(root)
+        try:
+            yield w
+        finally:
+            w.led.close()
+
+
+@pytest.fixture(scope="module")
+def doc(world: World) -> AnnexIV:
+    return annex_iv(world.led, "fraud")
+
+
+def _statements(doc: AnnexIV, key: str, kind: str) -> list[Statement]:
+    return [st for st in doc.section(key).statements if st.kind == kind]
+
+
+# -- Annex IV: facts and proofs --------------------------------------------------------
+
+
+def test_every_cited_entry_is_proven_against_the_recorded_checkpoint(
+    world: World, doc: AnnexIV
+) -> None:
+    led = world.led
+    cp, _ = open_checkpoint(doc.checkpoint.note.encode(), led.log_key)
+    assert (cp.size, cp.origin) == (doc.checkpoint.size, ORIGIN)
+    assert base64.b64encode(cp.root).decode() == doc.checkpoint.root
+    assert doc.checkpoint.log_key == led.log_key.to_string()
+    cited = {e.index for e in doc.entries}
+    for section in doc.sections:
+        for st in section.statements:
+            assert st.entries, f"{st.kind} cites nothing: {st.text}"
+            assert set(st.entries) <= cited
+    for e in doc.entries:
+        data = led.entry_bytes(e.index)
+        assert e.leaf_hash == leaf_hash(data).hex()
+        receipt = InclusionReceipt.from_text(e.proof)
+        assert receipt.index == e.index
+        assert receipt.checkpoint == doc.checkpoint.note.encode()
+        assert verify_receipt(receipt, leaf_hash(data), led.log_key) == cp
+        assert e.type == led.entry(e.index).transaction.type
+        assert e.link == f"entries/{e.index}"
+
+
+def test_general_description_lists_versions_and_software(world: World, doc: AnnexIV) -> None:
+    assert (doc.model, doc.version, doc.origin) == ("fraud", 2, ORIGIN)
+    versions = {st.data["version"]: st for st in _statements(doc, "general", "version")}
+    assert set(versions) == {1, 2}
+    assert versions[2].data["digest"] == world.digests[2]
+    assert versions[2].data["subject"] and not versions[1].data["subject"]
+    assert versions[2].data["parent"] == {"name": "fraud", "version": 1}
+    assert versions[1].entries == (world.at["v1"], world.at["revoke1"])
+    assert versions[2].entries == (world.at["v2"],)
+    (card,) = _statements(doc, "general", "model_card")
+    assert card.entries == (world.at["v1"],)
+    (software,) = _statements(doc, "general", "software")
+    assert software.data["run"] == "run-2" and software.entries == (world.at["run2"],)
+    assert software.data["environment"]["python"]
+
+
+def test_development_names_runs_and_the_base_model(world: World, doc: AnnexIV) -> None:
+    runs = {st.data["run"]: st for st in _statements(doc, "development", "run")}
+    assert set(runs) == {"run-1", "run-2"}
+    assert runs["run-2"].data["parameters"] == {"lr": 0.005}
+    assert runs["run-2"].entries == (world.at["run2"],)
+    assert runs["run-1"].data["metrics"] == {"f1": 0.88}
+    assert "model fraud@1" in runs["run-2"].data["inputs"]
+    (base,) = _statements(doc, "development", "base_model")
+    assert (base.data["name"], base.data["version"], base.data["org"]) == ("fraud", 1, "acme")
+    assert base.entries == (world.at["v1"],) and base.data["digest"] == world.digests[1]
+    assert base.data["use"] == "the parent of fraud version 2; a base model of training run run-2"
+
+
+def test_data_section_has_provenance_ingest_and_quality(world: World, doc: AnnexIV) -> None:
+    (dataset,) = _statements(doc, "data", "dataset")
+    assert dataset.data["source"] == "s3://lake/tx" and dataset.entries == (world.at["tx1"],)
+    versions = {st.data["version"]: st for st in _statements(doc, "data", "dataset_version")}
+    assert set(versions) == {1, 2}
+    assert versions[1].data["used_by_runs"] == []
+    assert versions[2].data["used_by_runs"] == ["run-1", "run-2"]
+    assert versions[2].data["ingest"]["batch"] == "2026-11"
+    assert versions[2].data["records"]["count"] == 60
+    assert versions[2].entries == (world.at["tx2"], world.at["run1"], world.at["run2"])
+    atts = {st.data["version"]: st for st in _statements(doc, "data", "quality_attestation")}
+    assert atts[1].entries == (world.at["att1"],) and atts[2].entries == (world.at["att2"],)
+    assert atts[2].data["by"] == "val" and atts[2].data["passed"] is True
+    assert atts[2].data["keyids"] == [verifier_of(s("val")).key_id.hex()]
+
+
+def test_validation_cites_the_signed_evaluation(world: World, doc: AnnexIV) -> None:
+    (evaluation,) = _statements(doc, "validation", "evaluation")
+    assert evaluation.data["by"] == "ev" and evaluation.data["org"] == "qa-co"
+    assert evaluation.data["metrics"]["accuracy"] == 0.97
+    assert evaluation.entries == (world.at["eval2"], world.at["holdout"])
+    (test_data,) = _statements(doc, "validation", "test_data_attestation")
+    assert test_data.entries == (world.at["att_holdout"],)
+    v1 = annex_iv(world.led, "fraud", 1)
+    assert v1.version == 1
+    (evaluation,) = _statements(v1, "validation", "evaluation")
+    assert evaluation.entries[0] == world.at["eval1"]
+
+
+def test_approvals_name_signers_roles_and_the_policy(world: World, doc: AnnexIV) -> None:
+    approvals = _statements(doc, "approvals", "approval")
+    assert [(a.data["by"], a.data["role"], a.data["decision"], a.entries) for a in approvals] == [
+        ("risk", "risk", "approved", (world.at["approve_risk"],)),
+        ("lead", "ml-lead", "approved", (world.at["approve_lead"],)),
+    ]
+    assert approvals[0].data["time"] == "2026-11-21T12:00:00.000Z"
+    assert approvals[0].data["comment"] == HOSTILE_COMMENT
+    signers = {st.data["name"]: st for st in _statements(doc, "approvals", "signer")}
+    assert {"risk", "lead", "ev"} <= set(signers)
+    assert "approver:risk" in signers["risk"].data["roles"]
+    policies = {st.data["action"]: st for st in _statements(doc, "approvals", "policy")}
+    assert policies["model.deploy:production"].entries == (0,)
+
+
+def test_change_history_per_environment(world: World, doc: AnnexIV) -> None:
+    deployments = _statements(doc, "changes", "deployment")
+    seen = [(d.data["env"], d.data["action"], d.data["from"], d.data["to"]) for d in deployments]
+    assert seen == [
+        ("staging", "deploy", None, 1),
+        ("production", "deploy", None, 2),
+        ("production", "rollback", 2, None),
+        ("staging", "rollback", 1, None),
+    ]
+    assert deployments[1].entries == (
+        world.at["deploy_prod"],
+        world.at["approve_risk"],
+        world.at["approve_lead"],
+    )
+    assert deployments[2].data["cause"] == "monitor.report"
+    assert deployments[2].entries == (world.at["report_bad"],)
+    assert deployments[3].data["cause"] == "model.revoke"
+    (revocation,) = _statements(doc, "changes", "revocation")
+    assert revocation.entries == (world.at["revoke1"],)
+    assert revocation.data["reason"] == "leaked training data"
+    current = {
+        st.data["env"]: st.data["version"]
+        for st in _statements(doc, "changes", "current_deployment")
+    }
+    assert current == {"production": None, "staging": None}
+
+
+def test_monitoring_reports_inference_access_and_denied(world: World, doc: AnnexIV) -> None:
+    reports = _statements(doc, "monitoring", "monitor_report")
+    assert [r.entries for r in reports] == [(world.at["report_ok"],), (world.at["report_bad"],)]
+    assert reports[0].data["version"] == 2 and reports[0].data["action"] is None
+    assert "rolled production back" in reports[1].data["action"]
+    (inference,) = _statements(doc, "monitoring", "inference")
+    assert inference.data["batches"] == 2 and inference.data["records"] == 21
+    assert inference.entries == (world.at["batch0"], world.at["batch1"])
+    (access,) = _statements(doc, "monitoring", "access")
+    assert access.entries == (world.at["access"],) and access.data["by"] == ["ops"]
+    (denied,) = _statements(doc, "monitoring", "denied")
+    assert denied.entries == (world.at["denied"],)
+    assert denied.data["code"] == "policy_denied" and denied.data["by"] == "ops"
+    assert doc.entry(world.at["denied"]).outcome["result"] == "rejected"
+
+
+def test_what_the_ledger_cannot_know_is_left_to_the_provider(doc: AnnexIV) -> None:
+    data = doc.to_json()
+    provider = {p["point"]: p for p in data["provider_sections"]}
+    assert {"2(b)", "2(c)", "2(e)", "2(f)", "2(h)", "4", "5", "7", "8"} == set(provider)
+    assert all(p["status"] == TO_COMPLETE for p in provider.values())
+    general = doc.section("general")
+    gaps = {p.point: p.text for p in general.to_complete}
+    assert "Intended purpose" in gaps["1(a)"]
+    assert {"1(b)", "1(d)", "1(e)", "1(h)"} <= set(gaps)
+    # every point of Annex IV is either served by a ledger section or left open
+    served = {p for sec in doc.sections for p in sec.annex}
+    assert served | set(provider) >= {"1(a)", "2(a)", "2(d)", "2(g)", "3", "6", "9"}
+    assert "energy" in provider["2(c)"]["text"] and "Cybersecurity" in provider["2(h)"]["text"]
+
+
+def test_json_round_trips(doc: AnnexIV) -> None:
+    data = json.loads(json.dumps(doc.to_json()))
+    assert data["format"] == "modelchain.dev/annex-iv/v1"
+    assert [s["number"] for s in data["sections"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert AnnexIV.from_json(data).to_json() == data
+
+
+def test_unknown_model_or_version_is_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError, match="no model named 'nosuch'"):
+        annex_iv(world.led, "nosuch")
+    with pytest.raises(NotFoundError, match="no version 7"):
+        annex_iv(world.led, "fraud", 7)
+
+
+# -- HTML and PDF ----------------------------------------------------------------------
+
+
+def test_html_is_standalone_escaped_and_links_every_entry(doc: AnnexIV) -> None:
+    page = render_html(doc)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(&#x27;metric&#x27;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;card&lt;/script&gt;" in page
+    assert "fine &lt;/li&gt;&lt;script&gt;" in page and "Zoë" in page
+    for banned in ("http://", "https://", "<link", "src=", "@import"):
+        assert banned not in page
+    for e in doc.entries:
+        assert f'href="entries/{e.index}"' in page
+        assert f'id="entry-{e.index}"' in page
+        assert e.leaf_hash in page
+    assert doc.checkpoint.root in page and TO_COMPLETE in page
+
+
+def _pdf_strings(raw: bytes) -> Iterator[bytes]:
+    """The literal strings of a content stream, unescaped."""
+    i = 0
+    while (i := raw.find(b"(", i)) >= 0:
+        out, depth, i = bytearray(), 1, i + 1
+        while depth:
+            c = raw[i]
+            if c == 0x5C:  # backslash
+                nxt = raw[i + 1]
+                if 0x30 <= nxt <= 0x37:
+                    m = re.match(rb"[0-7]{1,3}", raw[i + 1 : i + 4])
+                    assert m is not None
+                    out.append(int(m.group(), 8))
+                    i += 1 + len(m.group())
+                    continue
+                out.append({0x6E: 10, 0x72: 13, 0x74: 9, 0x62: 8, 0x66: 12}.get(nxt, nxt))
+                i += 2
+                continue
+            depth += (c == 0x28) - (c == 0x29)
+            if depth:
+                out.append(c)
+            i += 1
+        yield bytes(out)
+
+
+def pdf_text(data: bytes) -> str:
+    """The visible text of an fpdf2 PDF, decoded through each font's ToUnicode map
+    (no PDF reader is a dependency; this knows just enough of fpdf2's output)."""
+    objects = {int(m[1]): m[2] for m in re.finditer(rb"(?s)\n(\d+) 0 obj\n(.*?)\nendobj", data)}
+
+    def stream(n: int) -> bytes:
+        m = re.search(rb"(?s)stream\n(.*)\nendstream", objects[n])
+        assert m is not None
+        return zlib.decompress(m[1]) if b"/FlateDecode" in objects[n][: m.start()] else m[1]
+
+    cmaps: dict[bytes, dict[int, str]] = {}
+    for name, ref in re.findall(rb"/(F\d+) (\d+) 0 R", data):
+        font = objects[int(ref)]
+        uni = re.search(rb"/ToUnicode (\d+) 0 R", font)
+        if uni is not None:
+            cmap = stream(int(uni[1]))
+            pairs = re.findall(rb"<([0-9A-F]{4})> <([0-9A-F]+)>", cmap)
+            cmaps[name] = {
+                int(g, 16): bytes.fromhex(u.decode()).decode("utf-16-be") for g, u in pairs
+            }
+    text = []
+    for page in (o for o in objects.values() if re.search(rb"/Type /Page\b", o)):
+        for ref in re.findall(rb"/Contents (\d+) 0 R", page):
+            content = stream(int(ref))
+            font: bytes | None = None
+            pos = 0
+            for m in re.finditer(rb"/(F\d+) [\d.]+ Tf", content):
+                text.append(_decode_run(content[pos : m.start()], font, cmaps))
+                font, pos = m[1], m.end()
+            text.append(_decode_run(content[pos:], font, cmaps))
+    return re.sub(r"\s+", " ", " ".join(text))
+
+
+def _decode_run(raw: bytes, font: bytes | None, cmaps: dict[bytes, dict[int, str]]) -> str:
+    out = []
+    for chunk in _pdf_strings(raw):
+        cmap = cmaps.get(font or b"")
+        if cmap is None:
+            out.append(chunk.decode("cp1252"))
+        else:
+            out.append(
+                "".join(
+                    cmap.get(int.from_bytes(chunk[i : i + 2], "big"), "?")
+                    for i in range(0, len(chunk), 2)
+                )
+            )
+    return " ".join(out)
+
+
+def _fonts_present() -> bool:
+    return any((Path(d) / "DejaVuSans.ttf").is_file() for d in FONT_DIRS)
+
+
+@pytest.mark.parametrize("core_fonts", [True, False])
+def test_pdf_holds_the_key_facts(world: World, doc: AnnexIV, core_fonts: bool) -> None:
+    if not core_fonts and not _fonts_present():
+        pytest.skip("no DejaVu fonts here (Debian: fonts-dejavu-core)")
+    pdf = render_pdf(doc, core_fonts=core_fonts)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert render_pdf(doc, core_fonts=core_fonts) == pdf, "the same document, the same bytes"
+    text = pdf_text(pdf)
+    for fact in (
+        "Technical documentation",
+        "fraud version 2",
+        "accuracy=0.97",
+        "risk (bank) approved version 2 for environment production",
+        "policy_denied",
+        TO_COMPLETE,
+        f"Entry {world.at['denied']} ",
+        "c2sp.org/tlog-proof@v1",
+        doc.checkpoint.root,
+        "<script>alert('metric')</script>",  # text in a PDF is not markup
+    ):
+        assert fact in text, fact
+    if core_fonts:
+        assert "Zoë" in text and "?" in text  # Windows-1252 keeps Zoë; CJK becomes '?'
+    else:
+        assert "Zoë" in text and "Betrugserkennung — Zoë" in text
+    attached = json.dumps(doc.to_json(), sort_keys=True, ensure_ascii=False, indent=1).encode()
+    assert b"annex-iv.json" in pdf and len(attached) > 1000
+
+
+# -- Art. 12 logs ----------------------------------------------------------------------
+
+
+def _export(led: mc.Ledger, start: int | None, end: int | None) -> list[dict[str, Any]]:
+    buf = io.StringIO()
+    count = export_logs(led, start, end, buf)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert lines[0]["kind"] == "checkpoint" and len(lines) == count + 1
+    return lines
+
+
+def test_logs_export_is_inclusive_and_every_line_proves_itself(world: World) -> None:
+    led = world.led
+    times = {i: led.entry(i).transaction.time for i in range(led.size)}
+    lines = _export(led, T0 + DAY, T0 + 2 * DAY)
+    got = [line["index"] for line in lines[1:]]
+    assert got == sorted(i for i, t in times.items() if T0 + DAY <= t <= T0 + 2 * DAY)
+    assert world.at["run2"] == got[0] and world.at["access"] == got[-1]  # both ends kept
+    assert world.at["report_bad"] not in got and world.at["eval1"] not in got
+    assert _export(led, T0 + DAY + 1, T0 + 2 * DAY - 1)[1:] == []
+    head = lines[0]
+    assert head["from"] == "2026-11-21T12:00:00.000Z" and head["to_ms"] == T0 + 2 * DAY
+    for line in lines[1:]:
+        data = base64.b64decode(line["entry"])
+        assert line["leaf_hash"] == leaf_hash(data).hex()
+        receipt = InclusionReceipt.from_text(line["proof"])
+        cp = verify_receipt(receipt, leaf_hash(data), led.log_key)
+        assert cp.size == head["size"] and receipt.checkpoint.decode() == head["note"]
+        assert line["time_ms"] in (T0 + DAY, T0 + 2 * DAY)
+    denied = next(line for line in lines if line.get("index") == world.at["denied"])
+    assert denied["outcome"]["result"] == "rejected" and denied["actor"] == "ops"
+    everything = _export(led, None, None)
+    assert len(everything) - 1 == head["size"] == led.size
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    check = verify_logs(io.StringIO(text), led.log_key.to_string())
+    assert check.entries == len(lines) - 1 and check.checkpoint.size == head["size"]
+
+
+def test_verify_logs_catches_tampering(world: World) -> None:
+    led = world.led
+    lines = _export(led, T0 + DAY, T0 + DAY)
+
+    def check(mutated: list[dict[str, Any]]) -> None:
+        verify_logs([json.dumps(line) for line in mutated], led.log_key)
+
+    check(lines)
+    body = json.loads(json.dumps(lines))
+    body[2]["body"]["version"] = 99
+    with pytest.raises(ProofError, match="body"):
+        check(body)
+    proof = json.loads(json.dumps(lines))
+    proof[3]["proof"] = lines[4]["proof"]
+    with pytest.raises(ProofError):
+        check(proof)
+    dropped = json.loads(json.dumps(lines))
+    dropped[1]["time_ms"] = T0
+    with pytest.raises(ProofError):
+        check(dropped)
+    with pytest.raises(SignatureError):
+        verify_logs([json.dumps(line) for line in lines], verifier_of(s("alice")))
+    with pytest.raises(UsageError):
+        export_logs(led, T0 + DAY, T0, io.StringIO())
+
+
+def test_parse_time() -> None:
+    assert parse_time("2026-11-20T12:00:00Z") == T0
+    assert parse_time("2026-11-20T14:00:00.5+02:00") == T0 + 500
+    assert parse_time(str(T0)) == T0
+    assert parse_time("2026-11-20") == T0 - 12 * 3_600_000
+    assert parse_time("2026-11-20", end=True) == T0 + 12 * 3_600_000 - 1
+    for bad in ("yesterday", "2026-11-20T12:00:00", "2026-13-01", ""):
+        with pytest.raises(UsageError):
+            parse_time(bad)
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_cli_reports(world: World, env: dict[str, str], tmp_path: Path) -> None:
+    ledger = str(world.path)
+    out = tmp_path / "annex.json"
+    run_cli(
+        env, "report", "annex-iv", "fraud", "--ledger", ledger, "--format", "json", "-o", str(out)
+    )
+    data = json.loads(out.read_text())
+    assert (data["model"], data["version"]) == ("fraud", 2)
+    page = run_cli(env, "report", "annex-iv", "fraud", "--version", "1", "--ledger", ledger).stdout
+    assert page.startswith("<!DOCTYPE html>") and "version <strong>1</strong>" in page
+    pdf = tmp_path / "annex.pdf"
+    run_cli(env, "report", "annex-iv", "fraud", "--ledger", ledger, "-o", str(pdf))
+    assert pdf.read_bytes().startswith(b"%PDF-")
+
+    missing = run_cli(env, "report", "annex-iv", "nosuch", "--ledger", ledger, ok=False)
+    assert missing.returncode == 3 and "error: no model named 'nosuch'" in missing.stderr
+
+    logs = tmp_path / "logs.jsonl"
+    run_cli(
+        env,
+        "report",
+        "logs",
+        "--ledger",
+        ledger,
+        "--from",
+        "2026-11-21",
+        "--to",
+        "2026-11-22",
+        "-o",
+        str(logs),
+    )
+    lines = logs.read_text().splitlines()
+    assert {json.loads(line)["time_ms"] for line in lines[1:]} == {T0 + DAY, T0 + 2 * DAY}
+    vkey = world.led.log_key.to_string()
+    ok = run_cli(env, "report", "verify-logs", str(logs), "--vkey", vkey, "--json").stdout
+    assert json.loads(ok)["entries"] == len(lines) - 1
+    lines[1] = lines[1].replace('"actor":"bob"', '"actor":"eve"')
+    logs.write_text("\n".join(lines) + "\n")
+    bad = run_cli(env, "report", "verify-logs", str(logs), "--vkey", vkey, ok=False)
+    assert bad.returncode == 1 and "actor" in bad.stderr
+
+    for args in (("--from", "yesterday"), ("--from", "2026-11-22", "--to", "2026-11-21")):
+        usage = run_cli(env, "report", "logs", "--ledger", ledger, *args, ok=False)
+        assert usage.returncode == 2 and usage.stderr.startswith("error: ")
