@@ -20,7 +20,7 @@ from .contracts.governance import (
     QUORUM_SET,
     quorum,
 )
-from .contracts.policy import POLICY_SET, action_of, enforce, policy_key
+from .contracts.policy import POLICY_SET, action_of, base_context, enforce, evaluate, policy_key
 from .core import canonical
 from .core.dsse import Envelope
 from .core.identity import Signer, VerifierKey
@@ -186,6 +186,45 @@ class Policies:
                 policy["action"], False, policy["rule"], policy["version"], rej.reason
             )
         return PolicyDecision(policy["action"], True, policy["rule"], policy["version"], "allowed")
+
+    def test_custodial(self, envelope: Envelope) -> PolicyDecision:
+        """May a server that holds the actor's key sign ``envelope`` for them?
+
+        Only where a quorum has set a policy for ``custodial:<type>`` and its
+        rule holds for this transaction, in the same context the type's own
+        policy sees. Without such a policy the answer is no: a held key must
+        never sign by default."""
+        tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
+        self._led.contracts.check(tx)
+        action = f"custodial:{tx.type}"
+        policy = self.get(action)
+        if policy is None:
+            return PolicyDecision(
+                action,
+                False,
+                None,
+                None,
+                f"no policy is set for {action}: signing with a key the server holds is off "
+                "until a quorum of admins sets one (modelchain policy set)",
+            )
+        signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
+        call = Call(self._led.size, tx, signers)
+        rule = self._led.contracts.rule(tx.type)
+        assert rule is not None  # contracts.check found it
+        state = Overlay(self._led.store)
+        context = base_context(state, call)
+        if rule.context is not None:
+            context.update(rule.context(state, call))
+        try:
+            allowed = evaluate(policy["rule"], context)
+        except Rejected as rej:
+            return PolicyDecision(action, False, policy["rule"], policy["version"], rej.reason)
+        reason = (
+            "allowed"
+            if allowed
+            else f"policy {action} v{policy['version']} denies it: {policy['rule']}"
+        )
+        return PolicyDecision(action, allowed, policy["rule"], policy["version"], reason)
 
     def _signer_names(self, envelope: Envelope, tx: Transaction) -> tuple[str, ...]:
         names: tuple[str, ...] = ()

@@ -347,6 +347,12 @@ def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
             error_body("bad_request", f"{where}: {first.get('msg', 'invalid request')}"), 400
         )
 
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a refusal: logged with its traceback, answered without details.
+        log.error("unhandled error", exc_info=exc, extra={"fields": {"path": request.url.path}})
+        return JSONResponse(error_body("internal", "internal server error; see the log"), 500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")

@@ -1,0 +1,675 @@
+"""The auditors' dashboard in a real browser against a real server process.
+
+A ledger shared by two organisations (a bank and its ML vendor) is built with
+the SDK: a dataset with two versions and quality attestations, two training
+runs, two model versions with evaluations, approvals, deployments, a rollback
+and denied attempts. Then `modelchain serve` runs it and Debian's chromium,
+driven by Playwright, plays an auditor, two approvers (signing with the real
+CLI) and a member whose key the server holds. Screenshots go to
+$MODELCHAIN_ARTIFACTS, else to the test session's temporary directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ORIGIN, make_signer, run_cli
+from serving import running_server
+
+import modelchain as mc
+from modelchain.contracts.policy import DEFAULT_POLICIES
+from modelchain.core.identity import Signer, verifier_of
+from modelchain.errors import RejectedError
+from modelchain.keys import KeyStore
+from modelchain.ledger import Founder
+from modelchain.server.lineage import lineage_svg
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSPHRASE = "pw"
+HOSTILE_METRIC = "<script>alert('metric')</script>"
+HOSTILE_COMMENT = "<script>alert('comment')</script>"
+HOSTILE_DESCRIPTION = "<img src=x onerror=alert('description')>"
+APPROVE_POLICY = 'actor.org == "bank"'
+CUSTODIAL_RULE = 'actor.org == "bank" && env == "staging"'
+
+PEOPLE: dict[str, tuple[str, tuple[str, ...]]] = {
+    # name: (org, roles); alice (vendor) is the genesis admin
+    "dave": ("bank", ("admin",)),
+    "steward": ("vendor", ("data-steward",)),
+    "val": ("bank", ("validator",)),
+    "bob": ("vendor", ("trainer",)),
+    "ev": ("bank", ("evaluator",)),
+    "risk": ("bank", ("approver", "approver:risk")),
+    "lead": ("vendor", ("approver", "approver:ml-lead")),
+    "sam": ("bank", ("approver", "approver:compliance")),
+    "ops": ("vendor", ("deployer",)),
+    "carol": ("bank", ("auditor",)),
+}
+# They sign with the real CLI, or the server holds their key: they live in the keystore.
+IN_KEYSTORE = ("risk", "lead", "sam")
+
+
+@dataclass
+class World:
+    ledger: Path
+    env: dict[str, str]
+    url: str
+    artifacts: Path
+    tokens: dict[str, str]
+    files: dict[str, Path]
+    signers: dict[str, Signer]
+
+    def api(self, path: str, token: str = "carol") -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[token]}"}
+        response = httpx.get(self.url + path, headers=headers, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _rejected(call: Any) -> None:
+    with pytest.raises(RejectedError):
+        call()
+
+
+def _build(root: Path, home: Path) -> tuple[Path, dict[str, Path], dict[str, Signer]]:
+    keys = KeyStore(home)
+    signers: dict[str, Signer] = {"alice": make_signer("alice")}
+    for name in PEOPLE:
+        if name in IN_KEYSTORE:
+            keys.create(name, PASSPHRASE.encode())
+            signers[name] = keys.signer(name, lambda: PASSPHRASE.encode())
+        else:
+            signers[name] = make_signer(name)
+    members = [Founder(verifier_of(signers[n]), org, roles) for n, (org, roles) in PEOPLE.items()]
+    policies = {
+        **DEFAULT_POLICIES,
+        "model.approve:production": {
+            "rule": APPROVE_POLICY,
+            "description": "production approvals come from the bank, which carries the risk",
+        },
+    }
+    files = {
+        "data1": _write(root / "tx-2026-10.csv", b"amount,fraud\n1,0\n2,1\n3,0\n"),
+        "data2": _write(root / "tx-2026-11.csv", b"amount,fraud\n1,0\n2,1\n3,0\n4,1\n"),
+        "v1_weights": _write(root / "fraud-v1" / "weights.bin", b"weights one " * 100),
+        "v2_weights": _write(root / "fraud-v2" / "weights.bin", b"weights two " * 100),
+    }
+    _write(root / "fraud-v1" / "config.json", b'{"layers": 2}')
+    _write(root / "fraud-v2" / "config.json", b'{"layers": 3}')
+    s = signers
+    ledger_dir = root / "ledger"
+    led = mc.init(ledger_dir, ORIGIN, s["alice"], org="vendor", members=members, policies=policies)
+    try:
+        led.datasets.register(
+            "transactions",
+            files["data1"],
+            source="s3://lake/tx",
+            license="internal",
+            description=HOSTILE_DESCRIPTION,
+            signer=s["steward"],
+        )
+        led.datasets.attest(
+            "transactions", 1, {"passed": True, "checks": [{"name": "nulls"}]}, signer=s["val"]
+        )
+        led.datasets.ingest(
+            "transactions",
+            files["data2"],
+            source="s3://lake/tx",
+            batch="2026-11",
+            collected_by="etl",
+            signer=s["steward"],
+        )
+        led.datasets.attest(
+            "transactions", 2, {"passed": True, "checks": [{"name": "ranges"}]}, signer=s["val"]
+        )
+        led.runs.record(
+            "run-1",
+            outputs=[root / "fraud-v1"],
+            datasets=[("transactions", 1)],
+            parameters={"lr": 0.01},
+            code_dir=None,
+            signer=s["bob"],
+        )
+        led.models.register("fraud", root / "fraud-v1", run="run-1", signer=s["bob"])
+        led.models.evaluate(
+            "fraud", 1, dataset=("transactions", 1), metrics={"accuracy": 0.95}, signer=s["ev"]
+        )
+        deps = led.deployments
+        deps.approve("fraud", 1, "production", role="risk", signer=s["risk"])
+        deps.approve("fraud", 1, "production", role="compliance", signer=s["sam"])
+        # the vendor's approver is not the bank: the approval policy logs and refuses it
+        _rejected(lambda: deps.approve("fraud", 1, "production", role="ml-lead", signer=s["lead"]))
+        _rejected(lambda: deps.deploy("fraud", 1, "production", signer=s["bob"]))  # no role
+        deps.deploy("fraud", 1, "production", signer=s["ops"])
+        deps.deploy("fraud", 1, "staging", signer=s["ops"])
+
+        led.runs.record(
+            "run-2",
+            outputs=[root / "fraud-v2"],
+            datasets=[("transactions", 2)],
+            base_models=[("fraud", 1)],
+            parameters={"lr": 0.005},
+            code_dir=None,
+            signer=s["bob"],
+        )
+        led.models.register(
+            "fraud", root / "fraud-v2", run="run-2", parent=("fraud", 1), signer=s["bob"]
+        )
+        led.models.evaluate(
+            "fraud",
+            2,
+            dataset=("transactions", 2),
+            metrics={"accuracy": 0.97, HOSTILE_METRIC: 1.0},
+            signer=s["ev"],
+        )
+        deps.approve(
+            "fraud", 2, "staging", role="ml-lead", comment=HOSTILE_COMMENT, signer=s["lead"]
+        )
+        deps.deploy("fraud", 2, "staging", signer=s["ops"])
+        deps.rollback("fraud", "staging", reason="canary error rate", signer=s["ops"])
+        # production needs two approvals of version 2 first
+        _rejected(lambda: deps.deploy("fraud", 2, "production", signer=s["ops"]))
+        led.checkpoint()
+    finally:
+        led.close()
+    return ledger_dir, files, signers
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("dashboard")
+    home = root / "home"
+    artifacts = Path(
+        os.environ.get("MODELCHAIN_ARTIFACTS") or tmp_path_factory.mktemp("dashboard-artifacts")
+    )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        MODELCHAIN_HOME=str(home),
+        MODELCHAIN_LEDGER=str(root / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE=PASSPHRASE,
+        MODELCHAIN_CUSTODIAL="sam",
+    )
+    env.pop("MODELCHAIN_IDENTITY", None)
+    with pytest.MonkeyPatch.context() as mp:
+        # the SDK keeps its digest cache and record keys under MODELCHAIN_HOME
+        mp.setenv("MODELCHAIN_HOME", str(home))
+        ledger_dir, files, signers = _build(root, home)
+    tokens = {}
+    for member, scope in (
+        ("carol", "read"),
+        ("risk", "read"),
+        ("lead", "read"),
+        ("sam", "approve"),
+    ):
+        tokens[member] = run_cli(
+            env, "token", "issue", member, "--scope", scope, "--ledger", str(ledger_dir)
+        ).stdout.strip()
+    with running_server(ledger_dir, env=env, log=artifacts / "server.log") as url:
+        yield World(ledger_dir, env, url, artifacts, tokens, files, signers)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium for the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, world: World) -> Iterator[Any]:
+    context = browser.new_context(base_url=world.url, accept_downloads=True)
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    dialogs: list[str] = []
+    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        yield p
+    finally:
+        context.close()
+    assert dialogs == [], f"a script ran in the page: {dialogs}"
+
+
+def login(page: Any, world: World, member: str) -> None:
+    page.goto("/ui/login")
+    page.fill("#token", world.tokens[member])
+    page.click("#login-submit")
+    page.wait_for_url("**/ui/")
+    assert page.inner_text("#who") == member
+
+
+def shot(page: Any, world: World, name: str) -> None:
+    page.screenshot(path=str(world.artifacts / f"{name}.png"), full_page=True)
+
+
+def column(page: Any, table: str, cls: str) -> list[str]:
+    return [t.strip() for t in page.locator(f"{table} tbody td.{cls}").all_inner_texts()]
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def test_pages_redirect_to_login_without_a_token(page: Any, world: World) -> None:
+    response = page.goto("/ui/models/fraud")
+    assert response is not None and response.ok
+    assert "/ui/login?next=%2Fui%2Fmodels%2Ffraud" in page.url
+    page.fill("#token", "mct_not-a-token")
+    page.click("#login-submit")
+    assert "unknown or revoked token" in page.inner_text("#login-error")
+    page.fill("#token", world.tokens["carol"])
+    page.click("#login-submit")
+    page.wait_for_url("**/ui/models/fraud")
+    assert page.inner_text("#who") == "carol"
+    # the cookie is HttpOnly and SameSite=Strict; scripts cannot read it
+    cookie = next(c for c in page.context.cookies() if c["name"] == "modelchain_token")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+    assert httpx.get(world.url + "/ui/models").status_code == 303
+
+
+def test_overview_shows_the_checkpoint_and_recent_activity(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    info = world.api("/v1/ledger")
+    assert page.inner_text("h1") == ORIGIN
+    assert int(page.inner_text("#cp-size")) >= info["checkpoint"]["size"] - 1
+    assert ORIGIN in page.inner_text("#cp-signers")
+    assert page.inner_text("#cp-note").startswith(ORIGIN)
+    rows = page.locator("#recent tbody tr")
+    assert rows.count() == 20
+    shot(page, world, "overview")
+
+
+def test_auditor_reads_a_version_page(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/models/fraud")
+    page.click("#versions a:text('v1')")
+    page.wait_for_url("**/ui/models/fraud/versions/1")
+    labels = page.locator("#lineage svg .lineage-label").all_text_contents()
+    assert set(labels) == {"transactions@1", "run-1", "fraud@1", "production", "staging"}
+    assert page.locator("#lineage svg .lineage-focus .lineage-label").text_content() == "fraud@1"
+    signers = column(page, "#approvals", "signer")
+    assert signers == ["risk (bank)", "sam (bank)"]
+    production = page.locator("ol.timeline[data-env='production'] li").all_inner_texts()
+    assert len(production) == 1 and "deploy" in production[0] and "by ops" in production[0]
+    staging = page.locator("ol.timeline[data-env='staging'] li").all_inner_texts()
+    assert [s.split()[3] for s in staging] == ["deploy", "deploy", "rollback"]
+    assert "canary error rate" in staging[2]
+    denied = page.locator("#denied tbody tr").all_inner_texts()
+    assert any("lead" in d and "model.approve" in d and "policy_denied" in d for d in denied)
+    assert any("bob" in d and "model.deploy" in d and "not_permitted" in d for d in denied)
+    shot(page, world, "version-1")
+
+    page.goto("/ui/models/fraud/versions/2")
+    labels = page.locator("#lineage svg .lineage-label").all_text_contents()
+    assert {"transactions@1", "transactions@2", "run-1", "run-2", "fraud@1", "fraud@2"} <= set(
+        labels
+    )
+    assert "staging" in labels  # deployed before, rolled back
+    # every box links to its page
+    page.click("#lineage svg a:has(.lineage-run) >> nth=1")
+    page.wait_for_url("**/ui/runs/**")
+    assert page.inner_text("h1").startswith("Training run run-")
+    page.go_back()
+    assert "accuracy = 0.97" in page.inner_text("#evaluations")
+    assert "ev (bank)" in page.inner_text("#evaluations")
+    assert "passed" in page.inner_text("#quality") and "val (bank)" in page.inner_text("#quality")
+    files = page.locator("#files tbody tr").all_inner_texts()
+    assert any(f.startswith("weights.bin") for f in files) and len(files) == 2
+    shot(page, world, "version-2")
+
+    page.goto("/ui/datasets/transactions")
+    assert page.locator("section.version").count() == 2
+    assert "batch 2026-11" in page.inner_text("#v2")
+
+
+def test_auditor_filters_the_audit_trail(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/audit")
+    page.fill("input[name=actor]", "ops")
+    page.click("#filter-submit")
+    page.wait_for_url("**actor=ops**")
+    actors = column(page, "#trail", "actor")
+    assert actors and set(actors) == {"ops"}
+
+    page.goto("/ui/audit")
+    page.select_option("select[name=outcome]", "rejected")
+    page.click("#filter-submit")
+    page.wait_for_url("**outcome=rejected**")
+    outcomes = column(page, "#trail", "outcome")
+    denied = world.api("/v1/denied")["result"]
+    assert len(outcomes) == len(denied) >= 3
+    assert all(o.startswith("rejected") for o in outcomes)
+    shot(page, world, "audit-rejected")
+
+    page.goto("/ui/audit")
+    page.fill("input[name=type]", "model.approve")
+    page.select_option("select[name=org]", "bank")
+    page.click("#filter-submit")
+    types = column(page, "#trail", "type")
+    assert types and set(types) == {"model.approve"}
+    assert set(column(page, "#trail", "org")) == {"bank"}
+
+    page.goto("/ui/audit?type=model.&before=12")
+    indices = [
+        int(i)
+        for i in page.locator("#trail tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.index)"
+        )
+    ]
+    assert indices and all(i < 12 for i in indices) and indices == sorted(indices, reverse=True)
+
+    first = indices[0]
+    page.click(f"#trail a:text('#{first}')")
+    page.wait_for_url(f"**/ui/entries/{first}")
+    entry = world.api(f"/v1/entries/{first}")
+    assert page.inner_text("#proof").strip() == entry["tlog_proof"].strip()
+    assert page.inner_text("#proof").startswith("c2sp.org/tlog-proof@v1")
+    leaf = hashlib.sha256(b"\x00" + base64.b64decode(entry["entry"])).hexdigest()
+    assert page.inner_text("#leaf-hash") == leaf
+    assert json.loads(page.inner_text("#tx"))["type"].startswith("model.")
+    shot(page, world, "entry")
+
+    page.goto("/ui/audit?since=not-a-time")
+    assert "since" in page.inner_text("#error-message")
+
+
+def test_auditor_verifies_files(page: Any, world: World, tmp_path: Path) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/verify")
+    page.set_input_files("#verify-file", str(world.files["v2_weights"]))
+    page.click("#verify-submit")
+    assert page.inner_text("#verdict").startswith("Registered")
+    matches = page.inner_text("#matches")
+    assert "fraud@2" in matches and "weights.bin" in matches
+    digest = hashlib.sha256(world.files["v2_weights"].read_bytes()).hexdigest()
+    assert page.inner_text("#verified-digest") == f"sha256:{digest}"
+    assert "c2sp.org/tlog-proof@v1" in page.locator("#matches pre").first.text_content()
+    shot(page, world, "verify-registered")
+
+    stranger = _write(tmp_path / "random.bin", secrets.token_bytes(4096))
+    page.goto("/ui/verify")
+    page.set_input_files("#verify-file", str(stranger))
+    page.click("#verify-submit")
+    assert page.inner_text("#verdict").startswith("Not registered")
+    shot(page, world, "verify-unknown")
+
+    artifact = world.api("/v1/models/fraud?version=1")["result"]["artifact"]["digest"]
+    page.goto("/ui/verify")
+    page.fill("#verify-digest", artifact)
+    page.click("#verify-submit")
+    assert "fraud@1" in page.inner_text("#matches")
+    assert "the whole artifact" in page.inner_text("#matches")
+
+    # the server's body limit (8 MiB by default) caps what it will hash
+    big = {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": bytes(9 << 20)}
+    assert page.request.post("/ui/verify", multipart={"file": big}).status == 413
+
+
+def test_annex_iv_exports(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/models/fraud/versions/2")
+    with page.expect_download() as pdf:
+        page.click("#annex-pdf")
+    pdf_path = world.artifacts / "annex-iv-fraud-v2.pdf"
+    pdf.value.save_as(pdf_path)
+    assert pdf_path.read_bytes().startswith(b"%PDF")
+    response = page.request.get("/ui/models/fraud/annex-iv.json?version=2")
+    assert response.ok and response.headers["content-type"].startswith("application/json")
+    json.loads(response.body())
+    page.click("#annex-html")
+    page.wait_for_url("**/annex-iv.html?version=2")
+    assert "fraud" in page.content()
+    shot(page, world, "annex-iv")
+    cited = page.locator("a.cite[href^='entries/']").first
+    index = cited.get_attribute("href").split("/")[1]
+    cited.click()
+    page.wait_for_url(f"**/ui/entries/{index}")
+    assert page.inner_text("h1").startswith(f"Entry #{index}")
+
+
+# -- approving ------------------------------------------------------------------------
+
+
+def _download_draft(page: Any, path: Path, env: str, role: str, actor: str, comment: str) -> Path:
+    page.fill("#draft-form input[name=env]", env)
+    page.fill("#draft-form input[name=role]", role)
+    page.fill("#draft-form input[name=comment]", comment)
+    page.fill("#draft-form input[name=actor]", actor)
+    with page.expect_download() as download:
+        page.click("#draft-download")
+    download.value.save_as(path)
+    return path
+
+
+def test_approvers_sign_a_draft_offline_and_upload_it(
+    page: Any, world: World, tmp_path: Path
+) -> None:
+    login(page, world, "risk")
+    page.goto("/ui/models/fraud/versions/2")
+    draft = _download_draft(
+        page, tmp_path / "risk.json", "production", "risk", "risk", "holdout looks fine"
+    )
+    unsigned = json.loads(draft.read_text())
+    assert unsigned["payloadType"] == "application/vnd.modelchain.tx+json"
+    assert unsigned["signatures"] == []
+    run_cli(world.env, "tx", "sign", str(draft), "--as", "risk", "--ledger", str(world.ledger))
+    page.set_input_files("#envelope", str(draft))
+    page.click("#upload-submit")
+    assert page.inner_text("#result") == "Accepted"
+    assert page.inner_text("#signed-by") == "risk"
+    shot(page, world, "approval-accepted")
+    page.goto("/ui/models/fraud/versions/2")
+    assert "risk (bank)" in column(page, "#approvals", "signer")
+
+    # the vendor's approver does not qualify under the production approval policy
+    page.goto("/ui/models/fraud/versions/2")
+    draft = _download_draft(page, tmp_path / "lead.json", "production", "ml-lead", "lead", "")
+    run_cli(world.env, "tx", "sign", str(draft), "--as", "lead", "--ledger", str(world.ledger))
+    page.set_input_files("#envelope", str(draft))
+    page.click("#upload-submit")
+    assert page.inner_text("#result") == "Rejected"
+    reason = page.inner_text("#reason")
+    assert "policy_denied" in reason and "model.approve:production" in reason
+    assert APPROVE_POLICY in reason
+    shot(page, world, "approval-rejected")
+
+    # an unsigned draft, or one about another version, is refused before the log
+    page.goto("/ui/models/fraud/versions/2")
+    draft = _download_draft(page, tmp_path / "u.json", "production", "risk", "risk", "")
+    page.set_input_files("#envelope", str(draft))
+    page.click("#upload-submit")
+    assert "no signatures yet" in page.inner_text("#error-message")
+    page.goto("/ui/models/fraud/versions/1")
+    page.set_input_files("#envelope", str(tmp_path / "lead.json"))
+    page.click("#upload-submit")
+    assert "not a decision on fraud version 1" in page.inner_text("#error-message")
+
+
+def _set_custodial_policy(world: World) -> None:
+    """Two admins of different organisations sign the policy change, through the API."""
+    s = world.signers
+    with mc.open(world.ledger, readonly=True) as led:
+        tx = led.transaction(
+            "policy.set",
+            {
+                "action": "custodial:model.approve",
+                "rule": CUSTODIAL_RULE,
+                "description": "the server may approve for bank members, in staging only",
+            },
+            "alice",
+        )
+    envelope = tx.sign(s["alice"]).with_signature(s["dave"])
+    ack = httpx.post(world.url + "/v1/entries", content=envelope.to_bytes(), timeout=30)
+    assert ack.status_code == 200 and ack.json()["outcome"]["result"] == "accepted", ack.text
+
+
+def test_custodial_approval_needs_a_policy(page: Any, world: World) -> None:
+    login(page, world, "carol")  # read scope: nothing custodial is offered
+    page.goto("/ui/models/fraud/versions/2")
+    assert page.locator("#custodial").count() == 0
+
+    login(page, world, "sam")
+    page.goto("/ui/models/fraud/versions/2")
+    assert "no policy" in page.inner_text("#custodial-off")
+    assert page.locator("#custodial-form").count() == 0
+    csrf = page.locator("#upload-form input[name=csrf]").get_attribute("value")
+    url = "/ui/models/fraud/versions/2/approve/custodial"
+    form = {"csrf": csrf, "env": "staging", "role": "compliance", "comment": "ok"}
+    refused = page.request.post(url, form=form)
+    assert refused.status == 403
+    assert "no policy is set for custodial:model.approve" in refused.text()
+    assert page.request.post(url, form={**form, "csrf": "forged"}).status == 403
+
+    _set_custodial_policy(world)
+    page.reload()
+    assert CUSTODIAL_RULE in page.inner_text("#custodial")
+    page.fill("#custodial-form input[name=env]", "staging")
+    page.fill("#custodial-form input[name=role]", "compliance")
+    page.fill("#custodial-form input[name=comment]", "canary passed")
+    page.click("#custodial-submit")
+    assert page.inner_text("#result") == "Accepted"
+    assert "sam" in page.inner_text("#signed-by")
+    shot(page, world, "custodial-accepted")
+    approvals = world.api("/v1/models/fraud?version=2")["result"]["approvals"]
+    mine = [a for a in approvals if a["by"] == "sam" and a["env"] == "staging"]
+    assert len(mine) == 1 and "custodial signature" in mine[0]["comment"]
+
+    # the rule allows staging only: production is refused and nothing is signed
+    size = world.api("/v1/ledger")["size"]
+    page.goto("/ui/models/fraud/versions/2")
+    page.fill("#custodial-form input[name=env]", "production")
+    page.click("#custodial-submit")
+    assert "custodial:model.approve v1 denies it" in page.inner_text("#error-message")
+    assert world.api("/v1/ledger")["size"] == size
+
+
+# -- hostile input ----------------------------------------------------------------------
+
+
+def test_hostile_text_is_shown_escaped(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/models/fraud/versions/2")
+    assert HOSTILE_METRIC in page.inner_text("#evaluations")
+    assert HOSTILE_COMMENT in page.inner_text("#approvals")
+    assert page.locator("#evaluations script, #approvals script").count() == 0
+    page.goto("/ui/datasets/transactions")
+    assert page.inner_text("#description") == HOSTILE_DESCRIPTION
+    assert page.locator("#description img").count() == 0
+    response = page.goto("/ui/models/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert response is not None and response.status == 404
+    assert "<script>alert(1)</script>" in page.inner_text("#error-message")
+    page.goto("/ui/audit?actor=%3Cscript%3Ealert(2)%3C%2Fscript%3E")
+    assert page.locator("input[name=actor]").input_value() == "<script>alert(2)</script>"
+    shot(page, world, "hostile")
+    # the page fixture asserts that no dialog opened
+
+
+def test_logout_needs_the_csrf_token(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    assert page.request.post("/ui/logout", form={"csrf": "nope"}).status == 403
+    page.click("header form button")
+    page.wait_for_url("**/ui/login")
+    assert page.goto("/ui/models") is not None
+    assert "/ui/login" in page.url
+
+
+# -- the picture, without a browser ---------------------------------------------------------
+
+
+def test_lineage_svg_escapes_text_and_links_every_box() -> None:
+    lineage = {
+        "kind": "model",
+        "name": "m",
+        "version": 2,
+        "parent": {"kind": "model", "name": "m", "version": 1, "parent": None, "run": None},
+        "run": {
+            "id": "r-1",
+            "inputs": [
+                {"kind": "dataset", "name": "d", "version": 3},
+                {"kind": "external", "uri": "<script>alert(1)</script>&\"'"},
+                {"kind": "model", "name": "m", "version": 1},
+            ],
+        },
+    }
+    svg = lineage_svg(lineage, [{"env": "prod<b>", "current": True}])
+    assert "<script>" not in svg and "<b>" not in svg
+    tree = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    labels = [t.text for t in tree.iter(f"{ns}text") if t.get("class") == "lineage-label"]
+    assert sorted(labels) == sorted(
+        ["d@3", "<script>alert(1)</script>…", "m@1", "r-1", "m@2", "prod<b>"]
+    )
+    hrefs = {a.get("href") for a in tree.iter(f"{ns}a")}
+    assert hrefs == {
+        "/ui/datasets/d#v3",
+        "/ui/models/m/versions/1",
+        "/ui/runs/r-1",
+        "/ui/models/m/versions/2",
+        "/ui/models/m/versions/2#env-prod%3Cb%3E",
+    }
+    xs = {
+        g.get("data-key"): float(g.find(f"{ns}rect").get("x"))  # type: ignore[union-attr]
+        for g in tree.iter(f"{ns}g")
+    }
+    # columns left to right: data and base model, run, model, deployment
+    assert xs["dataset/d@3"] == xs["model/m@1"] < xs["run/r-1"] < xs["model/m@2"]
+    assert xs["model/m@2"] < xs["deployment/prod<b>"]
+
+
+# -- the custodial gate, without a server -----------------------------------------------------
+
+
+def test_custodial_decision_needs_a_policy_that_holds(tmp_path: Path) -> None:
+    alice, dave, sam = make_signer("alice"), make_signer("dave"), make_signer("sam")
+    members = [
+        Founder(verifier_of(dave), "bank", ("admin",)),
+        Founder(verifier_of(sam), "bank", ("approver", "approver:compliance")),
+    ]
+    with mc.init(tmp_path / "l", ORIGIN, alice, org="vendor", members=members) as led:
+
+        def decide(env: str) -> Any:
+            body = {"model": "m", "version": 1, "env": env, "role": "compliance", "comment": ""}
+            return led.policies.test_custodial(led.members.draft("model.approve", body, "sam"))
+
+        off = decide("staging")
+        assert not off.allowed and off.rule is None and "no policy is set" in off.reason
+        led.policies.set("custodial:model.approve", CUSTODIAL_RULE, signers=[alice, dave])
+        on = decide("staging")
+        assert on.allowed and on.rule == CUSTODIAL_RULE and on.version == 1
+        denied = decide("production")
+        assert not denied.allowed and "custodial:model.approve v1 denies it" in denied.reason
+        led.policies.set("custodial:model.approve", "tx.body.nope == 1", signers=[alice, dave])
+        broken = decide("staging")
+        assert not broken.allowed and broken.version == 2 and "failed to evaluate" in broken.reason
