@@ -24,7 +24,7 @@ from modelchain.contracts.inference import check_batch, inference_key, inference
 from modelchain.contracts.ledger import authorize, resolve_signer
 from modelchain.contracts.policy import enforce
 from modelchain.core.identity import verifier_of
-from modelchain.errors import Error, MalformedError, NotFoundError, ProofError
+from modelchain.errors import Error, MalformedError, NotFoundError, ProofError, UsageError
 from modelchain.ledger import Founder
 from modelchain.receipts import (
     ReceiptLog,
@@ -230,7 +230,7 @@ CHILD = textwrap.dedent(
     from modelchain.receipts import ReceiptLog
     store, origin, durable, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     log = ReceiptLog(None, "fraud", version=1, origin=origin, store=store, batch_size=5,
-                     background=False)
+                     background=False, durability=sys.argv[5])
     for i in range(durable):
         log.record(f"in{i}", f"out{i}", request_id=f"r{i}")
     log.sync()
@@ -242,29 +242,321 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_kill_between_record_and_submission_loses_nothing_durable(
-    led: mc.Ledger, tmp_path: Path
-) -> None:
-    store = tmp_path / "r.sqlite"
+def _kill_child(store: Path, durable: int, extra: int, durability: str = "process") -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(store), ORIGIN, "23", "3"],
+        [sys.executable, "-c", CHILD, str(store), ORIGIN, str(durable), str(extra), durability],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert "ready" in proc.stdout
+
+
+@pytest.mark.parametrize("durability", ["process", "fsync"])
+def test_kill_between_record_and_submission_loses_nothing(
+    led: mc.Ledger, tmp_path: Path, durability: str
+) -> None:
+    store = tmp_path / "r.sqlite"
+    _kill_child(store, 23, 3, durability)
     before = led.size
     with _log(led, store, background=False) as log:  # recovery submits on open
-        assert log.pending() == 0
-        assert led.size == before + 5  # 23 records: four batches of 5 and one of 3
-        for i in range(23):
+        assert log.pending() == 0 and log.last_error is None
+        # 23 synced records: four batches of 5 and one of 3; the 3 only in the
+        # journal when the process died: one more batch.
+        assert led.size == before + 6
+        for i in range(26):
             rec = verify_inference_receipt(log.receipt(f"r{i}"), led.log_key)
             assert rec["request_id"] == f"r{i}"
-        verify_reveal(reveal(log.receipt("r22"), "in22", "out22"), led.log_key)
-        for i in range(23, 26):  # recorded after the last durable point: gone
+        verify_reveal(reveal(log.receipt("r25"), "in25", "out25"), led.log_key)
+    assert led.store.get_state(inference_key("fraud", 1)) == {"batches": 6, "records": 26}
+    assert not [p for p in (tmp_path / "r.sqlite.journal").iterdir()]
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, time
+    from modelchain.errors import PushbackError
+    from modelchain.receipts import ReceiptLog
+    store, origin, tag, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    log = ReceiptLog(None, "fraud", version=1, origin=origin, store=store, batch_size=16,
+                     batch_ms=5, background=mode != "inline", worker=mode == "worker")
+    while mode == "worker" and not log._worker.ready():  # so that it writes the batches
+        time.sleep(0.01)
+    print("open", flush=True)
+    for i in range(100_000):
+        named = f"{tag}-{i}" if i % 3 == 0 else None
+        meta = {"i": i, "tag": tag} if i % 4 == 0 else None
+        while True:
+            try:
+                rid = log.record(f"in{i}", [i, tag], meta=meta, request_id=named)
+                break
+            except PushbackError as exc:  # the store is behind: what a caller does
+                time.sleep(exc.retry_after)
+        print(rid, flush=True)
+    """
+)
+
+
+def _stored_request_ids(store: Path) -> list[str]:
+    import sqlite3
+
+    db = sqlite3.connect(store)
+    try:
+        rows = db.execute("SELECT leaves FROM batch_leaves").fetchall()
+    finally:
+        db.close()
+    return [json.loads(leaf)["request_id"] for (b,) in rows for leaf in bytes(b).split(b"\n")]
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    import random
+    import time
+
+    rng = random.Random(20261125)
+    store = tmp_path / "r.sqlite"
+    printed: list[str] = []
+    modes = ["inline", "thread", "worker"]
+    for round_ in range(9):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED, str(store), ORIGIN, f"k{round_}", modes[round_ % 3]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        if round_ % 4 == 3:
+            # At a random time: perhaps while it starts, or recovers the last round.
+            time.sleep(rng.uniform(0.0, 0.6))
+        else:
+            assert proc.stdout.readline() == "open\n"
+            # After a random number of records: mid-batch, mid-write or mid-flush.
+            for _ in range(rng.randrange(1, 400)):
+                printed.append(proc.stdout.readline().strip())
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err
+        # Every id printed was returned by record() before the kill.
+        printed.extend(line for line in out.splitlines() if line and line != "open")
+    assert len(printed) > 500
+    with _log(led, store, background=False) as log:
+        assert log.pending() == 0, log.last_error
+        cp = led.checkpoint()
+        key = _key(led)
+        for rid in printed:
+            record = verify_inference_receipt(log.receipt(rid), key, checkpoint=cp)
+            assert record["request_id"] == rid
+    stored = _stored_request_ids(store)
+    assert len(stored) == len(set(stored))  # none twice
+    assert set(printed) <= set(stored)
+    counters = led.store.get_state(inference_key("fraud", 1))
+    assert counters is not None and counters["records"] == len(stored)
+    assert [p.suffix for p in (tmp_path / "r.sqlite.journal").iterdir()] == []
+
+
+def _segments(store: Path) -> list[Path]:
+    return sorted((store.parent / (store.name + ".journal")).glob("*.seg"))
+
+
+def test_a_torn_last_record_is_ignored(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    _kill_child(store, 0, 4)
+    (seg,) = _segments(store)
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-30])  # the last write cut short
+    with _log(led, store, background=False) as log:
+        assert log.pending() == 0 and log.last_error is None
+        for i in range(3):
+            verify_inference_receipt(log.receipt(f"r{i}"), led.log_key)
+        with pytest.raises(NotFoundError):
+            log.receipt("r3")
+    assert not _segments(store)
+    # A segment cut inside its header (killed while it was being made) holds nothing.
+    _kill_child(store, 0, 1)
+    (seg,) = _segments(store)
+    seg.write_bytes(seg.read_bytes()[:7])
+    with _log(led, store, background=False) as log:
+        assert log.last_error is None and log.pending() == 0
+    assert not _segments(store)
+    assert led.store.get_state(inference_key("fraud", 1)) == {"batches": 1, "records": 3}
+
+
+def test_a_damaged_segment_is_kept_aside(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    _kill_child(store, 0, 4)
+    (seg,) = _segments(store)
+    data = bytearray(seg.read_bytes())
+    data[-200] ^= 0xFF  # inside the third record, with the fourth after it
+    seg.write_bytes(bytes(data))
+    with _log(led, store, background=False) as log:
+        (aside,) = log.damaged
+        assert aside.suffix == ".damaged" and aside.exists()
+        for i in range(2):
+            verify_inference_receipt(log.receipt(f"r{i}"), led.log_key)
+        for i in (2, 3):
             with pytest.raises(NotFoundError):
                 log.receipt(f"r{i}")
+    assert not _segments(store)
+    assert [p.suffix for p in (tmp_path / "r.sqlite.journal").iterdir()] == [".damaged"]
+
+
+def test_a_segment_already_in_the_store_is_not_written_again(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    # Killed after the batch was committed but before its segment was deleted.
+    store = tmp_path / "r.sqlite"
+    log = _log(led, store, background=False, batch_size=10)
+    rids = [log.record(f"in{i}", i) for i in range(3)]
+    (seg,) = _segments(store)
+    copy = seg.read_bytes()
+    assert log.flush() == 0
+    assert not _segments(store)
+    seg.write_bytes(copy)
+    log.close()
+    with pytest.raises(UsageError):
+        log.record("after", "close")
+    with _log(led, store, background=False) as again:
+        assert again.pending() == 0
+        for rid in rids:
+            verify_inference_receipt(again.receipt(rid), led.log_key)
+    assert not _segments(store)
+    assert led.store.get_state(inference_key("fraud", 1)) == {"batches": 1, "records": 3}
+    assert sorted(_stored_request_ids(store)) == sorted(rids)
+
+
+def test_a_live_log_keeps_its_segment(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    with _log(led, store, background=False, batch_size=100) as first:
+        rids = [first.record(f"in{i}", i) for i in range(3)]
+        # Another log on the same store recovers only what no live log holds.
+        with _log(led, store, background=False) as second:
+            assert second.pending() == 0
+            assert len(_segments(store)) == 1
+            rids.append(second.record("x", "y"))
+        assert first.flush() == 0
+        for rid in rids:
+            verify_inference_receipt(first.receipt(rid), led.log_key)
+    assert sorted(_stored_request_ids(store)) == sorted(rids)
+
+
+def test_the_worker_process_writes_batches_and_can_die(led: mc.Ledger, tmp_path: Path) -> None:
+    import time
+
+    store = tmp_path / "r.sqlite"
+    with _log(led, store, batch_size=8, batch_ms=10, worker=True) as log:
+        worker = log._worker
+        assert worker is not None
+        deadline = time.monotonic() + 60
+        while not worker.ready():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rids = [log.record(*_values(i)) for i in range(20)]
+        assert log.flush() == 0
+        assert log._worker is worker
+        worker.proc.kill()  # this thread takes over
+        rids += [log.record(*_values(i)) for i in range(20, 45)]
+        assert log.flush() == 0
+        assert log._worker is None
+        receipts = [log.receipt(r) for r in rids]
+    for r in receipts:
+        verify_inference_receipt(r, _key(led))
+    assert sorted(_stored_request_ids(store)) == sorted(rids)
+
+
+def test_a_worker_that_cannot_start_leaves_the_work_to_the_thread(
+    led: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # not a Python
+    with _log(led, tmp_path / "r.sqlite", batch_size=4, batch_ms=10, worker=True) as log:
+        rids = [log.record(*_values(i)) for i in range(10)]
+        deadline = time.monotonic() + 60
+        while log._worker is not None:  # given up on once it has exited
+            assert time.monotonic() < deadline
+            rids.append(log.record("more", "records"))
+            time.sleep(0.01)
+        assert log.flush() == 0
+        for rid in rids:
+            verify_inference_receipt(log.receipt(rid), _key(led))
+
+
+def test_store_of_the_first_layout_is_migrated(led: mc.Ledger, tmp_path: Path) -> None:
+    import sqlite3
+
+    store = tmp_path / "r.sqlite"
+    with _log(led, store, batch_size=3) as log:
+        rids = [log.record(*_values(i)) for i in range(7)]
+        assert log.flush() == 0
+    # Rewrite it the way the first receipt store laid it out.
+    db = sqlite3.connect(store, isolation_level=None)
+    db.executescript(
+        """
+        BEGIN;
+        CREATE TABLE old AS SELECT seq, batch_id, model, version, env, root, count,
+            first_time, last_time, leaves, salts, status, entry_index, error
+            FROM batches JOIN batch_leaves USING (seq);
+        DROP TABLE batches; DROP TABLE batch_leaves;
+        ALTER TABLE old RENAME TO batches;
+        CREATE INDEX batches_status ON batches (status, seq);
+        PRAGMA user_version = 0;
+        COMMIT;
+        """
+    )
+    db.close()
+    with _log(led, store, batch_size=3) as log:
+        rids.append(log.record("after", "migration"))
+        assert log.flush() == 0
+        for rid in rids:
+            verify_inference_receipt(log.receipt(rid), _key(led))
+
+
+def test_leaves_are_canonical_json() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from modelchain.core import canonical
+    from modelchain.receipts import _build_batch, _Session
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.text(min_size=1),
+        st.integers(1, 2**31),
+        st.none() | st.text(min_size=1),
+        st.none() | json_values,
+        st.integers(0, 2**50),
+    )
+    def check(model: str, version: int, rid: str | None, meta: Any, t: int) -> None:
+        session = _Session("0123456789abcdef", model, version, None)
+        ih, oh = os.urandom(32), os.urandom(32)
+        rec = (7, t, 0, 0, b"s" * 32, ih, oh, 0)
+        ext = {} if rid is None and meta is None else {0: (rid, _meta(meta))}
+        leaf = _build_batch(session, [rec], ext).leaves
+        expected: dict[str, Any] = {
+            "v": 1,
+            "model": model,
+            "version": version,
+            "input_hash": ih.hex(),
+            "output_hash": oh.hex(),
+            "time_ms": t,
+            "request_id": rid if rid is not None else "0123456789abcdef-7",
+        }
+        if meta is not None:
+            expected["meta"] = meta
+        assert leaf == canonical.dumps(expected)
+
+    def _meta(meta: Any) -> bytes | None:
+        return None if meta is None else canonical.dumps(meta)
+
+    check()
 
 
 def test_background_thread_closes_batches_by_time(led: mc.Ledger, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, open_ledger
 from . import ledger as ledger_mod
+from .cli_common import emit_json, json_option, ledger_option, open_ledger
 from .errors import NotFoundError, UsageError
 from .service.node import NodeConfig
 
