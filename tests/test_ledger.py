@@ -201,3 +201,32 @@ def test_failed_init_leaves_nothing(tmp_path: Path, alice: Ed25519Signer) -> Non
         mc.init(tmp_path / "l", "bad origin with spaces", alice)
     assert not (tmp_path / "l" / "ledger.db").exists()
     assert not (tmp_path / "l" / "log.key").exists()
+
+
+def test_checkpoints_asked_for_while_writing_sign_the_right_root(
+    ledger: mc.Ledger, bob: Ed25519Signer
+) -> None:
+    """A reader asking for the latest checkpoint (as every HTTP client does) while
+    the writer appends must never get a root that belongs to another size."""
+    envs = [
+        ledger.transaction("event.record", {"event": "x.y", "data": i}, "bob").sign(bob)
+        for i in range(3000)
+    ]
+    done = threading.Event()
+    notes: list[bytes] = []
+
+    def ask() -> None:
+        while not done.is_set():
+            notes.append(ledger.checkpoint())
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        for lo in range(0, len(envs), 50):
+            ledger.submit_many(envs[lo : lo + 50])
+    finally:
+        done.set()
+        asker.join()
+    assert len(set(notes)) > 10
+    report = ledger.audit()  # checks every stored checkpoint's root against the entries
+    assert report.checkpoints >= len(set(notes))

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -341,3 +342,26 @@ def test_receipts_against_a_server_survive_an_outage(tmp_path: Path, home: Path)
     for r in receipts:
         verify_inference_receipt(r, vk)
     led.close()
+
+
+def test_one_client_from_several_threads(served: tuple[str, Path, str]) -> None:
+    url, _, vkey = served
+    errors: list[BaseException] = []
+    with mc.connect(url, identity=bob, log_key=vkey, staleness=0) as led:
+
+        def work(k: int) -> None:
+            try:
+                for i in range(15):
+                    ack = led.record_event("thread.step", {"k": k, "i": i}, bob)
+                    assert led.entry(ack.index).transaction.body["data"] == {"k": k, "i": i}
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert led.size == 301 + 60
+        assert led.audit().size == 361

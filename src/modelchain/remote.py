@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,7 @@ class RemoteLedger(Ledger):
         self._staleness = staleness
         self._synced_at = -math.inf
         self._acked: dict[int, tuple[bytes, Envelope]] = {}
+        self._sync_lock = threading.RLock()
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
@@ -275,6 +277,10 @@ class RemoteLedger(Ledger):
     def sync(self) -> Checkpoint:
         """Bring the mirror up to the server's latest checkpoint, verifying it all;
         return that checkpoint."""
+        with self._sync_lock:  # a receipt log's thread and the caller may both read
+            return self._sync()
+
+    def _sync(self) -> Checkpoint:
         note = self._http.get("/checkpoint").content
         cp, _ = open_checkpoint(note, self._trusted)
         store = self._store
@@ -353,7 +359,8 @@ class RemoteLedger(Ledger):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedError(f"the server's acknowledgement is malformed: {exc}") from exc
-        self._acked[ack.index] = (ack.leaf_hash, decode_submission(sent)[0])
+        with self._sync_lock:
+            self._acked[ack.index] = (ack.leaf_hash, decode_submission(sent)[0])
         self._synced_at = -math.inf  # the next read brings the mirror up to this entry
         return ack
 

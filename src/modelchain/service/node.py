@@ -357,9 +357,8 @@ class Node:
         """Sign and store a checkpoint of the current size if it is new;
         return the latest checkpoint note (None for an empty log)."""
         with self._cp_lock:
-            size = self.store.size
+            size, root = self.store.head()
             if size > self._cp_size or (size and self.store.checkpoint() is None):
-                root = self.store.root()
                 note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
                 self.store.put_checkpoint(size, note.to_bytes())
                 self._cp_size = size

@@ -156,6 +156,15 @@ class SqliteStore:
         with self._wlock:
             return self._writer.root()
 
+    def head(self) -> tuple[int, bytes]:
+        """Size and root of the durable tree, read together: a checkpoint signed
+        from a size and a root read apart could pair a root with the wrong size."""
+        if self.readonly:
+            size = self.size
+            return size, tree_root(self.node_reader(), size)
+        with self._wlock:
+            return self._size, self._writer.root()
+
     def root_after(self, leaf_hashes: Sequence[bytes]) -> bytes:
         """The root the tree would have with ``leaf_hashes`` appended; writes nothing."""
         with self._wlock:
