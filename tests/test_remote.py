@@ -29,12 +29,14 @@ from modelchain.core.tiles import decode_entry_bundle, encode_entry_bundle
 from modelchain.errors import (
     AuthError,
     IntegrityError,
+    MalformedError,
     NotFoundError,
     ProofError,
     ReplayError,
     SignatureError,
     UnavailableError,
     UsageError,
+    WrongLedgerError,
 )
 from modelchain.ledger import Founder
 from modelchain.receipts import verify_inference_receipt
@@ -165,7 +167,7 @@ def _event(led: RemoteLedger, value: int) -> bytes:
 
 def _forge_last_entry(request: httpx.Request, response: httpx.Response) -> httpx.Response:
     """Rewrite the data of the bundle's last entry (signature and all else kept)."""
-    if "/tile/entries/" not in request.url.path:
+    if request.url.path != "/v1/entries:range":
         return response
     bundle = decode_entry_bundle(response.content)
     entry = json.loads(bundle[-1])
@@ -241,10 +243,8 @@ def test_wrong_log_key_and_false_ack(served: tuple[str, Path, str], tmp_path: Pa
             return _with_body(response, json.dumps(doc).encode())
 
         tamper.rewrite = lie
-        led.record_event("x.y", {"lie": 1}, bob)
-        tamper.rewrite = None
         with pytest.raises(ProofError, match="acknowledged entry 5"):
-            led.sync()
+            led.record_event("x.y", {"lie": 1}, bob)
 
 
 def test_unreachable_server(home: Path) -> None:
@@ -365,3 +365,99 @@ def test_one_client_from_several_threads(served: tuple[str, Path, str]) -> None:
         assert not errors, errors
         assert led.size == 301 + 60
         assert led.audit().size == 361
+
+
+def _rewrite(path: str, change: Callable[[bytes], bytes]) -> Rewrite:
+    def rewrite(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path != path:
+            return response
+        return _with_body(response, change(response.content))
+
+    return rewrite
+
+
+def test_the_outcome_comes_from_the_log_not_the_server(served: tuple[str, Path, str]) -> None:
+    url, _, vkey = served
+    tamper = Tamper()
+    with mc.connect(url, log_key=vkey, transport=tamper) as led:
+        tamper.rewrite = _rewrite(
+            "/v1/entries",
+            lambda b: json.dumps({**json.loads(b), "outcome": {"result": "accepted"}}).encode(),
+        )
+        ack = led.record_event("pipeline.step", {}, carol)  # auditors may not record
+        assert not ack.outcome.accepted and ack.outcome.code == "not_permitted"
+
+
+def test_an_ack_the_log_never_shows_is_refused(served: tuple[str, Path, str]) -> None:
+    url, _, vkey = served
+
+    class Drop(Tamper):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":  # never forwarded; a made-up ack instead
+                body = {"index": 10**6, "leaf_hash": "00" * 32, "outcome": {"result": "accepted"}}
+                return httpx.Response(200, json=body)
+            return super().handle_request(request)
+
+    with mc.connect(url, log_key=vkey, transport=Drop(), confirm_wait=0.3) as led:
+        with pytest.raises(ProofError, match="not in the log"):
+            led.record_event("x.y", {}, bob)
+        assert led.size == 301
+
+
+def test_what_a_server_says_cannot_pass_for_the_clients_own_checks(
+    served: tuple[str, Path, str], tmp_path: Path
+) -> None:
+    url, _, vkey = served
+    tamper = Tamper()
+    with mc.connect(url, log_key=vkey, transport=tamper) as led:
+        # error codes of the verification family become MalformedError
+        def claim(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+            if request.url.path != "/v1/entries":
+                return response
+            body = {"error": {"code": "bad_proof", "message": "the log forked"}}
+            return httpx.Response(400, json=body)
+
+        tamper.rewrite = claim
+        with pytest.raises(MalformedError, match="bad_proof"):
+            led.record_event("x.y", {}, bob)
+        # a cosignature line nobody can check never reaches the mirror or a receipt
+        junk = "\u2014 witness.example " + base64.b64encode(bytes(68)).decode() + "\n"
+        tamper.rewrite = _rewrite("/checkpoint", lambda b: b + junk.encode())
+        httpx.post(url + "/v1/entries", content=_event(led, 5)).raise_for_status()
+        note = led.checkpoint()
+        assert led._store.checkpoint()[1] == note  # type: ignore[index]
+        assert b"witness.example" not in note and note.count("\u2014".encode()) == 1
+        # an answer far too large is cut off, not read into memory
+        tamper.rewrite = _rewrite("/checkpoint", lambda b: b + b"x" * (1 << 20))
+        with pytest.raises(MalformedError, match="over"):
+            led.sync()
+        tamper.rewrite = None
+    bad = Tamper()
+    bad.rewrite = _rewrite("/v1/ledger", lambda b: b"nope")
+    with pytest.raises(MalformedError, match="not JSON"):
+        mc.connect(url, log_key=vkey, transport=bad, cache=tmp_path / "m")
+
+
+def test_first_use_pins_per_url_and_only_a_key_that_signed(tmp_path: Path, home: Path) -> None:
+    _make_ledger(tmp_path / "a", 1)
+    port = free_port()
+    with running_server(tmp_path / "a", "--reads", "open", port=port) as url:
+        # a man in the middle announces his own key on the first connect: refused,
+        # and nothing is pinned, so the honest server is trusted afterwards
+        other = _make_ledger(tmp_path / "other", 0)
+        mitm = Tamper()
+        mitm.rewrite = _rewrite(
+            "/v1/ledger", lambda b: json.dumps({**json.loads(b), "log_key": other}).encode()
+        )
+        with pytest.raises(SignatureError):
+            mc.connect(url, transport=mitm)
+        with mc.connect(url) as led:
+            assert led.size == 2
+    # later, another ledger (other origin, other key) answers at the same URL
+    members = [Founder(verifier_of(bob), "acme", ("trainer",))]
+    mc.init(tmp_path / "b", "ledger.example.org/other", alice, members=members).close()
+    with (
+        running_server(tmp_path / "b", "--reads", "open", port=port) as url,
+        pytest.raises(WrongLedgerError),
+    ):
+        mc.connect(url)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ from modelchain.core.identity import Ed25519Signer, VerifierKey, verifier_of
 from modelchain.core.merkle import leaf_hash, verify_consistency, verify_inclusion
 from modelchain.core.receipt import InclusionReceipt
 from modelchain.core.tiles import decode_entry_bundle
-from modelchain.core.tx import Transaction
+from modelchain.core.tx import PAYLOAD_TYPE, Transaction
 from modelchain.ledger import Founder, new_nonce
+from modelchain.server.queries import TrailFilter, trail
 from modelchain.service.node import system_clock_ms
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
@@ -55,12 +59,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     }
     token = run_cli(env, "token", "issue", "carol", "--label", "audit").stdout.strip()
     log = root / "server.log"
-    with running_server(root / "ledger", "--max-backlog", "50", env=env, log=log) as url:
+    args = ("--max-backlog", "50", "--body-timeout", "3")
+    with running_server(root / "ledger", *args, env=env, log=log) as url:
         yield url, root, token
 
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _size(url: str, token: str) -> int:
+    return int(httpx.get(url + "/v1/ledger", headers=_auth(token)).json()["size"])
 
 
 def _vkey(url: str, token: str) -> VerifierKey:
@@ -102,26 +111,67 @@ def test_submit_over_http_is_durable_and_refusals_are_json(served: tuple[str, Pa
         (data.replace(b'"sig":"', b'"sig":"!!'), 400, "bad_base64"),
     ]
     for body, status, code in cases:
-        before = httpx.get(url + "/healthz").json()["size"]
+        before = _size(url, token)
         r = httpx.post(url + "/v1/entries", content=body)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
         assert r.json()["error"]["message"]
-        assert httpx.get(url + "/healthz").json()["size"] == before, "nothing written"
+        assert _size(url, token) == before, "nothing written"
 
 
 def test_body_limits_and_overload(served: tuple[str, Path, str]) -> None:
-    url, _, _ = served
+    url, _, token = served
     r = httpx.post(url + "/v1/entries", content=b"x" * (64 * 1024))
     assert (r.status_code, r.json()["error"]["code"]) == (413, "oversize")
     r = httpx.post(url + "/v1/entries:batch", content=b"[" + b" " * (9 << 20) + b"]")
     assert (r.status_code, r.json()["error"]["code"]) == (413, "oversize")
     # more than the node's backlog (50 in this fixture) at once: pushed back, none applied
-    before = httpx.get(url + "/healthz").json()["size"]
+    before = _size(url, token)
     batch = b"[" + b",".join(_signed(bob, {"n": i}) for i in range(60)) + b"]"
     r = httpx.post(url + "/v1/entries:batch", content=batch)
     assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
     assert int(r.headers["Retry-After"]) >= 1
-    assert httpx.get(url + "/healthz").json()["size"] == before
+    assert _size(url, token) == before
+
+
+def test_hostile_nesting_is_bad_input_and_leaks_no_capacity(
+    served: tuple[str, Path, str],
+) -> None:
+    """Nested JSON deeper than the parser's recursion limit is a 400, and a batch
+    holding it gives back every place it reserved in the node's backlog."""
+    url, _, token = served
+    deep = b"[" * 20000 + b"]" * 20000
+    payload = base64.b64encode(deep).decode()
+    envelope = json.dumps({"payloadType": PAYLOAD_TYPE, "payload": payload, "signatures": []})
+    for _ in range(3):  # 3 x 49 reservations would exhaust the backlog of 50 if leaked
+        batch = "[" + ",".join([envelope] + ["{}"] * 48) + "]"
+        r = httpx.post(url + "/v1/entries:batch", content=batch)
+        assert r.status_code == 200, r.text
+        assert {x["error"]["code"] for x in r.json()} == {"malformed"}
+    for body in (deep, envelope.encode()):
+        r = httpx.post(url + "/v1/entries", content=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "malformed"), r.text
+    r = httpx.post(url + "/v1/entries:batch", content=deep)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "malformed")
+    ok = httpx.post(url + "/v1/entries", content=_signed(bob, {"after": "nesting"}))
+    assert ok.status_code == 200, "the backlog still has room"
+    metrics = httpx.get(url + "/metrics", headers=_auth(token)).text
+    assert "modelchain_queue_depth 0.0" in metrics
+
+
+def test_a_body_that_never_arrives_times_out(served: tuple[str, Path, str]) -> None:
+    url, _, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        sock.settimeout(60)
+        started = time.monotonic()
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert b'"request_timeout"' in answer
+    assert 2 <= time.monotonic() - started < 20
 
 
 def test_batch_submission_answers_each(served: tuple[str, Path, str]) -> None:
@@ -199,9 +249,21 @@ def test_reads_need_a_members_token(served: tuple[str, Path, str]) -> None:
     assert httpx.get(url + "/v1/models", headers={"Authorization": "Basic x"}).status_code == 401
     got = httpx.get(url + "/v1/models", headers=_auth(token))
     assert [m["name"] for m in got.json()["result"]] == ["fraud"]
-    assert httpx.get(url + "/healthz").status_code == 200  # liveness is open
+    assert httpx.get(url + "/healthz").json() == {"status": "ok"}  # liveness is open
+    assert httpx.get(url + "/metrics").status_code == 401
+    # the dashboard's cookie is not a credential for the API
+    assert httpx.get(url + "/v1/models", cookies={"modelchain_token": token}).status_code == 401
+    assert httpx.get(url + "/docs").status_code == 404  # no CDN scripts on this origin
 
+    r = httpx.post(url + "/v1/blobs", content=b"x" * 1000, headers=_auth(token))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"  # read-only
     env = {**os.environ, "MODELCHAIN_LEDGER": str(root / "ledger")}
+    writer = run_cli(env, "token", "issue", "bob", "--scope", "write").stdout.strip()
+    r = httpx.post(url + "/v1/blobs", content=b"x" * 1000, headers=_auth(writer))
+    ref = r.json()["ref"]
+    assert httpx.get(f"{url}/v1/blobs/{ref}", headers=_auth(token)).content == b"x" * 1000
+    missing = httpx.get(f"{url}/v1/blobs/sha256:{'0' * 64}", headers=_auth(token)).json()
+    assert str(root) not in missing["error"]["message"]
     extra = run_cli(env, "token", "issue", "bob", "--json").stdout
     secret, token_id = json.loads(extra)["token"], json.loads(extra)["id"]
     assert httpx.get(url + "/v1/members", headers=_auth(secret)).status_code == 200
@@ -246,7 +308,7 @@ def test_queries_answer_with_their_checkpoint(served: tuple[str, Path, str]) -> 
 def test_metrics_health_openapi_and_logs(served: tuple[str, Path, str]) -> None:
     url, root, token = served
     httpx.post(url + "/v1/entries", content=_signed(bob, {"m": 1})).raise_for_status()
-    text = httpx.get(url + "/metrics").text
+    text = httpx.get(url + "/metrics", headers=_auth(token)).text
     for name in (
         'modelchain_appends_total{result="accepted"}',
         "modelchain_append_seconds_bucket",
@@ -256,11 +318,29 @@ def test_metrics_health_openapi_and_logs(served: tuple[str, Path, str]) -> None:
         "modelchain_http_requests_total",
     ):
         assert name in text, name
-    health = httpx.get(url + "/healthz").json()
-    assert health["status"] == "ok" and health["origin"] == ORIGIN
+    assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     doc = httpx.get(url + "/openapi.json").json()
     assert {"/v1/entries", "/checkpoint", "/tile/{path}", "/v1/audit"} <= set(doc["paths"])
     lines = [json.loads(x) for x in (root / "server.log").read_text().splitlines() if x]
     requests = [x for x in lines if x.get("msg") == "request"]
     assert any(x["path"] == "/v1/entries" and x["status"] == 200 for x in requests)
     assert token not in (root / "server.log").read_text(), "tokens are never logged"
+
+
+def test_a_sparse_audit_filter_pages_instead_of_scanning_the_log(
+    ledger: mc.Ledger, alice: Ed25519Signer, bob: Ed25519Signer
+) -> None:
+    ledger.record_event("rare.event", {}, alice)
+    for i in range(95):
+        ledger.record_event("common.event", {"i": i}, bob)
+    f = TrailFilter(actor="alice", limit=10)  # genesis and the one event
+    page = trail(ledger, f, max_scan=40)
+    assert page.entries == [] and page.next_before == ledger.size - 40
+    found, pages = [], 1
+    while page.next_before is not None:
+        page = trail(ledger, replace(f, before=page.next_before), max_scan=40)
+        found += page.entries
+        pages += 1
+    assert [e["index"] for e in found] == [1, 0] and pages == 3
+    everything = trail(ledger, TrailFilter(limit=1000))
+    assert len(everything.entries) == ledger.size and everything.next_before is None

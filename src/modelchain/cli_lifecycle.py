@@ -28,7 +28,7 @@ def _ack_out(ack: Ack, as_json: bool, what: str) -> None:
 
 def _name_version(spec: str) -> tuple[str, int]:
     name, sep, version = spec.rpartition("@")
-    if not sep or not version.isdigit() or not name:
+    if not sep or not (version.isascii() and version.isdigit()) or not name:
         raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
     return name, int(version)
 
@@ -38,7 +38,7 @@ def _when(ms: int) -> str:
 
 
 def _parse_time(text: str) -> int:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

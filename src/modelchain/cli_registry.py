@@ -77,7 +77,7 @@ _ALGORITHMS = click.Choice(["sha256", "sha256-sharded", "blake3"])
 
 def _name_version(spec: str) -> tuple[str, int]:
     name, sep, version = spec.rpartition("@")
-    if not sep or not version.isdigit() or not name:
+    if not sep or not (version.isascii() and version.isdigit()) or not name:
         raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud-tx@2")
     return name, int(version)
 

@@ -71,6 +71,13 @@ def register_commands(cli: click.Group) -> None:
         help="Largest request body in bytes.",
     )
     @click.option(
+        "--body-timeout",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0.1),
+        help="Seconds a request body may take to arrive (then 408).",
+    )
+    @click.option(
         "--max-backlog",
         default=20_000,
         show_default=True,
@@ -91,6 +98,7 @@ def register_commands(cli: click.Group) -> None:
         ssl_certfile: str | None,
         ssl_keyfile: str | None,
         max_body: int,
+        body_timeout: float,
         max_backlog: int,
         log_level: str,
     ) -> None:
@@ -115,7 +123,9 @@ def register_commands(cli: click.Group) -> None:
         _configure_logging(log_level)
         led = ledger_mod.open(ledger_dir, config=NodeConfig(max_backlog=max_backlog))
         try:
-            app = create_app(led, ServerConfig(max_body=max_body, reads=reads))
+            app = create_app(
+                led, ServerConfig(max_body=max_body, reads=reads, body_timeout=body_timeout)
+            )
             scheme = "https" if ssl_certfile else "http"
             logging.getLogger("modelchain.server").info(
                 f"serving {led.origin} ({led.size} entries) at {scheme}://{host}:{port}/",
@@ -145,11 +155,12 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("member")
     @click.option(
         "--scope",
-        type=click.Choice(["read", "approve"]),
+        type=click.Choice(["read", "write", "approve"]),
         default="read",
         show_default=True,
-        help="'read' for auditors; 'approve' may also approve in the dashboard "
-        "with a key the server holds, where policy allows.",
+        help="'read' for auditors; 'write' may also store blobs (the large manifests a "
+        "remote registration uploads); 'approve' may also approve in the dashboard with "
+        "a key the server holds, where policy allows.",
     )
     @click.option("--label", default="", help="What the token is for (shown by `token list`).")
     @json_option

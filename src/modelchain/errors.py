@@ -13,6 +13,7 @@ HTTP API) and an ``exit_code`` that the CLI maps in one place::
     │   ├── OversizeError         transaction or entry too large
     │   ├── NonCanonicalError     payload is not RFC 8785 canonical JSON
     │   ├── UnknownTypeError      no contract handles this transaction type
+    │   ├── RequestTimeoutError   a request body did not arrive in time (HTTP 408)
     │   └── ArtifactError         a model/dataset path that cannot be hashed as asked
     ├── RefusedError              well-formed but refused before the log    exit 5
     │   ├── UnknownKeyError       signed by a key that is not a member's
@@ -89,6 +90,10 @@ class NonCanonicalError(InputError):
 
 class UnknownTypeError(InputError):
     code = "unknown_type"
+
+
+class RequestTimeoutError(InputError):
+    code = "request_timeout"
 
 
 class ArtifactError(InputError):
@@ -227,6 +232,7 @@ __all__ = [
     "RefusedError",
     "RejectedError",
     "ReplayError",
+    "RequestTimeoutError",
     "SignatureError",
     "StorageError",
     "UnavailableError",

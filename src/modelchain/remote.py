@@ -21,6 +21,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,20 @@ from .core.checkpoint import Checkpoint, open_checkpoint
 from .core.dsse import Envelope
 from .core.identity import Signer, VerifierKey
 from .core.merkle import leaf_hash, verify_consistency
-from .core.tiles import TILE_WIDTH, decode_entry_bundle, entries_path
-from .core.tx import LogEntry, Outcome, decode_submission
+from .core.note import Note
+from .core.tiles import decode_entry_bundle
+from .core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
 from .errors import (
+    AccessError,
     Error,
+    InputError,
     IntegrityError,
     MalformedError,
     NotFoundError,
     ProofError,
     PushbackError,
-    RejectedError,
+    RefusedError,
+    SignatureError,
     UnavailableError,
     UnknownKeyError,
     UsageError,
@@ -59,6 +64,13 @@ __all__ = ["RemoteLedger", "connect"]
 log = logging.getLogger("modelchain.remote")
 
 TOKEN_ENV = "MODELCHAIN_TOKEN"
+
+
+_JSON_LIMIT = 8 << 20  # a JSON answer: proofs, acknowledgements, ledger info
+_NOTE_LIMIT = 64 << 10  # a checkpoint note
+_RANGE = 256  # entries per range request ...
+_RANGE_LIMIT = _RANGE * (MAX_ENTRY_BYTES + 2)  # ... and their most bytes
+_BLOB_LIMIT = 256 << 20  # a manifest blob
 
 
 class _Http:
@@ -86,35 +98,45 @@ class _Http:
             verify=verify,
         )
 
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, limit: int = _JSON_LIMIT, **kw: Any
+    ) -> httpx.Response:
+        """The answer, read up to ``limit`` bytes (a server cannot exhaust memory)."""
         try:
-            response = self.client.request(method, path, **kw)
+            with self.client.stream(method, path, **kw) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise MalformedError(f"the server's answer to {path} is over {limit} bytes")
         except httpx.TransportError as exc:
             raise UnavailableError(f"cannot reach {self.url}: {exc}") from exc
-        if response.status_code < 400:
-            return response
-        raise _error_of(response)
+        answer = httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
+        if answer.status_code < 400:
+            return answer
+        raise _error_of(answer)
 
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.request("GET", path, params=params or None)
+    def get(self, path: str, *, limit: int = _JSON_LIMIT, **params: Any) -> httpx.Response:
+        return self.request("GET", path, limit=limit, params=params or None)
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.request(method, path, **kw)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise MalformedError(f"the server's answer to {path} is not JSON") from exc
 
     def close(self) -> None:
         self.client.close()
 
 
-def _error_classes() -> dict[str, type[Error]]:
-    """Every error class by its stable code: how an HTTP error body becomes
-    the exception the server raised."""
-    found: dict[str, type[Error]] = {}
-    todo: list[type[Error]] = [Error]
-    while todo:
-        cls = todo.pop()
-        found.setdefault(cls.code, cls)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-_CLASSES = _error_classes()
+# The codes a server sends for refusals; anything else (the verification family
+# in particular, which only the client's own checks may raise) becomes MalformedError.
+_SERVER_CODES: dict[str, type[Error]] = {
+    cls.code: cls
+    for family in (InputError, RefusedError, AccessError)
+    for cls in (family, *family.__subclasses__())
+} | {c.code: c for c in (NotFoundError, UsageError, SignatureError)}
 
 
 def _error_of(response: httpx.Response) -> Error:
@@ -125,20 +147,25 @@ def _error_of(response: httpx.Response) -> Error:
         if response.status_code >= 500:
             return UnavailableError(f"the server answered {response.status_code}")
         return MalformedError(f"the server answered {response.status_code} without an error body")
-    if response.status_code == 503:
-        retry = response.headers.get("retry-after", "1")
+    return _server_error(code, message, response.status_code, response.headers)
+
+
+def _server_error(
+    code: str, message: str, status: int, headers: Mapping[str, str] | None = None
+) -> Error:
+    if status == 503 or code == PushbackError.code:
         try:
-            after = float(retry)
+            after = float((headers or {}).get("retry-after", "1"))
         except ValueError:
             after = 1.0
         if code == PushbackError.code:
             return PushbackError(message, after)
         return UnavailableError(message)
-    cls = _CLASSES.get(code)
-    if cls is None or cls is RejectedError:  # RejectedError never comes as an HTTP error
-        if response.status_code >= 500:
-            return UnavailableError(message)
-        cls = NotFoundError if response.status_code == 404 else MalformedError
+    cls = _SERVER_CODES.get(code)
+    if cls is None:
+        if status >= 500:
+            return UnavailableError(f"the server failed ({code}): {message}")
+        return MalformedError(f"the server answered {status} ({code}): {message}")
     return cls(message)
 
 
@@ -152,13 +179,13 @@ class _RemoteBlobs(BlobStore):
 
     def put(self, data: bytes) -> str:
         ref = super().put(data)
-        got = self._http.request(
+        got = self._http.json(
             "POST",
             "/v1/blobs",
             content=data,
             headers={"Content-Type": "application/octet-stream"},
         )
-        if got.json().get("ref") != ref:
+        if not isinstance(got, dict) or got.get("ref") != ref:
             raise IntegrityError(f"the server stored blob {ref} under another name")
         return ref
 
@@ -167,7 +194,7 @@ class _RemoteBlobs(BlobStore):
             return super().get(ref)
         except NotFoundError:
             pass
-        data = self._http.get(f"/v1/blobs/{ref}").content
+        data = self._http.get(f"/v1/blobs/{ref}", limit=_BLOB_LIMIT).content
         if "sha256:" + hashlib.sha256(data).hexdigest() != ref:
             raise IntegrityError(f"the server's blob {ref} does not match its name")
         BlobStore.put(self, data)
@@ -189,8 +216,10 @@ class RemoteLedger(Ledger):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         tls_verify: bool | str = True,
+        confirm_wait: float = 10.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self._confirm_wait = confirm_wait
         self.identity = identity
         self.readonly = False
         self.contracts = default_contracts()
@@ -198,17 +227,18 @@ class RemoteLedger(Ledger):
         self._node: Node | None = None
         self._staleness = staleness
         self._synced_at = -math.inf
-        self._acked: dict[int, tuple[bytes, Envelope]] = {}
         self._sync_lock = threading.RLock()
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
-            info = self._http.get("/v1/ledger").json()
-            origin = info["origin"]
+            info = self._http.json("GET", "/v1/ledger")
+            origin = info.get("origin") if isinstance(info, dict) else None
             if not isinstance(origin, str) or not origin:
-                raise MalformedError("the server's /v1/ledger has no origin")
+                raise MalformedError("the server's /v1/ledger names no origin")
             self.origin = origin
-            self.path = Path(cache) if cache is not None else _default_cache(self.url, origin)
+            # Keyed by the URL alone: a server announcing another origin meets the
+            # mirror (and the key) pinned for this URL, not a fresh first use.
+            self.path = Path(cache) if cache is not None else _default_cache(self.url)
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._store = SqliteStore(self.path / DB_NAME, synchronous="NORMAL")
         except BaseException:
@@ -217,8 +247,11 @@ class RemoteLedger(Ledger):
         try:
             self._trusted: VerifierKey = self._trusted_key(log_key, str(info.get("log_key", "")))
             self._log_key = self._trusted
-            # Fail at once on a server whose checkpoints the trusted key did not sign.
-            open_checkpoint(self._http.get("/checkpoint").content, self._trusted)
+            # Fail at once on a server whose checkpoints the trusted key did not sign,
+            # and pin a key only once it has been seen to sign one.
+            self._fetch_checkpoint()
+            if self._store.meta("log_key") is None:
+                self._store.set_meta("log_key", self._trusted.to_string())
         except BaseException:
             self.close()
             raise
@@ -258,8 +291,6 @@ class RemoteLedger(Ledger):
         if known_origin is None:
             store.set_meta("origin", self.origin)
         store.set_meta("url", self.url)
-        if pinned is None:
-            store.set_meta("log_key", key.to_string())
         return key
 
     # -- the mirror ---------------------------------------------------------------
@@ -280,9 +311,21 @@ class RemoteLedger(Ledger):
         with self._sync_lock:  # a receipt log's thread and the caller may both read
             return self._sync()
 
+    def _fetch_checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """The server's latest checkpoint, verified, keeping only the log's own
+        signature lines (other lines cannot be checked here, and would travel on
+        in every receipt made from it)."""
+        raw = self._http.get("/checkpoint", limit=_NOTE_LIMIT).content
+        cp, note = open_checkpoint(raw, self._trusted)
+        mine = tuple(
+            s
+            for s in note.signatures
+            if (s.name, s.key_id) == (self._trusted.name, self._trusted.key_id)
+        )
+        return cp, Note(note.text, mine).to_bytes()
+
     def _sync(self) -> Checkpoint:
-        note = self._http.get("/checkpoint").content
-        cp, _ = open_checkpoint(note, self._trusted)
+        cp, note = self._fetch_checkpoint()
         store = self._store
         held = store.size
         last = store.checkpoint()
@@ -305,7 +348,6 @@ class RemoteLedger(Ledger):
             )
         elif last is None or last[0] != cp.size:
             store.put_checkpoint(cp.size, note)
-        self._check_acks()
         self._synced_at = time.monotonic()
         return cp
 
@@ -316,8 +358,13 @@ class RemoteLedger(Ledger):
                     f"two checkpoints of size {new.size} with different roots: the log forked"
                 )
             return
-        got = self._http.get("/v1/proof/consistency", old=old.size, new=new.size).json()
-        proof = [_unb64(h) for h in got.get("proof", [])]
+        got = self._http.json(
+            "GET", "/v1/proof/consistency", params={"old": old.size, "new": new.size}
+        )
+        hashes = got.get("proof") if isinstance(got, dict) else None
+        if not isinstance(hashes, list) or len(hashes) > 128:
+            raise ProofError("the server's consistency proof is not a list of hashes")
+        proof = [_unb64(h) for h in hashes]
         try:
             verify_consistency(old.size, new.size, old.root, new.root, proof)
         except Error as exc:
@@ -327,68 +374,81 @@ class RemoteLedger(Ledger):
             ) from exc
 
     def _fetch(self, start: int, end: int) -> list[bytes]:
+        """Entries ``start`` to ``end - 1``, as the server claims them (the caller
+        checks them against the checkpoint's root)."""
         out: list[bytes] = []
-        for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
-            width = min(TILE_WIDTH, end - n * TILE_WIDTH)
-            data = self._http.get("/" + entries_path(n, width)).content
-            bundle = decode_entry_bundle(data)
-            if len(bundle) != width:
-                raise ProofError(f"entry bundle {n} has {len(bundle)} entries, not {width}")
-            skip = max(0, start - n * TILE_WIDTH)
-            out.extend(bundle[skip:])
+        for lo in range(start, end, _RANGE):
+            hi = min(end, lo + _RANGE)
+            data = self._http.get("/v1/entries:range", limit=_RANGE_LIMIT, start=lo, end=hi).content
+            got = decode_entry_bundle(data)
+            if len(got) != hi - lo:
+                raise ProofError(f"the server sent {len(got)} entries for {lo} to {hi - 1}")
+            out.extend(got)
         return out
-
-    def _check_acks(self) -> None:
-        size = self._store.size
-        for index in [i for i in self._acked if i < size]:
-            want, sent = self._acked.pop(index)
-            data = self._store.entry(index)
-            if leaf_hash(data) != want or LogEntry.decode(data).envelope != sent:
-                raise ProofError(
-                    f"the server acknowledged entry {index} but the log holds another entry there"
-                )
 
     # -- writing ----------------------------------------------------------------
 
-    def _ack(self, got: dict[str, Any], sent: bytes) -> Ack:
-        try:
-            ack = Ack(
-                int(got["index"]),
-                bytes.fromhex(got["leaf_hash"]),
-                Outcome.from_json(got["outcome"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedError(f"the server's acknowledgement is malformed: {exc}") from exc
+    def _confirm(self, claimed: list[tuple[int, Envelope]]) -> list[Ack]:
+        """The acks of entries the server says it logged, read from the verified
+        mirror: each index must hold the envelope that was sent, and the outcome
+        returned is the one the client re-executed, not the server's word."""
+        if not claimed:
+            return []
+        deadline = time.monotonic() + self._confirm_wait
+        want = max(index for index, _ in claimed) + 1
         with self._sync_lock:
-            self._acked[ack.index] = (ack.leaf_hash, decode_submission(sent)[0])
-        self._synced_at = -math.inf  # the next read brings the mirror up to this entry
-        return ack
+            while True:
+                cp = self.sync()
+                if cp.size >= want:
+                    break
+                if time.monotonic() > deadline:
+                    raise ProofError(
+                        f"the server acknowledged entry {want - 1}, but after "
+                        f"{self._confirm_wait:g} s its signed checkpoints cover only {cp.size} "
+                        "entries: the acknowledgement is not in the log"
+                    )
+                time.sleep(0.05)
+            acks = []
+            for index, sent in claimed:
+                data = self._store.entry(index)
+                entry = LogEntry.decode(data)
+                if entry.envelope != sent:
+                    raise ProofError(
+                        f"the server acknowledged entry {index}, but the log holds another "
+                        "transaction there: this one was not logged"
+                    )
+                acks.append(Ack(index, leaf_hash(data), entry.outcome))
+        return acks
 
     def submit(self, envelope: Envelope | bytes) -> Ack:
         data = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
-        got = self._http.request(
+        sent, _ = decode_submission(data)
+        got = self._http.json(
             "POST", "/v1/entries", content=data, headers={"Content-Type": "application/json"}
         )
-        return self._ack(got.json(), data)
+        return self._confirm([(_claimed_index(got), sent)])[0]
 
-    def submit_many(self, envelopes: Any) -> list[Ack]:
+    def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
         datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
-        body = b"[" + b",".join(datas) + b"]"
-        got = self._http.request(
-            "POST", "/v1/entries:batch", content=body, headers={"Content-Type": "application/json"}
-        ).json()
-        acks: list[Ack] = []
-        first_error: Error | None = None
+        sent = [decode_submission(d)[0] for d in datas]
+        got = self._http.json(
+            "POST",
+            "/v1/entries:batch",
+            content=b"[" + b",".join(datas) + b"]",
+            headers={"Content-Type": "application/json"},
+        )
         if not isinstance(got, list) or len(got) != len(datas):
             raise MalformedError("the server answered a batch with a different number of results")
-        for item, data in zip(got, datas, strict=True):
-            if "error" in item:
-                cls = _CLASSES.get(item["error"].get("code"), MalformedError)
-                if cls is RejectedError:
-                    cls = MalformedError
-                first_error = first_error or cls(item["error"].get("message", ""))
+        claimed: list[tuple[int, Envelope]] = []
+        first_error: Error | None = None
+        for item, env in zip(got, sent, strict=True):
+            err = item.get("error") if isinstance(item, dict) else None
+            if isinstance(err, dict):
+                refusal = _server_error(str(err.get("code")), str(err.get("message")), 400)
+                first_error = first_error or refusal
             else:
-                acks.append(self._ack(item, data))
+                claimed.append((_claimed_index(item), env))
+        acks = self._confirm(claimed)
         if first_error is not None:
             raise first_error
         return acks
@@ -432,9 +492,16 @@ def _unb64(text: object) -> bytes:
         raise ProofError("a proof hash is not base64") from exc
 
 
-def _default_cache(url: str, origin: str) -> Path:
-    digest = hashlib.sha256(f"{url}\n{origin}".encode()).hexdigest()[:16]
+def _default_cache(url: str) -> Path:
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return modelchain_home() / "mirrors" / digest
+
+
+def _claimed_index(got: object) -> int:
+    index = got.get("index") if isinstance(got, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise MalformedError("the server's acknowledgement has no entry index")
+    return index
 
 
 def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:

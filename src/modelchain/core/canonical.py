@@ -82,6 +82,8 @@ def loads(data: bytes | str) -> JSONValue:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedError(f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # hostile nesting: an input error, not a crash
+        raise MalformedError("JSON is nested too deeply") from exc
 
 
 def loads_canonical(data: bytes) -> JSONValue:
@@ -98,6 +100,8 @@ def loads_canonical(data: bytes) -> JSONValue:
             pass
         except ValueError as exc:
             raise MalformedError(f"not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise MalformedError("JSON is nested too deeply") from exc
         else:
             # Parsed values always have string keys, so the fast encoding is exact.
             if _encode(value).encode() != data:

@@ -33,7 +33,7 @@ def parse_time(text: str, *, end: bool = False) -> int:
     A bare date is the start of that day (UTC), or with ``end`` its last
     millisecond, so that ``--to 2026-11-20`` includes the whole day."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         if len(text) == 10:

@@ -2,8 +2,9 @@
 
 A ledger directory's ``access.json`` (mode 0600) says whether reads are open
 and lists the tokens, each stored only as its SHA-256 with the member it acts
-for and its scope (``read`` for auditors; ``approve`` may also sign with a key
-the server holds, where the ledger's policy allows it). The secret is shown
+for and its scope: ``read`` for auditors; ``write`` may also store blobs (large
+manifests a remote registration carries); ``approve`` may also sign with a key
+the server holds, where the ledger's policy allows it. The secret is shown
 once, when the token is issued.
 """
 
@@ -24,7 +25,7 @@ from ..errors import AuthError, ForbiddenError, MalformedError, NotFoundError, U
 __all__ = ["ACCESS_FILE", "SCOPES", "AccessList", "Principal", "TokenInfo"]
 
 ACCESS_FILE = "access.json"
-SCOPES = ("read", "approve")
+SCOPES = ("read", "write", "approve")
 TOKEN_PREFIX = "mct_"
 READS = ("token", "open")
 
@@ -60,8 +61,13 @@ class Principal:
     token_id: str
 
     def require(self, scope: str) -> None:
-        if self.scope != scope:
-            raise ForbiddenError(f"token {self.token_id} is {self.scope}-only; this needs {scope}")
+        self.require_any((scope,))
+
+    def require_any(self, scopes: tuple[str, ...]) -> None:
+        if self.scope not in scopes:
+            raise ForbiddenError(
+                f"token {self.token_id} has scope {self.scope}; this needs {' or '.join(scopes)}"
+            )
 
 
 def _digest(token: str) -> str:
@@ -75,7 +81,7 @@ class AccessList:
     def __init__(self, ledger_dir: Path) -> None:
         self.path = Path(ledger_dir) / ACCESS_FILE
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._reads = "token"
         self._tokens: dict[str, TokenInfo] = {}
 
@@ -85,7 +91,7 @@ class AccessList:
         except FileNotFoundError:
             self._stamp, self._reads, self._tokens = None, "token", {}
             return
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
         try:

@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..core import canonical
 from ..core.checkpoint import open_checkpoint
 from ..core.tiles import (
     TILE_WIDTH,
@@ -45,6 +48,7 @@ from ..errors import (
     PushbackError,
     RefusedError,
     ReplayError,
+    RequestTimeoutError,
     UnavailableError,
     UnknownKeyError,
     UsageError,
@@ -54,7 +58,7 @@ from ..ledger import Ledger
 from ..service.node import Ack
 from .access import AccessList, Principal
 from .metrics import Metrics
-from .queries import TrailFilter, find_digest, trail
+from .queries import TrailFilter, TrailPage, find_digest, trail
 
 __all__ = ["ServerConfig", "ServerContext", "create_app", "status_of"]
 
@@ -72,12 +76,17 @@ class ServerConfig:
     max_body: int = 8 << 20  # bytes of any request body (a batch of envelopes, a blob)
     max_batch: int = 1000  # envelopes per batch submission
     max_in_flight: int = 512  # requests being served at once; beyond: 503
+    max_in_flight_per_client: int = 64  # the same, from one client address
+    body_timeout: float = 30.0  # seconds a request body may take to arrive; beyond: 408
+    max_scan: int = 20_000  # entries one audit-trail query may scan before it pages
+    max_scans: int = 2  # audit-trail scans at once; beyond: 503
     reads: str | None = None  # "open" or "token"; None: the ledger's access.json decides
 
 
 # One place where errors become HTTP statuses; the most specific class wins.
 _STATUS: list[tuple[type[Error], int]] = [
     (OversizeError, 413),
+    (RequestTimeoutError, 408),
     (InputError, 400),
     (UsageError, 400),
     (NotFoundError, 404),
@@ -107,6 +116,10 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 def error_response(exc: Error) -> JSONResponse:
     status = status_of(exc)
+    if status >= 500 and status != 503:
+        # The store's own words may name files on the server: logged, not sent.
+        log.error("request failed", exc_info=exc)
+        return JSONResponse(error_body(exc.code, "the ledger store failed; see the log"), status)
     headers = {}
     if isinstance(exc, PushbackError):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -123,6 +136,17 @@ class ServerContext:
         self.config = config
         self.access = AccessList(ledger.path)
         self.metrics = Metrics(ledger)
+        self._scans = threading.BoundedSemaphore(config.max_scans)
+
+    def scan(self, f: TrailFilter) -> TrailPage:
+        """One page of the audit trail, scanning at most ``max_scan`` entries, with
+        a bounded number of scans at once (each holds a core for a while)."""
+        if not self._scans.acquire(blocking=False):
+            raise PushbackError("audit-trail queries are busy; retry shortly", 1.0)
+        try:
+            return trail(self.ledger, f, max_scan=self.config.max_scan)
+        finally:
+            self._scans.release()
 
     @property
     def reads(self) -> str:
@@ -135,6 +159,8 @@ class ServerContext:
             if scheme.lower() != "bearer" or not value.strip():
                 raise AuthError("the Authorization header must be 'Bearer <token>'")
             return value.strip()
+        if not request.url.path.startswith("/ui/"):
+            return None  # the cookie is the dashboard's; API clients send the header
         return request.cookies.get("modelchain_token") or None
 
     def principal(self, request: Request) -> Principal | None:
@@ -163,21 +189,37 @@ class ServerContext:
 
 
 class Limits:
-    """Body size and concurrency limits, answered as JSON errors; and one
-    structured log line per request (never bodies, never tokens)."""
+    """Body size, body time and concurrency limits, answered as JSON errors; and
+    one structured log line per request (never bodies, never tokens)."""
 
     def __init__(self, app: ASGIApp, ctx: ServerContext) -> None:
         self.app = app
         self.ctx = ctx
         self.in_flight = 0
+        self.per_client: dict[str, int] = {}
+
+    def _refusal(self, scope: Scope) -> Error | None:
+        config = self.ctx.config
+        declared = _content_length(scope)
+        if declared is not None and declared > config.max_body:
+            return OversizeError(f"request body over {config.max_body} bytes")
+        if scope["path"] == "/healthz":
+            return None  # liveness must answer even when the node is saturated
+        client = (scope.get("client") or ("", 0))[0]
+        if self.in_flight >= config.max_in_flight:
+            return PushbackError(f"{self.in_flight} requests in progress; retry shortly", 1.0)
+        if self.per_client.get(client, 0) >= config.max_in_flight_per_client:
+            return PushbackError("too many requests in progress from this client", 1.0)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.ctx.config.max_body
+        config = self.ctx.config
         started = time.perf_counter()
         status_seen = [500]
+        client = (scope.get("client") or ("", 0))[0]
 
         async def send_wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -185,37 +227,50 @@ class Limits:
             await send(message)
 
         try:
-            declared = _content_length(scope)
-            if declared is not None and declared > limit:
-                await _send_error(send, OversizeError(f"request body over {limit} bytes"))
-                status_seen[0] = 413
-                return
-            if self.in_flight >= self.ctx.config.max_in_flight:
-                await _send_error(
-                    send,
-                    PushbackError(f"{self.in_flight} requests in progress; retry shortly", 1.0),
-                )
-                status_seen[0] = 503
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                status_seen[0] = status_of(refusal)
+                await _send_error(send, refusal)
                 return
             self.in_flight += 1
+            self.per_client[client] = self.per_client.get(client, 0) + 1
             received = 0
+            deadline = time.monotonic() + config.body_timeout
 
             async def receive_limited() -> Message:
                 nonlocal received
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(
+                        receive(), max(0.0, deadline - time.monotonic())
+                    )
+                except TimeoutError:
+                    raise _BodyTimeout from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > limit:
+                    if received > config.max_body:
                         raise _BodyTooLarge
                 return message
 
             try:
                 await self.app(scope, receive_limited, send_wrapped)
             except _BodyTooLarge:
-                await _send_error(send, OversizeError(f"request body over {limit} bytes"))
                 status_seen[0] = 413
+                await _send_error(send, OversizeError(f"request body over {config.max_body} bytes"))
+            except _BodyTimeout:
+                status_seen[0] = 408
+                await _send_error(
+                    send,
+                    RequestTimeoutError(
+                        f"the request body did not arrive within {config.body_timeout:g} s"
+                    ),
+                )
             finally:
                 self.in_flight -= 1
+                left = self.per_client[client] - 1
+                if left:
+                    self.per_client[client] = left
+                else:
+                    del self.per_client[client]
         finally:
             elapsed = time.perf_counter() - started
             route = _route_name(scope)
@@ -228,10 +283,14 @@ class Limits:
                         "path": scope["path"],
                         "status": status_seen[0],
                         "ms": round(elapsed * 1000, 2),
-                        "client": (scope.get("client") or ("", 0))[0],
+                        "client": client,
                     }
                 },
             )
+
+
+class _BodyTimeout(Exception):
+    pass
 
 
 class _BodyTooLarge(Exception):
@@ -332,6 +391,11 @@ def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
             "log is also served at the C2SP tlog-tiles paths (/checkpoint, /tile/...)."
         ),
         responses=_ERRORS,  # type: ignore[arg-type]
+        # FastAPI's /docs and /redoc load unpinned scripts from a CDN onto this
+        # origin, where a dashboard cookie can read the ledger: off. The OpenAPI
+        # document stays at /openapi.json for any viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
 
@@ -413,15 +477,12 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         },
     )
     async def submit_batch(request: Request) -> list[dict[str, Any]]:
-        try:
-            items = json.loads(await request.body())
-        except ValueError as exc:
-            raise MalformedError(f"the body is not JSON: {exc}") from exc
+        items = canonical.loads(await request.body())
         if not isinstance(items, list):
             raise MalformedError("the body must be a JSON array of DSSE envelopes")
         if len(items) > ctx.config.max_batch:
             raise OversizeError(f"at most {ctx.config.max_batch} envelopes per batch")
-        datas = [json.dumps(item, separators=(",", ":")).encode() for item in items]
+        datas = [canonical.dumps(item) for item in items]
         started = time.perf_counter()
         futures = led.node.submit_many(datas)
         out: list[dict[str, Any]] = []
@@ -468,6 +529,20 @@ def _log_router(ctx: ServerContext) -> APIRouter:
             data = led.store.read_tile(level, n)[: width * 32]
         cache = _IMMUTABLE if width == TILE_WIDTH else _NO_STORE
         return Response(data, media_type="application/octet-stream", headers=cache)
+
+    @r.get(
+        "/v1/entries:range",
+        response_class=Response,
+        summary="Entries start to end-1 (at most 256), encoded as a tlog-tiles entry bundle",
+    )
+    def entry_range(request: Request, start: int = Query(ge=0), end: int = Query(ge=1)) -> Response:
+        ctx.reader(request)
+        if not 0 < end - start <= TILE_WIDTH:
+            raise MalformedError(f"ask for 1 to {TILE_WIDTH} entries (start < end)")
+        if end > led.size:
+            raise NotFoundError(f"the log has {led.size} entries")
+        bundle = [d for _, d in led.store.entries(start, end)]
+        return Response(encode_entry_bundle(bundle), media_type="application/octet-stream")
 
     @r.get("/v1/entries/{index}", summary="One entry with its inclusion proof")
     def entry(request: Request, index: int) -> dict[str, Any]:
@@ -523,7 +598,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
 
     @r.post(
         "/v1/blobs",
-        summary="Store a content-addressed blob (needs a member's token)",
+        summary="Store a content-addressed blob (needs a member's token of scope write)",
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -534,10 +609,12 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         },
     )
     async def put_blob(request: Request) -> dict[str, Any]:
-        if ctx.principal(request) is None:
-            raise AuthError("storing a blob needs a member's bearer token")
+        who = ctx.principal(request)
+        if who is None:
+            raise AuthError("storing a blob needs a member's bearer token (scope write)")
+        who.require_any(("write", "approve"))
         data = await request.body()
-        return {"ref": led.blobs.put(data)}
+        return {"ref": await run_in_threadpool(led.blobs.put, data)}
 
     return r
 
@@ -652,7 +729,11 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         ctx.reader(request)
         return answer(led.denied())
 
-    @r.get("/audit", summary="The audit trail, newest first, with filters")
+    @r.get(
+        "/audit",
+        summary="The audit trail, newest first, with filters; at most max_scan entries are "
+        "examined per call: continue from next_before while it is not null",
+    )
     def audit_trail(
         request: Request,
         actor: str | None = None,
@@ -666,7 +747,8 @@ def _query_router(ctx: ServerContext) -> APIRouter:
     ) -> dict[str, Any]:
         ctx.reader(request)
         f = TrailFilter(actor, org, type, outcome, since, until, before, limit)
-        return answer(trail(led, f))
+        page = ctx.scan(f)
+        return {**answer(page.entries), "next_before": page.next_before}
 
     @r.get("/verify", summary="Which registered version has this digest")
     def verify(
@@ -683,10 +765,16 @@ def _ops_router(ctx: ServerContext) -> APIRouter:
 
     @r.get("/healthz", summary="Liveness: the node is up and its store answers")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "origin": ctx.ledger.origin, "size": ctx.ledger.size}
+        _ = ctx.ledger.size  # touches the store
+        return {"status": "ok"}
 
-    @r.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    def metrics() -> Response:
+    @r.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics (a read token unless reads are open)",
+    )
+    def metrics(request: Request) -> Response:
+        ctx.reader(request)
         body, content_type = ctx.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -121,7 +121,7 @@ def _int(text: str | None, what: str, minimum: int = 0) -> int:
 
 def _time_ms(text: str, what: str) -> int:
     """Milliseconds from a form's time: digits (ms) or ISO 8601, UTC unless it says."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -292,17 +292,30 @@ class Dashboard:
     def _session(self, request: Request) -> tuple[str, str | None]:
         """What the CSRF token is bound to: the token cookie, else a random
         session cookie (returned as new when this request had none)."""
-        basis = request.cookies.get(TOKEN_COOKIE) or request.cookies.get(SESSION_COOKIE)
+        basis = request.cookies.get(TOKEN_COOKIE) or self._issued(request)
         if basis:
             return basis, None
-        fresh = secrets.token_urlsafe(24)
+        nonce = secrets.token_urlsafe(24)
+        fresh = f"{nonce}.{self._mac('session', nonce)}"
         return fresh, fresh
 
+    def _mac(self, purpose: str, value: str) -> str:
+        return hmac.new(self._secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def _issued(self, request: Request) -> str | None:
+        """The session cookie, if this server issued it (a planted one is ignored:
+        CSRF tokens bound to a value the attacker chose would be worth nothing)."""
+        value = request.cookies.get(SESSION_COOKIE) or ""
+        nonce, _, mac = value.partition(".")
+        if nonce and mac and hmac.compare_digest(mac, self._mac("session", nonce)):
+            return value
+        return None
+
     def _csrf_of(self, basis: str) -> str:
-        return hmac.new(self._secret, basis.encode(), hashlib.sha256).hexdigest()
+        return self._mac("csrf", basis)
 
     def check_csrf(self, request: Request, given: str | None) -> None:
-        basis = request.cookies.get(TOKEN_COOKIE) or request.cookies.get(SESSION_COOKIE)
+        basis = request.cookies.get(TOKEN_COOKIE) or self._issued(request)
         if not basis or not given or not hmac.compare_digest(self._csrf_of(basis), given):
             raise ForbiddenError(
                 "this form is stale or came from another site (CSRF check failed): "
@@ -475,7 +488,7 @@ class Dashboard:
             who=who,
             size=self.led.size,
             checkpoint=self.checkpoint_view(),
-            recent=self._rows(trail(self.led, TrailFilter(limit=20))),
+            recent=self._rows(trail(self.led, TrailFilter(limit=20)).entries),
             counts={
                 "models": len(self.led.models.list()),
                 "datasets": len(self.led.datasets.list()),
@@ -631,11 +644,12 @@ class Dashboard:
             before=before,
             limit=TRAIL_PAGE,
         )
-        rows = self._rows(trail(self.led, f))
+        page = self.ctx.scan(f)
+        rows = self._rows(page.entries)
         older = None
-        if len(rows) == TRAIL_PAGE and rows[-1]["index"] > 0:
+        if page.next_before is not None:
             kept = {k: v for k, v in values.items() if v}
-            older = "/ui/audit?" + urlencode({**kept, "before": rows[-1]["index"]})
+            older = "/ui/audit?" + urlencode({**kept, "before": page.next_before})
         orgs = sorted({m.get("org", "") for m in self.led.members.list()} - {""})
         members = sorted(m["name"] for m in self.led.members.list())
         return self.render(

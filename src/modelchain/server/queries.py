@@ -11,7 +11,7 @@ from ..core.merkle import leaf_hash
 from ..core.tx import LogEntry
 from ..ledger import Ledger
 
-__all__ = ["TrailFilter", "entry_summary", "find_digest", "trail"]
+__all__ = ["TrailFilter", "TrailPage", "entry_summary", "find_digest", "trail"]
 
 _SCAN_CHUNK = 512
 
@@ -56,25 +56,37 @@ def member_orgs(led: Ledger) -> dict[str, str]:
     return {m["name"]: m.get("org", "") for m in led.members.list()}
 
 
-def trail(led: Ledger, f: TrailFilter) -> list[dict[str, Any]]:
-    """Entries matching ``f``, newest first, at most ``f.limit``."""
+@dataclass(frozen=True)
+class TrailPage:
+    """Matching entries, newest first; ``next_before`` is where to go on from
+    (None when the scan reached the start of the log)."""
+
+    entries: list[dict[str, Any]]
+    next_before: int | None
+
+
+def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage:
+    """Entries matching ``f``, newest first: at most ``f.limit`` of them, examining
+    at most ``max_scan`` entries (a filter that matches little would otherwise
+    read the whole log in one request)."""
     orgs = member_orgs(led)
     wanted_actors = None
     if f.org is not None:
         wanted_actors = {name for name, org in orgs.items() if org == f.org}
     out: list[dict[str, Any]] = []
     end = led.size if f.before is None else max(0, min(f.before, led.size))
-    while end > 0 and len(out) < f.limit:
-        start = max(0, end - _SCAN_CHUNK)
-        chunk = list(led.store.entries(start, end))
-        for index, data in reversed(chunk):
+    budget = max_scan if max_scan is not None else end
+    while end > 0 and len(out) < f.limit and budget > 0:
+        start = max(0, end - min(_SCAN_CHUNK, budget))
+        for index, data in reversed(list(led.store.entries(start, end))):
+            end = index
+            budget -= 1
             summary = _match(led, index, data, f, wanted_actors, orgs)
             if summary is not None:
                 out.append(summary)
                 if len(out) >= f.limit:
                     break
-        end = start
-    return out
+    return TrailPage(out, end if end > 0 else None)
 
 
 def _match(

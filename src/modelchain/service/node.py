@@ -234,16 +234,22 @@ class Node:
         none) when overloaded."""
         self._reserve(len(batch))
         futures: list[Future[Ack]] = []
-        for data in batch:
-            fut: Future[Ack] = Future()
-            try:
-                prepared = self._prepare(data)
-            except Error as exc:
-                self._release(1)
-                fut.set_exception(exc)
-            else:
-                self._admission.put((prepared, fut))
-            futures.append(fut)
+        try:
+            for data in batch:
+                fut: Future[Ack] = Future()
+                try:
+                    prepared = self._prepare(data)
+                except Error as exc:
+                    self._release(1)
+                    fut.set_exception(exc)
+                else:
+                    self._admission.put((prepared, fut))
+                futures.append(fut)
+        except BaseException:
+            # Whatever was not admitted gives its reserved place back: a leaked
+            # reservation would shrink the backlog for good.
+            self._release(len(batch) - len(futures))
+            raise
         return futures
 
     def _run_admission(self) -> None:

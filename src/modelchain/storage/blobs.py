@@ -51,7 +51,7 @@ class BlobStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
-            raise NotFoundError(f"blob {ref} is missing from {self.root}") from exc
+            raise NotFoundError(f"blob {ref} is missing from the blob store") from exc
         except OSError as exc:
             raise StorageError(f"cannot read blob {ref}: {exc.strerror or exc}") from exc
         if "sha256:" + hashlib.sha256(data).hexdigest() != ref:
