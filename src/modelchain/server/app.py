@@ -235,14 +235,13 @@ class Limits:
             self.in_flight += 1
             self.per_client[client] = self.per_client.get(client, 0) + 1
             received = 0
-            deadline = time.monotonic() + config.body_timeout
+            deadline = asyncio.get_running_loop().time() + config.body_timeout
 
             async def receive_limited() -> Message:
                 nonlocal received
                 try:
-                    message = await asyncio.wait_for(
-                        receive(), max(0.0, deadline - time.monotonic())
-                    )
+                    async with asyncio.timeout_at(deadline):  # no task per receive
+                        message = await receive()
                 except TimeoutError:
                     raise _BodyTimeout from None
                 if message["type"] == "http.request":
