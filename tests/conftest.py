@@ -17,10 +17,28 @@ from modelchain.ledger import Founder
 
 ORIGIN = "ledger.example.org/test"
 
+# The organisations and roles of a realistic lifecycle: name -> (org, roles).
+PEOPLE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dave": ("bank", ("admin",)),
+    "steward": ("acme", ("data-steward",)),
+    "val": ("qa-co", ("validator",)),
+    "bob": ("acme", ("trainer",)),
+    "ev": ("qa-co", ("evaluator",)),
+    "risk": ("bank", ("approver", "approver:risk")),
+    "lead": ("acme", ("approver", "approver:ml-lead")),
+    "ops": ("acme", ("deployer",)),
+    "mon": ("bank", ("monitor",)),
+}
+
 
 def make_signer(name: str) -> Ed25519Signer:
     """A deterministic identity, so failures reproduce."""
     return Ed25519Signer(name, hashlib.sha256(name.encode()).digest())
+
+
+def founders(people: dict[str, tuple[str, tuple[str, ...]]]) -> list[Founder]:
+    """Founding members with the deterministic identities of ``make_signer``."""
+    return [Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in people.items()]
 
 
 @pytest.fixture

@@ -8,33 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ORIGIN, make_signer
+from conftest import ORIGIN, PEOPLE, founders, make_signer
 
 import modelchain as mc
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.identity import verifier_of
 from modelchain.errors import RejectedError, ReplayError
-from modelchain.ledger import Founder
-
-PEOPLE = {
-    # name: (org, roles)
-    "dave": ("bank", ("admin",)),
-    "steward": ("acme", ("data-steward",)),
-    "val": ("qa-co", ("validator",)),
-    "bob": ("acme", ("trainer",)),
-    "ev": ("qa-co", ("evaluator",)),
-    "risk": ("bank", ("approver", "approver:risk")),
-    "lead": ("acme", ("approver", "approver:ml-lead")),
-    "ops": ("acme", ("deployer",)),
-    "mon": ("bank", ("monitor",)),
-}
 
 
 @pytest.fixture
 def led(tmp_path: Path) -> Iterator[mc.Ledger]:
-    members = [
-        Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in PEOPLE.items()
-    ]
+    members = founders(PEOPLE)
     ledger = mc.init(
         tmp_path / "l",
         ORIGIN,

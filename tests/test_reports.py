@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORIGIN, make_signer, run_cli
+from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
 
 import modelchain as mc
 from modelchain.contracts.policy import DEFAULT_POLICIES
@@ -29,7 +29,6 @@ from modelchain.errors import (
     SignatureError,
     UsageError,
 )
-from modelchain.ledger import Founder
 from modelchain.reports import (
     TO_COMPLETE,
     AnnexIV,
@@ -45,17 +44,6 @@ from modelchain.reports._pdf import FONT_DIRS
 
 DAY = 86_400_000
 T0 = 1_795_176_000_000  # 2026-11-20T12:00:00Z: phase A; B, C and D follow a day apart
-PEOPLE = {
-    "dave": ("bank", ("admin",)),
-    "steward": ("acme", ("data-steward",)),
-    "val": ("qa-co", ("validator",)),
-    "bob": ("acme", ("trainer",)),
-    "ev": ("qa-co", ("evaluator",)),
-    "risk": ("bank", ("approver", "approver:risk")),
-    "lead": ("acme", ("approver", "approver:ml-lead")),
-    "ops": ("acme", ("deployer",)),
-    "mon": ("bank", ("monitor",)),
-}
 HOSTILE_METRIC = "<script>alert('metric')</script>"
 HOSTILE_COMMENT = "fine </li><script>alert(1)</script> – Zoë"
 
@@ -84,9 +72,7 @@ class World:
 
 def _build(root: Path) -> World:
     clock = Clock(T0 - 3_600_000)
-    members = [
-        Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in PEOPLE.items()
-    ]
+    members = founders(PEOPLE)
     led = mc.init(
         root / "ledger",
         ORIGIN,
