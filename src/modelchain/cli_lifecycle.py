@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .cli_common import emit_json, json_option, ledger_option, open_ledger, signer_for
+from .core.times import parse_time
 from .errors import UsageError
 from .service.node import Ack
 
@@ -35,18 +36,6 @@ def _name_version(spec: str) -> tuple[str, int]:
 
 def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _parse_time(text: str) -> int:
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--at {text!r}: give ms since the epoch or an ISO 8601 time") from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
 
 
 def register_commands(cli: click.Group) -> None:
@@ -298,7 +287,7 @@ def register_commands(cli: click.Group) -> None:
         """Which version served each environment, and every change with who, when
         and under which approvals."""
         with open_ledger(ledger_dir, readonly=True) as led:
-            events = led.deployments.history(model, env, _parse_time(at) if at else None)
+            events = led.deployments.history(model, env, parse_time(at) if at else None)
         if as_json:
             emit_json(events)
             return

@@ -38,6 +38,7 @@ from .contracts.registry import (
 from .core import canonical
 from .core.identity import Signer
 from .core.manifest import SHA256, Manifest, ManifestDiff, diff_manifests
+from .core.times import rfc3339
 from .errors import (
     ArtifactError,
     IntegrityError,
@@ -443,8 +444,8 @@ class Runs(_Registry):
                     "builder": {"id": f"modelchain:member/{s.name}"},
                     "metadata": {
                         "invocationId": run_id,
-                        "startedOn": _rfc3339(started if started is not None else now),
-                        "finishedOn": _rfc3339(finished if finished is not None else now),
+                        "startedOn": rfc3339(started if started is not None else now),
+                        "finishedOn": rfc3339(finished if finished is not None else now),
                     },
                     "byproducts": [{"name": "metrics", "content": metrics or {}}]
                     if metrics
@@ -460,13 +461,6 @@ class Runs(_Registry):
         if not isinstance(found, dict):
             raise NotFoundError(f"no run {run_id!r}")
         return found
-
-
-def _rfc3339(ms: int) -> str:
-    import datetime as dt
-
-    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 class Models(_Registry):

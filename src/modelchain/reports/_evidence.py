@@ -4,7 +4,6 @@ report cites, its leaf hash and a C2SP tlog-proof against that checkpoint."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -12,45 +11,14 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.merkle import leaf_hash
 from ..core.receipt import InclusionReceipt
+from ..core.times import parse_time, rfc3339
 from ..core.tx import LogEntry
-from ..errors import NotFoundError, UsageError
+from ..errors import NotFoundError
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
 
 __all__ = ["CheckpointRef", "CitedEntry", "Evidence", "parse_time", "rfc3339"]
-
-
-def rfc3339(ms: int) -> str:
-    """UTC, millisecond precision: what transaction times are recorded in."""
-    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def parse_time(text: str, *, end: bool = False) -> int:
-    """Milliseconds since the epoch from ms digits, an RFC 3339 time or a date.
-
-    A bare date is the start of that day (UTC), or with ``end`` its last
-    millisecond, so that ``--to 2026-11-20`` includes the whole day."""
-    text = text.strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-            ms = int(start.timestamp()) * 1000
-            return ms + 86_400_000 - 1 if end else ms
-        t = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(
-            f"{text!r} is not a time: give an RFC 3339 time (2026-11-20T12:00:00Z), "
-            "a date (2026-11-20) or milliseconds since the epoch"
-        ) from exc
-    if t.tzinfo is None:
-        # A time without an offset means different instants in different places.
-        raise UsageError(f"{text!r} has no UTC offset: add Z or +HH:MM (RFC 3339)")
-    return int(t.timestamp() * 1000)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from ..core.checkpoint import open_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.merkle import leaf_hash
+from ..core.times import parse_time
 from ..core.tx import MAX_ENVELOPE_BYTES, PAYLOAD_TYPE, LogEntry, Transaction
 from ..errors import (
     AuthError,
@@ -117,19 +118,6 @@ def _int(text: str | None, what: str, minimum: int = 0) -> int:
     if value < minimum:
         raise UsageError(f"{what} must be at least {minimum}")
     return value
-
-
-def _time_ms(text: str, what: str) -> int:
-    """Milliseconds from a form's time: digits (ms) or ISO 8601, UTC unless it says."""
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"{what}: give an ISO 8601 time or milliseconds, not {text!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
 
 
 def _local_next(value: str | None) -> str:
@@ -639,8 +627,8 @@ class Dashboard:
             org=values["org"] or None,
             type=values["type"] or None,
             outcome=values["outcome"] or None,
-            since=_time_ms(values["since"], "since") if values["since"] else None,
-            until=_time_ms(values["until"], "until") if values["until"] else None,
+            since=parse_time(values["since"]) if values["since"] else None,
+            until=parse_time(values["until"], end=True) if values["until"] else None,
             before=before,
             limit=TRAIL_PAGE,
         )
