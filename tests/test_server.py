@@ -169,9 +169,15 @@ def test_a_body_that_never_arrives_times_out(served: tuple[str, Path, str]) -> N
         sock.settimeout(60)
         started = time.monotonic()
         answer = sock.recv(4096)
+        elapsed = time.monotonic() - started
+        while b"request_timeout" not in answer:
+            more = sock.recv(4096)
+            if not more:
+                break
+            answer += more
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert b'"request_timeout"' in answer
-    assert 2 <= time.monotonic() - started < 20
+    assert 2 <= elapsed < 20
 
 
 def test_batch_submission_answers_each(served: tuple[str, Path, str]) -> None:
@@ -192,7 +198,9 @@ def test_proofs_verify_against_signed_checkpoints(served: tuple[str, Path, str])
     key = _vkey(url, token)
     cp1, _ = open_checkpoint(httpx.get(url + "/checkpoint", headers=h).content, key)
     httpx.post(url + "/v1/entries", content=_signed(bob, {"grow": 1})).raise_for_status()
-    note2 = httpx.get(url + "/checkpoint", headers=h).content
+    # reads are served at the published checkpoint; a writer asks for one covering its entry
+    covering = {"covering": cp1.size + 1}
+    note2 = httpx.get(url + "/checkpoint", params=covering, headers=h).content
     cp2, _ = open_checkpoint(note2, key)
     assert cp2.size > cp1.size
     got = httpx.get(
@@ -344,3 +352,22 @@ def test_a_sparse_audit_filter_pages_instead_of_scanning_the_log(
     assert [e["index"] for e in found] == [1, 0] and pages == 3
     everything = trail(ledger, TrailFilter(limit=1000))
     assert len(everything.entries) == ledger.size and everything.next_before is None
+
+
+def test_readers_cannot_make_the_node_sign_a_checkpoint_per_request(
+    served: tuple[str, Path, str],
+) -> None:
+    url, root, token = served
+
+    def stored() -> int:
+        with mc.open(root / "ledger", readonly=True) as led:
+            return sum(1 for _ in led.store.checkpoints())
+
+    before = stored()
+    started = time.monotonic()
+    for i in range(20):
+        httpx.post(url + "/v1/entries", content=_signed(bob, {"read-after": i})).raise_for_status()
+        httpx.get(url + "/v1/models", headers=_auth(token)).raise_for_status()
+        httpx.get(url + "/tile/0/000", headers=_auth(token)).raise_for_status()
+    # the node signs on its own schedule (every second here), not once per read
+    assert stored() - before <= 3 + int(time.monotonic() - started)

@@ -33,6 +33,7 @@ from .core.dsse import Envelope
 from .core.identity import Signer, VerifierKey
 from .core.merkle import leaf_hash, verify_consistency
 from .core.note import Note
+from .core.receipt import InclusionReceipt
 from .core.tiles import decode_entry_bundle
 from .core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
 from .errors import (
@@ -305,17 +306,19 @@ class RemoteLedger(Ledger):
     def node(self) -> Node:
         raise UsageError(f"the ledger at {self.url} is remote; it has no local node")
 
-    def sync(self) -> Checkpoint:
-        """Bring the mirror up to the server's latest checkpoint, verifying it all;
-        return that checkpoint."""
+    def sync(self, covering: int = 0) -> Checkpoint:
+        """Bring the mirror up to the server's latest checkpoint (asking for one
+        that covers ``covering`` entries), verifying it all; return it."""
         with self._sync_lock:  # a receipt log's thread and the caller may both read
-            return self._sync()
+            return self._sync(covering)
 
-    def _fetch_checkpoint(self) -> tuple[Checkpoint, bytes]:
-        """The server's latest checkpoint, verified, keeping only the log's own
+    def _fetch_checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes]:
+        """The server's latest checkpoint (one covering at least ``covering``
+        entries, if the log has them), verified, keeping only the log's own
         signature lines (other lines cannot be checked here, and would travel on
         in every receipt made from it)."""
-        raw = self._http.get("/checkpoint", limit=_NOTE_LIMIT).content
+        params = {"covering": covering} if covering else {}
+        raw = self._http.get("/checkpoint", limit=_NOTE_LIMIT, **params).content
         cp, note = open_checkpoint(raw, self._trusted)
         mine = tuple(
             s
@@ -324,8 +327,8 @@ class RemoteLedger(Ledger):
         )
         return cp, Note(note.text, mine).to_bytes()
 
-    def _sync(self) -> Checkpoint:
-        cp, note = self._fetch_checkpoint()
+    def _sync(self, covering: int) -> Checkpoint:
+        cp, note = self._fetch_checkpoint(covering)
         store = self._store
         held = store.size
         last = store.checkpoint()
@@ -398,7 +401,7 @@ class RemoteLedger(Ledger):
         want = max(index for index, _ in claimed) + 1
         with self._sync_lock:
             while True:
-                cp = self.sync()
+                cp = self.sync(covering=want)
                 if cp.size >= want:
                     break
                 if time.monotonic() > deadline:
@@ -468,11 +471,16 @@ class RemoteLedger(Ledger):
         return 1000
 
     def checkpoint(self) -> bytes:
-        self.sync()
-        latest = self._store.checkpoint()
+        """The latest checkpoint the mirror verified (brought up to date if stale)."""
+        latest = self.store.checkpoint()
         if latest is None:
             raise NotFoundError("the ledger has no checkpoint yet")
         return latest[1]
+
+    def receipt(self, index: int) -> InclusionReceipt:
+        if index >= self._store.size:
+            self.sync(covering=index + 1)  # an entry just written elsewhere
+        return super().receipt(index)
 
     @functools.cached_property
     def blobs(self) -> BlobStore:

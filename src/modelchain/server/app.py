@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core import canonical
-from ..core.checkpoint import open_checkpoint
+from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     TILE_WIDTH,
     encode_entry_bundle,
@@ -137,6 +138,32 @@ class ServerContext:
         self.access = AccessList(ledger.path)
         self.metrics = Metrics(ledger)
         self._scans = threading.BoundedSemaphore(config.max_scans)
+        self._verified: tuple[bytes, Checkpoint] | None = None
+
+    def checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes]:
+        """The checkpoint the node last published, and its note. Reads are served
+        at that size, as a static mirror would; a new one is signed only when a
+        caller needs entries it does not cover yet (``covering``: that many
+        entries), so readers cannot make the node sign one per request."""
+        latest = self.ledger.store.checkpoint()
+        if latest is None or latest[0] < min(covering, self.ledger.size):
+            note = self.ledger.checkpoint()  # publishes the durable size
+        else:
+            note = latest[1]
+        known = self._verified
+        if known is not None and known[0] == note:
+            return known[1], note
+        cp, _ = open_checkpoint(note, self.ledger.log_key)
+        self._verified = (note, cp)
+        return cp, note
+
+    def receipt(self, index: int) -> InclusionReceipt:
+        """A tlog-proof of entry ``index`` against a published checkpoint."""
+        if not 0 <= index < self.ledger.size:
+            raise NotFoundError(f"no entry {index}: the log has {self.ledger.size} entries")
+        cp, note = self.checkpoint(covering=index + 1)
+        proof = tuple(self.ledger.inclusion_proof(index, cp.size))
+        return InclusionReceipt(index=index, proof=proof, checkpoint=note)
 
     def scan(self, f: TrailFilter) -> TrailPage:
         """One page of the audit trail, scanning at most ``max_scan`` entries, with
@@ -502,9 +529,15 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         response_class=PlainTextResponse,
         summary="The latest signed checkpoint (C2SP tlog-checkpoint)",
     )
-    def checkpoint(request: Request) -> Response:
+    def checkpoint(
+        request: Request,
+        covering: int = Query(
+            0, ge=0, description="Sign a new checkpoint if the latest covers fewer entries"
+        ),
+    ) -> Response:
         ctx.reader(request)
-        return Response(led.checkpoint(), media_type="text/plain; charset=utf-8", headers=_NO_STORE)
+        _, note = ctx.checkpoint(covering)
+        return Response(note, media_type="text/plain; charset=utf-8", headers=_NO_STORE)
 
     @r.get(
         "/tile/{path:path}",
@@ -546,7 +579,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
     @r.get("/v1/entries/{index}", summary="One entry with its inclusion proof")
     def entry(request: Request, index: int) -> dict[str, Any]:
         ctx.reader(request)
-        receipt = led.receipt(index)
+        receipt = ctx.receipt(index)
         data = led.entry_bytes(index)
         return {
             "index": index,
@@ -586,7 +619,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
     )
     def receipt(request: Request, index: int) -> Response:
         ctx.reader(request)
-        return Response(led.receipt(index).to_text(), media_type="text/plain; charset=utf-8")
+        return Response(ctx.receipt(index).to_text(), media_type="text/plain; charset=utf-8")
 
     @r.get("/v1/blobs/{ref}", summary="A content-addressed blob (a large manifest)")
     def blob(request: Request, ref: str) -> Response:
@@ -625,9 +658,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 def _published_size(ctx: ServerContext) -> int:
     """Tiles are served up to the latest checkpoint, as a static mirror would."""
-    note = ctx.ledger.checkpoint()
-    cp, _ = open_checkpoint(note, ctx.ledger.log_key)
-    return cp.size
+    return ctx.checkpoint()[0].size
 
 
 def _query_router(ctx: ServerContext) -> APIRouter:
@@ -635,8 +666,7 @@ def _query_router(ctx: ServerContext) -> APIRouter:
     led = ctx.ledger
 
     def checkpoint_fields() -> dict[str, Any]:
-        note = led.checkpoint()
-        cp, _ = open_checkpoint(note, led.log_key)
+        cp, note = ctx.checkpoint()
         return {"size": cp.size, "root": cp.root.hex(), "note": note.decode()}
 
     def answer(value: Any) -> dict[str, Any]:

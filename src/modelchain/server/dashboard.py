@@ -382,8 +382,8 @@ class Dashboard:
         return list(dict.fromkeys(self.member_name(k) for k in keyids))
 
     def checkpoint_view(self) -> dict[str, Any]:
-        note = self.led.checkpoint()
-        cp, parsed = open_checkpoint(note, self.led.log_key)
+        cp, note = self.ctx.checkpoint()
+        _, parsed = open_checkpoint(note, self.led.log_key)
         return {
             "size": cp.size,
             "root": cp.root.hex(),
@@ -411,7 +411,7 @@ class Dashboard:
         if index is None:
             return None
         try:
-            return self.led.receipt(index).to_text()
+            return self.ctx.receipt(index).to_text()
         except NotFoundError:
             return None
 
