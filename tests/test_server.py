@@ -307,6 +307,13 @@ def test_queries_answer_with_their_checkpoint(served: tuple[str, Path, str]) -> 
     assert [(f["name"], f["version"]) for f in found] == [("fraud", 1)]
     none = httpx.get(url + "/v1/verify", params={"digest": "00" * 32}, headers=h).json()
     assert none["result"] == []
+    refused = httpx.post(url + "/v1/entries", content=_signed(carol, {"auditor": "writes"}))
+    assert refused.json()["outcome"]["result"] == "rejected"  # logged as evidence
+    denied = httpx.get(url + "/v1/denied", params={"limit": 1}, headers=h).json()
+    assert [(d["actor"], d["index"]) for d in denied["result"]] == [
+        ("carol", refused.json()["index"])
+    ]
+    assert denied["next_before"] == refused.json()["index"]
     r = httpx.get(url + "/v1/models/nope", headers=h)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = httpx.get(url + "/v1/audit", params={"outcome": "maybe"}, headers=h)

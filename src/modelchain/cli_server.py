@@ -14,6 +14,7 @@ import click
 from . import ledger as ledger_mod
 from .cli_common import emit_json, json_option, ledger_option, open_ledger
 from .errors import NotFoundError, UsageError
+from .server.access import READS, SCOPES, AccessList
 from .service.node import NodeConfig
 
 __all__ = ["register_commands"]
@@ -50,6 +51,11 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
 
 
+def _require_ledger(ledger_dir: Path) -> None:
+    if not (ledger_dir / ledger_mod.DB_NAME).exists():
+        raise NotFoundError(f"no ledger at {ledger_dir}")
+
+
 def register_commands(cli: click.Group) -> None:
     @cli.command()
     @ledger_option
@@ -57,7 +63,7 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
     @click.option(
         "--reads",
-        type=click.Choice(["token", "open"]),
+        type=click.Choice(READS),
         help="Override the ledger's setting (`modelchain token reads`): "
         "'open' lets anyone read; 'token' needs a member's bearer token.",
     )
@@ -102,7 +108,7 @@ def register_commands(cli: click.Group) -> None:
         max_backlog: int,
         log_level: str,
     ) -> None:
-        """Serve the ledger over HTTP: the API (OpenAPI at /docs and /openapi.json),
+        """Serve the ledger over HTTP: the API (OpenAPI document at /openapi.json),
         the log at the tlog-tiles paths (/checkpoint, /tile/...), /metrics, /healthz
         and the auditors' dashboard at /ui/.
 
@@ -155,7 +161,7 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("member")
     @click.option(
         "--scope",
-        type=click.Choice(["read", "write", "approve"]),
+        type=click.Choice(SCOPES),
         default="read",
         show_default=True,
         help="'read' for auditors; 'write' may also store blobs (the large manifests a "
@@ -166,8 +172,6 @@ def register_commands(cli: click.Group) -> None:
     @json_option
     def issue(ledger_dir: Path, member: str, scope: str, label: str, as_json: bool) -> None:
         """Issue a token for MEMBER. The secret is printed once and stored only hashed."""
-        from .server.access import AccessList
-
         led = open_ledger(ledger_dir, readonly=True)
         try:
             m = led.members.get(member)
@@ -187,10 +191,7 @@ def register_commands(cli: click.Group) -> None:
     @json_option
     def list_tokens(ledger_dir: Path, as_json: bool) -> None:
         """List tokens (ids, members, scopes; never the secrets)."""
-        from .server.access import AccessList
-
-        if not (ledger_dir / "ledger.db").exists():
-            raise NotFoundError(f"no ledger at {ledger_dir}")
+        _require_ledger(ledger_dir)
         access = AccessList(ledger_dir)
         tokens = [t.to_json(with_hash=False) for t in access.tokens()]
         if as_json:
@@ -205,19 +206,14 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("token_id")
     def revoke(ledger_dir: Path, token_id: str) -> None:
         """Revoke a token by its id; a running server refuses it at once."""
-        from .server.access import AccessList
-
         info = AccessList(ledger_dir).revoke(token_id)
         click.echo(f"revoked token {info.id} of {info.member}")
 
     @token.command("reads")
     @ledger_option
-    @click.argument("mode", type=click.Choice(["token", "open"]))
+    @click.argument("mode", type=click.Choice(READS))
     def reads_mode(ledger_dir: Path, mode: str) -> None:
         """Whether reading needs a token ('token', the default) or not ('open')."""
-        from .server.access import AccessList
-
-        if not (ledger_dir / "ledger.db").exists():
-            raise NotFoundError(f"no ledger at {ledger_dir}")
+        _require_ledger(ledger_dir)
         AccessList(ledger_dir).set_reads(mode)
         click.echo(f"reads: {mode}")

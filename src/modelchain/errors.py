@@ -1,7 +1,8 @@
 """Every error modelchain raises, in one tree.
 
-Each class carries a stable ``code`` (used by the JSON output and, later, the
-HTTP API) and an ``exit_code`` that the CLI maps in one place::
+Each class carries a stable ``code`` (in the CLI's JSON output and the HTTP
+API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
+(cli.main) and the server HTTP statuses in one place (server.app.status_of)::
 
     Error                         base; never raised directly
     ├── UsageError                bad arguments or configuration            exit 2

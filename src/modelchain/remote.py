@@ -133,10 +133,12 @@ class _Http:
 
 # The codes a server sends for refusals; anything else (the verification family
 # in particular, which only the client's own checks may raise) becomes MalformedError.
+def _family(cls: type[Error]) -> list[type[Error]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _family(child))]
+
+
 _SERVER_CODES: dict[str, type[Error]] = {
-    cls.code: cls
-    for family in (InputError, RefusedError, AccessError)
-    for cls in (family, *family.__subclasses__())
+    cls.code: cls for root in (InputError, RefusedError, AccessError) for cls in _family(root)
 } | {c.code: c for c in (NotFoundError, UsageError, SignatureError)}
 
 

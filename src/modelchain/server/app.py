@@ -451,16 +451,13 @@ def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
     app.include_router(_log_router(ctx))
     app.include_router(_query_router(ctx))
     app.include_router(_ops_router(ctx))
-    try:
-        from .dashboard import dashboard_router
-    except ImportError:  # pragma: no cover - the dashboard ships with the package
-        pass
-    else:
-        app.include_router(dashboard_router(ctx))
+    from .dashboard import dashboard_router  # here: the dashboard imports this module
 
-        @app.get("/", include_in_schema=False)
-        def _home() -> RedirectResponse:
-            return RedirectResponse("/ui/", 303)
+    app.include_router(dashboard_router(ctx))
+
+    @app.get("/", include_in_schema=False)
+    def _home() -> RedirectResponse:
+        return RedirectResponse("/ui/", 303)
 
     app.add_middleware(Limits, ctx=ctx)
     return app
@@ -753,10 +750,18 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         ctx.reader(request)
         return answer(led.policies.list())
 
-    @r.get("/denied", summary="Every rejected entry")
-    def denied(request: Request) -> dict[str, Any]:
+    @r.get(
+        "/denied",
+        summary="Rejected entries, newest first (the audit trail with outcome=rejected)",
+    )
+    def denied(
+        request: Request,
+        before: int | None = Query(None, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         ctx.reader(request)
-        return answer(led.denied())
+        page = ctx.scan(TrailFilter(outcome="rejected", before=before, limit=limit))
+        return {**answer(page.entries), "next_before": page.next_before}
 
     @r.get(
         "/audit",

@@ -514,7 +514,6 @@ class Dashboard:
             model=entity,
             versions=versions,
             current=current,
-            reports=_annex_available(),
         )
 
     def version_page(self, request: Request) -> Response:
@@ -570,7 +569,6 @@ class Dashboard:
             denied=self._rows(denied),
             custodial=custodial,
             approver_roles=approver_roles,
-            reports=_annex_available(),
         )
 
     def datasets_page(self, request: Request) -> Response:
@@ -884,8 +882,6 @@ class Dashboard:
         q = request.query_params.get("version")
         version = _int(q, "version", 1) if q else None
         self.led.models.get(name, version)
-        if not _annex_available():
-            raise NotFoundError("this build has no compliance reports (modelchain.reports)")
         from .. import reports
 
         doc = reports.annex_iv(self.led, name, version=version)
@@ -936,14 +932,6 @@ _STATIC = {"style.css": "text/css; charset=utf-8"}
 def _markup(svg: str) -> Markup:
     # lineage.py escapes every text it draws; this marks its output as safe.
     return Markup(svg)
-
-
-def _annex_available() -> bool:
-    try:
-        from .. import reports
-    except ImportError:
-        return False
-    return hasattr(reports, "annex_iv")
 
 
 def _datasets_in(node: Mapping[str, Any]) -> list[tuple[str, int]]:

@@ -69,11 +69,12 @@ def apply_checkpoint(
 ) -> None:
     """Append ``entries`` (the mirror's next ones) and the checkpoint note.
 
-    ``checkpoint`` must already be verified with ``log_key``. Raises ProofError
-    when the entries do not give its root (a forged or altered entry, or a
-    checkpoint inconsistent with what the mirror holds) and AuditError when an
-    entry could never have been admitted or executes differently; in both cases
-    nothing of this call is written."""
+    ``checkpoint`` must already be verified with ``log_key``. Raises ProofError,
+    writing nothing, when the entries do not give its root (a forged or altered
+    entry, or a checkpoint inconsistent with what the mirror holds); raises
+    AuditError when an entry could never have been admitted or executes
+    differently, keeping the chunks before it (they are root-checked and valid)
+    but not the checkpoint."""
     first = store.size
     if first + len(entries) != checkpoint.size:
         raise ProofError(
