@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
+from ..contracts.base import StateReader
 from ..contracts.ledger import LEDGER_KEY
 from ..core import canonical
 from ..core.canonical import JSONValue
@@ -24,7 +25,7 @@ from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, Error
 from ..storage.sqlite import SqliteStore
 
-__all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks"]
+__all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks", "replay_execution"]
 
 Progress = Callable[[int, int], None]
 
@@ -132,6 +133,36 @@ class SignatureChecks:
             self._settle_one()
 
 
+def replay_execution(
+    state: StateReader,
+    index: int,
+    entry: LogEntry,
+    contracts: ContractSet,
+    sigs: SignatureChecks,
+) -> dict[str, JSONValue | None]:
+    """Queue the entry's signature checks against the signers' keys in ``state``,
+    re-execute it and return its state writes; AuditError if a signer is unknown
+    or the outcome differs from the recorded one (earlier bad signatures first)."""
+    tx = entry.transaction
+    pae = entry.envelope.pae()
+    for sig in entry.envelope.signatures:
+        found = contracts.signer(state, sig.keyid, tx)
+        if found is None:
+            sigs.settle()
+            raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
+        sigs.add(index, found[1], pae, sig.sig)
+    keyids = tuple(s.keyid for s in entry.envelope.signatures)
+    outcome, writes = contracts.execute(state, index, tx, keyids)
+    if outcome != entry.outcome:
+        sigs.settle()
+        raise AuditError(
+            f"entry {index}: recorded outcome {entry.outcome.to_json()} but re-execution "
+            f"gives {outcome.to_json()}",
+            index,
+        )
+    return writes
+
+
 def audit(
     store: SqliteStore,
     contracts: ContractSet,
@@ -156,31 +187,15 @@ def audit(
             sigs.settle()  # an earlier bad signature is the first bad entry
             raise
         expected += 1
-        tx = entry.transaction
-        origin = tx.ledger
-        pae = entry.envelope.pae()
-        for sig in entry.envelope.signatures:
-            found = contracts.signer(state, sig.keyid, tx)
-            if found is None:
-                sigs.settle()
-                raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
-            sigs.add(index, found[1], pae, sig.sig)
-            signatures += 1
-        keyids = tuple(s.keyid for s in entry.envelope.signatures)
-        outcome, writes = contracts.execute(state, index, tx, keyids)
-        if outcome != entry.outcome:
-            sigs.settle()
-            raise AuditError(
-                f"entry {index}: recorded outcome {entry.outcome.to_json()} but re-execution "
-                f"gives {outcome.to_json()}",
-                index,
-            )
+        origin = entry.transaction.ledger
+        writes = replay_execution(state, index, entry, contracts, sigs)
+        signatures += len(entry.envelope.signatures)
         for k, v in writes.items():
             if v is None:
                 state.values.pop(k, None)
             else:
                 state.values[k] = v
-        if outcome.accepted:
+        if entry.outcome.accepted:
             accepted += 1
         else:
             rejected += 1

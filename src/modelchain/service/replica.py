@@ -18,7 +18,7 @@ from ..core.merkle import leaf_hash
 from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, ProofError
 from ..storage.sqlite import SqliteStore
-from .audit import SignatureChecks, replay_checks
+from .audit import SignatureChecks, replay_checks, replay_execution
 
 __all__ = ["apply_checkpoint"]
 
@@ -99,22 +99,7 @@ def apply_checkpoint(
         for offset, data in enumerate(chunk):
             index = first + start + offset
             entry = replay_checks(index, index, data, nonces, origin, contracts)
-            tx = entry.transaction
-            pae = entry.envelope.pae()
-            for sig in entry.envelope.signatures:
-                found = contracts.signer(state, sig.keyid, tx)
-                if found is None:
-                    raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
-                sigs.add(index, found[1], pae, sig.sig)
-            keyids = tuple(s.keyid for s in entry.envelope.signatures)
-            outcome, writes = contracts.execute(state, index, tx, keyids)
-            if outcome != entry.outcome:
-                raise AuditError(
-                    f"entry {index}: the server recorded {entry.outcome.to_json()} but "
-                    f"executing it gives {outcome.to_json()}",
-                    index,
-                )
-            state.writes.update(writes)
+            state.writes.update(replay_execution(state, index, entry, contracts, sigs))
             if index == 0:
                 _check_genesis_key(state, log_key)
         sigs.settle()
