@@ -378,3 +378,17 @@ def test_readers_cannot_make_the_node_sign_a_checkpoint_per_request(
         httpx.get(url + "/tile/0/000", headers=_auth(token)).raise_for_status()
     # the node signs on its own schedule (every second here), not once per read
     assert stored() - before <= 3 + int(time.monotonic() - started)
+
+
+def test_a_custodial_key_that_cannot_be_loaded_stops_the_server_at_start(
+    tmp_path: Path,
+) -> None:
+    mc.init(tmp_path / "ledger", ORIGIN, alice).close()
+    env = {
+        **os.environ,
+        "MODELCHAIN_HOME": str(tmp_path / "home"),
+        "MODELCHAIN_KEY_PASSPHRASE": "pw",
+        "MODELCHAIN_CUSTODIAL": "nobody",
+    }
+    proc = run_cli(env, "serve", "--ledger", str(tmp_path / "ledger"), "--port", "0", ok=False)
+    assert proc.returncode == 3 and "nobody" in proc.stderr  # before serving anything

@@ -266,8 +266,13 @@ class Dashboard:
         self.held = frozenset(
             n.strip() for n in os.environ.get(CUSTODIAL_ENV, "").split(",") if n.strip()
         )
+        # Loaded now, so that a missing key or passphrase stops the server at start
+        # rather than surfacing (or prompting) at an approver's first click.
         self._signers: dict[str, Signer] = {}
-        self._signers_lock = threading.Lock()
+        if self.held:
+            keys = KeyStore(modelchain_home())
+            passphrase = env_or_prompt_passphrase(prompt="Passphrase for the held keys: ")
+            self._signers = {name: keys.signer(name, passphrase) for name in sorted(self.held)}
         self._denied: list[dict[str, Any]] = []
         self._denied_upto = 0
         self._denied_lock = threading.Lock()
@@ -832,20 +837,12 @@ class Dashboard:
             decision = self.led.policies.test_custodial(draft)
             if not decision.allowed:
                 raise ForbiddenError(f"custodial approval refused: {decision.reason}")
-            signed = draft.with_signature(self._held_signer(who.member))
+            signed = draft.with_signature(self._signers[who.member])
             tx = Transaction.from_json(canonical.loads_canonical(signed.payload))
             return signed, tx
 
         env, tx = await run_in_threadpool(decide)
         return await self._submit(request, who, env, tx, custodial=True)
-
-    def _held_signer(self, member: str) -> Signer:
-        with self._signers_lock:
-            found = self._signers.get(member)
-            if found is None:
-                found = KeyStore(modelchain_home()).signer(member, env_or_prompt_passphrase())
-                self._signers[member] = found
-            return found
 
     async def _submit(
         self,
