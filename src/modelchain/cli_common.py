@@ -26,6 +26,7 @@ __all__ = [
     "json_option",
     "keystore",
     "ledger_option",
+    "name_version",
     "open_ledger",
     "signer_for",
 ]
@@ -78,6 +79,14 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
 
         return connect(root["server"], log_key=root.get("log_key"))
     return ledger_mod.open(ledger_dir, readonly=readonly)
+
+
+def name_version(spec: str) -> tuple[str, int]:
+    """``NAME@VERSION`` (e.g. ``fraud@2``) as a name and a version number."""
+    name, sep, version = spec.rpartition("@")
+    if not sep or not (version.isascii() and version.isdigit()) or not name:
+        raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
+    return name, int(version)
 
 
 def signer_for(name: str | None, led: Ledger) -> Signer:

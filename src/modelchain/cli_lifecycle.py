@@ -3,15 +3,14 @@ monitoring, history and the audit of denied actions."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, open_ledger, signer_for
-from .core.times import parse_time
+from .cli_common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
+from .core.times import human_time, parse_time
 from .errors import UsageError
 from .service.node import Ack
 
@@ -25,17 +24,6 @@ def _ack_out(ack: Ack, as_json: bool, what: str) -> None:
         emit_json({"index": ack.index, **ack.outcome.to_json()})
     else:
         click.echo(f"{what} (entry {ack.index})")
-
-
-def _name_version(spec: str) -> tuple[str, int]:
-    name, sep, version = spec.rpartition("@")
-    if not sep or not (version.isascii() and version.isdigit()) or not name:
-        raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
-    return name, int(version)
-
-
-def _when(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def register_commands(cli: click.Group) -> None:
@@ -85,7 +73,7 @@ def register_commands(cli: click.Group) -> None:
         from .artifacts.hashing import verify_path
         from .checks.quality import run_quality_checks
 
-        name, version = _name_version(dataset)
+        name, version = name_version(dataset)
         bounds: dict[str, tuple[float | None, float | None]] = {}
         for spec in ranges:
             col, _, span = spec.partition("=")
@@ -134,8 +122,8 @@ def register_commands(cli: click.Group) -> None:
         from .artifacts.hashing import verify_path
         from .checks.evaluation import evaluate_sklearn
 
-        name, version = _name_version(model)
-        ds_name, ds_version = _name_version(dataset)
+        name, version = name_version(model)
+        ds_name, ds_version = name_version(dataset)
         with open_ledger(ledger_dir) as led:
             # Loading a pickle runs code: only ever load the registered bytes.
             led.models.verify(model_path, name, version)
@@ -171,7 +159,7 @@ def register_commands(cli: click.Group) -> None:
             as_name: str | None,
             as_json: bool,
         ) -> None:
-            name, version = _name_version(model)
+            name, version = name_version(model)
             with open_ledger(ledger_dir) as led:
                 fn = led.deployments.approve if verb == "approve" else led.deployments.reject
                 ack = fn(
@@ -202,7 +190,7 @@ def register_commands(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Point ENV at a model version (the environment's policy decides)."""
-        name, version = _name_version(model)
+        name, version = name_version(model)
         with open_ledger(ledger_dir) as led:
             ack = led.deployments.deploy(
                 name, version, env, rollback_rule=rollback_rule, signer=signer_for(as_name, led)
@@ -237,7 +225,7 @@ def register_commands(cli: click.Group) -> None:
         ledger_dir: Path, model: str, reason: str, as_name: str | None, as_json: bool
     ) -> None:
         """Withdraw a version everywhere it is deployed and forbid redeploying it."""
-        name, version = _name_version(model)
+        name, version = name_version(model)
         with open_ledger(ledger_dir) as led:
             ack = led.deployments.revoke(
                 name, version, reason=reason, signer=signer_for(as_name, led)
@@ -294,7 +282,7 @@ def register_commands(cli: click.Group) -> None:
         for e in events:
             approvals = ", ".join(f"{a['by']} ({a['role']})" for a in e["approvals"]) or "-"
             click.echo(
-                f"{_when(e['time'])}  {e['env']:<12} {e['action']:<8} "
+                f"{human_time(e['time'])}  {e['env']:<12} {e['action']:<8} "
                 f"{e['from'] or '-'} -> {e['to'] or '-'}  by {e['by']} "
                 f"(entry {e['index']})  approvals: {approvals}"
                 + (f"  reason: {e['reason']}" if e["reason"] else "")
@@ -316,7 +304,7 @@ def register_commands(cli: click.Group) -> None:
             return
         for d in found:
             click.echo(
-                f"{d['index']}\t{_when(d['time'])}\t{d['actor']}\t{d['type']}\t"
+                f"{d['index']}\t{human_time(d['time'])}\t{d['actor']}\t{d['type']}\t"
                 f"{d['code']}: {d['reason']}"
             )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, open_ledger, signer_for
+from .cli_common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
 from .core import canonical
 from .core.manifest import Manifest, sharded
 from .errors import UsageError
@@ -73,13 +73,6 @@ def _algorithm(name: str, shard_size: int | None) -> str:
 
 
 _ALGORITHMS = click.Choice(["sha256", "sha256-sharded", "blake3"])
-
-
-def _name_version(spec: str) -> tuple[str, int]:
-    name, sep, version = spec.rpartition("@")
-    if not sep or not (version.isascii() and version.isdigit()) or not name:
-        raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud-tx@2")
-    return name, int(version)
 
 
 def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -462,8 +455,8 @@ def register_commands(cli: click.Group) -> None:
             led.runs.record(
                 run_id,
                 outputs=list(outputs),
-                datasets=[_name_version(d) for d in datasets],
-                base_models=[_name_version(m) for m in base_models],
+                datasets=[name_version(d) for d in datasets],
+                base_models=[name_version(m) for m in base_models],
                 parameters=parameters,
                 metrics=_key_values(metrics, "metric"),
                 started=started,
@@ -540,7 +533,7 @@ def register_commands(cli: click.Group) -> None:
                     name,
                     path,
                     run=run_id,
-                    parent=None if parent is None else _name_version(parent),
+                    parent=None if parent is None else name_version(parent),
                     metrics=_key_values(metrics, "metric"),
                     card=_json_file(card_file),
                     algorithm=_algorithm(algorithm, shard_size),

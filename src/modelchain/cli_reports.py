@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def register_commands(cli: click.Group) -> None:
         """EU AI Act Annex IV technical documentation for MODEL: every statement
         cites its ledger entries, with inclusion proofs against one checkpoint;
         what the ledger cannot know is listed as to be completed by the provider."""
-        from .reports import annex_iv, render_html, render_pdf
+        from .reports import annex_iv, render_html, render_json, render_pdf
 
         if fmt is None:
             suffix = output.suffix.lower().lstrip(".") if output else ""
@@ -66,8 +65,7 @@ def register_commands(cli: click.Group) -> None:
         with open_ledger(ledger_dir, readonly=True) as led:
             doc = annex_iv(led, model, version)
         if fmt == "json":
-            text = json.dumps(doc.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
-            _write(output, text + "\n")
+            _write(output, render_json(doc))
         elif fmt == "pdf":
             _write(output, render_pdf(doc))
         else:
@@ -95,7 +93,8 @@ def register_commands(cli: click.Group) -> None:
         """EU AI Act Art. 12 record-keeping export: every entry whose transaction
         time is in the range, as JSON Lines with its bytes and inclusion proof;
         the first line is the checkpoint the proofs are against."""
-        from .reports import export_logs, parse_time
+        from .core.times import parse_time
+        from .reports import export_logs
 
         start_ms = parse_time(start) if start else None
         end_ms = parse_time(end, end=True) if end else None

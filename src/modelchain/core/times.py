@@ -6,7 +6,7 @@ import datetime as dt
 
 from ..errors import UsageError
 
-__all__ = ["parse_time", "rfc3339"]
+__all__ = ["human_time", "parse_time", "rfc3339"]
 
 _DAY_MS = 86_400_000
 
@@ -16,6 +16,11 @@ def rfc3339(ms: int) -> str:
     seconds, millis = divmod(ms, 1000)
     t = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+
+
+def human_time(ms: int) -> str:
+    """UTC to the second, for people: ``2026-11-20 12:00:00``."""
+    return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def parse_time(text: str, *, end: bool = False) -> int:

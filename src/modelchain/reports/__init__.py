@@ -14,6 +14,7 @@ from ._annex import (
     Section,
     Statement,
     annex_iv,
+    render_json,
 )
 from ._evidence import CheckpointRef, CitedEntry, parse_time, rfc3339
 from ._html import render_html
@@ -35,6 +36,7 @@ __all__ = [
     "export_logs",
     "parse_time",
     "render_html",
+    "render_json",
     "render_pdf",
     "rfc3339",
     "verify_logs",

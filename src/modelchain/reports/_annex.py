@@ -1292,3 +1292,8 @@ def annex_iv(led: Ledger, model: str, version: int | None = None) -> AnnexIV:
 
     Raises NotFoundError for an unknown model or version."""
     return _Builder(led, model, version).build()
+
+
+def render_json(doc: AnnexIV) -> bytes:
+    """The document as JSON, the same bytes from the CLI, the dashboard and the PDF."""
+    return (json.dumps(doc.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

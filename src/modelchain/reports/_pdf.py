@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ._annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Statement
+from ._annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Statement, render_json
 
 if TYPE_CHECKING:
     from fpdf import FPDF
@@ -103,7 +102,7 @@ class _Writer:
         pdf.set_auto_page_break(True, margin=16)
         pdf.set_margins(16, 16, 16)
         pdf.embed_file(
-            bytes=json.dumps(doc.to_json(), sort_keys=True, ensure_ascii=False, indent=1).encode(),
+            bytes=render_json(doc),
             basename="annex-iv.json",
             modification_date=stamp,
             creation_date=stamp,

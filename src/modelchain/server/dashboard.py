@@ -10,7 +10,6 @@ CLI and uploaded back, or signed by a key the server holds where the ledger's
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import hmac
 import inspect
@@ -36,7 +35,7 @@ from ..core.checkpoint import open_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.merkle import leaf_hash
-from ..core.times import parse_time
+from ..core.times import human_time, parse_time
 from ..core.tx import MAX_ENVELOPE_BYTES, PAYLOAD_TYPE, LogEntry, Transaction
 from ..errors import (
     AuthError,
@@ -92,8 +91,7 @@ _REPORT_HEADERS = {
 def _when(ms: object) -> str:
     if not isinstance(ms, int) or isinstance(ms, bool):
         return "-"
-    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return human_time(ms) + " UTC"
 
 
 def _short(digest: object, n: int = 16) -> str:
@@ -885,7 +883,7 @@ class Dashboard:
         stem = f"annex-iv-{name}" + (f"-v{version}" if version else "")
         if fmt == "json":
             return Response(
-                json.dumps(doc.to_json(), indent=2, sort_keys=True).encode() + b"\n",
+                reports.render_json(doc),
                 media_type="application/json",
                 headers={**_HEADERS, "Content-Disposition": f'inline; filename="{stem}.json"'},
             )
