@@ -48,14 +48,13 @@ from .errors import (
     RefusedError,
     SignatureError,
     UnavailableError,
-    UnknownKeyError,
     UsageError,
     VerificationError,
     WrongLedgerError,
 )
 from .keys import modelchain_home
 from .ledger import DB_NAME, Ledger
-from .service.node import Ack, Node, system_clock_ms
+from .service.node import Ack, Node, check_submission, system_clock_ms
 from .service.replica import apply_checkpoint
 from .storage.blobs import BlobStore
 from .storage.sqlite import SqliteStore
@@ -459,14 +458,8 @@ class RemoteLedger(Ledger):
         return acks
 
     def precheck(self, data: bytes) -> None:
-        """What can be checked here before submitting: shape, type, ledger, signer keys."""
-        env, tx = decode_submission(data)
-        if tx.ledger != self.origin:
-            raise WrongLedgerError(f"transaction is for ledger {tx.ledger!r}, not {self.origin!r}")
-        self.contracts.check(tx)
-        for sig in env.signatures:
-            if self.contracts.signer(self.store, sig.keyid, tx) is None:
-                raise UnknownKeyError(f"key {sig.keyid} is not the key of any member")
+        """The node's admission checks that need only the (mirrored) state."""
+        check_submission(data, self.origin, self.contracts, self.store)
 
     @property
     def max_batch(self) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..contracts import ContractSet, Overlay
+from ..contracts.base import StateReader
 from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
@@ -35,7 +36,7 @@ from ..errors import (
 )
 from ..storage.sqlite import SqliteStore
 
-__all__ = ["Ack", "Node", "NodeConfig", "system_clock_ms"]
+__all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
 
 
 def system_clock_ms() -> int:
@@ -75,6 +76,33 @@ class _Admitted:
     envelope: Envelope
     tx: Transaction
     future: Future[Ack]
+
+
+def check_submission(
+    data: bytes, origin: str, contracts: ContractSet, state: StateReader
+) -> tuple[Envelope, Transaction, tuple[tuple[VerifierKey, bytes], ...]]:
+    """The checks of a submission that need only the ledger's state: shape,
+    limits, ledger, type, and signers that are members (each key once, the
+    actor among them). Returns the keys and signatures left to verify."""
+    env, tx = decode_submission(data)
+    if tx.ledger != origin:
+        raise WrongLedgerError(f"transaction is for ledger {tx.ledger!r}, not {origin!r}")
+    contracts.check(tx)
+    pairs: list[tuple[VerifierKey, bytes]] = []
+    keyids: set[str] = set()
+    names: set[str] = set()
+    for sig in env.signatures:
+        if sig.keyid in keyids:
+            raise MalformedError(f"key {sig.keyid} signed twice")
+        found = contracts.signer(state, sig.keyid, tx)
+        if found is None:
+            raise UnknownKeyError(f"key {sig.keyid} is not the key of any member of {origin}")
+        keyids.add(sig.keyid)
+        names.add(found[0])
+        pairs.append((found[1], sig.sig))
+    if tx.actor not in names:
+        raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
+    return env, tx, tuple(pairs)
 
 
 _PARALLEL_MIN = 64  # below this, verifying in place beats the trip to a worker
@@ -145,30 +173,11 @@ class Node:
     def _prepare(self, data: bytes) -> _Prepared:
         """Every check that can refuse a transaction before the log, except the
         signature arithmetic: parsing, limits, ledger, type, time, known keys."""
-        env, tx = decode_submission(data)
-        if tx.ledger != self.origin:
-            raise WrongLedgerError(f"transaction is for ledger {tx.ledger!r}, not {self.origin!r}")
-        self.contracts.check(tx)
+        env, tx, pairs = check_submission(data, self.origin, self.contracts, self.store)
         check_time(tx, self._clock(), self.config.skew_ms)
         if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
             raise WrongLedgerError("the first transaction must be a genesis naming this log's key")
-        pairs: list[tuple[VerifierKey, bytes]] = []
-        keyids: set[str] = set()
-        names: set[str] = set()
-        for sig in env.signatures:
-            if sig.keyid in keyids:
-                raise MalformedError(f"key {sig.keyid} signed twice")
-            found = self.contracts.signer(self.store, sig.keyid, tx)
-            if found is None:
-                raise UnknownKeyError(
-                    f"key {sig.keyid} is not the key of any member of {self.origin}"
-                )
-            keyids.add(sig.keyid)
-            names.add(found[0])
-            pairs.append((found[1], sig.sig))
-        if tx.actor not in names:
-            raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
-        return _Prepared(env, tx, env.pae(), tuple(pairs))
+        return _Prepared(env, tx, env.pae(), pairs)
 
     def precheck(self, data: bytes) -> None:
         """Raise what admission would, short of verifying signatures: for a
