@@ -404,7 +404,7 @@ class Dashboard:
             size = self.led.size
             for index, data in self.led.store.entries(self._denied_upto, size):
                 if b'"result":"rejected"' in data:
-                    self._denied.append(entry_summary(self.led, index, data, {}))
+                    self._denied.append(entry_summary(index, data, {}))
             self._denied_upto = max(self._denied_upto, size)
             found = list(reversed(self._denied))
         orgs = {m["name"]: m.get("org", "") for m in self.led.members.list()}

@@ -8,7 +8,7 @@ environments come from signed but untrusted transactions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -197,10 +197,8 @@ def _clip(text: str) -> str:
 def lineage_svg(
     lineage: Mapping[str, Any],
     deployments: Iterable[Mapping[str, Any]] = (),
-    *,
-    link: Callable[[str], str] = lambda href: href,
 ) -> str:
-    """An inline ``<svg>`` of the lineage; ``link`` may rewrite each box's URL."""
+    """An inline ``<svg>`` of the lineage, each box linking to its page."""
     boxes = sorted(lineage_boxes(lineage, deployments), key=lambda b: (b.column, b.row))
     by_key = {b.key: b for b in boxes}
     columns = 1 + max(b.column for b in boxes)
@@ -262,7 +260,7 @@ def lineage_svg(
             "</g>",
         ]
         if b.href is not None:
-            group = [f'<a href="{escape(link(b.href))}">', *group, "</a>"]
+            group = [f'<a href="{escape(b.href)}">', *group, "</a>"]
         out.extend(group)
     out.append("</svg>")
     return "\n".join(out)

@@ -9,7 +9,11 @@ from typing import Any
 from ..core import canonical
 from ..core.merkle import leaf_hash
 from ..core.tx import LogEntry
+from ..errors import IntegrityError, NotFoundError
 from ..ledger import Ledger
+from ..registry import Datasets, Models
+
+Registry = Models | Datasets
 
 __all__ = ["TrailFilter", "TrailPage", "entry_summary", "find_digest", "trail"]
 
@@ -34,7 +38,7 @@ class TrailFilter:
     limit: int = 100
 
 
-def entry_summary(led: Ledger, index: int, data: bytes, orgs: dict[str, str]) -> dict[str, Any]:
+def entry_summary(index: int, data: bytes, orgs: dict[str, str]) -> dict[str, Any]:
     """One entry as the trail lists it."""
     entry = LogEntry.decode(data)
     tx = entry.transaction
@@ -81,7 +85,7 @@ def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage
         for index, data in reversed(list(led.store.entries(start, end))):
             end = index
             budget -= 1
-            summary = _match(led, index, data, f, wanted_actors, orgs)
+            summary = _match(index, data, f, wanted_actors, orgs)
             if summary is not None:
                 out.append(summary)
                 if len(out) >= f.limit:
@@ -90,14 +94,13 @@ def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage
 
 
 def _match(
-    led: Ledger,
     index: int,
     data: bytes,
     f: TrailFilter,
     actors: set[str] | None,
     orgs: dict[str, str],
 ) -> dict[str, Any] | None:
-    s = entry_summary(led, index, data, orgs)
+    s = entry_summary(index, data, orgs)
     if f.actor is not None and s["actor"] != f.actor:
         return None
     if actors is not None and s["actor"] not in actors:
@@ -121,6 +124,7 @@ def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
     want = digest.strip().lower().removeprefix("sha256:")
     found: list[dict[str, Any]] = []
     for kind in ("model", "dataset"):
+        registry = led.models if kind == "model" else led.datasets
         for key, value in led.store.state_prefix(f"{kind}/"):
             if "@" not in key:
                 continue
@@ -133,14 +137,32 @@ def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
             if str(art.get("digest", "")).lower().removeprefix("sha256:") == want:
                 found.append({**base, "path": None, "match": "artifact"})
                 continue
-            registry = led.models if kind == "model" else led.datasets
-            try:
-                manifest = registry.manifest_of(record)
-            except Exception:  # a manifest blob this node lacks: only the root can match
-                continue
-            if manifest.algorithm != "sha256":
-                continue
-            for f in manifest.files:
-                if f.digest == want:
-                    found.append({**base, "path": f.path, "match": "file"})
+            for path in _file_digests(registry, record).get(want, ()):
+                found.append({**base, "path": path, "match": "file"})
     return found
+
+
+_FILES_CACHE: dict[str, dict[str, tuple[str, ...]]] = {}
+_FILES_CACHE_MAX = 4096
+
+
+def _file_digests(registry: Registry, record: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A version's SHA-256 file digests and their paths. A registered manifest
+    never changes, so it is read and parsed once per artifact digest."""
+    key = str(record["artifact"].get("digest", ""))
+    cached = _FILES_CACHE.get(key)
+    if cached is not None:
+        return cached
+    try:
+        manifest = registry.manifest_of(record)
+    except (NotFoundError, IntegrityError):  # a manifest blob this node lacks
+        return {}
+    paths: dict[str, list[str]] = {}
+    if manifest.algorithm == "sha256":
+        for f in manifest.files:
+            paths.setdefault(f.digest, []).append(f.path)
+    result = {d: tuple(ps) for d, ps in paths.items()}
+    if len(_FILES_CACHE) >= _FILES_CACHE_MAX:
+        _FILES_CACHE.clear()
+    _FILES_CACHE[key] = result
+    return result
