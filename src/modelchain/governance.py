@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .contracts.base import Call, Overlay, Rejected
+from .contracts.base import Call, Overlay, Rejected, TypeRule
 from .contracts.governance import (
     MEMBER_ADD,
     MEMBER_REVOKE,
@@ -20,7 +20,14 @@ from .contracts.governance import (
     QUORUM_SET,
     quorum,
 )
-from .contracts.policy import POLICY_SET, action_of, base_context, enforce, evaluate, policy_key
+from .contracts.policy import (
+    POLICY_SET,
+    action_of,
+    check_policy,
+    enforce,
+    policy_context,
+    policy_key,
+)
 from .core import canonical
 from .core.dsse import Envelope
 from .core.identity import Signer, VerifierKey
@@ -165,18 +172,22 @@ class Policies:
                 out.append(record)
         return out
 
-    def test(self, envelope: Envelope) -> PolicyDecision:
-        """Evaluate the policy a drafted (signed or not) transaction would meet,
-        against the current state, without submitting it."""
+    def _drafted(self, envelope: Envelope) -> tuple[Call, TypeRule, Overlay]:
+        """A drafted (signed or not) transaction as its contract would see it now."""
         tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
         self._led.contracts.check(tx)
         signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
-        call = Call(self._led.size, tx, signers)
         rule = self._led.contracts.rule(tx.type)
-        assert rule is not None
-        state = Overlay(self._led.store)
+        assert rule is not None  # contracts.check found it
+        return Call(self._led.size, tx, signers), rule, Overlay(self._led.store)
+
+    def test(self, envelope: Envelope) -> PolicyDecision:
+        """Evaluate the policy a drafted (signed or not) transaction would meet,
+        against the current state, without submitting it."""
+        call, rule, state = self._drafted(envelope)
         action = action_of(call)
-        policy = self.get(action) or (self.get(tx.type) if action != tx.type else None)
+        tx_type = call.tx.type
+        policy = self.get(action) or (self.get(tx_type) if action != tx_type else None)
         if policy is None:
             return PolicyDecision(action, True, None, None, "no policy applies")
         try:
@@ -194,9 +205,8 @@ class Policies:
         rule holds for this transaction, in the same context the type's own
         policy sees. Without such a policy the answer is no: a held key must
         never sign by default."""
-        tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
-        self._led.contracts.check(tx)
-        action = f"custodial:{tx.type}"
+        call, rule, state = self._drafted(envelope)
+        action = f"custodial:{call.tx.type}"
         policy = self.get(action)
         if policy is None:
             return PolicyDecision(
@@ -207,24 +217,11 @@ class Policies:
                 f"no policy is set for {action}: signing with a key the server holds is off "
                 "until a quorum of admins sets one (modelchain policy set)",
             )
-        signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
-        call = Call(self._led.size, tx, signers)
-        rule = self._led.contracts.rule(tx.type)
-        assert rule is not None  # contracts.check found it
-        state = Overlay(self._led.store)
-        context = base_context(state, call)
-        if rule.context is not None:
-            context.update(rule.context(state, call))
         try:
-            allowed = evaluate(policy["rule"], context)
+            check_policy(action, policy, policy_context(state, call, rule))
         except Rejected as rej:
             return PolicyDecision(action, False, policy["rule"], policy["version"], rej.reason)
-        reason = (
-            "allowed"
-            if allowed
-            else f"policy {action} v{policy['version']} denies it: {policy['rule']}"
-        )
-        return PolicyDecision(action, allowed, policy["rule"], policy["version"], reason)
+        return PolicyDecision(action, True, policy["rule"], policy["version"], "allowed")
 
     def _signer_names(self, envelope: Envelope, tx: Transaction) -> tuple[str, ...]:
         names: tuple[str, ...] = ()

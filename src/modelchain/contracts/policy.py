@@ -53,9 +53,11 @@ __all__ = [
     "POLICY_SET",
     "action_of",
     "base_context",
+    "check_policy",
     "compile_rule",
     "enforce",
     "evaluate",
+    "policy_context",
     "policy_key",
     "policy_rules",
 ]
@@ -145,9 +147,19 @@ def enforce(state: Overlay, call: Call, rule: TypeRule) -> None:
         policy = state.get_state(policy_key(action))
     if not isinstance(policy, dict) or policy["rule"] is None:
         return
+    check_policy(action, policy, policy_context(state, call, rule))
+
+
+def policy_context(state: StateReader, call: Call, rule: TypeRule) -> dict[str, Any]:
+    """What a rule for ``call`` sees: the base context and what its contract adds."""
     context = base_context(state, call)
     if rule.context is not None:
         context.update(rule.context(state, call))
+    return context
+
+
+def check_policy(action: str, policy: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+    """Raise Rejected unless ``policy`` (set for ``action``) holds in ``context``."""
     if not evaluate(policy["rule"], context):
         raise Rejected(
             "policy_denied",
