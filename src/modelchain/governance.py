@@ -132,6 +132,11 @@ class Members:
             raise NotFoundError(f"{name} is not a member of {self._led.origin}")
         return found
 
+    def name_of_key(self, keyid: str) -> str | None:
+        """The member a DSSE key id belongs (or belonged) to."""
+        found = self._led.store.get_state(f"keyid/{keyid}")
+        return found if isinstance(found, str) else None
+
     def list(self) -> list[dict[str, Any]]:
         names = self._led.store.get_state("members")
         return [self.get(n) for n in names] if isinstance(names, list) else []

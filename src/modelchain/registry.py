@@ -529,6 +529,23 @@ class Models(_Registry):
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         return self._result(name, self._version("model", name, version)["version"], False)
 
+    def info(self, name: str) -> dict[str, Any]:
+        """The model itself: owner, latest version, the entry that created it."""
+        found = self._state(model_key(name))
+        if not isinstance(found, dict):
+            raise NotFoundError(f"no model named {name!r}")
+        return found
+
+    def produced_by(self, run_id: str) -> list[dict[str, Any]]:
+        """Every model version registered as the output of training run ``run_id``."""
+        out = []
+        for key, value in self._led.store.state_prefix("model/"):
+            if "@" in key:
+                record = canonical.loads(value)
+                if isinstance(record, dict) and record.get("run") == run_id:
+                    out.append(record)
+        return out
+
     def list(self) -> list[dict[str, Any]]:
         return self._list("model")
 
@@ -695,13 +712,17 @@ class Deployments(_Registry):
         found = self._state(deployment_key(model, env))
         return found if isinstance(found, dict) else None
 
+    def environments(self, model: str) -> list[str]:
+        """The environments ``model`` has ever been deployed to."""
+        return list(self._state(f"deploy-envs/{model}") or [])
+
     def history(
         self, model: str, env: str | None = None, at: int | None = None
     ) -> list[dict[str, Any]]:
         """Every change of ``model``'s deployments (one environment, or all), oldest
         first, each with who, when and under which approvals; ``at`` (ms) keeps
         the changes up to that moment."""
-        envs = [env] if env is not None else list(self._state(f"deploy-envs/{model}") or [])
+        envs = [env] if env is not None else self.environments(model)
         events = []
         for e in envs:
             for event in self._state(f"deploy-history/{model}/{e}") or []:

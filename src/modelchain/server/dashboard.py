@@ -378,8 +378,7 @@ class Dashboard:
             return self.error_page(request, exc)
 
     def member_name(self, keyid: str) -> str:
-        found = self.led.store.get_state(f"keyid/{keyid}")
-        return str(found) if isinstance(found, str) else f"unknown key {keyid}"
+        return self.led.members.name_of_key(keyid) or f"unknown key {keyid}"
 
     def signer_names(self, keyids: list[str]) -> list[str]:
         return list(dict.fromkeys(self.member_name(k) for k in keyids))
@@ -502,14 +501,14 @@ class Dashboard:
     def model_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
         name = request.path_params["name"]
-        entity = self.led.store.get_state(f"model/{name}")
-        if not isinstance(entity, dict):
-            raise NotFoundError(f"no model named {name!r}")
+        entity = self.led.models.info(name)
         versions = [
             self.led.models.get(name, v).record for v in range(int(entity["latest"]), 0, -1)
         ]
-        envs = list(self.led.store.get_state(f"deploy-envs/{name}") or [])
-        current = {e: self.led.deployments.current(name, e) for e in envs}
+        current = {
+            e: self.led.deployments.current(name, e)
+            for e in self.led.deployments.environments(name)
+        }
         return self.render(
             request,
             "model.html",
@@ -524,7 +523,7 @@ class Dashboard:
         name = request.path_params["name"]
         version = _int(request.path_params["version"], "version", 1)
         record = self.led.models.get(name, version).record
-        entity = self.led.store.get_state(f"model/{name}") or {}
+        entity = self.led.models.info(name)
         try:
             files = list(self.led.models.manifest_of(record).files)
             files_error = None
@@ -594,12 +593,7 @@ class Dashboard:
         pred = run["statement"]["predicate"]
         build = pred.get("buildDefinition", {})
         details = pred.get("runDetails", {})
-        produced = []
-        for key, value in self.led.store.state_prefix("model/"):
-            if "@" in key:
-                rec = canonical.loads(value)
-                if isinstance(rec, dict) and rec.get("run") == run["id"]:
-                    produced.append(rec)
+        produced = self.led.models.produced_by(run["id"])
         return self.render(
             request,
             "run.html",
