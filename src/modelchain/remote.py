@@ -230,6 +230,7 @@ class RemoteLedger(Ledger):
         self._staleness = staleness
         self._synced_at = -math.inf
         self._sync_lock = threading.RLock()
+        self._last_opened: tuple[bytes, Checkpoint] | None = None
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
@@ -339,8 +340,7 @@ class RemoteLedger(Ledger):
                 "verified: the log was rolled back or forked"
             )
         if last is not None:
-            old, _ = open_checkpoint(last[1], self._trusted)
-            self._check_consistent(old, cp)
+            self._check_consistent(self._opened(last[1]), cp)
         if cp.size > held:
             apply_checkpoint(
                 store, self.contracts, self._trusted, cp, note, self._fetch(held, cp.size)
@@ -354,6 +354,12 @@ class RemoteLedger(Ledger):
             store.put_checkpoint(cp.size, note)
         self._synced_at = time.monotonic()
         return cp
+
+    def _opened(self, note: bytes) -> Checkpoint:
+        """A stored (already verified) checkpoint note, parsed and checked once."""
+        if self._last_opened is None or self._last_opened[0] != note:
+            self._last_opened = (note, open_checkpoint(note, self._trusted)[0])
+        return self._last_opened[1]
 
     def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
         if old.size == new.size:

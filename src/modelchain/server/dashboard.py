@@ -10,6 +10,7 @@ CLI and uploaded back, or signed by a key the server holds where the ledger's
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import inspect
@@ -904,7 +905,7 @@ class Dashboard:
         name = request.path_params["name"]
         if name not in _STATIC:
             raise NotFoundError(f"no static file {name!r}")
-        data = (resources.files("modelchain.server") / "static" / name).read_bytes()
+        data = _static_bytes(name)
         return Response(
             data,
             media_type=_STATIC[name],
@@ -916,6 +917,12 @@ class Dashboard:
 
 
 _STATIC = {"style.css": "text/css; charset=utf-8"}
+
+
+@functools.cache
+def _static_bytes(name: str) -> bytes:
+    """A packaged static file, read once (``name`` is one of ``_STATIC``)."""
+    return (resources.files("modelchain.server") / "static" / name).read_bytes()
 
 
 def _markup(svg: str) -> Markup:
