@@ -151,40 +151,12 @@ def test_guard_watch_reports_drift(env: dict[str, str], tmp_path: Path) -> None:
     )
     run(env, "model", "register", "m", str(model))
     run(env, "deploy", "m@1", "--env", "edge", "--as", "ops")
-    ok = run(
-        env,
-        "guard",
-        "watch",
-        str(model),
-        "--model",
-        "m",
-        "--env",
-        "edge",
-        "--interval",
-        "0",
-        "--rounds",
-        "1",
-        "--as",
-        "mon",
-    ).stdout
+    watch = ("guard", "watch", str(model), "--model", "m", "--env", "edge")
+    once = ("--interval", "0", "--rounds", "1", "--as", "mon")
+    ok = run(env, *watch, *once).stdout
     assert "round 1: ok" in ok
     (model / "w.bin").write_bytes(b"tampered")
-    drift = run(
-        env,
-        "guard",
-        "watch",
-        str(model),
-        "--model",
-        "m",
-        "--env",
-        "edge",
-        "--interval",
-        "0",
-        "--rounds",
-        "1",
-        "--as",
-        "mon",
-    ).stdout
+    drift = run(env, *watch, *once).stdout
     assert "DRIFT changed w.bin" in drift and "(reported)" in drift
     events = json.loads(run(env, "audit", "denied", "--json").stdout)
     assert events == []
