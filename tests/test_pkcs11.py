@@ -23,7 +23,8 @@ from modelchain.keys import KeyStore, Pkcs11Signer
 
 SOFTHSM_MODULE = os.environ.get("MODELCHAIN_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 TOKEN = "modelchain-test"
-PIN = "1234"
+# Not a hex string, so it can never appear by chance in a key id a repr shows.
+PIN = "QZX-8513"
 SO_PIN = "5678"
 
 
@@ -147,10 +148,10 @@ def test_store_needs_a_pin(token: Token, tmp_path: Path, monkeypatch: pytest.Mon
 def test_wrong_pin(token: Token, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = KeyStore(tmp_path / "home")
     store.create_pkcs11("n", token.module, token.label, token.pin)
-    monkeypatch.setenv("MODELCHAIN_PKCS11_PIN", "9999")
+    monkeypatch.setenv("MODELCHAIN_PKCS11_PIN", "QZX-wrong")
     with pytest.raises(KeyStoreError, match="wrong PIN") as info:
         store.signer("n")
-    assert "9999" not in str(info.value)
+    assert "QZX-wrong" not in str(info.value)
     with pytest.raises(KeyStoreError, match="wrong PIN"):
         Pkcs11Signer("n", token.module, token.label, "0000", "modelchain-n")
 
