@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pypdf
 import pytest
 from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
 
@@ -23,6 +22,7 @@ from modelchain.core.identity import verifier_of
 from modelchain.core.merkle import leaf_hash
 from modelchain.core.receipt import InclusionReceipt, verify_receipt
 from modelchain.errors import (
+    MalformedError,
     NotFoundError,
     ProofError,
     RejectedError,
@@ -36,8 +36,11 @@ from modelchain.reports import (
     annex_iv,
     export_logs,
     parse_time,
+    read_annex_iv,
     render_html,
+    render_json,
     render_pdf,
+    verify_annex_iv,
     verify_logs,
 )
 from modelchain.reports._pdf import FONT_DIRS
@@ -390,6 +393,89 @@ def test_unknown_model_or_version_is_not_found(world: World) -> None:
         annex_iv(world.led, "fraud", 7)
 
 
+# -- Annex IV: checked offline -----------------------------------------------------------
+
+
+def test_verify_annex_iv_offline(world: World, doc: AnnexIV) -> None:
+    vkey = world.led.log_key.to_string()
+    data = json.loads(render_json(doc))
+    check = verify_annex_iv(data, vkey)
+    assert (check.model, check.version, check.entries) == ("fraud", 2, len(doc.entries))
+    assert check.statements == sum(len(sec.statements) for sec in doc.sections)
+    assert check.checkpoint.size == doc.checkpoint.size
+    # The PDF carries the same JSON; the HTML does not.
+    assert read_annex_iv(render_pdf(doc)) == data
+    with pytest.raises(MalformedError, match="not an Annex IV JSON or PDF"):
+        read_annex_iv(render_html(doc).encode())
+    # Every cited entry carries its exact bytes.
+    for e in doc.entries:
+        assert base64.b64decode(e.entry) == world.led.entry_bytes(e.index)
+
+
+def _tampered(doc: AnnexIV, change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(render_json(doc))
+    change(data)
+    return data
+
+
+def _other_entry(data: dict[str, Any]) -> None:
+    # Bytes and leaf hash of another real entry under the first citation's index.
+    data["entries"][0].update(entry=data["entries"][1]["entry"])
+    data["entries"][0].update(leaf_hash=data["entries"][1]["leaf_hash"])
+
+
+def _bad_path(data: dict[str, Any]) -> None:
+    # The proof's first path hash replaced: the right index, the wrong root.
+    lines = data["entries"][2]["proof"].split("\n")
+    assert lines[1].startswith("index ") and len(base64.b64decode(lines[2])) == 32
+    lines[2] = base64.b64encode(bytes(32)).decode()
+    data["entries"][2]["proof"] = "\n".join(lines)
+
+
+def _subject(data: dict[str, Any]) -> dict[str, Any]:
+    general = data["sections"][0]["statements"]
+    return next(st for st in general if st["kind"] == "version" and st["data"]["subject"])
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda d: d["entries"][2].update(actor="mallory"), ProofError, "its actor"),
+        (lambda d: d["entries"][2].update(time_ms=T0 + 1), ProofError, "its time_ms"),
+        (lambda d: d["entries"][2].update(outcome={"result": "denied"}), ProofError, "outcome"),
+        (lambda d: d["entries"][2].update(entry=d["entries"][3]["entry"]), ProofError, "leaf"),
+        (_other_entry, ProofError, "its index"),
+        (lambda d: d["entries"][2].update(proof=d["entries"][3]["proof"]), ProofError, "for entry"),
+        (_bad_path, ProofError, "does not lead to the tree root"),
+        (lambda d: d["entries"].pop(0), ProofError, "does not prove"),
+        (lambda d: d["entries"].append(d["entries"][0]), ProofError, "cited twice"),
+        (lambda d: d["sections"][3]["statements"][0].update(entries=[]), ProofError, "none"),
+        (lambda d: _subject(d)["data"].update(digest="sha256:" + "0" * 64), ProofError, "bytes"),
+        (lambda d: d.update(model="other"), ProofError, "under that name"),
+        (lambda d: d.update(version=1), ProofError, "does not state its subject"),
+        (lambda d: d["checkpoint"].update(size=1), ProofError, "size"),
+        (lambda d: d.update(origin="elsewhere.example/log"), ProofError, "names ledger"),
+        (lambda d: d["entries"][1].pop("entry"), MalformedError, "entry"),
+        (lambda d: d["entries"][1].update(entry="not base64!"), MalformedError, "not a cited"),
+        (lambda d: d.update(format="something/else"), MalformedError, "not an Annex IV"),
+    ],
+)
+def test_verify_annex_iv_catches_tampering(
+    world: World,
+    doc: AnnexIV,
+    change: Callable[[dict[str, Any]], object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        verify_annex_iv(_tampered(doc, change), world.led.log_key)
+
+
+def test_verify_annex_iv_needs_the_log_key(world: World, doc: AnnexIV) -> None:
+    with pytest.raises(SignatureError):
+        verify_annex_iv(json.loads(render_json(doc)), verifier_of(s("alice")))
+
+
 # -- HTML and PDF ----------------------------------------------------------------------
 
 
@@ -409,78 +495,9 @@ def test_html_is_standalone_escaped_and_links_every_entry(doc: AnnexIV) -> None:
     assert doc.checkpoint.root in page and TO_COMPLETE in page
 
 
-def _pdf_strings(raw: bytes) -> Iterator[bytes]:
-    """The literal strings of a content stream, unescaped."""
-    i = 0
-    while (i := raw.find(b"(", i)) >= 0:
-        out, depth, i = bytearray(), 1, i + 1
-        while depth:
-            c = raw[i]
-            if c == 0x5C:  # backslash
-                nxt = raw[i + 1]
-                if 0x30 <= nxt <= 0x37:
-                    m = re.match(rb"[0-7]{1,3}", raw[i + 1 : i + 4])
-                    assert m is not None
-                    out.append(int(m.group(), 8))
-                    i += 1 + len(m.group())
-                    continue
-                out.append({0x6E: 10, 0x72: 13, 0x74: 9, 0x62: 8, 0x66: 12}.get(nxt, nxt))
-                i += 2
-                continue
-            depth += (c == 0x28) - (c == 0x29)
-            if depth:
-                out.append(c)
-            i += 1
-        yield bytes(out)
-
-
 def pdf_text(data: bytes) -> str:
-    """The visible text of an fpdf2 PDF, decoded through each font's ToUnicode map
-    (no PDF reader is a dependency; this knows just enough of fpdf2's output)."""
-    objects = {int(m[1]): m[2] for m in re.finditer(rb"(?s)\n(\d+) 0 obj\n(.*?)\nendobj", data)}
-
-    def stream(n: int) -> bytes:
-        m = re.search(rb"(?s)stream\n(.*)\nendstream", objects[n])
-        assert m is not None
-        return zlib.decompress(m[1]) if b"/FlateDecode" in objects[n][: m.start()] else m[1]
-
-    cmaps: dict[bytes, dict[int, str]] = {}
-    for name, ref in re.findall(rb"/(F\d+) (\d+) 0 R", data):
-        font = objects[int(ref)]
-        uni = re.search(rb"/ToUnicode (\d+) 0 R", font)
-        if uni is not None:
-            cmap = stream(int(uni[1]))
-            pairs = re.findall(rb"<([0-9A-F]{4})> <([0-9A-F]+)>", cmap)
-            cmaps[name] = {
-                int(g, 16): bytes.fromhex(u.decode()).decode("utf-16-be") for g, u in pairs
-            }
-    text = []
-    for page in (o for o in objects.values() if re.search(rb"/Type /Page\b", o)):
-        for ref in re.findall(rb"/Contents (\d+) 0 R", page):
-            content = stream(int(ref))
-            font: bytes | None = None
-            pos = 0
-            for m in re.finditer(rb"/(F\d+) [\d.]+ Tf", content):
-                text.append(_decode_run(content[pos : m.start()], font, cmaps))
-                font, pos = m[1], m.end()
-            text.append(_decode_run(content[pos:], font, cmaps))
-    return re.sub(r"\s+", " ", " ".join(text))
-
-
-def _decode_run(raw: bytes, font: bytes | None, cmaps: dict[bytes, dict[int, str]]) -> str:
-    out = []
-    for chunk in _pdf_strings(raw):
-        cmap = cmaps.get(font or b"")
-        if cmap is None:
-            out.append(chunk.decode("cp1252"))
-        else:
-            out.append(
-                "".join(
-                    cmap.get(int.from_bytes(chunk[i : i + 2], "big"), "?")
-                    for i in range(0, len(chunk), 2)
-                )
-            )
-    return " ".join(out)
+    """The visible text of a PDF, as a PDF reader extracts it."""
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(data)).pages)
 
 
 def _fonts_present() -> bool:
@@ -512,8 +529,7 @@ def test_pdf_holds_the_key_facts(world: World, doc: AnnexIV, core_fonts: bool) -
         assert "Zoë" in text and "?" in text  # Windows-1252 keeps Zoë; CJK becomes '?'
     else:
         assert "Zoë" in text and "Betrugserkennung — Zoë" in text
-    attached = json.dumps(doc.to_json(), sort_keys=True, ensure_ascii=False, indent=1).encode()
-    assert b"annex-iv.json" in pdf and len(attached) > 1000
+    assert read_annex_iv(pdf) == doc.to_json()  # the JSON travels inside
 
 
 # -- Art. 12 logs ----------------------------------------------------------------------
@@ -609,6 +625,21 @@ def test_cli_reports(world: World, env: dict[str, str], tmp_path: Path) -> None:
     run_cli(env, "report", "annex-iv", "fraud", "--ledger", ledger, "-o", str(pdf))
     assert pdf.read_bytes().startswith(b"%PDF-")
 
+    vkey = world.led.log_key.to_string()
+    for document in (out, pdf):
+        said = run_cli(env, "report", "verify-annex-iv", str(document), "--vkey", vkey, "--json")
+        result = json.loads(said.stdout)
+        assert (result["ok"], result["model"], result["version"]) == (True, "fraud", 2)
+        assert result["entries"] == len(data["entries"])
+    data["entries"][0]["actor"] = "mallory"
+    out.write_text(json.dumps(data))
+    bad = run_cli(env, "report", "verify-annex-iv", str(out), "--vkey", vkey, ok=False)
+    assert bad.returncode == 1 and "actor" in bad.stderr and not bad.stdout
+    html = tmp_path / "annex.html"
+    html.write_text(page)
+    bad = run_cli(env, "report", "verify-annex-iv", str(html), "--vkey", vkey, ok=False)
+    assert bad.returncode == 4 and "not an Annex IV JSON or PDF" in bad.stderr
+
     missing = run_cli(env, "report", "annex-iv", "nosuch", "--ledger", ledger, ok=False)
     assert missing.returncode == 3 and "error: no model named 'nosuch'" in missing.stderr
 
@@ -628,7 +659,6 @@ def test_cli_reports(world: World, env: dict[str, str], tmp_path: Path) -> None:
     )
     lines = logs.read_text().splitlines()
     assert {json.loads(line)["time_ms"] for line in lines[1:]} == {T0 + DAY, T0 + 2 * DAY}
-    vkey = world.led.log_key.to_string()
     ok = run_cli(env, "report", "verify-logs", str(logs), "--vkey", vkey, "--json").stdout
     assert json.loads(ok)["entries"] == len(lines) - 1
     lines[1] = lines[1].replace('"actor":"bob"', '"actor":"eve"')

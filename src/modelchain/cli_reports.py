@@ -1,5 +1,5 @@
 """CLI commands of the compliance exports: ``modelchain report annex-iv``,
-``report logs`` and ``report verify-logs``."""
+``report verify-annex-iv``, ``report logs`` and ``report verify-logs``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,38 @@ def register_commands(cli: click.Group) -> None:
                 f"wrote {output}: {doc.model} version {doc.version}, "
                 f"{len(doc.entries)} cited entries, checkpoint size {doc.checkpoint.size}",
                 err=True,
+            )
+
+    @report.command("verify-annex-iv")
+    @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--vkey", required=True, help="The log's verifier key (`modelchain log vkey`).")
+    @json_option
+    def verify_annex_iv_cmd(document: Path, vkey: str, as_json: bool) -> None:
+        """Check an Annex IV document offline (its JSON, or the PDF, which
+        carries the JSON): checkpoint signature, every cited entry's bytes,
+        fields and inclusion proof, every statement's citations, and that the
+        subject is the version its registration entry registered."""
+        from .reports import read_annex_iv, verify_annex_iv
+
+        result = verify_annex_iv(read_annex_iv(document.read_bytes()), vkey)
+        root = base64.b64encode(result.checkpoint.root).decode()
+        if as_json:
+            emit_json(
+                {
+                    "ok": True,
+                    "model": result.model,
+                    "version": result.version,
+                    "statements": result.statements,
+                    "entries": result.entries,
+                    "size": result.checkpoint.size,
+                    "root": root,
+                }
+            )
+        else:
+            click.echo(
+                f"ok: {result.model} version {result.version}: {result.statements} statements "
+                f"cite {result.entries} entries, all included in the checkpoint of size "
+                f"{result.checkpoint.size} with root {root}"
             )
 
     @report.command("logs")

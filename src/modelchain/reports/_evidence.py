@@ -1,24 +1,35 @@
 """The proofs behind a report: one pinned checkpoint, and for every entry a
-report cites, its leaf hash and a C2SP tlog-proof against that checkpoint."""
+report cites, its exact bytes, leaf hash and a C2SP tlog-proof against that
+checkpoint; and the offline check of such a citation."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..core.checkpoint import Checkpoint, open_checkpoint
-from ..core.merkle import leaf_hash
+from ..core.identity import VerifierKey
+from ..core.merkle import leaf_hash, verify_inclusion
 from ..core.receipt import InclusionReceipt
 from ..core.times import parse_time, rfc3339
 from ..core.tx import LogEntry
-from ..errors import NotFoundError
+from ..errors import Error, MalformedError, NotFoundError, ProofError
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
 
-__all__ = ["CheckpointRef", "CitedEntry", "Evidence", "parse_time", "rfc3339"]
+__all__ = [
+    "CheckpointRef",
+    "CitedEntry",
+    "Evidence",
+    "check_cited",
+    "open_ref",
+    "parse_time",
+    "rfc3339",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class CitedEntry:
     outcome: Mapping[str, str]
     leaf_hash: str  # hex
     proof: str  # C2SP tlog-proof text
+    entry: str  # the entry's exact bytes, base64
 
     @property
     def time(self) -> str:
@@ -77,6 +89,7 @@ class CitedEntry:
             "leaf_hash": self.leaf_hash,
             "link": self.link,
             "proof": self.proof,
+            "entry": self.entry,
         }
 
     @classmethod
@@ -89,6 +102,7 @@ class CitedEntry:
             dict(obj["outcome"]),
             obj["leaf_hash"],
             obj["proof"],
+            obj["entry"],
         )
 
 
@@ -160,7 +174,67 @@ class Evidence:
             outcome=entry.outcome.to_json(),
             leaf_hash=leaf_hash(data).hex(),
             proof=self.receipt(index).to_text(),
+            entry=base64.b64encode(data).decode("ascii"),
         )
 
     def cited(self) -> tuple[CitedEntry, ...]:
         return tuple(self._cited[i] for i in sorted(self._cited))
+
+
+# -- checking offline ------------------------------------------------------------------
+
+
+def open_ref(head: Mapping[str, Any], key: VerifierKey, where: str) -> tuple[bytes, Checkpoint]:
+    """The signed note a report names and what it says, checked with ``key``;
+    the origin, size and root the report states beside it must be the note's."""
+    note = str(head.get("note", "")).encode("utf-8")
+    cp, _ = open_checkpoint(note, key)
+    stated = (head.get("origin"), head.get("size"), head.get("root"))
+    if stated != (cp.origin, cp.size, base64.b64encode(cp.root).decode("ascii")):
+        raise ProofError(f"{where} states another origin, size or root than its signed checkpoint")
+    return note, cp
+
+
+def _stated(entry: LogEntry) -> dict[str, Any]:
+    """What a citation states beside the entry bytes, as the bytes say it."""
+    tx = entry.transaction
+    return {
+        "index": entry.index,
+        "type": tx.type,
+        "actor": tx.actor,
+        "time_ms": tx.time,
+        "outcome": entry.outcome.to_json(),
+    }
+
+
+def check_cited(cited: Mapping[str, Any], where: str, note: bytes, cp: Checkpoint) -> LogEntry:
+    """Check one cited entry offline and return it decoded: its bytes hash to
+    its leaf hash, the fields it states are those of its bytes, it belongs to
+    the checkpoint's log, and its tlog-proof includes it in that checkpoint.
+    Raises ProofError, or MalformedError for what is not a citation at all."""
+    try:
+        data = base64.b64decode(cited["entry"], validate=True)
+        leaf = leaf_hash(data)
+        if leaf.hex() != cited["leaf_hash"]:
+            raise ProofError(f"{where}: the entry bytes do not hash to its leaf hash")
+        try:
+            entry = LogEntry.decode(data)
+        except Error as exc:
+            raise ProofError(f"{where}: the entry bytes are not a log entry: {exc}") from exc
+        for name, value in _stated(entry).items():
+            if cited[name] != value:
+                raise ProofError(f"{where}: its {name} is not the one in its entry bytes")
+        receipt = InclusionReceipt.from_text(cited["proof"])
+    except (KeyError, TypeError, binascii.Error) as exc:
+        raise MalformedError(f"{where} is not a cited entry: {exc!r}") from exc
+    ledger = entry.transaction.ledger
+    if ledger != cp.origin:
+        raise ProofError(f"{where}: entry {entry.index} belongs to ledger {ledger}")
+    if receipt.index != entry.index:
+        raise ProofError(f"{where}: the proof is for entry {receipt.index}")
+    if receipt.checkpoint != note:
+        raise ProofError(f"{where}: the proof is against another checkpoint")
+    if entry.index >= cp.size:
+        raise ProofError(f"{where}: entry {entry.index} is beyond the checkpoint")
+    verify_inclusion(entry.index, cp.size, leaf, list(receipt.proof), cp.root)
+    return entry

@@ -5,19 +5,16 @@ one checkpoint (written once, as the first line), and the offline check of it.""
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
-from ..core.merkle import leaf_hash, verify_inclusion
-from ..core.receipt import InclusionReceipt
-from ..core.tx import LogEntry
-from ..errors import Error, MalformedError, ProofError, UsageError
-from ._evidence import Evidence, rfc3339
+from ..core.merkle import leaf_hash
+from ..errors import MalformedError, ProofError, UsageError
+from ._evidence import Evidence, check_cited, open_ref, rfc3339
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -129,66 +126,24 @@ def verify_logs(lines: Iterable[str], log_key: VerifierKey | str) -> LogsCheck:
     head = _parse(first, 1)
     if head.get("kind") != "checkpoint" or head.get("format") != LOGS_FORMAT:
         raise MalformedError(f"line 1 must be the checkpoint of a {LOGS_FORMAT} export")
-    note = str(head.get("note", "")).encode("utf-8")
-    cp, _ = open_checkpoint(note, key)
-    if (head.get("size"), head.get("origin")) != (cp.size, cp.origin):
-        raise ProofError("line 1 states another size or origin than its signed checkpoint")
+    note, cp = open_ref(head, key, "line 1")
     start, end = head.get("from_ms"), head.get("to_ms")
     count, last = 0, -1
     for number, text in enumerate(it, start=2):
         if not text.strip():
             continue
         line = _parse(text, number)
-        try:
-            _check_line(line, number, note, cp, start, end)
-        except (KeyError, TypeError, binascii.Error) as exc:
-            raise MalformedError(f"line {number} is not an entry line: {exc!r}") from exc
-        if line["index"] <= last:
-            raise ProofError(f"line {number}: entry {line['index']} is out of order or repeated")
-        last = line["index"]
+        if line.get("kind") != "entry":
+            raise MalformedError(f"line {number} is not an entry line")
+        where = f"line {number}"
+        entry = check_cited(line, where, note, cp)
+        tx = entry.transaction
+        if line.get("body") != tx.body:
+            raise ProofError(f"{where}: its body is not the one in its entry bytes")
+        if (start is not None and tx.time < start) or (end is not None and tx.time > end):
+            raise ProofError(f"{where}: entry {entry.index} is outside the exported range")
+        if entry.index <= last:
+            raise ProofError(f"{where}: entry {entry.index} is out of order or repeated")
+        last = entry.index
         count += 1
     return LogsCheck(cp, count, start, end)
-
-
-def _check_line(
-    line: dict[str, Any],
-    number: int,
-    note: bytes,
-    cp: Checkpoint,
-    start: int | None,
-    end: int | None,
-) -> None:
-    if line.get("kind") != "entry":
-        raise MalformedError(f"line {number} is not an entry line")
-    data = base64.b64decode(line["entry"], validate=True)
-    leaf = leaf_hash(data)
-    if leaf.hex() != line["leaf_hash"]:
-        raise ProofError(f"line {number}: the entry bytes do not hash to its leaf hash")
-    try:
-        entry = LogEntry.decode(data)
-    except Error as exc:
-        raise ProofError(f"line {number}: the entry bytes are not a log entry: {exc}") from exc
-    tx = entry.transaction
-    stated = {
-        "index": entry.index,
-        "type": tx.type,
-        "actor": tx.actor,
-        "time_ms": tx.time,
-        "body": tx.body,
-        "outcome": entry.outcome.to_json(),
-    }
-    for name, value in stated.items():
-        if line[name] != value:
-            raise ProofError(f"line {number}: its {name} is not the one in its entry bytes")
-    if tx.ledger != cp.origin:
-        raise ProofError(f"line {number}: entry {entry.index} belongs to ledger {tx.ledger}")
-    if (start is not None and tx.time < start) or (end is not None and tx.time > end):
-        raise ProofError(f"line {number}: entry {entry.index} is outside the exported range")
-    receipt = InclusionReceipt.from_text(line["proof"])
-    if receipt.index != entry.index:
-        raise ProofError(f"line {number}: the proof is for entry {receipt.index}")
-    if receipt.checkpoint != note:
-        raise ProofError(f"line {number}: the proof is against another checkpoint")
-    if entry.index >= cp.size:
-        raise ProofError(f"line {number}: entry {entry.index} is beyond the checkpoint")
-    verify_inclusion(entry.index, cp.size, leaf, list(receipt.proof), cp.root)
