@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -392,3 +393,58 @@ def test_a_custodial_key_that_cannot_be_loaded_stops_the_server_at_start(
     }
     proc = run_cli(env, "serve", "--ledger", str(tmp_path / "ledger"), "--port", "0", ok=False)
     assert proc.returncode == 3 and "nobody" in proc.stderr  # before serving anything
+
+
+def test_a_form_opened_before_a_restart_still_works(tmp_path: Path) -> None:
+    mc.init(tmp_path / "ledger", ORIGIN, alice, org="acme").close()
+    env = {
+        **os.environ,
+        "MODELCHAIN_HOME": str(tmp_path / "home"),
+        "MODELCHAIN_LEDGER": str(tmp_path / "ledger"),
+    }
+    token = run_cli(env, "token", "issue", "alice").stdout.strip()
+    with running_server(tmp_path / "ledger", env=env) as url:
+        page = httpx.get(url + "/ui/login")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None and "modelchain_session" in page.cookies
+        cookies = dict(page.cookies)
+    key = tmp_path / "ledger" / "dashboard.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    form = {"csrf": csrf[1], "token": token, "next": "/ui/models"}
+    with running_server(tmp_path / "ledger", env=env) as url:
+        signed_in = httpx.post(url + "/ui/login", data=form, cookies=cookies)
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/ui/models"
+        forged = httpx.post(url + "/ui/login", data={**form, "csrf": "0" * 64}, cookies=cookies)
+        assert forged.status_code == 403
+    key.unlink()  # a new key voids every open form
+    with running_server(tmp_path / "ledger", env=env) as url:
+        stale = httpx.post(url + "/ui/login", data=form, cookies=cookies)
+        assert stale.status_code == 403 and "reload the page" in stale.text
+
+
+def test_behind_a_tls_proxy_cookies_are_secure(tmp_path: Path) -> None:
+    mc.init(tmp_path / "ledger", ORIGIN, alice, org="acme").close()
+    env = {
+        **os.environ,
+        "MODELCHAIN_HOME": str(tmp_path / "home"),
+        "MODELCHAIN_LEDGER": str(tmp_path / "ledger"),
+    }
+    token = run_cli(env, "token", "issue", "alice").stdout.strip()
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+    def sign_in(url: str) -> str:
+        page = httpx.get(url + "/ui/login", headers=proxied)
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        session = page.headers["set-cookie"].split(";")[0]
+        form = {"csrf": csrf[1], "token": token, "next": "/ui/"}
+        answer = httpx.post(url + "/ui/login", data=form, headers={**proxied, "Cookie": session})
+        assert answer.status_code == 303
+        return answer.headers["set-cookie"].lower()
+
+    # The default believes a proxy on this machine.
+    with running_server(tmp_path / "ledger", env=env) as url:
+        assert "; secure" in sign_in(url)
+    # A proxy elsewhere must be named; headers from anyone else are not believed.
+    with running_server(tmp_path / "ledger", "--forwarded-allow-ips", "192.0.2.1", env=env) as url:
+        assert "; secure" not in sign_in(url)

@@ -91,6 +91,15 @@ def register_commands(cli: click.Group) -> None:
         help="Admitted transactions that may wait to be written; beyond it, 503 Retry-After.",
     )
     @click.option(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        show_default=True,
+        metavar="IPS",
+        help="Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed "
+        "(comma-separated addresses or networks, or '*'): behind a TLS proxy, the client "
+        "address and https come from these headers.",
+    )
+    @click.option(
         "--log-level",
         default="info",
         show_default=True,
@@ -106,6 +115,7 @@ def register_commands(cli: click.Group) -> None:
         max_body: int,
         body_timeout: float,
         max_backlog: int,
+        forwarded_allow_ips: str,
         log_level: str,
     ) -> None:
         """Serve the ledger over HTTP: the API (OpenAPI document at /openapi.json),
@@ -115,7 +125,8 @@ def register_commands(cli: click.Group) -> None:
         Writes are DSSE envelopes signed by members. Reads need a bearer token
         (`modelchain token issue`) unless reads are open. For TLS give
         --ssl-certfile and --ssl-keyfile (uvicorn's options); otherwise keep the
-        default loopback address and put a TLS proxy in front."""
+        default loopback address and put a TLS proxy in front (on another machine:
+        name it in --forwarded-allow-ips)."""
         try:
             import uvicorn
 
@@ -146,6 +157,8 @@ def register_commands(cli: click.Group) -> None:
                 log_config=None,
                 access_log=False,
                 server_header=False,
+                proxy_headers=True,
+                forwarded_allow_ips=forwarded_allow_ips,
                 timeout_graceful_shutdown=10,
             )
             uvicorn.Server(config).run()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -57,7 +58,7 @@ from .queries import TrailFilter, entry_summary, find_digest, trail
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-__all__ = ["CUSTODIAL_ENV", "dashboard_router"]
+__all__ = ["CUSTODIAL_ENV", "FORM_KEY_FILE", "dashboard_router"]
 
 TOKEN_COOKIE = "modelchain_token"
 SESSION_COOKIE = "modelchain_session"
@@ -245,6 +246,35 @@ async def _read_multipart(request: Request, keep: int) -> _MultipartForm:
     return form
 
 
+# The key that signs the dashboard's session cookies and form (CSRF) tokens.
+FORM_KEY_FILE = "dashboard.key"
+_FORM_KEY_BYTES = 32
+
+
+def _form_key(ledger_dir: Path) -> bytes:
+    """The dashboard's form key, kept beside the ledger (mode 0600) so that a
+    restarted server still accepts forms opened before; made on first use.
+    Deleting the file voids every open form and session cookie."""
+    path = ledger_dir / FORM_KEY_FILE
+    if not path.exists():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(_FORM_KEY_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a key another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_bytes()
+    if len(key) != _FORM_KEY_BYTES:
+        raise MalformedError(f"{path} is not a dashboard key: delete it and start again")
+    return key
+
+
 # -- the dashboard ---------------------------------------------------------------
 
 
@@ -254,7 +284,7 @@ class Dashboard:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.led: Ledger = ctx.ledger
-        self._secret = secrets.token_bytes(32)  # CSRF tokens die with the process
+        self._secret = _form_key(self.led.path)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("modelchain.server", "templates"),
             autoescape=True,
