@@ -28,7 +28,7 @@ from modelchain.core.identity import Ed25519Signer
 from modelchain.core.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from modelchain.errors import PushbackError
 from modelchain.service.node import Ack, NodeConfig
-from modelchain.storage.sqlite import SqliteStore
+from modelchain.storage.sqlite import IndexRow, SqliteStore
 
 ORIGIN = "bench.example.org/append"
 
@@ -171,7 +171,10 @@ def bench_proofs(size: int, samples: int, directory: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     step = 20_000
     for lo in range(0, size, step):
-        store.append([entry % i for i in range(lo, min(size, lo + step))], [], {})
+        part = range(lo, min(size, lo + step))
+        store.append(
+            [entry % i for i in part], [], {}, [IndexRow("event", "a", i, True) for i in part]
+        )
     fill = time.perf_counter() - t0
     root = store.root()
     reader = store.node_reader()

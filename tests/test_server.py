@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,6 +27,7 @@ from modelchain.core.merkle import leaf_hash, verify_consistency, verify_inclusi
 from modelchain.core.receipt import InclusionReceipt
 from modelchain.core.tiles import decode_entry_bundle
 from modelchain.core.tx import PAYLOAD_TYPE, Transaction
+from modelchain.errors import RejectedError
 from modelchain.ledger import Founder, new_nonce
 from modelchain.server.queries import TrailFilter, trail
 from modelchain.service.node import system_clock_ms
@@ -343,23 +345,97 @@ def test_metrics_health_openapi_and_logs(served: tuple[str, Path, str]) -> None:
     assert token not in (root / "server.log").read_text(), "tokens are never logged"
 
 
-def test_a_sparse_audit_filter_pages_instead_of_scanning_the_log(
-    ledger: mc.Ledger, alice: Ed25519Signer, bob: Ed25519Signer
-) -> None:
-    ledger.record_event("rare.event", {}, alice)
-    for i in range(95):
-        ledger.record_event("common.event", {"i": i}, bob)
-    f = TrailFilter(actor="alice", limit=10)  # genesis and the one event
-    page = trail(ledger, f, max_scan=40)
-    assert page.entries == [] and page.next_before == ledger.size - 40
-    found, pages = [], 1
-    while page.next_before is not None:
-        page = trail(ledger, replace(f, before=page.next_before), max_scan=40)
-        found += page.entries
+def _all_pages(led: mc.Ledger, f: TrailFilter, max_scan: int) -> tuple[list[int], int]:
+    """Every index the filter finds, following next_before; and how many pages."""
+    found, pages, before = [], 0, f.before
+    while True:
+        page = trail(led, replace(f, before=before), max_scan=max_scan)
+        found += [e["index"] for e in page.entries]
         pages += 1
-    assert [e["index"] for e in found] == [1, 0] and pages == 3
+        if page.next_before is None:
+            return found, pages
+        before = page.next_before
+
+
+def test_a_sparse_audit_filter_is_answered_from_the_index(
+    ledger: mc.Ledger, alice: Ed25519Signer, bob: Ed25519Signer, carol: Ed25519Signer
+) -> None:
+    with pytest.raises(RejectedError):  # an auditor may not add members; logged, as rejected
+        ledger.members.add(verifier_of(make_signer("erin")), roles=["admin"], signers=[carol])
+    ledger.record_event("rare", {}, alice)
+    for i in range(250):
+        ledger.record_event("common", {"i": i}, bob)
+    f = TrailFilter(actor="alice", limit=10)  # genesis and the one event
+    page = trail(ledger, f, max_scan=40)  # 4,000 index rows: the whole log
+    assert [e["index"] for e in page.entries] == [2, 0] and page.next_before is None
+    assert page.entries[0]["body"]["event"] == "rare" and page.entries[0]["org"] == "acme"
+    # The index's own budget pages too: 100 rows per scanned entry.
+    page = trail(ledger, f, max_scan=1)
+    assert page.entries == [] and page.next_before == ledger.size - 100
+    assert _all_pages(ledger, f, max_scan=1) == ([2, 0], 3)
+    denied = trail(ledger, TrailFilter(outcome="rejected"), max_scan=40).entries
+    assert [(e["index"], e["actor"], e["outcome"]["result"]) for e in denied] == [
+        (1, "carol", "rejected")
+    ]
     everything = trail(ledger, TrailFilter(limit=1000))
     assert len(everything.entries) == ledger.size and everything.next_before is None
+    # Every filter, from the index, finds what a look at each entry finds.
+    filters = [
+        TrailFilter(type="event.", limit=7),
+        TrailFilter(type="ledger.genesis", limit=7),
+        TrailFilter(type="ledger"),
+        TrailFilter(org="acme", type="event.record", before=5),
+        TrailFilter(org="audit-co"),
+        TrailFilter(actor="bob", org="acme", limit=3, before=100),
+        TrailFilter(actor="bob", org="audit-co"),
+        TrailFilter(outcome="accepted", limit=5),
+        TrailFilter(outcome="rejected"),
+        TrailFilter(outcome="maybe"),
+    ]
+    times = [ledger.entry(i).transaction.time for i in range(ledger.size)]
+    filters.append(TrailFilter(since=times[50], until=times[60], limit=1000))
+    filters += [TrailFilter(since=2**64), TrailFilter(until=2**64, limit=3)]  # beyond int64
+    for f in filters:
+        found = _all_pages(ledger, f, max_scan=10_000)[0]
+        want = []
+        for i in reversed(range(f.before or ledger.size)):
+            tx, outcome = ledger.entry(i).transaction, ledger.entry(i).outcome.to_json()
+            org = {"alice": "acme", "bob": "acme", "carol": "audit-co"}.get(tx.actor)
+            if (
+                (f.actor is None or tx.actor == f.actor)
+                and (f.org is None or org == f.org)
+                and (
+                    f.type is None
+                    or tx.type == f.type
+                    or (f.type.endswith(".") and tx.type.startswith(f.type))
+                )
+                and (f.outcome is None or outcome["result"] == f.outcome)
+                and (f.since is None or tx.time >= f.since)
+                and (f.until is None or tx.time <= f.until)
+            ):
+                want.append(i)
+        assert found == want, f
+
+
+def test_a_log_indexed_later_pages_by_scanning_until_then(tmp_path: Path) -> None:
+    led = mc.init(tmp_path / "l", ORIGIN, alice, org="acme")
+    for i in range(95):
+        led.record_event("common", {"i": i}, alice)
+    led.close()
+    with sqlite3.connect(tmp_path / "l" / "ledger.db") as db:  # as made before the index
+        db.execute("DROP TABLE trail")
+    f = TrailFilter(type="ledger.", limit=10)
+    with mc.open(tmp_path / "l", readonly=True) as old:
+        assert old.store.indexed() == 0
+        page = trail(old, f, max_scan=40)  # scans entries, 40 at most
+        assert page.entries == [] and page.next_before == old.size - 40
+        scanned = _all_pages(old, f, max_scan=40)
+    assert scanned == ([0], 3)
+    with mc.open(tmp_path / "l") as led:  # a writer indexes what is missing
+        assert led.store.indexed() == led.size == 96
+        assert _all_pages(led, f, max_scan=40) == ([0], 1)
+    with mc.open(tmp_path / "l", readonly=True) as ro:
+        assert ro.store.indexed() == 96
 
 
 def test_readers_cannot_make_the_node_sign_a_checkpoint_per_request(

@@ -338,6 +338,27 @@ TAMPERS = [
     ),
     Tamper("nonce-row-deleted", _sql("DELETE FROM nonces WHERE idx = 300"), None, "nonce"),
     Tamper("nonce-moved", _sql("UPDATE nonces SET idx = 301 WHERE idx = 300"), None, "nonce"),
+    # (d') the audit-trail index: a rejected attempt hidden from the trail's filters
+    Tamper(
+        "trail-rejected-shown-accepted",
+        _sql(f"UPDATE trail SET accepted = 1 WHERE idx = {REJECTED}"),
+        REJECTED,
+        "audit-trail index",
+    ),
+    Tamper(
+        "trail-actor-changed",
+        _sql("UPDATE trail SET actor = 'bob' WHERE idx = 300"),
+        300,
+        "audit-trail index",
+    ),
+    Tamper("trail-row-deleted", _sql("DELETE FROM trail WHERE idx = 300"), 300, "audit-trail"),
+    Tamper("trail-last-deleted", _sql(f"DELETE FROM trail WHERE idx = {LAST}"), LAST, "ends"),
+    Tamper(
+        "trail-row-added",
+        _sql(f"INSERT INTO trail VALUES ({SIZE}, 'event.record', 'bob', 0, 1)"),
+        None,
+        f"entry {SIZE}, beyond the log",
+    ),
     # (e) gaps, (f) reordering and copies
     Tamper("gap-first", _sql("DELETE FROM entries WHERE idx = 0"), 0, "entry 0 is missing"),
     Tamper("gap-middle", _sql("DELETE FROM entries WHERE idx = 300"), 300, "entry 300 is missing"),

@@ -70,15 +70,18 @@ class TrailPage:
 
 
 def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage:
-    """Entries matching ``f``, newest first: at most ``f.limit`` of them, examining
-    at most ``max_scan`` entries (a filter that matches little would otherwise
-    read the whole log in one request)."""
+    """Entries matching ``f``, newest first: at most ``f.limit`` of them. A query
+    examines at most ``max_scan`` entries (or, from the store's index, a hundred
+    times as many index rows), so that a filter matching little never reads the
+    whole log in one request; the page says where to go on from."""
     orgs = member_orgs(led)
     wanted_actors = None
     if f.org is not None:
         wanted_actors = {name for name, org in orgs.items() if org == f.org}
-    out: list[dict[str, Any]] = []
     end = led.size if f.before is None else max(0, min(f.before, led.size))
+    if led.store.indexed() >= end:
+        return _from_index(led, f, wanted_actors, orgs, end, max_scan)
+    out: list[dict[str, Any]] = []
     budget = max_scan if max_scan is not None else end
     while end > 0 and len(out) < f.limit and budget > 0:
         start = max(0, end - min(_SCAN_CHUNK, budget))
@@ -91,6 +94,44 @@ def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage
                 if len(out) >= f.limit:
                     break
     return TrailPage(out, end if end > 0 else None)
+
+
+# An index row costs SQLite about a hundredth of what decoding an entry costs here.
+_INDEX_ROWS_PER_ENTRY = 100
+
+
+def _from_index(
+    led: Ledger,
+    f: TrailFilter,
+    org_actors: set[str] | None,
+    orgs: dict[str, str],
+    end: int,
+    max_scan: int | None,
+) -> TrailPage:
+    actors = None
+    if f.actor is not None:
+        actors = [f.actor] if org_actors is None or f.actor in org_actors else []
+    elif org_actors is not None:
+        actors = sorted(org_actors)
+    if f.outcome not in (None, "accepted", "rejected"):
+        actors = []  # matches nothing, as a scan would find
+    prefix = f.type is not None and f.type.endswith(".")
+    start = 0 if max_scan is None else max(0, end - max_scan * _INDEX_ROWS_PER_ENTRY)
+    found = led.store.find(
+        start,
+        end,
+        f.limit,
+        actors=actors,
+        type_=None if prefix else f.type,
+        type_prefix=f.type if prefix else None,
+        accepted=None if f.outcome is None else f.outcome == "accepted",
+        since=f.since,
+        until=f.until,
+    )
+    out = [entry_summary(i, led.store.entry(i), orgs) for i in found]
+    if found and len(found) >= f.limit:
+        return TrailPage(out, found[-1] or None)
+    return TrailPage(out, start if start > 0 else None)
 
 
 def _match(

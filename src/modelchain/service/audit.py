@@ -23,7 +23,7 @@ from ..core.tiles import TileWriter, tile_node_reader
 from ..core.tx import LogEntry, encode_entry
 from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, Error
-from ..storage.sqlite import SqliteStore
+from ..storage.sqlite import IndexRow, SqliteStore
 
 __all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks", "replay_execution"]
 
@@ -180,6 +180,7 @@ def audit(
     origin: str | None = None
     expected = 0
     sigs = SignatureChecks(verifier or InlineVerifier())
+    rows: list[IndexRow] = []
     for index, data in store.entries():
         try:
             entry = replay_checks(index, expected, data, nonces, origin, contracts)
@@ -190,6 +191,8 @@ def audit(
         origin = entry.transaction.ledger
         writes = replay_execution(state, index, entry, contracts, sigs)
         signatures += len(entry.envelope.signatures)
+        tx = entry.transaction
+        rows.append(IndexRow(tx.type, tx.actor, tx.time, entry.outcome.accepted))
         for k, v in writes.items():
             if v is None:
                 state.values.pop(k, None)
@@ -220,6 +223,7 @@ def audit(
     if stored_nonces != nonces:
         bad = sorted(set(stored_nonces.items()) ^ set(nonces.items()), key=lambda x: x[1])
         raise AuditError(f"the nonce index differs from the log near entry {bad[0][1]}")
+    _compare_index(store, rows)
 
     read = tile_node_reader(lambda level, n: tiles[(level, n)])
     genesis_key = state.get_state(LEDGER_KEY)
@@ -276,6 +280,24 @@ def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> N
             idx = n * 256 + first_bad
             raise AuditError(f"tile 0/{n}: the stored hash of entry {idx} is wrong", idx)
         raise AuditError(f"tile {level}/{n}: stored hash {first_bad} is wrong")
+
+
+def _compare_index(store: SqliteStore, rows: list[IndexRow]) -> None:
+    """The audit-trail index must say what the entries say: a row changed or
+    dropped there would hide an entry from the trail's filters."""
+    stored = store.index_rows()
+    for index, want in enumerate(rows):
+        got = next(stored, None)
+        if got is None:
+            if store.readonly and index == 0:
+                return  # made before the index existed; a writer will build it
+            raise AuditError(f"the audit-trail index ends before entry {index}", index)
+        if got != (index, want):
+            at = min(got[0], index)
+            raise AuditError(f"the audit-trail index differs from the log at entry {at}", at)
+    extra = next(stored, None)
+    if extra is not None:
+        raise AuditError(f"the audit-trail index has a row for entry {extra[0]}, beyond the log")
 
 
 def _compare_state(store: SqliteStore, state: _MemoryState) -> None:

@@ -34,7 +34,7 @@ from ..errors import (
     UnknownKeyError,
     WrongLedgerError,
 )
-from ..storage.sqlite import SqliteStore
+from ..storage.sqlite import IndexRow, SqliteStore
 
 __all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
 
@@ -347,7 +347,11 @@ class Node:
                 state.writes.update(writes)
                 outcomes.append(outcome)
                 entries.append(encode_entry(first + i, item.envelope, outcome))
-            leaves = self.store.append(entries, [it.tx.nonce for it in live], state.writes)
+            index = [
+                IndexRow(it.tx.type, it.tx.actor, it.tx.time, out.accepted)
+                for it, out in zip(live, outcomes, strict=True)
+            ]
+            leaves = self.store.append(entries, [it.tx.nonce for it in live], state.writes, index)
         except BaseException as exc:
             self._sequencer.release(first, len(live))
             err = exc if isinstance(exc, Error) else StorageError(f"append failed: {exc}")

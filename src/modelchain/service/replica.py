@@ -17,7 +17,7 @@ from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash
 from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, ProofError
-from ..storage.sqlite import SqliteStore
+from ..storage.sqlite import IndexRow, SqliteStore
 from .audit import SignatureChecks, replay_checks, replay_execution
 
 __all__ = ["apply_checkpoint"]
@@ -96,14 +96,17 @@ def apply_checkpoint(
         state = Overlay(store)
         nonces = _StoreNonces(store)
         sigs = SignatureChecks(checks)
+        rows = []
         for offset, data in enumerate(chunk):
             index = first + start + offset
             entry = replay_checks(index, index, data, nonces, origin, contracts)
             state.writes.update(replay_execution(state, index, entry, contracts, sigs))
             if index == 0:
                 _check_genesis_key(state, log_key)
+            tx = entry.transaction
+            rows.append(IndexRow(tx.type, tx.actor, tx.time, entry.outcome.accepted))
         sigs.settle()
-        store.append(chunk, list(nonces.new), state.writes)
+        store.append(chunk, list(nonces.new), state.writes, rows)
     store.put_checkpoint(checkpoint.size, note)
 
 

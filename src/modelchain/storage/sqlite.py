@@ -1,26 +1,32 @@
-"""The SQLite ledger store: entries, tree tiles, contract state, checkpoints.
+"""The SQLite ledger store: entries, tree tiles, contract state, checkpoints,
+and an index of the entries for the audit trail.
 
-One write transaction per batch holds the entries, their nonces, the tiles they
-change and the state they write, so a crash at any instant leaves either all of
-a batch or none of it. WAL mode lets readers proceed while a batch commits.
+One write transaction per batch holds the entries, their index rows, their
+nonces, the tiles they change and the state they write, so a crash at any
+instant leaves either all of a batch or none of it. WAL mode lets readers
+proceed while a batch commits.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
-from ..errors import NotFoundError, StorageError
+from ..errors import Error, NotFoundError, StorageError
 
-__all__ = ["SqliteStore"]
+__all__ = ["IndexRow", "SqliteStore"]
+
+_log = logging.getLogger("modelchain.storage")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,7 +37,26 @@ CREATE TABLE IF NOT EXISTS tiles (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS trail (
+    idx INTEGER PRIMARY KEY, type TEXT NOT NULL, actor TEXT NOT NULL,
+    time INTEGER NOT NULL, accepted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trail_actor ON trail (actor, idx);
+CREATE INDEX IF NOT EXISTS trail_type ON trail (type, idx);
+CREATE INDEX IF NOT EXISTS trail_rejected ON trail (idx) WHERE accepted = 0;
 """
+_INDEX_CHUNK = 5000
+_INT64_MAX = 2**63 - 1
+
+
+class IndexRow(NamedTuple):
+    """What the audit-trail index keeps of an entry."""
+
+    type: str
+    actor: str
+    time: int  # the transaction's time, ms
+    accepted: bool
+
 
 _FULL_TILE_CACHE = 4096  # full tiles never change; 4096 x 8 KiB = 32 MiB at most
 _STATE_CACHE = 100_000
@@ -67,6 +92,8 @@ class SqliteStore:
         self._size, self._writer = (
             (0, TileWriter()) if readonly else self._load_edge(self._reader())
         )
+        if not readonly:
+            self._index_missing()
 
     # -- connections ---------------------------------------------------------
 
@@ -200,11 +227,15 @@ class SqliteStore:
         entries: Sequence[bytes],
         nonces: Sequence[str],
         writes: Mapping[str, JSONValue | None],
+        index: Sequence[IndexRow],
     ) -> list[bytes]:
         """Durably append ``entries`` (indexes size, size+1, ...) with their
-        nonces and state writes in one transaction; return their leaf hashes."""
+        audit-trail ``index`` rows, nonces and state writes in one transaction;
+        return their leaf hashes."""
         if self._db is None:
             raise StorageError("the ledger store is closed or read-only")
+        if len(index) != len(entries):
+            raise StorageError(f"{len(entries)} entries came with {len(index)} index rows")
         leaves = [leaf_hash(e) for e in entries]
         with self._wlock:
             first = self._size
@@ -221,6 +252,10 @@ class SqliteStore:
                 db.executemany(
                     "INSERT INTO nonces (nonce, idx) VALUES (?, ?)",
                     ((n, first + i) for i, n in enumerate(nonces)),
+                )
+                db.executemany(
+                    "INSERT INTO trail (idx, type, actor, time, accepted) VALUES (?, ?, ?, ?, ?)",
+                    ((first + i, *row) for i, row in enumerate(index)),
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO tiles (level, n, hashes) VALUES (?, ?, ?)",
@@ -245,6 +280,42 @@ class SqliteStore:
                 self._state.clear()
             self._state.update(writes)
         return leaves
+
+    def _index_missing(self) -> None:
+        """Index the entries a store made before the audit-trail index existed
+        (or by a version that did not fill it), in chunks, each one committed."""
+        from ..core.tx import LogEntry  # the store reads entries only here
+
+        assert self._db is not None
+        row = self._db.execute("SELECT max(idx) FROM trail").fetchone()
+        start = 0 if row[0] is None else int(row[0]) + 1
+        if start >= self._size:
+            return
+        _log.info(f"indexing entries {start} to {self._size - 1} for the audit trail")
+        for lo in range(start, self._size, _INDEX_CHUNK):
+            rows = []
+            for idx, data in self.entries(lo, min(self._size, lo + _INDEX_CHUNK)):
+                try:
+                    entry = LogEntry.decode(data)
+                except Error as exc:
+                    raise StorageError(
+                        f"entry {idx} cannot be read ({exc}); run `modelchain log verify`"
+                    ) from exc
+                tx = entry.transaction
+                rows.append((idx, tx.type, tx.actor, tx.time, entry.outcome.accepted))
+            with self._wlock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany(
+                        "INSERT INTO trail (idx, type, actor, time, accepted) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise StorageError(f"indexing the log failed: {exc}") from exc
 
     def put_checkpoint(self, size: int, note: bytes) -> None:
         if self._db is None:
@@ -284,6 +355,59 @@ class SqliteStore:
         for idx, data in self._reader().execute(q + " ORDER BY idx", args):
             yield int(idx), bytes(data)
 
+    def indexed(self) -> int:
+        """How many entries, from the first, the audit-trail index covers (a
+        read-only opener of a store no writer has indexed yet sees fewer)."""
+        if not self.readonly:
+            return self._size
+        try:
+            row = self._reader().execute("SELECT max(idx) FROM trail").fetchone()
+        except sqlite3.OperationalError:  # made before the index existed
+            return 0
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def find(
+        self,
+        start: int,
+        end: int,
+        limit: int,
+        *,
+        actors: Sequence[str] | None = None,
+        type_prefix: str | None = None,
+        type_: str | None = None,
+        accepted: bool | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[int]:
+        """Indexes in ``[start, end)`` of entries matching every given filter,
+        newest first, at most ``limit`` of them, from the audit-trail index.
+        ``type_prefix`` matches types starting with it; times are inclusive."""
+        where = ["idx >= ?", "idx < ?"]
+        args: list[object] = [start, end]
+        if actors is not None:
+            if not actors:
+                return []
+            where.append(f"actor IN ({','.join('?' * len(actors))})")
+            args.extend(actors)
+        if type_ is not None:
+            where.append("type = ?")
+            args.append(type_)
+        if type_prefix:
+            where.append("type >= ? AND type < ?")
+            args += [type_prefix, type_prefix[:-1] + chr(ord(type_prefix[-1]) + 1)]
+        if accepted is not None:
+            # A literal, so that the partial index of rejected entries applies.
+            where.append("accepted = 1" if accepted else "accepted = 0")
+        # Clamped to SQLite's 64-bit integers; entry times are far inside them.
+        if since is not None:
+            where.append("time >= ?")
+            args.append(min(max(since, -_INT64_MAX), _INT64_MAX))
+        if until is not None:
+            where.append("time <= ?")
+            args.append(min(max(until, -_INT64_MAX), _INT64_MAX))
+        q = f"SELECT idx FROM trail WHERE {' AND '.join(where)} ORDER BY idx DESC LIMIT ?"
+        return [int(i) for (i,) in self._reader().execute(q, (*args, limit))]
+
     def nonce_index(self, nonce: str) -> int | None:
         row = self._reader().execute("SELECT idx FROM nonces WHERE nonce=?", (nonce,)).fetchone()
         return None if row is None else int(row[0])
@@ -304,6 +428,18 @@ class SqliteStore:
     def nonces(self) -> Iterator[tuple[str, int]]:
         for nonce, idx in self._reader().execute("SELECT nonce, idx FROM nonces ORDER BY idx"):
             yield str(nonce), int(idx)
+
+    def index_rows(self) -> Iterator[tuple[int, IndexRow]]:
+        """The audit-trail index, in log order (empty for a store made before it,
+        opened read-only)."""
+        try:
+            rows = self._reader().execute(
+                "SELECT idx, type, actor, time, accepted FROM trail ORDER BY idx"
+            )
+        except sqlite3.OperationalError:  # no such table
+            return
+        for idx, type_, actor, time, accepted in rows:
+            yield int(idx), IndexRow(str(type_), str(actor), int(time), bool(accepted))
 
     def get_state(self, key: str) -> JSONValue | None:
         if key in self._state:
