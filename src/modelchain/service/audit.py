@@ -191,8 +191,7 @@ def audit(
         origin = entry.transaction.ledger
         writes = replay_execution(state, index, entry, contracts, sigs)
         signatures += len(entry.envelope.signatures)
-        tx = entry.transaction
-        rows.append(IndexRow(tx.type, tx.actor, tx.time, entry.outcome.accepted))
+        rows.append(IndexRow.of(entry.transaction, entry.outcome.accepted))
         for k, v in writes.items():
             if v is None:
                 state.values.pop(k, None)

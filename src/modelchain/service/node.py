@@ -348,8 +348,7 @@ class Node:
                 outcomes.append(outcome)
                 entries.append(encode_entry(first + i, item.envelope, outcome))
             index = [
-                IndexRow(it.tx.type, it.tx.actor, it.tx.time, out.accepted)
-                for it, out in zip(live, outcomes, strict=True)
+                IndexRow.of(it.tx, out.accepted) for it, out in zip(live, outcomes, strict=True)
             ]
             leaves = self.store.append(entries, [it.tx.nonce for it in live], state.writes, index)
         except BaseException as exc:

@@ -103,8 +103,7 @@ def apply_checkpoint(
             state.writes.update(replay_execution(state, index, entry, contracts, sigs))
             if index == 0:
                 _check_genesis_key(state, log_key)
-            tx = entry.transaction
-            rows.append(IndexRow(tx.type, tx.actor, tx.time, entry.outcome.accepted))
+            rows.append(IndexRow.of(entry.transaction, entry.outcome.accepted))
         sigs.settle()
         store.append(chunk, list(nonces.new), state.writes, rows)
     store.put_checkpoint(checkpoint.size, note)

@@ -16,13 +16,16 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
 from ..errors import Error, NotFoundError, StorageError
+
+if TYPE_CHECKING:
+    from ..core.tx import Transaction
 
 __all__ = ["IndexRow", "SqliteStore"]
 
@@ -56,6 +59,10 @@ class IndexRow(NamedTuple):
     actor: str
     time: int  # the transaction's time, ms
     accepted: bool
+
+    @classmethod
+    def of(cls, tx: Transaction, accepted: bool) -> IndexRow:
+        return cls(tx.type, tx.actor, tx.time, accepted)
 
 
 _FULL_TILE_CACHE = 4096  # full tiles never change; 4096 x 8 KiB = 32 MiB at most
@@ -301,8 +308,7 @@ class SqliteStore:
                     raise StorageError(
                         f"entry {idx} cannot be read ({exc}); run `modelchain log verify`"
                     ) from exc
-                tx = entry.transaction
-                rows.append((idx, tx.type, tx.actor, tx.time, entry.outcome.accepted))
+                rows.append((idx, *IndexRow.of(entry.transaction, entry.outcome.accepted)))
             with self._wlock:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
