@@ -121,10 +121,12 @@ def test_remote_sdk_has_the_embedded_interface(
         refused = led.record_event("pipeline.step", {}, carol)  # auditors may not record
         assert not refused.outcome.accepted
         assert led.denied()[-1]["actor"] == "carol"
+        env = led.transaction("event.record", {"event": "a.b", "data": 1}, "bob", "n" * 32)
+        first = led.submit(env.sign(bob))
+        assert led.submit(env.sign(bob)) == first  # a retry: its entry, applied once
         with pytest.raises(ReplayError):
-            env = led.transaction("event.record", {"event": "a.b", "data": 1}, "bob", "n" * 32)
-            led.submit(env.sign(bob))
-            led.submit(env.sign(bob))
+            other = led.transaction("event.record", {"event": "a.b", "data": 2}, "bob", "n" * 32)
+            led.submit(other.sign(bob))
         report = led.audit()
         assert report.size == led.size and report.rejected == 1
         with pytest.raises(UsageError, match="remote"):

@@ -105,8 +105,15 @@ def test_submit_over_http_is_durable_and_refusals_are_json(served: tuple[str, Pa
     assert leaf_hash(entry).hex() == ack["leaf_hash"]
     assert json.loads(entry)["envelope"] == json.loads(data)
 
+    # The same envelope again (a retry whose answer was lost): its entry, applied once.
+    before = _size(url, token)
+    again = httpx.post(url + "/v1/entries", content=data)
+    assert again.status_code == 200 and again.json() == ack
+    assert _size(url, token) == before
+    reused = json.loads(data)
+    reused_tx = json.loads(base64.b64decode(reused["payload"]))
     cases = [
-        (data, 409, "replayed_nonce"),  # the same envelope again: applied once
+        (_signed(bob, {"n": 3}, nonce=reused_tx["nonce"]), 409, "replayed_nonce"),
         (b"{not json", 400, "malformed"),
         (b"{}", 400, "malformed"),
         (_signed(make_signer("mallory"), {"n": 2}), 403, "unknown_key"),

@@ -38,7 +38,7 @@ from .contracts.policy import DEFAULT_POLICIES
 from .core import canonical
 from .core.identity import VerifierKey
 from .core.merkle import leaf_hash
-from .errors import Error, MalformedError, NotFoundError, UsageError
+from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
 from .keys import KeyStore, env_or_prompt_passphrase
 from .ledger import Founder
 
@@ -454,3 +454,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # Whatever the operating system refused (a read-only directory, a full
+        # disk), said in one line with the storage exit code, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(StorageError.exit_code)

@@ -32,8 +32,12 @@ API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
     │   ├── AuthError             no or unknown bearer token (HTTP 401)
     │   └── ForbiddenError        the token's member or scope may not (403)
     ├── UnavailableError          the ledger server cannot be reached       exit 69
+    │   └── NodeStoppedError      the node stopped taking writes after a fault
     ├── PushbackError             overloaded: retry later                   exit 75
     └── StorageError              the ledger store failed                   exit 7
+        ├── StorageBusyError      locked by another process: retry (HTTP 503)
+        ├── StorageFullError      the disk is full: free space, retry (HTTP 507)
+        └── RollbackError         the store holds less than was acknowledged
 """
 
 from __future__ import annotations
@@ -191,6 +195,23 @@ class StorageError(Error):
     exit_code = 7
 
 
+class StorageBusyError(StorageError):
+    code = "storage_busy"
+    retry_after = 1.0
+
+
+class StorageFullError(StorageError):
+    code = "storage_full"
+    retry_after = 30.0
+
+
+class RollbackError(StorageError):
+    """The store holds fewer entries than the ledger published or acknowledged,
+    or other ones: it will not be written (see README, 'Recovering a store')."""
+
+    code = "store_rolled_back"
+
+
 class AccessError(Error):
     code = "access_denied"
     exit_code = 9
@@ -211,6 +232,12 @@ class UnavailableError(Error):
     exit_code = 69
 
 
+class NodeStoppedError(UnavailableError):
+    """The node's writer met a fault it cannot safely go on from; reads still work."""
+
+    code = "node_stopped"
+
+
 __all__ = [
     "AccessError",
     "ArtifactError",
@@ -224,6 +251,7 @@ __all__ = [
     "IntegrityError",
     "KeyStoreError",
     "MalformedError",
+    "NodeStoppedError",
     "NonCanonicalError",
     "NotFoundError",
     "OversizeError",
@@ -234,8 +262,11 @@ __all__ = [
     "RejectedError",
     "ReplayError",
     "RequestTimeoutError",
+    "RollbackError",
     "SignatureError",
+    "StorageBusyError",
     "StorageError",
+    "StorageFullError",
     "UnavailableError",
     "UnknownKeyError",
     "UnknownTypeError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from .registry import Datasets, Deployments, Models, ModelVersion, Runs
 from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
 from .storage.blobs import BlobStore
+from .storage.failures import storage_error
 from .storage.sqlite import SqliteStore
 
 __all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
@@ -80,6 +82,7 @@ class Ledger:
         readonly: bool = False,
         config: NodeConfig | None = None,
         synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
         identity: Signer | None = None,
@@ -94,7 +97,9 @@ class Ledger:
         self.readonly = readonly
         self.contracts = contracts or default_contracts()
         self._clock = clock
-        self._store = SqliteStore(db, readonly=readonly, synchronous=synchronous)
+        self._store = SqliteStore(
+            db, readonly=readonly, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
+        )
         origin = self._store.meta("origin")
         if origin is None:
             self._store.close()
@@ -145,10 +150,12 @@ class Ledger:
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        if self._node is not None:
-            self._node.close()
-            self._node = None
-        self._store.close()
+        try:
+            if self._node is not None:
+                node, self._node = self._node, None
+                node.close()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -379,9 +386,15 @@ class Ledger:
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # tiles are public, like the checkpoint they prove
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def open(path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
@@ -417,7 +430,13 @@ def init(
     body = genesis_body(
         origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
     )
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        # Owner-only: read tokens guard the ledger over HTTP, and local users
+        # must not read around them.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    except OSError as exc:
+        raise storage_error(f"creating the ledger directory {directory}", exc) from exc
     ledger: Ledger | None = None
     try:
         write_private_key(log_key_path, seed, None)
@@ -433,10 +452,13 @@ def init(
     except BaseException:
         if ledger is not None:
             ledger.close()
-        for leftover in (db, log_key_path, *(db.with_name(db.name + s) for s in _SIDE_FILES)):
+        leftovers = [db.with_name(db.name + s) for s in _SIDE_FILES]
+        leftovers += [db.with_suffix(s) for s in _HEAD_FILES]
+        for leftover in (db, log_key_path, *leftovers):
             leftover.unlink(missing_ok=True)
         raise
     return ledger
 
 
 _SIDE_FILES = ("-wal", "-shm", ".lock")
+_HEAD_FILES = (".checkpoint", ".head")

@@ -351,7 +351,7 @@ class RemoteLedger(Ledger):
                 "entries already verified: the log forked"
             )
         elif last is None or last[0] != cp.size:
-            store.put_checkpoint(cp.size, note)
+            store.put_checkpoint(cp.size, cp.root, note)
         self._synced_at = time.monotonic()
         return cp
 

@@ -50,6 +50,8 @@ from ..errors import (
     RefusedError,
     ReplayError,
     RequestTimeoutError,
+    StorageBusyError,
+    StorageFullError,
     UnavailableError,
     UnknownKeyError,
     UsageError,
@@ -101,6 +103,8 @@ _STATUS: list[tuple[type[Error], int]] = [
     (AccessError, 403),
     (PushbackError, 503),
     (UnavailableError, 503),
+    (StorageBusyError, 503),
+    (StorageFullError, 507),
 ]
 
 
@@ -115,14 +119,23 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _item_error(exc: Error) -> dict[str, Any]:
+    """One batch item's error, worded as error_response would word it."""
+    status = status_of(exc)
+    if status >= 500 and status not in (503, 507):
+        log.error("a batch item failed", exc_info=exc)
+        return error_body(exc.code, "the ledger store failed; see the log")
+    return error_body(exc.code, exc.message)
+
+
 def error_response(exc: Error) -> JSONResponse:
     status = status_of(exc)
-    if status >= 500 and status != 503:
+    if status >= 500 and status not in (503, 507):
         # The store's own words may name files on the server: logged, not sent.
         log.error("request failed", exc_info=exc)
         return JSONResponse(error_body(exc.code, "the ledger store failed; see the log"), status)
     headers = {}
-    if isinstance(exc, PushbackError):
+    if isinstance(exc, PushbackError | StorageBusyError | StorageFullError):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     elif isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = "Bearer"
@@ -514,7 +527,10 @@ def _log_router(ctx: ServerContext) -> APIRouter:
             try:
                 ack = await asyncio.wrap_future(fut)
             except Error as exc:
-                out.append(error_body(exc.code, exc.message))
+                out.append(_item_error(exc))
+            except Exception as exc:  # answered for this item alone, never a 500
+                log.error("a batch item failed unexpectedly", exc_info=exc)
+                out.append(error_body("internal", "this item failed; see the server's log"))
             else:
                 acks.append(ack)
                 out.append(_ack_json(ack))
@@ -797,10 +813,18 @@ def _query_router(ctx: ServerContext) -> APIRouter:
 def _ops_router(ctx: ServerContext) -> APIRouter:
     r = APIRouter(tags=["operations"])
 
-    @r.get("/healthz", summary="Liveness: the node is up and its store answers")
-    def healthz() -> dict[str, Any]:
+    @r.get(
+        "/healthz",
+        summary="Liveness: the node takes writes and its store answers (503 when not)",
+        responses={503: {"description": "The writer stopped after a fault; see the log"}},
+    )
+    def healthz() -> Response:
         _ = ctx.ledger.size  # touches the store
-        return {"status": "ok"}
+        fault = ctx.ledger.node.fault
+        if fault is not None:
+            body = error_body("node_stopped", "this node stopped taking writes; see its log")
+            return JSONResponse({"status": "failing", **body}, 503)
+        return JSONResponse({"status": "ok"})
 
     @r.get(
         "/metrics",

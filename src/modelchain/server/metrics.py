@@ -66,6 +66,18 @@ class Metrics:
             "modelchain_checkpoint_size", "Size of the latest signed checkpoint", registry=r
         )
         checkpoint_size.set_function(lambda: ledger.node.checkpoint_size)
+        failures = Gauge(
+            "modelchain_checkpoint_failures",
+            "Checkpoints that could not be stored since the node started (each is retried)",
+            registry=r,
+        )
+        failures.set_function(lambda: ledger.node.checkpoint_failures)
+        stopped = Gauge(
+            "modelchain_writes_stopped",
+            "1 once the writer met a fault it cannot go on from (writes answer 503)",
+            registry=r,
+        )
+        stopped.set_function(lambda: ledger.node.fault is not None)
 
     def appended(self, acks: Sequence[Ack], seconds: float) -> None:
         for ack in acks:

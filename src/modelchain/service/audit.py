@@ -18,7 +18,7 @@ from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import open_checkpoint
 from ..core.identity import VerifierKey, verify_batch
-from ..core.merkle import HASH_SIZE, leaf_hash, tree_root
+from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
 from ..core.tx import LogEntry, encode_entry
 from ..engines.verifier import InlineVerifier, SignatureVerifier
@@ -244,6 +244,7 @@ def audit(
         if cp.root != tree_root(read, cp.size):
             raise AuditError(f"checkpoint at size {cp_size} signs a root the entries do not give")
         count += 1
+    _compare_heads(store, size, read, log_key)
     return AuditReport(
         size=size,
         root=tree_root(read, size),
@@ -253,6 +254,42 @@ def audit(
         checkpoints=count,
         state_keys=len(state.values),
     )
+
+
+def _compare_heads(
+    store: SqliteStore, size: int, read: NodeReader, log_key: VerifierKey | None
+) -> None:
+    """The store must hold every entry the ledger published a checkpoint of
+    or acknowledged, with the same roots (kept outside SQLite, so that a lost
+    WAL cannot take them along)."""
+    try:
+        published = store.heads.published()
+        acked = store.heads.acked()
+    except Error as exc:
+        raise AuditError(exc.message) from exc
+    if published is not None:
+        if log_key is None:
+            raise AuditError("a checkpoint was published but no log key is known")
+        try:
+            open_checkpoint(published[1], log_key)
+        except Error as exc:
+            raise AuditError(f"the published checkpoint: {exc.message}") from exc
+    for what, head in (
+        ("published a checkpoint of", None if published is None else published[0]),
+        ("acknowledged", acked),
+    ):
+        if head is None:
+            continue
+        if head.size > size:
+            raise AuditError(
+                f"the log has {size} entries but the ledger {what} {head.size}: "
+                f"entries {size} to {head.size - 1} are lost (see README, 'Recovering a store')",
+                size,
+            )
+        if head.size and tree_root(read, head.size) != head.root:
+            raise AuditError(
+                f"the ledger {what} {head.size} entries with another root than the log gives"
+            )
 
 
 def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> None:

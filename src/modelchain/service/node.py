@@ -4,10 +4,17 @@ Admission (parsing, signatures, replay window) runs in the submitting thread,
 so signature checks use every core. One writer thread drains a bounded queue in
 batches: each batch is executed and committed in one durable SQLite transaction
 (group commit) before any of its submitters is acknowledged.
+
+A resubmission of an envelope already in the log, byte for byte, is answered
+with its existing index and outcome and writes nothing. Nothing raises out of
+the writer: a failed append fails its batch, a failed checkpoint is retried,
+and a fault after which the store's contents are uncertain stops writes
+(NodeStoppedError) rather than the thread.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -21,14 +28,25 @@ from ..contracts.base import StateReader
 from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
-from ..core.tx import Outcome, Transaction, check_time, decode_submission, encode_entry
+from ..core.merkle import leaf_hash
+from ..core.tx import (
+    LogEntry,
+    Outcome,
+    Transaction,
+    check_time,
+    decode_submission,
+    encode_entry,
+)
 from ..engines.sequencer import Sequencer
 from ..engines.verifier import SignatureVerifier, default_verifier
 from ..errors import (
     Error,
+    InputError,
     MalformedError,
+    NodeStoppedError,
     PushbackError,
     ReplayError,
+    RollbackError,
     SignatureError,
     StorageError,
     UnknownKeyError,
@@ -37,6 +55,8 @@ from ..errors import (
 from ..storage.sqlite import IndexRow, SqliteStore
 
 __all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
+
+_log = logging.getLogger("modelchain.node")
 
 
 def system_clock_ms() -> int:
@@ -85,6 +105,12 @@ def check_submission(
     limits, ledger, type, and signers that are members (each key once, the
     actor among them). Returns the keys and signatures left to verify."""
     env, tx = decode_submission(data)
+    return env, tx, _check_signers(env, tx, origin, contracts, state)
+
+
+def _check_signers(
+    env: Envelope, tx: Transaction, origin: str, contracts: ContractSet, state: StateReader
+) -> tuple[tuple[VerifierKey, bytes], ...]:
     if tx.ledger != origin:
         raise WrongLedgerError(f"transaction is for ledger {tx.ledger!r}, not {origin!r}")
     contracts.check(tx)
@@ -102,7 +128,16 @@ def check_submission(
         pairs.append((found[1], sig.sig))
     if tx.actor not in names:
         raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
-    return env, tx, tuple(pairs)
+    return tuple(pairs)
+
+
+def _unexpected(exc: BaseException) -> InputError:
+    """A bug of ours met while checking one transaction: logged in full, and
+    answered for that transaction alone."""
+    _log.error("checking a submission failed unexpectedly", exc_info=exc)
+    return InputError(
+        f"this transaction could not be checked ({type(exc).__name__}); nothing was written"
+    )
 
 
 _PARALLEL_MIN = 64  # below this, verifying in place beats the trip to a worker
@@ -161,6 +196,9 @@ class Node:
         self._cp_due: float | None = None
         self._closed = False
         self.commits = 0  # group commits made: entries / commits is the batch size
+        self.checkpoint_failures = 0  # checkpoints that could not be stored (retried)
+        self._cp_retries = 0  # consecutive failures, for the back-off
+        self.fault: str | None = None  # why writes stopped, once they have
         self._writer = threading.Thread(target=self._run, name="modelchain-writer", daemon=True)
         self._writer.start()
         self._admitter = threading.Thread(
@@ -170,14 +208,35 @@ class Node:
 
     # -- admission -----------------------------------------------------------
 
-    def _prepare(self, data: bytes) -> _Prepared:
+    def _prepare(self, data: bytes) -> _Prepared | Ack:
         """Every check that can refuse a transaction before the log, except the
-        signature arithmetic: parsing, limits, ledger, type, time, known keys."""
-        env, tx, pairs = check_submission(data, self.origin, self.contracts, self.store)
+        signature arithmetic: parsing, limits, ledger, type, time, known keys.
+        An envelope already in the log gets its existing acknowledgement."""
+        env, tx = decode_submission(data)
+        known = self._logged(env, tx)
+        if known is not None:
+            return known
+        pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
         check_time(tx, self._clock(), self.config.skew_ms)
         if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
             raise WrongLedgerError("the first transaction must be a genesis naming this log's key")
         return _Prepared(env, tx, env.pae(), pairs)
+
+    def _logged(self, env: Envelope, tx: Transaction) -> Ack | None:
+        """The acknowledgement of ``env`` if the log holds it already (another
+        transaction reusing its nonce goes on through admission, to be refused
+        as a replay once its signatures are known to be good)."""
+        index = self.store.nonce_index(tx.nonce)
+        if index is None or tx.ledger != self.origin:
+            return None
+        return self._existing(index, env)
+
+    def _existing(self, index: int, env: Envelope) -> Ack | None:
+        data = self.store.entry(index)
+        entry = LogEntry.decode(data)
+        if entry.envelope != env:
+            return None
+        return Ack(index, leaf_hash(data), entry.outcome)
 
     def precheck(self, data: bytes) -> None:
         """Raise what admission would, short of verifying signatures: for a
@@ -188,11 +247,16 @@ class Node:
     def admit(self, data: bytes) -> tuple[Envelope, Transaction]:
         """Every check that can refuse a transaction before it reaches the log."""
         p = self._prepare(data)
+        if isinstance(p, Ack):
+            entry = LogEntry.decode(self.store.entry(p.index))
+            return entry.envelope, entry.transaction
         for key, sig in p.pairs:
             key.verify(p.pae, sig)
         return p.envelope, p.tx
 
     def _reserve(self, count: int) -> None:
+        if self.fault is not None:
+            raise NodeStoppedError(f"this node stopped taking writes: {self.fault}")
         if self._closed:
             raise StorageError("the node is closed")
         with self._backlog_lock:
@@ -226,11 +290,18 @@ class Node:
         self._reserve(1)
         try:
             prepared = self._prepare(data)
-        except BaseException:
+        except Error:
             self._release(1)
             raise
+        except BaseException as exc:
+            self._release(1)
+            raise _unexpected(exc) from exc
         fut: Future[Ack] = Future()
-        self._admission.put((prepared, fut))
+        if isinstance(prepared, Ack):
+            self._release(1)
+            fut.set_result(prepared)
+        else:
+            self._admission.put((prepared, fut))
         return fut
 
     def submit(self, data: bytes, timeout: float | None = 60.0) -> Ack:
@@ -251,8 +322,15 @@ class Node:
                 except Error as exc:
                     self._release(1)
                     fut.set_exception(exc)
+                except Exception as exc:
+                    self._release(1)
+                    fut.set_exception(_unexpected(exc))
                 else:
-                    self._admission.put((prepared, fut))
+                    if isinstance(prepared, Ack):
+                        self._release(1)
+                        fut.set_result(prepared)
+                    else:
+                        self._admission.put((prepared, fut))
                 futures.append(fut)
         except BaseException:
             # Whatever was not admitted gives its reserved place back: a leaked
@@ -298,6 +376,12 @@ class Node:
     # -- the writer ----------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException as exc:
+            self._stop_writes(exc)
+
+    def _write_loop(self) -> None:
         stop = False
         while not stop:
             timeout = None
@@ -311,28 +395,78 @@ class Node:
             batch, stop = _take_batch(self._queue, first, self.config.max_batch)
             if batch:
                 try:
-                    self._process(batch)
+                    self._write(batch)
                 finally:
                     self._release(len(batch))
                 self._maybe_checkpoint(force_time=False)
 
+    def _write(self, batch: list[_Admitted]) -> None:
+        """Append ``batch``; on failure fail its futures, and raise only if the
+        store may now hold something other than what this writer believes."""
+        try:
+            self._process(batch)
+        except BaseException as exc:
+            if not isinstance(exc, Error):
+                _log.error("appending a batch failed unexpectedly", exc_info=exc)
+            err = exc if isinstance(exc, Error) else StorageError(f"append failed: {exc!r}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            self.store.check_writable()
+
+    def _stop_writes(self, exc: BaseException) -> None:
+        """The writer cannot go on: refuse writes from now on (503, /healthz
+        fails), and fail whatever is queued instead of leaving it waiting."""
+        reason = exc.message if isinstance(exc, Error) else repr(exc)
+        self.fault = reason
+        _log.critical("the writer stopped; this node takes no more writes", exc_info=exc)
+        err = NodeStoppedError(f"this node stopped taking writes: {reason}")
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._release(1)
+            if not item.future.done():
+                item.future.set_exception(err)
+
     def _process(self, batch: list[_Admitted]) -> None:
         live: list[_Admitted] = []
-        seen: set[str] = set()
+        firsts: dict[str, _Admitted] = {}  # nonce -> the item that will carry it
+        twins: list[tuple[_Admitted, _Admitted]] = []  # byte-identical resubmissions
         used = self.store.used_nonces([item.tx.nonce for item in batch])
         for item in batch:
             nonce = item.tx.nonce
             if item.future.set_running_or_notify_cancel() is False:
                 continue
-            if nonce in seen or nonce in used:
-                where = f"at index {used[nonce]}" if nonce in used else "in this batch"
-                item.future.set_exception(
-                    ReplayError(
-                        f"nonce {nonce} was already used {where}; the retry was not applied"
+            if nonce in used:
+                try:
+                    ack = self._existing(used[nonce], item.envelope)
+                except Error as exc:
+                    item.future.set_exception(exc)
+                    continue
+                if ack is not None:  # logged after this copy was admitted
+                    item.future.set_result(ack)
+                else:
+                    item.future.set_exception(
+                        ReplayError(
+                            f"nonce {nonce} was already used at index {used[nonce]} by "
+                            "another transaction; this one was not applied"
+                        )
                     )
-                )
                 continue
-            seen.add(nonce)
+            twin = firsts.get(nonce)
+            if twin is not None:
+                if twin.envelope == item.envelope:
+                    twins.append((item, twin))
+                else:
+                    item.future.set_exception(
+                        ReplayError(
+                            f"nonce {nonce} was already used in this batch by another "
+                            "transaction; this one was not applied"
+                        )
+                    )
+                continue
+            firsts[nonce] = item
             live.append(item)
         if not live:
             return
@@ -351,17 +485,18 @@ class Node:
                 IndexRow.of(it.tx, out.accepted) for it, out in zip(live, outcomes, strict=True)
             ]
             leaves = self.store.append(entries, [it.tx.nonce for it in live], state.writes, index)
-        except BaseException as exc:
+        except BaseException:
             self._sequencer.release(first, len(live))
-            err = exc if isinstance(exc, Error) else StorageError(f"append failed: {exc}")
-            for item in live:
-                item.future.set_exception(err)
-            return
+            raise  # _write fails every future of the batch, twins included
         self.commits += 1
         if self._cp_due is None:
             self._cp_due = time.monotonic() + self.config.checkpoint_interval_ms / 1000
+        acks = {}
         for i, item in enumerate(live):
-            item.future.set_result(Ack(first + i, leaves[i], outcomes[i]))
+            acks[item.tx.nonce] = ack = Ack(first + i, leaves[i], outcomes[i])
+            item.future.set_result(ack)
+        for twin, carrier in twins:
+            twin.future.set_result(acks[carrier.tx.nonce])
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -369,7 +504,21 @@ class Node:
         pending = self.store.size - self._cp_size
         due = self._cp_due is not None and time.monotonic() >= self._cp_due
         if pending >= self.config.checkpoint_every or (pending > 0 and (due or force_time)):
-            self.publish_checkpoint()
+            try:
+                self.publish_checkpoint()
+            except Error as exc:
+                # Writes go on; the checkpoint is tried again after a back-off.
+                self.checkpoint_failures += 1
+                self._cp_retries += 1
+                delay = min(30.0, 0.25 * 2 ** min(self._cp_retries, 7))
+                self._cp_due = time.monotonic() + delay
+                _log.error(
+                    f"publishing a checkpoint failed ({exc.message}); retrying in {delay:.1f}s"
+                )
+                if isinstance(exc, RollbackError):
+                    raise  # the log key must never sign that: stop writes
+            else:
+                self._cp_retries = 0
 
     def publish_checkpoint(self) -> bytes | None:
         """Sign and store a checkpoint of the current size if it is new;
@@ -378,7 +527,7 @@ class Node:
             size, root = self.store.head()
             if size > self._cp_size or (size and self.store.checkpoint() is None):
                 note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-                self.store.put_checkpoint(size, note.to_bytes())
+                self.store.put_checkpoint(size, root, note.to_bytes())
                 self._cp_size = size
                 self.checkpoint_time = time.time()
             self._cp_due = None
@@ -395,4 +544,5 @@ class Node:
         self._verifier.close()
         self._queue.put(None)
         self._writer.join()
-        self.publish_checkpoint()
+        if self.fault is None:
+            self.publish_checkpoint()

@@ -106,7 +106,7 @@ def apply_checkpoint(
             rows.append(IndexRow.of(entry.transaction, entry.outcome.accepted))
         sigs.settle()
         store.append(chunk, list(nonces.new), state.writes, rows)
-    store.put_checkpoint(checkpoint.size, note)
+    store.put_checkpoint(checkpoint.size, checkpoint.root, note)
 
 
 def _check_genesis_key(state: Overlay, log_key: VerifierKey) -> None:

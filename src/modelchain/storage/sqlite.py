@@ -22,7 +22,9 @@ from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
-from ..errors import Error, NotFoundError, StorageError
+from ..errors import Error, NotFoundError, RollbackError, StorageError
+from .failures import storage_error
+from .heads import Heads
 
 if TYPE_CHECKING:
     from ..core.tx import Transaction
@@ -73,12 +75,22 @@ class SqliteStore:
     """A ledger's durable store. One writer process at a time (a lock file
     enforces it); any number of read-only openers."""
 
-    def __init__(self, path: Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._synchronous = synchronous.upper()
         if self._synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise StorageError(f"unknown synchronous setting {synchronous!r}")
+        self._busy_timeout_ms = busy_timeout_ms
+        # What was published and acknowledged, kept beside the store and outside it.
+        self.heads = Heads(self.path.parent, self.path.stem, durable=self._synchronous != "NORMAL")
         self._local = threading.local()
         self._wlock = threading.RLock()
         self._lockfile: int | None = None
@@ -91,22 +103,71 @@ class SqliteStore:
             self._db: sqlite3.Connection | None = None
         else:
             self._take_lock()
-            self._db = self._connect()
-            with self._db:
-                self._db.executescript(_SCHEMA)
+            try:
+                self._create_private()
+                self._db = self._connect()
+                with self._db:
+                    self._db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                self.close()
+                raise storage_error(f"opening the ledger store {self.path}", exc) from exc
+            except BaseException:
+                self.close()
+                raise
         # A reader needs no right edge, and must open a damaged store so that
         # `log verify` can say what is wrong with it.
         self._size, self._writer = (
             (0, TileWriter()) if readonly else self._load_edge(self._reader())
         )
         if not readonly:
-            self._index_missing()
+            try:
+                self._guard_heads()
+                self._index_missing()
+            except BaseException:
+                self.close()
+                raise
+
+    def _create_private(self) -> None:
+        """Create the database file owner-only before SQLite does: SQLite gives
+        its WAL and shared-memory files the database file's mode."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise storage_error(f"creating the ledger store {self.path}", exc) from exc
+        os.close(fd)
+
+    def _guard_heads(self) -> None:
+        """Refuse a store that holds less than this ledger published or
+        acknowledged; keep both heads from now on (older ledgers had none)."""
+        self.heads.check(self._size, self._root_at)
+        if self.heads.published() is None:
+            latest = self.checkpoint()
+            if latest is not None:
+                self.heads.publish(latest[1])
+        if self.heads.acked() is None:
+            self.heads.acknowledge(self._size, self._writer.root())
+
+    def _root_at(self, size: int) -> bytes:
+        if not self.readonly and size == self._size:
+            return self._writer.root()
+        return tree_root(self.node_reader(), size)
+
+    def check_heads(self) -> None:
+        """Raise RollbackError if the store holds less than, or other than,
+        what this ledger published and acknowledged (for `log verify`)."""
+        self.heads.check(self.size, self._root_at)
 
     # -- connections ---------------------------------------------------------
 
     def _take_lock(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            where = self.path.parent
+            raise storage_error(f"opening the ledger at {where} for writing", exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -124,10 +185,10 @@ class SqliteStore:
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA busy_timeout=10000")
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
             return db
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the ledger store {self.path}: {exc}") from exc
+            raise storage_error(f"opening the ledger store {self.path}", exc) from exc
 
     def _reader(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -145,6 +206,7 @@ class SqliteStore:
             if db is not None:
                 db.close()
                 self._local.db = None
+            self.heads.close()
             if self._lockfile is not None:
                 os.close(self._lockfile)
                 self._lockfile = None
@@ -277,16 +339,41 @@ class SqliteStore:
                 )
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise StorageError(f"append failed, nothing was written: {exc}") from exc
+                self._rollback(db)
+                raise storage_error("appending (nothing was written)", exc) from exc
             self._writer = writer
             self._size = writer.size
             self._generation += 1
             if len(self._state) > _STATE_CACHE:
                 self._state.clear()
             self._state.update(writes)
+            # Before anyone is told: a store found shorter than this later is refused.
+            self.heads.acknowledge(self._size, writer.root())
         return leaves
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        """Undo an unfinished transaction; if even that fails, nobody can say
+        what the store holds, so the writer must stop."""
+        if not db.in_transaction:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StorageError(f"rolling back a failed append failed: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Raise StorageError unless the database holds exactly the entries
+        this writer believes it does: after a failed append, whether it is
+        safe to go on."""
+        try:
+            row = self._reader().execute("SELECT max(idx) FROM entries").fetchone()
+        except sqlite3.Error as exc:
+            raise storage_error("reading the store back", exc) from exc
+        size = 0 if row[0] is None else int(row[0]) + 1
+        if size != self._size:
+            raise StorageError(
+                f"the store holds {size} entries where this writer wrote {self._size}"
+            )
 
     def _index_missing(self) -> None:
         """Index the entries a store made before the audit-trail index existed
@@ -319,26 +406,44 @@ class SqliteStore:
                     )
                     self._db.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise StorageError(f"indexing the log failed: {exc}") from exc
+                    self._rollback(self._db)
+                    raise storage_error("indexing the log", exc) from exc
 
-    def put_checkpoint(self, size: int, note: bytes) -> None:
+    def put_checkpoint(self, size: int, root: bytes, note: bytes) -> None:
+        """Publish the checkpoint ``note`` of the tree (``size``, ``root``): first
+        beside the store, durably, then in it. Refuses a checkpoint that does
+        not extend the last one published."""
         if self._db is None:
             raise StorageError("the ledger store is closed or read-only")
         with self._wlock:
+            published = self.heads.published()
+            if published is not None:
+                head = published[0]
+                if size < head.size or (size == head.size and root != head.root):
+                    raise RollbackError(
+                        f"refusing to publish a checkpoint of {size} entries after one "
+                        f"of {head.size}{' with another root' if size == head.size else ''}"
+                    )
+            if size > self._size or root != self._root_at(size):
+                raise StorageError(f"a checkpoint of {size} entries is not this store's")
+            self.heads.publish(note)
             try:
                 self._db.execute(
                     "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
                 )
             except sqlite3.Error as exc:
-                raise StorageError(f"storing the checkpoint failed: {exc}") from exc
+                raise storage_error("storing the checkpoint", exc) from exc
 
     def set_meta(self, key: str, value: str) -> None:
         if self._db is None:
             raise StorageError("the ledger store is closed or read-only")
         with self._wlock:
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                )
+            except sqlite3.Error as exc:
+                raise storage_error("writing the store's metadata", exc) from exc
 
     # -- reads ---------------------------------------------------------------
 
