@@ -91,6 +91,24 @@ def register_commands(cli: click.Group) -> None:
         help="Admitted transactions that may wait to be written; beyond it, 503 Retry-After.",
     )
     @click.option(
+        "--checkpoint-interval",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0.01),
+        metavar="SECONDS",
+        help="Publish a checkpoint this long after the first entry it would cover "
+        "(or after 1,000 new entries, whichever comes first).",
+    )
+    @click.option(
+        "--busy-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.0),
+        metavar="SECONDS",
+        help="How long a write waits for another process holding the store's lock; "
+        "beyond it the write answers 503 storage_busy with Retry-After.",
+    )
+    @click.option(
         "--forwarded-allow-ips",
         default="127.0.0.1",
         show_default=True,
@@ -115,6 +133,8 @@ def register_commands(cli: click.Group) -> None:
         max_body: int,
         body_timeout: float,
         max_backlog: int,
+        checkpoint_interval: float,
+        busy_timeout: float,
         forwarded_allow_ips: str,
         log_level: str,
     ) -> None:
@@ -138,7 +158,12 @@ def register_commands(cli: click.Group) -> None:
         if (ssl_certfile is None) != (ssl_keyfile is None):
             raise UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
         _configure_logging(log_level)
-        led = ledger_mod.open(ledger_dir, config=NodeConfig(max_backlog=max_backlog))
+        node_config = NodeConfig(
+            max_backlog=max_backlog, checkpoint_interval_ms=round(checkpoint_interval * 1000)
+        )
+        led = ledger_mod.open(
+            ledger_dir, config=node_config, busy_timeout_ms=round(busy_timeout * 1000)
+        )
         try:
             app = create_app(
                 led, ServerConfig(max_body=max_body, reads=reads, body_timeout=body_timeout)

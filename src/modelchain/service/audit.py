@@ -267,13 +267,6 @@ def _compare_heads(
         acked = store.heads.acked()
     except Error as exc:
         raise AuditError(exc.message) from exc
-    if published is not None:
-        if log_key is None:
-            raise AuditError("a checkpoint was published but no log key is known")
-        try:
-            open_checkpoint(published[1], log_key)
-        except Error as exc:
-            raise AuditError(f"the published checkpoint: {exc.message}") from exc
     for what, head in (
         ("published a checkpoint of", None if published is None else published[0]),
         ("acknowledged", acked),
@@ -290,6 +283,13 @@ def _compare_heads(
             raise AuditError(
                 f"the ledger {what} {head.size} entries with another root than the log gives"
             )
+    if published is not None:
+        if log_key is None:
+            raise AuditError("a checkpoint was published but no log key is known")
+        try:
+            open_checkpoint(published[1], log_key)
+        except Error as exc:
+            raise AuditError(f"the published checkpoint: {exc.message}") from exc
 
 
 def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> None:

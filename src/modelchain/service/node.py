@@ -384,6 +384,8 @@ class Node:
     def _write_loop(self) -> None:
         stop = False
         while not stop:
+            if self.fault is not None:  # set by a checkpoint published for a reader
+                raise NodeStoppedError(self.fault)
             timeout = None
             if self._cp_due is not None:
                 timeout = max(0.0, self._cp_due - time.monotonic())
@@ -417,8 +419,9 @@ class Node:
     def _stop_writes(self, exc: BaseException) -> None:
         """The writer cannot go on: refuse writes from now on (503, /healthz
         fails), and fail whatever is queued instead of leaving it waiting."""
-        reason = exc.message if isinstance(exc, Error) else repr(exc)
-        self.fault = reason
+        if self.fault is None:
+            self.fault = exc.message if isinstance(exc, Error) else repr(exc)
+        reason = self.fault
         _log.critical("the writer stopped; this node takes no more writes", exc_info=exc)
         err = NodeStoppedError(f"this node stopped taking writes: {reason}")
         while True:
@@ -512,22 +515,31 @@ class Node:
                 self._cp_retries += 1
                 delay = min(30.0, 0.25 * 2 ** min(self._cp_retries, 7))
                 self._cp_due = time.monotonic() + delay
+                if self.fault is not None:
+                    raise  # the log key must never sign that: stop writes
                 _log.error(
                     f"publishing a checkpoint failed ({exc.message}); retrying in {delay:.1f}s"
                 )
-                if isinstance(exc, RollbackError):
-                    raise  # the log key must never sign that: stop writes
             else:
                 self._cp_retries = 0
 
     def publish_checkpoint(self) -> bytes | None:
         """Sign and store a checkpoint of the current size if it is new;
         return the latest checkpoint note (None for an empty log)."""
+        if self.fault is not None:
+            raise NodeStoppedError(f"this node stopped taking writes: {self.fault}")
         with self._cp_lock:
             size, root = self.store.head()
             if size > self._cp_size or (size and self.store.checkpoint() is None):
                 note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-                self.store.put_checkpoint(size, root, note.to_bytes())
+                try:
+                    self.store.put_checkpoint(size, root, note.to_bytes())
+                except RollbackError as exc:
+                    # Whoever asked, the writer must not go on under this key.
+                    self.fault = exc.message
+                    raise NodeStoppedError(
+                        f"this node stopped taking writes: {exc.message}"
+                    ) from exc
                 self._cp_size = size
                 self.checkpoint_time = time.time()
             self._cp_due = None

@@ -94,13 +94,13 @@ class SqliteStore:
         self._local = threading.local()
         self._wlock = threading.RLock()
         self._lockfile: int | None = None
+        self._db: sqlite3.Connection | None = None
         self._full_tiles: dict[tuple[int, int], bytes] = {}
         self._state: dict[str, JSONValue | None] = {}
         self._generation = 0
         if readonly:
             if not self.path.exists():
                 raise NotFoundError(f"no ledger store at {self.path}")
-            self._db: sqlite3.Connection | None = None
         else:
             self._take_lock()
             try:
