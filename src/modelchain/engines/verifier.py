@@ -9,6 +9,7 @@ executing and storing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import struct
@@ -122,7 +123,8 @@ class _Worker:
         self.jobs.put(None)
         self.thread.join()
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # the worker died first
+                self.proc.stdin.close()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
