@@ -104,5 +104,66 @@ def test_policy_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert denied.returncode == 1 and denied.stdout.startswith("deny: event.record")
     bad = run(env, "policy", "set", "event.record", "1 +", ok=False)
     assert bad.returncode == 4 and "does not compile" in bad.stderr
-    rejected = run(env, "event", "record", "a", "--body", '{"level": 5}', "--json")
-    assert json.loads(rejected.stdout)["code"] == "policy_denied"
+    rejected = run(env, "event", "record", "a", "--body", '{"level": 5}', "--json", ok=False)
+    assert rejected.returncode == 8 and json.loads(rejected.stdout)["code"] == "policy_denied"
+
+
+def _log_size(env: dict[str, str]) -> tuple[int, int]:
+    summary = json.loads(run(env, "log", "verify", "--json").stdout)
+    return summary["size"], summary["rejected"]
+
+
+def test_a_named_approver_holds_the_approver_role(env: dict[str, str]) -> None:
+    for name in ("rita", "carl"):
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/roles",
+        "--admin",
+        "alice",
+        "--member",
+        "rita:approver:risk@bank",
+        "--member",
+        "carl:auditor@audit-co",
+    )
+    out = run(env, "event", "record", "review.done", "--body", "{}", "--as", "rita", "--json")
+    assert json.loads(out.stdout)["result"] == "accepted"
+    # the one role that may not record events still may not
+    size = _log_size(env)
+    auditor = run(env, "event", "record", "x", "--body", "{}", "--as", "carl", ok=False)
+    assert auditor.returncode == 8
+    assert "needs one of the roles" in auditor.stderr and "carl has auditor" in auditor.stderr
+    assert _log_size(env) == (size[0] + 1, size[1] + 1)
+
+
+def test_event_record_exits_8_when_an_entry_is_rejected(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run(env, "init", "--origin", "ledger.example.org/events", "--admin", "alice")
+    run(env, "policy", "set", "event.record", "tx.body.data.level <= 3")
+    size, rejected = _log_size(env)
+
+    plain = run(env, "event", "record", "alert", "--body", '{"level": 5}', ok=False)
+    assert plain.returncode == 8
+    assert plain.stdout == f"{size}\trejected policy_denied: " + (
+        "policy event.record v1 denies it: tx.body.data.level <= 3\n"
+    )
+    assert "event.record was rejected (policy_denied)" in plain.stderr
+    assert f"the rejection is entry {size}" in plain.stderr
+    assert _log_size(env) == (size + 1, rejected + 1)
+
+    batch = tmp_path / "events.jsonl"
+    batch.write_text('{"level": 1}\n{"level": 9}\n{"level": 2}\n')
+    out = run(env, "event", "record", "alert", "--from-file", str(batch), "--json", ok=False)
+    assert out.returncode == 8
+    results = json.loads(out.stdout)
+    assert [r["result"] for r in results] == ["accepted", "rejected", "accepted"]
+    assert "1 of 3 events were rejected" in out.stderr
+    assert f"entry {results[1]['index']}" in out.stderr
+    assert _log_size(env) == (size + 4, rejected + 2)
+
+    batch.write_text('{"level": 1}\n{"level": 2}\n')
+    fine = run(env, "event", "record", "alert", "--from-file", str(batch))
+    assert [line.split("\t")[1] for line in fine.stdout.splitlines()] == ["accepted"] * 2

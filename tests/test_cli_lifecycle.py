@@ -40,7 +40,7 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
         "--admin",
         "alice",
         "--admin-roles",
-        "data-steward,validator,trainer",
+        "data-steward,validator,trainer,approver:ml",
         *[a for n, spec in people.items() for a in ("--member", f"{n}:{spec}")],
     )
     assert "model.deploy:production" in run(env, "policy", "show").stdout
@@ -71,6 +71,9 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
         "a=0:10",
         "--allow-duplicates",
     )
+    # without a run there are no datasets, and a rule over none must not pass
+    shadow = run(env, "model", "register", "shadow-clf", str(model), ok=False)
+    assert shadow.returncode == 8 and "run != null && size(datasets) > 0" in shadow.stderr
     run(env, "model", "register", "clf", str(model), "--run", "r1")
     out = json.loads(
         run(
@@ -96,6 +99,9 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
     assert (
         run(env, "deploy", "clf@1", "--env", "production", "--as", "ops", ok=False).returncode == 8
     )
+    own = run(env, "approve", "clf@1", "--env", "production", "--role", "ml", ok=False)
+    assert own.returncode == 8
+    assert "model.approve:production v1 denies it: actor.name != model.by" in own.stderr
     run(env, "approve", "clf@1", "--env", "production", "--role", "risk", "--as", "risk")
     run(env, "approve", "clf@1", "--env", "production", "--role", "ml-lead", "--as", "lead")
     run(
@@ -127,6 +133,12 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
     assert "ok: " in run(env, "verify", str(model), "--model", "clf").stdout
     denied_list = json.loads(run(env, "audit", "denied", "--json").stdout)
     assert {d["code"] for d in denied_list} == {"policy_denied"}
+    assert [d["type"] for d in denied_list] == [
+        "model.register",
+        "model.register",
+        "model.deploy",
+        "model.approve",
+    ]
     assert "ok:" in run(env, "log", "verify").stdout
 
 

@@ -261,3 +261,26 @@ def test_parquet_datasets_and_unsupported_record_files(env: dict[str, str], tmp_
         ok=False,
     )
     assert no_rows.returncode == 3 and "record-level root" in no_rows.stderr
+
+
+def test_verify_names_a_single_file_model(env: dict[str, str], tmp_path: Path) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    import numpy as np
+
+    def save(weight: float) -> None:
+        tensors = {
+            "dense.weight": np.full((2, 2), weight, dtype=np.float32),
+            "dense.bias": np.zeros(2, dtype=np.float32),
+        }
+        st.save_file(tensors, str(path))
+
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    path = tmp_path / "clf.safetensors"
+    save(0.0)
+    run(env, "model", "register", "clf", str(path))
+    save(1.0)
+    bad = run(env, "verify", str(path), "--model", "clf", ok=False)
+    assert bad.returncode == 1, bad.stderr
+    lines = [line.strip() for line in bad.stderr.splitlines()]
+    assert "changed clf.safetensors" in lines and "changed clf.safetensors:dense.weight" in lines
+    assert not any(line.startswith("changed .") for line in lines), bad.stderr

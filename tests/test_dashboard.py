@@ -658,16 +658,22 @@ def test_custodial_decision_needs_a_policy_that_holds(tmp_path: Path) -> None:
         Founder(verifier_of(sam), "bank", ("approver", "approver:compliance")),
     ]
     with mc.init(tmp_path / "l", ORIGIN, alice, org="vendor", members=members) as led:
+        weights = tmp_path / "m.bin"
+        weights.write_bytes(b"m")
+        led.models.register("m", weights, signer=alice)
 
-        def decide(env: str) -> Any:
-            body = {"model": "m", "version": 1, "env": env, "role": "compliance", "comment": ""}
-            return led.policies.test_custodial(led.members.draft("model.approve", body, "sam"))
+        def decide(env: str, version: int = 1) -> Any:
+            body = {"model": "m", "version": version, "env": env, "role": "compliance"}
+            draft = led.members.draft("model.approve", {**body, "comment": ""}, "sam")
+            return led.policies.test_custodial(draft)
 
         off = decide("staging")
         assert not off.allowed and off.rule is None and "no policy is set" in off.reason
         led.policies.set("custodial:model.approve", CUSTODIAL_RULE, signers=[alice, dave])
         on = decide("staging")
         assert on.allowed and on.rule == CUSTODIAL_RULE and on.version == 1
+        missing = decide("staging", version=2)  # the rules see the version: it must exist
+        assert not missing.allowed and "m version 2 is not registered" in missing.reason
         denied = decide("production")
         assert not denied.allowed and "custodial:model.approve v1 denies it" in denied.reason
         led.policies.set("custodial:model.approve", "tx.body.nope == 1", signers=[alice, dave])

@@ -181,7 +181,8 @@ def test_proof_of_performance_needs_agreeing_independent_evaluators(
     model.write_bytes(b"m")
     led.datasets.register("d", data, signer=s("steward"))
     led.datasets.attest("d", 1, {"passed": True}, signer=s("val"))
-    led.models.register("m", model, signer=s("bob"))
+    led.runs.record("r", outputs=[model], datasets=[("d", 1)], code_dir=None, signer=s("bob"))
+    led.models.register("m", model, run="r", signer=s("bob"))
     rule = led.contracts.rule("model.deploy")
     assert rule is not None
     state = Overlay(led.store)
@@ -226,10 +227,95 @@ def test_proof_of_performance_needs_agreeing_independent_evaluators(
     check()
 
 
+def _register_attested(
+    led: mc.Ledger, tmp_path: Path, name: str, content: bytes, trainer: str = "bob"
+) -> Path:
+    """A model registered the way the default policy wants: from an attested dataset,
+    by a recorded run."""
+    data = tmp_path / "d.csv"
+    if not data.exists():
+        data.write_text("a\n1\n")
+        led.datasets.register("d", data, signer=s("steward"))
+        led.datasets.attest("d", 1, {"passed": True}, signer=s("val"))
+    model = tmp_path / f"{name}.bin"
+    model.write_bytes(content)
+    run = f"run-{name}"
+    led.runs.record(run, outputs=[model], datasets=[("d", 1)], code_dir=None, signer=s(trainer))
+    led.models.register(name, model, run=run, signer=s(trainer))
+    return model
+
+
+def test_registering_needs_a_run_from_attested_datasets(led: mc.Ledger, tmp_path: Path) -> None:
+    model = tmp_path / "clf2.bin"
+    model.write_bytes(b"shadow")
+    size = led.size
+    # no run, so no datasets: `datasets.all(...)` alone would hold over nothing
+    denied = _rejected(
+        led, "policy_denied", lambda: led.models.register("shadow-clf", model, signer=s("bob"))
+    )
+    assert "run != null && size(datasets) > 0" in denied.message
+    assert led.size == size + 1 and led.entry(size).outcome.code == "policy_denied"
+    # a run that used no registered dataset does not do either
+    led.runs.record("r0", outputs=[model], datasets=[], code_dir=None, signer=s("bob"))
+    _rejected(
+        led,
+        "policy_denied",
+        lambda: led.models.register("shadow-clf", model, run="r0", signer=s("bob")),
+    )
+    _register_attested(led, tmp_path, "clf", b"clf")
+
+
+def _approving_trainer(led: mc.Ledger, tmp_path: Path) -> None:
+    """tara trains and registers m@1, and holds an approval role."""
+    tara = verifier_of(s("tara"))
+    admins = [s("alice"), s("dave")]
+    led.members.add(tara, roles=["trainer", "approver:ml"], org="acme", signers=admins)
+    _register_attested(led, tmp_path, "m", b"m", trainer="tara")
+    led.models.evaluate("m", 1, dataset=("d", 1), metrics={"accuracy": 0.95}, signer=s("ev"))
+
+
+def test_a_registrant_may_not_approve_its_own_version_for_production(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    _approving_trainer(led, tmp_path)
+    deps = led.deployments
+    size = led.size
+    denied = _rejected(
+        led,
+        "policy_denied",
+        lambda: deps.approve("m", 1, "production", role="ml", signer=s("tara")),
+    )
+    assert "policy model.approve:production v1 denies it: actor.name != model.by" in denied.message
+    assert led.size == size + 1 and led.entry(size).outcome.code == "policy_denied"
+    deps.approve("m", 1, "staging", role="ml", signer=s("tara"))  # no such rule for staging
+    deps.approve("m", 1, "production", role="risk", signer=s("risk"))
+    deps.approve("m", 1, "production", role="ml-lead", signer=s("lead"))
+    deps.deploy("m", 1, "production", signer=s("ops"))
+
+
+def test_a_self_approval_stored_under_an_older_policy_is_no_veto(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    _approving_trainer(led, tmp_path)
+    deps = led.deployments
+    # as on a ledger whose policies predate the model.approve:production rule
+    led.policies.set("model.approve:production", None, signers=[s("alice"), s("dave")])
+    deps.approve("m", 1, "production", role="ml", signer=s("tara"))
+    deps.approve("m", 1, "production", role="risk", signer=s("risk"))
+    # tara's approval does not count: one approval by someone else is not two
+    denied = _rejected(
+        led, "policy_denied", lambda: deps.deploy("m", 1, "production", signer=s("ops"))
+    )
+    assert "size(approvals.filter(a, a.by != model.by)) >= 2" in denied.message
+    deps.approve("m", 1, "production", role="ml-lead", signer=s("lead"))
+    deps.deploy("m", 1, "production", signer=s("ops"))
+    current = deps.current("m", "production")
+    assert current is not None and current["version"] == 1
+    assert {a["by"] for a in current["approvals"]} == {"tara", "risk", "lead"}
+
+
 def test_an_automatic_rollback_says_why_in_its_outcome(led: mc.Ledger, tmp_path: Path) -> None:
-    model = tmp_path / "m.bin"
-    model.write_bytes(b"m")
-    led.models.register("m", model, signer=s("bob"))
+    _register_attested(led, tmp_path, "m", b"m")
     led.deployments.deploy("m", 1, "staging", rollback_rule="metrics.drift > 0.3", signer=s("ops"))
     calm = led.deployments.report("m", "staging", {"drift": 0.1}, signer=s("mon"))
     assert calm.outcome.reason == ""

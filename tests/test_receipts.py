@@ -224,6 +224,45 @@ def test_unreachable_ledger_queues_batches_in_order(led: mc.Ledger, tmp_path: Pa
         assert again.store.get_state(inference_key("fraud", 1)) == {"batches": 5, "records": 11}
 
 
+def test_the_readme_example_answers_after_the_log_closes(
+    led: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
+    path = led.path
+    led.close()
+    features, decision = {"amount": 12.5, "country": "FR"}, "ok"
+    with mc.open(path, identity=ALICE, contracts=contracts()) as led:
+        ops = make_signer("ops")
+        led.members.add(verifier_of(ops), roles=["deployer"], org="acme", signers=[ALICE])
+        led.deployments.deploy("fraud", 1, "production", signer=ops)
+        # README, "Inference receipts", as written:
+        with led.receipts(model="fraud", env="production") as log:  # signer: led.identity
+            rid = log.record(features, decision, request_id="req-8812")  # returns at once
+        receipt = log.receipt("req-8812")  # record + salts + path in its batch + C2SP tlog-proof
+
+        assert rid == "req-8812"
+        assert verify_inference_receipt(receipt, led.log_key)["request_id"] == "req-8812"
+        assert log.batch_status(rid) == "submitted" and log.pending() == 0
+        with pytest.raises(NotFoundError, match="no record 'req-0'"):
+            log.receipt("req-0")
+        with pytest.raises(UsageError, match="closed"):
+            log.record(features, decision)
+        with pytest.raises(UsageError, match="closed"):
+            log.flush()
+
+
+def test_a_batch_left_pending_at_close_says_what_to_do(led: mc.Ledger, tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    with _log(None, store, background=False) as offline:
+        offline.record("in", "out", request_id="r1")
+    with pytest.raises(NotFoundError, match=r"opened on .* with the ledger submits it"):
+        offline.receipt("r1")
+    assert offline.batch_status("r1") == "pending" and offline.pending() == 1
+    with _log(led, store) as log:
+        assert log.flush() == 0
+    verify_inference_receipt(log.receipt("r1"), led.log_key)
+
+
 CHILD = textwrap.dedent(
     """
     import os, signal, sys

@@ -38,7 +38,14 @@ from .contracts.policy import DEFAULT_POLICIES
 from .core import canonical
 from .core.identity import VerifierKey
 from .core.merkle import leaf_hash
-from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
+from .errors import (
+    Error,
+    MalformedError,
+    NotFoundError,
+    RejectedError,
+    StorageError,
+    UsageError,
+)
 from .keys import KeyStore, env_or_prompt_passphrase
 from .ledger import Founder
 
@@ -284,10 +291,24 @@ def event_record(
     ]
     if as_json:
         emit_json(results[0] if body is not None else results)
-        return
-    for r in results:
-        extra = f" {r['code']}: {r['reason']}" if r["result"] == "rejected" else ""
-        click.echo(f"{r['index']}\t{r['result']}{extra}")
+    else:
+        for r in results:
+            extra = f" {r['code']}: {r['reason']}" if r["result"] == "rejected" else ""
+            click.echo(f"{r['index']}\t{r['result']}{extra}")
+    rejected = [a for a in acks if not a.outcome.accepted]
+    if rejected:  # every line is reported above; the exit status says some were refused
+        first = rejected[0]
+        what = (
+            f"{EVENT} was rejected"
+            if len(acks) == 1
+            else f"{len(rejected)} of {len(acks)} events were rejected, the first"
+        )
+        raise RejectedError(
+            f"{what} ({first.outcome.code}): {first.outcome.reason}; "
+            f"the rejection is entry {first.index}",
+            first.index,
+            first.outcome.code,
+        )
 
 
 # -- log -----------------------------------------------------------------------

@@ -91,23 +91,9 @@ def guarded(
             raise UsageError(f"{path} is not inside the registered artifact {root}")
     if not target.is_file():
         raise ArtifactError(f"{path}: not a file")
-    try:
-        verified = led.models.verify(base, model, version, env=env, trust_cache=False)
-    except IntegrityError as exc:
-        raise IntegrityError(exc.message, _named(exc.differences, base)) from exc
+    verified = led.models.verify(base, model, version, env=env, trust_cache=False)
     led.deployments.log_access("model", model, verified.version, purpose, signer=who)
     return verified
-
-
-def _named(differences: tuple[str, ...], base: Path) -> tuple[str, ...]:
-    """A single-file artifact's manifest calls the file "."; name it."""
-    out = []
-    for line in differences:
-        verb, _, what = line.partition(" ")
-        if what == "." or what.startswith(".:"):
-            line = f"{verb} {base.name}{what[1:]}"
-        out.append(line)
-    return tuple(out)
 
 
 def _need(module: str, what: str) -> NoReturn:
@@ -243,7 +229,7 @@ def watch(
             result.update(version=verified.version, ok=True, differences=[])
             differences: tuple[str, ...] = ()
         except IntegrityError as exc:
-            differences = _named(exc.differences, Path(path))
+            differences = exc.differences
             result.update(ok=False, differences=list(differences))
         if differences != last:
             metrics: dict[str, Any] = {

@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -821,6 +821,7 @@ class ReceiptLog:
         self._rid_prefix = self._session.id + "-"
         self._started = time.time_ns()
         self._db = self._open_store()
+        self._db_closed = False  # after close(), lookups read the store on their own
         self._dblock = threading.Lock()
         self._writer = _BatchWriter(self._db, self._dblock, self.path)
         self._use_worker = worker
@@ -1041,6 +1042,11 @@ class ReceiptLog:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _process(self, *, submit: bool, force: bool) -> None:
+        if self._db_closed:
+            raise UsageError(
+                f"this receipt log is closed; a ReceiptLog opened on {self.path} "
+                "writes and submits what waits"
+            )
         with self._work:
             with self._lock:
                 if self._seg is not None and (
@@ -1212,8 +1218,8 @@ class ReceiptLog:
         return self.pending()
 
     def pending(self) -> int:
-        with self._dblock:
-            row = self._db.execute("SELECT COUNT(*) FROM batches WHERE status='pending'")
+        with self._reading() as db:
+            row = db.execute("SELECT COUNT(*) FROM batches WHERE status='pending'")
             return int(row.fetchone()[0])
 
     def close(self) -> None:
@@ -1240,6 +1246,7 @@ class ReceiptLog:
                 self._worker = None
             with self._dblock:
                 self._db.close()
+                self._db_closed = True
 
     def __enter__(self) -> ReceiptLog:
         return self
@@ -1254,20 +1261,41 @@ class ReceiptLog:
         not (yet) in the store."""
         return str(self._lookup(request_id)[1]["status"])
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The store, to read: the log's own connection, or after close() one opened
+        read-only for this lookup (receipts stay answerable once the log is closed)."""
+        with self._dblock:
+            if not self._db_closed:
+                try:
+                    yield self._db
+                except sqlite3.Error as exc:
+                    raise StorageError(f"cannot read the receipt store {self.path}: {exc}") from exc
+                return
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the receipt store {self.path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            yield db
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the receipt store {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
     def _lookup(self, request_id: str) -> tuple[int, dict[str, Any]]:
         auto = _AUTO_ID.match(request_id)
-        with self._dblock:
-            row = self._db.execute(
-                "SELECT seq FROM records WHERE request_id=?", (request_id,)
-            ).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT seq FROM records WHERE request_id=?", (request_id,)).fetchone()
             if row is None and auto:
-                row = self._db.execute(
+                row = db.execute(
                     "SELECT seq FROM auto_ids WHERE prefix=? AND lo<=? AND hi>=?",
                     (auto[1], int(auto[2]), int(auto[2])),
                 ).fetchone()
             if row is None:
                 raise NotFoundError(f"no record {request_id!r} in {self.path} (flush first?)")
-            cur = self._db.execute(
+            cur = db.execute(
                 "SELECT * FROM batches JOIN batch_leaves USING (seq) WHERE seq=?", (row[0],)
             )
             names = [d[0] for d in cur.description]
@@ -1291,9 +1319,15 @@ class ReceiptLog:
         C2SP tlog-proof of the batch entry. NotFoundError while the batch is not in
         the ledger."""
         idx, batch = self._lookup(request_id)
-        if batch["status"] == "pending":
+        if batch["status"] == "pending" and not self._db_closed:
             self.flush()
             idx, batch = self._lookup(request_id)
+        if batch["status"] == "pending":
+            raise NotFoundError(
+                f"the batch of {request_id!r} was not in the ledger when this receipt log "
+                f"closed ({self.last_error or 'not submitted'}); a ReceiptLog opened on "
+                f"{self.path} with the ledger submits it"
+            )
         if batch["status"] != "submitted":
             raise NotFoundError(
                 f"the batch of {request_id!r} is {batch['status']}: {batch['error'] or ''}"

@@ -463,6 +463,18 @@ class Runs(_Registry):
         return found
 
 
+def _named_differences(lines: Iterable[str], path: Path) -> tuple[str, ...]:
+    """Difference lines with a single-file artifact's file named: its manifest
+    calls the file ".", which tells a reader nothing."""
+    out = []
+    for line in lines:
+        verb, _, what = line.partition(" ")
+        if what == "." or what.startswith(".:"):
+            line = f"{verb} {path.name}{what[1:]}"
+        out.append(line)
+    return tuple(out)
+
+
 class Models(_Registry):
     """Models and their immutable versions: ``led.models``."""
 
@@ -588,7 +600,7 @@ class Models(_Registry):
         if not changes.same or actual.digest != expected.digest:
             raise IntegrityError(
                 f"{path} is not {name} version {registered.version} ({registered.digest})",
-                tuple(changes.lines()) or ("the manifests differ",),
+                _named_differences(changes.lines(), Path(path)) or ("the manifests differ",),
             )
         return registered
 

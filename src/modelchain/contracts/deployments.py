@@ -339,10 +339,18 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
     }
 
 
+def _decision_context(state: StateReader, call: Call) -> dict[str, Any]:
+    # What a deployment's rule sees, so that a rule for model.approve:<env> can refuse
+    # what that environment's deployment rule would not count (a registrant's approval).
+    body = call.tx.body
+    _record(state, body["model"], body["version"])  # no_model, before any rule runs
+    return _deploy_context(state, call)
+
+
 def deployment_rules() -> dict[str, TypeRule]:
     return {
-        MODEL_APPROVE: TypeRule(check_decision, exec_approve),
-        MODEL_REJECT: TypeRule(check_decision, exec_reject),
+        MODEL_APPROVE: TypeRule(check_decision, exec_approve, _decision_context),
+        MODEL_REJECT: TypeRule(check_decision, exec_reject, _decision_context),
         MODEL_DEPLOY: TypeRule(check_deploy, exec_deploy, _deploy_context),
         MODEL_ROLLBACK: TypeRule(check_rollback, exec_rollback),
         MODEL_REVOKE: TypeRule(check_revoke, exec_revoke),

@@ -19,7 +19,7 @@ from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
 from .governance import GOVERNANCE_KEY, governance_rules
 from .inference import inference_rules
-from .members import check_member
+from .members import check_member, holds_role
 from .policy import compile_rule, enforce, policy_key, policy_rules
 from .registry import registry_rules
 
@@ -228,7 +228,7 @@ def authorize(state: StateReader, call: Call) -> None:
     member = state.get_state(member_key(call.tx.actor))
     assert isinstance(member, dict)
     allowed = ledger["permissions"].get(call.tx.type)
-    if allowed is not None and not set(member["roles"]) & set(allowed):
+    if allowed is not None and not holds_role(member["roles"], allowed):
         raise Rejected(
             "not_permitted",
             f"{call.tx.type} needs one of the roles {', '.join(allowed)}; "

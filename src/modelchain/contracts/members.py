@@ -1,19 +1,33 @@
 """What a member is, checked the same way wherever members are written.
 
 Genesis founds members and ``member.add`` adds them; both use ``check_member``.
+``holds_role`` is the one place that says whether a member's roles grant a role.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ..core.identity import VerifierKey
 from ..errors import MalformedError
 
-__all__ = ["check_member"]
+__all__ = ["check_member", "holds_role"]
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
 _ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
+
+
+# Roles that come with a name (approver:risk): holding a named one is holding the role.
+_NAMED_ROLES = frozenset({"approver"})
+
+
+def holds_role(roles: Iterable[str], wanted: Iterable[str]) -> bool:
+    """True if ``roles`` (a member's) grant any of ``wanted`` (a permission's list):
+    the role itself, or for a role that comes with a name, any ``role:<name>``."""
+    held = set(roles)
+    held |= {r.partition(":")[0] for r in held if r.partition(":")[0] in _NAMED_ROLES}
+    return not held.isdisjoint(wanted)
 
 
 def _require(cond: bool, message: str) -> None:

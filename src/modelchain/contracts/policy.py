@@ -24,8 +24,9 @@ What a rule sees (the whole context, in one place)::
     datasets [{name, version, digest, format, records, by, attestations,
                quality_passed, evaluations}]       model.register, run.record: the inputs
     dataset  {name, version, digest, records}     dataset.register, dataset.ingest
-    model    (version view + metrics, revoked_ancestor)                model.deploy
-    approvals, rejections [{by, org, role, env, comment, index, time}]  model.deploy (this env)
+    model    (version view + metrics, revoked_ancestor)    model.deploy, model.approve,
+                                                           model.reject
+    approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env)
 
     attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
     evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]
@@ -33,6 +34,14 @@ What a rule sees (the whole context, in one place)::
     evaluators   [names]            distinct evaluators of a model version
     metric_spread {metric: max-min} over the evaluations that all report it, e.g.
         size(model.evaluators) >= 2 && model.metric_spread.accuracy <= 0.02
+
+A rule over a collection holds vacuously when the collection is empty
+(``datasets.all(d, d.quality_passed)`` over no datasets is true): where the rule
+means that something exists, say so (``size(datasets) > 0 && ...``).
+
+A denial's reason (recorded in the log, and compared when the log is re-executed)
+quotes the whole rule: a check the refusal should name on its own is best a
+policy of its own, as ``model.approve:production`` is.
 """
 
 from __future__ import annotations
@@ -65,24 +74,35 @@ __all__ = [
 POLICY_SET = "policy.set"
 
 # What `modelchain init` installs: a careful organisation's starting point.
+# A rule over a collection says that the collection is not empty wherever the
+# promise is that something exists: `datasets.all(...)` alone holds for a model
+# registered from no datasets at all.
 DEFAULT_POLICIES: dict[str, dict[str, str]] = {
     "model.register": {
-        "rule": '"trainer" in actor.roles && datasets.all(d, d.quality_passed)',
-        "description": "models are registered by trainers, from registered datasets that "
-        "validators attested and none found failing",
+        "rule": (
+            '"trainer" in actor.roles'
+            " && run != null"
+            " && size(datasets) > 0"
+            " && datasets.all(d, d.quality_passed)"
+        ),
+        "description": "models are registered by trainers, with a recorded run, from at least "
+        "one registered dataset, every one of them attested by validators and none found failing",
+    },
+    "model.approve:production": {
+        "rule": "actor.name != model.by",
+        "description": "the member who registered a version may not approve it for production",
     },
     "model.deploy:production": {
         "rule": (
-            "size(approvals) >= 2"
-            ' && approvals.exists(a, a.role == "risk")'
-            " && approvals.all(a, a.by != model.by)"
+            "size(approvals.filter(a, a.by != model.by)) >= 2"
+            ' && approvals.exists(a, a.role == "risk" && a.by != model.by)'
             " && size(rejections) == 0"
             " && model.evaluations.exists(e, has(e.metrics.accuracy) && e.metrics.accuracy >= 0.9)"
             " && !model.revoked_ancestor"
         ),
-        "description": "production needs two distinct approvers (one of them risk, none the "
-        "model's registrant), no rejection, an evaluation with accuracy >= 0.9, and no revoked "
-        "ancestor",
+        "description": "production needs approvals from two distinct members other than the "
+        "model's registrant (one of them risk), no rejection, an evaluation with accuracy "
+        ">= 0.9, and no revoked ancestor",
     },
 }
 _MAX_RULE = 4096
