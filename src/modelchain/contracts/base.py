@@ -91,7 +91,7 @@ def names(*paths: str) -> BodyCheck:
         for path in paths:
             value: object = body
             for part in path.split("."):
-                value = value.get(part) if isinstance(value, dict | Mapping) else None
+                value = value.get(part) if isinstance(value, Mapping) else None
             if value is not None:
                 check_name(value, path)
 
