@@ -13,6 +13,7 @@ import click
 
 from . import ledger as ledger_mod
 from .core.identity import Signer
+from .core.names import NAME_SYNTAX, is_name
 from .errors import UsageError
 from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import Ledger
@@ -86,6 +87,8 @@ def name_version(spec: str) -> tuple[str, int]:
     name, sep, version = spec.rpartition("@")
     if not sep or not (version.isascii() and version.isdigit()) or not name:
         raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
+    if not is_name(name):  # the ledger would refuse it: say so before any work
+        raise UsageError(f"{spec!r}: {name!r} is not a name: {NAME_SYNTAX}")
     return name, int(version)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, StateReader, TypeRule
+from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .registry import version_key
 
 __all__ = ["DATASET_ATTEST", "MODEL_EVALUATE", "attestation_rules"]
@@ -33,12 +33,7 @@ def _ref(obj: object, what: str) -> None:
     )
     assert isinstance(obj, dict)
     _require(isinstance(obj["name"], str) and bool(obj["name"]), f"{what} name")
-    _require(
-        isinstance(obj["version"], int)
-        and not isinstance(obj["version"], bool)
-        and obj["version"] >= 1,
-        f"{what} version",
-    )
+    _require(is_int(obj["version"]) and obj["version"] >= 1, f"{what} version is an integer >= 1")
 
 
 def _numbers(obj: object, what: str) -> None:
@@ -46,8 +41,7 @@ def _numbers(obj: object, what: str) -> None:
     assert isinstance(obj, dict)
     for k, v in obj.items():
         _require(
-            isinstance(k, str)
-            and (v is None or (isinstance(v, int | float) and not isinstance(v, bool))),
+            isinstance(k, str) and (v is None or is_int(v) or isinstance(v, float)),
             f"{what}: {k!r} must be a number or null",
         )
 
@@ -137,6 +131,10 @@ def exec_model_evaluate(state: Overlay, call: Call) -> None:
 
 def attestation_rules() -> dict[str, TypeRule]:
     return {
-        DATASET_ATTEST: TypeRule(check_dataset_attest, exec_dataset_attest),
-        MODEL_EVALUATE: TypeRule(check_model_evaluate, exec_model_evaluate),
+        DATASET_ATTEST: TypeRule(
+            check_dataset_attest, exec_dataset_attest, admit=names("dataset.name")
+        ),
+        MODEL_EVALUATE: TypeRule(
+            check_model_evaluate, exec_model_evaluate, admit=names("model.name", "dataset.name")
+        ),
     }

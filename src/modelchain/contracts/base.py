@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from ..core.canonical import JSONValue
 from ..core.identity import VerifierKey
+from ..core.names import check_name
 from ..core.tx import Outcome, Transaction
 from ..errors import MalformedError, UnknownTypeError
 
@@ -23,6 +24,8 @@ __all__ = [
     "Rejected",
     "StateReader",
     "TypeRule",
+    "is_int",
+    "names",
 ]
 
 
@@ -74,14 +77,41 @@ BodyCheck = Callable[[Mapping[str, Any]], None]
 ContextFn = Callable[["StateReader", Call], dict[str, Any]]
 
 
+def is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer. ``true`` is not 1 anywhere in a body: bool is a subclass
+    of int in Python, so every integer field is checked with this."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def names(*paths: str) -> BodyCheck:
+    """An admission check that the fields at ``paths`` (dotted, into objects)
+    are names (``core.names``); an absent field or a null is left to ``check``."""
+
+    def check(body: Mapping[str, Any]) -> None:
+        for path in paths:
+            value: object = body
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if value is not None:
+                check_name(value, path)
+
+    return check
+
+
 @dataclass(frozen=True)
 class TypeRule:
     """How one transaction type is validated (statically) and executed, and what
-    its policies see beyond the common context."""
+    its policies see beyond the common context.
+
+    ``check`` is the body's schema, applied at admission and to every logged
+    entry when it is replayed. ``admit`` holds the rules added since entries
+    were first logged (the name syntax): applied at admission only, so a log
+    written before them still replays to the same outcomes."""
 
     check: BodyCheck
     execute: Handler
     context: ContextFn | None = None
+    admit: BodyCheck | None = None
 
 
 Gate = Callable[[Overlay, Call, TypeRule], None]
@@ -110,7 +140,15 @@ class ContractSet:
         return self._rules.get(type_)
 
     def check(self, tx: Transaction) -> None:
-        """Static checks, before the log: the type is known and its body well-formed."""
+        """Static checks at admission: the type is known, its body well-formed and
+        the names in it spelled as names."""
+        rule = self.check_logged(tx)
+        if rule.admit is not None:
+            rule.admit(tx.body)
+
+    def check_logged(self, tx: Transaction) -> TypeRule:
+        """The static checks every logged entry is held to when replayed: the
+        type is known and its body well-formed. Returns the type's rule."""
         rule = self._rules.get(tx.type)
         if rule is None:
             raise UnknownTypeError(
@@ -118,6 +156,7 @@ class ContractSet:
                 f"known types: {', '.join(sorted(self._rules))}"
             )
         rule.check(tx.body)
+        return rule
 
     def signer(
         self, state: StateReader, keyid: str, tx: Transaction

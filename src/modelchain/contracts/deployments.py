@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, StateReader, TypeRule
+from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .policy import compile_rule, evaluate
 from .registry import dataset_inputs, deployment_key, run_key, version_key, version_view
 
@@ -59,9 +59,7 @@ def _string(body: Mapping[str, Any], key: str, limit: int = 200, empty: bool = F
 
 
 def _version_no(v: object) -> None:
-    _require(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1, "version is an integer >= 1"
-    )
+    _require(is_int(v) and v >= 1, "version is an integer >= 1")
 
 
 def check_decision(body: Mapping[str, Any]) -> None:
@@ -120,6 +118,9 @@ def check_access(body: Mapping[str, Any]) -> None:
         isinstance(art, dict) and set(art) == {"kind", "name", "version"},
         "artifact is {kind, name, version}",
     )
+    _string(art, "kind")
+    _string(art, "name")
+    _version_no(art["version"])
     _string(body, "purpose", 500)
 
 
@@ -349,11 +350,15 @@ def _decision_context(state: StateReader, call: Call) -> dict[str, Any]:
 
 def deployment_rules() -> dict[str, TypeRule]:
     return {
-        MODEL_APPROVE: TypeRule(check_decision, exec_approve, _decision_context),
-        MODEL_REJECT: TypeRule(check_decision, exec_reject, _decision_context),
-        MODEL_DEPLOY: TypeRule(check_deploy, exec_deploy, _deploy_context),
-        MODEL_ROLLBACK: TypeRule(check_rollback, exec_rollback),
-        MODEL_REVOKE: TypeRule(check_revoke, exec_revoke),
-        MONITOR_REPORT: TypeRule(check_report, exec_report),
-        ACCESS_LOG: TypeRule(check_access, exec_access),
+        MODEL_APPROVE: TypeRule(
+            check_decision, exec_approve, _decision_context, names("model", "env")
+        ),
+        MODEL_REJECT: TypeRule(
+            check_decision, exec_reject, _decision_context, names("model", "env")
+        ),
+        MODEL_DEPLOY: TypeRule(check_deploy, exec_deploy, _deploy_context, names("model", "env")),
+        MODEL_ROLLBACK: TypeRule(check_rollback, exec_rollback, admit=names("model", "env")),
+        MODEL_REVOKE: TypeRule(check_revoke, exec_revoke, admit=names("model")),
+        MONITOR_REPORT: TypeRule(check_report, exec_report, admit=names("model", "env")),
+        ACCESS_LOG: TypeRule(check_access, exec_access, admit=names("artifact.name")),
     }

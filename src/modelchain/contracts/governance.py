@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.identity import VerifierKey
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, StateReader, TypeRule
+from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .members import check_member
 
 __all__ = [
@@ -105,6 +105,7 @@ def check_member_update(body: Mapping[str, Any]) -> None:
         set(body) <= {"name", "roles", "org"} and "name" in body and len(body) > 1,
         "member.update body is {name, roles?, org?}",
     )
+    _require(isinstance(body["name"], str), "name is a member name")
     if "roles" in body:
         _check_roles(body["roles"])
     if "org" in body:
@@ -161,6 +162,7 @@ def exec_member_revoke(state: Overlay, call: Call) -> None:
 
 def check_member_rotate(body: Mapping[str, Any]) -> None:
     _require(set(body) == {"name", "add", "remove"}, "member.rotate body is {name, add, remove}")
+    _require(isinstance(body["name"], str), "name is a member name")
     for k in ("add", "remove"):
         _require(
             isinstance(body[k], list) and all(isinstance(x, str) for x in body[k]),
@@ -199,7 +201,7 @@ def exec_member_rotate(state: Overlay, call: Call) -> None:
 
 def check_quorum_set(body: Mapping[str, Any]) -> None:
     _require(set(body) == {"quorum"}, "governance.quorum body is {quorum}")
-    _require(isinstance(body["quorum"], int) and 1 <= body["quorum"] <= 64, "quorum 1..64")
+    _require(is_int(body["quorum"]) and 1 <= body["quorum"] <= 64, "quorum is an integer 1..64")
 
 
 def exec_quorum_set(state: Overlay, call: Call) -> None:
@@ -218,9 +220,9 @@ def exec_quorum_set(state: Overlay, call: Call) -> None:
 
 def governance_rules() -> dict[str, TypeRule]:
     return {
-        MEMBER_ADD: TypeRule(check_member_add, exec_member_add),
-        MEMBER_UPDATE: TypeRule(check_member_update, exec_member_update),
-        MEMBER_REVOKE: TypeRule(check_member_revoke, exec_member_revoke),
-        MEMBER_ROTATE: TypeRule(check_member_rotate, exec_member_rotate),
+        MEMBER_ADD: TypeRule(check_member_add, exec_member_add, admit=names("member.name")),
+        MEMBER_UPDATE: TypeRule(check_member_update, exec_member_update, admit=names("name")),
+        MEMBER_REVOKE: TypeRule(check_member_revoke, exec_member_revoke, admit=names("name")),
+        MEMBER_ROTATE: TypeRule(check_member_rotate, exec_member_rotate, admit=names("name")),
         QUORUM_SET: TypeRule(check_quorum_set, exec_quorum_set),
     }

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, TypeRule
+from .base import Call, Overlay, Rejected, TypeRule, is_int, names
 from .registry import deployment_key, version_key
 
 __all__ = ["INFERENCE_BATCH", "MAX_BATCH_RECORDS", "inference_key", "inference_rules"]
@@ -37,7 +37,7 @@ def _require(cond: bool, message: str) -> None:
 
 
 def _int(v: object, lo: int, hi: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    return is_int(v) and lo <= v <= hi
 
 
 def check_batch(body: Mapping[str, Any]) -> None:
@@ -82,4 +82,4 @@ def exec_batch(state: Overlay, call: Call) -> None:
 
 
 def inference_rules() -> dict[str, TypeRule]:
-    return {INFERENCE_BATCH: TypeRule(check_batch, exec_batch)}
+    return {INFERENCE_BATCH: TypeRule(check_batch, exec_batch, admit=names("model", "env"))}

@@ -12,15 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.identity import VerifierKey
+from ..core.names import check_name
 from ..core.tx import Transaction
 from ..errors import MalformedError
 from .attestations import attestation_rules
-from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
+from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule, is_int
 from .deployments import deployment_rules
 from .governance import GOVERNANCE_KEY, governance_rules
 from .inference import inference_rules
 from .members import check_member, holds_role
-from .policy import compile_rule, enforce, policy_key, policy_rules
+from .policy import check_action_names, compile_rule, enforce, policy_key, policy_rules
 from .registry import registry_rules
 
 __all__ = [
@@ -111,7 +112,7 @@ def check_genesis(body: Mapping[str, Any]) -> None:
     admins = sum(1 for m in members if "admin" in m["roles"])
     q = body.get("quorum", 1)
     _require(
-        isinstance(q, int) and not isinstance(q, bool) and 1 <= q <= max(admins, 1),
+        is_int(q) and 1 <= q <= max(admins, 1),
         f"quorum must be 1..{admins} (the founding admins)",
     )
     perms = body["permissions"]
@@ -121,6 +122,13 @@ def check_genesis(body: Mapping[str, Any]) -> None:
             isinstance(roles, list) and all(isinstance(r, str) for r in roles),
             f"permissions[{t!r}] must be a list of roles",
         )
+
+
+def _admit_genesis(body: Mapping[str, Any]) -> None:
+    for m in body["members"]:
+        check_name(m["name"], "member name")
+    for action in body.get("policies", {}):
+        check_action_names(action)
 
 
 def exec_genesis(state: Overlay, call: Call) -> None:
@@ -239,7 +247,7 @@ def authorize(state: StateReader, call: Call) -> None:
 def default_contracts() -> ContractSet:
     return ContractSet(
         {
-            GENESIS: TypeRule(check_genesis, exec_genesis),
+            GENESIS: TypeRule(check_genesis, exec_genesis, admit=_admit_genesis),
             EVENT: TypeRule(check_event, exec_event),
             **registry_rules(),
             **governance_rules(),

@@ -53,6 +53,7 @@ from typing import Any
 
 import cel
 
+from ..core.names import check_name
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
@@ -62,6 +63,7 @@ __all__ = [
     "POLICY_SET",
     "action_of",
     "base_context",
+    "check_action_names",
     "check_policy",
     "compile_rule",
     "enforce",
@@ -112,11 +114,17 @@ def policy_key(action: str) -> str:
     return f"policy/{action}"
 
 
-@functools.lru_cache(maxsize=1024)
-def compile_rule(rule: str) -> Any:
-    """The compiled program of a rule; MalformedError if it does not parse."""
+def compile_rule(rule: object) -> Any:
+    """The compiled program of a rule; MalformedError if it is not a string or
+    does not parse."""
     if not isinstance(rule, str) or not rule.strip() or len(rule) > _MAX_RULE:
-        raise MalformedError(f"a rule is a CEL expression of 1-{_MAX_RULE} characters")
+        # checked before the cache: a list or an object cannot be a cache key
+        raise MalformedError(f"a rule is a CEL expression (a string) of 1-{_MAX_RULE} characters")
+    return _compile(rule)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(rule: str) -> Any:
     try:
         return cel.compile(rule)
     except (ValueError, RuntimeError) as exc:
@@ -217,6 +225,18 @@ def check_policy_set(body: Mapping[str, Any]) -> None:
         raise MalformedError("description is a string of at most 2000 characters")
 
 
+def check_action_names(action: str) -> None:
+    """Admission: the environment of a ``<type>:<env>`` action is a name, the one
+    a transaction for that environment carries."""
+    _, sep, env = action.partition(":")
+    if sep:
+        check_name(env, f"the environment of policy action {action!r}")
+
+
+def _admit_policy_set(body: Mapping[str, Any]) -> None:
+    check_action_names(body["action"])
+
+
 def exec_policy_set(state: Overlay, call: Call) -> None:
     require_quorum(state, call)
     body = call.tx.body
@@ -236,4 +256,4 @@ def exec_policy_set(state: Overlay, call: Call) -> None:
 
 
 def policy_rules() -> dict[str, TypeRule]:
-    return {POLICY_SET: TypeRule(check_policy_set, exec_policy_set)}
+    return {POLICY_SET: TypeRule(check_policy_set, exec_policy_set, admit=_admit_policy_set)}

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.manifest import Manifest, check_algorithm
 from ..errors import MalformedError
-from .base import Call, Overlay, Rejected, StateReader, TypeRule
+from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 
 __all__ = [
     "DATASET_INGEST",
@@ -46,6 +46,8 @@ STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 INLINE_MANIFEST_MAX = 32 * 1024  # canonical bytes; larger manifests go beside the ledger
 
+# What names were held to before core.names: still the schema of logged entries;
+# admission holds new ones to core.names (TypeRule.admit).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _DIGEST = re.compile(r"(sha256|blake3|sha256-sharded-[1-9][0-9]*):[0-9a-f]{64}\Z")
 _REF = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -128,7 +130,7 @@ def check_artifact(art: object) -> None:
     )
     check_algorithm(art["digest"].split(":", 1)[0])
     for k in ("size", "files"):
-        _require(isinstance(art[k], int) and not isinstance(art[k], bool) and art[k] >= 0, k)
+        _require(is_int(art[k]) and art[k] >= 0, f"artifact {k} is an integer >= 0")
     _require(isinstance(art["format"], str) and len(art["format"]) <= 64, "format")
     has_inline, has_ref = "manifest" in art, "manifest_ref" in art
     _require(has_inline != has_ref, "give exactly one of manifest or manifest_ref")
@@ -155,7 +157,7 @@ def _check_records(rec: object) -> None:
         isinstance(rec["root"], str) and bool(re.fullmatch(r"[0-9a-f]{64}", rec["root"])),
         "records root must be 64 hex",
     )
-    _require(isinstance(rec["count"], int) and rec["count"] >= 0, "records count")
+    _require(is_int(rec["count"]) and rec["count"] >= 0, "records count is an integer >= 0")
 
 
 def _json_object(v: object, what: str) -> None:
@@ -180,7 +182,7 @@ def check_dataset_ingest(body: Mapping[str, Any]) -> None:
     for k in ("source", "batch", "collected_by"):
         _text(body, k, 500)
     _require(
-        isinstance(body["collected_at"], int) and body["collected_at"] >= 0,
+        is_int(body["collected_at"]) and body["collected_at"] >= 0,
         "collected_at is milliseconds since the epoch",
     )
     check_artifact(body["artifact"])
@@ -244,7 +246,7 @@ def check_model_register(body: Mapping[str, Any]) -> None:
             "parent is {name, version} or null",
         )
         _name(parent["name"], "parent name")
-        _require(isinstance(parent["version"], int) and parent["version"] >= 1, "parent version")
+        _require(is_int(parent["version"]) and parent["version"] >= 1, "parent version")
     _json_object(body["metrics"], "metrics")
     _json_object(body["card"], "card")
 
@@ -481,10 +483,17 @@ def _dataset_context(state: StateReader, call: Call) -> dict[str, Any]:
 
 def registry_rules() -> dict[str, TypeRule]:
     return {
-        DATASET_REGISTER: TypeRule(check_dataset_register, exec_dataset_register, _dataset_context),
-        DATASET_INGEST: TypeRule(check_dataset_ingest, exec_dataset_ingest, _dataset_context),
-        RUN_RECORD: TypeRule(check_run_record, exec_run_record, _run_record_context),
+        DATASET_REGISTER: TypeRule(
+            check_dataset_register, exec_dataset_register, _dataset_context, names("name")
+        ),
+        DATASET_INGEST: TypeRule(
+            check_dataset_ingest, exec_dataset_ingest, _dataset_context, names("dataset")
+        ),
+        RUN_RECORD: TypeRule(check_run_record, exec_run_record, _run_record_context, names("id")),
         MODEL_REGISTER: TypeRule(
-            check_model_register, exec_model_register, _model_register_context
+            check_model_register,
+            exec_model_register,
+            _model_register_context,
+            names("name", "run", "parent.name"),
         ),
     }

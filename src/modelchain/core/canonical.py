@@ -7,7 +7,8 @@ parties that agree on a value always agree on its bytes.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, NoReturn
 
 import rfc8785
 
@@ -47,6 +48,33 @@ def _safe_int(text: str) -> int:
     return int(text)
 
 
+def _no_constant(name: str) -> NoReturn:
+    raise MalformedError(f"{name} is not a JSON number: RFC 8785 cannot write it")
+
+
+# An escape that can spell half of a UTF-16 surrogate pair; only input holding one
+# needs the walk that finds lone halves (a pair decodes to one code point).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_text(value: JSONValue) -> None:
+    """Refuse strings (keys included) holding a lone surrogate: they have no
+    UTF-8 form, so RFC 8785 cannot write them."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError as exc:
+                raise MalformedError("a JSON string holds a lone UTF-16 surrogate") from exc
+
+
 def _reference(value: JSONValue) -> bytes:
     try:
         return bytes(rfc8785.dumps(value))
@@ -64,6 +92,8 @@ def dumps(value: JSONValue) -> bytes:
         text = _encode(value)
     except (TypeError, ValueError):
         return _reference(value)  # raises the precise error
+    except RecursionError as exc:
+        raise MalformedError("value is nested too deeply to encode") from exc
     if text.isascii():
         try:
             # Re-reading our own output is the cheapest token-aware way to see
@@ -77,13 +107,18 @@ def dumps(value: JSONValue) -> bytes:
 
 
 def loads(data: bytes | str) -> JSONValue:
-    """Parse JSON (not necessarily canonical), translating errors."""
+    """Parse JSON (not necessarily canonical), translating errors. What RFC 8785
+    cannot write is refused too: NaN and the infinities, lone surrogates."""
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        raw = data.encode() if isinstance(data, str) else data
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (UnicodeDecodeError, UnicodeEncodeError, ValueError) as exc:
         raise MalformedError(f"not valid JSON: {exc}") from exc
     except RecursionError as exc:  # hostile nesting: an input error, not a crash
         raise MalformedError("JSON is nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_text(value)
+    return value
 
 
 def loads_canonical(data: bytes) -> JSONValue:
@@ -95,7 +130,9 @@ def loads_canonical(data: bytes) -> JSONValue:
     """
     if data.isascii():
         try:
-            value = json.loads(data, parse_float=_safe_float, parse_int=_safe_int)
+            value = json.loads(
+                data, parse_float=_safe_float, parse_int=_safe_int, parse_constant=_no_constant
+            )
         except _Unsafe:
             pass
         except ValueError as exc:
@@ -104,7 +141,13 @@ def loads_canonical(data: bytes) -> JSONValue:
             raise MalformedError("JSON is nested too deeply") from exc
         else:
             # Parsed values always have string keys, so the fast encoding is exact.
-            if _encode(value).encode() != data:
+            try:
+                text = _encode(value).encode()
+            except UnicodeEncodeError as exc:  # an escaped lone surrogate
+                raise MalformedError("a JSON string holds a lone UTF-16 surrogate") from exc
+            except RecursionError as exc:
+                raise MalformedError("JSON is nested too deeply") from exc
+            if text != data:
                 raise NonCanonicalError("JSON is not in RFC 8785 canonical form")
             return value
     value = loads(data)

@@ -25,11 +25,13 @@ from .identity import Signer
 __all__ = [
     "MAX_ENTRY_BYTES",
     "MAX_ENVELOPE_BYTES",
+    "MAX_NESTING",
     "PAYLOAD_TYPE",
     "TX_VERSION",
     "LogEntry",
     "Outcome",
     "Transaction",
+    "check_nesting",
     "check_time",
     "decode_submission",
     "encode_entry",
@@ -43,6 +45,9 @@ TX_VERSION = 1
 MAX_ENVELOPE_BYTES = 64 * 1024 - 1024
 MAX_ENTRY_BYTES = 65535
 MAX_REASON_CHARS = 300
+# Arrays and objects in a body nest at most this deep (the body itself is level
+# 1). Checked at admission only: entries logged before the limit still verify.
+MAX_NESTING = 64
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 _TYPE = re.compile(r"[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+\Z")
@@ -80,6 +85,7 @@ class Transaction:
 
     def sign(self, *signers: Signer) -> Envelope:
         """A DSSE envelope of this transaction signed by every signer given."""
+        check_nesting(self.body)
         env = sign_envelope(PAYLOAD_TYPE, self.payload(), signers)
         if len(env.to_bytes()) > MAX_ENVELOPE_BYTES:
             raise OversizeError(f"transaction is larger than {MAX_ENVELOPE_BYTES} bytes signed")
@@ -117,6 +123,19 @@ def _check_fields(tx: Transaction) -> None:
         raise MalformedError("transaction body must be a JSON object")
 
 
+def check_nesting(body: dict[str, Any]) -> None:
+    """Refuse a body whose arrays and objects nest deeper than MAX_NESTING."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, level = stack.pop()
+        if level > MAX_NESTING:
+            raise MalformedError(
+                f"the transaction body nests deeper than {MAX_NESTING} levels of arrays and objects"
+            )
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+
+
 def check_time(tx: Transaction, now_ms: int, skew_ms: int) -> None:
     """Refuse a transaction whose time is outside ``now +- skew`` (replay window)."""
     if abs(tx.time - now_ms) > skew_ms:
@@ -137,6 +156,7 @@ def decode_submission(data: bytes) -> tuple[Envelope, Transaction]:
     if env.payload_type != PAYLOAD_TYPE:
         raise PayloadTypeError(f"payloadType {env.payload_type!r} is not {PAYLOAD_TYPE!r}")
     tx = Transaction.from_json(canonical.loads_canonical(env.payload))
+    check_nesting(tx.body)
     return env, tx
 
 

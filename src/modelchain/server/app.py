@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core import canonical
+from ..core import canonical, jsontext
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
@@ -410,6 +410,15 @@ _ERRORS = {
 }
 
 
+class JSONText(Response):
+    """A JSON answer written by ``core.jsontext``: any depth of ledger value fits."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return jsontext.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _ack_json(ack: Ack) -> dict[str, Any]:
     return {"index": ack.index, "leaf_hash": ack.leaf_hash.hex(), "outcome": ack.outcome.to_json()}
 
@@ -675,42 +684,43 @@ def _published_size(ctx: ServerContext) -> int:
 
 
 def _query_router(ctx: ServerContext) -> APIRouter:
-    r = APIRouter(prefix="/v1", tags=["registry and governance"])
+    r = APIRouter(prefix="/v1", tags=["registry and governance"], default_response_class=JSONText)
     led = ctx.ledger
 
     def checkpoint_fields() -> dict[str, Any]:
         cp, note = ctx.checkpoint()
         return {"size": cp.size, "root": cp.root.hex(), "note": note.decode()}
 
-    def answer(value: Any) -> dict[str, Any]:
-        return {"result": value, "checkpoint": checkpoint_fields()}
+    def answer(value: Any, **more: Any) -> Response:
+        # Ledger values can nest as deep as entries logged before the nesting
+        # limit: written by JSONText, which any depth fits, not by FastAPI's
+        # serializer, which gives up near 254 levels.
+        return JSONText({"result": value, "checkpoint": checkpoint_fields(), **more})
 
     @r.get("/ledger", summary="Origin, size, log key and the latest checkpoint")
-    def info(request: Request) -> dict[str, Any]:
+    def info(request: Request) -> Response:
         ctx.reader(request)
-        return {
-            "origin": led.origin,
-            "size": led.size,
-            "log_key": led.log_key.to_string(),
-            "checkpoint": checkpoint_fields(),
-        }
+        return JSONText(
+            {
+                "origin": led.origin,
+                "size": led.size,
+                "log_key": led.log_key.to_string(),
+                "checkpoint": checkpoint_fields(),
+            }
+        )
 
     @r.get("/models", summary="Registered models")
-    def models(request: Request) -> dict[str, Any]:
+    def models(request: Request) -> Response:
         ctx.reader(request)
         return answer(led.models.list())
 
     @r.get("/models/{name}", summary="A model version (the latest unless ?version=)")
-    def model(
-        request: Request, name: str, version: int | None = Query(None, ge=1)
-    ) -> dict[str, Any]:
+    def model(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
         ctx.reader(request)
         return answer(led.models.get(name, version).record)
 
     @r.get("/models/{name}/lineage", summary="Datasets, runs and parents behind a version")
-    def lineage(
-        request: Request, name: str, version: int | None = Query(None, ge=1)
-    ) -> dict[str, Any]:
+    def lineage(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
         ctx.reader(request)
         return answer(led.models.lineage(name, version))
 
@@ -720,7 +730,7 @@ def _query_router(ctx: ServerContext) -> APIRouter:
     )
     def history(
         request: Request, name: str, env: str, at: int | None = Query(None, ge=0)
-    ) -> dict[str, Any]:
+    ) -> Response:
         ctx.reader(request)
         return answer(
             {
@@ -733,36 +743,34 @@ def _query_router(ctx: ServerContext) -> APIRouter:
     @r.get("/models/{name}/diff", summary="Files and tensors that differ between two versions")
     def diff(
         request: Request, name: str, old: int = Query(ge=1), new: int = Query(ge=1)
-    ) -> dict[str, Any]:
+    ) -> Response:
         ctx.reader(request)
         return answer(led.models.diff(name, old, new).to_json())
 
     @r.get("/datasets", summary="Registered datasets")
-    def datasets(request: Request) -> dict[str, Any]:
+    def datasets(request: Request) -> Response:
         ctx.reader(request)
         return answer(led.datasets.list())
 
     @r.get("/datasets/{name}", summary="A dataset and its versions")
-    def dataset(
-        request: Request, name: str, version: int | None = Query(None, ge=1)
-    ) -> dict[str, Any]:
+    def dataset(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
         ctx.reader(request)
         if version is None:
             return answer(led.datasets.info(name))
         return answer(led.datasets.get(name, version).record)
 
     @r.get("/runs/{run_id}", summary="A training run")
-    def run(request: Request, run_id: str) -> dict[str, Any]:
+    def run(request: Request, run_id: str) -> Response:
         ctx.reader(request)
         return answer(led.runs.get(run_id))
 
     @r.get("/members", summary="Members, their organisations, roles and keys")
-    def members(request: Request) -> dict[str, Any]:
+    def members(request: Request) -> Response:
         ctx.reader(request)
         return answer({"quorum": led.members.quorum, "members": led.members.list()})
 
     @r.get("/policies", summary="The CEL policies in force")
-    def policies(request: Request) -> dict[str, Any]:
+    def policies(request: Request) -> Response:
         ctx.reader(request)
         return answer(led.policies.list())
 
@@ -774,10 +782,10 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         request: Request,
         before: int | None = Query(None, ge=0),
         limit: int = Query(100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> Response:
         ctx.reader(request)
         page = ctx.scan(TrailFilter(outcome="rejected", before=before, limit=limit))
-        return {**answer(page.entries), "next_before": page.next_before}
+        return answer(page.entries, next_before=page.next_before)
 
     @r.get(
         "/audit",
@@ -794,16 +802,14 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         until: int | None = Query(None, ge=0),
         before: int | None = Query(None, ge=0),
         limit: int = Query(100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> Response:
         ctx.reader(request)
         f = TrailFilter(actor, org, type, outcome, since, until, before, limit)
         page = ctx.scan(f)
-        return {**answer(page.entries), "next_before": page.next_before}
+        return answer(page.entries, next_before=page.next_before)
 
     @r.get("/verify", summary="Which registered version has this digest")
-    def verify(
-        request: Request, digest: str = Query(min_length=1, max_length=200)
-    ) -> dict[str, Any]:
+    def verify(request: Request, digest: str = Query(min_length=1, max_length=200)) -> Response:
         ctx.reader(request)
         return answer(find_digest(led, digest))
 

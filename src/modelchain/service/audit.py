@@ -76,7 +76,7 @@ def replay_checks(
         raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
     nonces[tx.nonce] = index
     try:
-        contracts.check(tx)
+        contracts.check_logged(tx)
     except Error as exc:
         raise AuditError(
             f"entry {index} could never have been admitted: {exc.message}", index
