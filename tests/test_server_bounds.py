@@ -168,24 +168,29 @@ def test_redirects_never_name_the_host_header(served: tuple[str, Path, dict[str,
 
 def test_identical_uploads_at_once_all_succeed(served: tuple[str, Path, dict[str, str]]) -> None:
     url, ledger_dir, tokens = served
-    data = os.urandom(512 * 1024)
-    barrier = threading.Barrier(16)
+    clients = 16
+    for _ in range(8):  # rounds, each a new blob that all clients upload at once
+        data = os.urandom(256 * 1024)
+        barrier = threading.Barrier(clients)
 
-    def upload(_: int) -> httpx.Response:
-        with httpx.Client(timeout=DEADLINE) as client:
-            barrier.wait()
-            return client.post(url + "/v1/blobs", content=data, headers=_auth(tokens["bob"]))
+        def upload(
+            _: int, data: bytes = data, barrier: threading.Barrier = barrier
+        ) -> httpx.Response:
+            with httpx.Client(timeout=DEADLINE) as client:
+                barrier.wait()
+                return client.post(url + "/v1/blobs", content=data, headers=_auth(tokens["bob"]))
 
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(upload, range(16)))
-    assert [r.status_code for r in answers] == [200] * 16, [r.text for r in answers]
-    refs = {r.json()["ref"] for r in answers}
-    assert len(refs) == 1
-    (ref,) = refs
-    got = httpx.get(f"{url}/v1/blobs/{ref}", headers=_auth(tokens["carol"]), timeout=30)
-    assert got.content == data
-    named = [p for p in ledger_dir.rglob("*") if p.is_file() and ref.split(":")[1] in p.name]
-    assert [p.name for p in named] == [ref.split(":")[1]], "one blob, no temporary left over"
+        with ThreadPoolExecutor(clients) as pool:
+            answers = list(pool.map(upload, range(clients)))
+        assert [r.status_code for r in answers] == [200] * clients, [r.text for r in answers]
+        refs = {r.json()["ref"] for r in answers}
+        assert len(refs) == 1
+        (ref,) = refs
+        got = httpx.get(f"{url}/v1/blobs/{ref}", headers=_auth(tokens["carol"]), timeout=30)
+        assert got.content == data
+        digest = ref.split(":")[1]
+        named = [p.name for p in ledger_dir.rglob("*") if p.is_file() and digest in p.name]
+        assert named == [digest], "one blob, no temporary left over"
 
 
 # -- the dashboard's denied attempts ---------------------------------------------------
