@@ -46,6 +46,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSPHRASE = "pw"
+PAGE_TIMEOUT_MS = 120_000
 HOSTILE_METRIC = "<script>alert('metric')</script>"
 HOSTILE_COMMENT = "<script>alert('comment')</script>"
 HOSTILE_DESCRIPTION = "<img src=x onerror=alert('description')>"
@@ -81,7 +82,7 @@ class World:
 
     def api(self, path: str, token: str = "carol") -> Any:
         headers = {"Authorization": f"Bearer {self.tokens[token]}"}
-        response = httpx.get(self.url + path, headers=headers, timeout=30)
+        response = httpx.get(self.url + path, headers=headers, timeout=120)
         response.raise_for_status()
         return response.json()
 
@@ -252,8 +253,11 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, world: World) -> Iterator[Any]:
     context = browser.new_context(base_url=world.url, accept_downloads=True)
+    # Generous: the cores are shared with other suites; a page that never comes
+    # still fails, after two minutes rather than a guess at how busy the machine is.
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    context.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
     p = context.new_page()
-    p.set_default_timeout(20_000)
     dialogs: list[str] = []
     p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     try:
@@ -531,7 +535,7 @@ def _set_custodial_policy(world: World) -> None:
             "alice",
         )
     envelope = tx.sign(s["alice"]).with_signature(s["dave"])
-    ack = httpx.post(world.url + "/v1/entries", content=envelope.to_bytes(), timeout=30)
+    ack = httpx.post(world.url + "/v1/entries", content=envelope.to_bytes(), timeout=120)
     assert ack.status_code == 200 and ack.json()["outcome"]["result"] == "accepted", ack.text
 
 

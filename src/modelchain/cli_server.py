@@ -56,6 +56,22 @@ def _require_ledger(ledger_dir: Path) -> None:
         raise NotFoundError(f"no ledger at {ledger_dir}")
 
 
+def _raise_file_limit(connections: int) -> None:
+    """Let the process hold a descriptor per allowed connection and some for
+    the store: raise the soft open-file limit towards the hard one if needed."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < want:
+            logging.getLogger("modelchain.server").warning(
+                f"the open-file limit ({hard}) is below --max-connections + 64 ({want})"
+            )
+
+
 def register_commands(cli: click.Group) -> None:
     @cli.command()
     @ledger_option
@@ -82,6 +98,21 @@ def register_commands(cli: click.Group) -> None:
         show_default=True,
         type=click.FloatRange(0.1),
         help="Seconds a request body may take to arrive (then 408).",
+    )
+    @click.option(
+        "--header-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.1),
+        help="Seconds a request's line and headers may take to arrive; then the "
+        "connection is closed.",
+    )
+    @click.option(
+        "--max-connections",
+        default=1000,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Open client connections; one beyond gets 503 Retry-After and is closed.",
     )
     @click.option(
         "--max-backlog",
@@ -132,6 +163,8 @@ def register_commands(cli: click.Group) -> None:
         ssl_keyfile: str | None,
         max_body: int,
         body_timeout: float,
+        header_timeout: float,
+        max_connections: int,
         max_backlog: int,
         checkpoint_interval: float,
         busy_timeout: float,
@@ -151,6 +184,7 @@ def register_commands(cli: click.Group) -> None:
             import uvicorn
 
             from .server import ServerConfig, create_app
+            from .server.connections import MAX_HEAD, connection_protocol
         except ImportError as exc:
             raise UsageError(
                 "serving needs the server extra: pip install 'modelchain[server]'"
@@ -185,7 +219,10 @@ def register_commands(cli: click.Group) -> None:
                 proxy_headers=True,
                 forwarded_allow_ips=forwarded_allow_ips,
                 timeout_graceful_shutdown=10,
+                http=connection_protocol(header_timeout, MAX_HEAD, max_connections),
+                h11_max_incomplete_event_size=MAX_HEAD,  # where h11 parses, not httptools
             )
+            _raise_file_limit(max_connections)
             uvicorn.Server(config).run()
         finally:
             led.close()

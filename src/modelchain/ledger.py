@@ -55,6 +55,9 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
+_DENIED_PAGE = 500  # rejected entries decoded per index query
+
+
 @dataclass(frozen=True)
 class Founder:
     """A founding member: its public key, organisation and roles."""
@@ -213,23 +216,30 @@ class Ledger:
         return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
-        """Every rejected entry: who tried what, and the rule or reason that denied it."""
-        out = []
-        for index, data in self.store.entries():
-            if b'"result":"rejected"' not in data:
-                continue
-            entry = LogEntry.decode(data)
-            tx = entry.transaction
-            out.append(
+        """Every rejected entry, oldest first: who tried what, and the rule or
+        reason that denied it. Read from the audit-trail index, page by page
+        (``modelchain.trail.rejected``, which the server's API and dashboard use)."""
+        from .trail import rejected
+
+        out: list[dict[str, Any]] = []
+        before: int | None = None
+        while True:
+            page = rejected(self, before=before, limit=_DENIED_PAGE)
+            out.extend(
                 {
-                    "index": index,
-                    "type": tx.type,
-                    "actor": tx.actor,
-                    "time": tx.time,
-                    "code": entry.outcome.code,
-                    "reason": entry.outcome.reason,
+                    "index": e["index"],
+                    "type": e["type"],
+                    "actor": e["actor"],
+                    "time": e["time"],
+                    "code": e["outcome"].get("code"),
+                    "reason": e["outcome"].get("reason"),
                 }
+                for e in page.entries
             )
+            if page.next_before is None:
+                break
+            before = page.next_before
+        out.reverse()
         return out
 
     def verify(

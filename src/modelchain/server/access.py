@@ -6,25 +6,36 @@ for and its scope: ``read`` for auditors; ``write`` may also store blobs (large
 manifests a remote registration carries); ``approve`` may also sign with a key
 the server holds, where the ledger's policy allows it. The secret is shown
 once, when the token is issued.
+
+Writers (``token issue``, ``revoke``, ``reads``) hold an exclusive lock on
+``access.json.lock`` for their read-modify-write and replace the file with a
+fully written and synced one, so concurrent commands lose no update and a
+reader never sees half a file. A damaged file is a ``StorageError``: the
+server answers 500 without naming it, and refuses to start with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthError, ForbiddenError, MalformedError, NotFoundError, UsageError
+from ..errors import AuthError, ForbiddenError, NotFoundError, StorageError, UsageError
 
 __all__ = ["ACCESS_FILE", "SCOPES", "AccessList", "Principal", "TokenInfo"]
 
 ACCESS_FILE = "access.json"
+LOCK_SUFFIX = ".lock"
 SCOPES = ("read", "write", "approve")
 TOKEN_PREFIX = "mct_"
 READS = ("token", "open")
@@ -85,33 +96,79 @@ class AccessList:
         self._reads = "token"
         self._tokens: dict[str, TokenInfo] = {}
 
-    def _load(self) -> None:
+    def _load(self, force: bool = False) -> None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
             self._stamp, self._reads, self._tokens = None, "token", {}
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
+        if stamp == self._stamp and not force:
             return
         try:
             doc = json.loads(self.path.read_text())
             reads = doc.get("reads", "token")
             tokens = {t["hash"]: TokenInfo(**t) for t in doc.get("tokens", [])}
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise MalformedError(f"{self.path} is not a valid access file: {exc}") from exc
+            raise StorageError(
+                f"{self.path} is damaged ({exc}): restore it from a backup, or move it "
+                "away and issue the tokens again"
+            ) from exc
         if reads not in READS:
-            raise MalformedError(f"{self.path}: reads must be one of {', '.join(READS)}")
+            raise StorageError(f"{self.path} is damaged: reads must be one of {', '.join(READS)}")
         self._stamp, self._reads, self._tokens = stamp, reads, tokens
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's lock and the file lock beside access.json, with the
+        tokens freshly read: one writer at a time, across processes."""
+        lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
+        with self._lock:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError as exc:
+                raise NotFoundError(f"no ledger at {self.path.parent}") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot lock {lock_path}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load(force=True)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
     def _save(self, reads: str, tokens: list[TokenInfo]) -> None:
         doc = {"reads": reads, "tokens": [t.to_json() for t in tokens]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, self.path)
+        text = json.dumps(doc, indent=2) + "\n"
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+            )  # mode 0600, a name of its own
+            with open(fd, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the rename itself survives a crash
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self._load(force=True)
+
+    def check(self) -> None:
+        """Raise StorageError if the access file cannot be read (a server checks
+        this before it starts)."""
+        with self._lock:
+            self._load(force=True)
 
     @property
     def reads(self) -> str:
@@ -127,8 +184,7 @@ class AccessList:
     def set_reads(self, reads: str) -> None:
         if reads not in READS:
             raise UsageError(f"reads must be one of {', '.join(READS)}")
-        with self._lock:
-            self._load()
+        with self._writing():
             self._save(reads, list(self._tokens.values()))
 
     def issue(self, member: str, scope: str = "read", label: str = "") -> tuple[TokenInfo, str]:
@@ -144,14 +200,12 @@ class AccessList:
             created=int(time.time()),
             hash=_digest(token),
         )
-        with self._lock:
-            self._load()
+        with self._writing():
             self._save(self._reads, [*self._tokens.values(), info])
         return info, token
 
     def revoke(self, token_id: str) -> TokenInfo:
-        with self._lock:
-            self._load()
+        with self._writing():
             found = [t for t in self._tokens.values() if t.id == token_id]
             if not found:
                 raise NotFoundError(f"no token with id {token_id}")

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -61,11 +61,15 @@ from ..ledger import Ledger
 from ..service.node import Ack
 from .access import AccessList, Principal
 from .metrics import Metrics
-from .queries import TrailFilter, TrailPage, find_digest, trail
+from .queries import TrailFilter, TrailPage, find_digest, rejected, trail
 
-__all__ = ["ServerConfig", "ServerContext", "create_app", "status_of"]
+__all__ = ["MAX_INT", "ServerConfig", "ServerContext", "create_app", "status_of"]
 
 log = logging.getLogger("modelchain.server")
+
+# The largest number any route takes (SQLite's INTEGER): indexes, sizes,
+# versions and times beyond it are a 400, never an overflow deep in the store.
+MAX_INT = 2**63 - 1
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -149,6 +153,7 @@ class ServerContext:
         self.ledger = ledger
         self.config = config
         self.access = AccessList(ledger.path)
+        self.access.check()  # a damaged access.json stops the server before it serves
         self.metrics = Metrics(ledger)
         self._scans = threading.BoundedSemaphore(config.max_scans)
         self._verified: tuple[bytes, Checkpoint] | None = None
@@ -185,6 +190,16 @@ class ServerContext:
             raise PushbackError("audit-trail queries are busy; retry shortly", 1.0)
         try:
             return trail(self.ledger, f, max_scan=self.config.max_scan)
+        finally:
+            self._scans.release()
+
+    def denied(self, before: int | None = None, limit: int = 100) -> TrailPage:
+        """One page of rejected entries, newest first (``modelchain.trail.rejected``,
+        as the SDK's ``Ledger.denied``), within the same bounds as ``scan``."""
+        if not self._scans.acquire(blocking=False):
+            raise PushbackError("audit-trail queries are busy; retry shortly", 1.0)
+        try:
+            return rejected(self.ledger, before, limit, max_scan=self.config.max_scan)
         finally:
             self._scans.release()
 
@@ -444,6 +459,9 @@ def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
         # document stays at /openapi.json for any viewer.
         docs_url=None,
         redoc_url=None,
+        # Starlette's trailing-slash redirect builds an absolute URL from the Host
+        # header, so a forged Host would send the client elsewhere: paths are exact.
+        redirect_slashes=False,
     )
     app.state.ctx = ctx
 
@@ -554,7 +572,10 @@ def _log_router(ctx: ServerContext) -> APIRouter:
     def checkpoint(
         request: Request,
         covering: int = Query(
-            0, ge=0, description="Sign a new checkpoint if the latest covers fewer entries"
+            0,
+            ge=0,
+            le=MAX_INT,
+            description="Sign a new checkpoint if the latest covers fewer entries",
         ),
     ) -> Response:
         ctx.reader(request)
@@ -589,7 +610,9 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         response_class=Response,
         summary="Entries start to end-1 (at most 256), encoded as a tlog-tiles entry bundle",
     )
-    def entry_range(request: Request, start: int = Query(ge=0), end: int = Query(ge=1)) -> Response:
+    def entry_range(
+        request: Request, start: int = Query(ge=0, le=MAX_INT), end: int = Query(ge=1, le=MAX_INT)
+    ) -> Response:
         ctx.reader(request)
         if not 0 < end - start <= TILE_WIDTH:
             raise MalformedError(f"ask for 1 to {TILE_WIDTH} entries (start < end)")
@@ -599,7 +622,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         return Response(encode_entry_bundle(bundle), media_type="application/octet-stream")
 
     @r.get("/v1/entries/{index}", summary="One entry with its inclusion proof")
-    def entry(request: Request, index: int) -> dict[str, Any]:
+    def entry(request: Request, index: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
         ctx.reader(request)
         receipt = ctx.receipt(index)
         data = led.entry_bytes(index)
@@ -614,7 +637,9 @@ def _log_router(ctx: ServerContext) -> APIRouter:
 
     @r.get("/v1/proof/inclusion", summary="RFC 9162 inclusion proof")
     def inclusion(
-        request: Request, index: int = Query(ge=0), size: int | None = Query(None, ge=1)
+        request: Request,
+        index: int = Query(ge=0, le=MAX_INT),
+        size: int | None = Query(None, ge=1, le=MAX_INT),
     ) -> dict[str, Any]:
         ctx.reader(request)
         return {
@@ -625,7 +650,9 @@ def _log_router(ctx: ServerContext) -> APIRouter:
 
     @r.get("/v1/proof/consistency", summary="RFC 9162 consistency proof")
     def consistency(
-        request: Request, old: int = Query(ge=1), new: int | None = Query(None, ge=1)
+        request: Request,
+        old: int = Query(ge=1, le=MAX_INT),
+        new: int | None = Query(None, ge=1, le=MAX_INT),
     ) -> dict[str, Any]:
         ctx.reader(request)
         return {
@@ -639,7 +666,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         response_class=PlainTextResponse,
         summary="A C2SP tlog-proof of one entry, for offline checks",
     )
-    def receipt(request: Request, index: int) -> Response:
+    def receipt(request: Request, index: int = Path(ge=0, le=MAX_INT)) -> Response:
         ctx.reader(request)
         return Response(ctx.receipt(index).to_text(), media_type="text/plain; charset=utf-8")
 
@@ -715,12 +742,16 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         return answer(led.models.list())
 
     @r.get("/models/{name}", summary="A model version (the latest unless ?version=)")
-    def model(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
+    def model(
+        request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_INT)
+    ) -> Response:
         ctx.reader(request)
         return answer(led.models.get(name, version).record)
 
     @r.get("/models/{name}/lineage", summary="Datasets, runs and parents behind a version")
-    def lineage(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
+    def lineage(
+        request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_INT)
+    ) -> Response:
         ctx.reader(request)
         return answer(led.models.lineage(name, version))
 
@@ -729,7 +760,7 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         summary="Deployment history of an environment (up to ?at= ms), and what it serves",
     )
     def history(
-        request: Request, name: str, env: str, at: int | None = Query(None, ge=0)
+        request: Request, name: str, env: str, at: int | None = Query(None, ge=0, le=MAX_INT)
     ) -> Response:
         ctx.reader(request)
         return answer(
@@ -742,7 +773,10 @@ def _query_router(ctx: ServerContext) -> APIRouter:
 
     @r.get("/models/{name}/diff", summary="Files and tensors that differ between two versions")
     def diff(
-        request: Request, name: str, old: int = Query(ge=1), new: int = Query(ge=1)
+        request: Request,
+        name: str,
+        old: int = Query(ge=1, le=MAX_INT),
+        new: int = Query(ge=1, le=MAX_INT),
     ) -> Response:
         ctx.reader(request)
         return answer(led.models.diff(name, old, new).to_json())
@@ -753,7 +787,9 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         return answer(led.datasets.list())
 
     @r.get("/datasets/{name}", summary="A dataset and its versions")
-    def dataset(request: Request, name: str, version: int | None = Query(None, ge=1)) -> Response:
+    def dataset(
+        request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_INT)
+    ) -> Response:
         ctx.reader(request)
         if version is None:
             return answer(led.datasets.info(name))
@@ -780,11 +816,11 @@ def _query_router(ctx: ServerContext) -> APIRouter:
     )
     def denied(
         request: Request,
-        before: int | None = Query(None, ge=0),
+        before: int | None = Query(None, ge=0, le=MAX_INT),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         ctx.reader(request)
-        page = ctx.scan(TrailFilter(outcome="rejected", before=before, limit=limit))
+        page = ctx.denied(before, limit)
         return answer(page.entries, next_before=page.next_before)
 
     @r.get(
@@ -798,9 +834,9 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         org: str | None = None,
         type: str | None = None,
         outcome: str | None = Query(None, pattern="^(accepted|rejected)$"),
-        since: int | None = Query(None, ge=0),
-        until: int | None = Query(None, ge=0),
-        before: int | None = Query(None, ge=0),
+        since: int | None = Query(None, ge=0, le=MAX_INT),
+        until: int | None = Query(None, ge=0, le=MAX_INT),
+        before: int | None = Query(None, ge=0, le=MAX_INT),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         ctx.reader(request)

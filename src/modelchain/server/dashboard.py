@@ -15,9 +15,9 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import os
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,14 +51,16 @@ from ..errors import (
 from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from ..ledger import Ledger
 from .access import Principal
-from .app import ServerContext, status_of
+from .app import MAX_INT, ServerContext, status_of
 from .lineage import lineage_svg
-from .queries import TrailFilter, entry_summary, find_digest, trail
+from .queries import TrailFilter, find_digest, trail
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["CUSTODIAL_ENV", "FORM_KEY_FILE", "dashboard_router"]
+
+log = logging.getLogger("modelchain.server")
 
 TOKEN_COOKIE = "modelchain_token"
 SESSION_COOKIE = "modelchain_session"
@@ -66,6 +68,8 @@ CUSTODIAL_ENV = "MODELCHAIN_CUSTODIAL"  # "name1,name2": members whose keys this
 CUSTODIAL_ACTION = "custodial:model.approve"
 DECISIONS = ("model.approve", "model.reject")
 TRAIL_PAGE = 50
+DENIED_SHOWN = 50  # denied attempts a version page lists
+DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
 _FIELD_MAX = 16 * 1024  # bytes of one plain form field
 _CHUNK = 1 << 20  # upload bytes handed to a worker thread at a time
 
@@ -111,13 +115,28 @@ def _seg(value: object) -> str:
 
 
 def _int(text: str | None, what: str, minimum: int = 0) -> int:
-    try:
-        value = int(text or "")
-    except ValueError:
-        raise UsageError(f"{what} must be a whole number, not {text!r}") from None
+    digits = (text or "").strip()
+    # Checked before int(): beyond 4300 digits int() itself refuses (ValueError),
+    # and beyond MAX_INT the store would overflow.
+    if not (digits.isascii() and digits.lstrip("-").isdigit()) or len(digits) > 20:
+        shown = digits if len(digits) <= 40 else digits[:40] + "…"
+        raise UsageError(f"{what} must be a whole number up to {MAX_INT}, not {shown!r}")
+    value = int(digits)
     if value < minimum:
         raise UsageError(f"{what} must be at least {minimum}")
+    if value > MAX_INT:
+        raise UsageError(f"{what} must be at most {MAX_INT}")
     return value
+
+
+def _time(text: str, what: str, *, end: bool = False) -> int:
+    """A time from a form: a date, an RFC 3339 time or milliseconds."""
+    if len(text) > 40:
+        raise UsageError(f"{what} is a date, a time or milliseconds, not {text[:40]!r}…")
+    ms = parse_time(text, end=end)
+    if not 0 <= ms <= MAX_INT:
+        raise UsageError(f"{what} is out of range")
+    return ms
 
 
 def _local_next(value: str | None) -> str:
@@ -302,9 +321,6 @@ class Dashboard:
             keys = KeyStore(modelchain_home())
             passphrase = env_or_prompt_passphrase(prompt="Passphrase for the held keys: ")
             self._signers = {name: keys.signer(name, passphrase) for name in sorted(self.held)}
-        self._denied: list[dict[str, Any]] = []
-        self._denied_upto = 0
-        self._denied_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -352,7 +368,7 @@ class Dashboard:
         html = self.templates.get_template(template).render(
             who=who,
             csrf=self._csrf_of(basis),
-            reads_open=self.ctx.reads == "open",
+            reads_open=self._reads_open(),
             origin=self.led.origin,
             **values,
         )
@@ -368,6 +384,12 @@ class Dashboard:
             )
         return response
 
+    def _reads_open(self) -> bool:
+        try:
+            return self.ctx.reads == "open"
+        except Error:  # a damaged access file: the page says what went wrong
+            return False
+
     def error_page(self, request: Request, exc: Error) -> Response:
         if isinstance(exc, AuthError):
             # After logging in, come back to the page; a form's target is no page.
@@ -381,6 +403,11 @@ class Dashboard:
                 response.delete_cookie(TOKEN_COOKIE, path="/")
             return response
         status = status_of(exc)
+        message = exc.message
+        if status >= 500 and status != 503:
+            # The store's own words may name files on the server: logged, not shown.
+            log.error("dashboard request failed", exc_info=exc)
+            message = "the ledger store failed; see the server's log"
         title = {
             400: "Bad request",
             403: "Not allowed",
@@ -390,7 +417,7 @@ class Dashboard:
             422: "Refused",
         }.get(status, "Error")
         return self.render(
-            request, "error.html", status, title=title, message=exc.message, code=exc.code
+            request, "error.html", status, title=title, message=message, code=exc.code
         )
 
     async def guard(
@@ -426,19 +453,22 @@ class Dashboard:
             "key_id": self.led.log_key.key_id_hex,
         }
 
-    def denied_entries(self) -> list[dict[str, Any]]:
-        """Every rejected entry, newest first. Entries never change, so the scan
-        goes on from where the last one stopped instead of reading the whole log
-        on every page view."""
-        with self._denied_lock:
-            size = self.led.size
-            for index, data in self.led.store.entries(self._denied_upto, size):
-                if b'"result":"rejected"' in data:
-                    self._denied.append(entry_summary(index, data, {}))
-            self._denied_upto = max(self._denied_upto, size)
-            found = list(reversed(self._denied))
-        orgs = {m["name"]: m.get("org", "") for m in self.led.members.list()}
-        return [{**e, "org": orgs.get(e["actor"], "")} for e in found]
+    def denied_about(self, name: str) -> tuple[list[dict[str, Any]], bool]:
+        """The latest denied attempts on model ``name`` (at most ``DENIED_SHOWN``),
+        from the newest ``DENIED_SCANNED`` rejected entries of the log, read page
+        by page from the audit-trail index and not kept; and whether older
+        rejected entries were left unexamined."""
+        found: list[dict[str, Any]] = []
+        before: int | None = None
+        examined = 0
+        while len(found) < DENIED_SHOWN and examined < DENIED_SCANNED:
+            page = self.ctx.denied(before, limit=TRAIL_PAGE)
+            examined += len(page.entries)
+            found += [e for e in page.entries if _about_model(e, name)]
+            before = page.next_before
+            if before is None:
+                return found[:DENIED_SHOWN], False
+        return found[:DENIED_SHOWN], True
 
     def receipt_text(self, index: int | None) -> str | None:
         if index is None:
@@ -576,7 +606,7 @@ class Dashboard:
             rec = self.led.datasets.get(ds[0], ds[1]).record
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
-        denied = [e for e in self.denied_entries() if _about_model(e, name)]
+        denied, denied_more = self.denied_about(name)
         custodial = self._custodial_state(who)
         approver_roles = []
         if who is not None:
@@ -600,6 +630,7 @@ class Dashboard:
             rejections=record.get("rejections", []),
             timeline=timeline,
             denied=self._rows(denied),
+            denied_more=denied_more,
             custodial=custodial,
             approver_roles=approver_roles,
         )
@@ -653,8 +684,8 @@ class Dashboard:
             org=values["org"] or None,
             type=values["type"] or None,
             outcome=values["outcome"] or None,
-            since=parse_time(values["since"]) if values["since"] else None,
-            until=parse_time(values["until"], end=True) if values["until"] else None,
+            since=_time(values["since"], "since") if values["since"] else None,
+            until=_time(values["until"], "until", end=True) if values["until"] else None,
             before=before,
             limit=TRAIL_PAGE,
         )

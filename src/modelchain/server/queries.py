@@ -1,162 +1,28 @@
 """Read-side questions the API and the dashboard both ask: the audit trail
-with filters, and which registered version a digest belongs to."""
+with filters (``modelchain.trail``, shared with the SDK), and which registered
+version a digest belongs to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ..core import canonical
-from ..core.merkle import leaf_hash
-from ..core.tx import LogEntry
 from ..errors import IntegrityError, NotFoundError
 from ..ledger import Ledger
 from ..registry import Datasets, Models
+from ..trail import TrailFilter, TrailPage, entry_summary, member_orgs, rejected, trail
 
 Registry = Models | Datasets
 
-__all__ = ["TrailFilter", "TrailPage", "entry_summary", "find_digest", "trail"]
-
-_SCAN_CHUNK = 512
-
-
-@dataclass(frozen=True)
-class TrailFilter:
-    """Filters of the audit trail; every given one must match.
-
-    ``type`` matches a transaction type or a prefix ending in a dot
-    (``model.`` for every model transaction); times are milliseconds, inclusive.
-    Entries come newest first; ``before`` pages on (entries below that index)."""
-
-    actor: str | None = None
-    org: str | None = None
-    type: str | None = None
-    outcome: str | None = None  # "accepted" or "rejected"
-    since: int | None = None
-    until: int | None = None
-    before: int | None = None
-    limit: int = 100
-
-
-def entry_summary(index: int, data: bytes, orgs: dict[str, str]) -> dict[str, Any]:
-    """One entry as the trail lists it."""
-    entry = LogEntry.decode(data)
-    tx = entry.transaction
-    return {
-        "index": index,
-        "type": tx.type,
-        "actor": tx.actor,
-        "org": orgs.get(tx.actor, ""),
-        "time": tx.time,
-        "nonce": tx.nonce,
-        "signers": [s.keyid for s in entry.envelope.signatures],
-        "outcome": entry.outcome.to_json(),
-        "body": tx.body,
-        "leaf_hash": leaf_hash(data).hex(),
-    }
-
-
-def member_orgs(led: Ledger) -> dict[str, str]:
-    return {m["name"]: m.get("org", "") for m in led.members.list()}
-
-
-@dataclass(frozen=True)
-class TrailPage:
-    """Matching entries, newest first; ``next_before`` is where to go on from
-    (None when the scan reached the start of the log)."""
-
-    entries: list[dict[str, Any]]
-    next_before: int | None
-
-
-def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage:
-    """Entries matching ``f``, newest first: at most ``f.limit`` of them. A query
-    examines at most ``max_scan`` entries (or, from the store's index, a hundred
-    times as many index rows), so that a filter matching little never reads the
-    whole log in one request; the page says where to go on from."""
-    orgs = member_orgs(led)
-    wanted_actors = None
-    if f.org is not None:
-        wanted_actors = {name for name, org in orgs.items() if org == f.org}
-    end = led.size if f.before is None else max(0, min(f.before, led.size))
-    if led.store.indexed() >= end:
-        return _from_index(led, f, wanted_actors, orgs, end, max_scan)
-    out: list[dict[str, Any]] = []
-    budget = max_scan if max_scan is not None else end
-    while end > 0 and len(out) < f.limit and budget > 0:
-        start = max(0, end - min(_SCAN_CHUNK, budget))
-        for index, data in reversed(list(led.store.entries(start, end))):
-            end = index
-            budget -= 1
-            summary = _match(index, data, f, wanted_actors, orgs)
-            if summary is not None:
-                out.append(summary)
-                if len(out) >= f.limit:
-                    break
-    return TrailPage(out, end if end > 0 else None)
-
-
-# An index row costs SQLite about a hundredth of what decoding an entry costs here.
-_INDEX_ROWS_PER_ENTRY = 100
-
-
-def _from_index(
-    led: Ledger,
-    f: TrailFilter,
-    org_actors: set[str] | None,
-    orgs: dict[str, str],
-    end: int,
-    max_scan: int | None,
-) -> TrailPage:
-    actors = None
-    if f.actor is not None:
-        actors = [f.actor] if org_actors is None or f.actor in org_actors else []
-    elif org_actors is not None:
-        actors = sorted(org_actors)
-    if f.outcome not in (None, "accepted", "rejected"):
-        actors = []  # matches nothing, as a scan would find
-    prefix = f.type is not None and f.type.endswith(".")
-    start = 0 if max_scan is None else max(0, end - max_scan * _INDEX_ROWS_PER_ENTRY)
-    found = led.store.find(
-        start,
-        end,
-        f.limit,
-        actors=actors,
-        type_=None if prefix else f.type,
-        type_prefix=f.type if prefix else None,
-        accepted=None if f.outcome is None else f.outcome == "accepted",
-        since=f.since,
-        until=f.until,
-    )
-    out = [entry_summary(i, led.store.entry(i), orgs) for i in found]
-    if found and len(found) >= f.limit:
-        return TrailPage(out, found[-1] or None)
-    return TrailPage(out, start if start > 0 else None)
-
-
-def _match(
-    index: int,
-    data: bytes,
-    f: TrailFilter,
-    actors: set[str] | None,
-    orgs: dict[str, str],
-) -> dict[str, Any] | None:
-    s = entry_summary(index, data, orgs)
-    if f.actor is not None and s["actor"] != f.actor:
-        return None
-    if actors is not None and s["actor"] not in actors:
-        return None
-    if f.type is not None:
-        t = f.type
-        if not (s["type"] == t or (t.endswith(".") and s["type"].startswith(t))):
-            return None
-    if f.outcome is not None and s["outcome"]["result"] != f.outcome:
-        return None
-    if f.since is not None and s["time"] < f.since:
-        return None
-    if f.until is not None and s["time"] > f.until:
-        return None
-    return s
+__all__ = [
+    "TrailFilter",
+    "TrailPage",
+    "entry_summary",
+    "find_digest",
+    "member_orgs",
+    "rejected",
+    "trail",
+]
 
 
 def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
