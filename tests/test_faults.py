@@ -262,6 +262,35 @@ def test_init_on_a_full_disk_is_one_line_and_leaves_nothing(
         assert list((disk / "l").iterdir()) == []
 
 
+def test_a_read_only_filesystem_is_one_line_and_the_storage_exit_code(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    with _small_disk(tmp_path) as disk:
+        run_cli(env, "init", "--ledger", str(disk / "l"), "--origin", ORIGIN, "--admin", "alice")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        proc = run_cli(
+            env, "event", "record", "x.y", "--body", "{}", "--ledger", str(disk / "l"), ok=False
+        )
+        assert proc.returncode == errors.StorageError.exit_code, proc.stderr
+        assert "Traceback" not in proc.stderr
+        said = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(said) == 1 and "Read-only file system" in said[0], proc.stderr
+        # Reading still works.
+        assert run_cli(env, "log", "verify", "--ledger", str(disk / "l")).returncode == 0
+
+
+def test_ledger_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    ledger = _open_ledger(tmp_path)
+    with mc.open(ledger) as led:
+        led.submit(_event(1))
+        led.checkpoint()
+        assert (ledger.stat().st_mode & 0o777) == 0o700
+        for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "ledger.db.lock"):
+            assert (ledger / name).stat().st_mode & 0o777 == 0o600, name
+        for name in ("ledger.checkpoint", "ledger.head", "log.key"):
+            assert (ledger / name).stat().st_mode & 0o777 == 0o600, name
+
+
 # -- a damaged WAL after a SIGKILL --------------------------------------------------
 
 

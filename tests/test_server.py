@@ -202,6 +202,33 @@ def test_batch_submission_answers_each(served: tuple[str, Path, str]) -> None:
     assert len({x["index"] for x in results[:3]}) == 3
 
 
+def test_a_batch_retried_after_a_bad_item_learns_every_index(
+    served: tuple[str, Path, str],
+) -> None:
+    """Two good envelopes and one that used to raise outside the expected
+    errors (NaN in a payload): each item is answered, and the retry of the
+    whole batch answers the written ones with their entries, writing nothing."""
+    url, _, token = served
+    good = [_signed(bob, {"retry": i}) for i in range(2)]
+    nan = _signed(bob, {"retry": 9}).replace(b'"payload":"', b'"payload":"', 1)
+    env = json.loads(nan)
+    tx = json.loads(base64.b64decode(env["payload"]))
+    tx["body"]["data"] = "NAN_HERE"
+    raw = json.dumps(tx, separators=(",", ":"), sort_keys=True).replace('"NAN_HERE"', "NaN")
+    env["payload"] = base64.b64encode(raw.encode()).decode()
+    batch = b"[" + b",".join([good[0], json.dumps(env).encode(), good[1]]) + b"]"
+    before = _size(url, token)
+    first = httpx.post(url + "/v1/entries:batch", content=batch)
+    assert first.status_code == 200, first.text
+    one, bad, two = first.json()
+    assert bad["error"]["code"] == "malformed"
+    assert _size(url, token) == before + 2
+    again = httpx.post(url + "/v1/entries:batch", content=batch)
+    assert again.status_code == 200, again.text
+    assert again.json() == [one, bad, two]  # the same indexes; nothing written twice
+    assert _size(url, token) == before + 2
+
+
 def test_proofs_verify_against_signed_checkpoints(served: tuple[str, Path, str]) -> None:
     url, _, token = served
     h = _auth(token)

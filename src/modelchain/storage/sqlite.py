@@ -181,6 +181,18 @@ class SqliteStore:
         try:
             if readonly:
                 db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                try:
+                    db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                except sqlite3.OperationalError:
+                    if os.access(self.path.parent, os.W_OK):
+                        raise
+                    # On read-only media SQLite cannot make the WAL index a
+                    # reader needs; nothing can change the files there, so
+                    # reading them as immutable is exact.
+                    db.close()
+                    db = sqlite3.connect(
+                        f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False
+                    )
             else:
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
