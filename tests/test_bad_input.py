@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import ORIGIN, make_signer
@@ -14,6 +15,7 @@ from modelchain.core import canonical
 from modelchain.core.dsse import Envelope, EnvelopeSignature, sign_envelope
 from modelchain.core.identity import Ed25519Signer
 from modelchain.core.tx import MAX_ENVELOPE_BYTES, PAYLOAD_TYPE, Transaction
+from modelchain.service.node import system_clock_ms
 
 NOW = 1_800_000_000_000
 
@@ -163,6 +165,22 @@ def test_resubmitted_envelope_answers_its_entry_and_nonce_reuse_is_refused(
     with pytest.raises(errors.ReplayError, match=f"at index {first.index}"):
         ledger.submit(_signed(ledger, body={"event": "other", "data": 2}))
     assert ledger.size == size
+
+
+def test_a_retry_past_the_time_window_still_gets_its_entry(tmp_path: Path) -> None:
+    """The answer was lost and the client retried much later: the envelope's
+    time is now outside the window, yet it is in the log, so it gets its entry."""
+    now = [system_clock_ms()]
+    led = mc.init(tmp_path / "l", ORIGIN, make_signer("alice"), org="acme", clock=lambda: now[0])
+    with led:
+        then = now[0]
+        data = _signed(led)
+        first = led.submit(data)
+        now[0] += 60 * 60 * 1000  # an hour later
+        assert led.submit(data) == first
+        with pytest.raises(errors.ClockSkewError):  # a new one with that time is refused
+            led.submit(_signed(led, nonce="m" * 32, time=then))
+        assert led.size == first.index + 1
 
 
 def test_same_envelope_three_times_at_once_is_applied_once(ledger: mc.Ledger) -> None:

@@ -25,7 +25,8 @@ import httpx
 import pytest
 from conftest import ORIGIN, make_signer, run_cli
 from serving import running_server
-from test_crash import ADMIN_SEED, WriterRun
+from test_crash import ADMIN_SEED, WriterRun, cli_verify
+from wal_damage import DAMAGES
 
 import modelchain as mc
 from modelchain import errors
@@ -75,11 +76,9 @@ def _checkpoint_size(url: str) -> int:
 
 
 def _verify(ledger: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelchain", "log", "verify", "--ledger", str(ledger)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = cli_verify(ledger)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
     )
 
 
@@ -292,30 +291,6 @@ def test_ledger_files_are_private_to_their_owner(tmp_path: Path) -> None:
 
 
 # -- a damaged WAL after a SIGKILL --------------------------------------------------
-
-
-def _empty(wal: Path) -> None:
-    wal.write_bytes(b"")
-
-
-def _delete(wal: Path) -> None:
-    wal.unlink()
-
-
-def _truncate(wal: Path) -> None:
-    with wal.open("r+b") as f:
-        f.truncate(max(32, wal.stat().st_size - 3000))
-
-
-def _flip(wal: Path) -> None:
-    # A byte of the last committed frame: SQLite's frame checksums then drop it.
-    data = bytearray(wal.read_bytes())
-    at = len(data) - 2000
-    data[at] ^= 0x40
-    wal.write_bytes(bytes(data))
-
-
-DAMAGES = {"emptied": _empty, "deleted": _delete, "truncated": _truncate, "bit-flipped": _flip}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))

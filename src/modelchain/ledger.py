@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from .service.audit import AuditReport, Progress, audit
 from .service.node import Ack, Node, NodeConfig, system_clock_ms
 from .storage.blobs import BlobStore
 from .storage.failures import storage_error
+from .storage.files import replace_file
 from .storage.sqlite import SqliteStore
 
 __all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
@@ -396,15 +396,7 @@ class Ledger:
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # tiles are public, like the checkpoint they prove
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(path, data, mode=0o644, durable=False)  # tiles are public, like checkpoints
 
 
 def open(path: str | os.PathLike[str], **kwargs: Any) -> Ledger:

@@ -73,6 +73,7 @@ from .errors import (
     UsageError,
 )
 from .keys.files import modelchain_home
+from .storage.files import fsync_dir
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -505,15 +506,6 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the names in a folder durable (a new file's data is not enough)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _extension(request_id: object, meta: Any) -> tuple[bytes, int, int]:
     """The request id and meta bytes of a journal record and their lengths (checked
     here, so a value the leaf cannot carry fails the caller's record(), not a batch)."""
@@ -814,7 +806,7 @@ class ReceiptLog:
         self.journal = self.path.with_name(self.path.name + ".journal")
         self.journal.mkdir(mode=0o700, parents=True, exist_ok=True)
         if durability == "fsync":
-            _fsync_dir(self.journal.parent)
+            fsync_dir(self.journal.parent)
         self._session = _Session(
             secrets.token_hex(8), model, self.version, env if pin_env else None
         )
@@ -1000,7 +992,7 @@ class ReceiptLog:
             _write(fd, _segment_head(self._session, first))
             os.rename(tmp, path)
             if self.durability == "fsync":
-                _fsync_dir(self.journal)
+                fsync_dir(self.journal)
         except OSError as exc:
             os.close(fd)
             for left in (tmp, path):

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuthError, ForbiddenError, NotFoundError, StorageError, UsageError
+from ..storage.files import replace_file
 
 __all__ = ["ACCESS_FILE", "SCOPES", "AccessList", "Principal", "TokenInfo"]
 
@@ -140,28 +140,10 @@ class AccessList:
     def _save(self, reads: str, tokens: list[TokenInfo]) -> None:
         doc = {"reads": reads, "tokens": [t.to_json() for t in tokens]}
         text = json.dumps(doc, indent=2) + "\n"
-        tmp: str | None = None
         try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )  # mode 0600, a name of its own
-            with open(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            tmp = None
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # the rename itself survives a crash
-            finally:
-                os.close(dir_fd)
+            replace_file(self.path, text.encode())  # mode 0600, synced, renamed over
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
         self._load(force=True)
 
     def check(self) -> None:

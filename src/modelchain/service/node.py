@@ -213,13 +213,22 @@ class Node:
         signature arithmetic: parsing, limits, ledger, type, time, known keys.
         An envelope already in the log gets its existing acknowledgement."""
         env, tx = decode_submission(data)
-        known = self._logged(env, tx)
-        if known is not None:
-            return known
-        pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
-        check_time(tx, self._clock(), self.config.skew_ms)
-        if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
-            raise WrongLedgerError("the first transaction must be a genesis naming this log's key")
+        try:
+            pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
+            check_time(tx, self._clock(), self.config.skew_ms)
+            if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
+                raise WrongLedgerError(
+                    "the first transaction must be a genesis naming this log's key"
+                )
+        except Error:
+            # A retry of a logged envelope may be refused now (its time is past
+            # the window, its signer since revoked): it still gets its entry.
+            # Retries within the window are answered by the writer, so the
+            # common path pays no lookup here.
+            known = self._logged(env, tx)
+            if known is not None:
+                return known
+            raise
         return _Prepared(env, tx, env.pae(), pairs)
 
     def _logged(self, env: Envelope, tx: Transaction) -> Ack | None:

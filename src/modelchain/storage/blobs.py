@@ -6,14 +6,12 @@ read, so the ledger entry that carries the name pins the content.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from ..errors import IntegrityError, MalformedError, NotFoundError, StorageError
+from .files import replace_file
 
 __all__ = ["BlobStore"]
 
@@ -36,24 +34,12 @@ class BlobStore:
         path = self._path(ref)
         if path.exists():
             return ref
-        tmp: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # A name of its own per writer: threads of one server storing the
-            # same blob at once must not write into (or rename away) each other's.
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with open(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)  # identical bytes: whichever lands last is the same blob
-            tmp = None
+            # Identical bytes: whichever of two writers lands last is the same blob.
+            replace_file(path, data)
         except OSError as exc:
             raise StorageError(f"cannot store blob {ref}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
         return ref
 
     def get(self, ref: str) -> bytes:

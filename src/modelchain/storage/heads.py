@@ -10,10 +10,8 @@ do), so that an opener can tell that the store went back, and refuse.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from ..core.merkle import HASH_SIZE
 from ..core.note import parse_note
 from ..errors import Error, RollbackError, StorageError
 from .failures import storage_error
+from .files import replace_file
 
 __all__ = ["Head", "Heads"]
 
@@ -35,14 +34,6 @@ _RECORD = struct.Struct(f">Q{HASH_SIZE}sI")
 class Head:
     size: int
     root: bytes
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Heads:
@@ -132,20 +123,7 @@ class Heads:
         """Replace the published checkpoint atomically (a crash leaves the old
         one or the new one, never a mix)."""
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.published_path.name}.", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(note)
-                    if self.durable:
-                        f.flush()
-                        os.fsync(f.fileno())
-                os.replace(tmp, self.published_path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            if self.durable:
-                _fsync_dir(self.directory)
+            replace_file(self.published_path, note, durable=self.durable)
         except OSError as exc:
             raise storage_error("writing the published checkpoint", exc) from exc
 
