@@ -37,6 +37,7 @@ from modelchain.core.note import parse_note
 from modelchain.core.tx import Transaction
 from modelchain.ledger import new_nonce
 from modelchain.service.node import NodeConfig, system_clock_ms
+from modelchain.storage.heads import Heads
 from modelchain.storage.sqlite import SqliteStore
 
 alice = make_signer("alice")
@@ -319,10 +320,13 @@ def test_damaged_wal_after_sigkill_is_refused_and_never_signed_over(
         held = store.size
         store.close()
         lost = [i for i in acked if i >= held]
+        heads = Heads(ledger, "ledger")
+        promised = max(heads.acked().size, heads.published()[0].size)  # type: ignore[union-attr]
         try:
             led = mc.open(ledger)
         except errors.RollbackError as exc:
             refusals += 1
+            assert held < promised, "refused a store that holds all that was promised"
             assert "went back" in exc.message or "altered" in exc.message, exc.message
             assert "Recovering a store" in exc.message
             # log verify fails too, naming the sizes; nothing was signed over.
@@ -336,13 +340,18 @@ def test_damaged_wal_after_sigkill_is_refused_and_never_signed_over(
             led = mc.open(ledger)
         else:
             assert not lost, f"acked entries {lost[:5]}... were lost and the store opened"
+            assert held >= promised
         with led:
             assert led.audit().size == led.size
             for index, digest in acked.items():
                 assert leaf_hash(led.entry_bytes(index)) == digest
             led.submit(_crash_event(led))  # and the log goes on from there
-    if damage != "bit-flipped":  # a flip may land in frames SQLite no longer reads
-        assert refusals == 2, f"the {damage} WAL lost acknowledged entries only {refusals}/2 times"
+    # An emptied or deleted WAL loses whatever was committed since SQLite last
+    # copied the WAL into the database: at 200 acks and more, some of it. A
+    # truncated or flipped one may have lost only frames SQLite no longer
+    # reads (the WAL is reused from its start), and then opening is right.
+    if damage in ("emptied", "deleted"):
+        assert refusals >= 1, f"the {damage} WAL never lost what was acknowledged"
 
 
 def _crash_event(led: mc.Ledger) -> bytes:
