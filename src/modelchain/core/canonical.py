@@ -7,7 +7,7 @@ parties that agree on a value always agree on its bytes.
 from __future__ import annotations
 
 import json
-import re
+from json import detect_encoding
 from typing import Any, NoReturn
 
 import rfc8785
@@ -52,9 +52,6 @@ def _no_constant(name: str) -> NoReturn:
     raise MalformedError(f"{name} is not a JSON number: RFC 8785 cannot write it")
 
 
-# An escape that can spell half of a UTF-16 surrogate pair; only input holding one
-# needs the walk that finds lone halves (a pair decodes to one code point).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _check_text(value: JSONValue) -> None:
@@ -73,6 +70,12 @@ def _check_text(value: JSONValue) -> None:
                 v.encode()
             except UnicodeEncodeError as exc:
                 raise MalformedError("a JSON string holds a lone UTF-16 surrogate") from exc
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_CANONICAL_DECODER = json.JSONDecoder(
+    parse_float=_safe_float, parse_int=_safe_int, parse_constant=_no_constant
+)
 
 
 def _reference(value: JSONValue) -> bytes:
@@ -110,13 +113,20 @@ def loads(data: bytes | str) -> JSONValue:
     """Parse JSON (not necessarily canonical), translating errors. What RFC 8785
     cannot write is refused too: NaN and the infinities, lone surrogates."""
     try:
-        raw = data.encode() if isinstance(data, str) else data
-        value = json.loads(raw, parse_constant=_no_constant)
-    except (UnicodeDecodeError, UnicodeEncodeError, ValueError) as exc:
+        # As json.loads reads bytes, with a decoder made once (json.loads makes
+        # one per call when given any parse_ hook).
+        if isinstance(data, str):
+            text = data
+        else:
+            text = data.decode(detect_encoding(data), "surrogatepass")
+        value = _DECODER.decode(text)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedError(f"not valid JSON: {exc}") from exc
     except RecursionError as exc:  # hostile nesting: an input error, not a crash
         raise MalformedError("JSON is nested too deeply") from exc
-    if _SURROGATE_ESCAPE.search(raw):
+    # Only text holding an escape or a non-ASCII character can hold a lone
+    # surrogate half; both tests run in C, so most input skips the walk.
+    if "\\u" in text or not text.isascii():
         _check_text(value)
     return value
 
@@ -130,9 +140,7 @@ def loads_canonical(data: bytes) -> JSONValue:
     """
     if data.isascii():
         try:
-            value = json.loads(
-                data, parse_float=_safe_float, parse_int=_safe_int, parse_constant=_no_constant
-            )
+            value = _CANONICAL_DECODER.decode(data.decode("ascii"))
         except _Unsafe:
             pass
         except ValueError as exc:
