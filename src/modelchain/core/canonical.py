@@ -52,8 +52,6 @@ def _no_constant(name: str) -> NoReturn:
     raise MalformedError(f"{name} is not a JSON number: RFC 8785 cannot write it")
 
 
-
-
 def _check_text(value: JSONValue) -> None:
     """Refuse strings (keys included) holding a lone surrogate: they have no
     UTF-8 form, so RFC 8785 cannot write them."""

@@ -29,6 +29,8 @@ def parse_time(text: str, *, end: bool = False) -> int:
     with ``end`` its last millisecond, so that ``--to 2026-11-20`` includes it."""
     text = text.strip()
     if text.isascii() and text.isdigit():  # "²".isdigit() is true, int("²") fails
+        if len(text) > 19:  # past any int64 (and Python's 4,300-digit limit for int())
+            raise UsageError(f"{text[:24]}... is not a time: too many digits for milliseconds")
         return int(text)
     try:
         if len(text) == 10:
