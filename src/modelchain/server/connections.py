@@ -49,6 +49,12 @@ class _HeadClock:
         if self.timer is None:
             self.timer = self.loop.call_later(self.timeout, self._expired, transport)
 
+    def opened(self, transport: asyncio.Transport, open_now: int, limit: int) -> None:
+        """A connection opened: refuse it beyond ``limit``, else its first head's
+        clock starts."""
+        if not _too_many(transport, open_now, limit):
+            self.start(transport)
+
     def stop(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -118,8 +124,7 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if not _too_many(transport, len(self.connections), self.max_connections):
-                self._head.start(transport)
+            self._head.opened(transport, len(self.connections), self.max_connections)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head.stop()
@@ -182,8 +187,7 @@ def _h11_protocol() -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if not _too_many(transport, len(self.connections), self.max_connections):
-                self._head.start(transport)
+            self._head.opened(transport, len(self.connections), self.max_connections)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head.stop()
