@@ -27,7 +27,7 @@ import modelchain as mc
 from modelchain.core.identity import Ed25519Signer
 from modelchain.core.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from modelchain.errors import PushbackError
-from modelchain.service.node import Ack, NodeConfig
+from modelchain.node.node import Ack, NodeConfig
 from modelchain.storage.sqlite import IndexRow, SqliteStore
 
 ORIGIN = "bench.example.org/append"

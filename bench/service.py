@@ -39,7 +39,7 @@ from serving import running_server
 
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer
-from modelchain.service.node import NodeConfig
+from modelchain.node.node import NodeConfig
 
 ORIGIN = "bench.example.org/service"
 SIGNER = Ed25519Signer("alice", b"\x01" * 32)

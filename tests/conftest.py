@@ -13,7 +13,7 @@ import pytest
 
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer, verifier_of
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 
 ORIGIN = "ledger.example.org/test"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import modelchain as mc
 from modelchain.contracts.ledger import EVENT
 from modelchain.core.identity import Ed25519Signer
-from modelchain.ledger import new_nonce
-from modelchain.service.node import Ack, NodeConfig
+from modelchain.ledger.ledger import new_nonce
+from modelchain.node.node import Ack, NodeConfig
 
 ORIGIN = "ledger.example.org/crash"
 ADMIN = "admin"

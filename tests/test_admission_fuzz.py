@@ -25,7 +25,7 @@ from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.core.names import is_name
 from modelchain.core.tx import MAX_NESTING, PAYLOAD_TYPE, Transaction, decode_submission
 from modelchain.errors import Error, MalformedError, NonCanonicalError
-from modelchain.ledger import new_nonce
+from modelchain.ledger.ledger import new_nonce
 
 # CI runs 1,500 in well under a minute; set more to search longer.
 EXAMPLES = int(os.environ.get("MODELCHAIN_FUZZ_EXAMPLES", "1500"))

@@ -15,7 +15,7 @@ from serving import running_server
 
 import modelchain as mc
 from modelchain.core.identity import verifier_of
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 
 _TOKEN: dict[str, str] = {}
 

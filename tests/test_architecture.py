@@ -10,25 +10,32 @@ import modelchain
 
 SRC = Path(modelchain.__file__).parent
 
-# Each layer may import itself and the layers listed after it, nothing above.
-LAYERS = ["interfaces", "service", "engines", "contracts", "storage", "core"]
+# Each layer may import itself and the layers listed after it, nothing above:
+# cli -> server, reports -> ledger, receipts, guard -> node
+#     -> contracts, storage, artifacts, checks, keys -> core -> errors.
+LAYERS = ["cli", "interfaces", "api", "node", "components", "core", "errors"]
 PACKAGE_LAYER = {
+    "errors": "errors",
     "core": "core",
-    "errors": "core",
-    "storage": "storage",
-    "keys": "storage",
-    "artifacts": "storage",
-    "contracts": "contracts",
-    "engines": "engines",
-    "service": "service",
+    "contracts": "components",
+    "storage": "components",
+    "artifacts": "components",
+    "checks": "components",
+    "keys": "components",
+    "node": "node",
+    "ledger": "api",
+    "receipts": "api",
+    "guard": "api",
+    "server": "interfaces",
+    "reports": "interfaces",
 }
 
 
 def _layer(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "modelchain" or len(parts) == 1:
-        return "interfaces"
-    return PACKAGE_LAYER.get(parts[1], "interfaces")
+        return "api"
+    return PACKAGE_LAYER.get(parts[1], "cli")
 
 
 def _imports(path: Path, module: str) -> list[str]:
@@ -80,7 +87,7 @@ def test_public_modules_declare_all() -> None:
         "modelchain.errors",
         "modelchain.keys",
         "modelchain.contracts",
-        "modelchain.engines",
+        "modelchain.node",
         "modelchain.artifacts",
         "modelchain.guard",
     ]:

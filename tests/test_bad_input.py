@@ -15,7 +15,7 @@ from modelchain.core import canonical
 from modelchain.core.dsse import Envelope, EnvelopeSignature, sign_envelope
 from modelchain.core.identity import Ed25519Signer
 from modelchain.core.tx import MAX_ENVELOPE_BYTES, PAYLOAD_TYPE, Transaction
-from modelchain.service.node import system_clock_ms
+from modelchain.node.node import system_clock_ms
 
 NOW = 1_800_000_000_000
 

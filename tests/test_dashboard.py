@@ -32,7 +32,7 @@ from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.identity import Signer, verifier_of
 from modelchain.errors import RejectedError
 from modelchain.keys import KeyStore
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 from modelchain.server.lineage import lineage_svg
 
 CHROMIUM = Path("/usr/bin/chromium")

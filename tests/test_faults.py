@@ -35,8 +35,8 @@ from modelchain.core.identity import Ed25519Signer
 from modelchain.core.merkle import leaf_hash
 from modelchain.core.note import parse_note
 from modelchain.core.tx import Transaction
-from modelchain.ledger import new_nonce
-from modelchain.service.node import NodeConfig, system_clock_ms
+from modelchain.ledger.ledger import new_nonce
+from modelchain.node.node import NodeConfig, system_clock_ms
 from modelchain.storage.heads import Heads
 from modelchain.storage.sqlite import SqliteStore
 

@@ -12,7 +12,7 @@ from conftest import ORIGIN, make_signer
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.errors import RejectedError, UnknownKeyError
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import modelchain as mc
 from modelchain import guard
 from modelchain.core.identity import verifier_of
 from modelchain.errors import ArtifactError, IntegrityError, UsageError
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")

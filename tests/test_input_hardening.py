@@ -25,8 +25,8 @@ from modelchain.core.dsse import sign_envelope
 from modelchain.core.identity import Ed25519Signer
 from modelchain.core.tx import MAX_NESTING, PAYLOAD_TYPE, Transaction
 from modelchain.errors import MalformedError, UsageError
-from modelchain.ledger import new_nonce
-from modelchain.service.node import system_clock_ms
+from modelchain.ledger.ledger import new_nonce
+from modelchain.node.node import system_clock_ms
 
 DEEP = 600  # levels of the entry logged before the limit
 

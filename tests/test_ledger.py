@@ -18,8 +18,8 @@ from modelchain.core.receipt import InclusionReceipt, verify_receipt
 from modelchain.core.tx import Transaction
 from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageError
 from modelchain.keys import FileSigner
-from modelchain.ledger import new_nonce
-from modelchain.service.node import Node, NodeConfig
+from modelchain.ledger.ledger import new_nonce
+from modelchain.node.node import Node, NodeConfig
 from modelchain.storage.sqlite import SqliteStore
 
 

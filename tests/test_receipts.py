@@ -25,7 +25,7 @@ from modelchain.contracts.ledger import authorize, resolve_signer
 from modelchain.contracts.policy import enforce
 from modelchain.core.identity import verifier_of
 from modelchain.errors import Error, MalformedError, NotFoundError, ProofError, UsageError
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 from modelchain.receipts import (
     ReceiptLog,
     decode_value,

@@ -38,9 +38,9 @@ from modelchain.errors import (
     UsageError,
     WrongLedgerError,
 )
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
+from modelchain.ledger.remote import RemoteLedger
 from modelchain.receipts import verify_inference_receipt
-from modelchain.remote import RemoteLedger
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
 Rewrite = Callable[[httpx.Request, httpx.Response], httpx.Response]

@@ -28,9 +28,9 @@ from modelchain.core.receipt import InclusionReceipt
 from modelchain.core.tiles import decode_entry_bundle
 from modelchain.core.tx import PAYLOAD_TYPE, Transaction
 from modelchain.errors import RejectedError
-from modelchain.ledger import Founder, new_nonce
+from modelchain.ledger.ledger import Founder, new_nonce
+from modelchain.node.node import system_clock_ms
 from modelchain.server.queries import TrailFilter, trail
-from modelchain.service.node import system_clock_ms
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
 

@@ -29,7 +29,7 @@ from serving import running_server
 import modelchain as mc
 from modelchain.core.identity import verifier_of
 from modelchain.errors import RejectedError
-from modelchain.ledger import Founder
+from modelchain.ledger.ledger import Founder
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
 DEADLINE = 60.0  # seconds any condition below may take on a loaded machine

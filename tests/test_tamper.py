@@ -29,8 +29,8 @@ from modelchain.core.note import parse_note
 from modelchain.core.tiles import TileWriter
 from modelchain.errors import AuditError
 from modelchain.keys import FileSigner
-from modelchain.ledger import Founder
-from modelchain.service.node import NodeConfig
+from modelchain.ledger.ledger import Founder
+from modelchain.node.node import NodeConfig
 
 ORIGIN = "ledger.example.org/tamper"
 SIZE = 604  # 256 + 256 + 92: tiles 0/0 and 0/1 full, 0/2 partial, and 1/0 with two hashes

@@ -10,8 +10,8 @@ from conftest import make_signer
 import modelchain as mc
 from modelchain.core.dsse import Envelope, EnvelopeSignature
 from modelchain.core.identity import Ed25519Signer
-from modelchain.engines.verifier import InlineVerifier, ProcessVerifier
 from modelchain.errors import SignatureError, UnknownKeyError
+from modelchain.node.verifier import InlineVerifier, ProcessVerifier
 
 
 def _checks(n: int) -> tuple[list[tuple[bytes, bytes, bytes]], list[bool]]:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from .core.identity import Signer, VerifierKey
 from .errors import Error
-from .ledger import Founder, Ledger, init, open
-from .service.node import Ack
+from .ledger.ledger import Founder, Ledger, init, open
+from .node.node import Ack
 
 if TYPE_CHECKING:
-    from .remote import RemoteLedger
+    from .ledger.remote import RemoteLedger
 
 __all__ = [
     "Ack",
@@ -32,8 +32,8 @@ __all__ = [
 def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:
     """The ledger served at ``url``, with the interface of ``open(path)``; every
     answer is verified against checkpoints signed by the log key (see
-    ``modelchain.remote``)."""
-    from .remote import connect as _connect
+    ``modelchain.ledger.remote``)."""
+    from .ledger.remote import connect as _connect
 
     return _connect(url, identity, **kwargs)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from . import ledger as ledger_mod
 from .cli_common import (
     LOG_KEY_ENV,
     SERVER_ENV,
@@ -47,7 +46,8 @@ from .errors import (
     UsageError,
 )
 from .keys import KeyStore, env_or_prompt_passphrase
-from .ledger import Founder
+from .ledger import ledger as ledger_mod
+from .ledger.ledger import Founder
 
 __all__ = ["cli", "main"]
 

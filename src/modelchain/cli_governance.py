@@ -14,7 +14,7 @@ from .core.dsse import Envelope
 from .core.identity import VerifierKey
 from .core.tx import PAYLOAD_TYPE, Transaction
 from .errors import NotFoundError, UsageError
-from .ledger import Ledger
+from .ledger.ledger import Ledger
 
 __all__ = ["register_commands"]
 

@@ -12,7 +12,7 @@ import click
 from .cli_common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
 from .core.times import human_time, parse_time
 from .errors import UsageError
-from .service.node import Ack
+from .node.node import Ack
 
 __all__ = ["register_commands"]
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from . import ledger as ledger_mod
 from .cli_common import emit_json, json_option, ledger_option, open_ledger
 from .errors import NotFoundError, UsageError
+from .ledger import ledger as ledger_mod
+from .node.node import NodeConfig
 from .server.access import READS, SCOPES, AccessList
-from .service.node import NodeConfig
 
 __all__ = ["register_commands"]
 

@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ArtifactError, IntegrityError, UsageError
-from .registry import ModelVersion
+from .ledger.registry import ModelVersion
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
     from .core.identity import Signer
-    from .ledger import Ledger
+    from .ledger.ledger import Ledger
 
 __all__ = [
     "guarded",

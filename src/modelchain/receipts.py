@@ -76,7 +76,7 @@ from .keys.files import modelchain_home
 from .storage.files import fsync_dir
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from .ledger.ledger import Ledger
 
 __all__ = [
     "DURABILITY",

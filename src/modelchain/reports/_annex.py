@@ -21,7 +21,7 @@ from ..errors import MalformedError, NotFoundError, ProofError, UsageError
 from ._evidence import CheckpointRef, CitedEntry, Evidence, check_cited, open_ref, rfc3339
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    from ..ledger.ledger import Ledger
 
 __all__ = [
     "ANNEX_IV_FORMAT",

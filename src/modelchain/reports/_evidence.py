@@ -19,7 +19,7 @@ from ..core.tx import LogEntry
 from ..errors import Error, MalformedError, NotFoundError, ProofError
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    from ..ledger.ledger import Ledger
 
 __all__ = [
     "CheckpointRef",

@@ -17,7 +17,7 @@ from ..errors import MalformedError, ProofError, UsageError
 from ._evidence import Evidence, check_cited, open_ref, rfc3339
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    from ..ledger.ledger import Ledger
 
 __all__ = ["LOGS_FORMAT", "LogsCheck", "export_logs", "verify_logs"]
 

@@ -57,8 +57,8 @@ from ..errors import (
     UsageError,
     VerificationError,
 )
-from ..ledger import Ledger
-from ..service.node import Ack
+from ..ledger.ledger import Ledger
+from ..node.node import Ack
 from .access import AccessList, Principal
 from .metrics import Metrics
 from .queries import TrailFilter, TrailPage, find_digest, rejected, trail
@@ -194,7 +194,7 @@ class ServerContext:
             self._scans.release()
 
     def denied(self, before: int | None = None, limit: int = 100) -> TrailPage:
-        """One page of rejected entries, newest first (``modelchain.trail.rejected``,
+        """One page of rejected entries, newest first (``modelchain.ledger.trail.rejected``,
         as the SDK's ``Ledger.denied``), within the same bounds as ``scan``."""
         if not self._scans.acquire(blocking=False):
             raise PushbackError("audit-trail queries are busy; retry shortly", 1.0)

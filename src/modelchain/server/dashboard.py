@@ -49,7 +49,7 @@ from ..errors import (
     UsageError,
 )
 from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
-from ..ledger import Ledger
+from ..ledger.ledger import Ledger
 from .access import Principal
 from .app import MAX_INT, ServerContext, status_of
 from .lineage import lineage_svg

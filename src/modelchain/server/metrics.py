@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ..ledger import Ledger
-from ..service.node import Ack
+from ..ledger.ledger import Ledger
+from ..node.node import Ack
 
 __all__ = ["Metrics"]
 

@@ -1,5 +1,5 @@
 """Read-side questions the API and the dashboard both ask: the audit trail
-with filters (``modelchain.trail``, shared with the SDK), and which registered
+with filters (``modelchain.ledger.trail``, shared with the SDK), and which registered
 version a digest belongs to."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 from ..core import canonical
 from ..errors import IntegrityError, NotFoundError
-from ..ledger import Ledger
-from ..registry import Datasets, Models
-from ..trail import TrailFilter, TrailPage, entry_summary, member_orgs, rejected, trail
+from ..ledger.ledger import Ledger
+from ..ledger.registry import Datasets, Models
+from ..ledger.trail import TrailFilter, TrailPage, entry_summary, member_orgs, rejected, trail
 
 Registry = Models | Datasets
 

@@ -21,9 +21,9 @@ from ..core.identity import VerifierKey, verify_batch
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
 from ..core.tx import LogEntry, encode_entry
-from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, Error
 from ..storage.sqlite import IndexRow, SqliteStore
+from .verifier import InlineVerifier, SignatureVerifier
 
 __all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks", "replay_execution"]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .contracts.base import Call, Overlay, Rejected, TypeRule
-from .contracts.governance import (
+from ..contracts.base import Call, Overlay, Rejected, TypeRule
+from ..contracts.governance import (
     MEMBER_ADD,
     MEMBER_REVOKE,
     MEMBER_ROTATE,
@@ -20,7 +20,7 @@ from .contracts.governance import (
     QUORUM_SET,
     quorum,
 )
-from .contracts.policy import (
+from ..contracts.policy import (
     POLICY_SET,
     action_of,
     check_policy,
@@ -28,12 +28,12 @@ from .contracts.policy import (
     policy_context,
     policy_key,
 )
-from .core import canonical
-from .core.dsse import Envelope
-from .core.identity import Signer, VerifierKey
-from .core.tx import PAYLOAD_TYPE, Transaction
-from .errors import NotFoundError, RejectedError, UsageError
-from .service.node import Ack
+from ..core import canonical
+from ..core.dsse import Envelope
+from ..core.identity import Signer, VerifierKey
+from ..core.tx import PAYLOAD_TYPE, Transaction
+from ..errors import NotFoundError, RejectedError, UsageError
+from ..node.node import Ack
 
 if TYPE_CHECKING:
     from .ledger import Ledger

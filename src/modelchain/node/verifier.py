@@ -26,7 +26,7 @@ __all__ = ["InlineVerifier", "ProcessVerifier", "SignatureVerifier", "default_ve
 
 Check = tuple[bytes, bytes, bytes]  # (public key, message, signature)
 
-# The pipe protocol of modelchain.engines.verify_worker: a request is a uint32
+# The pipe protocol of modelchain.node.verify_worker: a request is a uint32
 # count then, per check, a 32-byte public key, a 64-byte signature, a uint32
 # message length and the message; the answer is one byte per check.
 _U32 = struct.Struct(">I")
@@ -87,7 +87,7 @@ class _Worker:
     def __init__(self) -> None:
         self.jobs: queue.Queue[tuple[Sequence[Check], Future[list[bool]]] | None] = queue.Queue()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelchain.engines.verify_worker"],
+            [sys.executable, "-m", "modelchain.node.verify_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

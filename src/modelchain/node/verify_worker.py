@@ -1,7 +1,7 @@
-"""A signature-verification worker process: ``python -m modelchain.engines.verify_worker``.
+"""A signature-verification worker process: ``python -m modelchain.node.verify_worker``.
 
 Reads batches of signature checks from stdin and answers on stdout, one byte
-per check (1 where it verifies); the framing is in modelchain.engines.verifier.
+per check (1 where it verifies); the framing is in modelchain.node.verifier.
 """
 
 from __future__ import annotations

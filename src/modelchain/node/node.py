@@ -37,8 +37,6 @@ from ..core.tx import (
     decode_submission,
     encode_entry,
 )
-from ..engines.sequencer import Sequencer
-from ..engines.verifier import SignatureVerifier, default_verifier
 from ..errors import (
     Error,
     InputError,
@@ -53,6 +51,8 @@ from ..errors import (
     WrongLedgerError,
 )
 from ..storage.sqlite import IndexRow, SqliteStore
+from .sequencer import Sequencer
+from .verifier import SignatureVerifier, default_verifier
 
 __all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
 

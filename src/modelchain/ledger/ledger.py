@@ -15,35 +15,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .contracts import ContractSet, default_contracts
-from .contracts.ledger import EVENT, GENESIS, genesis_body
-from .core.canonical import JSONValue
-from .core.checkpoint import Checkpoint, open_checkpoint
-from .core.dsse import Envelope
-from .core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
-from .core.merkle import consistency_proof, inclusion_proof
-from .core.receipt import InclusionReceipt
-from .core.tiles import (
+from ..contracts import ContractSet, default_contracts
+from ..contracts.ledger import EVENT, GENESIS, genesis_body
+from ..core.canonical import JSONValue
+from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.dsse import Envelope
+from ..core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
+from ..core.merkle import consistency_proof, inclusion_proof
+from ..core.receipt import InclusionReceipt
+from ..core.tiles import (
     encode_entry_bundle,
     entries_path,
     entry_bundles_for_size,
     tile_path,
     tiles_for_size,
 )
-from .core.tx import LogEntry, Transaction
-from .engines.sequencer import LocalSequencer
-from .engines.verifier import default_verifier
-from .errors import Error, MalformedError, NotFoundError, StorageError, UsageError
+from ..core.tx import LogEntry, Transaction
+from ..errors import Error, MalformedError, NotFoundError, StorageError, UsageError
+from ..keys.files import FileSigner, generate_seed, write_private_key
+from ..node.audit import AuditReport, Progress, audit
+from ..node.node import Ack, Node, NodeConfig, system_clock_ms
+from ..node.sequencer import LocalSequencer
+from ..node.verifier import default_verifier
+from ..receipts import ReceiptLog
+from ..storage.blobs import BlobStore
+from ..storage.failures import storage_error
+from ..storage.files import replace_file
+from ..storage.sqlite import SqliteStore
 from .governance import Members, Policies
-from .keys.files import FileSigner, generate_seed, write_private_key
-from .receipts import ReceiptLog
 from .registry import Datasets, Deployments, Models, ModelVersion, Runs
-from .service.audit import AuditReport, Progress, audit
-from .service.node import Ack, Node, NodeConfig, system_clock_ms
-from .storage.blobs import BlobStore
-from .storage.failures import storage_error
-from .storage.files import replace_file
-from .storage.sqlite import SqliteStore
 
 __all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
 
@@ -218,7 +218,7 @@ class Ledger:
     def denied(self) -> list[dict[str, Any]]:
         """Every rejected entry, oldest first: who tried what, and the rule or
         reason that denied it. Read from the audit-trail index, page by page
-        (``modelchain.trail.rejected``, which the server's API and dashboard use)."""
+        (``modelchain.ledger.trail.rejected``, which the server's API and dashboard use)."""
         from .trail import rejected
 
         out: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""Engines behind small protocols: sequencers (local now, etcd later) and anchors."""
+"""The node: admission, ordering, execution, storage and checkpoints of one
+ledger, plus its verified replica and the audit that replays a log."""
 
 from .sequencer import LocalSequencer, Sequencer
 from .verifier import InlineVerifier, ProcessVerifier, SignatureVerifier, default_verifier

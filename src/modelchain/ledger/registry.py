@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contracts.attestations import DATASET_ATTEST, MODEL_EVALUATE
-from .contracts.registry import (
+from ..contracts.attestations import DATASET_ATTEST, MODEL_EVALUATE
+from ..contracts.registry import (
     DATASET_INGEST,
     DATASET_REGISTER,
     INLINE_MANIFEST_MAX,
@@ -35,11 +35,11 @@ from .contracts.registry import (
     run_key,
     version_key,
 )
-from .core import canonical
-from .core.identity import Signer
-from .core.manifest import SHA256, Manifest, ManifestDiff, diff_manifests
-from .core.times import rfc3339
-from .errors import (
+from ..core import canonical
+from ..core.identity import Signer
+from ..core.manifest import SHA256, Manifest, ManifestDiff, diff_manifests
+from ..core.times import rfc3339
+from ..errors import (
     ArtifactError,
     IntegrityError,
     KeyStoreError,
@@ -47,11 +47,11 @@ from .errors import (
     RejectedError,
     UsageError,
 )
-from .keys import modelchain_home
-from .service.node import Ack
+from ..keys import modelchain_home
+from ..node.node import Ack
 
 if TYPE_CHECKING:
-    from .core.records import RecordProof
+    from ..core.records import RecordProof
     from .ledger import Ledger
 
 __all__ = ["DatasetVersion", "Datasets", "Deployments", "ModelVersion", "Models", "Runs"]
@@ -133,8 +133,8 @@ class _Registry:
         allow_symlinks: bool,
         use_cache: bool,
     ) -> Manifest:
-        from .artifacts.cache import default_cache
-        from .artifacts.hashing import hash_path
+        from ..artifacts.cache import default_cache
+        from ..artifacts.hashing import hash_path
 
         cache = default_cache(modelchain_home()) if use_cache else None
         return hash_path(
@@ -261,8 +261,8 @@ class Datasets(_Registry):
     def _records(
         self, name: str, version: int, path: str | os.PathLike[str]
     ) -> dict[str, Any] | None:
-        from .artifacts.tables import record_root, table_kind
-        from .core.records import RECORD_SCHEME
+        from ..artifacts.tables import record_root, table_kind
+        from ..core.records import RECORD_SCHEME
 
         try:
             table_kind(path)
@@ -330,8 +330,8 @@ class Datasets(_Registry):
 
     def prove(self, name: str, version: int, row: int, path: str | os.PathLike[str]) -> RecordProof:
         """Prove that row ``row`` of the file at ``path`` is in the registered version."""
-        from .artifacts.tables import prove_record
-        from .core.records import verify_record_proof
+        from ..artifacts.tables import prove_record
+        from ..core.records import verify_record_proof
 
         record = self._version("dataset", name, version)
         rec = record.get("records")
@@ -343,7 +343,7 @@ class Datasets(_Registry):
 
     def verify_record(self, proof: RecordProof, name: str, version: int) -> None:
         """Check a record proof against the root this ledger registered."""
-        from .core.records import verify_record_proof
+        from ..core.records import verify_record_proof
 
         rec = self._version("dataset", name, version).get("records")
         if not isinstance(rec, dict):

@@ -15,10 +15,10 @@ from ..contracts.ledger import LEDGER_KEY
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash
-from ..engines.verifier import InlineVerifier, SignatureVerifier
 from ..errors import AuditError, ProofError
 from ..storage.sqlite import IndexRow, SqliteStore
 from .audit import SignatureChecks, replay_checks, replay_execution
+from .verifier import InlineVerifier, SignatureVerifier
 
 __all__ = ["apply_checkpoint"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .core.merkle import leaf_hash
-from .core.tx import LogEntry
+from ..core.merkle import leaf_hash
+from ..core.tx import LogEntry
 
 if TYPE_CHECKING:
     from .ledger import Ledger

@@ -27,16 +27,16 @@ from typing import Any
 
 import httpx
 
-from .contracts import default_contracts
-from .core.checkpoint import Checkpoint, open_checkpoint
-from .core.dsse import Envelope
-from .core.identity import Signer, VerifierKey
-from .core.merkle import leaf_hash, verify_consistency
-from .core.note import Note
-from .core.receipt import InclusionReceipt
-from .core.tiles import decode_entry_bundle
-from .core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
-from .errors import (
+from ..contracts import default_contracts
+from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.dsse import Envelope
+from ..core.identity import Signer, VerifierKey
+from ..core.merkle import leaf_hash, verify_consistency
+from ..core.note import Note
+from ..core.receipt import InclusionReceipt
+from ..core.tiles import decode_entry_bundle
+from ..core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
+from ..errors import (
     AccessError,
     Error,
     InputError,
@@ -52,16 +52,16 @@ from .errors import (
     VerificationError,
     WrongLedgerError,
 )
-from .keys import modelchain_home
+from ..keys import modelchain_home
+from ..node.node import Ack, Node, check_submission, system_clock_ms
+from ..node.replica import apply_checkpoint
+from ..storage.blobs import BlobStore
+from ..storage.sqlite import SqliteStore
 from .ledger import DB_NAME, Ledger
-from .service.node import Ack, Node, check_submission, system_clock_ms
-from .service.replica import apply_checkpoint
-from .storage.blobs import BlobStore
-from .storage.sqlite import SqliteStore
 
 __all__ = ["RemoteLedger", "connect"]
 
-log = logging.getLogger("modelchain.remote")
+log = logging.getLogger("modelchain.ledger.remote")
 
 TOKEN_ENV = "MODELCHAIN_TOKEN"
 
