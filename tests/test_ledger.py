@@ -20,6 +20,7 @@ from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageE
 from modelchain.keys import FileSigner
 from modelchain.ledger.ledger import new_nonce
 from modelchain.node.node import Node, NodeConfig
+from modelchain.node.sequencer import LocalSequencer, Ordered
 from modelchain.storage.sqlite import SqliteStore
 
 
@@ -128,20 +129,17 @@ def test_checkpoints_are_published_after_an_interval(tmp_path: Path, alice: Ed25
         assert cp.size == 2
 
 
-class GatedSequencer:
-    """A real Sequencer that waits for a gate: lets a test hold the writer."""
+class GatedSequencer(LocalSequencer):
+    """A real Sequencer whose stream is read only once a gate opens: lets a
+    test hold the writer."""
 
-    def __init__(self, next_index: int) -> None:
+    def __init__(self) -> None:
+        super().__init__()
         self.gate = threading.Event()
-        self._next = next_index
 
-    def sequence(self, count: int) -> int:
+    def read(self, start: int, limit: int, stop: threading.Event) -> list[Ordered]:
         self.gate.wait(10)
-        first, self._next = self._next, self._next + count
-        return first
-
-    def release(self, first: int, count: int) -> None:
-        self._next = first
+        return super().read(start, limit, stop)
 
 
 def test_overload_pushes_back_instead_of_queueing(ledger: mc.Ledger, alice: Ed25519Signer) -> None:
@@ -149,7 +147,7 @@ def test_overload_pushes_back_instead_of_queueing(ledger: mc.Ledger, alice: Ed25
     ledger.close()
     store = SqliteStore(path / "ledger.db")
     signer = FileSigner.load(ORIGIN, path / "log.key", None)
-    seq = GatedSequencer(store.size)
+    seq = GatedSequencer()
     node = Node(store, signer, default_contracts(), seq, NodeConfig(max_backlog=5, max_batch=1))
 
     def envelope(i: int) -> bytes:

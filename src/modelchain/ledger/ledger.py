@@ -38,9 +38,10 @@ from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.sequencer import LocalSequencer
 from ..node.verifier import default_verifier
 from ..receipts import ReceiptLog
-from ..storage.blobs import BlobStore
+from ..storage.blobs import FileBlobStore
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
+from ..storage.protocols import BlobStore
 from ..storage.sqlite import SqliteStore
 from .governance import Members, Policies
 from .registry import Datasets, Deployments, Models, ModelVersion, Runs
@@ -117,7 +118,7 @@ class Ledger:
                     self._store,
                     signer,
                     self.contracts,
-                    LocalSequencer(self.store.size),
+                    LocalSequencer(),
                     config,
                     clock,
                 )
@@ -183,7 +184,7 @@ class Ledger:
     @functools.cached_property
     def blobs(self) -> BlobStore:
         """Content-addressed blobs beside the ledger (manifests too large for an entry)."""
-        return BlobStore(self.path / "blobs")
+        return FileBlobStore(self.path / "blobs")
 
     @functools.cached_property
     def members(self) -> Members:

@@ -55,7 +55,8 @@ from ..errors import (
 from ..keys import modelchain_home
 from ..node.node import Ack, Node, check_submission, system_clock_ms
 from ..node.replica import apply_checkpoint
-from ..storage.blobs import BlobStore
+from ..storage.blobs import FileBlobStore
+from ..storage.protocols import BlobStore
 from ..storage.sqlite import SqliteStore
 from .ledger import DB_NAME, Ledger
 
@@ -171,7 +172,7 @@ def _server_error(
     return cls(message)
 
 
-class _RemoteBlobs(BlobStore):
+class _RemoteBlobs(FileBlobStore):
     """Blobs cached beside the mirror; fetched from the server (and checked
     against their name) on a miss, and uploaded when stored."""
 
@@ -199,7 +200,7 @@ class _RemoteBlobs(BlobStore):
         data = self._http.get(f"/v1/blobs/{ref}", limit=_BLOB_LIMIT).content
         if "sha256:" + hashlib.sha256(data).hexdigest() != ref:
             raise IntegrityError(f"the server's blob {ref} does not match its name")
-        BlobStore.put(self, data)
+        FileBlobStore.put(self, data)
         return data
 
 

@@ -1,31 +1,30 @@
 """Full audit of a ledger store: trust nothing that was stored, recompute it all.
 
-Replays every entry from genesis with fresh state: re-checks canonical bytes,
-indexes, nonces and signatures, re-executes each transaction and compares the
-outcome, rebuilds every tile, and checks the stored state and checkpoints.
+Replays every entry from genesis through the executor with fresh state:
+re-checks canonical bytes, indexes, nonces, the genesis rule and signatures,
+re-executes each transaction and compares the outcome, rebuilds every tile,
+and checks the stored state, nonces, index and checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
-from ..contracts.base import StateReader
 from ..contracts.ledger import LEDGER_KEY
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import open_checkpoint
-from ..core.identity import VerifierKey, verify_batch
+from ..core.identity import VerifierKey
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
-from ..core.tx import LogEntry, encode_entry
 from ..errors import AuditError, Error
-from ..storage.sqlite import IndexRow, SqliteStore
+from ..storage.protocols import IndexRow, LedgerStore
+from .executor import Executor, SignatureChecks
 from .verifier import InlineVerifier, SignatureVerifier
 
-__all__ = ["AuditReport", "SignatureChecks", "audit", "replay_checks", "replay_execution"]
+__all__ = ["AuditReport", "audit"]
 
 Progress = Callable[[int, int], None]
 
@@ -41,130 +40,43 @@ class AuditReport:
     state_keys: int
 
 
-class _MemoryState:
+class _Replayed:
+    """What the replay derived so far: state, nonces and size (the executor's
+    base), kept in memory and compared with the store's at the end."""
+
     def __init__(self) -> None:
         self.values: dict[str, JSONValue] = {}
+        self.nonces: dict[str, int] = {}
+        self.size = 0
 
     def get_state(self, key: str) -> JSONValue | None:
         return self.values.get(key)
 
-
-def replay_checks(
-    index: int,
-    expected: int,
-    data: bytes,
-    nonces: MutableMapping[str, int],
-    origin: str | None,
-    contracts: ContractSet,
-) -> LogEntry:
-    """The checks of one entry that need no state: position, bytes, schema, nonce."""
-    if index != expected:
-        raise AuditError(f"entry {expected} is missing (next stored is {index})", expected)
-    try:
-        entry = LogEntry.decode(data)
-    except Error as exc:
-        raise AuditError(f"entry {index} is malformed: {exc.message}", index) from exc
-    if encode_entry(entry.index, entry.envelope, entry.outcome) != data:
-        # e.g. base64 re-spelled in its padding bits: same values, other bytes
-        raise AuditError(f"entry {index} is not in its canonical encoding", index)
-    tx = entry.transaction
-    if entry.index != index:
-        raise AuditError(f"entry {index} claims index {entry.index}", index)
-    if origin is not None and tx.ledger != origin:
-        raise AuditError(f"entry {index} is for ledger {tx.ledger!r}", index)
-    if tx.nonce in nonces:
-        raise AuditError(f"entry {index} replays the nonce of entry {nonces[tx.nonce]}", index)
-    nonces[tx.nonce] = index
-    try:
-        contracts.check_logged(tx)
-    except Error as exc:
-        raise AuditError(
-            f"entry {index} could never have been admitted: {exc.message}", index
-        ) from exc
-    return entry
+    def used_nonces(self, nonces: Sequence[str]) -> dict[str, int]:
+        found = self.nonces
+        return {n: found[n] for n in nonces if n in found}
 
 
-_SIGNATURE_BATCH = 4096
+_CHUNK = 4096  # entries re-derived per call of the executor
 
 
-class SignatureChecks:
-    """Signature checks gathered during the replay and verified in batches,
-    in worker processes when the verifier has them, while the replay goes on."""
-
-    def __init__(self, verifier: SignatureVerifier) -> None:
-        self._verifier = verifier
-        self._checks: list[tuple[bytes, bytes, bytes]] = []
-        self._owners: list[tuple[int, str]] = []
-        self._in_flight: list[
-            tuple[Future[list[bool]], list[tuple[bytes, bytes, bytes]], list[tuple[int, str]]]
-        ] = []
-
-    def add(self, index: int, key: VerifierKey, message: bytes, signature: bytes) -> None:
-        self._checks.append((key.public_key, message, signature))
-        self._owners.append((index, key.name))
-        if len(self._checks) >= _SIGNATURE_BATCH:
-            self._in_flight.append(
-                (self._verifier.verify_many(self._checks), self._checks, self._owners)
-            )
-            self._checks, self._owners = [], []
-            while len(self._in_flight) > 2:  # bound the memory held by pending batches
-                self._settle_one()
-
-    def _settle_one(self) -> None:
-        fut, checks, owners = self._in_flight.pop(0)
-        try:
-            results = fut.result()
-        except Exception:  # the workers broke: verify here instead
-            results = verify_batch(checks)
-        for ok, (index, name) in zip(results, owners, strict=True):
-            if not ok:
-                raise AuditError(f"entry {index}: signature by {name} does not verify", index)
-
-    def settle(self) -> None:
-        """Wait for every check so far; raise for the first that fails."""
-        if self._checks:
-            # A small remainder is cheaper to check here than to send to a worker
-            # (and a small ledger never starts one).
-            fut: Future[list[bool]] = Future()
-            fut.set_result(verify_batch(self._checks))
-            self._in_flight.append((fut, self._checks, self._owners))
-            self._checks, self._owners = [], []
-        while self._in_flight:
-            self._settle_one()
-
-
-def replay_execution(
-    state: StateReader,
-    index: int,
-    entry: LogEntry,
-    contracts: ContractSet,
-    sigs: SignatureChecks,
-) -> dict[str, JSONValue | None]:
-    """Queue the entry's signature checks against the signers' keys in ``state``,
-    re-execute it and return its state writes; AuditError if a signer is unknown
-    or the outcome differs from the recorded one (earlier bad signatures first)."""
-    tx = entry.transaction
-    pae = entry.envelope.pae()
-    for sig in entry.envelope.signatures:
-        found = contracts.signer(state, sig.keyid, tx)
-        if found is None:
-            sigs.settle()
-            raise AuditError(f"entry {index} is signed by unknown key {sig.keyid}", index)
-        sigs.add(index, found[1], pae, sig.sig)
-    keyids = tuple(s.keyid for s in entry.envelope.signatures)
-    outcome, writes = contracts.execute(state, index, tx, keyids)
-    if outcome != entry.outcome:
-        sigs.settle()
-        raise AuditError(
-            f"entry {index}: recorded outcome {entry.outcome.to_json()} but re-execution "
-            f"gives {outcome.to_json()}",
-            index,
-        )
-    return writes
+def _chunks(store: LedgerStore) -> Iterator[list[bytes]]:
+    """The stored entries in chunks; AuditError at the first gap."""
+    chunk: list[bytes] = []
+    for expected, (index, data) in enumerate(store.entries()):
+        if index != expected:
+            yield chunk
+            raise AuditError(f"entry {expected} is missing (next stored is {index})", expected)
+        chunk.append(data)
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def audit(
-    store: SqliteStore,
+    store: LedgerStore,
     contracts: ContractSet,
     log_key: VerifierKey | None = None,
     progress: Progress | None = None,
@@ -172,42 +84,46 @@ def audit(
 ) -> AuditReport:
     """Raise AuditError naming the first bad entry, tile, state key or checkpoint."""
     total = store.size
-    state = _MemoryState()
+    replayed = _Replayed()
+    executor = Executor(contracts, None, log_key)
     tree = TileWriter()
     tiles: dict[tuple[int, int], bytes] = {}
-    nonces: dict[str, int] = {}
     accepted = rejected = signatures = 0
-    origin: str | None = None
-    expected = 0
     sigs = SignatureChecks(verifier or InlineVerifier())
     rows: list[IndexRow] = []
-    for index, data in store.entries():
+    chunks = _chunks(store)
+    while True:
         try:
-            entry = replay_checks(index, expected, data, nonces, origin, contracts)
+            chunk = next(chunks)
+        except StopIteration:
+            break
         except AuditError:
             sigs.settle()  # an earlier bad signature is the first bad entry
             raise
-        expected += 1
-        origin = entry.transaction.ledger
-        writes = replay_execution(state, index, entry, contracts, sigs)
-        signatures += len(entry.envelope.signatures)
-        rows.append(IndexRow.of(entry.transaction, entry.outcome.accepted))
-        for k, v in writes.items():
+        applied = executor.replay(replayed, chunk, sigs)
+        signatures += applied.signatures
+        rows.extend(applied.rows)
+        for k, v in applied.writes.items():
             if v is None:
-                state.values.pop(k, None)
+                replayed.values.pop(k, None)
             else:
-                state.values[k] = v
-        if entry.outcome.accepted:
-            accepted += 1
-        else:
-            rejected += 1
-        tiles.update(tree.append([leaf_hash(data)]))
-        if progress is not None and index % 4096 == 0:
-            progress(index, total)
+                replayed.values[k] = v
+        replayed.nonces.update((n, applied.first + i) for i, n in enumerate(applied.nonces))
+        replayed.size += len(chunk)
+        for row in applied.rows:
+            if row.accepted:
+                accepted += 1
+            else:
+                rejected += 1
+        tiles.update(tree.append([leaf_hash(data) for data in chunk]))
+        if progress is not None:
+            progress(replayed.size, total)
     sigs.settle()
     if progress is not None:
-        progress(expected, total)
-    size = expected
+        progress(replayed.size, total)
+    size = replayed.size
+    state = replayed
+    nonces = replayed.nonces
 
     latest = store.checkpoint()
     if latest is not None and latest[0] > size:
@@ -257,14 +173,14 @@ def audit(
 
 
 def _compare_heads(
-    store: SqliteStore, size: int, read: NodeReader, log_key: VerifierKey | None
+    store: LedgerStore, size: int, read: NodeReader, log_key: VerifierKey | None
 ) -> None:
     """The store must hold every entry the ledger published a checkpoint of
     or acknowledged, with the same roots (kept outside SQLite, so that a lost
     WAL cannot take them along)."""
     try:
-        published = store.heads.published()
-        acked = store.heads.acked()
+        published = store.published_head()
+        acked = store.acked_head()
     except Error as exc:
         raise AuditError(exc.message) from exc
     for what, head in (
@@ -292,7 +208,7 @@ def _compare_heads(
             raise AuditError(f"the published checkpoint: {exc.message}") from exc
 
 
-def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> None:
+def _compare_tiles(store: LedgerStore, tiles: dict[tuple[int, int], bytes]) -> None:
     stored = {(level, n): h for level, n, h in store.tiles()}
     for key in sorted(set(stored) | set(tiles)):
         want, got = tiles.get(key), stored.get(key)
@@ -318,7 +234,7 @@ def _compare_tiles(store: SqliteStore, tiles: dict[tuple[int, int], bytes]) -> N
         raise AuditError(f"tile {level}/{n}: stored hash {first_bad} is wrong")
 
 
-def _compare_index(store: SqliteStore, rows: list[IndexRow]) -> None:
+def _compare_index(store: LedgerStore, rows: list[IndexRow]) -> None:
     """The audit-trail index must say what the entries say: a row changed or
     dropped there would hide an entry from the trail's filters."""
     stored = store.index_rows()
@@ -336,7 +252,7 @@ def _compare_index(store: SqliteStore, rows: list[IndexRow]) -> None:
         raise AuditError(f"the audit-trail index has a row for entry {extra[0]}, beyond the log")
 
 
-def _compare_state(store: SqliteStore, state: _MemoryState) -> None:
+def _compare_state(store: LedgerStore, state: _Replayed) -> None:
     stored = dict(store.state_items())
     for key in sorted(set(stored) | set(state.values)):
         want = state.values.get(key)

@@ -1,9 +1,12 @@
-"""The node: admit -> sequence -> execute -> append -> acknowledge -> checkpoint.
+"""The node: admit -> order -> execute -> append -> acknowledge; checkpoints
+are published beside it.
 
-Admission (parsing, signatures, replay window) runs in the submitting thread,
-so signature checks use every core. One writer thread drains a bounded queue in
-batches: each batch is executed and committed in one durable SQLite transaction
-(group commit) before any of its submitters is acknowledged.
+Admission (parsing, limits, known keys, replay window, then signatures in
+batches) runs before ordering. Admitted envelopes go to the sequencer; one
+writer thread consumes the ordered stream in batches, applies each with the
+executor (which skips duplicates and enforces the genesis rule identically on
+every node) and commits it as one durable group commit before any of its
+submitters is acknowledged. The publisher signs checkpoints in its own thread.
 
 A resubmission of an envelope already in the log, byte for byte, is answered
 with its existing index and outcome and writes nothing. Nothing raises out of
@@ -23,9 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..contracts import ContractSet, Overlay
+from ..contracts import ContractSet
 from ..contracts.base import StateReader
-from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
 from ..core.merkle import leaf_hash
@@ -35,7 +37,6 @@ from ..core.tx import (
     Transaction,
     check_time,
     decode_submission,
-    encode_entry,
 )
 from ..errors import (
     Error,
@@ -43,15 +44,15 @@ from ..errors import (
     MalformedError,
     NodeStoppedError,
     PushbackError,
-    ReplayError,
-    RollbackError,
     SignatureError,
     StorageError,
     UnknownKeyError,
     WrongLedgerError,
 )
-from ..storage.sqlite import IndexRow, SqliteStore
-from .sequencer import Sequencer
+from ..storage.protocols import LedgerStore
+from .executor import Applied, Duplicate, Executed, Executor, Refused
+from .publisher import CheckpointPublisher
+from .sequencer import Admitted, Ordered, Sequencer
 from .verifier import SignatureVerifier, default_verifier
 
 __all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
@@ -89,13 +90,6 @@ class _Prepared:
     tx: Transaction
     pae: bytes
     pairs: tuple[tuple[VerifierKey, bytes], ...]
-
-
-@dataclass
-class _Admitted:
-    envelope: Envelope
-    tx: Transaction
-    future: Future[Ack]
 
 
 def check_submission(
@@ -166,7 +160,7 @@ def _take_batch(q: queue.Queue[T | None], first: T | None, limit: int) -> tuple[
 class Node:
     def __init__(
         self,
-        store: SqliteStore,
+        store: LedgerStore,
         log_signer: Signer,
         contracts: ContractSet,
         sequencer: Sequencer,
@@ -179,26 +173,33 @@ class Node:
         self.config = config or NodeConfig()
         self.origin = log_signer.name
         self.log_key = verifier_of(log_signer)
-        self._signer = log_signer
         self._sequencer = sequencer
+        self._executor = Executor(contracts, self.origin, self.log_key)
         self._clock = clock
-        # Unbounded queue; the backlog counter is the bound (it also counts
-        # transactions still having their signatures verified).
-        self._queue: queue.Queue[_Admitted | None] = queue.Queue()
+        # Admitted transactions not yet answered (including those still having
+        # their signatures verified): the bound of the backlog.
         self._backlog = 0
         self._backlog_lock = threading.Lock()
         self._verifier = verifier if verifier is not None else default_verifier()
         self._admission: queue.Queue[tuple[_Prepared, Future[Ack]] | None] = queue.Queue()
-        self._cp_lock = threading.Lock()
-        latest = store.checkpoint()
-        self._cp_size = latest[0] if latest else 0
-        self.checkpoint_time = time.time()  # when this node last signed one (or started)
-        self._cp_due: float | None = None
-        self._closed = False
+        # This node's submitters waiting for their envelope to come out of the
+        # order, by nonce: whichever node ordered it, the first item with the
+        # same envelope answers them.
+        self._waiting: dict[str, list[tuple[Envelope, Future[Ack]]]] = {}
+        self._waiting_lock = threading.Lock()
+        self._position = 0  # the next position of the order to apply
+        self._wakeup = threading.Event()  # the writer must look up: closing or stopped
+        self._closed = False  # no new submissions
+        self._draining = False  # the writer stops once this node's submitters are answered
         self.commits = 0  # group commits made: entries / commits is the batch size
-        self.checkpoint_failures = 0  # checkpoints that could not be stored (retried)
-        self._cp_retries = 0  # consecutive failures, for the back-off
         self.fault: str | None = None  # why writes stopped, once they have
+        self._publisher = CheckpointPublisher(
+            store,
+            log_signer,
+            every=self.config.checkpoint_every,
+            interval_ms=self.config.checkpoint_interval_ms,
+            on_fault=self._halt,
+        )
         self._writer = threading.Thread(target=self._run, name="modelchain-writer", daemon=True)
         self._writer.start()
         self._admitter = threading.Thread(
@@ -209,21 +210,18 @@ class Node:
     # -- admission -----------------------------------------------------------
 
     def _prepare(self, data: bytes) -> _Prepared | Ack:
-        """Every check that can refuse a transaction before the log, except the
-        signature arithmetic: parsing, limits, ledger, type, time, known keys.
-        An envelope already in the log gets its existing acknowledgement."""
+        """Every check that can refuse a transaction before it is ordered,
+        except the signature arithmetic: parsing, limits, ledger, type, time,
+        known keys. An envelope already in the log gets its existing
+        acknowledgement."""
         env, tx = decode_submission(data)
         try:
             pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
             check_time(tx, self._clock(), self.config.skew_ms)
-            if self.store.size == 0 and tx.body.get("log_key") != self.log_key.to_string():
-                raise WrongLedgerError(
-                    "the first transaction must be a genesis naming this log's key"
-                )
         except Error:
             # A retry of a logged envelope may be refused now (its time is past
             # the window, its signer since revoked): it still gets its entry.
-            # Retries within the window are answered by the writer, so the
+            # Retries within the window are answered after ordering, so the
             # common path pays no lookup here.
             known = self._logged(env, tx)
             if known is not None:
@@ -234,7 +232,7 @@ class Node:
     def _logged(self, env: Envelope, tx: Transaction) -> Ack | None:
         """The acknowledgement of ``env`` if the log holds it already (another
         transaction reusing its nonce goes on through admission, to be refused
-        as a replay once its signatures are known to be good)."""
+        as a replay once ordered)."""
         index = self.store.nonce_index(tx.nonce)
         if index is None or tx.ledger != self.origin:
             return None
@@ -254,7 +252,7 @@ class Node:
         self._prepare(data)
 
     def admit(self, data: bytes) -> tuple[Envelope, Transaction]:
-        """Every check that can refuse a transaction before it reaches the log."""
+        """Every check that can refuse a transaction before it is ordered."""
         p = self._prepare(data)
         if isinstance(p, Ack):
             entry = LogEntry.decode(self.store.entry(p.index))
@@ -283,8 +281,24 @@ class Node:
         return self._backlog
 
     @property
+    def position(self) -> int:
+        """How much of the order this node has applied: the next position."""
+        return self._position
+
+    @property
     def checkpoint_size(self) -> int:
-        return self._cp_size
+        """The size of the latest checkpoint this node published."""
+        return self._publisher.size
+
+    @property
+    def checkpoint_time(self) -> float:
+        """When this node last signed a checkpoint (or started), Unix seconds."""
+        return self._publisher.time
+
+    @property
+    def checkpoint_failures(self) -> int:
+        """Checkpoints that could not be stored (each retried)."""
+        return self._publisher.failures
 
     def _release(self, count: int) -> None:
         with self._backlog_lock:
@@ -294,8 +308,9 @@ class Node:
         """Admit ``data``; the future resolves once its entry is durable.
 
         Malformed input, a wrong ledger or time, an unknown key and overload
-        (PushbackError) raise here; a signature that does not verify fails the
-        future. Nothing refused is ever written."""
+        (PushbackError) raise here; a signature that does not verify and a
+        nonce the log already holds for another transaction fail the future.
+        Nothing refused is ever written."""
         self._reserve(1)
         try:
             prepared = self._prepare(data)
@@ -366,21 +381,74 @@ class Node:
                     results = None
             if results is None:
                 results = verify_batch(checks)
-            self._enqueue_verified(batch, results)
+            self._order(batch, results)
 
-    def _enqueue_verified(
-        self, ready: list[tuple[_Prepared, Future[Ack]]], results: Sequence[bool]
-    ) -> None:
+    def _order(self, ready: list[tuple[_Prepared, Future[Ack]]], results: Sequence[bool]) -> None:
+        """Hand the verified part of ``ready`` to the sequencer, each submitter
+        waiting for its envelope to come out of the order."""
         at = 0
+        batch: list[Admitted] = []
+        futures: list[Future[Ack]] = []
         for p, fut in ready:
             ok = results[at : at + len(p.pairs)]
             at += len(p.pairs)
-            if all(ok):
-                self._queue.put(_Admitted(p.envelope, p.tx, fut))
-                continue
-            self._release(1)
-            who = p.pairs[ok.index(False)][0].name
-            fut.set_exception(SignatureError(f"signature by {who} does not verify"))
+            if not all(ok):
+                self._release(1)
+                who = p.pairs[ok.index(False)][0].name
+                fut.set_exception(SignatureError(f"signature by {who} does not verify"))
+            elif not fut.set_running_or_notify_cancel():
+                self._release(1)  # cancelled before it was ordered
+            else:
+                batch.append(Admitted(p.envelope, p.tx))
+                futures.append(fut)
+        if not batch:
+            return
+        with self._waiting_lock:
+            # Checked under the lock that _stop_writes empties the waiters with.
+            if self.fault is not None:
+                stopped = NodeStoppedError(f"this node stopped taking writes: {self.fault}")
+                self._fail(futures, stopped)
+                return
+            for item, fut in zip(batch, futures, strict=True):
+                self._waiting.setdefault(item.tx.nonce, []).append((item.envelope, fut))
+        try:
+            positions = self._sequencer.submit(batch)
+        except BaseException as exc:
+            positions = Future()
+            positions.set_exception(exc)
+
+        def ordered(done: Future[range]) -> None:
+            exc = done.exception()
+            if exc is not None:
+                err = exc if isinstance(exc, Error) else StorageError(f"ordering failed: {exc!r}")
+                self._unwait(batch, futures, err)
+
+        positions.add_done_callback(ordered)
+
+    def _fail(self, futures: Sequence[Future[Ack]], err: BaseException) -> None:
+        self._release(len(futures))
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(err)
+
+    def _unwait(
+        self, batch: Sequence[Admitted], futures: Sequence[Future[Ack]], err: BaseException
+    ) -> None:
+        """Fail the submitters of ``batch`` still waiting (the order refused it)."""
+        gone: list[Future[Ack]] = []
+        with self._waiting_lock:
+            for item, fut in zip(batch, futures, strict=True):
+                waiters = self._waiting.get(item.tx.nonce)
+                if waiters is None:
+                    continue
+                for w in waiters:
+                    if w[1] is fut:
+                        waiters.remove(w)
+                        gone.append(fut)
+                        break
+                if not waiters:
+                    del self._waiting[item.tx.nonce]
+        self._fail(gone, err)
 
     # -- the writer ----------------------------------------------------------
 
@@ -391,179 +459,138 @@ class Node:
             self._stop_writes(exc)
 
     def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            if self.fault is not None:  # set by a checkpoint published for a reader
+        while True:
+            if self.fault is not None:  # set by the publisher: a refused checkpoint
                 raise NodeStoppedError(self.fault)
-            timeout = None
-            if self._cp_due is not None:
-                timeout = max(0.0, self._cp_due - time.monotonic())
-            try:
-                first = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self._maybe_checkpoint(force_time=True)
-                continue
-            batch, stop = _take_batch(self._queue, first, self.config.max_batch)
-            if batch:
-                try:
-                    self._write(batch)
-                finally:
-                    self._release(len(batch))
-                self._maybe_checkpoint(force_time=False)
+            items = self._sequencer.read(self._position, self.config.max_batch, self._wakeup)
+            if items:
+                self._write(items)
+            elif self._draining and not self._waiting:
+                return
 
-    def _write(self, batch: list[_Admitted]) -> None:
-        """Append ``batch``; on failure fail its futures, and raise only if the
-        store may now hold something other than what this writer believes."""
+    def _write(self, items: list[Ordered]) -> None:
+        """Apply and append ``items``; answer this node's submitters. On a
+        failure fail their futures, and raise only if the store may now hold
+        something other than what this writer believes."""
         try:
-            self._process(batch)
+            applied = self._executor.execute(self.store, [item for _, item in items])
+            leaves = applied.commit(self.store)
         except BaseException as exc:
             if not isinstance(exc, Error):
                 _log.error("appending a batch failed unexpectedly", exc_info=exc)
             err = exc if isinstance(exc, Error) else StorageError(f"append failed: {exc!r}")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(err)
+            # Nothing of the batch was applied; a stream that keeps its history
+            # gives it again from this position.
+            self._answer(items, lambda _: err)
             self.store.check_writable()
+            return
+        self._position = items[-1][0] + 1
+        if applied.entries:
+            self.commits += 1
+            self._publisher.wrote(self.store.size)
+        self._answer(items, lambda k: self._ack(applied, leaves, items[k][1], k))
+
+    def _ack(self, applied: Applied, leaves: list[bytes], item: Admitted, k: int) -> Ack | Error:
+        result = applied.results[k]
+        if isinstance(result, Executed):
+            return Ack(result.index, leaves[result.index - applied.first], result.outcome)
+        if isinstance(result, Refused):
+            return result.error
+        assert isinstance(result, Duplicate)
+        if not result.identical:
+            return result.error(item.tx.nonce)
+        if result.index >= applied.first:  # logged earlier in this batch
+            done = applied.results[
+                next(
+                    j
+                    for j, r in enumerate(applied.results)
+                    if isinstance(r, Executed) and r.index == result.index
+                )
+            ]
+            assert isinstance(done, Executed)
+            return Ack(done.index, leaves[done.index - applied.first], done.outcome)
+        try:
+            ack = self._existing(result.index, item.envelope)
+        except Error as exc:
+            return exc
+        assert ack is not None
+        return ack
+
+    def _answer(self, items: list[Ordered], result: Callable[[int], Ack | Error]) -> None:
+        """Answer this node's submitters waiting for ``items``."""
+        answers: list[tuple[Future[Ack], int]] = []
+        with self._waiting_lock:
+            waiting = self._waiting
+            for k, (_, item) in enumerate(items):
+                waiters = waiting.get(item.tx.nonce)
+                if waiters is None:
+                    continue
+                env = item.envelope
+                if len(waiters) == 1 and (waiters[0][0] is env or waiters[0][0] == env):
+                    del waiting[item.tx.nonce]
+                    answers.append((waiters[0][1], k))
+                    continue
+                keep = []
+                for w in waiters:
+                    if w[0] is env or w[0] == env:
+                        answers.append((w[1], k))
+                    else:
+                        keep.append(w)
+                if keep:
+                    waiting[item.tx.nonce] = keep
+                else:
+                    del waiting[item.tx.nonce]
+        if not answers:
+            return
+        self._release(len(answers))
+        for fut, k in answers:
+            got = result(k)
+            if isinstance(got, Ack):
+                fut.set_result(got)
+            else:
+                fut.set_exception(got)
+
+    def _halt(self, reason: str) -> None:
+        """Stop writes from now on (the publisher met a rollback)."""
+        if self.fault is None:
+            self.fault = reason
+        self._wakeup.set()
+        self._sequencer.wake()
 
     def _stop_writes(self, exc: BaseException) -> None:
         """The writer cannot go on: refuse writes from now on (503, /healthz
-        fails), and fail whatever is queued instead of leaving it waiting."""
+        fails), and fail whoever waits instead of leaving them waiting."""
         if self.fault is None:
             self.fault = exc.message if isinstance(exc, Error) else repr(exc)
         reason = self.fault
         _log.critical("the writer stopped; this node takes no more writes", exc_info=exc)
         err = NodeStoppedError(f"this node stopped taking writes: {reason}")
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            self._release(1)
-            if not item.future.done():
-                item.future.set_exception(err)
-
-    def _process(self, batch: list[_Admitted]) -> None:
-        live: list[_Admitted] = []
-        firsts: dict[str, _Admitted] = {}  # nonce -> the item that will carry it
-        twins: list[tuple[_Admitted, _Admitted]] = []  # byte-identical resubmissions
-        used = self.store.used_nonces([item.tx.nonce for item in batch])
-        for item in batch:
-            nonce = item.tx.nonce
-            if item.future.set_running_or_notify_cancel() is False:
-                continue
-            if nonce in used:
-                try:
-                    ack = self._existing(used[nonce], item.envelope)
-                except Error as exc:
-                    item.future.set_exception(exc)
-                    continue
-                if ack is not None:  # logged after this copy was admitted
-                    item.future.set_result(ack)
-                else:
-                    item.future.set_exception(
-                        ReplayError(
-                            f"nonce {nonce} was already used at index {used[nonce]} by "
-                            "another transaction; this one was not applied"
-                        )
-                    )
-                continue
-            twin = firsts.get(nonce)
-            if twin is not None:
-                if twin.envelope == item.envelope:
-                    twins.append((item, twin))
-                else:
-                    item.future.set_exception(
-                        ReplayError(
-                            f"nonce {nonce} was already used in this batch by another "
-                            "transaction; this one was not applied"
-                        )
-                    )
-                continue
-            firsts[nonce] = item
-            live.append(item)
-        if not live:
-            return
-        first = self._sequencer.sequence(len(live))
-        state = Overlay(self.store)
-        entries = []
-        outcomes = []
-        try:
-            for i, item in enumerate(live):
-                keyids = tuple(s.keyid for s in item.envelope.signatures)
-                outcome, writes = self.contracts.execute(state, first + i, item.tx, keyids)
-                state.writes.update(writes)
-                outcomes.append(outcome)
-                entries.append(encode_entry(first + i, item.envelope, outcome))
-            index = [
-                IndexRow.of(it.tx, out.accepted) for it, out in zip(live, outcomes, strict=True)
-            ]
-            leaves = self.store.append(entries, [it.tx.nonce for it in live], state.writes, index)
-        except BaseException:
-            self._sequencer.release(first, len(live))
-            raise  # _write fails every future of the batch, twins included
-        self.commits += 1
-        if self._cp_due is None:
-            self._cp_due = time.monotonic() + self.config.checkpoint_interval_ms / 1000
-        acks = {}
-        for i, item in enumerate(live):
-            acks[item.tx.nonce] = ack = Ack(first + i, leaves[i], outcomes[i])
-            item.future.set_result(ack)
-        for twin, carrier in twins:
-            twin.future.set_result(acks[carrier.tx.nonce])
+        with self._waiting_lock:
+            waiting = [fut for waiters in self._waiting.values() for _, fut in waiters]
+            self._waiting.clear()
+        self._fail(waiting, err)
 
     # -- checkpoints ---------------------------------------------------------
-
-    def _maybe_checkpoint(self, force_time: bool) -> None:
-        pending = self.store.size - self._cp_size
-        due = self._cp_due is not None and time.monotonic() >= self._cp_due
-        if pending >= self.config.checkpoint_every or (pending > 0 and (due or force_time)):
-            try:
-                self.publish_checkpoint()
-            except Error as exc:
-                # Writes go on; the checkpoint is tried again after a back-off.
-                self.checkpoint_failures += 1
-                self._cp_retries += 1
-                delay = min(30.0, 0.25 * 2 ** min(self._cp_retries, 7))
-                self._cp_due = time.monotonic() + delay
-                if self.fault is not None:
-                    raise  # the log key must never sign that: stop writes
-                _log.error(
-                    f"publishing a checkpoint failed ({exc.message}); retrying in {delay:.1f}s"
-                )
-            else:
-                self._cp_retries = 0
 
     def publish_checkpoint(self) -> bytes | None:
         """Sign and store a checkpoint of the current size if it is new;
         return the latest checkpoint note (None for an empty log)."""
         if self.fault is not None:
             raise NodeStoppedError(f"this node stopped taking writes: {self.fault}")
-        with self._cp_lock:
-            size, root = self.store.head()
-            if size > self._cp_size or (size and self.store.checkpoint() is None):
-                note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-                try:
-                    self.store.put_checkpoint(size, root, note.to_bytes())
-                except RollbackError as exc:
-                    # Whoever asked, the writer must not go on under this key.
-                    self.fault = exc.message
-                    raise NodeStoppedError(
-                        f"this node stopped taking writes: {exc.message}"
-                    ) from exc
-                self._cp_size = size
-                self.checkpoint_time = time.time()
-            self._cp_due = None
-            latest = self.store.checkpoint()
-            return None if latest is None else latest[1]
+        return self._publisher.publish()
 
     def close(self) -> None:
-        """Finish queued work, publish a final checkpoint, stop the writer."""
+        """Finish admitted work, publish a final checkpoint, stop the threads."""
         if self._closed:
             return
         self._closed = True
-        self._admission.put(None)  # admitted work reaches the writer first
+        self._admission.put(None)  # admitted work reaches the order first
         self._admitter.join()
         self._verifier.close()
-        self._queue.put(None)
+        self._draining = True
+        self._wakeup.set()
+        self._sequencer.wake()
         self._writer.join()
+        self._publisher.stop()
         if self.fault is None:
             self.publish_checkpoint()

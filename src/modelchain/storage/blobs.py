@@ -13,12 +13,14 @@ from pathlib import Path
 from ..errors import IntegrityError, MalformedError, NotFoundError, StorageError
 from .files import replace_file
 
-__all__ = ["BlobStore"]
+__all__ = ["FileBlobStore"]
 
 _REF = re.compile(r"sha256:([0-9a-f]{64})\Z")
 
 
-class BlobStore:
+class FileBlobStore:
+    """A ``BlobStore`` in a directory: ``sha256/<2 hex>/<64 hex>`` files."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 

@@ -14,7 +14,6 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.checkpoint import Checkpoint
@@ -23,17 +22,12 @@ from ..core.note import parse_note
 from ..errors import Error, RollbackError, StorageError
 from .failures import storage_error
 from .files import replace_file
+from .protocols import Head
 
 __all__ = ["Head", "Heads"]
 
 # size (8 bytes), root (32), CRC-32 of both (4): one write well inside a sector.
 _RECORD = struct.Struct(f">Q{HASH_SIZE}sI")
-
-
-@dataclass(frozen=True)
-class Head:
-    size: int
-    root: bytes
 
 
 class Heads:

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from ..core import canonical
 from ..core.canonical import JSONValue
@@ -25,9 +24,7 @@ from ..core.tiles import TILE_WIDTH, TileWriter, tile_node_reader
 from ..errors import Error, NotFoundError, RollbackError, StorageError
 from .failures import storage_error
 from .heads import Heads
-
-if TYPE_CHECKING:
-    from ..core.tx import Transaction
+from .protocols import Head, IndexRow
 
 __all__ = ["IndexRow", "SqliteStore"]
 
@@ -54,25 +51,12 @@ _INDEX_CHUNK = 5000
 _INT64_MAX = 2**63 - 1
 
 
-class IndexRow(NamedTuple):
-    """What the audit-trail index keeps of an entry."""
-
-    type: str
-    actor: str
-    time: int  # the transaction's time, ms
-    accepted: bool
-
-    @classmethod
-    def of(cls, tx: Transaction, accepted: bool) -> IndexRow:
-        return cls(tx.type, tx.actor, tx.time, accepted)
-
-
 _FULL_TILE_CACHE = 4096  # full tiles never change; 4096 x 8 KiB = 32 MiB at most
 _STATE_CACHE = 100_000
 
 
 class SqliteStore:
-    """A ledger's durable store. One writer process at a time (a lock file
+    """A ledger's durable store (a ``LedgerStore``). One writer process at a time (a lock file
     enforces it); any number of read-only openers."""
 
     def __init__(
@@ -153,6 +137,12 @@ class SqliteStore:
         if not self.readonly and size == self._size:
             return self._writer.root()
         return tree_root(self.node_reader(), size)
+
+    def published_head(self) -> tuple[Head, bytes] | None:
+        return self.heads.published()
+
+    def acked_head(self) -> Head | None:
+        return self.heads.acked()
 
     def check_heads(self) -> None:
         """Raise RollbackError if the store holds less than, or other than,
