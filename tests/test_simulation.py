@@ -303,3 +303,61 @@ def test_store_refuses_a_reused_nonce_and_writes_nothing(store: LedgerStore) -> 
     with pytest.raises(errors.StorageError):
         store.append([b"b"], ["n"], {"k": 2}, [_row(1)])
     assert store.head() == head and store.get_state("k") == 1
+
+
+# -- the publisher -------------------------------------------------------------------------
+
+
+class _SlowLogKey:
+    """The log key behind a signer that waits for a gate (a hardware key, a
+    witness): a real Signer, held on purpose."""
+
+    def __init__(self) -> None:
+        self._key = Ed25519Signer(ORIGIN, b"\x07" * 32)
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    @property
+    def name(self) -> str:
+        return self._key.name
+
+    @property
+    def public_key(self) -> bytes:
+        return self._key.public_key
+
+    def sign(self, message: bytes) -> bytes:
+        self.waiting.set()
+        assert self.gate.wait(WAIT_S), "the test never opened the gate"
+        return self._key.sign(message)
+
+
+def test_a_slow_checkpoint_signer_does_not_stall_writes() -> None:
+    key = _SlowLogKey()
+    store = MemoryStore()
+    config = NodeConfig(checkpoint_every=1, checkpoint_interval_ms=1)
+    node = Node(
+        store, key, default_contracts(), MemorySequencer(), config, verifier=InlineVerifier()
+    )
+    try:
+        alice = make_signer("alice")
+        members = [
+            {
+                "name": "alice",
+                "org": "a",
+                "roles": ["admin"],
+                "keys": [verifier_of(alice).to_string()],
+            }
+        ]
+        body = genesis_body(ORIGIN, verifier_of(key), members)
+        node.submit(_tx(alice, GENESIS, body), WAIT_S)
+        assert key.waiting.wait(WAIT_S)  # the publisher is signing, and held
+        for i in range(20):  # writes go on meanwhile
+            assert node.submit(_event(alice, i), WAIT_S).outcome.accepted
+        assert store.size == 21 and store.checkpoint() is None
+        key.gate.set()
+        _wait_for("the checkpoint", lambda: node.checkpoint_size == 21)
+    finally:
+        key.gate.set()
+        node.close()
+    latest = store.checkpoint()
+    assert latest is not None and latest[0] == 21

@@ -188,6 +188,7 @@ class Node:
         self._waiting: dict[str, list[tuple[Envelope, Future[Ack]]]] = {}
         self._waiting_lock = threading.Lock()
         self._position = 0  # the next position of the order to apply
+        self._failures = 0  # consecutive failed group commits
         self._wakeup = threading.Event()  # the writer must look up: closing or stopped
         self._closed = False  # no new submissions
         self._draining = False  # the writer stops once this node's submitters are answered
@@ -405,12 +406,13 @@ class Node:
             return
         with self._waiting_lock:
             # Checked under the lock that _stop_writes empties the waiters with.
-            if self.fault is not None:
-                stopped = NodeStoppedError(f"this node stopped taking writes: {self.fault}")
-                self._fail(futures, stopped)
-                return
-            for item, fut in zip(batch, futures, strict=True):
-                self._waiting.setdefault(item.tx.nonce, []).append((item.envelope, fut))
+            stopped = self.fault
+            if stopped is None:
+                for item, fut in zip(batch, futures, strict=True):
+                    self._waiting.setdefault(item.tx.nonce, []).append((item.envelope, fut))
+        if stopped is not None:
+            self._fail(futures, NodeStoppedError(f"this node stopped taking writes: {stopped}"))
+            return
         try:
             positions = self._sequencer.submit(batch)
         except BaseException as exc:
@@ -483,7 +485,12 @@ class Node:
             # gives it again from this position.
             self._answer(items, lambda _: err)
             self.store.check_writable()
+            # Before the batch is tried again (a shared stream gives it again),
+            # a back-off, so that a failing store is not hammered.
+            self._failures += 1
+            self._wakeup.wait(min(1.0, 0.005 * 2 ** min(self._failures, 8)))
             return
+        self._failures = 0
         self._position = items[-1][0] + 1
         if applied.entries:
             self.commits += 1
