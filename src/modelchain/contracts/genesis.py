@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PERMISSIONS",
     "admit_genesis",
     "check_genesis",
+    "default_permissions",
     "exec_genesis",
     "genesis_body",
 ]
@@ -71,6 +72,14 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     t.ACCESS_LOG: [ANY_MEMBER],
     t.INFERENCE_BATCH: ["admin", "deployer", "monitor"],
 }
+
+
+def default_permissions(version: int = CURRENT_VERSION) -> dict[str, list[str]]:
+    """The role map a genesis starts from. Version 1 had no ``ANY_MEMBER``: the
+    types it leaves open are absent from its map instead."""
+    if version >= 2:
+        return {k: list(v) for k, v in DEFAULT_PERMISSIONS.items()}
+    return {k: list(v) for k, v in DEFAULT_PERMISSIONS.items() if v != [ANY_MEMBER]}
 
 
 def _require(cond: bool, message: str) -> None:
@@ -191,7 +200,7 @@ def genesis_body(
         "origin": origin,
         "log_key": log_key.to_string(),
         "members": members,
-        "permissions": dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
+        "permissions": dict(default_permissions(contracts) if permissions is None else permissions),
         "quorum": min(2, max(admins, 1)) if quorum is None else quorum,
         "contracts": contracts,
     }
