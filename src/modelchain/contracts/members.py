@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from ..core.identity import VerifierKey
 from ..errors import MalformedError
+from .versions import CURRENT_VERSION
 
 __all__ = ["ANY_MEMBER", "check_member", "holds_role"]
 
@@ -24,7 +25,7 @@ _NAMED_ROLES = frozenset({"approver"})
 ANY_MEMBER = "*"
 
 
-def holds_role(roles: Iterable[str], wanted: Iterable[str], version: int = 2) -> bool:
+def holds_role(roles: Iterable[str], wanted: Iterable[str], version: int = CURRENT_VERSION) -> bool:
     """True if ``roles`` (a member's) grant any of ``wanted`` (a permission's list):
     the role itself, for a role that comes with a name any ``role:<name>``, and
     any roles at all where the list holds ``ANY_MEMBER``. Under contract-set
