@@ -162,6 +162,8 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
         "alice",
         {"action": "model.deploy:production", "rule": "size(approvals) >= 1", "description": ""},
     ),
+    "permissions.set": ("alice", {"type": "fl.round", "roles": ["fl-coordinator"]}),
+    "contracts.activate": ("alice", {"version": 2, "at": 1000}),
 }
 
 
@@ -370,6 +372,7 @@ def test_admission_never_raises_anything_but_a_modelchain_error(fuzz_ledger: mc.
     print(f"\nfuzz inputs with zero unexpected exceptions: {total} ({seen})")
     assert total >= EXAMPLES
     assert types == set(TEMPLATES), "every transaction type was fuzzed"
+    assert types == led.contracts.types, "every transaction type was fuzzed"
     assert seen["admitted"] > 0 and seen["refused"] > 0
 
 

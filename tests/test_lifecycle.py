@@ -170,7 +170,8 @@ def test_proof_of_performance_needs_agreeing_independent_evaluators(
     led: mc.Ledger, tmp_path: Path
 ) -> None:
     from modelchain.contracts.base import Call, Overlay, Rejected
-    from modelchain.contracts.policy import enforce, policy_key
+    from modelchain.contracts.policy import enforce
+    from modelchain.contracts.state import policy_key
 
     led.members.add(
         verifier_of(s("ev2")), roles=["evaluator"], org="lab2", signers=[s("alice"), s("dave")]

@@ -32,8 +32,9 @@ from .cli_lifecycle import register_commands as register_lifecycle
 from .cli_registry import register_commands
 from .cli_reports import register_commands as register_reports
 from .cli_server import register_commands as register_server
-from .contracts.ledger import BUILTIN_ROLES, EVENT
+from .contracts.genesis import BUILTIN_ROLES
 from .contracts.policy import DEFAULT_POLICIES
+from .contracts.types import EVENT
 from .core import canonical
 from .core.identity import VerifierKey
 from .core.merkle import leaf_hash

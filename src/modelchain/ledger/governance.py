@@ -12,22 +12,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..contracts.base import Call, Overlay, Rejected, TypeRule
-from ..contracts.governance import (
+from ..contracts.governance import quorum
+from ..contracts.policy import action_of, check_policy, enforce, policy_context
+from ..contracts.state import (
+    LEDGER_KEY,
+    MEMBERS_KEY,
+    POLICY_PREFIX,
+    keyid_key,
+    member_key,
+    policy_key,
+)
+from ..contracts.types import (
+    CONTRACTS_ACTIVATE,
     MEMBER_ADD,
     MEMBER_REVOKE,
     MEMBER_ROTATE,
     MEMBER_UPDATE,
-    QUORUM_SET,
-    quorum,
-)
-from ..contracts.policy import (
+    PERMISSIONS_SET,
     POLICY_SET,
-    action_of,
-    check_policy,
-    enforce,
-    policy_context,
-    policy_key,
+    QUORUM_SET,
 )
+from ..contracts.versions import active_version, schedule
 from ..core import canonical
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
@@ -122,23 +127,59 @@ class Members:
     def set_quorum(self, value: int, *, signers: Sequence[Signer]) -> Ack:
         return self._signed(QUORUM_SET, {"quorum": value}, signers)
 
+    # -- the role map and the contract-set version (quorum-signed) -------------
+
+    def set_permissions(
+        self, type_: str, roles: Sequence[str], *, signers: Sequence[Signer]
+    ) -> Ack:
+        """Let members holding any of ``roles`` submit ``type_`` from the next entry
+        on ("*" is every member; no roles denies the type to everyone)."""
+        return self._signed(PERMISSIONS_SET, {"type": type_, "roles": list(roles)}, signers)
+
+    @property
+    def permissions(self) -> dict[str, list[str]]:
+        """The role map now: transaction type -> roles that may submit it."""
+        ledger = self._led.store.get_state(LEDGER_KEY)
+        return dict(ledger["permissions"]) if isinstance(ledger, dict) else {}
+
+    def activate_contracts(self, version: int, *, at: int, signers: Sequence[Signer]) -> Ack:
+        """Run entries from index ``at`` (after this one) on under contract-set
+        ``version``; naming the active version withdraws a pending activation."""
+        if version not in self._led.contracts.versions:
+            known = ", ".join(str(v) for v in sorted(self._led.contracts.versions))
+            raise UsageError(
+                f"this modelchain does not know contract-set version {version} (it knows "
+                f"{known}): activating it would stop this node at index {at}"
+            )
+        return self._signed(CONTRACTS_ACTIVATE, {"version": version, "at": at}, signers)
+
+    @property
+    def contract_version(self) -> int:
+        """The contract-set version the next entry runs under."""
+        return active_version(self._led.store, self._led.size)
+
+    def contract_versions(self) -> list[dict[str, Any]]:
+        """Recorded versions, oldest first: ``[{version, from, set_at, by}]``
+        (empty for a ledger made before versions, which runs version 1)."""
+        return schedule(self._led.store)
+
     @property
     def quorum(self) -> int:
         return quorum(self._led.store)
 
     def get(self, name: str) -> dict[str, Any]:
-        found = self._led.store.get_state(f"member/{name}")
+        found = self._led.store.get_state(member_key(name))
         if not isinstance(found, dict):
             raise NotFoundError(f"{name} is not a member of {self._led.origin}")
         return found
 
     def name_of_key(self, keyid: str) -> str | None:
         """The member a DSSE key id belongs (or belonged) to."""
-        found = self._led.store.get_state(f"keyid/{keyid}")
+        found = self._led.store.get_state(keyid_key(keyid))
         return found if isinstance(found, str) else None
 
     def list(self) -> list[dict[str, Any]]:
-        names = self._led.store.get_state("members")
+        names = self._led.store.get_state(MEMBERS_KEY)
         return [self.get(n) for n in names] if isinstance(names, list) else []
 
 
@@ -171,7 +212,7 @@ class Policies:
 
     def list(self) -> list[dict[str, Any]]:
         out = []
-        for _key, value in self._led.store.state_prefix("policy/"):
+        for _key, value in self._led.store.state_prefix(POLICY_PREFIX):
             record = canonical.loads(value)
             if record.get("rule") is not None:
                 out.append(record)
@@ -184,7 +225,8 @@ class Policies:
         signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
         rule = self._led.contracts.rule(tx.type)
         assert rule is not None  # contracts.check found it
-        return Call(self._led.size, tx, signers), rule, Overlay(self._led.store)
+        version = self._led.contracts.version_at(self._led.store, self._led.size)
+        return Call(self._led.size, tx, signers, version=version), rule, Overlay(self._led.store)
 
     def test(self, envelope: Envelope) -> PolicyDecision:
         """Evaluate the policy a drafted (signed or not) transaction would meet,

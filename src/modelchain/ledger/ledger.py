@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..contracts import ContractSet, default_contracts
-from ..contracts.ledger import EVENT, GENESIS, genesis_body
+from ..contracts.genesis import genesis_body
+from ..contracts.types import EVENT, GENESIS
 from ..core.canonical import JSONValue
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.dsse import Envelope

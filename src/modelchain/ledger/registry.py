@@ -17,21 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..contracts.attestations import DATASET_ATTEST, MODEL_EVALUATE
+from ..contracts import types as t
 from ..contracts.registry import (
-    DATASET_INGEST,
-    DATASET_REGISTER,
     INLINE_MANIFEST_MAX,
-    MODEL_REGISTER,
-    RUN_RECORD,
     SLSA_PROVENANCE,
     STATEMENT_V1,
-    dataset_key,
     dependency_uri,
+    parse_dependency_uri,
+)
+from ..contracts.state import (
+    dataset_key,
+    deploy_envs_key,
+    deploy_history_key,
     deployment_key,
     digest_key,
+    entity_key,
     model_key,
-    parse_dependency_uri,
     run_key,
     version_key,
 )
@@ -173,7 +174,7 @@ class _Registry:
         return manifest
 
     def _version(self, kind: str, name: str, version: int | None) -> dict[str, Any]:
-        entity = self._state(f"{kind}/{name}")
+        entity = self._state(entity_key(kind, name))
         if not isinstance(entity, dict):
             raise NotFoundError(f"no {kind} named {name!r}")
         v = entity["latest"] if version is None else version
@@ -184,7 +185,7 @@ class _Registry:
 
     def _list(self, kind: str) -> list[dict[str, Any]]:
         out = []
-        for key, value in self._led.store.state_prefix(f"{kind}/"):
+        for key, value in self._led.store.state_prefix(entity_key(kind, "")):
             rest = key[len(kind) + 1 :]
             if "@" not in rest and "#" not in rest:
                 out.append(canonical.loads(value))
@@ -221,7 +222,7 @@ class Datasets(_Registry):
             "artifact": self._artifact(manifest),
             "records": self._records(name, 1, path) if records else None,
         }
-        ack = self._submit(DATASET_REGISTER, body, signer)
+        ack = self._submit(t.DATASET_REGISTER, body, signer)
         return self._result(name, 1, ack)
 
     def ingest(
@@ -255,7 +256,7 @@ class Datasets(_Registry):
             "artifact": self._artifact(manifest),
             "records": self._records(name, int(entity["latest"]) + 1, path) if records else None,
         }
-        ack = self._submit(DATASET_INGEST, body, signer)
+        ack = self._submit(t.DATASET_INGEST, body, signer)
         return self._result(name, int(entity["latest"]) + 1, ack)
 
     def _records(
@@ -303,14 +304,14 @@ class Datasets(_Registry):
         """Record a validator's data-quality result (e.g. from
         ``modelchain.checks.run_quality_checks``) for a dataset version."""
         body = {"dataset": {"name": name, "version": version}, "result": result}
-        return self._submit(DATASET_ATTEST, body, signer)
+        return self._submit(t.DATASET_ATTEST, body, signer)
 
     def locate(self, name: str, version: int, *, purpose: str, signer: Signer | None = None) -> str:
         """The dataset's source location, handed out only after recording who asked
         for it and why (an ``access.log`` entry)."""
         record = self.get(name, version)
         self._submit(
-            "access.log",
+            t.ACCESS_LOG,
             {"artifact": {"kind": "dataset", "name": name, "version": version}, "purpose": purpose},
             signer,
         )
@@ -453,7 +454,7 @@ class Runs(_Registry):
                 },
             },
         }
-        self._submit(RUN_RECORD, {"id": run_id, "statement": statement}, s)
+        self._submit(t.RUN_RECORD, {"id": run_id, "statement": statement}, s)
         return run_id
 
     def get(self, run_id: str) -> dict[str, Any]:
@@ -509,7 +510,7 @@ class Models(_Registry):
             "metrics": metrics or {},
             "card": card or {},
         }
-        self._submit(MODEL_REGISTER, body, signer)
+        self._submit(t.MODEL_REGISTER, body, signer)
         entity = self._state(model_key(name))
         return self._result(name, int(entity["latest"]), created=True)
 
@@ -536,7 +537,7 @@ class Models(_Registry):
             "metrics": metrics,
             "tool": tool or {},
         }
-        return self._submit(MODEL_EVALUATE, body, signer)
+        return self._submit(t.MODEL_EVALUATE, body, signer)
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         return self._result(name, self._version("model", name, version)["version"], False)
@@ -551,7 +552,7 @@ class Models(_Registry):
     def produced_by(self, run_id: str) -> list[dict[str, Any]]:
         """Every model version registered as the output of training run ``run_id``."""
         out = []
-        for key, value in self._led.store.state_prefix("model/"):
+        for key, value in self._led.store.state_prefix(entity_key("model", "")):
             if "@" in key:
                 record = canonical.loads(value)
                 if isinstance(record, dict) and record.get("run") == run_id:
@@ -667,7 +668,7 @@ class Deployments(_Registry):
         signer: Signer | None = None,
     ) -> Ack:
         body = {"model": model, "version": version, "env": env, "role": role, "comment": comment}
-        return self._submit("model.approve", body, signer)
+        return self._submit(t.MODEL_APPROVE, body, signer)
 
     def reject(
         self,
@@ -680,7 +681,7 @@ class Deployments(_Registry):
         signer: Signer | None = None,
     ) -> Ack:
         body = {"model": model, "version": version, "env": env, "role": role, "comment": comment}
-        return self._submit("model.reject", body, signer)
+        return self._submit(t.MODEL_REJECT, body, signer)
 
     def deploy(
         self,
@@ -694,31 +695,31 @@ class Deployments(_Registry):
         """Pin ``env`` to ``version``; ``rollback_rule`` (CEL over ``metrics`` and
         ``deployment``) makes a breaching monitor report roll it back."""
         body = {"model": model, "version": version, "env": env, "rollback_rule": rollback_rule}
-        return self._submit("model.deploy", body, signer)
+        return self._submit(t.MODEL_DEPLOY, body, signer)
 
     def rollback(
         self, model: str, env: str, *, reason: str = "", signer: Signer | None = None
     ) -> Ack:
         return self._submit(
-            "model.rollback", {"model": model, "env": env, "reason": reason}, signer
+            t.MODEL_ROLLBACK, {"model": model, "env": env, "reason": reason}, signer
         )
 
     def revoke(self, model: str, version: int, *, reason: str, signer: Signer | None = None) -> Ack:
         body = {"model": model, "version": version, "reason": reason}
-        return self._submit("model.revoke", body, signer)
+        return self._submit(t.MODEL_REVOKE, body, signer)
 
     def report(
         self, model: str, env: str, metrics: dict[str, Any], *, signer: Signer | None = None
     ) -> Ack:
         return self._submit(
-            "monitor.report", {"model": model, "env": env, "metrics": metrics}, signer
+            t.MONITOR_REPORT, {"model": model, "env": env, "metrics": metrics}, signer
         )
 
     def log_access(
         self, kind: str, name: str, version: int, purpose: str, *, signer: Signer | None = None
     ) -> Ack:
         body = {"artifact": {"kind": kind, "name": name, "version": version}, "purpose": purpose}
-        return self._submit("access.log", body, signer)
+        return self._submit(t.ACCESS_LOG, body, signer)
 
     def current(self, model: str, env: str) -> dict[str, Any] | None:
         found = self._state(deployment_key(model, env))
@@ -726,7 +727,7 @@ class Deployments(_Registry):
 
     def environments(self, model: str) -> list[str]:
         """The environments ``model`` has ever been deployed to."""
-        return list(self._state(f"deploy-envs/{model}") or [])
+        return list(self._state(deploy_envs_key(model)) or [])
 
     def history(
         self, model: str, env: str | None = None, at: int | None = None
@@ -737,7 +738,7 @@ class Deployments(_Registry):
         envs = [env] if env is not None else self.environments(model)
         events = []
         for e in envs:
-            for event in self._state(f"deploy-history/{model}/{e}") or []:
+            for event in self._state(deploy_history_key(model, e)) or []:
                 if at is None or event["time"] <= at:
                     approvals = []
                     if event["to"] is not None:

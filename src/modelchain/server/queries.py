@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contracts.state import entity_key
 from ..core import canonical
 from ..errors import IntegrityError, NotFoundError
 from ..ledger.ledger import Ledger
@@ -32,7 +33,7 @@ def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for kind in ("model", "dataset"):
         registry = led.models if kind == "model" else led.datasets
-        for key, value in led.store.state_prefix(f"{kind}/"):
+        for key, value in led.store.state_prefix(entity_key(kind, "")):
             if "@" not in key:
                 continue
             record = canonical.loads(value)
