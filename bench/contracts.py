@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from modelchain.contracts import default_contracts
-from modelchain.contracts.ledger import genesis_body
+from modelchain.contracts.genesis import genesis_body
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.canonical import JSONValue
 from modelchain.core.identity import Ed25519Signer, verifier_of
