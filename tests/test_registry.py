@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer
 from modelchain.errors import IntegrityError, NotFoundError, ProofError, RejectedError
+from modelchain.ledger.lineage import DatasetNode
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +110,9 @@ def test_model_lineage_from_data_through_run(
     assert led.size == size, "re-registering the same bytes writes nothing"
 
     tree = led.models.lineage("iris-clf")
-    assert tree["run"]["id"] == "train-1"
-    assert tree["run"]["inputs"][0]["name"] == "iris"
+    assert tree.run is not None and tree.run.id == "train-1"
+    assert isinstance(tree.run.inputs[0], DatasetNode) and tree.run.inputs[0].name == "iris"
+    assert tree.to_json()["run"]["inputs"][0]["name"] == "iris"
     assert led.verify(sklearn_model, model="iris-clf").version == 1
 
 
@@ -147,7 +149,8 @@ def test_versions_diff_by_file_and_tensor(led: mc.Ledger, tmp_path: Path) -> Non
     assert changes.changed == ("model.safetensors",)
     assert changes.added == ("README.md",)
     assert changes.tensors_changed == ("model.safetensors:2.bias",)
-    assert led.models.lineage("net", v2.version)["parent"]["version"] == 1
+    parent = led.models.lineage("net", v2.version).parent
+    assert parent is not None and parent.version == 1
 
 
 def test_verify_names_what_differs(led: mc.Ledger, tmp_path: Path) -> None:

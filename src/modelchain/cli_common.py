@@ -94,7 +94,7 @@ def name_version(spec: str) -> tuple[str, int]:
 
 def signer_for(name: str | None, led: Ledger) -> Signer:
     """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
-    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
+    name = name or os.environ.get(IDENTITY_ENV) or led.meta("admin")
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)
