@@ -39,7 +39,7 @@ from modelchain.errors import (
     WrongLedgerError,
 )
 from modelchain.ledger.ledger import Founder
-from modelchain.ledger.remote import RemoteLedger
+from modelchain.ledger.remote import RemoteBackend, RemoteLedger
 from modelchain.receipts import verify_inference_receipt
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
@@ -105,6 +105,7 @@ def test_remote_sdk_has_the_embedded_interface(
     (model / "config.json").write_text('{"layers": 2}')
     with mc.connect(url, identity=bob, log_key=vkey) as led:
         assert isinstance(led, RemoteLedger) and led.origin == ORIGIN
+        assert isinstance(led.backend, RemoteBackend) and led.identity is bob
         assert led.size == 301
         ack = led.record_event("pipeline.step", {"remote": True}, bob)
         assert led.entry(ack.index).transaction.body["data"] == {"remote": True}

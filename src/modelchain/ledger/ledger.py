@@ -50,6 +50,7 @@ from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
 from .members import Members
 from .models import Models, ModelVersion
 from .policies import Policies
+from .port import LedgerReads
 from .runs import Runs
 from .trail import rejected
 
@@ -147,9 +148,10 @@ class Ledger:
         return self.backend.contracts
 
     @property
-    def store(self) -> SqliteStore:
-        """The store every read goes to (for a remote ledger: its verified
-        mirror, brought up to date first)."""
+    def store(self) -> LedgerReads:
+        """The log and state every read goes to (for a remote ledger: its
+        verified mirror, brought up to date first). What else a store can do
+        belongs to the backend (``backend.store``)."""
         return self.backend.store
 
     @property
@@ -312,6 +314,14 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------
 
+    def published(self) -> tuple[int, bytes] | None:
+        """The size and note of the last checkpoint stored, without publishing one."""
+        return self.backend.store.checkpoint()
+
+    def tile(self, level: int, n: int, width: int = 256) -> bytes:
+        """The first ``width`` hashes of tlog tile ``n`` at ``level``."""
+        return self.backend.store.read_tile(level, n)[: width * 32]
+
     def entry_bytes(self, index: int) -> bytes:
         return self.store.entry(index)
 
@@ -331,13 +341,13 @@ class Ledger:
         size = self.size if size is None else size
         if not 0 <= index < size <= self.size:
             raise NotFoundError(f"entry {index} is not in a tree of size {size}")
-        return inclusion_proof(self.store.node_reader(), index, size)
+        return inclusion_proof(self.backend.store.node_reader(), index, size)
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
         new = self.size if new is None else new
         if not 0 < old <= new <= self.size:
             raise MalformedError(f"need 0 < old <= new <= {self.size}, got {old} and {new}")
-        return consistency_proof(self.store.node_reader(), old, new)
+        return consistency_proof(self.backend.store.node_reader(), old, new)
 
     def receipt(self, index: int) -> InclusionReceipt:
         """A C2SP tlog-proof for entry ``index`` against the latest checkpoint."""
@@ -367,7 +377,7 @@ class Ledger:
             path = out / tile_path(level, n, width)
             if width == 256 and path.exists():
                 continue
-            _write_file(path, self.store.read_tile(level, n)[: width * 32])
+            _write_file(path, self.tile(level, n, width))
             written += 1
         for n, width in entry_bundles_for_size(cp.size):
             path = out / entries_path(n, width)
@@ -384,7 +394,9 @@ class Ledger:
         """Full audit; raises AuditError naming the first bad entry."""
         verifier = default_verifier()
         try:
-            return audit(self.store, self.contracts, self.backend.audit_key, progress, verifier)
+            return audit(
+                self.backend.store, self.contracts, self.backend.audit_key, progress, verifier
+            )
         finally:
             verifier.close()
 

@@ -163,7 +163,7 @@ class ServerContext:
         at that size, as a static mirror would; a new one is signed only when a
         caller needs entries it does not cover yet (``covering``: that many
         entries), so readers cannot make the node sign one per request."""
-        latest = self.ledger.store.checkpoint()
+        latest = self.ledger.published()
         if latest is None or latest[0] < min(covering, self.ledger.size):
             note = self.ledger.checkpoint()  # publishes the durable size
         else:
@@ -601,7 +601,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
             count = size >> (8 * level)
             if n * TILE_WIDTH + width > count:
                 raise NotFoundError(f"tile {path} is beyond the log size {size}")
-            data = led.store.read_tile(level, n)[: width * 32]
+            data = led.tile(level, n, width)
         cache = _IMMUTABLE if width == TILE_WIDTH else _NO_STORE
         return Response(data, media_type="application/octet-stream", headers=cache)
 
