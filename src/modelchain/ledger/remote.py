@@ -12,7 +12,6 @@ envelopes; each acknowledgement is checked against the log at the next read.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import logging
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 
 from ..contracts import default_contracts
+from ..core.b64 import unb64
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
@@ -383,7 +383,7 @@ class RemoteBackend:
         hashes = got.get("proof") if isinstance(got, dict) else None
         if not isinstance(hashes, list) or len(hashes) > 128:
             raise ProofError("the server's consistency proof is not a list of hashes")
-        proof = [_unb64(h) for h in hashes]
+        proof = [unb64(h, "a proof hash", ProofError) for h in hashes]
         try:
             verify_consistency(old.size, new.size, old.root, new.root, proof)
         except Error as exc:
@@ -528,15 +528,6 @@ class RemoteLedger(Ledger):
     def sync(self, covering: int = 0) -> Checkpoint:
         """Bring the mirror up to the server's latest checkpoint (see ``RemoteBackend.sync``)."""
         return self.backend.sync(covering)
-
-
-def _unb64(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise ProofError("a proof hash is not base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise ProofError("a proof hash is not base64") from exc
 
 
 def mirror_path(home: Path, url: str) -> Path:

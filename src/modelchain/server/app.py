@@ -10,7 +10,6 @@ Errors map to HTTP statuses here and only here, always as
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -28,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core import canonical, jsontext
+from ..core.b64 import b64
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
@@ -438,10 +438,6 @@ def _ack_json(ack: Ack) -> dict[str, Any]:
     return {"index": ack.index, "leaf_hash": ack.leaf_hash.hex(), "outcome": ack.outcome.to_json()}
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
     """The node's HTTP application over an open, writable ``ledger``."""
     ctx = ServerContext(ledger, config or ServerConfig())
@@ -628,10 +624,10 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         data = led.entry_bytes(index)
         return {
             "index": index,
-            "entry": _b64(data),
+            "entry": b64(data),
             "decoded": json.loads(data),
             "checkpoint": receipt.checkpoint.decode(),
-            "inclusion": [_b64(h) for h in receipt.proof],
+            "inclusion": [b64(h) for h in receipt.proof],
             "tlog_proof": receipt.to_text(),
         }
 
@@ -645,7 +641,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         return {
             "index": index,
             "size": size or led.size,
-            "proof": [_b64(h) for h in led.inclusion_proof(index, size)],
+            "proof": [b64(h) for h in led.inclusion_proof(index, size)],
         }
 
     @r.get("/v1/proof/consistency", summary="RFC 9162 consistency proof")
@@ -658,7 +654,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         return {
             "old": old,
             "new": new or led.size,
-            "proof": [_b64(h) for h in led.consistency_proof(old, new)],
+            "proof": [b64(h) for h in led.consistency_proof(old, new)],
         }
 
     @r.get(
