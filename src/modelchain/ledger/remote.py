@@ -511,15 +511,30 @@ class RemoteLedger(Ledger):
         identity: Signer | None = None,
         home: str | os.PathLike[str] | None = None,
         cache: str | os.PathLike[str] | None = None,
-        **options: Any,
+        token: str | None = None,
+        log_key: VerifierKey | str | None = None,
+        staleness: float = 1.0,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        tls_verify: bool | str = True,
+        confirm_wait: float = 10.0,
     ) -> None:
-        """``options`` are ``RemoteBackend``'s; the mirror is ``cache``, by
-        default one per URL under ``home``."""
+        """The mirror is ``cache``, by default one per URL under ``home``; the
+        other options are ``RemoteBackend``'s. Nothing is read from the
+        environment here (``connect`` does that)."""
         home_dir = Path(home) if home is not None else default_home()
-        mirror = Path(cache) if cache is not None else mirror_path(home_dir, url)
-        super().__init__(
-            backend=RemoteBackend(url, cache=mirror, **options), identity=identity, home=home_dir
+        backend = RemoteBackend(
+            url,
+            cache=Path(cache) if cache is not None else mirror_path(home_dir, url),
+            token=token,
+            log_key=log_key,
+            staleness=staleness,
+            timeout=timeout,
+            transport=transport,
+            tls_verify=tls_verify,
+            confirm_wait=confirm_wait,
         )
+        super().__init__(backend=backend, identity=identity, home=home_dir)
 
     @property
     def url(self) -> str:
