@@ -20,6 +20,7 @@ from modelchain.core.tx import Transaction
 from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageError
 from modelchain.keys import FileSigner
 from modelchain.ledger.ledger import Ledger, default_home, new_nonce
+from modelchain.ledger.ledger import open as ledger_open
 from modelchain.ledger.local import LocalBackend
 from modelchain.node.node import Node, NodeConfig
 from modelchain.storage.sqlite import SqliteStore
@@ -112,7 +113,7 @@ def test_checkpoints_are_published_every_n_entries(tmp_path: Path, alice: Ed2551
     with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
         for i in range(25):
             led.record_event("e", i, alice)
-        sizes = [size for size, _ in led.store.checkpoints()]
+        sizes = [size for size, _ in led.backend.store.checkpoints()]
     assert sizes[0] == 1
     assert any(11 <= s <= 20 for s in sizes) and any(21 <= s <= 26 for s in sizes)
 
@@ -122,10 +123,11 @@ def test_checkpoints_are_published_after_an_interval(tmp_path: Path, alice: Ed25
     with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
         led.record_event("e", 1, alice)
         deadline = time.monotonic() + 5
-        while led.store.checkpoint() is None or led.store.checkpoint()[0] < 2:  # type: ignore[index]
+        store = led.backend.store
+        while store.checkpoint() is None or store.checkpoint()[0] < 2:  # type: ignore[index]
             assert time.monotonic() < deadline, "no checkpoint was published after the interval"
             time.sleep(0.01)
-        note = led.store.checkpoint()[1]  # type: ignore[index]
+        note = store.checkpoint()[1]  # type: ignore[index]
         cp, _ = open_checkpoint(note, led.log_key)
         assert cp.size == 2
 
@@ -261,6 +263,8 @@ def test_home_is_an_argument_read_from_the_environment_only_at_the_entry_points(
         assert led.home == tmp_path / "from-env"
     with Ledger(path, readonly=True) as led:
         assert led.home == default_home() != tmp_path / "from-env"
+    with ledger_open(path, readonly=True) as led:
+        assert led.home == default_home()
     given = tmp_path / "given"
     alice = make_signer("alice")
     with Ledger(path, home=given, identity=alice) as led:

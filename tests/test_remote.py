@@ -137,7 +137,7 @@ def test_remote_sdk_has_the_embedded_interface(
         assert again.models.get("fraud").version == 1
 
 
-def test_reads_with_tokens(tmp_path: Path, home: Path) -> None:
+def test_reads_with_tokens(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     vkey = _make_ledger(tmp_path / "ledger", 3)
     env = {**os.environ, "MODELCHAIN_LEDGER": str(tmp_path / "ledger")}
     token = run_cli(env, "token", "issue", "carol").stdout.strip()
@@ -146,6 +146,11 @@ def test_reads_with_tokens(tmp_path: Path, home: Path) -> None:
             mc.connect(url, log_key=vkey)
         with mc.connect(url, token=token, log_key=vkey) as led:
             assert led.size == 4
+        monkeypatch.setenv("MODELCHAIN_TOKEN", token)
+        with mc.connect(url, log_key=vkey) as led:  # the entry point reads the token
+            assert led.size == 4
+        with pytest.raises(AuthError):  # the library below it does not
+            RemoteLedger(url, log_key=vkey, home=home)
 
 
 def test_forged_entry_is_refused_and_nothing_stored(served: tuple[str, Path, str]) -> None:

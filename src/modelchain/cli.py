@@ -44,7 +44,7 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .keys import KeyStore, env_or_prompt_passphrase
+from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import ledger as ledger_mod
 from .ledger.ledger import Founder
 from .ledger.port import rejection
@@ -146,6 +146,7 @@ def init(
         members=founders,
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
+        home=modelchain_home(),
     ) as led:
         led.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")

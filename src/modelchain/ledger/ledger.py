@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..contracts import ContractSet
 from ..contracts.ledger import EVENT, GENESIS, genesis_body
@@ -83,8 +83,8 @@ class Founder:
 
 def default_home() -> Path:
     """The documented default ``home``, ``~/.modelchain``, without reading the
-    environment (the entry points ``open``, ``init``, ``connect`` and the CLI
-    read ``$MODELCHAIN_HOME`` and pass it on)."""
+    environment: the entry points (``modelchain.open``, ``init`` and ``connect``,
+    the CLI, the server's start) read ``$MODELCHAIN_HOME`` and pass it on."""
     return modelchain_home({})
 
 
@@ -185,7 +185,7 @@ class Ledger:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> Ledger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -407,9 +407,7 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def open(path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
-    """Open the embedded ledger in ``path`` (see ``Ledger`` for options);
-    ``home`` defaults to ``$MODELCHAIN_HOME``."""
-    kwargs.setdefault("home", modelchain_home())
+    """Open the embedded ledger in ``path`` (see ``Ledger`` for options)."""
     return Ledger(path, **kwargs)
 
 
@@ -456,7 +454,6 @@ def init(
             store.set_meta("origin", origin)
         finally:
             store.close()
-        kwargs.setdefault("home", modelchain_home())
         ledger = Ledger(directory, **kwargs)
         tx = ledger.transaction(GENESIS, body, admin.name)
         ledger.submit(tx.sign(admin))

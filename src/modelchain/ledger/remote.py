@@ -51,7 +51,6 @@ from ..errors import (
     VerificationError,
     WrongLedgerError,
 )
-from ..keys import modelchain_home
 from ..node.node import Ack, Node, check_submission, system_clock_ms
 from ..node.replica import apply_checkpoint
 from ..storage.blobs import BlobStore
@@ -63,7 +62,7 @@ __all__ = ["RemoteBackend", "RemoteLedger", "connect", "mirror_path"]
 
 log = logging.getLogger("modelchain.ledger.remote")
 
-TOKEN_ENV = "MODELCHAIN_TOKEN"
+TOKEN_ENV = "MODELCHAIN_TOKEN"  # read by the entry points, never here
 
 
 _JSON_LIMIT = 8 << 20  # a JSON answer: proofs, acknowledgements, ledger info
@@ -561,11 +560,5 @@ def _claimed_index(got: object) -> int:
 def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:
     """A ledger served at ``url`` (see ``RemoteLedger`` for options: ``token``,
     ``log_key`` to pin, ``cache`` for the mirror, ``staleness`` in seconds).
-
-    An entry point: ``token`` defaults to ``$MODELCHAIN_TOKEN`` and ``home`` to
-    ``$MODELCHAIN_HOME``."""
-    if kwargs.get("token") is None:
-        kwargs["token"] = os.environ.get(TOKEN_ENV)
-    if kwargs.get("home") is None:
-        kwargs["home"] = modelchain_home()
+    Reads no environment: ``modelchain.connect`` is the entry point that does."""
     return RemoteLedger(url, identity=identity, **kwargs)
