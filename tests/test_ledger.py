@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from conftest import ORIGIN, make_signer
 
 import modelchain as mc
+import modelchain.ledger
 from modelchain.contracts import default_contracts
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import Ed25519Signer
@@ -338,3 +341,18 @@ def test_the_facades_know_the_port_not_the_ledger_or_its_store() -> None:
     }
     for name in facades:
         assert not graph[f"modelchain.ledger.{name}"] & concrete, name
+
+
+def test_every_ledger_module_exports_what_it_names() -> None:
+    package = modelchain.ledger
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"modelchain.ledger.{info.name}")
+        names = getattr(module, "__all__", None)
+        assert names, f"modelchain.ledger.{info.name} has no __all__"
+        missing = [n for n in names if not hasattr(module, n)]
+        assert missing == [], f"modelchain.ledger.{info.name}"
+    assert {"Backend", "Ledger", "LedgerPort", "LocalBackend", "open", "init"} <= set(
+        package.__all__
+    )
