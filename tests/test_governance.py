@@ -32,7 +32,7 @@ def gov(tmp_path: Path) -> Iterator[mc.Ledger]:
 
 
 def _state(led: mc.Ledger) -> list[tuple[str, bytes]]:
-    return list(led.store.state_items())
+    return list(led.backend.store.state_items())
 
 
 def _rejected(led: mc.Ledger, code: str, call: object) -> None:

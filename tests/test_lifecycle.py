@@ -38,11 +38,11 @@ def s(name: str) -> mc.Signer:
 
 
 def _rejected(led: mc.Ledger, code: str, call: object) -> RejectedError:
-    before = list(led.store.state_items())
+    before = list(led.backend.store.state_items())
     with pytest.raises(RejectedError) as info:
         call()  # type: ignore[operator]
     assert info.value.reason_code == code, info.value.message
-    assert list(led.store.state_items()) == before, "a rejection changes no state"
+    assert list(led.backend.store.state_items()) == before, "a rejection changes no state"
     return info.value
 
 

@@ -42,13 +42,13 @@ from .errors import (
     Error,
     MalformedError,
     NotFoundError,
-    RejectedError,
     StorageError,
     UsageError,
 )
-from .keys import KeyStore, env_or_prompt_passphrase
+from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import ledger as ledger_mod
 from .ledger.ledger import Founder
+from .ledger.port import rejection
 
 __all__ = ["cli", "main"]
 
@@ -147,8 +147,9 @@ def init(
         members=founders,
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
+        home=modelchain_home(),
     ) as led:
-        led.store.set_meta("admin", admin)
+        led.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
         click.echo(f"log key: {led.log_key}")
 
@@ -304,12 +305,7 @@ def event_record(
             if len(acks) == 1
             else f"{len(rejected)} of {len(acks)} events were rejected, the first"
         )
-        raise RejectedError(
-            f"{what} ({first.outcome.code}): {first.outcome.reason}; "
-            f"the rejection is entry {first.index}",
-            first.index,
-            first.outcome.code,
-        )
+        raise rejection(first, what)
 
 
 # -- log -----------------------------------------------------------------------

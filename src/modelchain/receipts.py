@@ -76,7 +76,7 @@ from .keys.files import modelchain_home
 from .storage.files import fsync_dir
 
 if TYPE_CHECKING:
-    from .ledger.ledger import Ledger
+    from .ledger.port import LedgerPort
 
 __all__ = [
     "DURABILITY",
@@ -764,7 +764,7 @@ class ReceiptLog:
 
     def __init__(
         self,
-        ledger: Ledger | None,
+        ledger: LedgerPort | None,
         model: str,
         env: str | None = None,
         version: int | None = None,

@@ -476,7 +476,7 @@ class _Builder:
 
     def build(self) -> AnnexIV:
         lineage = self.led.models.lineage(self.model, self.subject["version"])
-        walk = _LineageWalk(lineage)
+        walk = _LineageWalk(lineage.to_json())
         dataset_names = {d["name"] for d in walk.datasets}
         eval_sets = {e["dataset"]["name"] for e in self.subject["evaluations"]}
         seen = self.scan(dataset_names | eval_sets)

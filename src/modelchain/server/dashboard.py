@@ -603,7 +603,7 @@ class Dashboard:
         lineage = self.led.models.lineage(name, version)
         svg = lineage_svg(lineage, deployed)
         quality = []
-        for ds in _datasets_in(lineage):
+        for ds in lineage.datasets():
             rec = self.led.datasets.get(ds[0], ds[1]).record
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
@@ -990,28 +990,6 @@ def _static_bytes(name: str) -> bytes:
 def _markup(svg: str) -> Markup:
     # lineage.py escapes every text it draws; this marks its output as safe.
     return Markup(svg)
-
-
-def _datasets_in(node: Mapping[str, Any]) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
-
-    def walk(n: Mapping[str, Any]) -> None:
-        if n.get("kind") == "dataset":
-            pair = (str(n["name"]), int(n["version"]))
-            if pair not in found:
-                found.append(pair)
-            return
-        run = n.get("run")
-        if isinstance(run, Mapping):
-            for i in run.get("inputs", []):
-                if isinstance(i, Mapping):
-                    walk(i)
-        parent = n.get("parent")
-        if isinstance(parent, Mapping):
-            walk(parent)
-
-    walk(node)
-    return found
 
 
 def _about_model(entry: Mapping[str, Any], name: str) -> bool:

@@ -9,8 +9,9 @@ from typing import Any
 from ..contracts.state import entity_key
 from ..core import canonical
 from ..errors import IntegrityError, NotFoundError
+from ..ledger.datasets import Datasets
 from ..ledger.ledger import Ledger
-from ..ledger.registry import Datasets, Models
+from ..ledger.models import Models
 from ..ledger.trail import TrailFilter, TrailPage, entry_summary, member_orgs, rejected, trail
 
 Registry = Models | Datasets

@@ -1,4 +1,4 @@
-"""Governance from Python: ``led.members`` (members, roles, keys, the admin quorum).
+"""Members from Python: ``led.members`` (members, roles, keys, the admin quorum).
 
 Governance transactions need several admins' signatures on one envelope: pass
 every signer you hold, or build a draft with ``draft`` and collect signatures
@@ -8,20 +8,10 @@ offline (``Envelope.with_signature``) before ``submit``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..contracts.base import Call, Overlay, Rejected, TypeRule
 from ..contracts.governance import quorum
-from ..contracts.policy import action_of, check_policy, enforce, policy_context
-from ..contracts.state import (
-    LEDGER_KEY,
-    MEMBERS_KEY,
-    POLICY_PREFIX,
-    keyid_key,
-    member_key,
-    policy_key,
-)
+from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
 from ..contracts.types import (
     CONTRACTS_ACTIVATE,
     MEMBER_ADD,
@@ -29,27 +19,23 @@ from ..contracts.types import (
     MEMBER_ROTATE,
     MEMBER_UPDATE,
     PERMISSIONS_SET,
-    POLICY_SET,
     QUORUM_SET,
 )
 from ..contracts.versions import active_version, schedule
-from ..core import canonical
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
-from ..core.tx import PAYLOAD_TYPE, Transaction
-from ..errors import NotFoundError, RejectedError, UsageError
+from ..core.tx import PAYLOAD_TYPE
+from ..errors import NotFoundError, UsageError
 from ..node.node import Ack
+from .port import LedgerPort, accepted
 
-if TYPE_CHECKING:
-    from .ledger import Ledger
-
-__all__ = ["Members", "Policies", "PolicyDecision"]
+__all__ = ["Members"]
 
 
 class Members:
     """Members of the ledger and the quorum that governs them: ``led.members``."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: LedgerPort) -> None:
         self._led = ledger
 
     def draft(self, type_: str, body: dict[str, Any], actor: str) -> Envelope:
@@ -62,15 +48,7 @@ class Members:
         """Submit a (co-)signed envelope; raise RejectedError if a contract refuses it."""
         if not envelope.signatures:
             raise UsageError("the envelope has no signatures yet: sign it first")
-        ack = self._led.submit(envelope)
-        if not ack.outcome.accepted:
-            raise RejectedError(
-                f"rejected ({ack.outcome.code}): {ack.outcome.reason}; "
-                f"the rejection is entry {ack.index}",
-                ack.index,
-                ack.outcome.code,
-            )
-        return ack
+        return accepted(self._led.submit(envelope), "rejected")
 
     def _signed(self, type_: str, body: dict[str, Any], signers: Sequence[Signer]) -> Ack:
         if not signers:
@@ -181,99 +159,3 @@ class Members:
     def list(self) -> list[dict[str, Any]]:
         names = self._led.store.get_state(MEMBERS_KEY)
         return [self.get(n) for n in names] if isinstance(names, list) else []
-
-
-@dataclass(frozen=True)
-class PolicyDecision:
-    action: str
-    allowed: bool
-    rule: str | None  # None: no policy applies
-    version: int | None
-    reason: str
-
-
-class Policies:
-    """CEL policies on the ledger: ``led.policies``. Setting one needs a quorum."""
-
-    def __init__(self, ledger: Ledger, members: Members) -> None:
-        self._led = ledger
-        self._members = members
-
-    def set(
-        self, action: str, rule: str | None, *, description: str = "", signers: Sequence[Signer]
-    ) -> Ack:
-        """Attach ``rule`` to ``action`` (``None`` removes it)."""
-        body = {"action": action, "rule": rule, "description": description}
-        return self._members._signed(POLICY_SET, body, signers)
-
-    def get(self, action: str) -> dict[str, Any] | None:
-        found = self._led.store.get_state(policy_key(action))
-        return found if isinstance(found, dict) and found.get("rule") is not None else None
-
-    def list(self) -> list[dict[str, Any]]:
-        out = []
-        for _key, value in self._led.store.state_prefix(POLICY_PREFIX):
-            record = canonical.loads(value)
-            if record.get("rule") is not None:
-                out.append(record)
-        return out
-
-    def _drafted(self, envelope: Envelope) -> tuple[Call, TypeRule, Overlay]:
-        """A drafted (signed or not) transaction as its contract would see it now."""
-        tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
-        self._led.contracts.check(tx)
-        signers = tuple(dict.fromkeys([tx.actor, *self._signer_names(envelope, tx)]))
-        rule = self._led.contracts.rule(tx.type)
-        assert rule is not None  # contracts.check found it
-        version = self._led.contracts.version_at(self._led.store, self._led.size)
-        return Call(self._led.size, tx, signers, version=version), rule, Overlay(self._led.store)
-
-    def test(self, envelope: Envelope) -> PolicyDecision:
-        """Evaluate the policy a drafted (signed or not) transaction would meet,
-        against the current state, without submitting it."""
-        call, rule, state = self._drafted(envelope)
-        action = action_of(call)
-        tx_type = call.tx.type
-        policy = self.get(action) or (self.get(tx_type) if action != tx_type else None)
-        if policy is None:
-            return PolicyDecision(action, True, None, None, "no policy applies")
-        try:
-            enforce(state, call, rule)
-        except Rejected as rej:
-            return PolicyDecision(
-                policy["action"], False, policy["rule"], policy["version"], rej.reason
-            )
-        return PolicyDecision(policy["action"], True, policy["rule"], policy["version"], "allowed")
-
-    def test_custodial(self, envelope: Envelope) -> PolicyDecision:
-        """May a server that holds the actor's key sign ``envelope`` for them?
-
-        Only where a quorum has set a policy for ``custodial:<type>`` and its
-        rule holds for this transaction, in the same context the type's own
-        policy sees. Without such a policy the answer is no: a held key must
-        never sign by default."""
-        call, rule, state = self._drafted(envelope)
-        action = f"custodial:{call.tx.type}"
-        policy = self.get(action)
-        if policy is None:
-            return PolicyDecision(
-                action,
-                False,
-                None,
-                None,
-                f"no policy is set for {action}: signing with a key the server holds is off "
-                "until a quorum of admins sets one (modelchain policy set)",
-            )
-        try:
-            check_policy(action, policy, policy_context(state, call, rule))
-        except Rejected as rej:
-            return PolicyDecision(action, False, policy["rule"], policy["version"], rej.reason)
-        return PolicyDecision(action, True, policy["rule"], policy["version"], "allowed")
-
-    def _signer_names(self, envelope: Envelope, tx: Transaction) -> tuple[str, ...]:
-        names: tuple[str, ...] = ()
-        for sig in envelope.signatures:
-            found = self._led.contracts.signer(self._led.store, sig.keyid, tx)
-            if found is not None:
-                names = (*names, found[0])
-        return names
