@@ -15,8 +15,9 @@ import pytest
 from conftest import make_signer
 
 from modelchain import errors
-from modelchain.contracts import GENESIS, default_contracts
-from modelchain.contracts.ledger import EVENT, genesis_body
+from modelchain.contracts import default_contracts
+from modelchain.contracts.genesis import genesis_body
+from modelchain.contracts.types import EVENT, GENESIS
 from modelchain.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.core.merkle import (

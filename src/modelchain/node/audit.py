@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
-from ..contracts.ledger import LEDGER_KEY
+from ..contracts.state import LEDGER_KEY
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import open_checkpoint

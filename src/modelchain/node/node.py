@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..contracts import ContractSet
-from ..contracts.base import StateReader
+from ..contracts.state import StateReader
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
 from ..core.merkle import leaf_hash
