@@ -327,6 +327,15 @@ def log_vkey(ledger_dir: Path) -> None:
         click.echo(str(led.log_key))
 
 
+@log.command("policy")
+@ledger_option
+def log_policy(ledger_dir: Path) -> None:
+    """Print the checkpoint policy (C2SP tlog-policy): which signatures make a
+    checkpoint count. Save it to a file for `--vkey` of the offline verifiers."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        click.echo(led.policy.to_text(), nl=False)
+
+
 @log.command("checkpoint")
 @ledger_option
 def log_checkpoint(ledger_dir: Path) -> None:

@@ -418,3 +418,15 @@ def test_ml_dsa_44_message_layout() -> None:
         + (13).to_bytes(8, "big")
         + CP.root
     )
+
+
+def test_without_quorum_the_log_and_every_known_cosignature_must_verify() -> None:
+    policy = CheckpointPolicy.parse(TWO_OF_THREE)
+    assert verify_checkpoint(SIGNED, policy, require_quorum=False)[0] == CP
+    assert verify_checkpoint(_cosigned(SIGNED, 0), policy, require_quorum=False)[0] == CP
+    bad = add_signatures(SIGNED, cosign(Checkpoint(ORIGIN, 14, CP.root), WITNESSES[1], T))
+    with pytest.raises(SignatureError, match="cosignature fails: W1: "):
+        verify_checkpoint(bad, policy, require_quorum=False)
+    other_log = sign_checkpoint(CP, OTHER_LOG)
+    with pytest.raises(SignatureError, match="no signature from a trusted key"):
+        verify_checkpoint(other_log, policy, require_quorum=False)

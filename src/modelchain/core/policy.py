@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import MalformedError, SignatureError
 from .checkpoint import Checkpoint, verify_cosignature
 from .identity import COSIGNATURE_V1, ED25519, ML_DSA_44_COSIGNATURE, VerifierKey
-from .note import Note, parse_note, verify_note
+from .note import Note, NoteSignature, parse_note, verify_note
 
 __all__ = [
     "NONE",
@@ -125,13 +125,17 @@ class PolicyGroup:
 class PolicyResult:
     """What a policy found on one checkpoint note; ``satisfied`` says if it counts.
 
-    ``cosigned`` maps each witness name whose cosignature verified to its
-    timestamp; ``failed`` describes each cosignature by a known witness that did
-    not; ``unmet`` names the groups (the quorum first) that are not met.
+    ``note`` is the note as given; ``verified`` the same note with only the
+    signatures that verified (the log's and the known witnesses' valid
+    cosignatures), which is what a verifier may keep and pass on. ``cosigned``
+    maps each witness name whose cosignature verified to its timestamp;
+    ``failed`` describes each cosignature by a known witness that did not;
+    ``unmet`` names the groups (the quorum first) that are not met.
     """
 
     checkpoint: Checkpoint
     note: Note
+    verified: Note
     log: VerifierKey
     cosigned: Mapping[str, int]
     failed: tuple[str, ...]
@@ -140,6 +144,21 @@ class PolicyResult:
     @property
     def satisfied(self) -> bool:
         return not self.unmet
+
+    def require(self, *, quorum: bool = True) -> PolicyResult:
+        """This result, if the checkpoint counts; else raise SignatureError saying
+        which groups are unmet and which cosignatures failed. With
+        ``quorum=False`` (see ``CheckpointPolicy.verify``) every known
+        cosignature must verify but none is required."""
+        if not quorum:
+            if self.failed:
+                raise SignatureError("checkpoint cosignature fails: " + "; ".join(self.failed))
+        elif self.unmet:
+            detail = "; ".join(self.unmet)
+            if self.failed:
+                detail += "; failed cosignatures: " + "; ".join(self.failed)
+            raise SignatureError(f"checkpoint does not meet the policy: {detail}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -316,10 +335,15 @@ class CheckpointPolicy:
                 f"checkpoint origin {cp.origin!r} is not a log the policy trusts ({trusted})"
             )
         _, signed = verify_note(note, candidates)
+        logs = {(k.name, k.key_id) for k in signed}
         by_id = {(w.key.name, w.key.key_id): w for w in self.witnesses}
         cosigned: dict[str, int] = {}
         failed: list[str] = []
+        kept: list[NoteSignature] = []
         for sig in note.signatures:
+            if (sig.name, sig.key_id) in logs:
+                kept.append(sig)
+                continue
             witness = by_id.get((sig.name, sig.key_id))
             if witness is None:
                 continue
@@ -332,10 +356,12 @@ class CheckpointPolicy:
                 failed.append(f"{witness.name}: cosignature dated {timestamp}, after {now}")
                 continue
             cosigned[witness.name] = max(timestamp, cosigned.get(witness.name, timestamp))
+            kept.append(sig)
         unmet: list[str] = []
         if self.quorum != NONE:
             self._met(self.quorum, cosigned, unmet)
-        return PolicyResult(cp, note, signed[0], cosigned, tuple(failed), tuple(unmet))
+        verified = Note(note.text, tuple(kept))
+        return PolicyResult(cp, note, verified, signed[0], cosigned, tuple(failed), tuple(unmet))
 
     def _met(self, name: str, cosigned: Mapping[str, int], unmet: list[str]) -> bool:
         item = self._names[name]
@@ -361,24 +387,33 @@ class CheckpointPolicy:
         return False
 
     def verify(
-        self, data: bytes | str | Note, *, now: int | None = None
+        self,
+        data: bytes | str | Note,
+        *,
+        now: int | None = None,
+        require_quorum: bool = True,
     ) -> tuple[Checkpoint, Note]:
         """The checkpoint and its note, if it counts under this policy; else raise
-        SignatureError saying which groups are unmet and which cosignatures failed."""
-        result = self.evaluate(data, now=now)
-        if not result.satisfied:
-            detail = "; ".join(result.unmet)
-            if result.failed:
-                detail += "; failed cosignatures: " + "; ".join(result.failed)
-            raise SignatureError(f"checkpoint does not meet the policy: {detail}")
+        SignatureError saying which groups are unmet and which cosignatures failed.
+
+        ``require_quorum=False`` is for the log's own copy of a checkpoint that may
+        still be waiting for cosignatures (to serve it to witnesses, to audit
+        it): the log's signature must verify and so must every cosignature by a
+        known witness, but none is required. Readers never pass it.
+        """
+        result = self.evaluate(data, now=now).require(quorum=require_quorum)
         return result.checkpoint, result.note
 
 
 def verify_checkpoint(
-    data: bytes | str | Note, policy: CheckpointPolicy, *, now: int | None = None
+    data: bytes | str | Note,
+    policy: CheckpointPolicy,
+    *,
+    now: int | None = None,
+    require_quorum: bool = True,
 ) -> tuple[Checkpoint, Note]:
     """Verify a signed checkpoint under ``policy`` and parse it (``CheckpointPolicy.verify``)."""
-    return policy.verify(data, now=now)
+    return policy.verify(data, now=now, require_quorum=require_quorum)
 
 
 def as_policy(trust: CheckpointPolicy | VerifierKey | str) -> CheckpointPolicy:

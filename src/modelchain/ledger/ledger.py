@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..contracts import ContractSet, default_contracts
-from ..contracts.ledger import EVENT, GENESIS, genesis_body
+from ..contracts.ledger import EVENT, GENESIS, checkpoint_policy, genesis_body
 from ..core.canonical import JSONValue
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
 from ..core.merkle import consistency_proof, inclusion_proof
+from ..core.note import Note, add_signatures, parse_note
+from ..core.policy import CheckpointPolicy, verify_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     encode_entry_bundle,
@@ -110,6 +112,7 @@ class Ledger:
         self.origin = origin
         self._node: Node | None = None
         self._log_key: VerifierKey | None = None
+        self._policy: CheckpointPolicy | None = None
         if not readonly:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
@@ -138,6 +141,24 @@ class Ledger:
         if self._log_key is None:
             self._log_key = self._genesis_log_key()
         return self._log_key
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """Which signatures make one of this ledger's checkpoints count: the
+        checkpoint policy genesis names, or the log key alone."""
+        if self._policy is None:
+            if self.store.size == 0:
+                return CheckpointPolicy.of_log(self.log_key)
+            try:
+                body = LogEntry.decode(self.store.entry(0)).transaction.body
+                policy = checkpoint_policy(body).with_log(self.log_key)
+            except (Error, KeyError, TypeError) as exc:
+                raise StorageError(
+                    "cannot read the checkpoint policy from the genesis entry; "
+                    "run `modelchain log verify`"
+                ) from exc
+            self._policy = policy
+        return self._policy
 
     def _genesis_log_key(self) -> VerifierKey:
         # Taken from entry 0 itself, not from derived state, so that a reader of
@@ -328,8 +349,30 @@ class Ledger:
         return note
 
     def verified_checkpoint(self) -> Checkpoint:
-        cp, _ = open_checkpoint(self.checkpoint(), self.log_key)
+        cp, _ = verify_checkpoint(self.checkpoint(), self.policy)
         return cp
+
+    def add_cosignatures(self, note: bytes | str | Note) -> bytes:
+        """Keep the cosignatures ``note`` carries by the policy's witnesses on the
+        latest checkpoint (the same text); return the checkpoint note now served.
+
+        Each is verified first; other signature lines are ignored.
+        """
+        if self._node is None:
+            raise UsageError("a read-only or remote ledger cannot store cosignatures")
+        given = note if isinstance(note, Note) else parse_note(note)
+        latest = self.store.checkpoint()
+        stored = None if latest is None else parse_note(latest[1])
+        if stored is None or stored.text != given.text:
+            raise NotFoundError("the note is not the ledger's latest checkpoint")
+        known = {(w.key.name, w.key.key_id) for w in self.policy.witnesses}
+        merged = add_signatures(
+            stored, *(s for s in given.signatures if (s.name, s.key_id) in known)
+        )
+        cp, _ = verify_checkpoint(merged, self.policy, require_quorum=False)
+        data = merged.to_bytes()
+        self.store.put_checkpoint(cp.size, cp.root, data)
+        return data
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         size = self.size if size is None else size
@@ -348,7 +391,7 @@ class Ledger:
         if not 0 <= index < self.size:
             raise NotFoundError(f"no entry {index}: the log has {self.size} entries")
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy)
         if index >= cp.size:
             raise NotFoundError(
                 f"entry {index} is not yet covered by a checkpoint (size {cp.size})"
@@ -364,7 +407,7 @@ class Ledger:
         the number of files written."""
         out = Path(directory)
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy, require_quorum=False)
         written = 0
         for level, n, width in tiles_for_size(cp.size):
             path = out / tile_path(level, n, width)
@@ -414,9 +457,14 @@ def init(
     permissions: dict[str, list[str]] | None = None,
     policies: Mapping[str, Mapping[str, str]] | None = None,
     admin_roles: Sequence[str] = (),
+    checkpoint_policy: CheckpointPolicy | str | None = None,
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
+
+    ``checkpoint_policy`` (tlog-policy, usually without a ``log`` line: the new
+    log key is added) says which cosignatures a checkpoint needs to count;
+    absent, the log key alone.
 
     On any failure nothing is left behind: a half-made ledger is removed."""
     directory = Path(path)
@@ -430,7 +478,12 @@ def init(
     roles = ("admin", *(r for r in admin_roles if r != "admin"))
     founders = [Founder(verifier_of(admin), org, roles), *members]
     body = genesis_body(
-        origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
+        origin,
+        log_key,
+        [f.to_json() for f in founders],
+        permissions,
+        policies=policies,
+        checkpoint_policy=checkpoint_policy,
     )
     try:
         # Owner-only: read tokens guard the ledger over HTTP, and local users
