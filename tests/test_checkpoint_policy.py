@@ -3,13 +3,14 @@ cosign a checkpoint before its reads, receipts and mirrors verify."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ORIGIN, make_signer
+from conftest import ORIGIN, make_signer, run_cli
 from serving import running_server
 
 import modelchain as mc
@@ -205,3 +206,28 @@ def _check_remote(remote: RemoteLedger, transport: _Cosigning, policy: Checkpoin
     transport.signers = [NODES[0]]
     with pytest.raises(SignatureError, match="met: n0"):
         remote.sync()
+
+
+def test_cli_prints_the_policy_and_verifies_with_it(tmp_path: Path, env: dict[str, str]) -> None:
+    ledger = tmp_path / "ledger"
+    with _init(ledger, checkpoint_policy=POLICY) as led:
+        led.record_event("pipeline.step", {"i": 0}, bob)
+        led.add_cosignatures(_cosign(led.checkpoint(), NODES[0], NODES[2]))
+        vkey, policy = str(led.log_key), led.policy
+    printed = run_cli(env, "log", "policy", "--ledger", str(ledger)).stdout
+    assert CheckpointPolicy.parse(printed) == policy
+    policy_file = tmp_path / "policy.txt"
+    policy_file.write_text(printed)
+    logs = tmp_path / "logs.jsonl"
+    run_cli(env, "report", "logs", "--ledger", str(ledger), "-o", str(logs))
+    for trust in (str(policy_file), vkey):
+        run_cli(env, "report", "verify-logs", str(logs), "--vkey", trust)
+    # The export's checkpoint without its cosignatures fails under the policy file
+    # (and still passes under the bare log key, which asks for none).
+    head, *rest = logs.read_text().splitlines(keepends=True)
+    first = json.loads(head)
+    note = parse_note(first["note"])
+    first["note"] = Note(note.text, note.signatures[:2]).to_bytes().decode()
+    logs.write_text(json.dumps(first) + "\n" + "".join(rest))
+    bad = run_cli(env, "report", "verify-logs", str(logs), "--vkey", str(policy_file), ok=False)
+    assert "group 'nodes' needs 2 of n0, n1, n2; met: n0" in bad.stderr
