@@ -3,6 +3,7 @@ cosign a checkpoint before its reads, receipts and mirrors verify."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,25 @@ def test_cli_prints_the_policy_and_verifies_with_it(tmp_path: Path, env: dict[st
     logs.write_text(json.dumps(first) + "\n" + "".join(rest))
     bad = run_cli(env, "report", "verify-logs", str(logs), "--vkey", str(policy_file), ok=False)
     assert "group 'nodes' needs 2 of n0, n1, n2; met: n0" in bad.stderr
+
+
+def test_a_second_implementation_reads_the_cosigned_note(led: mc.Ledger) -> None:
+    """sigstore-python's signed-note parser (Rekor v2 checkpoints) splits a note
+    cosigned here into the same text and signature lines, and the signatures it
+    finds verify with `cryptography` over the messages the specs define."""
+    checkpoint_mod = pytest.importorskip("sigstore._internal.rekor.checkpoint")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    note = _cosign(led.checkpoint(), NODES[0], NODES[1])
+    other = checkpoint_mod.SignedNote.from_text(note.to_bytes().decode())
+    assert other.note == note.text
+    assert [(s.name, s.sig_hash) for s in other.signatures] == [
+        (s.name, s.key_id) for s in note.signatures
+    ]
+    raw = [base64.b64decode(s.signature) for s in other.signatures]
+    Ed25519PublicKey.from_public_bytes(led.log_key.public_key).verify(raw[0], note.text.encode())
+    for signer, sig in zip(NODES[:2], raw[1:], strict=True):
+        timestamp = int.from_bytes(sig[:8], "big")
+        message = f"cosignature/v1\ntime {timestamp}\n{note.text}".encode()
+        Ed25519PublicKey.from_public_bytes(signer.public_key).verify(sig[8:], message)
+        assert timestamp == T

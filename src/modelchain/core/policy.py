@@ -17,6 +17,7 @@ from .identity import COSIGNATURE_V1, ED25519, ML_DSA_44_COSIGNATURE, VerifierKe
 from .note import Note, NoteSignature, parse_note, verify_note
 
 __all__ = [
+    "MAX_ITEMS",
     "NONE",
     "CheckpointPolicy",
     "PolicyGroup",
