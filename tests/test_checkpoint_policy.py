@@ -209,6 +209,21 @@ def _check_remote(remote: RemoteLedger, transport: _Cosigning, policy: Checkpoin
         remote.sync()
 
 
+def test_cli_init_takes_a_policy_file(tmp_path: Path, env: dict[str, str]) -> None:
+    given = tmp_path / "given.txt"
+    given.write_text(POLICY)
+    ledger = tmp_path / "ledger"
+    args = ("--ledger", str(ledger), "--origin", ORIGIN, "--unencrypted")
+    run_cli(env, "init", *args, "--checkpoint-policy", str(given))
+    with mc.open(ledger, readonly=True) as led:
+        assert led.policy == CheckpointPolicy.parse(POLICY).with_log(led.log_key)
+    given.write_text("quorum nobody\n")
+    other = ("--ledger", str(tmp_path / "l2"), *args[2:], "--checkpoint-policy", str(given))
+    bad = run_cli(env, "init", *other, ok=False)
+    assert "quorum 'nobody' is not a defined witness or group" in bad.stderr
+    assert not (tmp_path / "l2" / "ledger.db").exists()
+
+
 def test_cli_prints_the_policy_and_verifies_with_it(tmp_path: Path, env: dict[str, str]) -> None:
     ledger = tmp_path / "ledger"
     with _init(ledger, checkpoint_policy=POLICY) as led:

@@ -120,6 +120,11 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     show_default=True,
     help="Install the default policy set (see `modelchain policy show`).",
 )
+@click.option(
+    "--checkpoint-policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A C2SP tlog-policy file: the cosignatures a checkpoint needs (default: none).",
+)
 def init(
     ledger_dir: Path,
     origin: str,
@@ -129,8 +134,11 @@ def init(
     unencrypted: bool,
     admin_roles: str,
     default_policies: bool,
+    checkpoint_policy: Path | None,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
+    from .core.policy import CheckpointPolicy
+
     keys = keystore(ledger_dir)
     if not keys.exists(admin):
         passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
@@ -146,6 +154,9 @@ def init(
         members=founders,
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
+        checkpoint_policy=(
+            CheckpointPolicy.parse(checkpoint_policy.read_bytes()) if checkpoint_policy else None
+        ),
     ) as led:
         led.store.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
