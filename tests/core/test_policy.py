@@ -168,6 +168,7 @@ _W = _wkey(WITNESSES[0])
         (f"{LOG_LINE}\r\nquorum none\n", "line 1: control character U\\+000D"),
         ("quorum none\x7f\n", "control character U\\+007F"),
         (b"quorum \xff\n", "not valid UTF-8"),
+        ("quorum \udc80\n", "not valid UTF-8"),
     ],
 )
 def test_parse_refuses(text: str | bytes, message: str) -> None:
@@ -430,3 +431,36 @@ def test_without_quorum_the_log_and_every_known_cosignature_must_verify() -> Non
     other_log = sign_checkpoint(CP, OTHER_LOG)
     with pytest.raises(SignatureError, match="no signature from a trusted key"):
         verify_checkpoint(other_log, policy, require_quorum=False)
+
+
+_POLICY_WORDS = st.sampled_from(
+    [
+        "log",
+        "witness",
+        "group",
+        "quorum",
+        "none",
+        "any",
+        "all",
+        "2",
+        "0",
+        "W0",
+        "W1",
+        "g",
+        "#",
+        str(verifier_of(LOG)),
+        _W,
+        "\t",
+        " ",
+        "\n",
+    ]
+)
+
+
+@given(st.lists(_POLICY_WORDS, max_size=30).map(" ".join) | st.text(max_size=80))
+def test_parse_never_fails_but_with_malformed(text: str) -> None:
+    try:
+        policy = CheckpointPolicy.parse(text)
+    except MalformedError:
+        return
+    assert CheckpointPolicy.parse(policy.to_text()) == policy

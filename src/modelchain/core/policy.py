@@ -42,6 +42,8 @@ def _check_token(value: str, what: str) -> None:
     for c in value:
         if ord(c) < 0x20 or ord(c) == 0x7F:
             raise MalformedError(f"policy {what} {value!r} has a control character")
+        if 0xD800 <= ord(c) <= 0xDFFF:
+            raise MalformedError(f"policy {what} {value!r} is not valid UTF-8")
 
 
 @dataclass(frozen=True)
