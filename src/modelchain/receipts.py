@@ -58,9 +58,9 @@ from typing import TYPE_CHECKING, Any
 from .contracts.state import deployment_key, model_key
 from .contracts.types import INFERENCE_BATCH
 from .core import canonical
-from .core.checkpoint import open_checkpoint
 from .core.identity import Signer, VerifierKey
 from .core.merkle import MemoryTree, leaf_hash, root_of, verify_inclusion
+from .core.policy import CheckpointPolicy, as_policy, verify_checkpoint
 from .core.receipt import InclusionReceipt, verify_receipt
 from .core.tx import LogEntry
 from .errors import (
@@ -1385,16 +1385,19 @@ def _as_receipt(receipt: Mapping[str, Any] | str | bytes) -> Mapping[str, Any]:
 
 def verify_inference_receipt(
     receipt: Mapping[str, Any] | str | bytes,
-    log_key: VerifierKey | str,
+    log_key: CheckpointPolicy | VerifierKey | str,
     checkpoint: bytes | str | None = None,
 ) -> dict[str, Any]:
     """Check a receipt offline: the record is in the batch, the batch entry (accepted,
     same root, count, model, version, time range) is in the log, the checkpoint is
-    signed by ``log_key``. With ``checkpoint`` (a signed note the verifier trusts),
+    accepted by ``log_key`` (a checkpoint policy, or a log key alone: its
+    signature and the cosignatures the policy asks for). With ``checkpoint``
+    (a signed note the verifier trusts),
     the receipt's checkpoint must be that same tree. Returns the record.
 
     Raises ProofError (or MalformedError for a receipt that cannot be read)."""
-    key = VerifierKey.from_string(log_key) if isinstance(log_key, str) else log_key
+    policy = as_policy(log_key)
+    key = policy.log_key
     r = _as_receipt(receipt)
     record, batch, led = r["record"], r["batch"], r["ledger"]
     if not isinstance(record, dict) or not isinstance(batch, dict) or not isinstance(led, dict):
@@ -1432,9 +1435,9 @@ def verify_inference_receipt(
     proof = InclusionReceipt.from_text(str(led.get("tlog_proof", "")))
     if proof.index != led.get("entry_index") or entry.index != proof.index:
         raise ProofError("the tlog-proof is for another entry index")
-    cp = verify_receipt(proof, leaf_hash(entry_bytes), key)
+    cp = verify_receipt(proof, leaf_hash(entry_bytes), policy)
     if checkpoint is not None:
-        trusted, _ = open_checkpoint(checkpoint, key)
+        trusted, _ = verify_checkpoint(checkpoint, policy)
         if (trusted.size, trusted.root) != (cp.size, cp.root):
             raise ProofError(
                 f"the receipt's checkpoint (size {cp.size}) is not the given one "
@@ -1464,7 +1467,7 @@ def reveal(
 
 def verify_reveal(
     revealed: Mapping[str, Any] | str | bytes,
-    log_key: VerifierKey | str,
+    log_key: CheckpointPolicy | VerifierKey | str,
     checkpoint: bytes | str | None = None,
 ) -> dict[str, Any]:
     """Verify a reveal: the receipt, then each revealed value against its salted hash.
