@@ -55,15 +55,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contracts.inference import INFERENCE_BATCH
-from .contracts.registry import deployment_key
-from .core import canonical
-from .core.checkpoint import open_checkpoint
-from .core.identity import Signer, VerifierKey
-from .core.merkle import MemoryTree, leaf_hash, root_of, verify_inclusion
-from .core.receipt import InclusionReceipt, verify_receipt
-from .core.tx import LogEntry
-from .errors import (
+from ..contracts.inference import INFERENCE_BATCH
+from ..contracts.registry import deployment_key
+from ..core import canonical
+from ..core.checkpoint import open_checkpoint
+from ..core.identity import Signer, VerifierKey
+from ..core.merkle import MemoryTree, leaf_hash, root_of, verify_inclusion
+from ..core.receipt import InclusionReceipt, verify_receipt
+from ..core.tx import LogEntry
+from ..errors import (
     Error,
     MalformedError,
     NotFoundError,
@@ -72,11 +72,11 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .keys.files import modelchain_home
-from .storage.files import fsync_dir
+from ..keys.files import modelchain_home
+from ..storage.files import fsync_dir
 
 if TYPE_CHECKING:
-    from .ledger.ledger import Ledger
+    from ..ledger.ledger import Ledger
 
 __all__ = [
     "DURABILITY",
@@ -653,7 +653,7 @@ class _Worker:
     def __init__(self, store: Path) -> None:
         if not sys.executable:
             raise OSError("no Python executable to start")
-        here = str(Path(__file__).resolve().parent.parent)
+        here = str(Path(__file__).resolve().parent.parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
@@ -713,7 +713,7 @@ class _Worker:
             self.proc.wait()
 
 
-_WORKER_MAIN = "from modelchain.receipts import _worker_main; _worker_main()"
+_WORKER_MAIN = "from modelchain.receipts.log import _worker_main; _worker_main()"
 _WORKER_START_S = 60.0
 
 
