@@ -32,12 +32,12 @@ from ..core.tiles import (
 )
 from ..core.tx import LogEntry, Transaction
 from ..errors import Error, MalformedError, NotFoundError, StorageError, UsageError
-from ..keys.files import FileSigner, generate_seed, write_private_key
+from ..keys.files import FileSigner, generate_seed, modelchain_home, write_private_key
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.sequencer import LocalSequencer
 from ..node.verifier import default_verifier
-from ..receipts import ReceiptLog
+from ..receipts import ReceiptLog, default_store
 from ..storage.blobs import BlobStore
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
@@ -212,7 +212,11 @@ class Ledger:
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any
     ) -> ReceiptLog:
-        """Inference receipts for ``model`` (see ``modelchain.receipts``)."""
+        """Inference receipts for ``model`` (see ``modelchain.receipts``); the store
+        defaults to one under ``$MODELCHAIN_HOME/receipts``, chosen here, at the edge."""
+        if kw.get("store") is None:
+            origin = self.origin if kw.get("origin") is None else kw["origin"]
+            kw["store"] = default_store(modelchain_home(), origin, model)
         return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
