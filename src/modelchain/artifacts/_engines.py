@@ -51,7 +51,7 @@ class _Hasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
-Consumer = Callable[[int, memoryview], None]  # (offset in file, bytes read there)
+_Consumer = Callable[[int, memoryview], None]  # (offset in file, bytes read there)
 
 
 class _Cancelled(Exception):
@@ -169,7 +169,7 @@ def _open(entry: Entry, run: _Run) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def _pump(fd: int, consumers: list[Consumer], run: _Run) -> int:
+def _pump(fd: int, consumers: list[_Consumer], run: _Run) -> int:
     """Read ``fd`` to its end, giving each chunk to every consumer in turn; bytes read."""
     buf = run.buffer()
     view = memoryview(buf)
@@ -185,7 +185,7 @@ def _pump(fd: int, consumers: list[Consumer], run: _Run) -> int:
         run.advance(n)
 
 
-def _pump_pipelined(fd: int, consumers: list[Consumer], run: _Run) -> int:
+def _pump_pipelined(fd: int, consumers: list[_Consumer], run: _Run) -> int:
     """As :func:`_pump`, but this thread only reads: each consumer runs on its own thread,
     so reading, hashing the file and hashing its tensors overlap. ``_RING`` buffers."""
     ring = [bytearray(CHUNK) for _ in range(_RING)]
@@ -196,7 +196,9 @@ def _pump_pipelined(fd: int, consumers: list[Consumer], run: _Run) -> int:
     failures: list[BaseException] = []
 
     def serve(
-        consume: Consumer, inbox: SimpleQueue[tuple[int, memoryview] | None], ack: SimpleQueue[None]
+        consume: _Consumer,
+        inbox: SimpleQueue[tuple[int, memoryview] | None],
+        ack: SimpleQueue[None],
     ) -> None:
         while (item := inbox.get()) is not None:
             try:
@@ -286,7 +288,7 @@ def _hash_whole(entry: Entry, key: str, run: _Run) -> None:
             def whole(offset: int, chunk: memoryview) -> None:
                 hasher.update(chunk)
 
-            consumers: list[Consumer] = [whole]
+            consumers: list[_Consumer] = [whole]
             if entry.tensors:
                 sweep = TensorSweep(tensor_spans(fd, entry.st.st_size, entry.shown))
                 consumers.append(sweep)

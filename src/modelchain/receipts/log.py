@@ -112,6 +112,8 @@ class _Segment:
 class ReceiptLog:
     """Batches inference records into ``inference.batch`` transactions.
 
+    ``store`` is the path of the receipt store (its journal goes beside it);
+    ``Ledger.receipts()`` chooses one under the client's home when not given.
     ``ledger`` may be ``None`` (or closed, or read-only): batches then wait in
     the store until a log on the same store can reach a ledger. ``version`` is
     the model version; without it, the version deployed to ``env``, else the
@@ -154,6 +156,11 @@ class ReceiptLog:
             raise UsageError("batch_size and batch_ms must be positive")
         if durability not in DURABILITY:
             raise UsageError(f"durability is one of {', '.join(DURABILITY)}, not {durability!r}")
+        if store is None:
+            raise UsageError(
+                "give the receipt store's path (store=...); Ledger.receipts() picks one "
+                "under the ledger client's home"
+            )
         self.ledger = ledger
         self.model = model
         self.env = env
@@ -170,11 +177,6 @@ class ReceiptLog:
         self.durability = durability
         self.last_error: str | None = None
         self.damaged: list[Path] = []
-        if store is None:
-            raise UsageError(
-                "give the receipt store's path (store=...); Ledger.receipts() picks one "
-                "under the ledger client's home"
-            )
         self.path = Path(store)
         self.journal = self.path.with_name(self.path.name + ".journal")
         self.journal.mkdir(mode=0o700, parents=True, exist_ok=True)
