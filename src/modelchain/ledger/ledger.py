@@ -41,7 +41,7 @@ from ..keys.files import generate_seed, modelchain_home, write_private_key
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.verifier import default_verifier
-from ..receipts import ReceiptLog
+from ..receipts import ReceiptLog, default_store
 from ..storage.blobs import BlobStore
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
@@ -235,7 +235,11 @@ class Ledger:
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any
     ) -> ReceiptLog:
-        """Inference receipts for ``model`` (see ``modelchain.receipts``)."""
+        """Inference receipts for ``model`` (see ``modelchain.receipts``); the store
+        defaults to one under the ledger's home (``receipts/``), chosen here."""
+        if kw.get("store") is None:
+            origin = self.origin if kw.get("origin") is None else kw["origin"]
+            kw["store"] = default_store(self.home, origin, model)
         return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
