@@ -121,6 +121,11 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     show_default=True,
     help="Install the default policy set (see `modelchain policy show`).",
 )
+@click.option(
+    "--checkpoint-policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A C2SP tlog-policy file: the cosignatures a checkpoint needs (default: none).",
+)
 def init(
     ledger_dir: Path,
     origin: str,
@@ -130,8 +135,11 @@ def init(
     unencrypted: bool,
     admin_roles: str,
     default_policies: bool,
+    checkpoint_policy: Path | None,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
+    from .core.policy import CheckpointPolicy
+
     keys = keystore(ledger_dir)
     if not keys.exists(admin):
         passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
@@ -148,6 +156,9 @@ def init(
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
         home=modelchain_home(),
+        checkpoint_policy=(
+            CheckpointPolicy.parse(checkpoint_policy.read_bytes()) if checkpoint_policy else None
+        ),
     ) as led:
         led.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
@@ -322,6 +333,15 @@ def log_vkey(ledger_dir: Path) -> None:
     """Print the log's verifier key (its name is the origin)."""
     with open_ledger(ledger_dir, readonly=True) as led:
         click.echo(str(led.log_key))
+
+
+@log.command("policy")
+@ledger_option
+def log_policy(ledger_dir: Path) -> None:
+    """Print the checkpoint policy (C2SP tlog-policy): which signatures make a
+    checkpoint count. Save it to a file for `--vkey` of the offline verifiers."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        click.echo(led.policy.to_text(), nl=False)
 
 
 @log.command("checkpoint")

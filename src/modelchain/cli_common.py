@@ -13,6 +13,7 @@ import click
 
 from .core.identity import Signer
 from .core.names import NAME_SYNTAX, is_name
+from .core.policy import CheckpointPolicy, as_policy
 from .errors import UsageError
 from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import ledger as ledger_mod
@@ -23,6 +24,7 @@ __all__ = [
     "LEDGER_ENV",
     "LOG_KEY_ENV",
     "SERVER_ENV",
+    "VKEY_HELP",
     "emit_json",
     "json_option",
     "keystore",
@@ -30,6 +32,7 @@ __all__ = [
     "name_version",
     "open_ledger",
     "signer_for",
+    "trust_from",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,3 +102,18 @@ def signer_for(name: str | None, led: Ledger) -> Signer:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)
     return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+
+
+VKEY_HELP = (
+    "The log's verifier key (`modelchain log vkey`), or a file with its checkpoint "
+    "policy (`modelchain log policy`)."
+)
+
+
+def trust_from(vkey: str) -> CheckpointPolicy:
+    """What ``--vkey`` names: a checkpoint-policy file (``modelchain log policy``),
+    or the log's verifier key alone (its single-node policy)."""
+    path = Path(vkey)
+    if path.is_file():
+        return CheckpointPolicy.parse(path.read_bytes())
+    return as_policy(vkey)

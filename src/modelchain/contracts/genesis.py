@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.identity import VerifierKey
 from ..core.names import check_name
+from ..core.policy import CheckpointPolicy
 from ..errors import MalformedError
 from . import types as t
 from .base import Call, Overlay, Rejected, is_int
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_PERMISSIONS",
     "admit_genesis",
     "check_genesis",
+    "checkpoint_policy",
     "default_permissions",
     "exec_genesis",
     "genesis_body",
@@ -90,8 +92,8 @@ def _require(cond: bool, message: str) -> None:
 def check_genesis(body: Mapping[str, Any]) -> None:
     want = {"origin", "log_key", "members", "permissions"}
     _require(
-        want <= set(body) <= want | {"quorum", "policies", "contracts"},
-        f"genesis body is {sorted(want)}, quorum, policies and contracts",
+        want <= set(body) <= want | {"quorum", "policies", "contracts", "checkpoint_policy"},
+        f"genesis body is {sorted(want)}, quorum, policies, contracts and checkpoint_policy",
     )
     policies = body.get("policies", {})
     _require(isinstance(policies, dict), "policies map an action to {rule, description}")
@@ -105,6 +107,11 @@ def check_genesis(body: Mapping[str, Any]) -> None:
     _require(isinstance(body["log_key"], str), "genesis log_key is a verifier-key string")
     log_key = VerifierKey.from_string(body["log_key"])
     _require(log_key.name == body["origin"], "the log key's name must equal the origin")
+    if "checkpoint_policy" in body:
+        _require(
+            isinstance(body["checkpoint_policy"], str), "checkpoint_policy is tlog-policy text"
+        )
+        checkpoint_policy(body)
     members = body["members"]
     _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
     for m in members:
@@ -127,6 +134,17 @@ def check_genesis(body: Mapping[str, Any]) -> None:
     if "contracts" in body:
         v = body["contracts"]
         _require(is_int(v) and v >= 1, "contracts is the contract-set version, an integer >= 1")
+
+
+def checkpoint_policy(record: Mapping[str, Any]) -> CheckpointPolicy:
+    """The checkpoint policy of a genesis body (or of the ledger record it makes):
+    its ``checkpoint_policy`` (tlog-policy text naming no log or the genesis log
+    key) for that log key, or, absent, the log key alone."""
+    log_key = VerifierKey.from_string(record["log_key"])
+    text = record.get("checkpoint_policy")
+    if text is None:
+        return CheckpointPolicy.of_log(log_key)
+    return CheckpointPolicy.parse(text).with_log(log_key)
 
 
 def admit_genesis(body: Mapping[str, Any]) -> None:
@@ -179,6 +197,7 @@ def exec_genesis(state: Overlay, call: Call) -> None:
             "log_key": body["log_key"],
             "permissions": body["permissions"],
             "genesis_time": call.tx.time,
+            **{k: body[k] for k in ("checkpoint_policy",) if k in body},
         },
     )
 
@@ -191,10 +210,13 @@ def genesis_body(
     quorum: int | None = None,
     policies: Mapping[str, Mapping[str, str]] | None = None,
     contracts: int = CURRENT_VERSION,
+    checkpoint_policy: CheckpointPolicy | str | None = None,
 ) -> dict[str, Any]:
     """A genesis body; ``members`` are {name, org, roles, keys} objects. The
     admin quorum defaults to two where there are two founding admins, else one;
-    the contract-set version to the newest this modelchain knows."""
+    the contract-set version to the newest this modelchain knows.
+    ``checkpoint_policy`` (which signatures a checkpoint needs) is stored as
+    tlog-policy text naming ``log_key``; absent, the log key alone counts."""
     admins = sum(1 for m in members if "admin" in m.get("roles", ()))
     body: dict[str, Any] = {
         "origin": origin,
@@ -206,5 +228,9 @@ def genesis_body(
     }
     if policies:
         body["policies"] = {a: dict(p) for a, p in policies.items()}
+    if checkpoint_policy is not None:
+        if isinstance(checkpoint_policy, str):
+            checkpoint_policy = CheckpointPolicy.parse(checkpoint_policy)
+        body["checkpoint_policy"] = checkpoint_policy.with_log(log_key).to_text()
     check_genesis(body)
     return body

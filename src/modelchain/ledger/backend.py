@@ -11,6 +11,7 @@ from typing import Protocol
 
 from ..contracts import ContractSet
 from ..core.identity import VerifierKey
+from ..core.policy import CheckpointPolicy
 from ..node.node import Ack, Node
 from ..storage.protocols import BlobStore
 from ..storage.sqlite import SqliteStore
@@ -48,6 +49,11 @@ class Backend(Protocol):
     @property
     def log_key(self) -> VerifierKey:
         """The key the log's checkpoints are verified with."""
+        ...
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """Which signatures make a checkpoint of this ledger count."""
         ...
 
     @property

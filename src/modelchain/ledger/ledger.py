@@ -21,10 +21,12 @@ from ..contracts import ContractSet
 from ..contracts.genesis import genesis_body
 from ..contracts.types import EVENT, GENESIS
 from ..core.canonical import JSONValue
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
 from ..core.merkle import consistency_proof, inclusion_proof
+from ..core.note import Note, add_signatures, parse_note
+from ..core.policy import CheckpointPolicy, verify_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     encode_entry_bundle,
@@ -39,7 +41,7 @@ from ..keys.files import generate_seed, modelchain_home, write_private_key
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.verifier import default_verifier
-from ..receipts import ReceiptLog
+from ..receipts import ReceiptLog, default_store
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
 from ..storage.protocols import BlobStore
@@ -170,6 +172,12 @@ class Ledger:
         return self.backend.node
 
     @property
+    def policy(self) -> CheckpointPolicy:
+        """Which signatures make one of this ledger's checkpoints count: the
+        checkpoint policy genesis names, or the log key alone."""
+        return self.backend.policy
+
+    @property
     def blobs(self) -> BlobStore:
         """Content-addressed blobs beside the ledger (manifests too large for an entry)."""
         return self.backend.blobs
@@ -227,7 +235,11 @@ class Ledger:
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any
     ) -> ReceiptLog:
-        """Inference receipts for ``model`` (see ``modelchain.receipts``)."""
+        """Inference receipts for ``model`` (see ``modelchain.receipts``); the store
+        defaults to one under the ledger's home (``receipts/``), chosen here."""
+        if kw.get("store") is None:
+            origin = self.origin if kw.get("origin") is None else kw["origin"]
+            kw["store"] = default_store(self.home, origin, model)
         return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
@@ -335,8 +347,32 @@ class Ledger:
         return self.backend.checkpoint()
 
     def verified_checkpoint(self) -> Checkpoint:
-        cp, _ = open_checkpoint(self.checkpoint(), self.log_key)
+        cp, _ = verify_checkpoint(self.checkpoint(), self.policy)
         return cp
+
+    def add_cosignatures(self, note: bytes | str | Note) -> bytes:
+        """Keep the cosignatures ``note`` carries by the policy's witnesses on the
+        latest checkpoint (the same text); return the checkpoint note now served.
+
+        Each is verified first; other signature lines are ignored.
+        """
+        try:
+            self.backend.node  # noqa: B018 (only a writable embedded ledger has one)
+        except UsageError as exc:
+            raise UsageError("a read-only or remote ledger cannot store cosignatures") from exc
+        given = note if isinstance(note, Note) else parse_note(note)
+        latest = self.backend.held.checkpoint()
+        stored = None if latest is None else parse_note(latest[1])
+        if stored is None or stored.text != given.text:
+            raise NotFoundError("the note is not the ledger's latest checkpoint")
+        known = {(w.key.name, w.key.key_id) for w in self.policy.witnesses}
+        merged = add_signatures(
+            stored, *(s for s in given.signatures if (s.name, s.key_id) in known)
+        )
+        cp, _ = verify_checkpoint(merged, self.policy, require_quorum=False)
+        data = merged.to_bytes()
+        self.backend.held.put_checkpoint(cp.size, cp.root, data)
+        return data
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         size = self.size if size is None else size
@@ -356,7 +392,7 @@ class Ledger:
         if not 0 <= index < self.size:
             raise NotFoundError(f"no entry {index}: the log has {self.size} entries")
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy)
         if index >= cp.size:
             raise NotFoundError(
                 f"entry {index} is not yet covered by a checkpoint (size {cp.size})"
@@ -372,7 +408,7 @@ class Ledger:
         the number of files written."""
         out = Path(directory)
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy, require_quorum=False)
         written = 0
         for level, n, width in tiles_for_size(cp.size):
             path = out / tile_path(level, n, width)
@@ -422,9 +458,14 @@ def init(
     permissions: dict[str, list[str]] | None = None,
     policies: Mapping[str, Mapping[str, str]] | None = None,
     admin_roles: Sequence[str] = (),
+    checkpoint_policy: CheckpointPolicy | str | None = None,
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
+
+    ``checkpoint_policy`` (tlog-policy, usually without a ``log`` line: the new
+    log key is added) says which cosignatures a checkpoint needs to count;
+    absent, the log key alone.
 
     On any failure nothing is left behind: a half-made ledger is removed."""
     directory = Path(path)
@@ -438,7 +479,12 @@ def init(
     roles = ("admin", *(r for r in admin_roles if r != "admin"))
     founders = [Founder(verifier_of(admin), org, roles), *members]
     body = genesis_body(
-        origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
+        origin,
+        log_key,
+        [f.to_json() for f in founders],
+        permissions,
+        policies=policies,
+        checkpoint_policy=checkpoint_policy,
     )
     try:
         # Owner-only: read tokens guard the ledger over HTTP, and local users

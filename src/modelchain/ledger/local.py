@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..contracts import ContractSet, default_contracts
+from ..contracts.genesis import checkpoint_policy
 from ..core.identity import VerifierKey, verifier_of
+from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
 from ..errors import Error, NotFoundError, StorageError, UsageError
 from ..keys.files import FileSigner
@@ -58,6 +60,7 @@ class LocalBackend:
         self.origin = origin
         self._node: Node | None = None
         self._log_key: VerifierKey | None = None
+        self._policy: CheckpointPolicy | None = None
         if not readonly:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
@@ -88,6 +91,24 @@ class LocalBackend:
         if self._log_key is None:
             self._log_key = self._genesis_log_key()
         return self._log_key
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """The checkpoint policy genesis names (for this log key), or the log key
+        alone; read from entry 0 once."""
+        if self._policy is None:
+            if self._store.size == 0:
+                return CheckpointPolicy.of_log(self.log_key)
+            try:
+                body = LogEntry.decode(self._store.entry(0)).transaction.body
+                policy = checkpoint_policy(body).with_log(self.log_key)
+            except (Error, KeyError, TypeError) as exc:
+                raise StorageError(
+                    "cannot read the checkpoint policy from the genesis entry; "
+                    "run `modelchain log verify`"
+                ) from exc
+            self._policy = policy
+        return self._policy
 
     @property
     def audit_key(self) -> VerifierKey | None:

@@ -1,8 +1,9 @@
 """A ledger behind a server: ``modelchain.connect(url, identity=...)``.
 
 The client trusts the server for nothing. It keeps a verified mirror of the
-log beside the caller: every checkpoint must be signed by the log key the
-client trusts and consistent with the last one it saw (checked with the
+log beside the caller: every checkpoint must meet the checkpoint policy (the
+trusted log key's signature and the cosignatures genesis asks for) and be
+consistent with the last one it saw (checked with the
 server's RFC 9162 consistency proof), and every entry it receives must, with
 the ones it already holds, give that checkpoint's root before it is
 re-executed and stored. Queries are then answered from the mirror, so the
@@ -27,12 +28,13 @@ from typing import Any
 import httpx
 
 from ..contracts import default_contracts
+from ..contracts.genesis import checkpoint_policy
 from ..core.b64 import unb64
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.merkle import leaf_hash, verify_consistency
-from ..core.note import Note
+from ..core.policy import CheckpointPolicy, as_policy, verify_checkpoint
 from ..core.tiles import decode_entry_bundle
 from ..core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
 from ..errors import (
@@ -213,6 +215,7 @@ class RemoteBackend:
         cache: str | os.PathLike[str],
         token: str | None = None,
         log_key: VerifierKey | str | None = None,
+        policy: CheckpointPolicy | str | None = None,
         staleness: float = 1.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
@@ -227,6 +230,12 @@ class RemoteBackend:
         self._synced_at = -math.inf
         self._sync_lock = threading.RLock()
         self._last_opened: tuple[bytes, Checkpoint] | None = None
+        # A policy the caller pins wins; else the one genesis names (verified
+        # with the entries), the trusted log key alone until genesis is known.
+        self._pinned_policy = None if policy is None else as_policy(policy)
+        self._policy: CheckpointPolicy | None = None
+        if log_key is None and self._pinned_policy is not None and self._pinned_policy.logs:
+            log_key = self._pinned_policy.log_key
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
             info = self._http.json("GET", "/v1/ledger")
@@ -244,6 +253,8 @@ class RemoteBackend:
             raise
         try:
             self._trusted: VerifierKey = self._trusted_key(log_key, str(info.get("log_key", "")))
+            if self._pinned_policy is not None:
+                self._pinned_policy = self._pinned_policy.with_log(self._trusted)
             # Fail at once on a server whose checkpoints the trusted key did not sign,
             # and pin a key only once it has been seen to sign one.
             self._fetch_checkpoint()
@@ -311,6 +322,24 @@ class RemoteBackend:
         return self._trusted
 
     @property
+    def policy(self) -> CheckpointPolicy:
+        if self._pinned_policy is not None:
+            return self._pinned_policy
+        if self._policy is None:
+            if self._store.size == 0:
+                return CheckpointPolicy.of_log(self._trusted)
+            self._policy = self._genesis_policy(self._store.entry(0))
+        return self._policy
+
+    def _genesis_policy(self, entry: bytes) -> CheckpointPolicy:
+        try:
+            return checkpoint_policy(LogEntry.decode(entry).transaction.body).with_log(
+                self._trusted
+            )
+        except (Error, KeyError, TypeError) as exc:
+            raise ProofError(f"the genesis entry names no valid checkpoint policy: {exc}") from exc
+
+    @property
     def node(self) -> Node:
         raise UsageError(f"the ledger at {self.url} is remote; it has no local node")
 
@@ -323,23 +352,19 @@ class RemoteBackend:
         with self._sync_lock:  # a receipt log's thread and the caller may both read
             return self._sync(covering)
 
-    def _fetch_checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes]:
+    def _fetch_checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes, bytes]:
         """The server's latest checkpoint (one covering at least ``covering``
-        entries, if the log has them), verified, keeping only the log's own
-        signature lines (other lines cannot be checked here, and would travel on
-        in every receipt made from it)."""
+        entries, if the log has them), verified under the policy, with every
+        signature line that verified: the log's and the known witnesses'
+        cosignatures travel on in receipts; lines nobody here can check do not.
+        Also returns the note as served."""
         params = {"covering": covering} if covering else {}
         raw = self._http.get("/checkpoint", limit=_NOTE_LIMIT, **params).content
-        cp, note = open_checkpoint(raw, self._trusted)
-        mine = tuple(
-            s
-            for s in note.signatures
-            if (s.name, s.key_id) == (self._trusted.name, self._trusted.key_id)
-        )
-        return cp, Note(note.text, mine).to_bytes()
+        result = self.policy.evaluate(raw).require()
+        return result.checkpoint, result.verified.to_bytes(), raw
 
     def _sync(self, covering: int) -> Checkpoint:
-        cp, note = self._fetch_checkpoint(covering)
+        cp, note, raw = self._fetch_checkpoint(covering)
         store = self._store
         held = store.size
         last = store.checkpoint()
@@ -351,15 +376,19 @@ class RemoteBackend:
         if last is not None:
             self._check_consistent(self._opened(last[1]), cp)
         if cp.size > held:
-            apply_checkpoint(
-                store, self.contracts, self._trusted, cp, note, self._fetch(held, cp.size)
-            )
+            entries = self._fetch(held, cp.size)
+            if held == 0 and self._pinned_policy is None:
+                # Genesis names the policy: the checkpoint must meet it before
+                # anything is stored (apply_checkpoint then checks genesis is in it).
+                result = self._genesis_policy(entries[0]).evaluate(raw).require()
+                note = result.verified.to_bytes()
+            apply_checkpoint(store, self.contracts, self._trusted, cp, note, entries)
         elif store.root() != cp.root:
             raise ProofError(
                 f"the server's checkpoint of size {cp.size} signs another root than the "
                 "entries already verified: the log forked"
             )
-        elif last is None or last[0] != cp.size:
+        elif last is None or last[1] != note:  # new, or other cosignatures
             store.put_checkpoint(cp.size, cp.root, note)
         self._synced_at = time.monotonic()
         return cp
@@ -367,7 +396,7 @@ class RemoteBackend:
     def _opened(self, note: bytes) -> Checkpoint:
         """A stored (already verified) checkpoint note, parsed and checked once."""
         if self._last_opened is None or self._last_opened[0] != note:
-            self._last_opened = (note, open_checkpoint(note, self._trusted)[0])
+            self._last_opened = (note, verify_checkpoint(note, self.policy)[0])
         return self._last_opened[1]
 
     def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
@@ -513,6 +542,7 @@ class RemoteLedger(Ledger):
         cache: str | os.PathLike[str] | None = None,
         token: str | None = None,
         log_key: VerifierKey | str | None = None,
+        policy: CheckpointPolicy | str | None = None,
         staleness: float = 1.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
@@ -528,6 +558,7 @@ class RemoteLedger(Ledger):
             cache=Path(cache) if cache is not None else mirror_path(home_dir, url),
             token=token,
             log_key=log_key,
+            policy=policy,
             staleness=staleness,
             timeout=timeout,
             transport=transport,
@@ -560,6 +591,6 @@ def _claimed_index(got: object) -> int:
 
 def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:
     """A ledger served at ``url`` (see ``RemoteLedger`` for options: ``token``,
-    ``log_key`` to pin, ``cache`` for the mirror, ``staleness`` in seconds).
+    ``log_key`` or ``policy`` to pin, ``cache`` for the mirror, ``staleness`` in seconds).
     Reads no environment: ``modelchain.connect`` is the entry point that does."""
     return RemoteLedger(url, identity=identity, **kwargs)

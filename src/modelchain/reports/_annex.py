@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..contracts import types as tx_types
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
+from ..core.policy import CheckpointPolicy, as_policy
 from ..core.tx import LogEntry
 from ..errors import MalformedError, NotFoundError, ProofError, UsageError
 from ._evidence import CheckpointRef, CitedEntry, Evidence, check_cited, open_ref, rfc3339
@@ -1323,7 +1324,9 @@ class AnnexCheck:
     entries: int
 
 
-def verify_annex_iv(obj: Mapping[str, Any], log_key: VerifierKey | str) -> AnnexCheck:
+def verify_annex_iv(
+    obj: Mapping[str, Any], log_key: CheckpointPolicy | VerifierKey | str
+) -> AnnexCheck:
     """Check an Annex IV JSON document offline, with only the log's verifier key.
 
     The checkpoint must be signed by ``log_key``; every cited entry's bytes must
@@ -1334,9 +1337,9 @@ def verify_annex_iv(obj: Mapping[str, Any], log_key: VerifierKey | str) -> Annex
     model's name and the version's artifact digest). The prose is not re-derived:
     a reader checks a statement against the bodies of the entries it cites.
     Raises SignatureError, ProofError or MalformedError at the first fault."""
-    key = VerifierKey.from_string(log_key) if isinstance(log_key, str) else log_key
+    policy = as_policy(log_key)
     doc = AnnexIV.from_json(obj)
-    note, cp = open_ref(obj["checkpoint"], key, "the document")
+    note, cp = open_ref(obj["checkpoint"], policy, "the document")
     if doc.origin != cp.origin:
         raise ProofError(f"the document names ledger {doc.origin}, its checkpoint {cp.origin}")
     proven: dict[int, LogEntry] = {}
