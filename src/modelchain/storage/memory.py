@@ -6,7 +6,7 @@ nothing on disk. For tests, simulations and scratch replays.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..core import canonical
 from ..core.canonical import JSONValue
@@ -124,14 +124,16 @@ class MemoryStore:
     def get_state(self, key: str) -> JSONValue | None:
         return self._state.get(key)
 
-    def state_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+    def _encoded(self, keep: Callable[[str], bool]) -> list[tuple[str, bytes]]:
         with self._lock:
-            keys = sorted(k for k in self._state if k.startswith(prefix))
-            items = [(k, canonical.dumps(self._state[k])) for k in keys]
-        yield from items
+            keys = sorted(k for k in self._state if keep(k))
+            return [(k, canonical.dumps(self._state[k])) for k in keys]
+
+    def state_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        yield from self._encoded(lambda key: key.startswith(prefix))
 
     def state_items(self) -> Iterator[tuple[str, bytes]]:
-        yield from self.state_prefix("")
+        yield from self._encoded(lambda key: True)
 
     def nonce_index(self, nonce: str) -> int | None:
         return self._nonces.get(nonce)
