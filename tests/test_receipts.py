@@ -20,9 +20,10 @@ from conftest import ORIGIN, make_signer
 
 import modelchain as mc
 from modelchain.contracts import ContractSet, default_contracts
-from modelchain.contracts.inference import check_batch, inference_key, inference_rules
+from modelchain.contracts.inference import check_batch, inference_rules
 from modelchain.contracts.ledger import authorize, resolve_signer
 from modelchain.contracts.policy import enforce
+from modelchain.contracts.state import inference_key
 from modelchain.core.identity import verifier_of
 from modelchain.errors import Error, MalformedError, NotFoundError, ProofError, UsageError
 from modelchain.ledger.ledger import Founder

@@ -32,8 +32,9 @@ from .cli_lifecycle import register_commands as register_lifecycle
 from .cli_registry import register_commands
 from .cli_reports import register_commands as register_reports
 from .cli_server import register_commands as register_server
-from .contracts.ledger import BUILTIN_ROLES, EVENT
+from .contracts.genesis import BUILTIN_ROLES
 from .contracts.policy import DEFAULT_POLICIES
+from .contracts.types import EVENT
 from .core import canonical
 from .core.identity import VerifierKey
 from .core.merkle import leaf_hash
@@ -41,13 +42,13 @@ from .errors import (
     Error,
     MalformedError,
     NotFoundError,
-    RejectedError,
     StorageError,
     UsageError,
 )
-from .keys import KeyStore, env_or_prompt_passphrase
+from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from .ledger import ledger as ledger_mod
 from .ledger.ledger import Founder
+from .ledger.port import rejection
 
 __all__ = ["cli", "main"]
 
@@ -146,8 +147,9 @@ def init(
         members=founders,
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
+        home=modelchain_home(),
     ) as led:
-        led.store.set_meta("admin", admin)
+        led.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
         click.echo(f"log key: {led.log_key}")
 
@@ -303,12 +305,7 @@ def event_record(
             if len(acks) == 1
             else f"{len(rejected)} of {len(acks)} events were rejected, the first"
         )
-        raise RejectedError(
-            f"{what} ({first.outcome.code}): {first.outcome.reason}; "
-            f"the rejection is entry {first.index}",
-            first.index,
-            first.outcome.code,
-        )
+        raise rejection(first, what)
 
 
 # -- log -----------------------------------------------------------------------

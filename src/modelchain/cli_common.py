@@ -76,10 +76,10 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root().obj if ctx is not None else None
     if isinstance(root, dict) and root.get("server"):
-        from .ledger.remote import connect
+        from . import connect
 
         return connect(root["server"], log_key=root.get("log_key"))
-    return ledger_mod.open(ledger_dir, readonly=readonly)
+    return ledger_mod.open(ledger_dir, readonly=readonly, home=modelchain_home())
 
 
 def name_version(spec: str) -> tuple[str, int]:
@@ -94,7 +94,7 @@ def name_version(spec: str) -> tuple[str, int]:
 
 def signer_for(name: str | None, led: Ledger) -> Signer:
     """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
-    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
+    name = name or os.environ.get(IDENTITY_ENV) or led.meta("admin")
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .cli_common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
+from .contracts import types as tx_types
 from .core import canonical
 from .core.dsse import Envelope
 from .core.identity import VerifierKey
@@ -138,7 +139,7 @@ def register_commands(cli: click.Group) -> None:
             "member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}
         }
         with open_ledger(ledger_dir) as led:
-            _submit_or_draft(led, "member.add", body, as_name, draft, as_json)
+            _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)
 
     @member.command("revoke")
     @ledger_option
@@ -158,7 +159,12 @@ def register_commands(cli: click.Group) -> None:
         """Revoke a member: its keys sign nothing from now on."""
         with open_ledger(ledger_dir) as led:
             _submit_or_draft(
-                led, "member.revoke", {"name": name, "reason": reason}, as_name, draft, as_json
+                led,
+                tx_types.MEMBER_REVOKE,
+                {"name": name, "reason": reason},
+                as_name,
+                draft,
+                as_json,
             )
 
     @member.command("list")
@@ -246,7 +252,7 @@ def register_commands(cli: click.Group) -> None:
             "description": description,
         }
         with open_ledger(ledger_dir) as led:
-            _submit_or_draft(led, "policy.set", body, as_name, draft, as_json)
+            _submit_or_draft(led, tx_types.POLICY_SET, body, as_name, draft, as_json)
 
     @policy.command("test")
     @ledger_option

@@ -15,6 +15,7 @@ import click
 from .cli_common import emit_json, json_option, ledger_option, open_ledger
 from .core.identity import Signer
 from .errors import NotFoundError, UsageError
+from .keys import modelchain_home
 from .ledger import ledger as ledger_mod
 from .node.node import NodeConfig
 from .server.access import READS, SCOPES, AccessList
@@ -214,7 +215,10 @@ def register_commands(cli: click.Group) -> None:
             max_backlog=max_backlog, checkpoint_interval_ms=round(checkpoint_interval * 1000)
         )
         led = ledger_mod.open(
-            ledger_dir, config=node_config, busy_timeout_ms=round(busy_timeout * 1000)
+            ledger_dir,
+            config=node_config,
+            busy_timeout_ms=round(busy_timeout * 1000),
+            home=modelchain_home(),
         )
         try:
             server_config = ServerConfig(

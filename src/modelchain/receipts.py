@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contracts.inference import INFERENCE_BATCH
-from .contracts.registry import deployment_key
+from .contracts.state import deployment_key, model_key
+from .contracts.types import INFERENCE_BATCH
 from .core import canonical
 from .core.checkpoint import open_checkpoint
 from .core.identity import Signer, VerifierKey
@@ -76,7 +76,7 @@ from .keys.files import modelchain_home
 from .storage.files import fsync_dir
 
 if TYPE_CHECKING:
-    from .ledger.ledger import Ledger
+    from .ledger.port import LedgerPort
 
 __all__ = [
     "DURABILITY",
@@ -764,7 +764,7 @@ class ReceiptLog:
 
     def __init__(
         self,
-        ledger: Ledger | None,
+        ledger: LedgerPort | None,
         model: str,
         env: str | None = None,
         version: int | None = None,
@@ -897,7 +897,7 @@ class ReceiptLog:
             if not isinstance(dep, dict):
                 raise NotFoundError(f"model {self.model} is not deployed to {self.env}")
             return int(dep["version"])
-        entity = get(f"model/{self.model}")
+        entity = get(model_key(self.model))
         if not isinstance(entity, dict) or not entity.get("latest"):
             raise NotFoundError(f"model {self.model} has no registered version")
         return int(entity["latest"])

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, check_key_name, verifier_of
 from ..errors import KeyStoreError, MalformedError, NotFoundError
+from ..storage.files import fsync_dir
 from .pkcs11 import Pkcs11Signer
 
 __all__ = [
@@ -134,7 +135,7 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
         finally:
             os.close(fd)
         _link_no_clobber(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except FileExistsError as exc:
         raise KeyStoreError(f"{path} already exists; refusing to overwrite it") from exc
     except OSError as exc:
@@ -155,14 +156,6 @@ def _link_no_clobber(src: Path, dst: Path) -> None:
         if dst.exists():
             raise FileExistsError(errno.EEXIST, "exists", str(dst)) from exc
         os.rename(src, dst)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_private_file(path: Path) -> bytes:

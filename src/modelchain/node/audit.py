@@ -12,8 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
-from ..contracts.base import StateReader
-from ..contracts.ledger import LEDGER_KEY
+from ..contracts.state import LEDGER_KEY, StateReader
 from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import open_checkpoint

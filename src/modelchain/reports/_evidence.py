@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ..core.b64 import b64
 from ..core.checkpoint import Checkpoint, open_checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash, verify_inclusion
@@ -121,7 +122,7 @@ class Evidence:
         self.ref = CheckpointRef(
             cp.origin,
             cp.size,
-            base64.b64encode(cp.root).decode("ascii"),
+            b64(cp.root),
             self._note.decode("utf-8"),
             key.to_string(),
         )
@@ -174,7 +175,7 @@ class Evidence:
             outcome=entry.outcome.to_json(),
             leaf_hash=leaf_hash(data).hex(),
             proof=self.receipt(index).to_text(),
-            entry=base64.b64encode(data).decode("ascii"),
+            entry=b64(data),
         )
 
     def cited(self) -> tuple[CitedEntry, ...]:
@@ -190,7 +191,7 @@ def open_ref(head: Mapping[str, Any], key: VerifierKey, where: str) -> tuple[byt
     note = str(head.get("note", "")).encode("utf-8")
     cp, _ = open_checkpoint(note, key)
     stated = (head.get("origin"), head.get("size"), head.get("root"))
-    if stated != (cp.origin, cp.size, base64.b64encode(cp.root).decode("ascii")):
+    if stated != (cp.origin, cp.size, b64(cp.root)):
         raise ProofError(f"{where} states another origin, size or root than its signed checkpoint")
     return note, cp
 

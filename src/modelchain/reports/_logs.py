@@ -4,12 +4,12 @@ one checkpoint (written once, as the first line), and the offline check of it.""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from ..core.b64 import b64
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash
@@ -82,7 +82,7 @@ def export_logs(led: Ledger, start_ms: int | None, end_ms: int | None, out: IO[s
                     "outcome": entry.outcome.to_json(),
                     "signatures": [s.keyid for s in entry.envelope.signatures],
                     "leaf_hash": leaf_hash(data).hex(),
-                    "entry": base64.b64encode(data).decode("ascii"),
+                    "entry": b64(data),
                     "proof": ev.receipt(entry.index).to_text(),
                 }
             )

@@ -36,7 +36,7 @@ class ServerContext:
         at that size, as a static mirror would; a new one is signed only when a
         caller needs entries it does not cover yet (``covering``: that many
         entries), so readers cannot make the node sign one per request."""
-        latest = self.ledger.store.checkpoint()
+        latest = self.ledger.published()
         if latest is None or latest[0] < min(covering, self.ledger.size):
             note = self.ledger.checkpoint()  # publishes the durable size
         else:

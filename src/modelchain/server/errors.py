@@ -16,6 +16,7 @@ from ..errors import (
     AccessError,
     AuthError,
     ClockSkewError,
+    ContractVersionError,
     Error,
     ForbiddenError,
     InputError,
@@ -61,6 +62,7 @@ _STATUS: list[tuple[type[Error], int]] = [
     (AccessError, 403),
     (PushbackError, 503),
     (UnavailableError, 503),
+    (ContractVersionError, 503),  # this node needs an upgrade; others may serve
     (StorageBusyError, 503),
     (StorageFullError, 507),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...contracts import types as tx_types
 from .._evidence import rfc3339
 from .gaps import APPROVAL_GAPS, CHANGE_GAPS, MONITORING_GAPS, provider_items
 from .model import Section, Statement
@@ -201,8 +202,8 @@ def _deployment_statement(src: Source, event: Mapping[str, Any]) -> Statement:
         )
     else:
         cause = {
-            "monitor.report": f"automatically, on a monitor report by {by}",
-            "model.revoke": f"because {by} revoked the version",
+            tx_types.MONITOR_REPORT: f"automatically, on a monitor report by {by}",
+            tx_types.MODEL_REVOKE: f"because {by} revoked the version",
         }.get(entry.transaction.type, f"by {by}")
         text = (
             f"{env}: rolled back from {was} to {now} {cause} at {when}"

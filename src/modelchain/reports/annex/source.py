@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...contracts import types as tx_types
 from ...errors import NotFoundError
 from .._evidence import Evidence
 
@@ -29,16 +30,18 @@ class Seen:
     member_changes: dict[str, list[int]] = field(default_factory=dict)
 
 
-_MEMBER_CHANGES = frozenset({"member.update", "member.revoke", "member.rotate"})
+_MEMBER_CHANGES = frozenset(
+    {tx_types.MEMBER_UPDATE, tx_types.MEMBER_REVOKE, tx_types.MEMBER_ROTATE}
+)
 
 
 def _concerns(tx_type: str, body: Mapping[str, Any], model: str) -> bool:
-    if tx_type == "model.register":
+    if tx_type == tx_types.MODEL_REGISTER:
         return body.get("name") == model
-    if tx_type == "model.evaluate":
+    if tx_type == tx_types.MODEL_EVALUATE:
         ref = body.get("model")
         return isinstance(ref, Mapping) and ref.get("name") == model
-    if tx_type == "access.log":
+    if tx_type == tx_types.ACCESS_LOG:
         art = body.get("artifact")
         return isinstance(art, Mapping) and art.get("kind") == "model" and art.get("name") == model
     return body.get("model") == model
@@ -126,7 +129,7 @@ class Source:
             if tx.type in _MEMBER_CHANGES and entry.outcome.accepted:
                 seen.member_changes.setdefault(str(body.get("name")), []).append(entry.index)
                 continue
-            if tx.type == "access.log" and entry.outcome.accepted:
+            if tx.type == tx_types.ACCESS_LOG and entry.outcome.accepted:
                 art = body.get("artifact")
                 if isinstance(art, Mapping) and art.get("kind") == "dataset":
                     if art.get("name") in datasets:
@@ -136,11 +139,11 @@ class Source:
                 continue
             if not entry.outcome.accepted:
                 seen.denied.append(item)
-            elif tx.type == "monitor.report":
+            elif tx.type == tx_types.MONITOR_REPORT:
                 seen.reports.append(item)
-            elif tx.type == "inference.batch":
+            elif tx.type == tx_types.INFERENCE_BATCH:
                 seen.batches.append(item)
-            elif tx.type == "access.log":
+            elif tx.type == tx_types.ACCESS_LOG:
                 seen.model_access.append(item)
         return seen
 

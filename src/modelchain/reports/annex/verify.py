@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...contracts import types as tx_types
 from ...core.checkpoint import Checkpoint
 from ...core.identity import VerifierKey
 from ...core.tx import LogEntry
@@ -80,7 +81,7 @@ def _check_subject(doc: AnnexIV, proven: Mapping[int, LogEntry]) -> None:
     body = tx.body
     artifact = body.get("artifact")
     if (
-        tx.type != "model.register"
+        tx.type != tx_types.MODEL_REGISTER
         or body.get("name") != doc.model
         or not isinstance(artifact, dict)
         or artifact.get("digest") != subject[0].data.get("digest")

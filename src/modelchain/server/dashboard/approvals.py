@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ...contracts import types as tx_types
 from ...core import canonical
 from ...core.dsse import Envelope
 from ...core.identity import Signer
@@ -25,7 +26,7 @@ from .pages import HEADERS, Pages
 __all__ = ["CUSTODIAL_ACTION", "DECISIONS", "Approvals"]
 
 CUSTODIAL_ACTION = "custodial:model.approve"
-DECISIONS = ("model.approve", "model.reject")
+DECISIONS = (tx_types.MODEL_APPROVE, tx_types.MODEL_REJECT)
 
 
 class Approvals:
@@ -68,7 +69,7 @@ class Approvals:
         who = self.ctx.reader(request)
         q = request.query_params
         body = self._approval_body(request, q)
-        verb = q.get("decision", "model.approve")
+        verb = q.get("decision", tx_types.MODEL_APPROVE)
         if verb not in DECISIONS:
             raise UsageError(f"decision is one of {', '.join(DECISIONS)}")
         actor = (q.get("actor") or (who.member if who else "")).strip()
@@ -136,7 +137,7 @@ class Approvals:
             # member's own: the comment says so, and names the token used.
             mark = f"[custodial signature by the dashboard, token {who.token_id}]"
             body["comment"] = (body["comment"][: 2000 - len(mark) - 1] + " " + mark).strip()
-            draft = self.led.members.draft("model.approve", body, who.member)
+            draft = self.led.members.draft(tx_types.MODEL_APPROVE, body, who.member)
             decision = self.led.policies.test_custodial(draft)
             if not decision.allowed:
                 raise ForbiddenError(f"custodial approval refused: {decision.reason}")

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from ...contracts import types as tx_types
 from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
@@ -185,7 +186,7 @@ class Views:
         lineage = self.led.models.lineage(name, version)
         svg = lineage_svg(lineage, deployed)
         quality = []
-        for ds in _datasets_in(lineage):
+        for ds in lineage.datasets():
             rec = self.led.datasets.get(ds[0], ds[1]).record
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
@@ -441,28 +442,6 @@ def _markup(svg: str) -> Markup:
     return Markup(svg)
 
 
-def _datasets_in(node: Mapping[str, Any]) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
-
-    def walk(n: Mapping[str, Any]) -> None:
-        if n.get("kind") == "dataset":
-            pair = (str(n["name"]), int(n["version"]))
-            if pair not in found:
-                found.append(pair)
-            return
-        run = n.get("run")
-        if isinstance(run, Mapping):
-            for i in run.get("inputs", []):
-                if isinstance(i, Mapping):
-                    walk(i)
-        parent = n.get("parent")
-        if isinstance(parent, Mapping):
-            walk(parent)
-
-    walk(node)
-    return found
-
-
 def _about_model(entry: Mapping[str, Any], name: str) -> bool:
     body = entry.get("body")
     if not isinstance(body, Mapping):
@@ -470,7 +449,7 @@ def _about_model(entry: Mapping[str, Any], name: str) -> bool:
     target = body.get("model")
     if isinstance(target, Mapping):
         target = target.get("name")
-    if entry.get("type") == "model.register":
+    if entry.get("type") == tx_types.MODEL_REGISTER:
         target = body.get("name")
     return target == name
 
@@ -491,20 +470,20 @@ def _about(entry: Mapping[str, Any]) -> str:
         if body.get("env"):
             parts.append(f"→ {body['env']}")
         return " ".join(parts)
-    if t in ("model.register", "dataset.register"):
+    if t in (tx_types.MODEL_REGISTER, tx_types.DATASET_REGISTER):
         return str(body.get("name", ""))
-    if t == "dataset.ingest":
+    if t == tx_types.DATASET_INGEST:
         return str(body.get("dataset", ""))
     dataset = body.get("dataset")
     if isinstance(dataset, Mapping):
         return f"{dataset.get('name')}@{dataset.get('version')}"
-    if t == "run.record":
+    if t == tx_types.RUN_RECORD:
         return str(body.get("id", ""))
-    if t == "policy.set":
+    if t == tx_types.POLICY_SET:
         return str(body.get("action", ""))
     if t.startswith("member."):
         member = body.get("member")
         return str(member.get("name") if isinstance(member, Mapping) else body.get("name", ""))
-    if t == "event.record":
+    if t == tx_types.EVENT:
         return str(body.get("event", ""))
     return ""

@@ -1,15 +1,14 @@
-"""What the API's routes share: JSON written at any depth, base64, cache headers."""
+"""What the API's routes share: JSON written at any depth, cache headers."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastapi import Response
 
 from ...core import jsontext
 
-__all__ = ["IMMUTABLE", "NO_STORE", "JSONText", "b64"]
+__all__ = ["IMMUTABLE", "NO_STORE", "JSONText"]
 
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 NO_STORE = {"Cache-Control": "no-store"}
@@ -22,7 +21,3 @@ class JSONText(Response):
 
     def render(self, content: Any) -> bytes:
         return jsontext.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

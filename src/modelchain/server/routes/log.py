@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...core import canonical
+from ...core.b64 import b64
 from ...core.tiles import TILE_WIDTH, encode_entry_bundle, parse_tile_path
 from ...core.tx import MAX_ENVELOPE_BYTES
 from ...errors import AuthError, Error, MalformedError, NotFoundError, OversizeError
@@ -23,7 +24,7 @@ from ...node.node import Ack
 from ..config import MAX_INT
 from ..context import ServerContext
 from ..errors import error_body, item_error
-from .common import IMMUTABLE, NO_STORE, b64
+from .common import IMMUTABLE, NO_STORE
 
 __all__ = ["log_router"]
 
@@ -150,7 +151,7 @@ def log_router(ctx: ServerContext) -> APIRouter:
             count = size >> (8 * level)
             if n * TILE_WIDTH + width > count:
                 raise NotFoundError(f"tile {path} is beyond the log size {size}")
-            data = led.store.read_tile(level, n)[: width * 32]
+            data = led.tile(level, n, width)
         cache = IMMUTABLE if width == TILE_WIDTH else NO_STORE
         return Response(data, media_type="application/octet-stream", headers=cache)
 

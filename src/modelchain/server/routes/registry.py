@@ -60,7 +60,7 @@ def registry_router(ctx: ServerContext) -> APIRouter:
         request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_INT)
     ) -> Response:
         ctx.reader(request)
-        return answer(led.models.lineage(name, version))
+        return answer(led.models.lineage(name, version).to_json())
 
     @r.get(
         "/models/{name}/deployments/{env}",
