@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,13 +13,16 @@ from typing import Any
 import click
 
 from .cli_common import emit_json, json_option, ledger_option, open_ledger
+from .core.identity import Signer
 from .errors import NotFoundError, UsageError
 from .keys import modelchain_home
 from .ledger import ledger as ledger_mod
 from .node.node import NodeConfig
 from .server.access import READS, SCOPES, AccessList
 
-__all__ = ["register_commands"]
+__all__ = ["CUSTODIAL_ENV", "register_commands"]
+
+CUSTODIAL_ENV = "MODELCHAIN_CUSTODIAL"  # "name1,name2": members whose keys this server holds
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -50,6 +54,20 @@ def _configure_logging(level: str) -> None:
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+
+
+def _custodial_signers() -> dict[str, Signer]:
+    """The keys named in $MODELCHAIN_CUSTODIAL, loaded now, so that a missing key
+    or passphrase stops the server at start rather than surfacing (or
+    prompting) at an approver's first click."""
+    held = {n.strip() for n in os.environ.get(CUSTODIAL_ENV, "").split(",") if n.strip()}
+    if not held:
+        return {}
+    from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+
+    keys = KeyStore(modelchain_home())
+    passphrase = env_or_prompt_passphrase(prompt="Passphrase for the held keys: ")
+    return {name: keys.signer(name, passphrase) for name in sorted(held)}
 
 
 def _require_ledger(ledger_dir: Path) -> None:
@@ -203,9 +221,13 @@ def register_commands(cli: click.Group) -> None:
             home=modelchain_home(),
         )
         try:
-            app = create_app(
-                led, ServerConfig(max_body=max_body, reads=reads, body_timeout=body_timeout)
+            server_config = ServerConfig(
+                max_body=max_body,
+                reads=reads,
+                body_timeout=body_timeout,
+                custodial=_custodial_signers(),
             )
+            app = create_app(led, server_config)
             scheme = "https" if ssl_certfile else "http"
             logging.getLogger("modelchain.server").info(
                 f"serving {led.origin} ({led.size} entries) at {scheme}://{host}:{port}/",
