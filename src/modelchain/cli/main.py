@@ -17,7 +17,23 @@ from typing import Any
 
 import click
 
-from .cli_common import (
+from ..contracts.ledger import BUILTIN_ROLES, EVENT
+from ..contracts.policy import DEFAULT_POLICIES
+from ..core import canonical
+from ..core.identity import VerifierKey
+from ..core.merkle import leaf_hash
+from ..errors import (
+    Error,
+    MalformedError,
+    NotFoundError,
+    RejectedError,
+    StorageError,
+    UsageError,
+)
+from ..keys import KeyStore, env_or_prompt_passphrase
+from ..ledger import ledger as ledger_mod
+from ..ledger.ledger import Founder
+from .common import (
     LOG_KEY_ENV,
     SERVER_ENV,
     emit_json,
@@ -27,27 +43,11 @@ from .cli_common import (
     open_ledger,
     signer_for,
 )
-from .cli_governance import register_commands as register_governance
-from .cli_lifecycle import register_commands as register_lifecycle
-from .cli_registry import register_commands
-from .cli_reports import register_commands as register_reports
-from .cli_server import register_commands as register_server
-from .contracts.ledger import BUILTIN_ROLES, EVENT
-from .contracts.policy import DEFAULT_POLICIES
-from .core import canonical
-from .core.identity import VerifierKey
-from .core.merkle import leaf_hash
-from .errors import (
-    Error,
-    MalformedError,
-    NotFoundError,
-    RejectedError,
-    StorageError,
-    UsageError,
-)
-from .keys import KeyStore, env_or_prompt_passphrase
-from .ledger import ledger as ledger_mod
-from .ledger.ledger import Founder
+from .governance import register_commands as register_governance
+from .lifecycle import register_commands as register_lifecycle
+from .registry import register_commands
+from .reports import register_commands as register_reports
+from .server import register_commands as register_server
 
 __all__ = ["cli", "main"]
 

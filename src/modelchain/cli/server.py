@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, open_ledger
-from .errors import NotFoundError, UsageError
-from .ledger import ledger as ledger_mod
-from .node.node import NodeConfig
-from .server.access import READS, SCOPES, AccessList
+from ..errors import NotFoundError, UsageError
+from ..ledger import ledger as ledger_mod
+from ..node.node import NodeConfig
+from ..server.access import READS, SCOPES, AccessList
+from .common import emit_json, json_option, ledger_option, open_ledger
 
 __all__ = ["register_commands"]
 
@@ -183,8 +183,8 @@ def register_commands(cli: click.Group) -> None:
         try:
             import uvicorn
 
-            from .server import ServerConfig, create_app
-            from .server.connections import MAX_HEAD, connection_protocol
+            from ..server import ServerConfig, create_app
+            from ..server.connections import MAX_HEAD, connection_protocol
         except ImportError as exc:
             raise UsageError(
                 "serving needs the server extra: pip install 'modelchain[server]'"

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
-from .core.times import human_time, parse_time
-from .errors import UsageError
-from .node.node import Ack
+from ..core.times import human_time, parse_time
+from ..errors import UsageError
+from ..node.node import Ack
+from .common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
 
 __all__ = ["register_commands"]
 
@@ -70,8 +70,8 @@ def register_commands(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Check a dataset version's quality and submit the result as a validator."""
-        from .artifacts.hashing import verify_path
-        from .checks.quality import run_quality_checks
+        from ..artifacts.hashing import verify_path
+        from ..checks.quality import run_quality_checks
 
         name, version = name_version(dataset)
         bounds: dict[str, tuple[float | None, float | None]] = {}
@@ -119,8 +119,8 @@ def register_commands(cli: click.Group) -> None:
     ) -> None:
         """Evaluate a scikit-learn model version on a registered dataset version and
         submit the metrics as an evaluator."""
-        from .artifacts.hashing import verify_path
-        from .checks.evaluation import evaluate_sklearn
+        from ..artifacts.hashing import verify_path
+        from ..checks.evaluation import evaluate_sklearn
 
         name, version = name_version(model)
         ds_name, ds_version = name_version(dataset)
@@ -331,7 +331,7 @@ def register_commands(cli: click.Group) -> None:
     ) -> None:
         """Re-verify PATH against the version deployed to ENV every INTERVAL and file a
         monitor report when the files drift (or stop drifting), so policies can react."""
-        from .guard import watch
+        from ..guard import watch
 
         def show(result: dict[str, Any]) -> None:
             state = "ok" if result["ok"] else "DRIFT " + ", ".join(result["differences"][:5])
@@ -365,7 +365,7 @@ def register_commands(cli: click.Group) -> None:
     )
     def receipt_verify(receipt_file: Path, vkey: str, cp_file: Path | None) -> None:
         """Check one receipt offline: record in batch, batch in log, checkpoint signed."""
-        from .receipts import verify_inference_receipt
+        from ..receipts import verify_inference_receipt
 
         record = verify_inference_receipt(
             receipt_file.read_bytes(), vkey, cp_file.read_bytes() if cp_file else None
@@ -385,7 +385,7 @@ def register_commands(cli: click.Group) -> None:
     ) -> None:
         """Produce what an auditor needs to check one decision's input and output
         (the raw bytes given here are revealed; no other record is)."""
-        from .receipts import reveal
+        from ..receipts import reveal
 
         out = reveal(
             receipt_file.read_bytes(),

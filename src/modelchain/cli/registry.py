@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
-from .core import canonical
-from .core.manifest import Manifest, sharded
-from .errors import UsageError
+from ..core import canonical
+from ..core.manifest import Manifest, sharded
+from ..errors import UsageError
+from .common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
 
 __all__ = ["register_commands"]
 
@@ -173,9 +173,9 @@ def register_commands(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Hash a model or dataset (file or folder) and print its manifest."""
-        from .artifacts.cache import default_cache
-        from .artifacts.hashing import hash_path
-        from .keys import modelchain_home
+        from ..artifacts.cache import default_cache
+        from ..artifacts.hashing import hash_path
+        from ..keys import modelchain_home
 
         progress = ByteProgress("hashing")
         try:
@@ -377,7 +377,7 @@ def register_commands(cli: click.Group) -> None:
     @click.argument("proof_file", type=click.Path(dir_okay=False, path_type=Path))
     def dataset_verify_record(ledger_dir: Path, proof_file: Path) -> None:
         """Check a record proof against the root the ledger registered."""
-        from .core.records import RecordProof
+        from ..core.records import RecordProof
 
         obj = canonical.loads(proof_file.read_bytes())
         if not isinstance(obj, dict) or "dataset" not in obj or "version" not in obj:
@@ -678,8 +678,8 @@ def register_commands(cli: click.Group) -> None:
         """Write an OMS bundle for the model at PATH that `model_signing verify key` accepts.
 
         The key's passphrase, if any, comes from $MODELCHAIN_KEY_PASSPHRASE."""
-        from .artifacts.hashing import DEFAULT_IGNORES, hash_path
-        from .artifacts.oms import GIT_IGNORE_PATHS, load_private_key, sign_bundle
+        from ..artifacts.hashing import DEFAULT_IGNORES, hash_path
+        from ..artifacts.oms import GIT_IGNORE_PATHS, load_private_key, sign_bundle
 
         pem = key_file.read_bytes()
         password = os.environ.get("MODELCHAIN_KEY_PASSPHRASE") if b"ENCRYPTED" in pem else None
@@ -722,8 +722,8 @@ def register_commands(cli: click.Group) -> None:
     ) -> None:
         """Verify an OMS bundle against the files at PATH and register them as a
         version of the model; the bundle is kept beside the ledger."""
-        from .artifacts.hashing import DEFAULT_IGNORES, hash_path
-        from .artifacts.oms import key_hint, load_public_key, read_bundle, verify_against
+        from ..artifacts.hashing import DEFAULT_IGNORES, hash_path
+        from ..artifacts.oms import key_hint, load_public_key, read_bundle, verify_against
 
         data = bundle.read_bytes()
         public_key = load_public_key(key_file.read_bytes())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import emit_json, json_option, ledger_option, open_ledger
+from .common import emit_json, json_option, ledger_option, open_ledger
 
 __all__ = ["register_commands"]
 
@@ -57,7 +57,7 @@ def register_commands(cli: click.Group) -> None:
         """EU AI Act Annex IV technical documentation for MODEL: every statement
         cites its ledger entries, with inclusion proofs against one checkpoint;
         what the ledger cannot know is listed as to be completed by the provider."""
-        from .reports import annex_iv, render_html, render_json, render_pdf
+        from ..reports import annex_iv, render_html, render_json, render_pdf
 
         if fmt is None:
             suffix = output.suffix.lower().lstrip(".") if output else ""
@@ -86,7 +86,7 @@ def register_commands(cli: click.Group) -> None:
         carries the JSON): checkpoint signature, every cited entry's bytes,
         fields and inclusion proof, every statement's citations, and that the
         subject is the version its registration entry registered."""
-        from .reports import read_annex_iv, verify_annex_iv
+        from ..reports import read_annex_iv, verify_annex_iv
 
         result = verify_annex_iv(read_annex_iv(document.read_bytes()), vkey)
         root = base64.b64encode(result.checkpoint.root).decode()
@@ -125,8 +125,8 @@ def register_commands(cli: click.Group) -> None:
         """EU AI Act Art. 12 record-keeping export: every entry whose transaction
         time is in the range, as JSON Lines with its bytes and inclusion proof;
         the first line is the checkpoint the proofs are against."""
-        from .core.times import parse_time
-        from .reports import export_logs
+        from ..core.times import parse_time
+        from ..reports import export_logs
 
         start_ms = parse_time(start) if start else None
         end_ms = parse_time(end, end=True) if end else None
@@ -150,7 +150,7 @@ def register_commands(cli: click.Group) -> None:
     def verify_logs_cmd(logs_file: Path, vkey: str, as_json: bool) -> None:
         """Check a `report logs` export offline: checkpoint signature, every
         entry's bytes, fields, range and inclusion proof."""
-        from .reports import verify_logs
+        from ..reports import verify_logs
 
         with logs_file.open(encoding="utf-8") as fh:
             result = verify_logs(fh, vkey)

@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
-from .cli_common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
-from .core import canonical
-from .core.dsse import Envelope
-from .core.identity import VerifierKey
-from .core.tx import PAYLOAD_TYPE, Transaction
-from .errors import NotFoundError, UsageError
-from .ledger.ledger import Ledger
+from ..core import canonical
+from ..core.dsse import Envelope
+from ..core.identity import VerifierKey
+from ..core.tx import PAYLOAD_TYPE, Transaction
+from ..errors import NotFoundError, UsageError
+from ..ledger.ledger import Ledger
+from .common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
 
 __all__ = ["register_commands"]
 
