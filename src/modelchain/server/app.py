@@ -63,7 +63,7 @@ from .access import AccessList, Principal
 from .metrics import Metrics
 from .queries import TrailFilter, TrailPage, find_digest, rejected, trail
 
-__all__ = ["MAX_INT", "ServerConfig", "ServerContext", "create_app", "status_of"]
+__all__ = ["MAX_INT", "Limits", "ServerConfig", "ServerContext", "create_app", "status_of"]
 
 log = logging.getLogger("modelchain.server")
 
