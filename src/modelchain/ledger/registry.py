@@ -7,7 +7,6 @@ only manifests (inline when small, else content-addressed beside the ledger).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -379,6 +378,8 @@ def _git_commit(directory: Path) -> dict[str, Any] | None:
 
 def environment() -> dict[str, Any]:
     """The Python and key package versions of this process."""
+    import importlib.metadata  # ~9 ms, and only a run record needs it
+
     packages = {}
     for name in _KEY_PACKAGES:
         try:
