@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from modelchain.contracts import default_contracts
-from modelchain.contracts.ledger import genesis_body
+from modelchain.contracts.genesis import genesis_body
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.canonical import JSONValue
 from modelchain.core.identity import Ed25519Signer, verifier_of
@@ -119,9 +119,11 @@ def _world(
         2,
     )
     work: list[tuple[Transaction, tuple[str, ...]]] = []
+    dataset_root = manifest.digest.split(":", 1)[1]
     for i in range(3, 5):
         digest = f"{i:064x}"
         m = Manifest("m", "sha256", (FileDigest(".", 1, digest),))
+        run(_tx("run.record", _run_body(f"r{i}", m.digest, dataset_root), "bob", i), ("bob",), i)
         body = {
             "name": "m",
             "artifact": {
@@ -131,7 +133,7 @@ def _world(
                 "format": "file",
                 "manifest": m.to_json(),
             },
-            "run": None,
+            "run": f"r{i}",
             "parent": None,
             "metrics": {"accuracy": 0.95},
             "card": {},
@@ -173,6 +175,11 @@ def _world(
     # What gets measured: registrations of new bytes and redeployments to production.
     for i in range(1000):
         m = Manifest("m", "sha256", (FileDigest(".", 1, f"{i + 10_000:064x}"),))
+        run(
+            _tx("run.record", _run_body(f"t{i}", m.digest, dataset_root), "bob", 600 + i),
+            ("bob",),
+            600 + i,
+        )
         body = {
             "name": f"m{i}",
             "artifact": {
@@ -182,7 +189,7 @@ def _world(
                 "format": "file",
                 "manifest": m.to_json(),
             },
-            "run": None,
+            "run": f"t{i}",
             "parent": None,
             "metrics": {},
             "card": {},
@@ -200,6 +207,30 @@ def _world(
             )
         )
     return state, work
+
+
+def _run_body(run_id: str, digest: str, dataset_root: str) -> dict[str, Any]:
+    """A training run (in-toto Statement, SLSA v1) with the model as its subject and
+    the attested dataset as its input: what the default model.register policy asks for."""
+    alg, value = digest.split(":", 1)
+    return {
+        "id": run_id,
+        "statement": {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "model", "digest": {alg: value}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": "https://example.org/train/v1",
+                    "externalParameters": {},
+                    "resolvedDependencies": [
+                        {"uri": "modelchain:dataset/d@1", "digest": {"sha256": dataset_root}}
+                    ],
+                },
+                "runDetails": {"builder": {"id": "https://example.org/trainer"}},
+            },
+        },
+    }
 
 
 def _measure(policies: bool, n: int) -> float:

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 import modelchain as mc
-from modelchain.contracts.ledger import EVENT
+from modelchain.contracts.types import EVENT
 from modelchain.core.identity import Ed25519Signer
 from modelchain.ledger.ledger import new_nonce
 from modelchain.node.node import Ack, NodeConfig

@@ -162,6 +162,8 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
         "alice",
         {"action": "model.deploy:production", "rule": "size(approvals) >= 1", "description": ""},
     ),
+    "permissions.set": ("alice", {"type": "fl.round", "roles": ["fl-coordinator"]}),
+    "contracts.activate": ("alice", {"version": 2, "at": 1000}),
 }
 
 
@@ -359,7 +361,7 @@ def test_admission_never_raises_anything_but_a_modelchain_error(fuzz_ledger: mc.
                 "type": type_,
                 "actor": actor,
                 "nonce": new_nonce(),
-                "time": led._clock(),
+                "time": led.clock(),
                 "body": body,
             }
             data = sign_envelope(PAYLOAD_TYPE, _payload(tx), [make_signer(actor)]).to_bytes()
@@ -370,6 +372,7 @@ def test_admission_never_raises_anything_but_a_modelchain_error(fuzz_ledger: mc.
     print(f"\nfuzz inputs with zero unexpected exceptions: {total} ({seen})")
     assert total >= EXAMPLES
     assert types == set(TEMPLATES), "every transaction type was fuzzed"
+    assert types == led.contracts.types, "every transaction type was fuzzed"
     assert seen["admitted"] > 0 and seen["refused"] > 0
 
 
@@ -378,7 +381,7 @@ def test_templates_are_admitted(fuzz_ledger: mc.Ledger, type_: str) -> None:
     """The fuzzer starts from bodies admission accepts, so a mutation is what
     makes a refusal."""
     actor, body = TEMPLATES[type_]
-    tx = Transaction(ORIGIN, type_, actor, new_nonce(), fuzz_ledger._clock(), body)
+    tx = Transaction(ORIGIN, type_, actor, new_nonce(), fuzz_ledger.clock(), body)
     assert _check(fuzz_ledger, tx.sign(make_signer(actor)).to_bytes()) == "admitted"
 
 

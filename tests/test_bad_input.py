@@ -26,7 +26,7 @@ def _tx(led: mc.Ledger, **changes: object) -> Transaction:
         "type": "event.record",
         "actor": "alice",
         "nonce": "n" * 32,
-        "time": led._clock(),
+        "time": led.clock(),
         "body": {"event": "e", "data": {}},
     }
     fields.update(changes)
@@ -111,13 +111,13 @@ CASES: list[Case] = [
     ),
     (
         "future-time",
-        lambda led: _signed(led, time=led._clock() + 3_600_000),
+        lambda led: _signed(led, time=led.clock() + 3_600_000),
         errors.ClockSkewError,
         "in the future",
     ),
     (
         "past-time",
-        lambda led: _signed(led, time=led._clock() - 3_600_000),
+        lambda led: _signed(led, time=led.clock() - 3_600_000),
         errors.ClockSkewError,
         "in the past",
     ),

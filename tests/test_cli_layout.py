@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from modelchain.cli import cli
 from modelchain.cli.governance import roles
-from modelchain.contracts.ledger import BUILTIN_ROLES
+from modelchain.contracts.genesis import BUILTIN_ROLES
 
 
 def _walk(group: click.Group, path: str) -> list[tuple[str, click.Command]]:

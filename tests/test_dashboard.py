@@ -33,6 +33,7 @@ from modelchain.core.identity import Signer, verifier_of
 from modelchain.errors import RejectedError
 from modelchain.keys import KeyStore
 from modelchain.ledger.ledger import Founder
+from modelchain.ledger.lineage import DatasetNode, ExternalInput, ModelNode, RunNode
 from modelchain.server.lineage import lineage_svg
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -613,20 +614,23 @@ def test_logout_needs_the_csrf_token(page: Any, world: World) -> None:
 
 
 def test_lineage_svg_escapes_text_and_links_every_box() -> None:
-    lineage = {
-        "kind": "model",
-        "name": "m",
-        "version": 2,
-        "parent": {"kind": "model", "name": "m", "version": 1, "parent": None, "run": None},
-        "run": {
-            "id": "r-1",
-            "inputs": [
-                {"kind": "dataset", "name": "d", "version": 3},
-                {"kind": "external", "uri": "<script>alert(1)</script>&\"'"},
-                {"kind": "model", "name": "m", "version": 1},
-            ],
-        },
-    }
+    lineage = ModelNode(
+        "m",
+        2,
+        "sha256:2",
+        5,
+        parent=ModelNode("m", 1, "sha256:1", 2),
+        run=RunNode(
+            "r-1",
+            4,
+            "alice",
+            (
+                DatasetNode("d", 3, "sha256:d", 1),
+                ExternalInput("<script>alert(1)</script>&\"'", None),
+                ModelNode("m", 1, "sha256:1", 2, repeated=True),
+            ),
+        ),
+    )
     svg = lineage_svg(lineage, [{"env": "prod<b>", "current": True}])
     assert "<script>" not in svg and "<b>" not in svg
     tree = ET.fromstring(svg)

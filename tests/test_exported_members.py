@@ -27,12 +27,8 @@ EXCLUDED: dict[str, set[str]] = {
     "modelchain.cli.registry": {"ByteProgress"},
     "modelchain.cli.server": {"JsonLogFormatter"},
     "modelchain.core.tx": {"signer_key_ids"},
-    "modelchain.ledger.registry": {"environment"},
     "modelchain.server.app": {"JSONText", "error_body", "error_response"},
     "modelchain.server.dashboard": {"Dashboard"},
-    # Used across the contracts package (and by bench/receipts.py), not by callers.
-    "modelchain.contracts.deployments": {"revoked_ancestor"},
-    "modelchain.contracts.ledger": {"authorize", "resolve_signer"},
 }
 
 

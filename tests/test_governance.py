@@ -32,7 +32,7 @@ def gov(tmp_path: Path) -> Iterator[mc.Ledger]:
 
 
 def _state(led: mc.Ledger) -> list[tuple[str, bytes]]:
-    return list(led.store.state_items())
+    return list(led.backend.store.state_items())
 
 
 def _rejected(led: mc.Ledger, code: str, call: object) -> None:
@@ -185,7 +185,8 @@ def test_policies_are_set_by_quorum_and_deny_with_their_rule(
 
 def test_a_policy_per_environment_wins_over_the_type_policy(gov: mc.Ledger) -> None:
     from modelchain.contracts.base import Call, Overlay, Rejected
-    from modelchain.contracts.policy import enforce, policy_key
+    from modelchain.contracts.policy import enforce
+    from modelchain.contracts.state import policy_key
 
     rule = gov.contracts.rule("event.record")
     assert rule is not None

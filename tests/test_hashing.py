@@ -17,7 +17,7 @@ import pytest
 
 from modelchain import artifacts
 from modelchain.artifacts import DigestCache, default_cache, hash_path, verify_path
-from modelchain.artifacts import hashing as hashing_module
+from modelchain.artifacts import _engines as engines
 from modelchain.core.manifest import BLAKE3, SHA256, Manifest, diff_manifests, sharded
 from modelchain.errors import (
     ArtifactError,
@@ -56,7 +56,7 @@ def expected_digest(algorithm: str, data: bytes) -> str:
 
 def wait_past_racy_window() -> None:
     """Files changed less than this before hashing starts are not cached (see hashing)."""
-    time.sleep(hashing_module._RACY_NS / 1e9 + 0.05)
+    time.sleep(engines._RACY_NS / 1e9 + 0.05)
 
 
 @pytest.fixture
@@ -330,7 +330,7 @@ def test_blake3_matches_the_blake3_package(tmp_path: Path, monkeypatch: pytest.M
     want = blake3.blake3(data).hexdigest()
     assert hash_path(f, algorithm=BLAKE3).files[0].digest == want
     # The path that lets blake3 use every core for a file hashed alone.
-    monkeypatch.setattr(hashing_module, "PIPELINE_MIN", 1)
+    monkeypatch.setattr(engines, "PIPELINE_MIN", 1)
     assert hash_path(f, algorithm=BLAKE3, workers=2).files[0].digest == want
 
 
@@ -340,8 +340,8 @@ def test_chunking_and_pipelining_do_not_change_digests(
     model: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, pipelined: bool
 ) -> None:
     want = hash_path(model)
-    monkeypatch.setattr(hashing_module, "CHUNK", chunk)
-    monkeypatch.setattr(hashing_module, "PIPELINE_MIN", 1 if pipelined else 1 << 62)
+    monkeypatch.setattr(engines, "CHUNK", chunk)
+    monkeypatch.setattr(engines, "PIPELINE_MIN", 1 if pipelined else 1 << 62)
     for workers in (1, 2, 4):
         assert hash_path(model, workers=workers) == want
 
@@ -396,8 +396,8 @@ def test_tensor_digests_are_sha256_of_raw_bytes(
     chunk: int,
     pipelined: bool,
 ) -> None:
-    monkeypatch.setattr(hashing_module, "CHUNK", chunk)
-    monkeypatch.setattr(hashing_module, "PIPELINE_MIN", 1 if pipelined else 1 << 62)
+    monkeypatch.setattr(engines, "CHUNK", chunk)
+    monkeypatch.setattr(engines, "PIPELINE_MIN", 1 if pipelined else 1 << 62)
     f = save(state_dict, tmp_path / "model.safetensors")
     m = hash_path(f, workers=2)
     (fd,) = m.files
@@ -704,3 +704,25 @@ def test_manifest_round_trips_through_json(model: Path) -> None:
     write(model / ".git" / "HEAD", b"x")
     m = hash_path(model)
     assert Manifest.from_json(m.to_json()) == m
+
+
+# --- the module's surface ----------------------------------------------------------------------
+
+
+def test_hashing_exports_its_public_api_and_imports_no_heavy_dependency() -> None:
+    import subprocess
+    import sys
+
+    from modelchain.artifacts import hashing
+
+    assert hashing.__all__ == ["DEFAULT_IGNORES", "Progress", "hash_path", "verify_path"]
+    assert all(hasattr(hashing, n) for n in hashing.__all__)
+    # blake3, numpy and safetensors load only where used: a plain SHA-256 hash needs none.
+    code = (
+        "import sys, modelchain.artifacts.hashing as h; h.hash_path(sys.argv[1]);"
+        "print(sorted({'blake3', 'numpy', 'safetensors'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, __file__], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
 import threading
 import time
 from pathlib import Path
@@ -10,6 +13,7 @@ import pytest
 from conftest import ORIGIN, make_signer
 
 import modelchain as mc
+import modelchain.ledger
 from modelchain.contracts import default_contracts
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import Ed25519Signer
@@ -18,7 +22,9 @@ from modelchain.core.receipt import InclusionReceipt, verify_receipt
 from modelchain.core.tx import Transaction
 from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageError
 from modelchain.keys import FileSigner
-from modelchain.ledger.ledger import new_nonce
+from modelchain.ledger.ledger import Ledger, default_home, new_nonce
+from modelchain.ledger.ledger import open as ledger_open
+from modelchain.ledger.local import LocalBackend
 from modelchain.node.node import Node, NodeConfig
 from modelchain.storage.sqlite import SqliteStore
 
@@ -110,7 +116,7 @@ def test_checkpoints_are_published_every_n_entries(tmp_path: Path, alice: Ed2551
     with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
         for i in range(25):
             led.record_event("e", i, alice)
-        sizes = [size for size, _ in led.store.checkpoints()]
+        sizes = [size for size, _ in led.backend.store.checkpoints()]
     assert sizes[0] == 1
     assert any(11 <= s <= 20 for s in sizes) and any(21 <= s <= 26 for s in sizes)
 
@@ -120,10 +126,11 @@ def test_checkpoints_are_published_after_an_interval(tmp_path: Path, alice: Ed25
     with mc.init(tmp_path / "l", ORIGIN, alice, config=config) as led:
         led.record_event("e", 1, alice)
         deadline = time.monotonic() + 5
-        while led.store.checkpoint() is None or led.store.checkpoint()[0] < 2:  # type: ignore[index]
+        store = led.backend.store
+        while store.checkpoint() is None or store.checkpoint()[0] < 2:  # type: ignore[index]
             assert time.monotonic() < deadline, "no checkpoint was published after the interval"
             time.sleep(0.01)
-        note = led.store.checkpoint()[1]  # type: ignore[index]
+        note = store.checkpoint()[1]  # type: ignore[index]
         cp, _ = open_checkpoint(note, led.log_key)
         assert cp.size == 2
 
@@ -230,3 +237,122 @@ def test_checkpoints_asked_for_while_writing_sign_the_right_root(
     assert len(set(notes)) > 10
     report = ledger.audit()  # checks every stored checkpoint's root against the entries
     assert report.checkpoints >= len(set(notes))
+
+
+# -- the ledger over a backend, the facades over the port ---------------------------------
+
+
+def test_a_ledger_over_a_backend_is_the_ledger_opened_by_path(ledger: mc.Ledger) -> None:
+    path = ledger.path
+    ledger.close()
+    with Ledger(backend=LocalBackend(path, readonly=True)) as led:
+        assert (led.origin, led.size, led.readonly) == (ORIGIN, 1, True)
+        assert led.verified_checkpoint().size == 1
+        with pytest.raises(UsageError, match="read-only"):
+            led.node  # noqa: B018
+    with pytest.raises(UsageError, match="not both"):
+        Ledger(path, backend=LocalBackend(path, readonly=True))
+    with pytest.raises(UsageError, match="directory or a backend"):
+        Ledger()
+
+
+def test_home_is_an_argument_read_from_the_environment_only_at_the_entry_points(
+    ledger: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = ledger.path
+    ledger.close()
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "from-env"))
+    with mc.open(path, readonly=True) as led:
+        assert led.home == tmp_path / "from-env"
+    with Ledger(path, readonly=True) as led:
+        assert led.home == default_home() != tmp_path / "from-env"
+    with ledger_open(path, readonly=True) as led:
+        assert led.home == default_home()
+    given = tmp_path / "given"
+    alice = make_signer("alice")
+    with Ledger(path, home=given, identity=alice) as led:
+        table = tmp_path / "t.csv"
+        table.write_text("a,b\n1,2\n3,4\n")
+        led.datasets.register("t", table)
+        assert (given / "records" / ORIGIN.replace("/", "_") / "t@1.key").is_file()
+        assert not (tmp_path / "from-env").exists(), "the library read no environment"
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every modelchain module and the modules it imports anywhere in its text
+    (under TYPE_CHECKING and inside functions too)."""
+    src = Path(mc.__file__).parent
+    modules: dict[str, Path] = {}
+    for p in src.rglob("*.py"):
+        parts = list(p.relative_to(src.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph: dict[str, set[str]] = {}
+    for name, p in modules.items():
+        package = name if p.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = (
+                    ".".join(base + ([node.module] if node.module else []))
+                    if node.level
+                    else node.module or ""
+                )
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in modules else target)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        here = todo.pop()
+        for nxt in graph[here]:
+            if nxt == goal:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+def test_the_ledger_package_receipts_and_guard_import_in_no_circle() -> None:
+    graph = _module_imports()
+    ours = [m for m in graph if m.startswith("modelchain.ledger")]
+    ours += ["modelchain.receipts", "modelchain.guard"]
+    circles = [m for m in ours if m in graph and _reaches(graph, m, m)]
+    assert circles == []
+
+
+def test_the_facades_know_the_port_not_the_ledger_or_its_store() -> None:
+    graph = _module_imports()
+    facades = ["datasets", "runs", "models", "deployments", "members", "policies"]
+    facades += ["lineage", "trail", "_facade", "port"]
+    concrete = {
+        "modelchain.ledger.ledger",
+        "modelchain.ledger.local",
+        "modelchain.ledger.remote",
+        "modelchain.ledger.backend",
+        "modelchain.storage.sqlite",
+    }
+    for name in facades:
+        assert not graph[f"modelchain.ledger.{name}"] & concrete, name
+
+
+def test_every_ledger_module_exports_what_it_names() -> None:
+    package = modelchain.ledger
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"modelchain.ledger.{info.name}")
+        names = getattr(module, "__all__", None)
+        assert names, f"modelchain.ledger.{info.name} has no __all__"
+        missing = [n for n in names if not hasattr(module, n)]
+        assert missing == [], f"modelchain.ledger.{info.name}"
+    assert {"Backend", "Ledger", "LedgerPort", "LocalBackend", "open", "init"} <= set(
+        package.__all__
+    )

@@ -38,11 +38,11 @@ def s(name: str) -> mc.Signer:
 
 
 def _rejected(led: mc.Ledger, code: str, call: object) -> RejectedError:
-    before = list(led.store.state_items())
+    before = list(led.backend.store.state_items())
     with pytest.raises(RejectedError) as info:
         call()  # type: ignore[operator]
     assert info.value.reason_code == code, info.value.message
-    assert list(led.store.state_items()) == before, "a rejection changes no state"
+    assert list(led.backend.store.state_items()) == before, "a rejection changes no state"
     return info.value
 
 
@@ -170,7 +170,8 @@ def test_proof_of_performance_needs_agreeing_independent_evaluators(
     led: mc.Ledger, tmp_path: Path
 ) -> None:
     from modelchain.contracts.base import Call, Overlay, Rejected
-    from modelchain.contracts.policy import enforce, policy_key
+    from modelchain.contracts.policy import enforce
+    from modelchain.contracts.state import policy_key
 
     led.members.add(
         verifier_of(s("ev2")), roles=["evaluator"], org="lab2", signers=[s("alice"), s("dave")]

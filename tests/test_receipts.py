@@ -20,9 +20,10 @@ from conftest import ORIGIN, make_signer
 
 import modelchain as mc
 from modelchain.contracts import ContractSet, default_contracts
-from modelchain.contracts.inference import check_batch, inference_key, inference_rules
+from modelchain.contracts.inference import check_batch, inference_rules
 from modelchain.contracts.ledger import authorize, resolve_signer
 from modelchain.contracts.policy import enforce
+from modelchain.contracts.state import inference_key
 from modelchain.core.identity import verifier_of
 from modelchain.errors import Error, MalformedError, NotFoundError, ProofError, UsageError
 from modelchain.ledger.ledger import Founder
@@ -557,7 +558,7 @@ def test_leaves_are_canonical_json() -> None:
     from hypothesis import strategies as st
 
     from modelchain.core import canonical
-    from modelchain.receipts import _build_batch, _Session
+    from modelchain.receipts.journal import Session, build_batch
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
@@ -574,11 +575,11 @@ def test_leaves_are_canonical_json() -> None:
         st.integers(0, 2**50),
     )
     def check(model: str, version: int, rid: str | None, meta: Any, t: int) -> None:
-        session = _Session("0123456789abcdef", model, version, None)
+        session = Session("0123456789abcdef", model, version, None)
         ih, oh = os.urandom(32), os.urandom(32)
         rec = (7, t, 0, 0, b"s" * 32, ih, oh, 0)
         ext = {} if rid is None and meta is None else {0: (rid, _meta(meta))}
-        leaf = _build_batch(session, [rec], ext).leaves
+        leaf = build_batch(session, [rec], ext).leaves
         expected: dict[str, Any] = {
             "v": 1,
             "model": model,
@@ -656,14 +657,46 @@ def test_batch_body_is_checked() -> None:
 def test_default_store_lives_under_home(
     led: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The home is read at the edge (modelchain.open) and kept by the ledger.
     monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
-    log = ReceiptLog(led, "fraud", signer=ALICE, background=False)
+    with mc.open(led.path, readonly=True) as reader:
+        assert reader.home == tmp_path / "home"
+    monkeypatch.setattr(led, "home", tmp_path / "home")
+    log = led.receipts("fraud", signer=ALICE, background=False)
     try:
         assert log.path.is_relative_to(tmp_path / "home" / "receipts")
         assert log.path.name == "fraud.sqlite"
     finally:
         log.close()
     assert os.path.exists(log.path)
+
+
+def test_the_receipt_log_reads_no_environment(
+    led: mc.Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelchain.receipts import default_store
+
+    # Where the store goes is the caller's choice: the log itself takes a path.
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "home"))
+    with pytest.raises(UsageError, match="store="):
+        ReceiptLog(led, "fraud", signer=ALICE, background=False)
+    assert not (tmp_path / "home").exists()
+    path = default_store(tmp_path / "elsewhere", "a.example/x y", "fraud v2")
+    assert path == tmp_path / "elsewhere" / "receipts" / "a.example_x_y" / "fraud_v2.sqlite"
+    with led.receipts("fraud", signer=ALICE, background=False, store=path) as log:
+        assert log.path == path
+    assert path.exists() and not (tmp_path / "home").exists()
+
+
+def test_the_package_exports_its_public_api() -> None:
+    import modelchain.receipts as receipts
+
+    public = {n for n in vars(receipts) if not n.startswith("_") and n != "annotations"}
+    modules = {"encoding", "journal", "log", "store", "verify", "worker"}
+    assert set(receipts.__all__) == public - modules
+    assert len(receipts.__all__) == len(set(receipts.__all__))
+    for name in ("ReceiptLog", "verify_inference_receipt", "reveal", "encode_value"):
+        assert getattr(receipts, name).__module__.startswith("modelchain.receipts.")
 
 
 def test_receipts_verify_and_reveal_from_the_command_line(

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer
 from modelchain.errors import IntegrityError, NotFoundError, ProofError, RejectedError
+from modelchain.ledger.lineage import DatasetNode, ModelNode
 
 
 @pytest.fixture(autouse=True)
@@ -109,8 +110,9 @@ def test_model_lineage_from_data_through_run(
     assert led.size == size, "re-registering the same bytes writes nothing"
 
     tree = led.models.lineage("iris-clf")
-    assert tree["run"]["id"] == "train-1"
-    assert tree["run"]["inputs"][0]["name"] == "iris"
+    assert tree.run is not None and tree.run.id == "train-1"
+    assert isinstance(tree.run.inputs[0], DatasetNode) and tree.run.inputs[0].name == "iris"
+    assert tree.to_json()["run"]["inputs"][0]["name"] == "iris"
     assert led.verify(sklearn_model, model="iris-clf").version == 1
 
 
@@ -147,7 +149,8 @@ def test_versions_diff_by_file_and_tensor(led: mc.Ledger, tmp_path: Path) -> Non
     assert changes.changed == ("model.safetensors",)
     assert changes.added == ("README.md",)
     assert changes.tensors_changed == ("model.safetensors:2.bias",)
-    assert led.models.lineage("net", v2.version)["parent"]["version"] == 1
+    parent = led.models.lineage("net", v2.version).parent
+    assert parent is not None and parent.version == 1
 
 
 def test_verify_names_what_differs(led: mc.Ledger, tmp_path: Path) -> None:
@@ -240,3 +243,39 @@ def test_handing_out_a_dataset_location_is_logged(led: mc.Ledger, iris_csv: Path
         "artifact": {"kind": "dataset", "name": "iris", "version": 1},
         "purpose": "retraining",
     }
+
+
+def test_lineage_is_read_once_and_lists_a_shared_ancestor_once(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    files = tmp_path / "lineage"
+    files.mkdir()
+    for name in ("d.csv", "base.bin", "m1.bin", "m2.bin"):
+        (files / name).write_text(name)
+    led.datasets.register("d", files / "d.csv", records=False)
+    led.models.register("base", files / "base.bin")
+    led.runs.record("r1", outputs=[files / "m1.bin"], datasets=[("d", 1)], code_dir=None)
+    led.models.register("m", files / "m1.bin", run="r1")
+    led.runs.record(
+        "r2",
+        outputs=[files / "m2.bin"],
+        datasets=[("d", 1)],
+        base_models=[("m", 1), ("base", 1)],
+        code_dir=None,
+    )
+    led.models.register("m", files / "m2.bin", run="r2", parent=("m", 1))
+
+    tree = led.models.lineage("m")
+    assert (tree.name, tree.version, tree.repeated) == ("m", 2, False)
+    assert tree.parent is not None and tree.parent.run is not None
+    assert tree.parent.run.id == "r1" and not tree.parent.repeated
+    assert tree.run is not None
+    again = tree.run.inputs[1]
+    assert isinstance(again, ModelNode) and (again.name, again.repeated) == ("m", True)
+    assert "parent" not in again.to_json(), "a repeated node is not walked again"
+    assert tree.datasets() == [("d", 1)]
+    lines = tree.lines()
+    assert lines[0].startswith("model m@2  sha256:")
+    assert lines[1].startswith("├── model m@1") and lines[-1].startswith("    └── model base@1")
+    assert "└── run r2 by alice" in "\n".join(lines)
+    assert tree.to_json()["run"]["inputs"][0]["kind"] == "dataset"

@@ -39,7 +39,7 @@ from modelchain.errors import (
     WrongLedgerError,
 )
 from modelchain.ledger.ledger import Founder
-from modelchain.ledger.remote import RemoteLedger
+from modelchain.ledger.remote import RemoteBackend, RemoteLedger
 from modelchain.receipts import verify_inference_receipt
 
 alice, bob, carol = make_signer("alice"), make_signer("bob"), make_signer("carol")
@@ -105,6 +105,7 @@ def test_remote_sdk_has_the_embedded_interface(
     (model / "config.json").write_text('{"layers": 2}')
     with mc.connect(url, identity=bob, log_key=vkey) as led:
         assert isinstance(led, RemoteLedger) and led.origin == ORIGIN
+        assert isinstance(led.backend, RemoteBackend) and led.identity is bob
         assert led.size == 301
         ack = led.record_event("pipeline.step", {"remote": True}, bob)
         assert led.entry(ack.index).transaction.body["data"] == {"remote": True}
@@ -136,7 +137,7 @@ def test_remote_sdk_has_the_embedded_interface(
         assert again.models.get("fraud").version == 1
 
 
-def test_reads_with_tokens(tmp_path: Path, home: Path) -> None:
+def test_reads_with_tokens(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     vkey = _make_ledger(tmp_path / "ledger", 3)
     env = {**os.environ, "MODELCHAIN_LEDGER": str(tmp_path / "ledger")}
     token = run_cli(env, "token", "issue", "carol").stdout.strip()
@@ -145,6 +146,11 @@ def test_reads_with_tokens(tmp_path: Path, home: Path) -> None:
             mc.connect(url, log_key=vkey)
         with mc.connect(url, token=token, log_key=vkey) as led:
             assert led.size == 4
+        monkeypatch.setenv("MODELCHAIN_TOKEN", token)
+        with mc.connect(url, log_key=vkey) as led:  # the entry point reads the token
+            assert led.size == 4
+        with pytest.raises(AuthError):  # the library below it does not
+            RemoteLedger(url, log_key=vkey, home=home)
 
 
 def test_forged_entry_is_refused_and_nothing_stored(served: tuple[str, Path, str]) -> None:

@@ -33,6 +33,7 @@ API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
     │   └── ForbiddenError        the token's member or scope may not (403)
     ├── UnavailableError          the ledger server cannot be reached       exit 69
     │   └── NodeStoppedError      the node stopped taking writes after a fault
+    ├── ContractVersionError      the ledger runs contracts this node lacks  exit 10
     ├── PushbackError             overloaded: retry later                   exit 75
     └── StorageError              the ledger store failed                   exit 7
         ├── StorageBusyError      locked by another process: retry (HTTP 503)
@@ -181,6 +182,19 @@ class KeyStoreError(Error):
     exit_code = 6
 
 
+class ContractVersionError(Error):
+    """The entry is to run under a contract-set version this software does not
+    know: executing it anyway could give another outcome than the nodes that do."""
+
+    code = "unknown_contract_version"
+    exit_code = 10
+
+    def __init__(self, message: str, version: int, index: int | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.index = index
+
+
 class PushbackError(Error):
     code = "overloaded"
     exit_code = 75
@@ -245,6 +259,7 @@ __all__ = [
     "AuthError",
     "Base64Error",
     "ClockSkewError",
+    "ContractVersionError",
     "Error",
     "ForbiddenError",
     "InputError",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ArtifactError, IntegrityError, UsageError
-from .ledger.registry import ModelVersion
+from .ledger.models import ModelVersion
 
 if TYPE_CHECKING:
     import onnx

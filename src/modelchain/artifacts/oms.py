@@ -7,8 +7,6 @@ The format follows model-signing 1.1.1 (``_signing/sign_ec_key.py``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..core import canonical
+from ..core.b64 import b64, unb64
 from ..core.dsse import pae
 from ..core.manifest import SHA256, FileDigest, Manifest, oms_sort_key
 from ..errors import IntegrityError, KeyStoreError, MalformedError, SignatureError
@@ -198,10 +197,10 @@ def sign_bundle(
             "tlogEntries": [],
         },
         "dsseEnvelope": {
-            "payload": base64.b64encode(payload).decode(),
+            "payload": b64(payload),
             "payloadType": PAYLOAD_TYPE,
             # model-signing writes an empty keyid; the hint above names the key.
-            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+            "signatures": [{"sig": b64(sig), "keyid": ""}],
         },
     }
     return canonical.dumps(bundle)
@@ -217,10 +216,7 @@ def _field(obj: object, key: str, kind: type, what: str) -> Any:
 
 
 def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedError(f"OMS bundle: {what} is not valid base64") from exc
+    return unb64(text, f"OMS bundle: {what}")
 
 
 def _expect(value: object, wanted: str, what: str) -> None:

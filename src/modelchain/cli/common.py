@@ -13,6 +13,7 @@ import click
 
 from ..core.identity import Signer
 from ..core.names import NAME_SYNTAX, is_name
+from ..core.policy import CheckpointPolicy, as_policy
 from ..errors import UsageError
 from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from ..ledger import ledger as ledger_mod
@@ -23,6 +24,7 @@ __all__ = [
     "LEDGER_ENV",
     "LOG_KEY_ENV",
     "SERVER_ENV",
+    "VKEY_HELP",
     "emit_json",
     "json_option",
     "keystore",
@@ -30,6 +32,7 @@ __all__ = [
     "name_version",
     "open_ledger",
     "signer_for",
+    "trust_from",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,10 +79,10 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root().obj if ctx is not None else None
     if isinstance(root, dict) and root.get("server"):
-        from ..ledger.remote import connect
+        from .. import connect
 
         return connect(root["server"], log_key=root.get("log_key"))
-    return ledger_mod.open(ledger_dir, readonly=readonly)
+    return ledger_mod.open(ledger_dir, readonly=readonly, home=modelchain_home())
 
 
 def name_version(spec: str) -> tuple[str, int]:
@@ -94,8 +97,23 @@ def name_version(spec: str) -> tuple[str, int]:
 
 def signer_for(name: str | None, led: Ledger) -> Signer:
     """The identity to sign as: --as, else $MODELCHAIN_IDENTITY, else the ledger's admin."""
-    name = name or os.environ.get(IDENTITY_ENV) or led.store.meta("admin")
+    name = name or os.environ.get(IDENTITY_ENV) or led.meta("admin")
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)
     return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+
+
+VKEY_HELP = (
+    "The log's verifier key (`modelchain log vkey`), or a file with its checkpoint "
+    "policy (`modelchain log policy`)."
+)
+
+
+def trust_from(vkey: str) -> CheckpointPolicy:
+    """What ``--vkey`` names: a checkpoint-policy file (``modelchain log policy``),
+    or the log's verifier key alone (its single-node policy)."""
+    path = Path(vkey)
+    if path.is_file():
+        return CheckpointPolicy.parse(path.read_bytes())
+    return as_policy(vkey)

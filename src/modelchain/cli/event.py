@@ -9,10 +9,21 @@ from typing import Any
 
 import click
 
-from ..contracts.ledger import EVENT
+from ..contracts.types import EVENT
 from ..core import canonical
-from ..errors import MalformedError, NotFoundError, RejectedError, UsageError
-from .common import emit_json, json_option, ledger_option, open_ledger, signer_for
+from ..errors import (
+    MalformedError,
+    NotFoundError,
+    UsageError,
+)
+from ..ledger.port import rejection
+from .common import (
+    emit_json,
+    json_option,
+    ledger_option,
+    open_ledger,
+    signer_for,
+)
 
 __all__ = ["event"]
 
@@ -97,12 +108,7 @@ def event_record(
             if len(acks) == 1
             else f"{len(rejected)} of {len(acks)} events were rejected, the first"
         )
-        raise RejectedError(
-            f"{what} ({first.outcome.code}): {first.outcome.reason}; "
-            f"the rejection is entry {first.index}",
-            first.index,
-            first.outcome.code,
-        )
+        raise rejection(first, what)
 
 
 event.add_command(event_record)

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ..contracts.ledger import BUILTIN_ROLES
+from ..contracts import types as tx_types
+from ..contracts.genesis import BUILTIN_ROLES
 from ..core import canonical
 from ..core.dsse import Envelope
 from ..core.identity import VerifierKey
@@ -142,7 +143,7 @@ def member_add(
     vk = VerifierKey.from_string(key) if "+" in key else keystore().verifier(key)
     body = {"member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}}
     with open_ledger(ledger_dir) as led:
-        _submit_or_draft(led, "member.add", body, as_name, draft, as_json)
+        _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)
 
 
 @click.command("revoke")
@@ -163,7 +164,12 @@ def member_revoke(
     """Revoke a member: its keys sign nothing from now on."""
     with open_ledger(ledger_dir) as led:
         _submit_or_draft(
-            led, "member.revoke", {"name": name, "reason": reason}, as_name, draft, as_json
+            led,
+            tx_types.MEMBER_REVOKE,
+            {"name": name, "reason": reason},
+            as_name,
+            draft,
+            as_json,
         )
 
 
@@ -256,7 +262,7 @@ def policy_set(
         "description": description,
     }
     with open_ledger(ledger_dir) as led:
-        _submit_or_draft(led, "policy.set", body, as_name, draft, as_json)
+        _submit_or_draft(led, tx_types.POLICY_SET, body, as_name, draft, as_json)
 
 
 @click.command("test")

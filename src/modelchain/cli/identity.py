@@ -7,9 +7,15 @@ import os
 import click
 
 from ..core.identity import VerifierKey
-from ..errors import UsageError
+from ..errors import (
+    UsageError,
+)
 from ..keys import env_or_prompt_passphrase
-from .common import emit_json, json_option, keystore
+from .common import (
+    emit_json,
+    json_option,
+    keystore,
+)
 
 __all__ = ["identity"]
 

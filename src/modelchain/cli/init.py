@@ -8,10 +8,13 @@ import click
 
 from ..contracts.policy import DEFAULT_POLICIES
 from ..core.identity import VerifierKey
-from ..keys import KeyStore, env_or_prompt_passphrase
+from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Founder
-from .common import keystore, ledger_option
+from .common import (
+    keystore,
+    ledger_option,
+)
 
 __all__ = ["init"]
 
@@ -54,6 +57,11 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     show_default=True,
     help="Install the default policy set (see `modelchain policy show`).",
 )
+@click.option(
+    "--checkpoint-policy",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A C2SP tlog-policy file: the cosignatures a checkpoint needs (default: none).",
+)
 def init(
     ledger_dir: Path,
     origin: str,
@@ -63,8 +71,11 @@ def init(
     unencrypted: bool,
     admin_roles: str,
     default_policies: bool,
+    checkpoint_policy: Path | None,
 ) -> None:
     """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
+    from ..core.policy import CheckpointPolicy
+
     keys = keystore(ledger_dir)
     if not keys.exists(admin):
         passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
@@ -80,7 +91,11 @@ def init(
         members=founders,
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
+        home=modelchain_home(),
+        checkpoint_policy=(
+            CheckpointPolicy.parse(checkpoint_policy.read_bytes()) if checkpoint_policy else None
+        ),
     ) as led:
-        led.store.set_meta("admin", admin)
+        led.set_meta("admin", admin)
         click.echo(f"created ledger {origin} in {ledger_dir}")
         click.echo(f"log key: {led.log_key}")

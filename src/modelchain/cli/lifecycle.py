@@ -12,7 +12,16 @@ import click
 from ..core.times import human_time, parse_time
 from ..errors import UsageError
 from ..node.node import Ack
-from .common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
+from .common import (
+    VKEY_HELP,
+    emit_json,
+    json_option,
+    ledger_option,
+    name_version,
+    open_ledger,
+    signer_for,
+    trust_from,
+)
 
 __all__ = [
     "approve",
@@ -402,7 +411,7 @@ def receipt() -> None:
 
 @click.command("verify")
 @click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--vkey", required=True, help="The log's verifier key (`modelchain log vkey`).")
+@click.option("--vkey", required=True, help=VKEY_HELP)
 @click.option(
     "--checkpoint",
     "cp_file",
@@ -414,7 +423,7 @@ def receipt_verify(receipt_file: Path, vkey: str, cp_file: Path | None) -> None:
     from ..receipts import verify_inference_receipt
 
     record = verify_inference_receipt(
-        receipt_file.read_bytes(), vkey, cp_file.read_bytes() if cp_file else None
+        receipt_file.read_bytes(), trust_from(vkey), cp_file.read_bytes() if cp_file else None
     )
     click.echo(json.dumps(record, sort_keys=True))
 

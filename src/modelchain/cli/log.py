@@ -10,7 +10,12 @@ from pathlib import Path
 import click
 
 from ..core.merkle import leaf_hash
-from .common import emit_json, json_option, ledger_option, open_ledger
+from .common import (
+    emit_json,
+    json_option,
+    ledger_option,
+    open_ledger,
+)
 
 __all__ = ["log"]
 
@@ -26,6 +31,15 @@ def log_vkey(ledger_dir: Path) -> None:
     """Print the log's verifier key (its name is the origin)."""
     with open_ledger(ledger_dir, readonly=True) as led:
         click.echo(str(led.log_key))
+
+
+@click.command("policy")
+@ledger_option
+def log_policy(ledger_dir: Path) -> None:
+    """Print the checkpoint policy (C2SP tlog-policy): which signatures make a
+    checkpoint count. Save it to a file for `--vkey` of the offline verifiers."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        click.echo(led.policy.to_text(), nl=False)
 
 
 @click.command("checkpoint")
@@ -148,6 +162,7 @@ def log_verify(ledger_dir: Path, as_json: bool) -> None:
 
 
 log.add_command(log_vkey)
+log.add_command(log_policy)
 log.add_command(log_checkpoint)
 log.add_command(log_show)
 log.add_command(log_proof)

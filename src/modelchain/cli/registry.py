@@ -110,36 +110,6 @@ def _print_manifest(manifest: Manifest) -> None:
         click.echo(f"{'(ignored)':>64}  {'':>12}  {p}")
 
 
-def _tree(node: dict[str, Any], prefix: str = "", last: bool = True, top: bool = True) -> None:
-    label = f"{node['kind']} {node['name']}@{node['version']}  {node['digest'][:23]}..."
-    if node["kind"] == "external":
-        label = f"external {node.get('uri')}"
-    click.echo(label if top else f"{prefix}{'└── ' if last else '├── '}{label}")
-    children: list[dict[str, Any]] = []
-    if node.get("parent"):
-        children.append(node["parent"])
-    run = node.get("run")
-    if run:
-        children.append({"kind": "run", "name": run["id"], "run": run})
-    inner = prefix if top else prefix + ("    " if last else "│   ")
-    for i, child in enumerate(children):
-        is_last = i == len(children) - 1
-        if child["kind"] == "run":
-            click.echo(
-                f"{inner}{'└── ' if is_last else '├── '}run {child['name']} by "
-                f"{child['run']['by']} (entry {child['run']['index']})"
-            )
-            deeper = inner + ("    " if is_last else "│   ")
-            for j, inp in enumerate(child["run"]["inputs"]):
-                if inp["kind"] == "external":
-                    end = j == len(child["run"]["inputs"]) - 1
-                    click.echo(f"{deeper}{'└── ' if end else '├── '}external {inp.get('uri')}")
-                else:
-                    _tree(inp, deeper, j == len(child["run"]["inputs"]) - 1, False)
-        else:
-            _tree(child, inner, is_last, False)
-
-
 as_option = click.option(
     "--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY)."
 )
@@ -628,9 +598,9 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
     with open_ledger(ledger_dir, readonly=True) as led:
         tree = led.models.lineage(name, version)
     if as_json:
-        emit_json(tree)
+        emit_json(tree.to_json())
     else:
-        _tree(tree)
+        click.echo("\n".join(tree.lines()))
 
 
 @click.command("verify")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json, json_option, ledger_option, open_ledger
+from .common import VKEY_HELP, emit_json, json_option, ledger_option, open_ledger, trust_from
 
 __all__ = ["report"]
 
@@ -80,7 +80,7 @@ def annex_iv_cmd(
 
 @click.command("verify-annex-iv")
 @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--vkey", required=True, help="The log's verifier key (`modelchain log vkey`).")
+@click.option("--vkey", required=True, help=VKEY_HELP)
 @json_option
 def verify_annex_iv_cmd(document: Path, vkey: str, as_json: bool) -> None:
     """Check an Annex IV document offline (its JSON, or the PDF, which
@@ -89,7 +89,7 @@ def verify_annex_iv_cmd(document: Path, vkey: str, as_json: bool) -> None:
     subject is the version its registration entry registered."""
     from ..reports import read_annex_iv, verify_annex_iv
 
-    result = verify_annex_iv(read_annex_iv(document.read_bytes()), vkey)
+    result = verify_annex_iv(read_annex_iv(document.read_bytes()), trust_from(vkey))
     root = base64.b64encode(result.checkpoint.root).decode()
     if as_json:
         emit_json(
@@ -148,7 +148,7 @@ def logs_cmd(ledger_dir: Path, start: str | None, end: str | None, output: Path 
 
 @click.command("verify-logs")
 @click.argument("logs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--vkey", required=True, help="The log's verifier key (`modelchain log vkey`).")
+@click.option("--vkey", required=True, help=VKEY_HELP)
 @json_option
 def verify_logs_cmd(logs_file: Path, vkey: str, as_json: bool) -> None:
     """Check a `report logs` export offline: checkpoint signature, every
@@ -156,7 +156,7 @@ def verify_logs_cmd(logs_file: Path, vkey: str, as_json: bool) -> None:
     from ..reports import verify_logs
 
     with logs_file.open(encoding="utf-8") as fh:
-        result = verify_logs(fh, vkey)
+        result = verify_logs(fh, trust_from(vkey))
     root = base64.b64encode(result.checkpoint.root).decode()
     if as_json:
         emit_json(

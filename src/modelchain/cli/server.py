@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import NotFoundError, UsageError
+from ..keys import modelchain_home
 from ..ledger import ledger as ledger_mod
 from ..node.node import NodeConfig
 from ..server.access import READS, SCOPES, AccessList
@@ -194,7 +195,10 @@ def serve(
         max_backlog=max_backlog, checkpoint_interval_ms=round(checkpoint_interval * 1000)
     )
     led = ledger_mod.open(
-        ledger_dir, config=node_config, busy_timeout_ms=round(busy_timeout * 1000)
+        ledger_dir,
+        config=node_config,
+        busy_timeout_ms=round(busy_timeout * 1000),
+        home=modelchain_home(),
     )
     try:
         app = create_app(

@@ -3,6 +3,9 @@
 A ``ContractSet`` dispatches each transaction by type. Handlers read state
 through a ``StateReader`` and write into a per-transaction overlay; a handler
 that raises ``Rejected`` leaves no writes and the entry is logged as rejected.
+Type names are in ``contracts.types``, state keys in ``contracts.state``, the
+genesis rules in ``contracts.genesis``, contract-set versions in
+``contracts.versions``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from .base import (
     StateReader,
     TypeRule,
 )
-from .ledger import GENESIS, default_contracts, member_key
+from .ledger import default_contracts
+from .state import member_key
+from .types import GENESIS
+from .versions import CURRENT_VERSION, KNOWN_VERSIONS
 
 __all__ = [
+    "CURRENT_VERSION",
     "GENESIS",
+    "KNOWN_VERSIONS",
     "Call",
     "ContractSet",
     "Handler",

@@ -14,12 +14,10 @@ from typing import Any
 
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
-from .registry import version_key
+from .state import member_key, version_key
+from .types import DATASET_ATTEST, MODEL_EVALUATE
 
-__all__ = ["DATASET_ATTEST", "MODEL_EVALUATE", "attestation_rules"]
-
-DATASET_ATTEST = "dataset.attest"
-MODEL_EVALUATE = "model.evaluate"
+__all__ = ["attestation_rules"]
 
 
 def _require(cond: bool, message: str) -> None:
@@ -77,7 +75,7 @@ def _version(state: StateReader, kind: str, ref: Mapping[str, Any]) -> dict[str,
 
 
 def _org(state: StateReader, name: str) -> str:
-    m = state.get_state(f"member/{name}")
+    m = state.get_state(member_key(name))
     return str(m["org"]) if isinstance(m, dict) else ""
 
 

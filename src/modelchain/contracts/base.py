@@ -2,19 +2,24 @@
 
 State is a map from string keys to JSON values. Execution is a pure function of
 (state, index, transaction, signer key ids): no clock, no randomness, no I/O.
+The contract-set version active at the index (``versions``) is part of the
+state; a set that does not know it refuses to execute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, TypeGuard
 
 from ..core.canonical import JSONValue
 from ..core.identity import VerifierKey
 from ..core.names import check_name
 from ..core.tx import Outcome, Transaction
-from ..errors import MalformedError, UnknownTypeError
+from ..errors import ContractVersionError, MalformedError, UnknownTypeError
+from .state import LEDGER_KEY, StateReader
+from .types import GENESIS
+from .versions import CURRENT_VERSION, KNOWN_VERSIONS, active_version
 
 __all__ = [
     "Call",
@@ -27,10 +32,6 @@ __all__ = [
     "is_int",
     "names",
 ]
-
-
-class StateReader(Protocol):
-    def get_state(self, key: str) -> JSONValue | None: ...
 
 
 class Rejected(Exception):
@@ -70,6 +71,7 @@ class Call:
     tx: Transaction
     signers: tuple[str, ...]  # member names of every verified signature, in order
     keyids: tuple[str, ...] = ()  # the key id of each of those signatures
+    version: int = CURRENT_VERSION  # the contract-set version it runs under
 
 
 Handler = Callable[[Overlay, Call], None]
@@ -126,11 +128,18 @@ class ContractSet:
         resolve_signer: Callable[[StateReader, str, Transaction], tuple[str, VerifierKey] | None],
         authorize: Callable[[StateReader, Call], None],
         gate: Gate | None = None,
+        versions: frozenset[int] = KNOWN_VERSIONS,
     ) -> None:
         self._rules = dict(rules)
         self._resolve = resolve_signer
         self._authorize = authorize
         self._gate = gate
+        self._versions = frozenset(versions)
+
+    @property
+    def versions(self) -> frozenset[int]:
+        """The contract-set versions this set executes."""
+        return self._versions
 
     @property
     def types(self) -> frozenset[str]:
@@ -145,6 +154,8 @@ class ContractSet:
         rule = self.check_logged(tx)
         if rule.admit is not None:
             rule.admit(tx.body)
+        if tx.type == GENESIS:
+            self._require_known(_genesis_version(tx), 0)
 
     def check_logged(self, tx: Transaction) -> TypeRule:
         """The static checks every logged entry is held to when replayed: the
@@ -158,6 +169,27 @@ class ContractSet:
         rule.check(tx.body)
         return rule
 
+    def version_at(self, state: StateReader, index: int, tx: Transaction | None = None) -> int:
+        """The contract-set version the entry at ``index`` (``tx``) runs under;
+        ContractVersionError if this set does not know it."""
+        if tx is not None and tx.type == GENESIS and state.get_state(LEDGER_KEY) is None:
+            version = _genesis_version(tx)
+        else:
+            version = active_version(state, index)
+        self._require_known(version, index)
+        return version
+
+    def _require_known(self, version: int, index: int) -> None:
+        if version not in self._versions:
+            known = ", ".join(str(v) for v in sorted(self._versions))
+            raise ContractVersionError(
+                f"entry {index} runs under contract-set version {version}, which this "
+                f"modelchain does not know (it knows {known}); it was not executed: "
+                "upgrade modelchain to a release with that version",
+                version,
+                index,
+            )
+
     def signer(
         self, state: StateReader, keyid: str, tx: Transaction
     ) -> tuple[str, VerifierKey] | None:
@@ -167,7 +199,10 @@ class ContractSet:
     def execute(
         self, state: StateReader, index: int, tx: Transaction, keyids: tuple[str, ...]
     ) -> tuple[Outcome, dict[str, JSONValue | None]]:
-        """Run one transaction; return its outcome and the state writes it makes."""
+        """Run one transaction; return its outcome and the state writes it makes.
+        ContractVersionError, and no outcome, if the version active at ``index``
+        is not one this set knows."""
+        version = self.version_at(state, index, tx)
         overlay = Overlay(state)
         try:
             rule = self._rules.get(tx.type)
@@ -183,7 +218,7 @@ class ContractSet:
                 if found is None:
                     raise Rejected("unknown_signer", f"key {kid} belongs to no active member")
                 names.append(found[0])
-            call = Call(index, tx, tuple(names), keyids)
+            call = Call(index, tx, tuple(names), keyids, version)
             self._authorize(overlay, call)
             if self._gate is not None:
                 self._gate(overlay, call, rule)
@@ -191,3 +226,10 @@ class ContractSet:
         except Rejected as rej:
             return Outcome.rejected(rej.code, rej.reason), {}
         return Outcome.noted("; ".join(overlay.notes)), overlay.writes
+
+
+def _genesis_version(tx: Transaction) -> int:
+    """The version a genesis starts the ledger on (1 if it names none: made
+    before versions were recorded; a malformed one is left to ``check``)."""
+    version = tx.body.get("contracts", 1)
+    return version if is_int(version) else 1

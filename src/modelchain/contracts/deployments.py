@@ -17,35 +17,27 @@ from typing import Any
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .policy import compile_rule, evaluate
-from .registry import dataset_inputs, deployment_key, run_key, version_key, version_view
+from .registry import dataset_inputs, version_view
+from .state import (
+    deploy_envs_key,
+    deploy_history_key,
+    deployment_key,
+    member_key,
+    monitor_key,
+    run_key,
+    version_key,
+)
+from .types import (
+    ACCESS_LOG,
+    MODEL_APPROVE,
+    MODEL_DEPLOY,
+    MODEL_REJECT,
+    MODEL_REVOKE,
+    MODEL_ROLLBACK,
+    MONITOR_REPORT,
+)
 
-__all__ = [
-    "ACCESS_LOG",
-    "MODEL_APPROVE",
-    "MODEL_DEPLOY",
-    "MODEL_REJECT",
-    "MODEL_REVOKE",
-    "MODEL_ROLLBACK",
-    "MONITOR_REPORT",
-    "deployment_rules",
-    "history_key",
-]
-
-MODEL_APPROVE = "model.approve"
-MODEL_REJECT = "model.reject"
-MODEL_DEPLOY = "model.deploy"
-MODEL_ROLLBACK = "model.rollback"
-MODEL_REVOKE = "model.revoke"
-MONITOR_REPORT = "monitor.report"
-ACCESS_LOG = "access.log"
-
-
-def history_key(model: str, env: str) -> str:
-    return f"deploy-history/{model}/{env}"
-
-
-def _envs_key(model: str) -> str:
-    return f"deploy-envs/{model}"
+__all__ = ["deployment_rules", "revoked_ancestor"]
 
 
 def _require(cond: bool, message: str) -> None:
@@ -141,7 +133,7 @@ def _stamp(call: Call) -> dict[str, Any]:
 
 def _decide(state: Overlay, call: Call, field: str) -> None:
     body = call.tx.body
-    member = state.get_state(f"member/{call.tx.actor}")
+    member = state.get_state(member_key(call.tx.actor))
     roles = member["roles"] if isinstance(member, dict) else []
     if f"approver:{body['role']}" not in roles:
         raise Rejected(
@@ -175,7 +167,7 @@ def exec_reject(state: Overlay, call: Call) -> None:
 
 
 def _history(state: StateReader, model: str, env: str) -> list[dict[str, Any]]:
-    found = state.get_state(history_key(model, env))
+    found = state.get_state(deploy_history_key(model, env))
     return list(found) if isinstance(found, list) else []
 
 
@@ -206,16 +198,16 @@ def _set_deployment(
             },
         )
     state.put(
-        history_key(model, env),
+        deploy_history_key(model, env),
         [
             *_history(state, model, env),
             {"action": action, "from": before, "to": version, "reason": reason, **_stamp(call)},
         ],
     )
-    envs = state.get_state(_envs_key(model))
+    envs = state.get_state(deploy_envs_key(model))
     envs = list(envs) if isinstance(envs, list) else []
     if env not in envs:
-        state.put(_envs_key(model), [*envs, env])
+        state.put(deploy_envs_key(model), [*envs, env])
 
 
 def _previous(state: StateReader, model: str, env: str, current: int | None) -> int | None:
@@ -284,7 +276,7 @@ def exec_revoke(state: Overlay, call: Call) -> None:
     if record.get("revoked"):
         raise Rejected("revoked", "already revoked")
     _put_record(state, {**record, "revoked": {"reason": body["reason"], **_stamp(call)}})
-    envs = state.get_state(_envs_key(body["model"]))
+    envs = state.get_state(deploy_envs_key(body["model"]))
     for env in envs if isinstance(envs, list) else []:
         current = state.get_state(deployment_key(body["model"], env))
         if isinstance(current, dict) and current["version"] == body["version"]:
@@ -296,7 +288,7 @@ def exec_report(state: Overlay, call: Call) -> None:
     current = state.get_state(deployment_key(body["model"], body["env"]))
     if not isinstance(current, dict):
         raise Rejected("not_deployed", f"{body['model']} is not deployed to {body['env']}")
-    key = f"monitor/{body['model']}/{body['env']}"
+    key = monitor_key(body["model"], body["env"])
     state.put(key, {"metrics": body["metrics"], "version": current["version"], **_stamp(call)})
     rule = current.get("rollback_rule")
     if rule and evaluate(rule, {"metrics": body["metrics"], "deployment": current}):
@@ -343,6 +335,10 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
 def _decision_context(state: StateReader, call: Call) -> dict[str, Any]:
     # What a deployment's rule sees, so that a rule for model.approve:<env> can refuse
     # what that environment's deployment rule would not count (a registrant's approval).
+    # Contract-set version 1 gave their rules the common context only, and left an
+    # unregistered version to the contract (after any rule).
+    if call.version < 2:
+        return {}
     body = call.tx.body
     _record(state, body["model"], body["version"])  # no_model, before any rule runs
     return _deploy_context(state, call)

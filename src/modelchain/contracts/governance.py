@@ -1,8 +1,10 @@
-"""Governance contracts: members, their roles and keys, and the admin quorum.
+"""Governance contracts: members, their roles and keys, the admin quorum, the
+role map and the contract-set version.
 
-Changing who may sign is itself signed: ``member.*`` and ``governance.quorum``
-need signatures from at least ``quorum`` distinct active admins on one envelope.
-A member with several keys counts once, however many of its keys signed.
+Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
+``permissions.set`` and ``contracts.activate`` need signatures from at least
+``quorum`` distinct active admins on one envelope. A member with several keys
+counts once, however many of its keys signed.
 """
 
 from __future__ import annotations
@@ -14,26 +16,33 @@ from ..core.identity import VerifierKey
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .members import check_member
+from .state import (
+    CONTRACT_SET_KEY,
+    GOVERNANCE_KEY,
+    LEDGER_KEY,
+    MEMBERS_KEY,
+    keyid_key,
+    member_key,
+)
+from .types import (
+    CONTRACTS_ACTIVATE,
+    GOVERNANCE_TYPES,
+    MEMBER_ADD,
+    MEMBER_REVOKE,
+    MEMBER_ROTATE,
+    MEMBER_UPDATE,
+    PERMISSIONS_SET,
+    QUORUM_SET,
+)
+from .versions import active_version, schedule
 
 __all__ = [
-    "GOVERNANCE_KEY",
-    "MEMBER_ADD",
-    "MEMBER_REVOKE",
-    "MEMBER_ROTATE",
-    "MEMBER_UPDATE",
-    "QUORUM_SET",
     "admins_signed",
+    "check_role_map_entry",
     "governance_rules",
     "quorum",
     "require_quorum",
 ]
-
-MEMBER_ADD = "member.add"
-MEMBER_UPDATE = "member.update"
-MEMBER_REVOKE = "member.revoke"
-MEMBER_ROTATE = "member.rotate"
-QUORUM_SET = "governance.quorum"
-GOVERNANCE_KEY = "governance"
 
 
 def _require(cond: bool, message: str) -> None:
@@ -50,7 +59,7 @@ def admins_signed(state: StateReader, call: Call) -> list[str]:
     """Distinct active admins among the signers."""
     found = []
     for name in dict.fromkeys(call.signers):
-        m = state.get_state(f"member/{name}")
+        m = state.get_state(member_key(name))
         if isinstance(m, dict) and m.get("status") == "active" and "admin" in m["roles"]:
             found.append(name)
     return found
@@ -68,7 +77,7 @@ def require_quorum(state: StateReader, call: Call) -> None:
 
 
 def _member(state: StateReader, name: str) -> dict[str, Any]:
-    m = state.get_state(f"member/{name}")
+    m = state.get_state(member_key(name))
     if not isinstance(m, dict):
         raise Rejected("no_member", f"{name} is not a member")
     return m
@@ -89,15 +98,15 @@ def check_member_add(body: Mapping[str, Any]) -> None:
 def exec_member_add(state: Overlay, call: Call) -> None:
     require_quorum(state, call)
     m = call.tx.body["member"]
-    if state.get_state(f"member/{m['name']}") is not None:
+    if state.get_state(member_key(m["name"])) is not None:
         raise Rejected("member_exists", f"{m['name']} is already a member")
     for k in m["keys"]:
         kid = VerifierKey.from_string(k).key_id_hex
-        if state.get_state(f"keyid/{kid}") is not None:
+        if state.get_state(keyid_key(kid)) is not None:
             raise Rejected("key_id_collision", f"key id {kid} is already in use")
-        state.put(f"keyid/{kid}", m["name"])
-    state.put(f"member/{m['name']}", {**m, "status": "active", "since": call.index})
-    state.put("members", [*_member_names(state), m["name"]])
+        state.put(keyid_key(kid), m["name"])
+    state.put(member_key(m["name"]), {**m, "status": "active", "since": call.index})
+    state.put(MEMBERS_KEY, [*_member_names(state), m["name"]])
 
 
 def check_member_update(body: Mapping[str, Any]) -> None:
@@ -120,7 +129,7 @@ def exec_member_update(state: Overlay, call: Call) -> None:
         raise Rejected("member_revoked", f"{body['name']} is revoked")
     changes: dict[str, Any] = {k: body[k] for k in ("roles", "org") if k in body}
     updated = {**m, **changes}
-    state.put(f"member/{body['name']}", updated)
+    state.put(member_key(body["name"]), updated)
     _keep_an_admin(state, body["name"], updated)
 
 
@@ -129,7 +138,7 @@ def _keep_an_admin(state: StateReader, changed: str, after: dict[str, Any]) -> N
     # The overlay holds the change; count admins the change leaves.
     admins = 0
     for name in _member_names(state):
-        m = after if name == changed else state.get_state(f"member/{name}")
+        m = after if name == changed else state.get_state(member_key(name))
         if isinstance(m, dict) and m.get("status") == "active" and "admin" in m["roles"]:
             admins += 1
     if admins < quorum(state):
@@ -140,7 +149,7 @@ def _keep_an_admin(state: StateReader, changed: str, after: dict[str, Any]) -> N
 
 
 def _member_names(state: StateReader) -> list[str]:
-    names = state.get_state("members")
+    names = state.get_state(MEMBERS_KEY)
     return list(names) if isinstance(names, list) else []
 
 
@@ -156,7 +165,7 @@ def exec_member_revoke(state: Overlay, call: Call) -> None:
     if m["status"] != "active":
         raise Rejected("member_revoked", f"{body['name']} is already revoked")
     revoked = {**m, "status": "revoked", "revoked_at": call.index, "reason": body["reason"]}
-    state.put(f"member/{body['name']}", revoked)
+    state.put(member_key(body["name"]), revoked)
     _keep_an_admin(state, body["name"], revoked)
 
 
@@ -191,12 +200,12 @@ def exec_member_rotate(state: Overlay, call: Call) -> None:
         raise Rejected("unknown_key", "a key to remove is not one of the member's")
     for k in body["add"]:
         kid = VerifierKey.from_string(k).key_id_hex
-        if state.get_state(f"keyid/{kid}") is not None:
+        if state.get_state(keyid_key(kid)) is not None:
             raise Rejected("key_id_collision", f"key id {kid} is already in use")
-        state.put(f"keyid/{kid}", body["name"])
+        state.put(keyid_key(kid), body["name"])
         keys.append(k)
     retired = [*m.get("retired_keys", []), *body["remove"]]
-    state.put(f"member/{body['name']}", {**m, "keys": keys, "retired_keys": retired})
+    state.put(member_key(body["name"]), {**m, "keys": keys, "retired_keys": retired})
 
 
 def check_quorum_set(body: Mapping[str, Any]) -> None:
@@ -209,13 +218,82 @@ def exec_quorum_set(state: Overlay, call: Call) -> None:
     admins = sum(
         1
         for n in _member_names(state)
-        if isinstance(m := state.get_state(f"member/{n}"), dict)
+        if isinstance(m := state.get_state(member_key(n)), dict)
         and m.get("status") == "active"
         and "admin" in m["roles"]
     )
     if call.tx.body["quorum"] > admins:
         raise Rejected("quorum_unreachable", f"only {admins} active admins")
     state.put(GOVERNANCE_KEY, {"quorum": call.tx.body["quorum"]})
+
+
+def check_role_map_entry(type_: object, roles: object) -> None:
+    """One entry of the role map: a transaction type and the roles that may submit it."""
+    _require(
+        isinstance(type_, str) and 0 < len(type_) <= 128 and " " not in type_,
+        "a role map key is a transaction type",
+    )
+    _require(
+        isinstance(roles, list) and all(isinstance(r, str) for r in roles),
+        f"permissions[{type_!r}] must be a list of roles",
+    )
+
+
+def check_permissions_set(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"type", "roles"}, "permissions.set body is {type, roles}")
+    check_role_map_entry(body["type"], body["roles"])
+
+
+def exec_permissions_set(state: Overlay, call: Call) -> None:
+    """Name the roles that may submit a type from the next entry on ([] denies it)."""
+    require_quorum(state, call)
+    type_, roles = call.tx.body["type"], call.tx.body["roles"]
+    if type_ in GOVERNANCE_TYPES:
+        raise Rejected(
+            "governance_type",
+            f"{type_} is authorized by a quorum of admins, not by the role map",
+        )
+    ledger = state.get_state(LEDGER_KEY)
+    assert isinstance(ledger, dict)  # authorize found it
+    permissions = {**ledger["permissions"], type_: list(roles)}
+    state.put(LEDGER_KEY, {**ledger, "permissions": permissions})
+
+
+def check_contracts_activate(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"version", "at"}, "contracts.activate body is {version, at}")
+    _require(
+        is_int(body["version"]) and 1 <= body["version"] <= 2**31,
+        "version is the contract-set version, an integer >= 1",
+    )
+    _require(is_int(body["at"]) and 0 <= body["at"] < 2**63, "at is a log index")
+
+
+def exec_contracts_activate(state: Overlay, call: Call) -> None:
+    """Run the entries from index ``at`` on under contract-set ``version``.
+
+    Whether this node knows that version does not matter here (every node must
+    decide alike); a node that does not know it refuses entries from ``at`` on.
+    An activation that has not taken effect yet is replaced by a later one: one
+    naming the active version withdraws it."""
+    require_quorum(state, call)
+    version, at = call.tx.body["version"], call.tx.body["at"]
+    active = active_version(state, call.index)
+    if at <= call.index:
+        raise Rejected(
+            "activation_not_future",
+            f"a contract-set version is activated at a later index than this entry's "
+            f"({call.index}), not at {at}",
+        )
+    if version < active:
+        raise Rejected(
+            "version_downgrade",
+            f"contract-set version {active} is active; {version} would go back",
+        )
+    steps = [s for s in schedule(state) if s["from"] <= call.index]  # pending ones go
+    if version != active:
+        by = list(dict.fromkeys(call.signers))
+        steps.append({"version": version, "from": at, "set_at": call.index, "by": by})
+    state.put(CONTRACT_SET_KEY, {"versions": steps})
 
 
 def governance_rules() -> dict[str, TypeRule]:
@@ -225,4 +303,6 @@ def governance_rules() -> dict[str, TypeRule]:
         MEMBER_REVOKE: TypeRule(check_member_revoke, exec_member_revoke, admit=names("name")),
         MEMBER_ROTATE: TypeRule(check_member_rotate, exec_member_rotate, admit=names("name")),
         QUORUM_SET: TypeRule(check_quorum_set, exec_quorum_set),
+        PERMISSIONS_SET: TypeRule(check_permissions_set, exec_permissions_set),
+        CONTRACTS_ACTIVATE: TypeRule(check_contracts_activate, exec_contracts_activate),
     }

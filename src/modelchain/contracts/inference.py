@@ -14,21 +14,16 @@ from typing import Any
 
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, TypeRule, is_int, names
-from .registry import deployment_key, version_key
+from .state import deployment_key, inference_key, version_key
+from .types import INFERENCE_BATCH
 
-__all__ = ["INFERENCE_BATCH", "MAX_BATCH_RECORDS", "inference_key", "inference_rules"]
+__all__ = ["MAX_BATCH_RECORDS", "inference_rules"]
 
-INFERENCE_BATCH = "inference.batch"
 MAX_BATCH_RECORDS = 1 << 24
 
 _HEX32 = re.compile(r"[0-9a-f]{64}\Z")
 _BATCH_ID = re.compile(r"[0-9a-f]{32}\Z")
 _FIELDS = {"model", "version", "root", "count", "first_time", "last_time", "batch_id"}
-
-
-def inference_key(model: str, version: int) -> str:
-    """State key of a model version's counters: ``{"batches": B, "records": R}``."""
-    return f"inference/{model}@{version}"
 
 
 def _require(cond: bool, message: str) -> None:

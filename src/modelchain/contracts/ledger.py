@@ -1,8 +1,9 @@
-"""The ledger's own contracts: ``ledger.genesis`` and ``event.record``.
+"""The ledger's own contracts and the rules every type shares.
 
-Genesis fixes the origin, the log key, the founding members with their roles
-and keys, and the role each transaction type requires. ``event.record`` lets a
-member log an application-defined event that has no dedicated type yet.
+``event.record`` lets a member log an application-defined event that has no
+dedicated type yet. ``authorize`` holds every type to the signers and the role
+map; ``default_contracts`` is the contract set every node runs. Genesis is in
+``contracts.genesis``.
 """
 
 from __future__ import annotations
@@ -12,167 +13,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.identity import VerifierKey
-from ..core.names import check_name
 from ..core.tx import Transaction
 from ..errors import MalformedError
 from .attestations import attestation_rules
-from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule, is_int
+from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
-from .governance import GOVERNANCE_KEY, governance_rules
+from .genesis import admit_genesis, check_genesis, exec_genesis
+from .governance import governance_rules
 from .inference import inference_rules
-from .members import check_member, holds_role
-from .policy import check_action_names, compile_rule, enforce, policy_key, policy_rules
+from .members import holds_role
+from .policy import enforce, policy_rules
 from .registry import registry_rules
+from .state import LEDGER_KEY, keyid_key, member_key
+from .types import EVENT, GENESIS, GOVERNANCE_TYPES, PERMISSIONS_SET, VERSION_1_TYPES
 
-__all__ = [
-    "BUILTIN_ROLES",
-    "DEFAULT_PERMISSIONS",
-    "EVENT",
-    "GENESIS",
-    "LEDGER_KEY",
-    "default_contracts",
-    "genesis_body",
-    "member_key",
-]
-
-GENESIS = "ledger.genesis"
-EVENT = "event.record"
-LEDGER_KEY = "ledger"
-
-BUILTIN_ROLES = (
-    "admin",
-    "data-steward",
-    "validator",
-    "trainer",
-    "evaluator",
-    "approver",
-    "deployer",
-    "monitor",
-    "auditor",
-    "fl-coordinator",
-    "fl-participant",
-)
-# Auditors read; everyone else may record events. Data stewards own datasets,
-# trainers record runs and register models.
-DEFAULT_PERMISSIONS: dict[str, list[str]] = {
-    EVENT: [r for r in BUILTIN_ROLES if r != "auditor"],
-    "dataset.register": ["admin", "data-steward"],
-    "dataset.ingest": ["admin", "data-steward"],
-    "run.record": ["admin", "trainer"],
-    "model.register": ["admin", "trainer"],
-    "dataset.attest": ["validator"],
-    "model.evaluate": ["evaluator"],
-    "model.deploy": ["deployer"],
-    "model.rollback": ["deployer"],
-    "model.revoke": ["admin"],
-    "monitor.report": ["monitor"],
-    "inference.batch": ["admin", "deployer", "monitor"],
-}
+__all__ = ["authorize", "default_contracts", "resolve_signer"]
 
 _EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}\Z")
-
-
-def member_key(name: str) -> str:
-    return f"member/{name}"
-
-
-def _keyid_key(keyid: str) -> str:
-    return f"keyid/{keyid}"
 
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise MalformedError(message)
-
-
-def check_genesis(body: Mapping[str, Any]) -> None:
-    want = {"origin", "log_key", "members", "permissions"}
-    _require(
-        want <= set(body) <= want | {"quorum", "policies"},
-        f"genesis body is {sorted(want)}, quorum and policies",
-    )
-    policies = body.get("policies", {})
-    _require(isinstance(policies, dict), "policies map an action to {rule, description}")
-    for action, p in policies.items():
-        _require(
-            isinstance(action, str) and isinstance(p, dict) and set(p) == {"rule", "description"},
-            f"policy {action!r} is {{rule, description}}",
-        )
-        compile_rule(p["rule"])
-    _require(isinstance(body["origin"], str) and bool(body["origin"]), "genesis needs an origin")
-    _require(isinstance(body["log_key"], str), "genesis log_key is a verifier-key string")
-    log_key = VerifierKey.from_string(body["log_key"])
-    _require(log_key.name == body["origin"], "the log key's name must equal the origin")
-    members = body["members"]
-    _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
-    for m in members:
-        check_member(m)
-    names = [m["name"] for m in members]
-    _require(len(set(names)) == len(names), "member names must be unique")
-    admins = sum(1 for m in members if "admin" in m["roles"])
-    q = body.get("quorum", 1)
-    _require(
-        is_int(q) and 1 <= q <= max(admins, 1),
-        f"quorum must be 1..{admins} (the founding admins)",
-    )
-    perms = body["permissions"]
-    _require(isinstance(perms, dict), "permissions map a transaction type to roles")
-    for t, roles in perms.items():
-        _require(
-            isinstance(roles, list) and all(isinstance(r, str) for r in roles),
-            f"permissions[{t!r}] must be a list of roles",
-        )
-
-
-def _admit_genesis(body: Mapping[str, Any]) -> None:
-    for m in body["members"]:
-        check_name(m["name"], "member name")
-    for action in body.get("policies", {}):
-        check_action_names(action)
-
-
-def exec_genesis(state: Overlay, call: Call) -> None:
-    body = call.tx.body
-    if call.index != 0 or state.get_state(LEDGER_KEY) is not None:
-        raise Rejected("ledger_exists", "the ledger already has a genesis")
-    if body["origin"] != call.tx.ledger:
-        raise Rejected("origin_mismatch", "genesis origin differs from the transaction's ledger")
-    founders = {m["name"]: m for m in body["members"]}
-    actor = founders.get(call.tx.actor)
-    if actor is None or "admin" not in actor["roles"]:
-        raise Rejected("not_permitted", "genesis must be submitted by a founding admin")
-    seen: set[str] = set()
-    for m in body["members"]:
-        for k in m["keys"]:
-            kid = VerifierKey.from_string(k).key_id_hex
-            if kid in seen:
-                raise Rejected("key_id_collision", f"two member keys share key id {kid}")
-            seen.add(kid)
-            state.put(_keyid_key(kid), m["name"])
-        state.put(member_key(m["name"]), {**m, "status": "active", "since": call.index})
-    state.put("members", [m["name"] for m in body["members"]])
-    for action, p in body.get("policies", {}).items():
-        state.put(
-            policy_key(action),
-            {
-                "action": action,
-                "rule": p["rule"],
-                "description": p["description"],
-                "version": 1,
-                "set_at": call.index,
-                "by": [call.tx.actor],
-            },
-        )
-    state.put(GOVERNANCE_KEY, {"quorum": body.get("quorum", 1)})
-    state.put(
-        LEDGER_KEY,
-        {
-            "origin": body["origin"],
-            "log_key": body["log_key"],
-            "permissions": body["permissions"],
-            "genesis_time": call.tx.time,
-        },
-    )
 
 
 def check_event(body: Mapping[str, Any]) -> None:
@@ -192,7 +54,7 @@ def resolve_signer(
     state: StateReader, keyid: str, tx: Transaction | None = None
 ) -> tuple[str, VerifierKey] | None:
     """Member name and key for a DSSE key id; for genesis, the founding keys."""
-    name = state.get_state(_keyid_key(keyid))
+    name = state.get_state(keyid_key(keyid))
     if isinstance(name, str):
         # Revoked members and retired keys still resolve: a signature by one is
         # checked, logged and then rejected by ``authorize``, as evidence.
@@ -216,6 +78,13 @@ def resolve_signer(
     return None
 
 
+def _open_without_roles(type_: str, version: int) -> bool:
+    """May every member submit a type the role map does not list? Governance
+    types, which their contract authorizes (an admin quorum); under version 1
+    also the types version 1 knew, as they always could."""
+    return type_ in GOVERNANCE_TYPES or (version < 2 and type_ in VERSION_1_TYPES)
+
+
 def authorize(state: StateReader, call: Call) -> None:
     """Rules every type shares: the ledger exists, the actor signed, holds a role."""
     ledger = state.get_state(LEDGER_KEY)
@@ -236,7 +105,15 @@ def authorize(state: StateReader, call: Call) -> None:
     member = state.get_state(member_key(call.tx.actor))
     assert isinstance(member, dict)
     allowed = ledger["permissions"].get(call.tx.type)
-    if allowed is not None and not holds_role(member["roles"], allowed):
+    if allowed is None:
+        if _open_without_roles(call.tx.type, call.version):
+            return
+        raise Rejected(
+            "not_permitted",
+            f"the role map lists no roles for {call.tx.type}: no member may submit it "
+            f"until a quorum of admins names them ({PERMISSIONS_SET})",
+        )
+    if not holds_role(member["roles"], allowed, call.version):
         raise Rejected(
             "not_permitted",
             f"{call.tx.type} needs one of the roles {', '.join(allowed)}; "
@@ -247,7 +124,7 @@ def authorize(state: StateReader, call: Call) -> None:
 def default_contracts() -> ContractSet:
     return ContractSet(
         {
-            GENESIS: TypeRule(check_genesis, exec_genesis, admit=_admit_genesis),
+            GENESIS: TypeRule(check_genesis, exec_genesis, admit=admit_genesis),
             EVENT: TypeRule(check_event, exec_event),
             **registry_rules(),
             **governance_rules(),
@@ -260,27 +137,3 @@ def default_contracts() -> ContractSet:
         authorize,
         enforce,
     )
-
-
-def genesis_body(
-    origin: str,
-    log_key: VerifierKey,
-    members: list[dict[str, Any]],
-    permissions: Mapping[str, list[str]] | None = None,
-    quorum: int | None = None,
-    policies: Mapping[str, Mapping[str, str]] | None = None,
-) -> dict[str, Any]:
-    """A genesis body; ``members`` are {name, org, roles, keys} objects. The
-    admin quorum defaults to two where there are two founding admins, else one."""
-    admins = sum(1 for m in members if "admin" in m.get("roles", ()))
-    body: dict[str, Any] = {
-        "origin": origin,
-        "log_key": log_key.to_string(),
-        "members": members,
-        "permissions": dict(DEFAULT_PERMISSIONS if permissions is None else permissions),
-        "quorum": min(2, max(admins, 1)) if quorum is None else quorum,
-    }
-    if policies:
-        body["policies"] = {a: dict(p) for a, p in policies.items()}
-    check_genesis(body)
-    return body

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 
 from ..core.identity import VerifierKey
 from ..errors import MalformedError
+from .versions import CURRENT_VERSION
 
-__all__ = ["check_member", "holds_role"]
+__all__ = ["ANY_MEMBER", "check_member", "holds_role"]
 
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
 _ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
@@ -20,12 +21,21 @@ _ROLE = re.compile(r"[a-z][a-z0-9:-]{0,63}\Z")
 
 # Roles that come with a name (approver:risk): holding a named one is holding the role.
 _NAMED_ROLES = frozenset({"approver"})
+# In a role map's list: every member (no role is spelled so).
+ANY_MEMBER = "*"
 
 
-def holds_role(roles: Iterable[str], wanted: Iterable[str]) -> bool:
+def holds_role(roles: Iterable[str], wanted: Iterable[str], version: int = CURRENT_VERSION) -> bool:
     """True if ``roles`` (a member's) grant any of ``wanted`` (a permission's list):
-    the role itself, or for a role that comes with a name, any ``role:<name>``."""
+    the role itself, for a role that comes with a name any ``role:<name>``, and
+    any roles at all where the list holds ``ANY_MEMBER``. Under contract-set
+    version 1 (see contracts.versions) only the role itself."""
     held = set(roles)
+    if version < 2:
+        return not held.isdisjoint(wanted)
+    wanted = set(wanted)
+    if ANY_MEMBER in wanted:
+        return True
     held |= {r.partition(":")[0] for r in held if r.partition(":")[0] in _NAMED_ROLES}
     return not held.isdisjoint(wanted)
 

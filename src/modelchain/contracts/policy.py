@@ -55,10 +55,11 @@ from ..core.names import check_name
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
+from .state import member_key, policy_history_key, policy_key
+from .types import MODEL_APPROVE, MODEL_DEPLOY, MODEL_REGISTER, POLICY_SET
 
 __all__ = [
     "DEFAULT_POLICIES",
-    "POLICY_SET",
     "action_of",
     "base_context",
     "check_action_names",
@@ -67,18 +68,15 @@ __all__ = [
     "enforce",
     "evaluate",
     "policy_context",
-    "policy_key",
     "policy_rules",
 ]
-
-POLICY_SET = "policy.set"
 
 # What `modelchain init` installs: a careful organisation's starting point.
 # A rule over a collection says that the collection is not empty wherever the
 # promise is that something exists: `datasets.all(...)` alone holds for a model
 # registered from no datasets at all.
 DEFAULT_POLICIES: dict[str, dict[str, str]] = {
-    "model.register": {
+    MODEL_REGISTER: {
         "rule": (
             '"trainer" in actor.roles'
             " && run != null"
@@ -88,11 +86,11 @@ DEFAULT_POLICIES: dict[str, dict[str, str]] = {
         "description": "models are registered by trainers, with a recorded run, from at least "
         "one registered dataset, every one of them attested by validators and none found failing",
     },
-    "model.approve:production": {
+    f"{MODEL_APPROVE}:production": {
         "rule": "actor.name != model.by",
         "description": "the member who registered a version may not approve it for production",
     },
-    "model.deploy:production": {
+    f"{MODEL_DEPLOY}:production": {
         "rule": (
             "size(approvals.filter(a, a.by != model.by)) >= 2"
             ' && approvals.exists(a, a.role == "risk" && a.by != model.by)'
@@ -106,10 +104,6 @@ DEFAULT_POLICIES: dict[str, dict[str, str]] = {
     },
 }
 _MAX_RULE = 4096
-
-
-def policy_key(action: str) -> str:
-    return f"policy/{action}"
 
 
 def compile_rule(rule: object) -> Any:
@@ -155,7 +149,7 @@ def evaluate(rule: str, context: Mapping[str, Any]) -> bool:
 
 
 def _member_view(state: StateReader, name: str) -> dict[str, Any]:
-    m = state.get_state(f"member/{name}")
+    m = state.get_state(member_key(name))
     if not isinstance(m, dict):
         return {"name": name, "org": "", "roles": [], "status": "unknown"}
     return {"name": name, "org": m["org"], "roles": list(m["roles"]), "status": m["status"]}
@@ -242,7 +236,7 @@ def exec_policy_set(state: Overlay, call: Call) -> None:
     body = call.tx.body
     current = state.get_state(policy_key(body["action"]))
     version = (current["version"] if isinstance(current, dict) else 0) + 1
-    history_key = f"policy-history/{body['action']}@{version}"
+    history_key = policy_history_key(body["action"], version)
     record = {
         "action": body["action"],
         "rule": body["rule"],

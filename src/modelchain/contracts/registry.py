@@ -16,31 +16,19 @@ from typing import Any
 from ..core.manifest import Manifest, check_algorithm
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
+from .state import dataset_key, digest_key, entity_key, model_key, run_key, version_key
+from .types import DATASET_INGEST, DATASET_REGISTER, MODEL_REGISTER, RUN_RECORD
 
 __all__ = [
-    "DATASET_INGEST",
-    "DATASET_REGISTER",
-    "MODEL_REGISTER",
-    "RUN_RECORD",
+    "INLINE_MANIFEST_MAX",
     "SLSA_PROVENANCE",
     "STATEMENT_V1",
     "dataset_inputs",
-    "dataset_key",
     "dependency_uri",
-    "deployment_key",
-    "digest_key",
-    "model_key",
     "parse_dependency_uri",
     "registry_rules",
-    "run_key",
-    "version_key",
     "version_view",
 ]
-
-DATASET_REGISTER = "dataset.register"
-DATASET_INGEST = "dataset.ingest"
-RUN_RECORD = "run.record"
-MODEL_REGISTER = "model.register"
 
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
@@ -52,33 +40,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _DIGEST = re.compile(r"(sha256|blake3|sha256-sharded-[1-9][0-9]*):[0-9a-f]{64}\Z")
 _REF = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _DEP = re.compile(r"modelchain:(dataset|model)/([A-Za-z0-9][A-Za-z0-9._-]{0,127})@([1-9][0-9]*)\Z")
-
-
-def dataset_key(name: str) -> str:
-    return f"dataset/{name}"
-
-
-def model_key(name: str) -> str:
-    return f"model/{name}"
-
-
-def version_key(kind: str, name: str, version: int) -> str:
-    return f"{kind}/{name}@{version}"
-
-
-def run_key(run_id: str) -> str:
-    return f"run/{run_id}"
-
-
-def deployment_key(model: str, env: str) -> str:
-    """Where the deployment contracts keep the version an environment runs:
-    ``{"version": N, ...}``."""
-    return f"deployment/{model}/{env}"
-
-
-def digest_key(kind: str, name: str, digest: str) -> str:
-    """Which version of ``name`` has these bytes (idempotent registration)."""
-    return f"{kind}/{name}#{digest}"
 
 
 def dependency_uri(kind: str, name: str, version: int) -> str:
@@ -266,7 +227,7 @@ def _new_version(
     fields: dict[str, Any],
     call: Call,
 ) -> int:
-    entity = state.get_state(f"{kind}/{name}")
+    entity = state.get_state(entity_key(kind, name))
     assert isinstance(entity, dict)
     existing = state.get_state(digest_key(kind, name, artifact["digest"]))
     if existing is not None:
@@ -274,7 +235,7 @@ def _new_version(
             "version_exists", f"{kind} {name} version {existing} already has these bytes"
         )
     version = int(entity["latest"]) + 1
-    state.put(f"{kind}/{name}", {**entity, "latest": version})
+    state.put(entity_key(kind, name), {**entity, "latest": version})
     state.put(
         version_key(kind, name, version),
         {"name": name, "version": version, "artifact": artifact, **fields, **_record(call)},

@@ -1,4 +1,5 @@
-"""Pure core: canonical JSON, Merkle trees, notes, DSSE, identities, transactions.
+"""Pure core: canonical JSON, Merkle trees, notes, checkpoints and their policies,
+DSSE, identities, transactions.
 
 Nothing in this package touches files, the network, the clock or globals.
 """

@@ -1,7 +1,9 @@
-"""C2SP checkpoints (c2sp.org/tlog-checkpoint) and Ed25519 cosignatures (tlog-cosignature/v1).
+"""C2SP checkpoints (c2sp.org/tlog-checkpoint) and their cosignatures (tlog-cosignature).
 
 Owns the checkpoint note text, the log's signature on it and the timestamped
-witness cosignatures (key type 0x04) that other parties add to it.
+cosignatures that witnesses and other nodes add to it: Ed25519 (key type 0x04)
+and ML-DSA-44 (type 0x06). Which signatures make a checkpoint count is
+``policy``'s business.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import MalformedError, SignatureError
-from .identity import COSIGNATURE_V1, ED25519, Signer, VerifierKey, key_id, verify_ed25519
+from .identity import (
+    COSIGNATURE_V1,
+    ED25519,
+    ML_DSA_44_COSIGNATURE,
+    Signer,
+    VerifierKey,
+    key_id,
+    verify_ed25519,
+)
 from .note import (
     Note,
     NoteSignature,
     _check_text,
     _decode_base64,
+    add_signatures,
     parse_note,
     sign_note,
     verify_note,
@@ -27,8 +38,10 @@ __all__ = [
     "MAX_TIMESTAMP",
     "Checkpoint",
     "cosign",
+    "cosign_note",
     "cosignature_message",
     "cosignatures",
+    "ml_dsa_44_cosignature_message",
     "open_checkpoint",
     "sign_checkpoint",
     "verify_cosignature",
@@ -41,6 +54,9 @@ _MAX_SIZE = 2**64 - 1
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _HASH_LEN = 32
 _COSIG_LEN = 8 + 64
+_ML_DSA_44_SIG_LEN = 2420
+_ML_DSA_44_COSIG_LEN = 8 + _ML_DSA_44_SIG_LEN
+_SUBTREE_LABEL = b"subtree/v1\n\0"
 
 
 def _parse_decimal(text: str, what: str, limit: int) -> int:
@@ -123,11 +139,35 @@ def cosignature_message(cp: Checkpoint, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{cp.text()}".encode()
 
 
+def ml_dsa_44_cosignature_message(cp: Checkpoint, cosigner: str, timestamp: int) -> bytes:
+    """The bytes an ML-DSA-44 (type 0x06) cosigner signs for the whole checkpoint.
+
+    tlog-cosignature's ``cosigned_message`` with start 0 and end the tree size;
+    extension lines are not part of it.
+    """
+    name, origin = cosigner.encode("utf-8"), cp.origin.encode("utf-8")
+    if not 0 < len(name) < 256 or not 0 < len(origin) < 256:
+        raise MalformedError("an ML-DSA-44 cosigner name and origin are 1 to 255 bytes")
+    return b"".join(
+        (
+            _SUBTREE_LABEL,
+            bytes([len(name)]),
+            name,
+            timestamp.to_bytes(8, "big"),
+            bytes([len(origin)]),
+            origin,
+            (0).to_bytes(8, "big"),
+            cp.size.to_bytes(8, "big"),
+            cp.root,
+        )
+    )
+
+
 def _cosigner_key(cosigner: VerifierKey) -> VerifierKey:
     # The same Ed25519 key is named with type 0x01 in many configs; cosignatures use 0x04.
     if cosigner.type_byte == ED25519:
         return cosigner.with_type(COSIGNATURE_V1)
-    if cosigner.type_byte != COSIGNATURE_V1:
+    if cosigner.type_byte not in (COSIGNATURE_V1, ML_DSA_44_COSIGNATURE):
         raise MalformedError(
             f"cosigner {cosigner.name!r}: key type 0x{cosigner.type_byte:02x} is not supported"
         )
@@ -146,20 +186,54 @@ def cosign(cp: Checkpoint, signer: Signer, timestamp: int) -> NoteSignature:
     )
 
 
+def cosign_note(note: bytes | str | Note, signer: Signer, timestamp: int) -> Note:
+    """``note`` (a signed checkpoint) with ``signer``'s Ed25519 cosignature added.
+
+    The cosigner vouches for the checkpoint text as it stands; nothing else in
+    the note is checked here (a witness checks consistency before it cosigns).
+    A cosignature by the same key already present is replaced.
+    """
+    if not isinstance(note, Note):
+        note = parse_note(note)
+    cp = Checkpoint.from_text(note.text)
+    return add_signatures(note, cosign(cp, signer, timestamp))
+
+
 def verify_cosignature(cp: Checkpoint, sig: NoteSignature, cosigner: VerifierKey) -> int:
-    """Verify one cosignature on ``cp`` by ``cosigner``; return its timestamp."""
+    """Verify one cosignature on ``cp`` by ``cosigner``; return its timestamp.
+
+    ``cosigner`` is an Ed25519 (0x04, or 0x01 taken as 0x04) or ML-DSA-44
+    (0x06) cosigner key.
+    """
     key = _cosigner_key(cosigner)
     if sig.name != key.name or sig.key_id != key.key_id:
         raise SignatureError(f"signature is not by cosigner {key.name}+{key.key_id_hex}")
-    if len(sig.signature) != _COSIG_LEN:
+    want = _ML_DSA_44_COSIG_LEN if key.type_byte == ML_DSA_44_COSIGNATURE else _COSIG_LEN
+    if len(sig.signature) != want:
         raise SignatureError(
-            f"cosignature by {key.name!r} is {len(sig.signature)} bytes, want {_COSIG_LEN}"
+            f"cosignature by {key.name!r} is {len(sig.signature)} bytes, want {want}"
         )
     timestamp = int.from_bytes(sig.signature[:8], "big")
     if timestamp > MAX_TIMESTAMP:
         raise SignatureError(f"cosignature by {key.name!r} has an out-of-range timestamp")
-    verify_ed25519(key.public_key, cosignature_message(cp, timestamp), sig.signature[8:], key.name)
+    if key.type_byte == ML_DSA_44_COSIGNATURE:
+        message = ml_dsa_44_cosignature_message(cp, key.name, timestamp)
+        _verify_ml_dsa_44(key, message, sig.signature[8:])
+    else:
+        message = cosignature_message(cp, timestamp)
+        verify_ed25519(key.public_key, message, sig.signature[8:], key.name)
     return timestamp
+
+
+def _verify_ml_dsa_44(key: VerifierKey, message: bytes, signature: bytes) -> None:
+    # Imported here: only ML-DSA cosigners need it, and it costs import time.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey
+
+    try:
+        MLDSA44PublicKey.from_public_bytes(key.public_key).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"signature by {key.name} does not verify") from exc
 
 
 def cosignatures(

@@ -6,14 +6,13 @@ envelope is refused with a precise error before anything else looks at it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Base64Error, MalformedError
 from . import canonical
+from .b64 import b64, unb64
 from .identity import Signer, key_id
 
 __all__ = ["Envelope", "EnvelopeSignature", "pae", "sign_envelope"]
@@ -26,12 +25,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 def _b64decode(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise MalformedError(f"{what} must be a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise Base64Error(f"{what} is not valid base64: {exc}") from exc
+    return unb64(text, what, Base64Error, not_text=MalformedError)
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class EnvelopeSignature:
     sig: bytes
 
     def to_json(self) -> dict[str, str]:
-        return {"keyid": self.keyid, "sig": base64.b64encode(self.sig).decode()}
+        return {"keyid": self.keyid, "sig": b64(self.sig)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,7 @@ class Envelope:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "payload": base64.b64encode(self.payload).decode(),
+            "payload": b64(self.payload),
             "payloadType": self.payload_type,
             "signatures": [s.to_json() for s in self.signatures],
         }

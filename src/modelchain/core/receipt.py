@@ -10,10 +10,11 @@ import base64
 from dataclasses import dataclass
 
 from ..errors import MalformedError, ProofError
-from .checkpoint import Checkpoint, _parse_decimal, open_checkpoint
+from .checkpoint import Checkpoint, _parse_decimal
 from .identity import VerifierKey
 from .merkle import verify_inclusion
 from .note import _decode_base64, parse_note
+from .policy import CheckpointPolicy, as_policy, verify_checkpoint
 
 __all__ = ["MAX_PROOF_HASHES", "PROOF_HEADER", "InclusionReceipt", "verify_receipt"]
 
@@ -95,13 +96,18 @@ class InclusionReceipt:
         return cls(index=index, proof=proof, checkpoint=checkpoint, extra=extra)
 
 
-def verify_receipt(receipt: InclusionReceipt, leaf_hash: bytes, log_key: VerifierKey) -> Checkpoint:
-    """Check the log's signature and the inclusion of ``leaf_hash``; return the checkpoint.
-
-    Witness cosignatures are a separate policy: pass ``receipt.checkpoint`` to
-    ``checkpoint.cosignatures``.
-    """
-    cp, _ = open_checkpoint(receipt.checkpoint, log_key)
+def verify_receipt(
+    receipt: InclusionReceipt,
+    leaf_hash: bytes,
+    policy: CheckpointPolicy | VerifierKey,
+    *,
+    now: int | None = None,
+) -> Checkpoint:
+    """Check the checkpoint under ``policy`` (the log's signature and the quorum
+    of cosignatures it carries) and the inclusion of ``leaf_hash``; return the
+    checkpoint. A bare log key means the single-node policy; ``now`` (POSIX
+    seconds) refuses cosignatures dated after it."""
+    cp, _ = verify_checkpoint(receipt.checkpoint, as_policy(policy), now=now)
     if receipt.index >= cp.size:
         raise ProofError(f"index {receipt.index} is not below the tree size {cp.size}")
     verify_inclusion(receipt.index, cp.size, leaf_hash, list(receipt.proof), cp.root)

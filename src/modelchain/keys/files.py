@@ -22,6 +22,7 @@ from typing import Literal, NoReturn
 
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, check_key_name, verifier_of
 from ..errors import KeyStoreError, MalformedError, NotFoundError
+from ..storage.files import fsync_dir
 from .pkcs11 import Pkcs11Signer
 
 __all__ = [
@@ -133,7 +134,7 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
         finally:
             os.close(fd)
         _link_no_clobber(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except FileExistsError as exc:
         raise KeyStoreError(f"{path} already exists; refusing to overwrite it") from exc
     except OSError as exc:
@@ -154,14 +155,6 @@ def _link_no_clobber(src: Path, dst: Path) -> None:
         if dst.exists():
             raise FileExistsError(errno.EEXIST, "exists", str(dst)) from exc
         os.rename(src, dst)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_private_file(path: Path) -> bytes:

@@ -1,6 +1,24 @@
-"""The Python API of a ledger: ``Ledger`` (embedded or remote) and the
-facades it offers (datasets, runs, models, deployments, members, policies)."""
+"""The Python API of a ledger: ``Ledger`` over a backend (``LocalBackend``, or
+``remote.RemoteBackend`` through ``modelchain.connect``) and the facades it
+offers over a narrow port (datasets, runs, models, deployments, members,
+policies, lineage, trail)."""
 
-from .ledger import DB_NAME, LOG_KEY_NAME, Founder, Ledger, init, new_nonce, open
+from .backend import Backend
+from .ledger import DB_NAME, LOG_KEY_NAME, Founder, Ledger, default_home, init, new_nonce, open
+from .local import LocalBackend
+from .port import LedgerPort, LedgerReads
 
-__all__ = ["DB_NAME", "LOG_KEY_NAME", "Founder", "Ledger", "init", "new_nonce", "open"]
+__all__ = [
+    "DB_NAME",
+    "LOG_KEY_NAME",
+    "Backend",
+    "Founder",
+    "Ledger",
+    "LedgerPort",
+    "LedgerReads",
+    "LocalBackend",
+    "default_home",
+    "init",
+    "new_nonce",
+    "open",
+]

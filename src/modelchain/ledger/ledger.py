@@ -1,8 +1,10 @@
-"""The embedded ledger: what ``modelchain.open(path)`` returns.
+"""The Python API of a ledger: ``Ledger``, over a backend.
 
-A ledger directory holds ``ledger.db`` (SQLite, WAL) and ``log.key`` (the
-node's checkpoint-signing key, mode 0600). Member keys never live here: they
-stay with their signers under MODELCHAIN_HOME or in an HSM.
+``modelchain.open(path)`` puts it over a ``LocalBackend`` (a ledger directory:
+``ledger.db``, SQLite in WAL mode, and ``log.key``, the node's checkpoint key,
+mode 0600); ``modelchain.connect(url)`` over a ``RemoteBackend``. Member keys
+never live in the ledger directory: they stay with their signers, in the
+caller's ``home`` or an HSM.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from ..contracts import ContractSet, default_contracts
-from ..contracts.ledger import EVENT, GENESIS, genesis_body
+from ..contracts import ContractSet
+from ..contracts.genesis import genesis_body
+from ..contracts.types import EVENT, GENESIS
 from ..core.canonical import JSONValue
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
 from ..core.merkle import consistency_proof, inclusion_proof
+from ..core.note import Note, add_signatures, parse_note
+from ..core.policy import CheckpointPolicy, verify_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     encode_entry_bundle,
@@ -31,24 +36,37 @@ from ..core.tiles import (
     tiles_for_size,
 )
 from ..core.tx import LogEntry, Transaction
-from ..errors import Error, MalformedError, NotFoundError, StorageError, UsageError
-from ..keys.files import FileSigner, generate_seed, write_private_key
+from ..errors import MalformedError, NotFoundError, UsageError
+from ..keys.files import generate_seed, modelchain_home, write_private_key
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
-from ..node.sequencer import LocalSequencer
 from ..node.verifier import default_verifier
-from ..receipts import ReceiptLog
+from ..receipts import ReceiptLog, default_store
 from ..storage.blobs import BlobStore
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
 from ..storage.sqlite import SqliteStore
-from .governance import Members, Policies
-from .registry import Datasets, Deployments, Models, ModelVersion, Runs
+from .backend import Backend
+from .datasets import Datasets
+from .deployments import Deployments
+from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
+from .members import Members
+from .models import Models, ModelVersion
+from .policies import Policies
+from .port import LedgerReads
+from .runs import Runs
+from .trail import rejected
 
-__all__ = ["Founder", "Ledger", "init", "new_nonce", "open"]
-
-DB_NAME = "ledger.db"
-LOG_KEY_NAME = "log.key"
+__all__ = [
+    "DB_NAME",
+    "LOG_KEY_NAME",
+    "Founder",
+    "Ledger",
+    "default_home",
+    "init",
+    "new_nonce",
+    "open",
+]
 
 
 def new_nonce() -> str:
@@ -75,102 +93,121 @@ class Founder:
         }
 
 
+def default_home() -> Path:
+    """The documented default ``home``, ``~/.modelchain``, without reading the
+    environment: the entry points (``modelchain.open``, ``init`` and ``connect``,
+    the CLI, the server's start) read ``$MODELCHAIN_HOME`` and pass it on."""
+    return modelchain_home({})
+
+
 class Ledger:
-    """An embedded ledger. Use as a context manager, or call ``close()``."""
+    """A ledger, embedded or remote: the facades and proofs over a backend.
+    Use as a context manager, or call ``close()``.
+
+    ``Ledger(path, ...)`` opens the ledger directory ``path`` over a
+    ``LocalBackend`` (the keyword options are its own); ``Ledger(backend=...)``
+    puts it over any other. ``identity`` is the default signer of the facades'
+    calls; ``home`` is where record keys and the digest cache live."""
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
+        backend: Backend | None = None,
+        identity: Signer | None = None,
+        home: str | os.PathLike[str] | None = None,
         readonly: bool = False,
         config: NodeConfig | None = None,
         synchronous: str = "FULL",
         busy_timeout_ms: int = 10_000,
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
-        identity: Signer | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.identity = identity  # the default signer of the registry calls
-        db = self.path / DB_NAME
-        if not db.exists():
-            raise NotFoundError(
-                f"no ledger at {self.path}; create one with `modelchain init --origin NAME`"
+        if backend is None:
+            if path is None:
+                raise UsageError("give a ledger directory or a backend")
+            backend = LocalBackend(
+                path,
+                readonly=readonly,
+                config=config,
+                synchronous=synchronous,
+                busy_timeout_ms=busy_timeout_ms,
+                clock=clock,
+                contracts=contracts,
             )
-        self.readonly = readonly
-        self.contracts = contracts or default_contracts()
-        self._clock = clock
-        self._store = SqliteStore(
-            db, readonly=readonly, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
-        )
-        origin = self._store.meta("origin")
-        if origin is None:
-            self._store.close()
-            raise StorageError(f"{db} is not a modelchain ledger (no origin)")
-        self.origin = origin
-        self._node: Node | None = None
-        self._log_key: VerifierKey | None = None
-        if not readonly:
-            try:
-                signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
-                self._node = Node(
-                    self._store,
-                    signer,
-                    self.contracts,
-                    LocalSequencer(self.store.size),
-                    config,
-                    clock,
-                )
-            except BaseException:
-                self._store.close()
-                raise
-            self._log_key = verifier_of(signer)
+        elif path is not None:
+            raise UsageError("give a ledger directory or a backend, not both")
+        self.backend = backend
+        self.identity = identity  # the default signer of the facades' calls
+        self.home = Path(home) if home is not None else default_home()
+
+    # -- what the backend holds ----------------------------------------------
 
     @property
-    def store(self) -> SqliteStore:
-        """The store every read goes to (for a remote ledger: its verified
-        mirror, brought up to date first)."""
-        return self._store
+    def path(self) -> Path:
+        return self.backend.path
+
+    @property
+    def origin(self) -> str:
+        return self.backend.origin
+
+    @property
+    def readonly(self) -> bool:
+        return self.backend.readonly
+
+    @property
+    def contracts(self) -> ContractSet:
+        return self.backend.contracts
+
+    @property
+    def store(self) -> LedgerReads:
+        """The log and state every read goes to (for a remote ledger: its
+        verified mirror, brought up to date first). What else a store can do
+        belongs to the backend (``backend.store``)."""
+        return self.backend.store
+
+    @property
+    def _store(self) -> SqliteStore:
+        # The store as held, without syncing a mirror first (tests and tools).
+        return self.backend.held
 
     @property
     def log_key(self) -> VerifierKey:
         """The log's checkpoint key: the node's own, or (read-only) the one genesis names."""
-        if self._log_key is None:
-            self._log_key = self._genesis_log_key()
-        return self._log_key
+        return self.backend.log_key
 
-    def _genesis_log_key(self) -> VerifierKey:
-        # Taken from entry 0 itself, not from derived state, so that a reader of
-        # a damaged ledger can still open it and let the audit say what is wrong.
-        try:
-            body = LogEntry.decode(self.store.entry(0)).transaction.body
-            return VerifierKey.from_string(body["log_key"])
-        except (Error, KeyError, TypeError) as exc:
-            raise StorageError(
-                "cannot read the log key from the genesis entry; run `modelchain log verify`"
-            ) from exc
+    @property
+    def node(self) -> Node:
+        return self.backend.node
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """Which signatures make one of this ledger's checkpoints count: the
+        checkpoint policy genesis names, or the log key alone."""
+        return self.backend.policy
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Content-addressed blobs beside the ledger (manifests too large for an entry)."""
+        return self.backend.blobs
+
+    def meta(self, key: str) -> str | None:
+        """A setting stored with the ledger (``admin``: the default signer's name)."""
+        return self.backend.held.meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.backend.held.set_meta(key, value)
 
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        try:
-            if self._node is not None:
-                node, self._node = self._node, None
-                node.close()
-        finally:
-            self._store.close()
+        self.backend.close()
 
-    def __enter__(self) -> Ledger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def node(self) -> Node:
-        if self._node is None:
-            raise UsageError("this ledger is open read-only")
-        return self._node
 
     @property
     def size(self) -> int:
@@ -178,12 +215,7 @@ class Ledger:
 
     def clock(self) -> int:
         """The node's clock, in milliseconds since the Unix epoch."""
-        return self._clock()
-
-    @functools.cached_property
-    def blobs(self) -> BlobStore:
-        """Content-addressed blobs beside the ledger (manifests too large for an entry)."""
-        return BlobStore(self.path / "blobs")
+        return self.backend.clock()
 
     @functools.cached_property
     def members(self) -> Members:
@@ -212,15 +244,17 @@ class Ledger:
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any
     ) -> ReceiptLog:
-        """Inference receipts for ``model`` (see ``modelchain.receipts``)."""
+        """Inference receipts for ``model`` (see ``modelchain.receipts``); the store
+        defaults to one under the ledger's home (``receipts/``), chosen here."""
+        if kw.get("store") is None:
+            origin = self.origin if kw.get("origin") is None else kw["origin"]
+            kw["store"] = default_store(self.home, origin, model)
         return ReceiptLog(self, model, env, version, **kw)
 
     def denied(self) -> list[dict[str, Any]]:
         """Every rejected entry, oldest first: who tried what, and the rule or
         reason that denied it. Read from the audit-trail index, page by page
         (``modelchain.ledger.trail.rejected``, which the server's API and dashboard use)."""
-        from .trail import rejected
-
         out: list[dict[str, Any]] = []
         before: int | None = None
         while True:
@@ -267,40 +301,31 @@ class Ledger:
             type=type,
             actor=actor,
             nonce=nonce or new_nonce(),
-            time=self._clock(),
+            time=self.clock(),
             body=body,
         )
 
     def submit(self, envelope: Envelope | bytes) -> Ack:
         """Submit a signed transaction; returns once it is durable."""
         data = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
-        return self.node.submit(data)
+        return self.backend.submit(data)
 
     def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
         """Submit several transactions at once: signatures are verified on the
         other cores and entries are group-committed. Raises the first refusal
         (the others are still applied); PushbackError if too many are waiting."""
         datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
-        futures = self.node.submit_many(datas)
-        acks, first_error = [], None
-        for f in futures:
-            try:
-                acks.append(f.result())
-            except Error as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
-        return acks
+        return self.backend.submit_many(datas)
 
     def precheck(self, data: bytes) -> None:
         """Raise what admission would, short of verifying signatures: to refuse
         a whole batch before submitting any of it."""
-        self.node.precheck(data)
+        self.backend.precheck(data)
 
     @property
     def max_batch(self) -> int:
         """The most transactions worth submitting in one ``submit_many``."""
-        return max(1, self.node.config.max_backlog // 2)
+        return self.backend.max_batch
 
     def record_event(
         self, event: str, data: JSONValue, signer: Signer, *, nonce: str | None = None
@@ -311,6 +336,14 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------
 
+    def published(self) -> tuple[int, bytes] | None:
+        """The size and note of the last checkpoint stored, without publishing one."""
+        return self.backend.store.checkpoint()
+
+    def tile(self, level: int, n: int, width: int = 256) -> bytes:
+        """The first ``width`` hashes of tlog tile ``n`` at ``level``."""
+        return self.backend.store.read_tile(level, n)[: width * 32]
+
     def entry_bytes(self, index: int) -> bytes:
         return self.store.entry(index)
 
@@ -318,37 +351,57 @@ class Ledger:
         return LogEntry.decode(self.store.entry(index))
 
     def checkpoint(self) -> bytes:
-        """The latest signed checkpoint note (publishing one first if the log grew)."""
-        note = self._node.publish_checkpoint() if self._node is not None else None
-        if note is None:
-            latest = self.store.checkpoint()
-            if latest is None:
-                raise NotFoundError("the ledger has no checkpoint yet")
-            note = latest[1]
-        return note
+        """The latest signed checkpoint note (publishing one first if the log grew;
+        for a remote ledger, the latest its mirror verified)."""
+        return self.backend.checkpoint()
 
     def verified_checkpoint(self) -> Checkpoint:
-        cp, _ = open_checkpoint(self.checkpoint(), self.log_key)
+        cp, _ = verify_checkpoint(self.checkpoint(), self.policy)
         return cp
+
+    def add_cosignatures(self, note: bytes | str | Note) -> bytes:
+        """Keep the cosignatures ``note`` carries by the policy's witnesses on the
+        latest checkpoint (the same text); return the checkpoint note now served.
+
+        Each is verified first; other signature lines are ignored.
+        """
+        try:
+            self.backend.node  # noqa: B018 (only a writable embedded ledger has one)
+        except UsageError as exc:
+            raise UsageError("a read-only or remote ledger cannot store cosignatures") from exc
+        given = note if isinstance(note, Note) else parse_note(note)
+        latest = self.backend.held.checkpoint()
+        stored = None if latest is None else parse_note(latest[1])
+        if stored is None or stored.text != given.text:
+            raise NotFoundError("the note is not the ledger's latest checkpoint")
+        known = {(w.key.name, w.key.key_id) for w in self.policy.witnesses}
+        merged = add_signatures(
+            stored, *(s for s in given.signatures if (s.name, s.key_id) in known)
+        )
+        cp, _ = verify_checkpoint(merged, self.policy, require_quorum=False)
+        data = merged.to_bytes()
+        self.backend.held.put_checkpoint(cp.size, cp.root, data)
+        return data
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         size = self.size if size is None else size
         if not 0 <= index < size <= self.size:
             raise NotFoundError(f"entry {index} is not in a tree of size {size}")
-        return inclusion_proof(self.store.node_reader(), index, size)
+        return inclusion_proof(self.backend.store.node_reader(), index, size)
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
         new = self.size if new is None else new
         if not 0 < old <= new <= self.size:
             raise MalformedError(f"need 0 < old <= new <= {self.size}, got {old} and {new}")
-        return consistency_proof(self.store.node_reader(), old, new)
+        return consistency_proof(self.backend.store.node_reader(), old, new)
 
     def receipt(self, index: int) -> InclusionReceipt:
         """A C2SP tlog-proof for entry ``index`` against the latest checkpoint."""
+        self.backend.cover(index)
         if not 0 <= index < self.size:
             raise NotFoundError(f"no entry {index}: the log has {self.size} entries")
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy)
         if index >= cp.size:
             raise NotFoundError(
                 f"entry {index} is not yet covered by a checkpoint (size {cp.size})"
@@ -364,13 +417,13 @@ class Ledger:
         the number of files written."""
         out = Path(directory)
         note = self.checkpoint()
-        cp, _ = open_checkpoint(note, self.log_key)
+        cp, _ = verify_checkpoint(note, self.policy, require_quorum=False)
         written = 0
         for level, n, width in tiles_for_size(cp.size):
             path = out / tile_path(level, n, width)
             if width == 256 and path.exists():
                 continue
-            _write_file(path, self.store.read_tile(level, n)[: width * 32])
+            _write_file(path, self.tile(level, n, width))
             written += 1
         for n, width in entry_bundles_for_size(cp.size):
             path = out / entries_path(n, width)
@@ -385,11 +438,11 @@ class Ledger:
 
     def audit(self, progress: Progress | None = None) -> AuditReport:
         """Full audit; raises AuditError naming the first bad entry."""
-        # A read-only audit trusts no stored copy of the log key: it uses the one
-        # genesis carries, checked as part of the replay.
         verifier = default_verifier()
         try:
-            return audit(self.store, self.contracts, self._log_key, progress, verifier)
+            return audit(
+                self.backend.store, self.contracts, self.backend.audit_key, progress, verifier
+            )
         finally:
             verifier.close()
 
@@ -414,9 +467,14 @@ def init(
     permissions: dict[str, list[str]] | None = None,
     policies: Mapping[str, Mapping[str, str]] | None = None,
     admin_roles: Sequence[str] = (),
+    checkpoint_policy: CheckpointPolicy | str | None = None,
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
+
+    ``checkpoint_policy`` (tlog-policy, usually without a ``log`` line: the new
+    log key is added) says which cosignatures a checkpoint needs to count;
+    absent, the log key alone.
 
     On any failure nothing is left behind: a half-made ledger is removed."""
     directory = Path(path)
@@ -430,7 +488,12 @@ def init(
     roles = ("admin", *(r for r in admin_roles if r != "admin"))
     founders = [Founder(verifier_of(admin), org, roles), *members]
     body = genesis_body(
-        origin, log_key, [f.to_json() for f in founders], permissions, policies=policies
+        origin,
+        log_key,
+        [f.to_json() for f in founders],
+        permissions,
+        policies=policies,
+        checkpoint_policy=checkpoint_policy,
     )
     try:
         # Owner-only: read tokens guard the ledger over HTTP, and local users

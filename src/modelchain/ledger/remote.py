@@ -1,8 +1,9 @@
 """A ledger behind a server: ``modelchain.connect(url, identity=...)``.
 
 The client trusts the server for nothing. It keeps a verified mirror of the
-log beside the caller: every checkpoint must be signed by the log key the
-client trusts and consistent with the last one it saw (checked with the
+log beside the caller: every checkpoint must meet the checkpoint policy (the
+trusted log key's signature and the cosignatures genesis asks for) and be
+consistent with the last one it saw (checked with the
 server's RFC 9162 consistency proof), and every entry it receives must, with
 the ones it already holds, give that checkpoint's root before it is
 re-executed and stored. Queries are then answered from the mirror, so the
@@ -12,7 +13,6 @@ envelopes; each acknowledgement is checked against the log at the next read.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import logging
@@ -21,19 +21,20 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..contracts import default_contracts
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..contracts.genesis import checkpoint_policy
+from ..core.b64 import unb64
+from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.merkle import leaf_hash, verify_consistency
-from ..core.note import Note
-from ..core.receipt import InclusionReceipt
+from ..core.policy import CheckpointPolicy, as_policy, verify_checkpoint
 from ..core.tiles import decode_entry_bundle
 from ..core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
 from ..errors import (
@@ -52,18 +53,18 @@ from ..errors import (
     VerificationError,
     WrongLedgerError,
 )
-from ..keys import modelchain_home
 from ..node.node import Ack, Node, check_submission, system_clock_ms
 from ..node.replica import apply_checkpoint
 from ..storage.blobs import BlobStore
 from ..storage.sqlite import SqliteStore
-from .ledger import DB_NAME, Ledger
+from .ledger import Ledger, default_home
+from .local import DB_NAME
 
-__all__ = ["RemoteLedger", "connect"]
+__all__ = ["RemoteBackend", "RemoteLedger", "connect", "mirror_path"]
 
 log = logging.getLogger("modelchain.ledger.remote")
 
-TOKEN_ENV = "MODELCHAIN_TOKEN"
+TOKEN_ENV = "MODELCHAIN_TOKEN"  # read by the entry points, never here
 
 
 _JSON_LIMIT = 8 << 20  # a JSON answer: proofs, acknowledgements, ledger info
@@ -203,17 +204,17 @@ class _RemoteBlobs(BlobStore):
         return data
 
 
-class RemoteLedger(Ledger):
-    """The embedded ``Ledger`` interface over a server (see the module doc)."""
+class RemoteBackend:
+    """A server behind HTTP and the verified mirror of its log (see the module doc)."""
 
     def __init__(
         self,
         url: str,
         *,
-        identity: Signer | None = None,
+        cache: str | os.PathLike[str],
         token: str | None = None,
         log_key: VerifierKey | str | None = None,
-        cache: str | os.PathLike[str] | None = None,
+        policy: CheckpointPolicy | str | None = None,
         staleness: float = 1.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
@@ -222,16 +223,18 @@ class RemoteLedger(Ledger):
     ) -> None:
         self.url = url.rstrip("/")
         self._confirm_wait = confirm_wait
-        self.identity = identity
         self.readonly = False
         self.contracts = default_contracts()
-        self._clock = system_clock_ms
-        self._node: Node | None = None
         self._staleness = staleness
         self._synced_at = -math.inf
         self._sync_lock = threading.RLock()
         self._last_opened: tuple[bytes, Checkpoint] | None = None
-        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        # A policy the caller pins wins; else the one genesis names (verified
+        # with the entries), the trusted log key alone until genesis is known.
+        self._pinned_policy = None if policy is None else as_policy(policy)
+        self._policy: CheckpointPolicy | None = None
+        if log_key is None and self._pinned_policy is not None and self._pinned_policy.logs:
+            log_key = self._pinned_policy.log_key
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
             info = self._http.json("GET", "/v1/ledger")
@@ -241,7 +244,7 @@ class RemoteLedger(Ledger):
             self.origin = origin
             # Keyed by the URL alone: a server announcing another origin meets the
             # mirror (and the key) pinned for this URL, not a fresh first use.
-            self.path = Path(cache) if cache is not None else _default_cache(self.url)
+            self.path = Path(cache)
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._store = SqliteStore(self.path / DB_NAME, synchronous="NORMAL")
         except BaseException:
@@ -249,7 +252,8 @@ class RemoteLedger(Ledger):
             raise
         try:
             self._trusted: VerifierKey = self._trusted_key(log_key, str(info.get("log_key", "")))
-            self._log_key = self._trusted
+            if self._pinned_policy is not None:
+                self._pinned_policy = self._pinned_policy.with_log(self._trusted)
             # Fail at once on a server whose checkpoints the trusted key did not sign,
             # and pin a key only once it has been seen to sign one.
             self._fetch_checkpoint()
@@ -305,8 +309,41 @@ class RemoteLedger(Ledger):
         return self._store
 
     @property
+    def held(self) -> SqliteStore:
+        return self._store
+
+    @property
+    def log_key(self) -> VerifierKey:
+        return self._trusted
+
+    @property
+    def audit_key(self) -> VerifierKey | None:
+        return self._trusted
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        if self._pinned_policy is not None:
+            return self._pinned_policy
+        if self._policy is None:
+            if self._store.size == 0:
+                return CheckpointPolicy.of_log(self._trusted)
+            self._policy = self._genesis_policy(self._store.entry(0))
+        return self._policy
+
+    def _genesis_policy(self, entry: bytes) -> CheckpointPolicy:
+        try:
+            return checkpoint_policy(LogEntry.decode(entry).transaction.body).with_log(
+                self._trusted
+            )
+        except (Error, KeyError, TypeError) as exc:
+            raise ProofError(f"the genesis entry names no valid checkpoint policy: {exc}") from exc
+
+    @property
     def node(self) -> Node:
         raise UsageError(f"the ledger at {self.url} is remote; it has no local node")
+
+    def clock(self) -> int:
+        return system_clock_ms()
 
     def sync(self, covering: int = 0) -> Checkpoint:
         """Bring the mirror up to the server's latest checkpoint (asking for one
@@ -314,23 +351,19 @@ class RemoteLedger(Ledger):
         with self._sync_lock:  # a receipt log's thread and the caller may both read
             return self._sync(covering)
 
-    def _fetch_checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes]:
+    def _fetch_checkpoint(self, covering: int = 0) -> tuple[Checkpoint, bytes, bytes]:
         """The server's latest checkpoint (one covering at least ``covering``
-        entries, if the log has them), verified, keeping only the log's own
-        signature lines (other lines cannot be checked here, and would travel on
-        in every receipt made from it)."""
+        entries, if the log has them), verified under the policy, with every
+        signature line that verified: the log's and the known witnesses'
+        cosignatures travel on in receipts; lines nobody here can check do not.
+        Also returns the note as served."""
         params = {"covering": covering} if covering else {}
         raw = self._http.get("/checkpoint", limit=_NOTE_LIMIT, **params).content
-        cp, note = open_checkpoint(raw, self._trusted)
-        mine = tuple(
-            s
-            for s in note.signatures
-            if (s.name, s.key_id) == (self._trusted.name, self._trusted.key_id)
-        )
-        return cp, Note(note.text, mine).to_bytes()
+        result = self.policy.evaluate(raw).require()
+        return result.checkpoint, result.verified.to_bytes(), raw
 
     def _sync(self, covering: int) -> Checkpoint:
-        cp, note = self._fetch_checkpoint(covering)
+        cp, note, raw = self._fetch_checkpoint(covering)
         store = self._store
         held = store.size
         last = store.checkpoint()
@@ -342,15 +375,19 @@ class RemoteLedger(Ledger):
         if last is not None:
             self._check_consistent(self._opened(last[1]), cp)
         if cp.size > held:
-            apply_checkpoint(
-                store, self.contracts, self._trusted, cp, note, self._fetch(held, cp.size)
-            )
+            entries = self._fetch(held, cp.size)
+            if held == 0 and self._pinned_policy is None:
+                # Genesis names the policy: the checkpoint must meet it before
+                # anything is stored (apply_checkpoint then checks genesis is in it).
+                result = self._genesis_policy(entries[0]).evaluate(raw).require()
+                note = result.verified.to_bytes()
+            apply_checkpoint(store, self.contracts, self._trusted, cp, note, entries)
         elif store.root() != cp.root:
             raise ProofError(
                 f"the server's checkpoint of size {cp.size} signs another root than the "
                 "entries already verified: the log forked"
             )
-        elif last is None or last[0] != cp.size:
+        elif last is None or last[1] != note:  # new, or other cosignatures
             store.put_checkpoint(cp.size, cp.root, note)
         self._synced_at = time.monotonic()
         return cp
@@ -358,7 +395,7 @@ class RemoteLedger(Ledger):
     def _opened(self, note: bytes) -> Checkpoint:
         """A stored (already verified) checkpoint note, parsed and checked once."""
         if self._last_opened is None or self._last_opened[0] != note:
-            self._last_opened = (note, open_checkpoint(note, self._trusted)[0])
+            self._last_opened = (note, verify_checkpoint(note, self.policy)[0])
         return self._last_opened[1]
 
     def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
@@ -374,7 +411,7 @@ class RemoteLedger(Ledger):
         hashes = got.get("proof") if isinstance(got, dict) else None
         if not isinstance(hashes, list) or len(hashes) > 128:
             raise ProofError("the server's consistency proof is not a list of hashes")
-        proof = [_unb64(h) for h in hashes]
+        proof = [unb64(h, "a proof hash", ProofError) for h in hashes]
         try:
             verify_consistency(old.size, new.size, old.root, new.root, proof)
         except Error as exc:
@@ -430,16 +467,14 @@ class RemoteLedger(Ledger):
                 acks.append(Ack(index, leaf_hash(data), entry.outcome))
         return acks
 
-    def submit(self, envelope: Envelope | bytes) -> Ack:
-        data = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
+    def submit(self, data: bytes) -> Ack:
         sent, _ = decode_submission(data)
         got = self._http.json(
             "POST", "/v1/entries", content=data, headers={"Content-Type": "application/json"}
         )
         return self._confirm([(_claimed_index(got), sent)])[0]
 
-    def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
-        datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
+    def submit_many(self, datas: Sequence[bytes]) -> list[Ack]:
         sent = [decode_submission(d)[0] for d in datas]
         got = self._http.json(
             "POST",
@@ -478,10 +513,9 @@ class RemoteLedger(Ledger):
             raise NotFoundError("the ledger has no checkpoint yet")
         return latest[1]
 
-    def receipt(self, index: int) -> InclusionReceipt:
+    def cover(self, index: int) -> None:
         if index >= self._store.size:
             self.sync(covering=index + 1)  # an entry just written elsewhere
-        return super().receipt(index)
 
     @functools.cached_property
     def blobs(self) -> BlobStore:
@@ -492,18 +526,59 @@ class RemoteLedger(Ledger):
         self._store.close()
 
 
-def _unb64(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise ProofError("a proof hash is not base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise ProofError("a proof hash is not base64") from exc
+class RemoteLedger(Ledger):
+    """A ``Ledger`` over a ``RemoteBackend``: the embedded interface, every
+    answer verified (see the module doc)."""
+
+    backend: RemoteBackend
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        identity: Signer | None = None,
+        home: str | os.PathLike[str] | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        token: str | None = None,
+        log_key: VerifierKey | str | None = None,
+        policy: CheckpointPolicy | str | None = None,
+        staleness: float = 1.0,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        tls_verify: bool | str = True,
+        confirm_wait: float = 10.0,
+    ) -> None:
+        """The mirror is ``cache``, by default one per URL under ``home``; the
+        other options are ``RemoteBackend``'s. Nothing is read from the
+        environment here (``connect`` does that)."""
+        home_dir = Path(home) if home is not None else default_home()
+        backend = RemoteBackend(
+            url,
+            cache=Path(cache) if cache is not None else mirror_path(home_dir, url),
+            token=token,
+            log_key=log_key,
+            policy=policy,
+            staleness=staleness,
+            timeout=timeout,
+            transport=transport,
+            tls_verify=tls_verify,
+            confirm_wait=confirm_wait,
+        )
+        super().__init__(backend=backend, identity=identity, home=home_dir)
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    def sync(self, covering: int = 0) -> Checkpoint:
+        """Bring the mirror up to the server's latest checkpoint (see ``RemoteBackend.sync``)."""
+        return self.backend.sync(covering)
 
 
-def _default_cache(url: str) -> Path:
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return modelchain_home() / "mirrors" / digest
+def mirror_path(home: Path, url: str) -> Path:
+    """The default mirror of the ledger at ``url``: one folder per URL under ``home``."""
+    digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    return home / "mirrors" / digest
 
 
 def _claimed_index(got: object) -> int:
@@ -515,5 +590,6 @@ def _claimed_index(got: object) -> int:
 
 def connect(url: str, identity: Signer | None = None, **kwargs: Any) -> RemoteLedger:
     """A ledger served at ``url`` (see ``RemoteLedger`` for options: ``token``,
-    ``log_key`` to pin, ``cache`` for the mirror, ``staleness`` in seconds)."""
+    ``log_key`` or ``policy`` to pin, ``cache`` for the mirror, ``staleness`` in seconds).
+    Reads no environment: ``modelchain.connect`` is the entry point that does."""
     return RemoteLedger(url, identity=identity, **kwargs)

@@ -9,13 +9,12 @@ the entries it returns; nothing is cached between queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..contracts.state import MEMBERS_KEY, member_key
 from ..core.merkle import leaf_hash
 from ..core.tx import LogEntry
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
+from .port import LedgerPort
 
 __all__ = ["TrailFilter", "TrailPage", "entry_summary", "member_orgs", "rejected", "trail"]
 
@@ -58,8 +57,15 @@ def entry_summary(index: int, data: bytes, orgs: dict[str, str]) -> dict[str, An
     }
 
 
-def member_orgs(led: Ledger) -> dict[str, str]:
-    return {m["name"]: m.get("org", "") for m in led.members.list()}
+def member_orgs(led: LedgerPort) -> dict[str, str]:
+    """Every member's organisation, by member name."""
+    names = led.store.get_state(MEMBERS_KEY)
+    out: dict[str, str] = {}
+    for name in names if isinstance(names, list) else []:
+        member = led.store.get_state(member_key(name))
+        if isinstance(name, str) and isinstance(member, dict):
+            out[name] = str(member.get("org", ""))
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class TrailPage:
     next_before: int | None
 
 
-def trail(led: Ledger, f: TrailFilter, max_scan: int | None = None) -> TrailPage:
+def trail(led: LedgerPort, f: TrailFilter, max_scan: int | None = None) -> TrailPage:
     """Entries matching ``f``, newest first: at most ``f.limit`` of them. A query
     examines at most ``max_scan`` entries (or, from the store's index, a hundred
     times as many index rows), so that a filter matching little never reads the
@@ -103,7 +109,7 @@ _INDEX_ROWS_PER_ENTRY = 100
 
 
 def _from_index(
-    led: Ledger,
+    led: LedgerPort,
     f: TrailFilter,
     org_actors: set[str] | None,
     orgs: dict[str, str],
@@ -162,7 +168,7 @@ def _match(
 
 
 def rejected(
-    led: Ledger, before: int | None = None, limit: int = 100, max_scan: int | None = None
+    led: LedgerPort, before: int | None = None, limit: int = 100, max_scan: int | None = None
 ) -> TrailPage:
     """Rejected entries below index ``before``, newest first, at most ``limit``:
     every denied attempt, with who tried what and the rule or reason."""

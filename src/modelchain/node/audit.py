@@ -12,13 +12,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contracts import ContractSet
-from ..contracts.base import StateReader
-from ..contracts.ledger import LEDGER_KEY
+from ..contracts.genesis import checkpoint_policy
+from ..contracts.state import LEDGER_KEY, StateReader
 from ..core import canonical
 from ..core.canonical import JSONValue
-from ..core.checkpoint import open_checkpoint
 from ..core.identity import VerifierKey, verify_batch
 from ..core.merkle import HASH_SIZE, NodeReader, leaf_hash, tree_root
+from ..core.policy import CheckpointPolicy, verify_checkpoint
 from ..core.tiles import TileWriter, tile_node_reader
 from ..core.tx import LogEntry, encode_entry
 from ..errors import AuditError, Error
@@ -231,12 +231,17 @@ def audit(
         if log_key is not None and log_key != recorded:
             raise AuditError("the log key differs from the one genesis recorded")
         log_key = recorded
+    # Stored checkpoints may predate their cosignatures: the log's signature and
+    # every known cosignature must verify, the quorum is the readers' to ask.
+    policy = None if log_key is None else CheckpointPolicy.of_log(log_key)
+    if isinstance(genesis_key, dict):
+        policy = checkpoint_policy(genesis_key)
     count = 0
     for cp_size, note in store.checkpoints():
-        if log_key is None:
+        if policy is None:
             raise AuditError("checkpoints exist but no log key is known")
         try:
-            cp, _ = open_checkpoint(note, log_key)
+            cp, _ = verify_checkpoint(note, policy, require_quorum=False)
         except Error as exc:
             raise AuditError(f"checkpoint at size {cp_size}: {exc.message}") from exc
         if cp.size != cp_size or cp.size > size:
@@ -244,7 +249,7 @@ def audit(
         if cp.root != tree_root(read, cp.size):
             raise AuditError(f"checkpoint at size {cp_size} signs a root the entries do not give")
         count += 1
-    _compare_heads(store, size, read, log_key)
+    _compare_heads(store, size, read, policy)
     return AuditReport(
         size=size,
         root=tree_root(read, size),
@@ -257,7 +262,7 @@ def audit(
 
 
 def _compare_heads(
-    store: SqliteStore, size: int, read: NodeReader, log_key: VerifierKey | None
+    store: SqliteStore, size: int, read: NodeReader, policy: CheckpointPolicy | None
 ) -> None:
     """The store must hold every entry the ledger published a checkpoint of
     or acknowledged, with the same roots (kept outside SQLite, so that a lost
@@ -284,10 +289,10 @@ def _compare_heads(
                 f"the ledger {what} {head.size} entries with another root than the log gives"
             )
     if published is not None:
-        if log_key is None:
+        if policy is None:
             raise AuditError("a checkpoint was published but no log key is known")
         try:
-            open_checkpoint(published[1], log_key)
+            verify_checkpoint(published[1], policy, require_quorum=False)
         except Error as exc:
             raise AuditError(f"the published checkpoint: {exc.message}") from exc
 

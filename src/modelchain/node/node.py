@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..contracts import ContractSet, Overlay
-from ..contracts.base import StateReader
+from ..contracts.state import StateReader
 from ..core.checkpoint import Checkpoint, sign_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping, Sequence
 
 from ..contracts import ContractSet, Overlay
-from ..contracts.ledger import LEDGER_KEY
+from ..contracts.state import LEDGER_KEY
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash

@@ -9,18 +9,16 @@ executing and storing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import BinaryIO, Protocol
 
 from ..core.identity import verify_batch
+from .workers import start_worker, stop_worker
 
 __all__ = [
     "InlineVerifier",
@@ -93,11 +91,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.jobs: queue.Queue[tuple[Sequence[Check], Future[list[bool]]] | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelchain.node.verify_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        self.proc = start_worker(["-m", "modelchain.node.verify_worker"])
         self.thread = threading.Thread(target=self._run, name="modelchain-verify", daemon=True)
         self.thread.start()
 
@@ -129,16 +123,7 @@ class _Worker:
     def close(self) -> None:
         self.jobs.put(None)
         self.thread.join()
-        if self.proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):  # the worker died first
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_worker(self.proc, 5)
 
 
 class ProcessVerifier:

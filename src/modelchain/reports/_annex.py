@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..contracts import types as tx_types
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
+from ..core.policy import CheckpointPolicy, as_policy
 from ..core.tx import LogEntry
 from ..errors import MalformedError, NotFoundError, ProofError, UsageError
 from ._evidence import CheckpointRef, CitedEntry, Evidence, check_cited, open_ref, rfc3339
@@ -357,16 +359,18 @@ class _Seen:
     member_changes: dict[str, list[int]] = field(default_factory=dict)
 
 
-_MEMBER_CHANGES = frozenset({"member.update", "member.revoke", "member.rotate"})
+_MEMBER_CHANGES = frozenset(
+    {tx_types.MEMBER_UPDATE, tx_types.MEMBER_REVOKE, tx_types.MEMBER_ROTATE}
+)
 
 
 def _concerns(tx_type: str, body: Mapping[str, Any], model: str) -> bool:
-    if tx_type == "model.register":
+    if tx_type == tx_types.MODEL_REGISTER:
         return body.get("name") == model
-    if tx_type == "model.evaluate":
+    if tx_type == tx_types.MODEL_EVALUATE:
         ref = body.get("model")
         return isinstance(ref, Mapping) and ref.get("name") == model
-    if tx_type == "access.log":
+    if tx_type == tx_types.ACCESS_LOG:
         art = body.get("artifact")
         return isinstance(art, Mapping) and art.get("kind") == "model" and art.get("name") == model
     return body.get("model") == model
@@ -451,7 +455,7 @@ class _Builder:
             if tx.type in _MEMBER_CHANGES and entry.outcome.accepted:
                 seen.member_changes.setdefault(str(body.get("name")), []).append(entry.index)
                 continue
-            if tx.type == "access.log" and entry.outcome.accepted:
+            if tx.type == tx_types.ACCESS_LOG and entry.outcome.accepted:
                 art = body.get("artifact")
                 if isinstance(art, Mapping) and art.get("kind") == "dataset":
                     if art.get("name") in datasets:
@@ -461,11 +465,11 @@ class _Builder:
                 continue
             if not entry.outcome.accepted:
                 seen.denied.append(item)
-            elif tx.type == "monitor.report":
+            elif tx.type == tx_types.MONITOR_REPORT:
                 seen.reports.append(item)
-            elif tx.type == "inference.batch":
+            elif tx.type == tx_types.INFERENCE_BATCH:
                 seen.batches.append(item)
-            elif tx.type == "access.log":
+            elif tx.type == tx_types.ACCESS_LOG:
                 seen.model_access.append(item)
         return seen
 
@@ -473,7 +477,7 @@ class _Builder:
 
     def build(self) -> AnnexIV:
         lineage = self.led.models.lineage(self.model, self.subject["version"])
-        walk = _LineageWalk(lineage)
+        walk = _LineageWalk(lineage.to_json())
         dataset_names = {d["name"] for d in walk.datasets}
         eval_sets = {e["dataset"]["name"] for e in self.subject["evaluations"]}
         seen = self.scan(dataset_names | eval_sets)
@@ -1063,8 +1067,8 @@ class _Builder:
             )
         else:
             cause = {
-                "monitor.report": f"automatically, on a monitor report by {by}",
-                "model.revoke": f"because {by} revoked the version",
+                tx_types.MONITOR_REPORT: f"automatically, on a monitor report by {by}",
+                tx_types.MODEL_REVOKE: f"because {by} revoked the version",
             }.get(entry.transaction.type, f"by {by}")
             text = (
                 f"{env}: rolled back from {was} to {now} {cause} at {when}"
@@ -1320,7 +1324,9 @@ class AnnexCheck:
     entries: int
 
 
-def verify_annex_iv(obj: Mapping[str, Any], log_key: VerifierKey | str) -> AnnexCheck:
+def verify_annex_iv(
+    obj: Mapping[str, Any], log_key: CheckpointPolicy | VerifierKey | str
+) -> AnnexCheck:
     """Check an Annex IV JSON document offline, with only the log's verifier key.
 
     The checkpoint must be signed by ``log_key``; every cited entry's bytes must
@@ -1331,9 +1337,9 @@ def verify_annex_iv(obj: Mapping[str, Any], log_key: VerifierKey | str) -> Annex
     model's name and the version's artifact digest). The prose is not re-derived:
     a reader checks a statement against the bodies of the entries it cites.
     Raises SignatureError, ProofError or MalformedError at the first fault."""
-    key = VerifierKey.from_string(log_key) if isinstance(log_key, str) else log_key
+    policy = as_policy(log_key)
     doc = AnnexIV.from_json(obj)
-    note, cp = open_ref(obj["checkpoint"], key, "the document")
+    note, cp = open_ref(obj["checkpoint"], policy, "the document")
     if doc.origin != cp.origin:
         raise ProofError(f"the document names ledger {doc.origin}, its checkpoint {cp.origin}")
     proven: dict[int, LogEntry] = {}
@@ -1370,7 +1376,7 @@ def _check_subject(doc: AnnexIV, proven: Mapping[int, LogEntry]) -> None:
     body = tx.body
     artifact = body.get("artifact")
     if (
-        tx.type != "model.register"
+        tx.type != tx_types.MODEL_REGISTER
         or body.get("name") != doc.model
         or not isinstance(artifact, dict)
         or artifact.get("digest") != subject[0].data.get("digest")

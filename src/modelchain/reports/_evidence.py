@@ -10,9 +10,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..core.checkpoint import Checkpoint, open_checkpoint
-from ..core.identity import VerifierKey
+from ..core.b64 import b64
+from ..core.checkpoint import Checkpoint
 from ..core.merkle import leaf_hash, verify_inclusion
+from ..core.policy import CheckpointPolicy, verify_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.times import parse_time, rfc3339
 from ..core.tx import LogEntry
@@ -115,13 +116,13 @@ class Evidence:
         self._note = led.checkpoint()
         key = led.log_key
         # Checked here, not only by the reader: a report must never carry a
-        # checkpoint its own log key does not sign.
-        cp, _ = open_checkpoint(self._note, key)
+        # checkpoint its own policy does not accept.
+        cp, _ = verify_checkpoint(self._note, led.policy)
         self.checkpoint: Checkpoint = cp
         self.ref = CheckpointRef(
             cp.origin,
             cp.size,
-            base64.b64encode(cp.root).decode("ascii"),
+            b64(cp.root),
             self._note.decode("utf-8"),
             key.to_string(),
         )
@@ -174,7 +175,7 @@ class Evidence:
             outcome=entry.outcome.to_json(),
             leaf_hash=leaf_hash(data).hex(),
             proof=self.receipt(index).to_text(),
-            entry=base64.b64encode(data).decode("ascii"),
+            entry=b64(data),
         )
 
     def cited(self) -> tuple[CitedEntry, ...]:
@@ -184,13 +185,15 @@ class Evidence:
 # -- checking offline ------------------------------------------------------------------
 
 
-def open_ref(head: Mapping[str, Any], key: VerifierKey, where: str) -> tuple[bytes, Checkpoint]:
-    """The signed note a report names and what it says, checked with ``key``;
+def open_ref(
+    head: Mapping[str, Any], policy: CheckpointPolicy, where: str
+) -> tuple[bytes, Checkpoint]:
+    """The signed note a report names and what it says, checked under ``policy``;
     the origin, size and root the report states beside it must be the note's."""
     note = str(head.get("note", "")).encode("utf-8")
-    cp, _ = open_checkpoint(note, key)
+    cp, _ = verify_checkpoint(note, policy)
     stated = (head.get("origin"), head.get("size"), head.get("root"))
-    if stated != (cp.origin, cp.size, base64.b64encode(cp.root).decode("ascii")):
+    if stated != (cp.origin, cp.size, b64(cp.root)):
         raise ProofError(f"{where} states another origin, size or root than its signed checkpoint")
     return note, cp
 

@@ -4,15 +4,16 @@ one checkpoint (written once, as the first line), and the offline check of it.""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from ..core.b64 import b64
 from ..core.checkpoint import Checkpoint
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash
+from ..core.policy import CheckpointPolicy, as_policy
 from ..errors import MalformedError, ProofError, UsageError
 from ._evidence import Evidence, check_cited, open_ref, rfc3339
 
@@ -82,7 +83,7 @@ def export_logs(led: Ledger, start_ms: int | None, end_ms: int | None, out: IO[s
                     "outcome": entry.outcome.to_json(),
                     "signatures": [s.keyid for s in entry.envelope.signatures],
                     "leaf_hash": leaf_hash(data).hex(),
-                    "entry": base64.b64encode(data).decode("ascii"),
+                    "entry": b64(data),
                     "proof": ev.receipt(entry.index).to_text(),
                 }
             )
@@ -111,14 +112,14 @@ def _parse(text: str, number: int) -> dict[str, Any]:
     return obj
 
 
-def verify_logs(lines: Iterable[str], log_key: VerifierKey | str) -> LogsCheck:
+def verify_logs(lines: Iterable[str], log_key: CheckpointPolicy | VerifierKey | str) -> LogsCheck:
     """Check an ``export_logs`` file offline: the checkpoint's signature, and for
     every line that its fields are those of its entry bytes, that the bytes hash
     to the leaf hash, that the proof includes it in that checkpoint, and that its
     time is in the declared range. Raises (SignatureError, ProofError,
     MalformedError) at the first fault; completeness (that no entry in the range
     was left out) needs the log itself."""
-    key = VerifierKey.from_string(log_key) if isinstance(log_key, str) else log_key
+    policy = as_policy(log_key)
     it = iter(lines)
     first = next(it, None)
     if first is None:
@@ -126,7 +127,7 @@ def verify_logs(lines: Iterable[str], log_key: VerifierKey | str) -> LogsCheck:
     head = _parse(first, 1)
     if head.get("kind") != "checkpoint" or head.get("format") != LOGS_FORMAT:
         raise MalformedError(f"line 1 must be the checkpoint of a {LOGS_FORMAT} export")
-    note, cp = open_ref(head, key, "line 1")
+    note, cp = open_ref(head, policy, "line 1")
     start, end = head.get("from_ms"), head.get("to_ms")
     count, last = 0, -1
     for number, text in enumerate(it, start=2):

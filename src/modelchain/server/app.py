@@ -10,7 +10,6 @@ Errors map to HTTP statuses here and only here, always as
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -28,7 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core import canonical, jsontext
-from ..core.checkpoint import Checkpoint, open_checkpoint
+from ..core.b64 import b64
+from ..core.checkpoint import Checkpoint
+from ..core.policy import verify_checkpoint
 from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     TILE_WIDTH,
@@ -40,6 +41,7 @@ from ..errors import (
     AccessError,
     AuthError,
     ClockSkewError,
+    ContractVersionError,
     Error,
     ForbiddenError,
     InputError,
@@ -107,6 +109,7 @@ _STATUS: list[tuple[type[Error], int]] = [
     (AccessError, 403),
     (PushbackError, 503),
     (UnavailableError, 503),
+    (ContractVersionError, 503),  # this node needs an upgrade; others may serve
     (StorageBusyError, 503),
     (StorageFullError, 507),
 ]
@@ -163,7 +166,7 @@ class ServerContext:
         at that size, as a static mirror would; a new one is signed only when a
         caller needs entries it does not cover yet (``covering``: that many
         entries), so readers cannot make the node sign one per request."""
-        latest = self.ledger.store.checkpoint()
+        latest = self.ledger.published()
         if latest is None or latest[0] < min(covering, self.ledger.size):
             note = self.ledger.checkpoint()  # publishes the durable size
         else:
@@ -171,7 +174,8 @@ class ServerContext:
         known = self._verified
         if known is not None and known[0] == note:
             return known[1], note
-        cp, _ = open_checkpoint(note, self.ledger.log_key)
+        # The log's own copy: served to witnesses before it has its cosignatures.
+        cp, _ = verify_checkpoint(note, self.ledger.policy, require_quorum=False)
         self._verified = (note, cp)
         return cp, note
 
@@ -438,10 +442,6 @@ def _ack_json(ack: Ack) -> dict[str, Any]:
     return {"index": ack.index, "leaf_hash": ack.leaf_hash.hex(), "outcome": ack.outcome.to_json()}
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
     """The node's HTTP application over an open, writable ``ledger``."""
     ctx = ServerContext(ledger, config or ServerConfig())
@@ -601,7 +601,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
             count = size >> (8 * level)
             if n * TILE_WIDTH + width > count:
                 raise NotFoundError(f"tile {path} is beyond the log size {size}")
-            data = led.store.read_tile(level, n)[: width * 32]
+            data = led.tile(level, n, width)
         cache = _IMMUTABLE if width == TILE_WIDTH else _NO_STORE
         return Response(data, media_type="application/octet-stream", headers=cache)
 
@@ -628,10 +628,10 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         data = led.entry_bytes(index)
         return {
             "index": index,
-            "entry": _b64(data),
+            "entry": b64(data),
             "decoded": json.loads(data),
             "checkpoint": receipt.checkpoint.decode(),
-            "inclusion": [_b64(h) for h in receipt.proof],
+            "inclusion": [b64(h) for h in receipt.proof],
             "tlog_proof": receipt.to_text(),
         }
 
@@ -645,7 +645,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         return {
             "index": index,
             "size": size or led.size,
-            "proof": [_b64(h) for h in led.inclusion_proof(index, size)],
+            "proof": [b64(h) for h in led.inclusion_proof(index, size)],
         }
 
     @r.get("/v1/proof/consistency", summary="RFC 9162 consistency proof")
@@ -658,7 +658,7 @@ def _log_router(ctx: ServerContext) -> APIRouter:
         return {
             "old": old,
             "new": new or led.size,
-            "proof": [_b64(h) for h in led.consistency_proof(old, new)],
+            "proof": [b64(h) for h in led.consistency_proof(old, new)],
         }
 
     @r.get(
@@ -753,7 +753,7 @@ def _query_router(ctx: ServerContext) -> APIRouter:
         request: Request, name: str, version: int | None = Query(None, ge=1, le=MAX_INT)
     ) -> Response:
         ctx.reader(request)
-        return answer(led.models.lineage(name, version))
+        return answer(led.models.lineage(name, version).to_json())
 
     @r.get(
         "/models/{name}/deployments/{env}",

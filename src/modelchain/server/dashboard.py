@@ -32,11 +32,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from ..contracts import types as tx_types
 from ..core import canonical
-from ..core.checkpoint import open_checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.merkle import leaf_hash
+from ..core.policy import verify_checkpoint
 from ..core.times import human_time, parse_time
 from ..core.tx import MAX_ENVELOPE_BYTES, PAYLOAD_TYPE, LogEntry, Transaction
 from ..errors import (
@@ -66,7 +67,7 @@ TOKEN_COOKIE = "modelchain_token"
 SESSION_COOKIE = "modelchain_session"
 CUSTODIAL_ENV = "MODELCHAIN_CUSTODIAL"  # "name1,name2": members whose keys this server holds
 CUSTODIAL_ACTION = "custodial:model.approve"
-DECISIONS = ("model.approve", "model.reject")
+DECISIONS = (tx_types.MODEL_APPROVE, tx_types.MODEL_REJECT)
 TRAIL_PAGE = 50
 DENIED_SHOWN = 50  # denied attempts a version page lists
 DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
@@ -443,7 +444,7 @@ class Dashboard:
 
     def checkpoint_view(self) -> dict[str, Any]:
         cp, note = self.ctx.checkpoint()
-        _, parsed = open_checkpoint(note, self.led.log_key)
+        _, parsed = verify_checkpoint(note, self.led.policy, require_quorum=False)
         return {
             "size": cp.size,
             "root": cp.root.hex(),
@@ -602,7 +603,7 @@ class Dashboard:
         lineage = self.led.models.lineage(name, version)
         svg = lineage_svg(lineage, deployed)
         quality = []
-        for ds in _datasets_in(lineage):
+        for ds in lineage.datasets():
             rec = self.led.datasets.get(ds[0], ds[1]).record
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
@@ -819,7 +820,7 @@ class Dashboard:
         who = self.ctx.reader(request)
         q = request.query_params
         body = self._approval_body(request, q)
-        verb = q.get("decision", "model.approve")
+        verb = q.get("decision", tx_types.MODEL_APPROVE)
         if verb not in DECISIONS:
             raise UsageError(f"decision is one of {', '.join(DECISIONS)}")
         actor = (q.get("actor") or (who.member if who else "")).strip()
@@ -887,7 +888,7 @@ class Dashboard:
             # member's own: the comment says so, and names the token used.
             mark = f"[custodial signature by the dashboard, token {who.token_id}]"
             body["comment"] = (body["comment"][: 2000 - len(mark) - 1] + " " + mark).strip()
-            draft = self.led.members.draft("model.approve", body, who.member)
+            draft = self.led.members.draft(tx_types.MODEL_APPROVE, body, who.member)
             decision = self.led.policies.test_custodial(draft)
             if not decision.allowed:
                 raise ForbiddenError(f"custodial approval refused: {decision.reason}")
@@ -991,28 +992,6 @@ def _markup(svg: str) -> Markup:
     return Markup(svg)
 
 
-def _datasets_in(node: Mapping[str, Any]) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
-
-    def walk(n: Mapping[str, Any]) -> None:
-        if n.get("kind") == "dataset":
-            pair = (str(n["name"]), int(n["version"]))
-            if pair not in found:
-                found.append(pair)
-            return
-        run = n.get("run")
-        if isinstance(run, Mapping):
-            for i in run.get("inputs", []):
-                if isinstance(i, Mapping):
-                    walk(i)
-        parent = n.get("parent")
-        if isinstance(parent, Mapping):
-            walk(parent)
-
-    walk(node)
-    return found
-
-
 def _about_model(entry: Mapping[str, Any], name: str) -> bool:
     body = entry.get("body")
     if not isinstance(body, Mapping):
@@ -1020,7 +999,7 @@ def _about_model(entry: Mapping[str, Any], name: str) -> bool:
     target = body.get("model")
     if isinstance(target, Mapping):
         target = target.get("name")
-    if entry.get("type") == "model.register":
+    if entry.get("type") == tx_types.MODEL_REGISTER:
         target = body.get("name")
     return target == name
 
@@ -1041,21 +1020,21 @@ def _about(entry: Mapping[str, Any]) -> str:
         if body.get("env"):
             parts.append(f"→ {body['env']}")
         return " ".join(parts)
-    if t in ("model.register", "dataset.register"):
+    if t in (tx_types.MODEL_REGISTER, tx_types.DATASET_REGISTER):
         return str(body.get("name", ""))
-    if t == "dataset.ingest":
+    if t == tx_types.DATASET_INGEST:
         return str(body.get("dataset", ""))
     dataset = body.get("dataset")
     if isinstance(dataset, Mapping):
         return f"{dataset.get('name')}@{dataset.get('version')}"
-    if t == "run.record":
+    if t == tx_types.RUN_RECORD:
         return str(body.get("id", ""))
-    if t == "policy.set":
+    if t == tx_types.POLICY_SET:
         return str(body.get("action", ""))
     if t.startswith("member."):
         member = body.get("member")
         return str(member.get("name") if isinstance(member, Mapping) else body.get("name", ""))
-    if t == "event.record":
+    if t == tx_types.EVENT:
         return str(body.get("event", ""))
     return ""
 

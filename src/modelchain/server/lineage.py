@@ -14,6 +14,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from ..ledger.lineage import DatasetNode, Lineage, LineageInput, ModelNode
+
 __all__ = ["LineageBox", "lineage_boxes", "lineage_svg"]
 
 BOX_W = 188
@@ -59,7 +61,7 @@ def _model_key(name: object, version: object) -> str:
 
 
 def lineage_boxes(
-    lineage: Mapping[str, Any], deployments: Iterable[Mapping[str, Any]] = ()
+    lineage: Lineage, deployments: Iterable[Mapping[str, Any]] = ()
 ) -> list[LineageBox]:
     """The boxes of ``lineage`` (from ``led.models.lineage``) and of the
     environments the version was deployed to (``{"env", "current"}`` each), in
@@ -78,54 +80,51 @@ def lineage_boxes(
         if src not in target.sources:
             target.sources.append(src)
 
-    def visit(node: Mapping[str, Any]) -> str:
-        kind = str(node.get("kind", "external"))
-        if kind == "dataset":
-            key = f"dataset/{node['name']}@{node['version']}"
+    def visit(node: LineageInput) -> str:
+        if isinstance(node, DatasetNode):
+            key = f"dataset/{node.name}@{node.version}"
             add(
                 LineageBox(
                     key,
                     "dataset",
                     "dataset",
-                    f"{node['name']}@{node['version']}",
-                    f"/ui/datasets/{_seg(node['name'])}#v{_seg(node['version'])}",
+                    f"{node.name}@{node.version}",
+                    f"/ui/datasets/{_seg(node.name)}#v{_seg(node.version)}",
                 )
             )
             return key
-        if kind == "model":
-            key = _model_key(node["name"], node["version"])
+        if isinstance(node, ModelNode):
+            key = _model_key(node.name, node.version)
             add(
                 LineageBox(
                     key,
                     "model",
                     "model version",
-                    f"{node['name']}@{node['version']}",
-                    f"/ui/models/{_seg(node['name'])}/versions/{_seg(node['version'])}",
+                    f"{node.name}@{node.version}",
+                    f"/ui/models/{_seg(node.name)}/versions/{_seg(node.version)}",
                 )
             )
-            parent = node.get("parent")
-            if isinstance(parent, Mapping):
-                parent_key = visit(parent)
+            if node.parent is not None:
+                parent_key = visit(node.parent)
                 edge(parent_key, key)
                 boxes[key].parent = parent_key
-            run = node.get("run")
-            if isinstance(run, Mapping):
-                run_box = f"run/{run['id']}"
+            run = node.run
+            if run is not None:
+                run_box = f"run/{run.id}"
                 add(
                     LineageBox(
                         run_box,
                         "run",
                         "training run",
-                        str(run["id"]),
-                        f"/ui/runs/{_seg(run['id'])}",
+                        str(run.id),
+                        f"/ui/runs/{_seg(run.id)}",
                     )
                 )
-                for item in run.get("inputs", []):
-                    if isinstance(item, Mapping):
-                        edge(visit(item), run_box)
+                for item in run.inputs:
+                    edge(visit(item), run_box)
                 edge(run_box, key)
             return key
-        uri = str(node.get("uri") or "?")
+        uri = str(node.uri or "?")
         key = f"external/{uri}"
         add(LineageBox(key, "external", "external input", uri, None))
         return key
@@ -142,8 +141,7 @@ def lineage_boxes(
                 "deployment",
                 f"deployment ({state})",
                 env,
-                f"/ui/models/{_seg(lineage['name'])}/versions/{_seg(lineage['version'])}"
-                f"#env-{_seg(env)}",
+                f"/ui/models/{_seg(lineage.name)}/versions/{_seg(lineage.version)}#env-{_seg(env)}",
             )
         )
         edge(focus, key)
@@ -195,7 +193,7 @@ def _clip(text: str) -> str:
 
 
 def lineage_svg(
-    lineage: Mapping[str, Any],
+    lineage: Lineage,
     deployments: Iterable[Mapping[str, Any]] = (),
 ) -> str:
     """An inline ``<svg>`` of the lineage, each box linking to its page."""
@@ -212,9 +210,7 @@ def lineage_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="lineage" role="img" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'font-family="system-ui, sans-serif" font-size="12">',
-        "<title>Lineage of "
-        + escape(f"{lineage.get('name')}@{lineage.get('version')}")
-        + "</title>",
+        "<title>Lineage of " + escape(f"{lineage.name}@{lineage.version}") + "</title>",
         '<defs><marker id="lineage-arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contracts.state import entity_key
 from ..core import canonical
 from ..errors import IntegrityError, NotFoundError
+from ..ledger.datasets import Datasets
 from ..ledger.ledger import Ledger
-from ..ledger.registry import Datasets, Models
+from ..ledger.models import Models
 from ..ledger.trail import TrailFilter, TrailPage, entry_summary, member_orgs, rejected, trail
 
 Registry = Models | Datasets
@@ -32,7 +34,7 @@ def find_digest(led: Ledger, digest: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for kind in ("model", "dataset"):
         registry = led.models if kind == "model" else led.datasets
-        for key, value in led.store.state_prefix(f"{kind}/"):
+        for key, value in led.store.state_prefix(entity_key(kind, "")):
             if "@" not in key:
                 continue
             record = canonical.loads(value)

@@ -1,0 +1,116 @@
+"""Where the contracts keep things: every state key, in one place.
+
+State is a map from string keys to JSON values, written only by contracts.
+Facades, the server and the reports read it through these names.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..core.canonical import JSONValue
+
+__all__ = [
+    "CONTRACT_SET_KEY",
+    "GOVERNANCE_KEY",
+    "LEDGER_KEY",
+    "MEMBERS_KEY",
+    "POLICY_PREFIX",
+    "StateReader",
+    "dataset_key",
+    "deploy_envs_key",
+    "deploy_history_key",
+    "deployment_key",
+    "digest_key",
+    "entity_key",
+    "inference_key",
+    "keyid_key",
+    "member_key",
+    "model_key",
+    "monitor_key",
+    "policy_history_key",
+    "policy_key",
+    "run_key",
+    "version_key",
+]
+
+
+class StateReader(Protocol):
+    def get_state(self, key: str) -> JSONValue | None: ...
+
+
+# {origin, log_key, permissions, genesis_time}: what genesis fixed (the role map
+# in ``permissions`` changes by permissions.set)
+LEDGER_KEY = "ledger"
+GOVERNANCE_KEY = "governance"  # {quorum}
+MEMBERS_KEY = "members"  # [name, ...] in the order they joined
+# {"versions": [{version, from, set_at, by}]}: absent in ledgers made before
+# contract-set versions (they run version 1)
+CONTRACT_SET_KEY = "contract-set"
+POLICY_PREFIX = "policy/"
+
+
+def member_key(name: str) -> str:
+    return f"member/{name}"
+
+
+def keyid_key(keyid: str) -> str:
+    """Which member a DSSE key id belongs (or belonged) to."""
+    return f"keyid/{keyid}"
+
+
+def policy_key(action: str) -> str:
+    return f"{POLICY_PREFIX}{action}"
+
+
+def policy_history_key(action: str, version: int) -> str:
+    return f"policy-history/{action}@{version}"
+
+
+def entity_key(kind: str, name: str) -> str:
+    """A dataset's or model's record (``kind`` is "dataset" or "model")."""
+    return f"{kind}/{name}"
+
+
+def dataset_key(name: str) -> str:
+    return entity_key("dataset", name)
+
+
+def model_key(name: str) -> str:
+    return entity_key("model", name)
+
+
+def version_key(kind: str, name: str, version: int) -> str:
+    return f"{kind}/{name}@{version}"
+
+
+def digest_key(kind: str, name: str, digest: str) -> str:
+    """Which version of ``name`` has these bytes (idempotent registration)."""
+    return f"{kind}/{name}#{digest}"
+
+
+def run_key(run_id: str) -> str:
+    return f"run/{run_id}"
+
+
+def deployment_key(model: str, env: str) -> str:
+    """Where the deployment contracts keep the version an environment runs:
+    ``{"version": N, ...}``."""
+    return f"deployment/{model}/{env}"
+
+
+def deploy_history_key(model: str, env: str) -> str:
+    return f"deploy-history/{model}/{env}"
+
+
+def deploy_envs_key(model: str) -> str:
+    return f"deploy-envs/{model}"
+
+
+def monitor_key(model: str, env: str) -> str:
+    return f"monitor/{model}/{env}"
+
+
+def inference_key(model: str, version: int) -> str:
+    """State key of a model version's counters: ``{"batches": B, "records": R}``."""
+    return f"inference/{model}@{version}"

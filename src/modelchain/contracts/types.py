@@ -1,0 +1,116 @@
+"""Every transaction type's name, in one place.
+
+Contracts, facades, the CLI, the server and the reports use these names, never
+the strings. ``GOVERNANCE_TYPES`` are the types their own contract authorizes
+(an admin quorum, or the member itself for its keys), not the role map.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACCESS_LOG",
+    "CONTRACTS_ACTIVATE",
+    "DATASET_ATTEST",
+    "DATASET_INGEST",
+    "DATASET_REGISTER",
+    "EVENT",
+    "GENESIS",
+    "GOVERNANCE_TYPES",
+    "INFERENCE_BATCH",
+    "MEMBER_ADD",
+    "MEMBER_REVOKE",
+    "MEMBER_ROTATE",
+    "MEMBER_UPDATE",
+    "MODEL_APPROVE",
+    "MODEL_DEPLOY",
+    "MODEL_EVALUATE",
+    "MODEL_REGISTER",
+    "MODEL_REJECT",
+    "MODEL_REVOKE",
+    "MODEL_ROLLBACK",
+    "MONITOR_REPORT",
+    "PERMISSIONS_SET",
+    "POLICY_SET",
+    "QUORUM_SET",
+    "RUN_RECORD",
+    "VERSION_1_TYPES",
+]
+
+# the ledger itself
+GENESIS = "ledger.genesis"
+EVENT = "event.record"
+
+# registry
+DATASET_REGISTER = "dataset.register"
+DATASET_INGEST = "dataset.ingest"
+RUN_RECORD = "run.record"
+MODEL_REGISTER = "model.register"
+
+# attestations
+DATASET_ATTEST = "dataset.attest"
+MODEL_EVALUATE = "model.evaluate"
+
+# approvals and deployments
+MODEL_APPROVE = "model.approve"
+MODEL_REJECT = "model.reject"
+MODEL_DEPLOY = "model.deploy"
+MODEL_ROLLBACK = "model.rollback"
+MODEL_REVOKE = "model.revoke"
+MONITOR_REPORT = "monitor.report"
+ACCESS_LOG = "access.log"
+
+# inference receipts
+INFERENCE_BATCH = "inference.batch"
+
+# governance
+MEMBER_ADD = "member.add"
+MEMBER_UPDATE = "member.update"
+MEMBER_REVOKE = "member.revoke"
+MEMBER_ROTATE = "member.rotate"
+QUORUM_SET = "governance.quorum"
+POLICY_SET = "policy.set"
+PERMISSIONS_SET = "permissions.set"
+CONTRACTS_ACTIVATE = "contracts.activate"
+
+GOVERNANCE_TYPES = frozenset(
+    {
+        MEMBER_ADD,
+        MEMBER_UPDATE,
+        MEMBER_REVOKE,
+        MEMBER_ROTATE,
+        QUORUM_SET,
+        POLICY_SET,
+        PERMISSIONS_SET,
+        CONTRACTS_ACTIVATE,
+    }
+)
+
+# The types contract-set version 1 knew. Under version 1 a type absent from the
+# role map was open to every member; only these keep that (old logs replay as
+# they were written): a type added since is denied until the map lists it.
+VERSION_1_TYPES = frozenset(
+    {
+        GENESIS,
+        EVENT,
+        DATASET_REGISTER,
+        DATASET_INGEST,
+        RUN_RECORD,
+        MODEL_REGISTER,
+        DATASET_ATTEST,
+        MODEL_EVALUATE,
+        MODEL_APPROVE,
+        MODEL_REJECT,
+        MODEL_DEPLOY,
+        MODEL_ROLLBACK,
+        MODEL_REVOKE,
+        MONITOR_REPORT,
+        ACCESS_LOG,
+        INFERENCE_BATCH,
+        MEMBER_ADD,
+        MEMBER_UPDATE,
+        MEMBER_REVOKE,
+        MEMBER_ROTATE,
+        QUORUM_SET,
+        POLICY_SET,
+    }
+)

@@ -1,0 +1,42 @@
+"""Contract-set versions: which rules an entry is executed under.
+
+Genesis records the version a ledger starts on (a genesis without one, made
+before versions existed, starts on 1); ``contracts.activate``, signed by an
+admin quorum, switches to a newer one from a future index. A node refuses to
+execute an entry under a version it does not know (``ContractVersionError``)
+rather than give it another outcome. What each version changed:
+
+    1  the rules of every ledger made before versions were recorded
+    2  a named approval role (approver:risk) holds the ``approver`` role; "*" in
+       the role map is any member; approvals and rejections of a version that
+       is not registered are refused before any policy, and their policies see
+       what the deployment's policy sees; a type the role map does not list is
+       denied (under 1 only types added since version 1 were)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .state import CONTRACT_SET_KEY, StateReader
+
+__all__ = ["CURRENT_VERSION", "KNOWN_VERSIONS", "active_version", "schedule"]
+
+CURRENT_VERSION = 2
+KNOWN_VERSIONS = frozenset({1, 2})
+
+
+def schedule(state: StateReader) -> list[dict[str, Any]]:
+    """The recorded versions, oldest first: ``[{version, from, set_at, by}]``
+    (only contracts write them: ``from`` and ``version`` are integers)."""
+    found = state.get_state(CONTRACT_SET_KEY)
+    return list(found["versions"]) if isinstance(found, dict) else []
+
+
+def active_version(state: StateReader, index: int) -> int:
+    """The contract-set version that executes the entry at ``index``."""
+    version = 1
+    for step in schedule(state):
+        if step["from"] <= index:
+            version = int(step["version"])
+    return version

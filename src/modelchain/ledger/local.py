@@ -1,0 +1,182 @@
+"""The local backend: a ledger directory's SQLite store and the node that
+orders, executes and publishes in this process (``modelchain.open(path)``)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..contracts import ContractSet, default_contracts
+from ..contracts.genesis import checkpoint_policy
+from ..core.identity import VerifierKey, verifier_of
+from ..core.policy import CheckpointPolicy
+from ..core.tx import LogEntry
+from ..errors import Error, NotFoundError, StorageError, UsageError
+from ..keys.files import FileSigner
+from ..node.node import Ack, Node, NodeConfig, system_clock_ms
+from ..node.sequencer import LocalSequencer
+from ..storage.blobs import BlobStore
+from ..storage.sqlite import SqliteStore
+
+__all__ = ["DB_NAME", "LOG_KEY_NAME", "LocalBackend"]
+
+DB_NAME = "ledger.db"
+LOG_KEY_NAME = "log.key"
+
+
+class LocalBackend:
+    """A store and (unless read-only) a node over it, in ``path``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        config: NodeConfig | None = None,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+        clock: Callable[[], int] = system_clock_ms,
+        contracts: ContractSet | None = None,
+    ) -> None:
+        self.path = Path(path)
+        db = self.path / DB_NAME
+        if not db.exists():
+            raise NotFoundError(
+                f"no ledger at {self.path}; create one with `modelchain init --origin NAME`"
+            )
+        self.readonly = readonly
+        self.contracts = contracts or default_contracts()
+        self._clock = clock
+        self._store = SqliteStore(
+            db, readonly=readonly, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
+        )
+        origin = self._store.meta("origin")
+        if origin is None:
+            self._store.close()
+            raise StorageError(f"{db} is not a modelchain ledger (no origin)")
+        self.origin = origin
+        self._node: Node | None = None
+        self._log_key: VerifierKey | None = None
+        self._policy: CheckpointPolicy | None = None
+        if not readonly:
+            try:
+                signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
+                self._node = Node(
+                    self._store,
+                    signer,
+                    self.contracts,
+                    LocalSequencer(self._store.size),
+                    config,
+                    clock,
+                )
+            except BaseException:
+                self._store.close()
+                raise
+            self._log_key = verifier_of(signer)
+
+    @property
+    def store(self) -> SqliteStore:
+        return self._store
+
+    @property
+    def held(self) -> SqliteStore:
+        return self._store
+
+    @property
+    def log_key(self) -> VerifierKey:
+        """The node's own key, or (read-only) the one genesis names."""
+        if self._log_key is None:
+            self._log_key = self._genesis_log_key()
+        return self._log_key
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """The checkpoint policy genesis names (for this log key), or the log key
+        alone; read from entry 0 once."""
+        if self._policy is None:
+            if self._store.size == 0:
+                return CheckpointPolicy.of_log(self.log_key)
+            try:
+                body = LogEntry.decode(self._store.entry(0)).transaction.body
+                policy = checkpoint_policy(body).with_log(self.log_key)
+            except (Error, KeyError, TypeError) as exc:
+                raise StorageError(
+                    "cannot read the checkpoint policy from the genesis entry; "
+                    "run `modelchain log verify`"
+                ) from exc
+            self._policy = policy
+        return self._policy
+
+    @property
+    def audit_key(self) -> VerifierKey | None:
+        # A read-only audit trusts no stored copy of the log key: it uses the one
+        # genesis carries, checked as part of the replay.
+        return self._log_key if self._node is not None else None
+
+    def _genesis_log_key(self) -> VerifierKey:
+        # Taken from entry 0 itself, not from derived state, so that a reader of
+        # a damaged ledger can still open it and let the audit say what is wrong.
+        try:
+            body = LogEntry.decode(self._store.entry(0)).transaction.body
+            return VerifierKey.from_string(body["log_key"])
+        except (Error, KeyError, TypeError) as exc:
+            raise StorageError(
+                "cannot read the log key from the genesis entry; run `modelchain log verify`"
+            ) from exc
+
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            raise UsageError("this ledger is open read-only")
+        return self._node
+
+    @functools.cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.path / "blobs")
+
+    @property
+    def max_batch(self) -> int:
+        return max(1, self.node.config.max_backlog // 2)
+
+    def clock(self) -> int:
+        return self._clock()
+
+    def submit(self, data: bytes) -> Ack:
+        return self.node.submit(data)
+
+    def submit_many(self, datas: Sequence[bytes]) -> list[Ack]:
+        futures = self.node.submit_many(datas)
+        acks, first_error = [], None
+        for f in futures:
+            try:
+                acks.append(f.result())
+            except Error as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return acks
+
+    def precheck(self, data: bytes) -> None:
+        self.node.precheck(data)
+
+    def checkpoint(self) -> bytes:
+        note = self._node.publish_checkpoint() if self._node is not None else None
+        if note is None:
+            latest = self._store.checkpoint()
+            if latest is None:
+                raise NotFoundError("the ledger has no checkpoint yet")
+            note = latest[1]
+        return note
+
+    def cover(self, index: int) -> None:
+        pass  # a local store holds every entry it acknowledged
+
+    def close(self) -> None:
+        try:
+            if self._node is not None:
+                node, self._node = self._node, None
+                node.close()
+        finally:
+            self._store.close()

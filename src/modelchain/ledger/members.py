@@ -1,0 +1,161 @@
+"""Members from Python: ``led.members`` (members, roles, keys, the admin quorum).
+
+Governance transactions need several admins' signatures on one envelope: pass
+every signer you hold, or build a draft with ``draft`` and collect signatures
+offline (``Envelope.with_signature``) before ``submit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..contracts.governance import quorum
+from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
+from ..contracts.types import (
+    CONTRACTS_ACTIVATE,
+    MEMBER_ADD,
+    MEMBER_REVOKE,
+    MEMBER_ROTATE,
+    MEMBER_UPDATE,
+    PERMISSIONS_SET,
+    QUORUM_SET,
+)
+from ..contracts.versions import active_version, schedule
+from ..core.dsse import Envelope
+from ..core.identity import Signer, VerifierKey
+from ..core.tx import PAYLOAD_TYPE
+from ..errors import NotFoundError, UsageError
+from ..node.node import Ack
+from .port import LedgerPort, accepted
+
+__all__ = ["Members"]
+
+
+class Members:
+    """Members of the ledger and the quorum that governs them: ``led.members``."""
+
+    def __init__(self, ledger: LedgerPort) -> None:
+        self._led = ledger
+
+    def draft(self, type_: str, body: dict[str, Any], actor: str) -> Envelope:
+        """An unsigned envelope, for signatures collected offline."""
+        tx = self._led.transaction(type_, body, actor)
+        self._led.contracts.check(tx)
+        return Envelope(PAYLOAD_TYPE, tx.payload(), ())
+
+    def submit(self, envelope: Envelope) -> Ack:
+        """Submit a (co-)signed envelope; raise RejectedError if a contract refuses it."""
+        if not envelope.signatures:
+            raise UsageError("the envelope has no signatures yet: sign it first")
+        return accepted(self._led.submit(envelope), "rejected")
+
+    def _signed(self, type_: str, body: dict[str, Any], signers: Sequence[Signer]) -> Ack:
+        if not signers:
+            raise UsageError("governance needs at least one signer (the quorum decides how many)")
+        env = self.draft(type_, body, signers[0].name)
+        for s in signers:
+            env = env.with_signature(s)
+        return self.submit(env)
+
+    def add(
+        self,
+        key: VerifierKey,
+        *,
+        roles: Sequence[str],
+        org: str = "",
+        signers: Sequence[Signer],
+    ) -> Ack:
+        member = {"name": key.name, "org": org, "roles": list(roles), "keys": [key.to_string()]}
+        return self._signed(MEMBER_ADD, {"member": member}, signers)
+
+    def update(
+        self,
+        name: str,
+        *,
+        roles: Sequence[str] | None = None,
+        org: str | None = None,
+        signers: Sequence[Signer],
+    ) -> Ack:
+        body: dict[str, Any] = {"name": name}
+        if roles is not None:
+            body["roles"] = list(roles)
+        if org is not None:
+            body["org"] = org
+        return self._signed(MEMBER_UPDATE, body, signers)
+
+    def revoke(self, name: str, *, reason: str, signers: Sequence[Signer]) -> Ack:
+        return self._signed(MEMBER_REVOKE, {"name": name, "reason": reason}, signers)
+
+    def rotate(
+        self,
+        name: str,
+        *,
+        add: Sequence[VerifierKey] = (),
+        remove: Sequence[VerifierKey] = (),
+        signers: Sequence[Signer],
+    ) -> Ack:
+        body = {
+            "name": name,
+            "add": [k.to_string() for k in add],
+            "remove": [k.to_string() for k in remove],
+        }
+        return self._signed(MEMBER_ROTATE, body, signers)
+
+    def set_quorum(self, value: int, *, signers: Sequence[Signer]) -> Ack:
+        return self._signed(QUORUM_SET, {"quorum": value}, signers)
+
+    # -- the role map and the contract-set version (quorum-signed) -------------
+
+    def set_permissions(
+        self, type_: str, roles: Sequence[str], *, signers: Sequence[Signer]
+    ) -> Ack:
+        """Let members holding any of ``roles`` submit ``type_`` from the next entry
+        on ("*" is every member; no roles denies the type to everyone)."""
+        return self._signed(PERMISSIONS_SET, {"type": type_, "roles": list(roles)}, signers)
+
+    @property
+    def permissions(self) -> dict[str, list[str]]:
+        """The role map now: transaction type -> roles that may submit it."""
+        ledger = self._led.store.get_state(LEDGER_KEY)
+        return dict(ledger["permissions"]) if isinstance(ledger, dict) else {}
+
+    def activate_contracts(self, version: int, *, at: int, signers: Sequence[Signer]) -> Ack:
+        """Run entries from index ``at`` (after this one) on under contract-set
+        ``version``; naming the active version withdraws a pending activation."""
+        if version not in self._led.contracts.versions:
+            known = ", ".join(str(v) for v in sorted(self._led.contracts.versions))
+            raise UsageError(
+                f"this modelchain does not know contract-set version {version} (it knows "
+                f"{known}): activating it would stop this node at index {at}"
+            )
+        return self._signed(CONTRACTS_ACTIVATE, {"version": version, "at": at}, signers)
+
+    @property
+    def contract_version(self) -> int:
+        """The contract-set version the next entry runs under."""
+        return active_version(self._led.store, self._led.size)
+
+    def contract_versions(self) -> list[dict[str, Any]]:
+        """Recorded versions, oldest first: ``[{version, from, set_at, by}]``
+        (empty for a ledger made before versions, which runs version 1)."""
+        return schedule(self._led.store)
+
+    @property
+    def quorum(self) -> int:
+        return quorum(self._led.store)
+
+    def get(self, name: str) -> dict[str, Any]:
+        found = self._led.store.get_state(member_key(name))
+        if not isinstance(found, dict):
+            raise NotFoundError(f"{name} is not a member of {self._led.origin}")
+        return found
+
+    def name_of_key(self, keyid: str) -> str | None:
+        """The member a DSSE key id belongs (or belonged) to."""
+        found = self._led.store.get_state(keyid_key(keyid))
+        return found if isinstance(found, str) else None
+
+    def list(self) -> list[dict[str, Any]]:
+        names = self._led.store.get_state(MEMBERS_KEY)
+        return [self.get(n) for n in names] if isinstance(names, list) else []
