@@ -18,7 +18,7 @@ from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
 from serving import running_server
 
 import modelchain as mc
-from modelchain.cli_common import name_version
+from modelchain.cli.common import name_version
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core import tx as tx_module
 from modelchain.core.dsse import sign_envelope

@@ -669,3 +669,36 @@ def test_cli_reports(world: World, env: dict[str, str], tmp_path: Path) -> None:
     for args in (("--from", "yesterday"), ("--from", "2026-11-22", "--to", "2026-11-21")):
         usage = run_cli(env, "report", "logs", "--ledger", ledger, *args, ok=False)
         assert usage.returncode == 2 and usage.stderr.startswith("error: ")
+
+
+def test_every_reports_module_exports_what_it_names() -> None:
+    """``reports`` and each module of ``reports.annex`` name their exports in
+    ``__all__``, and have them; the package keeps its public API."""
+    import importlib
+    import pkgutil
+
+    import modelchain.reports
+    import modelchain.reports.annex
+
+    modules = [modelchain.reports, modelchain.reports.annex] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.iter_modules(
+            modelchain.reports.annex.__path__, "modelchain.reports.annex."
+        )
+    ]
+    for module in modules:
+        names = getattr(module, "__all__", None)
+        assert names, f"{module.__name__} has no __all__"
+        assert len(set(names)) == len(names), module.__name__
+        missing = [n for n in names if not hasattr(module, n)]
+        assert missing == [], module.__name__
+    assert {
+        "annex_iv",
+        "render_html",
+        "render_json",
+        "render_pdf",
+        "read_annex_iv",
+        "verify_annex_iv",
+        "export_logs",
+        "verify_logs",
+    } <= set(modelchain.reports.__all__)

@@ -558,3 +558,21 @@ def test_behind_a_tls_proxy_cookies_are_secure(tmp_path: Path) -> None:
     # A proxy elsewhere must be named; headers from anyone else are not believed.
     with running_server(tmp_path / "ledger", "--forwarded-allow-ips", "192.0.2.1", env=env) as url:
         assert "; secure" not in sign_in(url)
+
+
+def test_every_server_module_exports_what_it_names() -> None:
+    """Each module of the server, its routes and its dashboard names its exports
+    in ``__all__``, and has them."""
+    import importlib
+    import pkgutil
+
+    import modelchain.server
+
+    for info in pkgutil.walk_packages(modelchain.server.__path__, "modelchain.server."):
+        module = importlib.import_module(info.name)
+        names = getattr(module, "__all__", None)
+        assert names, f"{info.name} has no __all__"
+        assert len(set(names)) == len(names), info.name
+        missing = [n for n in names if not hasattr(module, n)]
+        assert missing == [], info.name
+    assert {"ServerConfig", "create_app"} <= set(modelchain.server.__all__)

@@ -257,6 +257,40 @@ def test_the_dashboard_keeps_no_rejected_entries_in_memory(tmp_path: Path) -> No
         led.close()
 
 
+def test_configuration_comes_from_the_edge_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server reads no environment variable: the keys it holds for custodial
+    approval are what ``ServerConfig.custodial`` says (``modelchain serve`` reads
+    $MODELCHAIN_CUSTODIAL), not what the process environment names."""
+    from modelchain.server import ServerConfig, create_app
+    from modelchain.server.access import AccessList
+
+    # Read deep inside, these would stop create_app: no key store, no passphrase.
+    monkeypatch.setenv("MODELCHAIN_CUSTODIAL", "bob")
+    monkeypatch.setenv("MODELCHAIN_HOME", str(tmp_path / "no-keys-here"))
+    ledger_dir, _ = _new_ledger(tmp_path)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    led = mc.open(ledger_dir)
+    try:
+        led.models.register("fraud", model, signer=bob)
+        secret = AccessList(ledger_dir).issue("alice", scope="approve")[1]
+
+        async def version_page(config: ServerConfig | None) -> str:
+            transport = httpx.ASGITransport(app=create_app(led, config))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.get("/ui/models/fraud/versions/1", headers=_auth(secret))
+                assert r.status_code == 200, r.text[:300]
+                return r.text
+
+        assert 'id="custodial"' not in asyncio.run(version_page(None))
+        held = asyncio.run(version_page(ServerConfig(custodial={"alice": alice})))
+        assert 'id="custodial"' in held and "holds for alice" in held
+    finally:
+        led.close()
+
+
 def led_token(ledger_dir: Path) -> str:
     from modelchain.server.access import AccessList
 

@@ -2,7 +2,7 @@
 
 Each class carries a stable ``code`` (in the CLI's JSON output and the HTTP
 API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
-(cli.main) and the server HTTP statuses in one place (server.app.status_of)::
+(cli.main) and the server HTTP statuses in one place (server.errors.status_of)::
 
     Error                         base; never raised directly
     ├── UsageError                bad arguments or configuration            exit 2

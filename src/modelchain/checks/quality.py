@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["SCHEMA_TYPES", "Check", "run_quality_checks"]
+__all__ = [
+    "SCHEMA_TYPES",
+    "Check",
+    "json_number",
+    "read_table",
+    "require_numpy",
+    "run_quality_checks",
+    "tool_info",
+    "type_name",
+]
 
 # The type names a schema may ask for. "float" also accepts an integer column (every value
 # is a valid float), and a column whose values are all null matches any type: the nulls

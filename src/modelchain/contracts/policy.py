@@ -51,8 +51,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import cel
-
 from ..core.names import check_name
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
@@ -119,6 +117,8 @@ def compile_rule(rule: object) -> Any:
 
 @functools.lru_cache(maxsize=1024)
 def _compile(rule: str) -> Any:
+    import cel  # on first compile: importing cel loads its CLI (typer, rich), ~0.5 s
+
     try:
         return cel.compile(rule)
     except (ValueError, RuntimeError) as exc:

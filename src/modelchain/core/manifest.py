@@ -23,7 +23,9 @@ __all__ = [
     "Manifest",
     "ManifestDiff",
     "TensorDigest",
+    "check_algorithm",
     "diff_manifests",
+    "manifest_of",
     "oms_sort_key",
     "sharded",
 ]

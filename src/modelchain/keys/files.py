@@ -20,10 +20,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, NoReturn
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from ..core.identity import Ed25519Signer, Signer, VerifierKey, check_key_name, verifier_of
 from ..errors import KeyStoreError, MalformedError, NotFoundError
 from ..storage.files import fsync_dir
@@ -104,6 +100,9 @@ def write_private_key(path: Path, signer_seed: bytes, passphrase: bytes | None) 
     Encrypted with ``passphrase``; unencrypted only when it is None. The file
     appears complete or not at all, and an existing file is never replaced.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if len(signer_seed) != 32:
         raise MalformedError("an Ed25519 private key seed is 32 bytes")
     encryption: serialization.KeySerializationEncryption
@@ -197,6 +196,12 @@ class FileSigner:
     @classmethod
     def load(cls, name: str, path: Path, passphrase: PassphraseSource | None) -> FileSigner:
         """Load identity ``name`` from ``path``; ``passphrase`` is asked only if encrypted."""
+        # cryptography is imported where a key file is read or written: read-only
+        # commands never pay for it.
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         check_key_name(name)
         pem = _read_private_file(path)
         password: bytes | None = None

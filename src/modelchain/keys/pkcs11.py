@@ -17,11 +17,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from ..core.identity import check_key_name, key_id, verify_ed25519
 from ..errors import KeyStoreError, SignatureError
 
-try:
-    import pkcs11
-except ImportError:  # the optional "pkcs11" extra is not installed
-    pkcs11 = None  # type: ignore[assignment]
-
 if TYPE_CHECKING:
     from pkcs11 import Session
     from pkcs11.types import SignMixin
@@ -47,10 +42,13 @@ def _pin_mac(pin: str) -> bytes:
 
 
 def _require_pkcs11() -> Any:
-    if pkcs11 is None:
+    # Imported on first use: python-pkcs11 and asn1crypto cost ~30 ms at start-up.
+    try:
+        import pkcs11
+    except ImportError as exc:  # the optional "pkcs11" extra is not installed
         raise KeyStoreError(
             "PKCS#11 support is not installed: install modelchain[pkcs11] (python-pkcs11)"
-        )
+        ) from exc
     return pkcs11
 
 

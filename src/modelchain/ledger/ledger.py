@@ -57,7 +57,16 @@ from .port import LedgerReads
 from .runs import Runs
 from .trail import rejected
 
-__all__ = ["DB_NAME", "LOG_KEY_NAME", "Founder", "Ledger", "init", "new_nonce", "open"]
+__all__ = [
+    "DB_NAME",
+    "LOG_KEY_NAME",
+    "Founder",
+    "Ledger",
+    "default_home",
+    "init",
+    "new_nonce",
+    "open",
+]
 
 
 def new_nonce() -> str:

@@ -3,7 +3,6 @@ Provenance v1 predicates (outputs hashed now, inputs by registered version)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -69,6 +68,8 @@ def _git_commit(directory: Path) -> dict[str, Any] | None:
 
 def environment() -> dict[str, Any]:
     """The Python and key package versions of this process."""
+    import importlib.metadata  # ~9 ms, and only a run record needs it
+
     packages = {}
     for name in _KEY_PACKAGES:
         try:

@@ -20,7 +20,14 @@ from typing import BinaryIO, Protocol
 from ..core.identity import verify_batch
 from .workers import start_worker, stop_worker
 
-__all__ = ["InlineVerifier", "ProcessVerifier", "SignatureVerifier", "default_verifier"]
+__all__ = [
+    "InlineVerifier",
+    "ProcessVerifier",
+    "SignatureVerifier",
+    "decode_request",
+    "default_verifier",
+    "encode_request",
+]
 
 Check = tuple[bytes, bytes, bytes]  # (public key, message, signature)
 

@@ -7,7 +7,11 @@ proof against one signed checkpoint; what the ledger cannot know is listed as
 to be completed by the provider, never guessed.
 """
 
-from ._annex import (
+from ._evidence import CheckpointRef, CitedEntry, parse_time, rfc3339
+from ._html import render_html
+from ._logs import LOGS_FORMAT, LogsCheck, export_logs, verify_logs
+from ._pdf import render_pdf
+from .annex import (
     ANNEX_IV_FORMAT,
     TO_COMPLETE,
     AnnexCheck,
@@ -20,10 +24,6 @@ from ._annex import (
     render_json,
     verify_annex_iv,
 )
-from ._evidence import CheckpointRef, CitedEntry, parse_time, rfc3339
-from ._html import render_html
-from ._logs import LOGS_FORMAT, LogsCheck, export_logs, verify_logs
-from ._pdf import render_pdf
 
 __all__ = [
     "ANNEX_IV_FORMAT",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from html import escape
 
-from ._annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Section, Statement
 from ._evidence import CitedEntry
+from .annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Section, Statement
 
 __all__ = ["render_html"]
 

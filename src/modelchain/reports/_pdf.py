@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ._annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Statement, render_json
+from .annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Statement, render_json
 
 if TYPE_CHECKING:
     from fpdf import FPDF

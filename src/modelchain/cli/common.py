@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import click
 
-from .core.identity import Signer
-from .core.names import NAME_SYNTAX, is_name
-from .core.policy import CheckpointPolicy, as_policy
-from .errors import UsageError
-from .keys import KeyStore, env_or_prompt_passphrase, modelchain_home
-from .ledger import ledger as ledger_mod
-from .ledger.ledger import Ledger
+from ..core.identity import Signer
+from ..core.names import NAME_SYNTAX, is_name
+from ..core.policy import CheckpointPolicy, as_policy
+from ..errors import UsageError
+from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+from ..ledger import ledger as ledger_mod
+from ..ledger.ledger import Ledger
 
 __all__ = [
     "IDENTITY_ENV",
@@ -79,7 +79,7 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root().obj if ctx is not None else None
     if isinstance(root, dict) and root.get("server"):
-        from . import connect
+        from .. import connect
 
         return connect(root["server"], log_key=root.get("log_key"))
     return ledger_mod.open(ledger_dir, readonly=readonly, home=modelchain_home())

@@ -1,0 +1,312 @@
+"""CLI commands of governance: members, and the offline multi-signature flow
+(``tx draft``, ``tx sign``, ``tx submit``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..contracts import types as tx_types
+from ..contracts.genesis import BUILTIN_ROLES
+from ..core import canonical
+from ..core.dsse import Envelope
+from ..core.identity import VerifierKey
+from ..core.tx import PAYLOAD_TYPE, Transaction
+from ..errors import NotFoundError, UsageError
+from ..ledger.ledger import Ledger
+from .common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
+
+__all__ = ["member", "policy", "roles", "tx"]
+
+_AS = click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
+
+
+def _write_envelope(path: Path, env: Envelope) -> None:
+    path.write_bytes(canonical.dumps(env.to_json()) + b"\n")
+
+
+def _read_envelope(path: Path) -> Envelope:
+    env = Envelope.from_json(canonical.loads(path.read_bytes()), allow_unsigned=True)
+    if env.payload_type != PAYLOAD_TYPE:
+        raise UsageError(f"{path} is not a modelchain transaction")
+    return env
+
+
+def _describe(env: Envelope) -> str:
+    tx = Transaction.from_json(canonical.loads_canonical(env.payload))
+    return f"{tx.type} by {tx.actor} ({len(env.signatures)} signatures)"
+
+
+def _submit_or_draft(
+    led: Ledger,
+    type_: str,
+    body: dict[str, Any],
+    as_name: str | None,
+    draft: Path | None,
+    as_json: bool,
+) -> None:
+    signer = signer_for(as_name, led)
+    env = led.members.draft(type_, body, signer.name).with_signature(signer)
+    if draft is not None:
+        _write_envelope(draft, env)
+        click.echo(f"wrote {draft}: {_describe(env)}; co-sign with `modelchain tx sign {draft}`")
+        return
+    ack = led.members.submit(env)
+    if as_json:
+        emit_json({"index": ack.index, **ack.outcome.to_json()})
+    else:
+        click.echo(f"{ack.index}\taccepted")
+
+
+@click.group()
+def tx() -> None:
+    """Draft, co-sign and submit transactions offline (multi-signature approvals)."""
+
+
+@click.command("draft")
+@ledger_option
+@click.argument("tx_type", metavar="TYPE")
+@click.option("--body", required=True, help="The transaction body, JSON.")
+@click.option("--actor", required=True, help="The member the transaction is from.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def tx_draft(ledger_dir: Path, tx_type: str, body: str, actor: str, output: Path) -> None:
+    """Write an unsigned transaction for members to sign in turn."""
+    value = canonical.loads(body)
+    if not isinstance(value, dict):
+        raise UsageError("--body must be a JSON object")
+    with open_ledger(ledger_dir, readonly=True) as led:
+        env = led.members.draft(tx_type, value, actor)
+    _write_envelope(output, env)
+    click.echo(f"wrote {output}: {_describe(env)}")
+
+
+@click.command("sign")
+@ledger_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_AS
+def tx_sign(ledger_dir: Path, file: Path, as_name: str | None) -> None:
+    """Add your signature to a drafted transaction (the key never leaves you)."""
+    env = _read_envelope(file)
+    with open_ledger(ledger_dir, readonly=True) as led:
+        signer = signer_for(as_name, led)
+    _write_envelope(file, env.with_signature(signer))
+    click.echo(f"signed {file} as {signer.name}: {_describe(env.with_signature(signer))}")
+
+
+@click.command("submit")
+@ledger_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def tx_submit(ledger_dir: Path, file: Path, as_json: bool) -> None:
+    """Submit a signed transaction."""
+    env = _read_envelope(file)
+    with open_ledger(ledger_dir) as led:
+        ack = led.members.submit(env)
+    if as_json:
+        emit_json({"index": ack.index, **ack.outcome.to_json()})
+    else:
+        click.echo(f"{ack.index}\taccepted")
+
+
+@click.group()
+def member() -> None:
+    """Members, their roles and keys (changes need a quorum of admins)."""
+
+
+draft_option = click.option(
+    "--draft",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed draft here for other admins to co-sign, instead of submitting.",
+)
+
+
+@click.command("add")
+@ledger_option
+@click.argument("key")
+@click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
+@click.option("--org", default="", help="The member's organisation.")
+@draft_option
+@_AS
+@json_option
+def member_add(
+    ledger_dir: Path,
+    key: str,
+    roles: tuple[str, ...],
+    org: str,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Add a member: KEY is a verifier key, or the name of a local identity."""
+    vk = VerifierKey.from_string(key) if "+" in key else keystore().verifier(key)
+    body = {"member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}}
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)
+
+
+@click.command("revoke")
+@ledger_option
+@click.argument("name")
+@click.option("--reason", required=True)
+@draft_option
+@_AS
+@json_option
+def member_revoke(
+    ledger_dir: Path,
+    name: str,
+    reason: str,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Revoke a member: its keys sign nothing from now on."""
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(
+            led,
+            tx_types.MEMBER_REVOKE,
+            {"name": name, "reason": reason},
+            as_name,
+            draft,
+            as_json,
+        )
+
+
+@click.command("list")
+@ledger_option
+@json_option
+def member_list(ledger_dir: Path, as_json: bool) -> None:
+    """List members with their organisation, roles and status."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        found = led.members.list()
+        q = led.members.quorum
+    if as_json:
+        emit_json({"quorum": q, "members": found})
+        return
+    for m in found:
+        click.echo(f"{m['name']}\t{m['org']}\t{','.join(m['roles'])}\t{m['status']}")
+    click.echo(f"admin quorum: {q}")
+
+
+@click.command("show")
+@ledger_option
+@click.argument("name")
+@json_option
+def member_show(ledger_dir: Path, name: str, as_json: bool) -> None:
+    """Show one member."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        m = led.members.get(name)
+    if as_json:
+        emit_json(m)
+        return
+    click.echo(f"name:    {m['name']}\norg:     {m['org']}\nroles:   {', '.join(m['roles'])}")
+    click.echo(f"status:  {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
+    for k in m["keys"]:
+        click.echo(f"key:     {k}")
+
+
+@click.group()
+def policy() -> None:
+    """CEL policies attached to actions (changes need a quorum of admins)."""
+
+
+@click.command("show")
+@ledger_option
+@click.argument("action", required=False)
+@json_option
+def policy_show(ledger_dir: Path, action: str | None, as_json: bool) -> None:
+    """Show the policy of ACTION, or every policy."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        if action is None:
+            found = led.policies.list()
+        else:
+            one = led.policies.get(action)
+            if one is None:
+                raise NotFoundError(f"no policy is attached to {action}")
+            found = [one]
+    if as_json:
+        emit_json(found if action is None else found[0])
+        return
+    for p in found:
+        click.echo(
+            f"{p['action']}  v{p['version']}  (entry {p['set_at']}, "
+            f"by {', '.join(p['by'])})\n    {p['rule']}"
+        )
+        if p["description"]:
+            click.echo(f"    # {p['description']}")
+
+
+@click.command("set")
+@ledger_option
+@click.argument("action")
+@click.argument("rule")
+@click.option("--description", default="", help="Why the rule exists.")
+@draft_option
+@_AS
+@json_option
+def policy_set(
+    ledger_dir: Path,
+    action: str,
+    rule: str,
+    description: str,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Attach CEL RULE to ACTION (a transaction type, optionally :env); RULE
+    "null" removes it. With a quorum above 1, use --draft and `tx sign`."""
+    body = {
+        "action": action,
+        "rule": None if rule == "null" else rule,
+        "description": description,
+    }
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(led, tx_types.POLICY_SET, body, as_name, draft, as_json)
+
+
+@click.command("test")
+@ledger_option
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def policy_test(ledger_dir: Path, file: Path, as_json: bool) -> None:
+    """Evaluate the policy a drafted transaction (from `tx draft`) would meet,
+    without submitting it. Exits 1 if it would be denied."""
+    env = _read_envelope(file)
+    with open_ledger(ledger_dir, readonly=True) as led:
+        decision = led.policies.test(env)
+    if as_json:
+        emit_json(
+            {
+                "action": decision.action,
+                "allowed": decision.allowed,
+                "rule": decision.rule,
+                "version": decision.version,
+                "reason": decision.reason,
+            }
+        )
+    else:
+        click.echo(
+            f"{'allow' if decision.allowed else 'deny'}: {decision.action}: {decision.reason}"
+        )
+    if not decision.allowed:
+        raise SystemExit(1)
+
+
+@click.command("roles")
+def roles() -> None:
+    """List the built-in member roles."""
+    for r in BUILTIN_ROLES:
+        click.echo(r)
+
+
+tx.add_command(tx_draft)
+tx.add_command(tx_sign)
+tx.add_command(tx_submit)
+member.add_command(member_add)
+member.add_command(member_revoke)
+member.add_command(member_list)
+member.add_command(member_show)
+policy.add_command(policy_show)
+policy.add_command(policy_set)
+policy.add_command(policy_test)

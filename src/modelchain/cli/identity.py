@@ -1,0 +1,90 @@
+"""``modelchain identity``: create and inspect signing identities."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..core.identity import VerifierKey
+from ..errors import (
+    UsageError,
+)
+from ..keys import env_or_prompt_passphrase
+from .common import (
+    emit_json,
+    json_option,
+    keystore,
+)
+
+__all__ = ["identity"]
+
+
+@click.group()
+def identity() -> None:
+    """Create and inspect signing identities (Ed25519 keys)."""
+
+
+@click.command("new")
+@click.argument("name")
+@click.option("--unencrypted", is_flag=True, help="Store the key without a passphrase.")
+@click.option("--pkcs11-module", help="Create the key in a PKCS#11 token (path to the module).")
+@click.option("--token", "token_label", help="PKCS#11 token label.")
+@click.option("--key-label", help="PKCS#11 key label (default modelchain-NAME).")
+def identity_new(
+    name: str,
+    unencrypted: bool,
+    pkcs11_module: str | None,
+    token_label: str | None,
+    key_label: str | None,
+) -> None:
+    """Create identity NAME: a key file under $MODELCHAIN_HOME or a key in an HSM.
+
+    The PKCS#11 PIN comes from $MODELCHAIN_PKCS11_PIN or a prompt."""
+    keys = keystore()
+    if pkcs11_module:
+        if not token_label:
+            raise UsageError("--pkcs11-module needs --token LABEL")
+        pin = os.environ.get("MODELCHAIN_PKCS11_PIN") or click.prompt("Token PIN", hide_input=True)
+        vk = keys.create_pkcs11(name, pkcs11_module, token_label, pin, key_label)
+    else:
+        passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
+        vk = keys.create(name, passphrase)
+    click.echo(str(vk))
+
+
+def _identity_json(vk: VerifierKey, backend: str | None = None) -> dict[str, str]:
+    out = {"name": vk.name, "key_id": vk.key_id_hex, "vkey": vk.to_string()}
+    if backend:
+        out["backend"] = backend
+    return out
+
+
+@click.command("show")
+@click.argument("name")
+@json_option
+def identity_show(name: str, as_json: bool) -> None:
+    """Print NAME's key id and C2SP verifier-key string."""
+    keys = keystore()
+    vk = keys.verifier(name)
+    if as_json:
+        emit_json(_identity_json(vk, keys.backend(name)))
+    else:
+        click.echo(f"name:    {vk.name}\nkey id:  {vk.key_id_hex}\nvkey:    {vk}")
+
+
+@click.command("list")
+@json_option
+def identity_list(as_json: bool) -> None:
+    """List the identities in $MODELCHAIN_HOME."""
+    found = keystore().list()
+    if as_json:
+        emit_json([_identity_json(vk, backend) for vk, backend in found])
+        return
+    for vk, backend in found:
+        click.echo(f"{vk.name}\t{vk.key_id_hex}\t{backend}")
+
+
+identity.add_command(identity_new)
+identity.add_command(identity_show)
+identity.add_command(identity_list)
