@@ -175,7 +175,7 @@ def bench_reads(reads: int, rate: float, root: Path) -> dict[str, float]:
         for _ in range(reads):
             i = rng.randrange(size)
             t = time.perf_counter()
-            receipt = led.receipt(i)
+            receipt = led.tlog_proof(i)
             data = led.entry_bytes(i)
             json.dumps({"entry": data.hex(), "proof": [h.hex() for h in receipt.proof]})
             lat.append(time.perf_counter() - t)

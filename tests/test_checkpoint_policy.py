@@ -21,7 +21,7 @@ from modelchain.core.identity import COSIGNATURE_V1, Ed25519Signer, verifier_of
 from modelchain.core.merkle import leaf_hash
 from modelchain.core.note import Note, add_signatures, parse_note
 from modelchain.core.policy import CheckpointPolicy, verify_checkpoint
-from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.core.tlogproof import TlogProof, verify_tlog_proof
 from modelchain.core.tx import LogEntry
 from modelchain.errors import MalformedError, NotFoundError, SignatureError
 from modelchain.ledger.ledger import Founder
@@ -88,7 +88,7 @@ def test_reads_verify_only_with_enough_cosignatures(led: mc.Ledger) -> None:
         with pytest.raises(SignatureError, match="group 'nodes' needs 2 of n0, n1, n2"):
             led.verified_checkpoint()
         with pytest.raises(SignatureError, match="does not meet the policy"):
-            led.receipt(3)
+            led.tlog_proof(3)
     stored = led.add_cosignatures(_cosign(note, NODES[2]))
     assert [s.name for s in parse_note(stored).signatures] == [
         ORIGIN,
@@ -99,17 +99,17 @@ def test_reads_verify_only_with_enough_cosignatures(led: mc.Ledger) -> None:
     cp = led.verified_checkpoint()
     assert cp.size == 6
     # The receipt carries the cosignatures and verifies offline under the policy.
-    receipt = InclusionReceipt.from_text(led.receipt(3).to_text())
+    receipt = TlogProof.from_text(led.tlog_proof(3).to_text())
     assert receipt.checkpoint == stored
-    assert verify_receipt(receipt, leaf_hash(led.entry_bytes(3)), led.policy) == cp
+    assert verify_tlog_proof(receipt, leaf_hash(led.entry_bytes(3)), led.policy) == cp
     parsed = CheckpointPolicy.parse(led.policy.to_text())
-    assert verify_receipt(receipt, leaf_hash(led.entry_bytes(3)), parsed) == cp
+    assert verify_tlog_proof(receipt, leaf_hash(led.entry_bytes(3)), parsed) == cp
     # The same proof with fewer cosignatures does not count.
     log_sig, _, n2 = parse_note(stored).signatures
     for sigs, met in (((log_sig,), "none"), ((log_sig, n2), "n2")):
-        fewer = InclusionReceipt(3, receipt.proof, Note(cp.text(), sigs).to_bytes())
+        fewer = TlogProof(3, receipt.proof, Note(cp.text(), sigs).to_bytes())
         with pytest.raises(SignatureError, match=f"met: {met}"):
-            verify_receipt(fewer, leaf_hash(led.entry_bytes(3)), led.policy)
+            verify_tlog_proof(fewer, leaf_hash(led.entry_bytes(3)), led.policy)
     # The log's own audit checks every stored signature, and asks no quorum.
     assert led.audit().checkpoints >= 1
 
@@ -200,8 +200,8 @@ def _check_remote(remote: RemoteLedger, transport: _Cosigning, policy: Checkpoin
     # The mirror keeps every signature that verified (not the outsider's).
     names = [s.name for s in parse_note(remote.checkpoint()).signatures]
     assert names == [ORIGIN, NODES[1].name, NODES[2].name]
-    receipt = remote.receipt(2)
-    assert verify_receipt(receipt, leaf_hash(remote.entry_bytes(2)), policy).size == 4
+    receipt = remote.tlog_proof(2)
+    assert verify_tlog_proof(receipt, leaf_hash(remote.entry_bytes(2)), policy).size == 4
     assert verify_checkpoint(receipt.checkpoint, policy)[0] == cp
     # A server whose next checkpoint lacks the quorum cannot move the mirror.
     transport.signers = [NODES[0]]

@@ -14,7 +14,7 @@ import pytest
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import VerifierKey
 from modelchain.core.merkle import leaf_hash
-from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.core.tlogproof import TlogProof, verify_tlog_proof
 
 ORIGIN = "ledger.example.org/cli"
 
@@ -84,8 +84,8 @@ def test_event_checkpoint_proof_round_trip(initialised: dict[str, str]) -> None:
     assert cp.size == 2
     raw = run(env, "log", "show", "1", "--raw").stdout
     assert leaf_hash(raw).hex() == out["leaf_hash"]
-    receipt = InclusionReceipt.from_text(run(env, "log", "proof", "1").stdout.decode())
-    assert verify_receipt(receipt, leaf_hash(raw), vkey).size == 2
+    receipt = TlogProof.from_text(run(env, "log", "proof", "1").stdout.decode())
+    assert verify_tlog_proof(receipt, leaf_hash(raw), vkey).size == 2
     as_json = json.loads(run(env, "log", "proof", "1", "--json").stdout)
     assert as_json["tlog_proof"] == receipt.to_text()
     assert as_json["leaf_hash"] == out["leaf_hash"]

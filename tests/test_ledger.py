@@ -18,7 +18,7 @@ from modelchain.contracts import default_contracts
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import Ed25519Signer
 from modelchain.core.merkle import leaf_hash, verify_consistency, verify_inclusion
-from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.core.tlogproof import TlogProof, verify_tlog_proof
 from modelchain.core.tx import Transaction
 from modelchain.errors import NotFoundError, PushbackError, StorageError, UsageError
 from modelchain.keys import FileSigner
@@ -96,9 +96,9 @@ def test_receipts_and_proofs_verify_offline(ledger: mc.Ledger, alice: Ed25519Sig
     ledger.submit_many(envs)
     old = ledger.verified_checkpoint()
     for index in (0, 1, 150, 256, 300):
-        text = ledger.receipt(index).to_text()
-        cp = verify_receipt(
-            InclusionReceipt.from_text(text), leaf_hash(ledger.entry_bytes(index)), ledger.log_key
+        text = ledger.tlog_proof(index).to_text()
+        cp = verify_tlog_proof(
+            TlogProof.from_text(text), leaf_hash(ledger.entry_bytes(index)), ledger.log_key
         )
         assert cp.size == 301
     ledger.record_event("e", "late", alice)

@@ -117,7 +117,7 @@ def test_remote_sdk_has_the_embedded_interface(
             led.verify(model, model="fraud")
         assert any("weights.bin" in d for d in caught.value.differences)
         assert [m["name"] for m in led.members.list()] == ["alice", "bob", "carol"]
-        receipt = led.receipt(ack.index)
+        receipt = led.tlog_proof(ack.index)
         assert receipt.index == ack.index
         refused = led.record_event("pipeline.step", {}, carol)  # auditors may not record
         assert not refused.outcome.accepted

@@ -20,7 +20,7 @@ from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import verifier_of
 from modelchain.core.merkle import leaf_hash
-from modelchain.core.receipt import InclusionReceipt, verify_receipt
+from modelchain.core.tlogproof import TlogProof, verify_tlog_proof
 from modelchain.errors import (
     MalformedError,
     NotFoundError,
@@ -240,10 +240,10 @@ def test_every_cited_entry_is_proven_against_the_recorded_checkpoint(
     for e in doc.entries:
         data = led.entry_bytes(e.index)
         assert e.leaf_hash == leaf_hash(data).hex()
-        receipt = InclusionReceipt.from_text(e.proof)
+        receipt = TlogProof.from_text(e.proof)
         assert receipt.index == e.index
         assert receipt.checkpoint == doc.checkpoint.note.encode()
-        assert verify_receipt(receipt, leaf_hash(data), led.log_key) == cp
+        assert verify_tlog_proof(receipt, leaf_hash(data), led.log_key) == cp
         assert e.type == led.entry(e.index).transaction.type
         assert e.link == f"entries/{e.index}"
 
@@ -557,8 +557,8 @@ def test_logs_export_is_inclusive_and_every_line_proves_itself(world: World) -> 
     for line in lines[1:]:
         data = base64.b64decode(line["entry"])
         assert line["leaf_hash"] == leaf_hash(data).hex()
-        receipt = InclusionReceipt.from_text(line["proof"])
-        cp = verify_receipt(receipt, leaf_hash(data), led.log_key)
+        receipt = TlogProof.from_text(line["proof"])
+        cp = verify_tlog_proof(receipt, leaf_hash(data), led.log_key)
         assert cp.size == head["size"] and receipt.checkpoint.decode() == head["note"]
         assert line["time_ms"] in (T0 + DAY, T0 + 2 * DAY)
     denied = next(line for line in lines if line.get("index") == world.at["denied"])

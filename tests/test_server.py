@@ -24,8 +24,8 @@ import modelchain as mc
 from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import Ed25519Signer, VerifierKey, verifier_of
 from modelchain.core.merkle import leaf_hash, verify_consistency, verify_inclusion
-from modelchain.core.receipt import InclusionReceipt
 from modelchain.core.tiles import decode_entry_bundle
+from modelchain.core.tlogproof import TlogProof
 from modelchain.core.tx import PAYLOAD_TYPE, Transaction
 from modelchain.errors import RejectedError
 from modelchain.ledger.ledger import Founder, new_nonce
@@ -252,7 +252,7 @@ def test_proofs_verify_against_signed_checkpoints(served: tuple[str, Path, str])
         path = [base64.b64decode(x) for x in e["inclusion"]]
         verify_inclusion(index, cp.size, leaf_hash(base64.b64decode(e["entry"])), path, cp.root)
         receipt = httpx.get(url + f"/v1/receipts/{index}", headers=h).text
-        assert InclusionReceipt.from_text(receipt).index == index
+        assert TlogProof.from_text(receipt).index == index
     r = httpx.get(url + "/v1/entries/100000", headers=h)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
     r = httpx.get(url + "/v1/proof/consistency", params={"old": 0}, headers=h)

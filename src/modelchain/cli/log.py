@@ -85,7 +85,7 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
 def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
     """Print a C2SP tlog-proof for entry INDEX against the latest checkpoint."""
     with open_ledger(ledger_dir, readonly=True) as led:
-        receipt = led.receipt(index)
+        receipt = led.tlog_proof(index)
         if as_json:
             emit_json(
                 {

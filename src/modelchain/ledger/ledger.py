@@ -27,7 +27,6 @@ from ..core.identity import Ed25519Signer, Signer, VerifierKey, verifier_of
 from ..core.merkle import consistency_proof, inclusion_proof
 from ..core.note import Note, add_signatures, parse_note
 from ..core.policy import CheckpointPolicy, verify_checkpoint
-from ..core.receipt import InclusionReceipt
 from ..core.tiles import (
     encode_entry_bundle,
     entries_path,
@@ -35,6 +34,7 @@ from ..core.tiles import (
     tile_path,
     tiles_for_size,
 )
+from ..core.tlogproof import TlogProof
 from ..core.tx import LogEntry, Transaction
 from ..errors import MalformedError, NotFoundError, UsageError
 from ..keys.files import generate_seed, modelchain_home, write_private_key
@@ -395,7 +395,7 @@ class Ledger:
             raise MalformedError(f"need 0 < old <= new <= {self.size}, got {old} and {new}")
         return consistency_proof(self.backend.store.node_reader(), old, new)
 
-    def receipt(self, index: int) -> InclusionReceipt:
+    def tlog_proof(self, index: int) -> TlogProof:
         """A C2SP tlog-proof for entry ``index`` against the latest checkpoint."""
         self.backend.cover(index)
         if not 0 <= index < self.size:
@@ -406,7 +406,7 @@ class Ledger:
             raise NotFoundError(
                 f"entry {index} is not yet covered by a checkpoint (size {cp.size})"
             )
-        return InclusionReceipt(
+        return TlogProof(
             index=index, proof=tuple(self.inclusion_proof(index, cp.size)), checkpoint=note
         )
 

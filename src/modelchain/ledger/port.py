@@ -16,7 +16,7 @@ from ..contracts import ContractSet
 from ..core.canonical import JSONValue
 from ..core.dsse import Envelope
 from ..core.identity import Signer
-from ..core.receipt import InclusionReceipt
+from ..core.tlogproof import TlogProof
 from ..core.tx import LogEntry, Transaction
 from ..errors import RejectedError, UsageError
 from ..node.node import Ack
@@ -101,7 +101,7 @@ class LedgerPort(Protocol):
 
     def entry_bytes(self, index: int) -> bytes: ...
 
-    def receipt(self, index: int) -> InclusionReceipt: ...
+    def tlog_proof(self, index: int) -> TlogProof: ...
 
 
 def signer_of(port: LedgerPort, signer: Signer | None) -> Signer:

@@ -655,7 +655,7 @@ class ReceiptLog:
             },
             "ledger": {
                 "entry_index": entry_index,
-                "tlog_proof": led.receipt(entry_index).to_text(),
+                "tlog_proof": led.tlog_proof(entry_index).to_text(),
                 "entry": base64.b64encode(led.entry_bytes(entry_index)).decode(),
             },
         }

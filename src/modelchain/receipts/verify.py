@@ -15,7 +15,7 @@ from ..core import canonical
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash, verify_inclusion
 from ..core.policy import CheckpointPolicy, as_policy, verify_checkpoint
-from ..core.receipt import InclusionReceipt, verify_receipt
+from ..core.tlogproof import TlogProof, verify_tlog_proof
 from ..core.tx import LogEntry
 from ..errors import MalformedError, ProofError
 from .encoding import RECEIPT_VERSION, SALT_SIZE, decode_value, encode_value
@@ -102,10 +102,10 @@ def verify_inference_receipt(
     if tx.ledger != key.name:
         raise ProofError(f"the entry is for ledger {tx.ledger}, the key is {key.name}")
 
-    proof = InclusionReceipt.from_text(str(led.get("tlog_proof", "")))
+    proof = TlogProof.from_text(str(led.get("tlog_proof", "")))
     if proof.index != led.get("entry_index") or entry.index != proof.index:
         raise ProofError("the tlog-proof is for another entry index")
-    cp = verify_receipt(proof, leaf_hash(entry_bytes), policy)
+    cp = verify_tlog_proof(proof, leaf_hash(entry_bytes), policy)
     if checkpoint is not None:
         trusted, _ = verify_checkpoint(checkpoint, policy)
         if (trusted.size, trusted.root) != (cp.size, cp.root):

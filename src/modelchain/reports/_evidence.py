@@ -14,8 +14,8 @@ from ..core.b64 import b64
 from ..core.checkpoint import Checkpoint
 from ..core.merkle import leaf_hash, verify_inclusion
 from ..core.policy import CheckpointPolicy, verify_checkpoint
-from ..core.receipt import InclusionReceipt
 from ..core.times import parse_time, rfc3339
+from ..core.tlogproof import TlogProof
 from ..core.tx import LogEntry
 from ..errors import Error, MalformedError, NotFoundError, ProofError
 
@@ -156,9 +156,9 @@ class Evidence:
         for _, data in self._led.store.entries(0, self.size):
             yield data, LogEntry.decode(data)
 
-    def receipt(self, index: int) -> InclusionReceipt:
+    def tlog_proof(self, index: int) -> TlogProof:
         proof = self._led.inclusion_proof(index, self.size)
-        return InclusionReceipt(index=index, proof=tuple(proof), checkpoint=self._note)
+        return TlogProof(index=index, proof=tuple(proof), checkpoint=self._note)
 
     def cite(self, index: int, data: bytes | None = None, entry: LogEntry | None = None) -> None:
         """Record that the report cites ``index``; its proof is made now."""
@@ -174,7 +174,7 @@ class Evidence:
             time_ms=tx.time,
             outcome=entry.outcome.to_json(),
             leaf_hash=leaf_hash(data).hex(),
-            proof=self.receipt(index).to_text(),
+            proof=self.tlog_proof(index).to_text(),
             entry=b64(data),
         )
 
@@ -227,7 +227,7 @@ def check_cited(cited: Mapping[str, Any], where: str, note: bytes, cp: Checkpoin
         for name, value in _stated(entry).items():
             if cited[name] != value:
                 raise ProofError(f"{where}: its {name} is not the one in its entry bytes")
-        receipt = InclusionReceipt.from_text(cited["proof"])
+        receipt = TlogProof.from_text(cited["proof"])
     except (KeyError, TypeError, binascii.Error) as exc:
         raise MalformedError(f"{where} is not a cited entry: {exc!r}") from exc
     ledger = entry.transaction.ledger

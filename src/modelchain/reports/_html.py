@@ -116,7 +116,7 @@ def render_html(doc: AnnexIV) -> str:
         '<section id="entries"><h2>Cited entries and inclusion proofs</h2>'
         "<p>To check one offline: fetch the entry bytes, compute "
         "SHA-256(0x00 || bytes), compare with the leaf hash, and verify the proof against the "
-        "log key (<code>modelchain.core.receipt.verify_receipt</code>).</p>",
+        "log key (<code>modelchain.core.tlogproof.verify_tlog_proof</code>).</p>",
         *(_entry(e) for e in doc.entries),
         "</section></body></html>",
     ]

@@ -84,7 +84,7 @@ def export_logs(led: Ledger, start_ms: int | None, end_ms: int | None, out: IO[s
                     "signatures": [s.keyid for s in entry.envelope.signatures],
                     "leaf_hash": leaf_hash(data).hex(),
                     "entry": b64(data),
-                    "proof": ev.receipt(entry.index).to_text(),
+                    "proof": ev.tlog_proof(entry.index).to_text(),
                 }
             )
         )

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from ..core.checkpoint import Checkpoint
 from ..core.policy import verify_checkpoint
-from ..core.receipt import InclusionReceipt
+from ..core.tlogproof import TlogProof
 from ..errors import AuthError, ForbiddenError, NotFoundError, PushbackError
 from ..ledger.ledger import Ledger
 from ..ledger.trail import TrailFilter, TrailPage, rejected, trail
@@ -50,13 +50,13 @@ class ServerContext:
         self._verified = (note, cp)
         return cp, note
 
-    def receipt(self, index: int) -> InclusionReceipt:
+    def tlog_proof(self, index: int) -> TlogProof:
         """A tlog-proof of entry ``index`` against a published checkpoint."""
         if not 0 <= index < self.ledger.size:
             raise NotFoundError(f"no entry {index}: the log has {self.ledger.size} entries")
         cp, note = self.checkpoint(covering=index + 1)
         proof = tuple(self.ledger.inclusion_proof(index, cp.size))
-        return InclusionReceipt(index=index, proof=proof, checkpoint=note)
+        return TlogProof(index=index, proof=proof, checkpoint=note)
 
     def scan(self, f: TrailFilter) -> TrailPage:
         """One page of the audit trail, scanning at most ``max_scan`` entries, with

@@ -177,6 +177,6 @@ class Pages:
         if index is None:
             return None
         try:
-            return self.ctx.receipt(index).to_text()
+            return self.ctx.tlog_proof(index).to_text()
         except NotFoundError:
             return None

@@ -174,7 +174,7 @@ def log_router(ctx: ServerContext) -> APIRouter:
     @r.get("/v1/entries/{index}", summary="One entry with its inclusion proof")
     def entry(request: Request, index: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
         ctx.reader(request)
-        receipt = ctx.receipt(index)
+        receipt = ctx.tlog_proof(index)
         data = led.entry_bytes(index)
         return {
             "index": index,
@@ -218,7 +218,7 @@ def log_router(ctx: ServerContext) -> APIRouter:
     )
     def receipt(request: Request, index: int = Path(ge=0, le=MAX_INT)) -> Response:
         ctx.reader(request)
-        return Response(ctx.receipt(index).to_text(), media_type="text/plain; charset=utf-8")
+        return Response(ctx.tlog_proof(index).to_text(), media_type="text/plain; charset=utf-8")
 
     @r.get("/v1/blobs/{ref}", summary="A content-addressed blob (a large manifest)")
     def blob(request: Request, ref: str) -> Response:

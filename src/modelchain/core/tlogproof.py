@@ -1,6 +1,6 @@
-"""Inclusion receipts in the C2SP tlog-proof format (c2sp.org/tlog-proof@v1).
+"""Inclusion proofs in the C2SP tlog-proof format (c2sp.org/tlog-proof@v1).
 
-A receipt proves offline that an entry is in the log: index, inclusion path and
+A tlog-proof proves offline that an entry is in the log: index, inclusion path and
 the log's signed checkpoint (with any witness cosignatures), plus opaque extra data.
 """
 
@@ -16,7 +16,7 @@ from .merkle import verify_inclusion
 from .note import _decode_base64, parse_note
 from .policy import CheckpointPolicy, as_policy, verify_checkpoint
 
-__all__ = ["MAX_PROOF_HASHES", "PROOF_HEADER", "InclusionReceipt", "verify_receipt"]
+__all__ = ["MAX_PROOF_HASHES", "PROOF_HEADER", "TlogProof", "verify_tlog_proof"]
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 # A tree of fewer than 2^64 leaves has an inclusion path of at most 64 hashes.
@@ -26,7 +26,7 @@ _HASH_LEN = 32
 
 
 @dataclass(frozen=True)
-class InclusionReceipt:
+class TlogProof:
     """A tlog-proof: entry index, inclusion path, signed checkpoint and optional extra data.
 
     ``extra`` is unauthenticated: ``None`` means the ``extra`` line is absent,
@@ -41,7 +41,7 @@ class InclusionReceipt:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index <= _MAX_INDEX:
-            raise MalformedError(f"receipt index {self.index} is out of range")
+            raise MalformedError(f"tlog-proof index {self.index} is out of range")
         if len(self.proof) > MAX_PROOF_HASHES:
             raise MalformedError(f"inclusion path has more than {MAX_PROOF_HASHES} hashes")
         for i, h in enumerate(self.proof):
@@ -60,33 +60,33 @@ class InclusionReceipt:
         return head + "\n" + self.checkpoint.decode("utf-8")
 
     @classmethod
-    def from_text(cls, text: str | bytes) -> InclusionReceipt:
+    def from_text(cls, text: str | bytes) -> TlogProof:
         """Parse a tlog-proof strictly; nothing is verified."""
         if isinstance(text, bytes):
             try:
                 text = text.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise MalformedError("receipt is not valid UTF-8") from exc
+                raise MalformedError("tlog-proof is not valid UTF-8") from exc
         # Header, extra, index and path lines are never empty: the first blank
         # line ends them and the checkpoint note follows verbatim.
         split = text.find("\n\n")
         if split < 0:
-            raise MalformedError("receipt has no blank line before its checkpoint")
+            raise MalformedError("tlog-proof has no blank line before its checkpoint")
         lines = text[:split].split("\n")
         try:
             checkpoint = text[split + 2 :].encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise MalformedError("receipt is not valid UTF-8") from exc
+            raise MalformedError("tlog-proof is not valid UTF-8") from exc
         if lines[0] != PROOF_HEADER:
-            raise MalformedError(f"receipt must start with {PROOF_HEADER!r}")
+            raise MalformedError(f"tlog-proof must start with {PROOF_HEADER!r}")
         pos = 1
         extra: bytes | None = None
         if pos < len(lines) and lines[pos].startswith("extra "):
-            extra = _decode_base64(lines[pos][len("extra ") :], "receipt extra data")
+            extra = _decode_base64(lines[pos][len("extra ") :], "tlog-proof extra data")
             pos += 1
         if pos >= len(lines) or not lines[pos].startswith("index "):
-            raise MalformedError("receipt needs an 'index <n>' line")
-        index = _parse_decimal(lines[pos][len("index ") :], "receipt index", _MAX_INDEX)
+            raise MalformedError("tlog-proof needs an 'index <n>' line")
+        index = _parse_decimal(lines[pos][len("index ") :], "tlog-proof index", _MAX_INDEX)
         path = lines[pos + 1 :]
         if len(path) > MAX_PROOF_HASHES:
             raise MalformedError(f"inclusion path has more than {MAX_PROOF_HASHES} hashes")
@@ -96,8 +96,8 @@ class InclusionReceipt:
         return cls(index=index, proof=proof, checkpoint=checkpoint, extra=extra)
 
 
-def verify_receipt(
-    receipt: InclusionReceipt,
+def verify_tlog_proof(
+    tlog: TlogProof,
     leaf_hash: bytes,
     policy: CheckpointPolicy | VerifierKey,
     *,
@@ -107,8 +107,8 @@ def verify_receipt(
     of cosignatures it carries) and the inclusion of ``leaf_hash``; return the
     checkpoint. A bare log key means the single-node policy; ``now`` (POSIX
     seconds) refuses cosignatures dated after it."""
-    cp, _ = verify_checkpoint(receipt.checkpoint, as_policy(policy), now=now)
-    if receipt.index >= cp.size:
-        raise ProofError(f"index {receipt.index} is not below the tree size {cp.size}")
-    verify_inclusion(receipt.index, cp.size, leaf_hash, list(receipt.proof), cp.root)
+    cp, _ = verify_checkpoint(tlog.checkpoint, as_policy(policy), now=now)
+    if tlog.index >= cp.size:
+        raise ProofError(f"index {tlog.index} is not below the tree size {cp.size}")
+    verify_inclusion(tlog.index, cp.size, leaf_hash, list(tlog.proof), cp.root)
     return cp

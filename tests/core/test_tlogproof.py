@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from modelchain.core.checkpoint import Checkpoint, cosign, cosignatures, sign_checkpoint
 from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.core.note import add_signatures, parse_note
-from modelchain.core.receipt import PROOF_HEADER, InclusionReceipt, verify_receipt
+from modelchain.core.tlogproof import PROOF_HEADER, TlogProof, verify_tlog_proof
 from modelchain.errors import MalformedError, ProofError, SignatureError
 
 ORIGIN = "ledger.example.org/fraud-models"
@@ -58,8 +58,8 @@ CP = Checkpoint(ORIGIN, len(LEAVES), _root(LEAVES))
 SIGNED = sign_checkpoint(CP, LOG).to_bytes()
 
 
-def _receipt(index: int, extra: bytes | None = None) -> InclusionReceipt:
-    return InclusionReceipt(index, tuple(_path(index, LEAVES)), SIGNED, extra)
+def _receipt(index: int, extra: bytes | None = None) -> TlogProof:
+    return TlogProof(index, tuple(_path(index, LEAVES)), SIGNED, extra)
 
 
 # The example of c2sp.org/tlog-proof. Its signature lines are elided ("[...]")
@@ -87,10 +87,10 @@ def test_every_index_of_a_13_leaf_tree() -> None:
     for index in range(len(LEAVES)):
         receipt = _receipt(index)
         text = receipt.to_text()
-        parsed = InclusionReceipt.from_text(text)
+        parsed = TlogProof.from_text(text)
         assert parsed == receipt
         assert parsed.to_text() == text
-        assert verify_receipt(parsed, LEAVES[index], log_key) == CP
+        assert verify_tlog_proof(parsed, LEAVES[index], log_key) == CP
 
 
 def test_text_layout() -> None:
@@ -109,16 +109,16 @@ def test_extra_data_round_trip() -> None:
         receipt = _receipt(3, extra)
         text = receipt.to_text()
         assert text.split("\n")[1] == "extra " + base64.b64encode(extra).decode()
-        parsed = InclusionReceipt.from_text(text)
+        parsed = TlogProof.from_text(text)
         assert parsed.extra == extra
-        verify_receipt(parsed, LEAVES[3], verifier_of(LOG))
-    assert InclusionReceipt.from_text(_receipt(3).to_text()).extra is None
+        verify_tlog_proof(parsed, LEAVES[3], verifier_of(LOG))
+    assert TlogProof.from_text(_receipt(3).to_text()).extra is None
 
 
 def test_spec_example() -> None:
     signed = sign_checkpoint(SPEC_CP, SPEC_LOG).to_bytes()
     text = SPEC_HEAD + signed.decode()
-    receipt = InclusionReceipt.from_text(text)
+    receipt = TlogProof.from_text(text)
     assert receipt.index == 73894
     assert len(receipt.proof) == 5
     assert receipt.extra is not None
@@ -126,23 +126,23 @@ def test_spec_example() -> None:
     assert receipt.to_text() == text
     # The spec's path is illustrative (too short for this tree), so it cannot verify.
     with pytest.raises(ProofError):
-        verify_receipt(receipt, bytes(32), verifier_of(SPEC_LOG))
+        verify_tlog_proof(receipt, bytes(32), verifier_of(SPEC_LOG))
 
 
 def test_single_leaf_tree_has_an_empty_path() -> None:
     cp = Checkpoint(ORIGIN, 1, LEAVES[0])
-    receipt = InclusionReceipt(0, (), sign_checkpoint(cp, LOG).to_bytes())
+    receipt = TlogProof(0, (), sign_checkpoint(cp, LOG).to_bytes())
     text = receipt.to_text()
     assert text.startswith(f"{PROOF_HEADER}\nindex 0\n\n{ORIGIN}\n1\n")
-    assert InclusionReceipt.from_text(text) == receipt
-    assert verify_receipt(receipt, LEAVES[0], verifier_of(LOG)) == cp
+    assert TlogProof.from_text(text) == receipt
+    assert verify_tlog_proof(receipt, LEAVES[0], verifier_of(LOG)) == cp
 
 
 def test_cosigned_checkpoint_in_a_receipt() -> None:
     note = add_signatures(parse_note(SIGNED), cosign(CP, WITNESS, 1_700_000_000))
-    receipt = InclusionReceipt(4, tuple(_path(4, LEAVES)), note.to_bytes())
-    parsed = InclusionReceipt.from_text(receipt.to_text())
-    cp = verify_receipt(parsed, LEAVES[4], verifier_of(LOG))
+    receipt = TlogProof(4, tuple(_path(4, LEAVES)), note.to_bytes())
+    parsed = TlogProof.from_text(receipt.to_text())
+    cp = verify_tlog_proof(parsed, LEAVES[4], verifier_of(LOG))
     assert cosignatures(parsed.checkpoint, cp, [verifier_of(WITNESS)]) == {
         WITNESS.name: 1_700_000_000
     }
@@ -154,15 +154,15 @@ def test_changed_index_fails() -> None:
         for other in range(len(LEAVES)):
             if other == index:
                 continue
-            moved = InclusionReceipt(other, receipt.proof, receipt.checkpoint)
+            moved = TlogProof(other, receipt.proof, receipt.checkpoint)
             with pytest.raises(ProofError):
-                verify_receipt(moved, LEAVES[index], verifier_of(LOG))
+                verify_tlog_proof(moved, LEAVES[index], verifier_of(LOG))
 
 
 def test_index_beyond_tree_fails() -> None:
-    receipt = InclusionReceipt(13, tuple(_path(12, LEAVES)), SIGNED)
+    receipt = TlogProof(13, tuple(_path(12, LEAVES)), SIGNED)
     with pytest.raises(ProofError):
-        verify_receipt(receipt, LEAVES[12], verifier_of(LOG))
+        verify_tlog_proof(receipt, LEAVES[12], verifier_of(LOG))
 
 
 def test_changed_path_hash_fails() -> None:
@@ -171,17 +171,17 @@ def test_changed_path_hash_fails() -> None:
         proof = list(receipt.proof)
         proof[i] = bytes([proof[i][0] ^ 1]) + proof[i][1:]
         with pytest.raises(ProofError):
-            verify_receipt(InclusionReceipt(6, tuple(proof), SIGNED), LEAVES[6], verifier_of(LOG))
+            verify_tlog_proof(TlogProof(6, tuple(proof), SIGNED), LEAVES[6], verifier_of(LOG))
     for short_or_long in (receipt.proof[:-1], (*receipt.proof, receipt.proof[0])):
-        bad = InclusionReceipt(6, short_or_long, SIGNED)
+        bad = TlogProof(6, short_or_long, SIGNED)
         with pytest.raises(ProofError):
-            verify_receipt(bad, LEAVES[6], verifier_of(LOG))
+            verify_tlog_proof(bad, LEAVES[6], verifier_of(LOG))
 
 
 def test_changed_leaf_fails() -> None:
     for index in range(len(LEAVES)):
         with pytest.raises(ProofError):
-            verify_receipt(_receipt(index), _leaf(b"forged"), verifier_of(LOG))
+            verify_tlog_proof(_receipt(index), _leaf(b"forged"), verifier_of(LOG))
 
 
 def test_changed_checkpoint_byte_fails() -> None:
@@ -191,13 +191,13 @@ def test_changed_checkpoint_byte_fails() -> None:
         tampered = bytearray(text)
         tampered[i] ^= 0x01
         with pytest.raises((MalformedError, SignatureError, ProofError)):
-            verify_receipt(InclusionReceipt.from_text(bytes(tampered)), LEAVES[2], verifier_of(LOG))
+            verify_tlog_proof(TlogProof.from_text(bytes(tampered)), LEAVES[2], verifier_of(LOG))
 
 
 def test_wrong_log_key_fails() -> None:
     impostor = Ed25519Signer(ORIGIN, bytes([8]) * 32)
     with pytest.raises(SignatureError):
-        verify_receipt(_receipt(0), LEAVES[0], verifier_of(impostor))
+        verify_tlog_proof(_receipt(0), LEAVES[0], verifier_of(impostor))
 
 
 _SIGNED_TEXT = SIGNED.decode()
@@ -240,16 +240,16 @@ _H = base64.b64encode(bytes(32)).decode()
 )
 def test_malformed_receipts(text: str | bytes) -> None:
     with pytest.raises(MalformedError):
-        InclusionReceipt.from_text(text)
+        TlogProof.from_text(text)
 
 
 def test_constructor_rejects() -> None:
     with pytest.raises(MalformedError):
-        InclusionReceipt(-1, (), SIGNED)
+        TlogProof(-1, (), SIGNED)
     with pytest.raises(MalformedError):
-        InclusionReceipt(0, (bytes(31),), SIGNED)
+        TlogProof(0, (bytes(31),), SIGNED)
     with pytest.raises(MalformedError):
-        InclusionReceipt(0, (), b"not a note")
+        TlogProof(0, (), b"not a note")
 
 
 @given(
@@ -258,14 +258,14 @@ def test_constructor_rejects() -> None:
     extra=st.none() | st.binary(max_size=64),
 )
 def test_round_trip_property(index: int, proof: list[bytes], extra: bytes | None) -> None:
-    receipt = InclusionReceipt(index, tuple(proof), SIGNED, extra)
-    assert InclusionReceipt.from_text(receipt.to_text()) == receipt
+    receipt = TlogProof(index, tuple(proof), SIGNED, extra)
+    assert TlogProof.from_text(receipt.to_text()) == receipt
 
 
 @given(head=st.text(max_size=80))
 def test_parser_never_crashes(head: str) -> None:
     try:
-        receipt = InclusionReceipt.from_text(head + "\n\n" + _SIGNED_TEXT)
+        receipt = TlogProof.from_text(head + "\n\n" + _SIGNED_TEXT)
     except MalformedError:
         return
     assert receipt.to_text() == head + "\n\n" + _SIGNED_TEXT
