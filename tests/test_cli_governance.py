@@ -1,11 +1,18 @@
-"""Governance from the command line: two admins co-sign a member change offline."""
+"""Governance from the command line: two admins co-sign a member change offline;
+the role map and contract-set versions change only with the quorum."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from conftest import run_cli as run
+
+from modelchain.contracts.genesis import DEFAULT_PERMISSIONS
+from modelchain.contracts.types import CONTRACTS_ACTIVATE, DATASET_ATTEST, EVENT, MODEL_APPROVE
+from modelchain.contracts.versions import CURRENT_VERSION, KNOWN_VERSIONS
 
 
 def test_two_admins_co_sign_offline(env: dict[str, str], tmp_path: Path) -> None:
@@ -170,3 +177,154 @@ def test_event_record_exits_8_when_an_entry_is_rejected(
     batch.write_text('{"level": 1}\n{"level": 2}\n')
     fine = run(env, "event", "record", "alert", "--from-file", str(batch))
     assert [line.split("\t")[1] for line in fine.stdout.splitlines()] == ["accepted"] * 2
+
+
+# -- the role map and contract-set versions -------------------------------------------
+
+
+def _two_admins_and_an_auditor(env: dict[str, str], origin: str) -> None:
+    """alice and dave are admins (quorum 2); carl is an auditor."""
+    for name in ("dave", "carl"):
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        origin,
+        "--admin",
+        "alice",
+        "--member",
+        "dave:admin@bank",
+        "--member",
+        "carl:auditor@audit-co",
+    )
+
+
+def _permissions(env: dict[str, str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = json.loads(run(env, "permissions", "list", "--json").stdout)
+    return found
+
+
+def _note(env: dict[str, str], who: str) -> subprocess.CompletedProcess[str]:
+    return run(env, "event", "record", "note", "--body", "{}", "--as", who, ok=False)
+
+
+def test_permissions_list_shows_the_role_map(env: dict[str, str]) -> None:
+    run(env, "init", "--origin", "ledger.example.org/map", "--admin", "alice")
+    assert _permissions(env) == DEFAULT_PERMISSIONS
+    lines = run(env, "permissions", "list").stdout.splitlines()
+    assert f"{MODEL_APPROVE}\t*" in lines
+    assert f"{DATASET_ATTEST}\tvalidator" in lines
+    assert lines[-1].startswith("* is any member")
+
+
+def test_permissions_set_needs_the_quorum(env: dict[str, str], tmp_path: Path) -> None:
+    _two_admins_and_an_auditor(env, "ledger.example.org/perm")
+    before = _permissions(env)
+    assert "auditor" not in before[EVENT]
+    assert _note(env, "carl").returncode == 8
+
+    size, rejected = _log_size(env)
+    alone = run(env, "permissions", "set", EVENT, "auditor", "--as", "alice", ok=False)
+    assert alone.returncode == 8 and "quorum_not_met" in alone.stderr
+    assert _permissions(env) == before, "the role map did not change"
+    assert _log_size(env) == (size + 1, rejected + 1)  # only the rejection was logged
+
+    for args in ((EVENT,), (EVENT, "auditor", "--none")):
+        bad = run(env, "permissions", "set", *args, "--as", "alice", ok=False)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "--none" in bad.stderr
+    assert _log_size(env) == (size + 1, rejected + 1)
+
+    # With dave's signature too, the auditor may record events from the next entry on.
+    draft = tmp_path / "perm.json"
+    roles = [*before[EVENT], "auditor"]
+    run(env, "permissions", "set", EVENT, *roles, "--as", "alice", "--draft", str(draft))
+    assert "2 signatures" in run(env, "tx", "sign", str(draft), "--as", "dave").stdout
+    out = json.loads(run(env, "tx", "submit", str(draft), "--json").stdout)
+    assert out["result"] == "accepted"
+    assert _permissions(env)[EVENT] == roles
+    assert _note(env, "carl").returncode == 0
+
+    # --none takes the type from everyone, admins included.
+    run(env, "permissions", "set", EVENT, "--none", "--as", "alice", "--draft", str(draft))
+    run(env, "tx", "sign", str(draft), "--as", "dave")
+    run(env, "tx", "submit", str(draft))
+    assert _permissions(env)[EVENT] == []
+    denied = _note(env, "alice")
+    assert denied.returncode == 8 and "not_permitted" in denied.stderr
+    assert "(nobody)" in run(env, "permissions", "list").stdout
+    assert "ok:" in run(env, "log", "verify").stdout
+
+
+def _status(env: dict[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(run(env, "contracts", "status", "--json").stdout)
+    return found
+
+
+def test_contracts_status_on_a_new_ledger(env: dict[str, str]) -> None:
+    run(env, "init", "--origin", "ledger.example.org/cs", "--admin", "alice")
+    status = _status(env)
+    assert status["active"] == CURRENT_VERSION
+    assert status["known"] == sorted(KNOWN_VERSIONS)
+    assert [(s["version"], s["from"], s["by"]) for s in status["schedule"]] == [
+        (CURRENT_VERSION, 0, ["alice"])
+    ]
+    shown = run(env, "contracts", "status")
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"active:   version {CURRENT_VERSION} (entry ")
+    assert lines[1] == f"schedule: version {CURRENT_VERSION} from entry 0 (set at entry 0 by alice)"
+    assert lines[2] == "known:    " + ", ".join(str(v) for v in sorted(KNOWN_VERSIONS))
+    assert not shown.stderr
+
+
+def test_contracts_activate(env: dict[str, str], tmp_path: Path) -> None:
+    _two_admins_and_an_auditor(env, "ledger.example.org/activate")
+    size, _ = _log_size(env)
+
+    unknown = CURRENT_VERSION + 1
+    refused = run(env, "contracts", "activate", str(unknown), "--at", str(size + 5), ok=False)
+    assert refused.returncode == 2
+    assert f"does not know contract-set version {unknown}" in refused.stderr
+    past = run(env, "contracts", "activate", str(CURRENT_VERSION), "--at", "1", ok=False)
+    assert past.returncode == 2 and "--at 1 is not after the activation" in past.stderr
+    assert _log_size(env)[0] == size, "nothing was logged"
+
+    # Another release's quorum schedules a version this one does not know ...
+    at = size + 10
+    pending = str(tmp_path / "v3.json")
+    body = json.dumps({"version": unknown, "at": at})
+    run(env, "tx", "draft", CONTRACTS_ACTIVATE, "--body", body, "--actor", "alice", "-o", pending)
+    run(env, "tx", "sign", pending, "--as", "alice")
+    run(env, "tx", "sign", pending, "--as", "dave")
+    run(env, "tx", "submit", pending)
+    assert [(s["version"], s["from"]) for s in _status(env)["schedule"]] == [
+        (CURRENT_VERSION, 0),
+        (unknown, at),
+    ]
+    shown = run(env, "contracts", "status")
+    step = f"version {unknown} from entry {at} (set at entry {size} by alice, dave)  pending"
+    assert " " * 10 + step in shown.stdout.splitlines()
+    assert f"does not know version {unknown}: it stops at entry {at}" in shown.stderr
+
+    # ... one admin cannot withdraw it; the quorum does, naming the active version.
+    alone = run(env, "contracts", "activate", str(CURRENT_VERSION), "--at", str(at), ok=False)
+    assert alone.returncode == 8 and "quorum_not_met" in alone.stderr
+    draft = tmp_path / "withdraw.json"
+    run(
+        env,
+        "contracts",
+        "activate",
+        str(CURRENT_VERSION),
+        "--at",
+        str(at),
+        "--as",
+        "alice",
+        "--draft",
+        str(draft),
+    )
+    run(env, "tx", "sign", str(draft), "--as", "dave")
+    assert json.loads(run(env, "tx", "submit", str(draft), "--json").stdout)["result"] == "accepted"
+    status = _status(env)
+    assert status["active"] == CURRENT_VERSION
+    assert [(s["version"], s["from"]) for s in status["schedule"]] == [(CURRENT_VERSION, 0)]
+    assert not run(env, "contracts", "status").stderr

@@ -1,10 +1,11 @@
-"""Base64 fields: one strict decoder, one encoder, errors named by the caller."""
+"""Base64 fields: one strict decoder, one encoder, errors named by the caller;
+signed text takes only the canonical spelling."""
 
 from __future__ import annotations
 
 import pytest
 
-from modelchain.core.b64 import b64, unb64
+from modelchain.core.b64 import b64, unb64, unb64_canonical
 from modelchain.errors import Base64Error, MalformedError, ProofError
 
 
@@ -27,3 +28,15 @@ def test_the_caller_names_the_error() -> None:
     with pytest.raises(MalformedError, match="must be base64 text") as info:
         unb64(3, "sig", Base64Error, not_text=MalformedError)
     assert not isinstance(info.value, Base64Error)
+
+
+def test_signed_text_takes_only_the_canonical_spelling() -> None:
+    assert unb64_canonical("+/8=", "root") == b"\xfb\xff"
+    # "+/9=" decodes to the same bytes with a non-zero padding bit: refused,
+    # where the field decoder takes it.
+    assert unb64("+/9=", "root") == b"\xfb\xff"
+    with pytest.raises(MalformedError, match=r"^root: non-canonical base64$"):
+        unb64_canonical("+/9=", "root")
+    for text in ("+/8", "+/8=\n", "-_8=", "a b="):
+        with pytest.raises(MalformedError, match=r"^root: invalid base64$"):
+            unb64_canonical(text, "root")

@@ -7,7 +7,6 @@ pyarrow is needed for Parquet only, and is imported when a Parquet file is read.
 
 from __future__ import annotations
 
-import base64
 import csv
 import os
 from collections import Counter
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.b64 import b64
 from ..core.records import RecordProof, RecordTree, verify_record_proof
 from ..errors import ArtifactError, NotFoundError
 
@@ -258,8 +258,7 @@ class _Converter:
             or types.is_fixed_size_binary(t)
             or types.is_binary_view(t)
         ):
-            b64 = base64.b64encode
-            return [None if v is None else {"base64": b64(v).decode()} for v in arr.to_pylist()]
+            return [None if v is None else {"base64": b64(v)} for v in arr.to_pylist()]
         if types.is_decimal(t):
             return [None if v is None else format(v, "f") for v in arr.to_pylist()]
         if types.is_date32(t):

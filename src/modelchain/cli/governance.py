@@ -1,5 +1,6 @@
-"""CLI commands of governance: members, and the offline multi-signature flow
-(``tx draft``, ``tx sign``, ``tx submit``)."""
+"""CLI commands of governance: members, policies, the role map, contract-set
+versions, and the offline multi-signature flow (``tx draft``, ``tx sign``,
+``tx submit``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 
 from ..contracts import types as tx_types
 from ..contracts.genesis import BUILTIN_ROLES
+from ..contracts.members import ANY_MEMBER
 from ..core import canonical
 from ..core.dsse import Envelope
 from ..core.identity import VerifierKey
@@ -18,7 +20,7 @@ from ..errors import NotFoundError, UsageError
 from ..ledger.ledger import Ledger
 from .common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
 
-__all__ = ["member", "policy", "roles", "tx"]
+__all__ = ["contracts", "member", "permissions", "policy", "roles", "tx"]
 
 _AS = click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
 
@@ -293,6 +295,142 @@ def policy_test(ledger_dir: Path, file: Path, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@click.group()
+def permissions() -> None:
+    """The role map: which roles may submit each transaction type (changes need a
+    quorum of admins)."""
+
+
+@click.command("list")
+@ledger_option
+@json_option
+def permissions_list(ledger_dir: Path, as_json: bool) -> None:
+    """List each transaction type with the roles that may submit it."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        found = led.members.permissions
+    if as_json:
+        emit_json(found)
+        return
+    for type_, allowed in sorted(found.items()):
+        click.echo(f"{type_}\t{','.join(allowed) or '(nobody)'}")
+    click.echo(
+        f"{ANY_MEMBER} is any member; governance types are not in the map "
+        "(a quorum of admins authorizes them)"
+    )
+
+
+@click.command("set")
+@ledger_option
+@click.argument("tx_type", metavar="TYPE")
+@click.argument("roles_", metavar="[ROLE]...", nargs=-1)
+@click.option("--none", "deny", is_flag=True, help="No roles: deny TYPE to every member.")
+@draft_option
+@_AS
+@json_option
+def permissions_set(
+    ledger_dir: Path,
+    tx_type: str,
+    roles_: tuple[str, ...],
+    deny: bool,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Let members holding any ROLE submit TYPE from the next entry on ("*" is
+    any member); --none denies TYPE to everyone. With a quorum above 1, use
+    --draft and `tx sign`."""
+    if deny and roles_:
+        raise UsageError("give roles or --none (deny it to everyone), not both")
+    if not deny and not roles_:
+        raise UsageError(
+            f"name the roles that may submit {tx_type}, or --none to deny it to everyone"
+        )
+    body = {"type": tx_type, "roles": list(roles_)}
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(led, tx_types.PERMISSIONS_SET, body, as_name, draft, as_json)
+
+
+@click.group()
+def contracts() -> None:
+    """Contract-set versions: the rules each entry runs under (changes need a
+    quorum of admins)."""
+
+
+@click.command("status")
+@ledger_option
+@json_option
+def contracts_status(ledger_dir: Path, as_json: bool) -> None:
+    """Show the active contract-set version, the recorded schedule and the
+    versions this modelchain knows."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        active = led.members.contract_version
+        steps = led.members.contract_versions()
+        known = sorted(led.contracts.versions)
+        size = led.size
+    if as_json:
+        emit_json({"active": active, "size": size, "schedule": steps, "known": known})
+        return
+    click.echo(f"active:   version {active} (entry {size} on)")
+    if not steps:
+        click.echo("schedule: none recorded (a ledger made before versions runs version 1)")
+    for i, s in enumerate(steps):
+        click.echo(
+            f"{'schedule:' if i == 0 else '':10}version {s['version']} from entry {s['from']} "
+            f"(set at entry {s['set_at']} by {', '.join(s['by'])})"
+            + ("  pending" if s["from"] >= size else "")
+        )
+    click.echo(f"known:    {', '.join(str(v) for v in known)}")
+    for s in steps:
+        if s["version"] not in known:
+            click.echo(
+                f"warning: this modelchain does not know version {s['version']}: "
+                f"it stops at entry {s['from']}; upgrade it",
+                err=True,
+            )
+
+
+@click.command("activate")
+@ledger_option
+@click.argument("version", type=int)
+@click.option(
+    "--at",
+    "at",
+    type=click.IntRange(min=0),
+    required=True,
+    metavar="INDEX",
+    help="The first entry to run under VERSION (after this activation's own).",
+)
+@draft_option
+@_AS
+@json_option
+def contracts_activate(
+    ledger_dir: Path,
+    version: int,
+    at: int,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Run entries from INDEX on under contract-set VERSION; naming the active
+    version withdraws a pending activation. With a quorum above 1, use --draft
+    and `tx sign`."""
+    with open_ledger(ledger_dir) as led:
+        known = led.contracts.versions
+        if version not in known:
+            raise UsageError(
+                f"this modelchain does not know contract-set version {version} (it knows "
+                f"{', '.join(str(v) for v in sorted(known))}): activating it would stop "
+                f"this node at entry {at}"
+            )
+        if at <= led.size:
+            raise UsageError(
+                f"--at {at} is not after the activation: the log has {led.size} entries, "
+                f"so name an entry above {led.size}"
+            )
+        body = {"version": version, "at": at}
+        _submit_or_draft(led, tx_types.CONTRACTS_ACTIVATE, body, as_name, draft, as_json)
+
+
 @click.command("roles")
 def roles() -> None:
     """List the built-in member roles."""
@@ -310,3 +448,7 @@ member.add_command(member_show)
 policy.add_command(policy_show)
 policy.add_command(policy_set)
 policy.add_command(policy_test)
+permissions.add_command(permissions_list)
+permissions.add_command(permissions_set)
+contracts.add_command(contracts_status)
+contracts.add_command(contracts_activate)

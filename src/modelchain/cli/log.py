@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
 
 import click
 
+from ..core.b64 import b64
 from ..core.merkle import leaf_hash
 from .common import (
     emit_json,
@@ -91,7 +91,7 @@ def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
                 {
                     "index": receipt.index,
                     "leaf_hash": leaf_hash(led.entry_bytes(index)).hex(),
-                    "proof": [base64.b64encode(h).decode() for h in receipt.proof],
+                    "proof": [b64(h) for h in receipt.proof],
                     "checkpoint": receipt.checkpoint.decode(),
                     "tlog_proof": receipt.to_text(),
                 }
@@ -108,7 +108,7 @@ def log_proof(ledger_dir: Path, index: int, as_json: bool) -> None:
 def log_consistency(ledger_dir: Path, old: int, new: int, as_json: bool) -> None:
     """Print the consistency proof from tree size OLD to NEW, one base64 hash a line."""
     with open_ledger(ledger_dir, readonly=True) as led:
-        proof = [base64.b64encode(h).decode() for h in led.consistency_proof(old, new)]
+        proof = [b64(h) for h in led.consistency_proof(old, new)]
     if as_json:
         emit_json({"old": old, "new": new, "proof": proof})
         return
@@ -146,7 +146,7 @@ def log_verify(ledger_dir: Path, as_json: bool) -> None:
             report = led.audit(progress)
     summary = {
         "size": report.size,
-        "root": base64.b64encode(report.root).decode(),
+        "root": b64(report.root),
         "accepted": report.accepted,
         "rejected": report.rejected,
         "signatures": report.signatures,

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import base64
 import sys
 from pathlib import Path
 
 import click
 
+from ..core.b64 import b64
 from .common import VKEY_HELP, emit_json, json_option, ledger_option, open_ledger, trust_from
 
 __all__ = ["report"]
@@ -90,7 +90,7 @@ def verify_annex_iv_cmd(document: Path, vkey: str, as_json: bool) -> None:
     from ..reports import read_annex_iv, verify_annex_iv
 
     result = verify_annex_iv(read_annex_iv(document.read_bytes()), trust_from(vkey))
-    root = base64.b64encode(result.checkpoint.root).decode()
+    root = b64(result.checkpoint.root)
     if as_json:
         emit_json(
             {
@@ -157,7 +157,7 @@ def verify_logs_cmd(logs_file: Path, vkey: str, as_json: bool) -> None:
 
     with logs_file.open(encoding="utf-8") as fh:
         result = verify_logs(fh, trust_from(vkey))
-    root = base64.b64encode(result.checkpoint.root).decode()
+    root = b64(result.checkpoint.root)
     if as_json:
         emit_json(
             {

@@ -1,5 +1,6 @@
-"""Base64 fields in JSON documents: the one place bytes become standard base64
-text and text is checked back into bytes (strictly: no stray characters)."""
+"""Base64 fields in JSON documents and signed text: the one place bytes become
+standard base64 text and text is checked back into bytes (strictly: no stray
+characters; in signed text, only the canonical spelling)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import binascii
 
 from ..errors import Error, MalformedError
 
-__all__ = ["b64", "unb64"]
+__all__ = ["b64", "unb64", "unb64_canonical"]
 
 
 def b64(data: bytes) -> str:
@@ -32,3 +33,20 @@ def unb64(
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise error(f"{what} is not valid base64: {exc}") from exc
+
+
+def unb64_canonical(text: str, what: str) -> bytes:
+    """Standard base64 (RFC 4648 section 4), accepting only the canonical encoding,
+    for signed text (notes, checkpoints, tlog-proofs, record proofs); raises
+    MalformedError naming ``what``.
+
+    Rejecting non-zero padding bits means each value has exactly one text form,
+    so nothing can be re-encoded into a different but equally valid line.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedError(f"{what}: invalid base64") from exc
+    if b64(raw) != text:
+        raise MalformedError(f"{what}: non-canonical base64")
+    return raw

@@ -8,12 +8,12 @@ and ML-DSA-44 (type 0x06). Which signatures make a checkpoint count is
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import MalformedError, SignatureError
+from .b64 import b64, unb64_canonical
 from .identity import (
     COSIGNATURE_V1,
     ED25519,
@@ -27,7 +27,6 @@ from .note import (
     Note,
     NoteSignature,
     _check_text,
-    _decode_base64,
     add_signatures,
     parse_note,
     sign_note,
@@ -94,7 +93,7 @@ class Checkpoint:
             raise MalformedError(f"checkpoint root is {len(self.root)} bytes, want {_HASH_LEN}")
 
     def text(self) -> str:
-        root = base64.b64encode(self.root).decode("ascii")
+        root = b64(self.root)
         lines = [self.origin, str(self.size), root, *self.extensions]
         return "".join(line + "\n" for line in lines)
 
@@ -108,7 +107,7 @@ class Checkpoint:
             raise MalformedError("checkpoint needs origin, size and root hash lines")
         origin, size_line, root_line, *extensions = lines
         size = _parse_decimal(size_line, "checkpoint size", _MAX_SIZE)
-        root = _decode_base64(root_line, "checkpoint root hash")
+        root = unb64_canonical(root_line, "checkpoint root hash")
         return cls(origin=origin, size=size, root=root, extensions=tuple(extensions))
 
 

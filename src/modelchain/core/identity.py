@@ -19,6 +19,7 @@ import nacl.exceptions
 import nacl.signing
 
 from ..errors import MalformedError, SignatureError
+from .b64 import b64
 
 __all__ = [
     "COSIGNATURE_V1",
@@ -80,7 +81,7 @@ class VerifierKey:
         return self.key_id.hex()
 
     def to_string(self) -> str:
-        blob = base64.b64encode(bytes([self.type_byte]) + self.public_key).decode()
+        blob = b64(bytes([self.type_byte]) + self.public_key)
         return f"{self.name}+{self.key_id_hex}+{blob}"
 
     def __str__(self) -> str:

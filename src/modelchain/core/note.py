@@ -6,12 +6,11 @@ the rule for which signatures count. Only Ed25519 (type 0x01) signatures verify 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import MalformedError, SignatureError
+from .b64 import b64, unb64_canonical
 from .identity import ED25519, Signer, VerifierKey, check_key_name, key_id
 
 __all__ = [
@@ -29,21 +28,6 @@ __all__ = [
 MAX_SIGNATURES = 100
 
 _EM_DASH_PREFIX = "— "
-
-
-def _decode_base64(text: str, what: str) -> bytes:
-    """Standard base64 (RFC 4648 section 4), accepting only the canonical encoding.
-
-    Rejecting non-zero padding bits means each value has exactly one text form,
-    so nothing can be re-encoded into a different but equally valid line.
-    """
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedError(f"{what}: invalid base64") from exc
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise MalformedError(f"{what}: non-canonical base64")
-    return raw
 
 
 def _check_text(text: str, what: str) -> None:
@@ -73,7 +57,7 @@ class NoteSignature:
             raise MalformedError(f"signature by {self.name!r}: empty signature")
 
     def line(self) -> str:
-        blob = base64.b64encode(self.key_id + self.signature).decode("ascii")
+        blob = b64(self.key_id + self.signature)
         return f"{_EM_DASH_PREFIX}{self.name} {blob}\n"
 
 
@@ -105,7 +89,7 @@ def _parse_signature_line(line: str) -> NoteSignature:
     name, sep, blob = line[len(_EM_DASH_PREFIX) :].partition(" ")
     if not sep or not blob:
         raise MalformedError("signature line must be '— <name> <base64>'")
-    raw = _decode_base64(blob, f"signature by {name!r}")
+    raw = unb64_canonical(blob, f"signature by {name!r}")
     # Four bytes of key id and at least one byte of signature.
     if len(raw) < 5:
         raise MalformedError(f"signature by {name!r} is too short")

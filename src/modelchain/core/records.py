@@ -14,13 +14,13 @@ from its hash. Salts are per row, so revealing one salt reveals nothing about an
 
 from __future__ import annotations
 
-import base64
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MalformedError, ProofError
+from .b64 import b64, unb64_canonical
 from .canonical import dumps
 from .merkle import (
     EMPTY_ROOT,
@@ -33,7 +33,6 @@ from .merkle import (
     tree_root,
     verify_inclusion,
 )
-from .note import _decode_base64
 
 __all__ = [
     "RECORD_KEY_SIZE",
@@ -75,9 +74,7 @@ def record_leaf(row: int, salt: bytes, record: Mapping[str, Any]) -> bytes:
         raise MalformedError(f"a record salt is {HASH_SIZE} bytes, not {len(salt)}")
     if not isinstance(record, Mapping):
         raise MalformedError("a record must be a JSON object")
-    return dumps(
-        {"record": dict(record), "row": row, "salt": base64.b64encode(salt).decode("ascii")}
-    )
+    return dumps({"record": dict(record), "row": row, "salt": b64(salt)})
 
 
 class _ChunkedTree:
@@ -177,15 +174,14 @@ class RecordProof:
     root: bytes
 
     def to_json(self) -> dict[str, Any]:
-        b64 = base64.b64encode
         return {
             "scheme": self.scheme,
             "row": self.row,
             "count": self.count,
             "record": self.record,
-            "salt": b64(self.salt).decode("ascii"),
-            "path": [b64(h).decode("ascii") for h in self.path],
-            "root": b64(self.root).decode("ascii"),
+            "salt": b64(self.salt),
+            "path": [b64(h) for h in self.path],
+            "root": b64(self.root),
         }
 
     @classmethod
@@ -275,7 +271,7 @@ def _count(value: Any, what: str) -> int:
 def _hash(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise MalformedError(f"{what} must be a base64 string")
-    raw = _decode_base64(value, what)
+    raw = unb64_canonical(value, what)
     if len(raw) != HASH_SIZE:
         raise MalformedError(f"{what} is {len(raw)} bytes, not {HASH_SIZE}")
     return raw

@@ -6,14 +6,14 @@ the log's signed checkpoint (with any witness cosignatures), plus opaque extra d
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 from ..errors import MalformedError, ProofError
+from .b64 import b64, unb64_canonical
 from .checkpoint import Checkpoint, _parse_decimal
 from .identity import VerifierKey
 from .merkle import verify_inclusion
-from .note import _decode_base64, parse_note
+from .note import parse_note
 from .policy import CheckpointPolicy, as_policy, verify_checkpoint
 
 __all__ = ["MAX_PROOF_HASHES", "PROOF_HEADER", "TlogProof", "verify_tlog_proof"]
@@ -53,9 +53,9 @@ class TlogProof:
     def to_text(self) -> str:
         lines = [PROOF_HEADER]
         if self.extra is not None:
-            lines.append("extra " + base64.b64encode(self.extra).decode("ascii"))
+            lines.append("extra " + b64(self.extra))
         lines.append(f"index {self.index}")
-        lines.extend(base64.b64encode(h).decode("ascii") for h in self.proof)
+        lines.extend(b64(h) for h in self.proof)
         head = "".join(line + "\n" for line in lines)
         return head + "\n" + self.checkpoint.decode("utf-8")
 
@@ -82,7 +82,7 @@ class TlogProof:
         pos = 1
         extra: bytes | None = None
         if pos < len(lines) and lines[pos].startswith("extra "):
-            extra = _decode_base64(lines[pos][len("extra ") :], "tlog-proof extra data")
+            extra = unb64_canonical(lines[pos][len("extra ") :], "tlog-proof extra data")
             pos += 1
         if pos >= len(lines) or not lines[pos].startswith("index "):
             raise MalformedError("tlog-proof needs an 'index <n>' line")
@@ -91,7 +91,7 @@ class TlogProof:
         if len(path) > MAX_PROOF_HASHES:
             raise MalformedError(f"inclusion path has more than {MAX_PROOF_HASHES} hashes")
         proof = tuple(
-            _decode_base64(line, f"inclusion path hash {i}") for i, line in enumerate(path)
+            unb64_canonical(line, f"inclusion path hash {i}") for i, line in enumerate(path)
         )
         return cls(index=index, proof=proof, checkpoint=checkpoint, extra=extra)
 

@@ -33,7 +33,6 @@ Nothing here reads the environment: the store's path is the caller's choice
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ..contracts.state import deployment_key, model_key
 from ..contracts.types import INFERENCE_BATCH
 from ..core import canonical
+from ..core.b64 import b64
 from ..core.identity import Signer
 from ..core.merkle import MemoryTree, leaf_hash
 from ..errors import Error, NotFoundError, PushbackError, StorageError, UsageError
@@ -651,11 +651,11 @@ class ReceiptLog:
                 "root": bytes(batch["root"]).hex(),
                 "count": int(batch["count"]),
                 "index_in_batch": idx,
-                "path": [base64.b64encode(h).decode() for h in tree.inclusion_proof(idx)],
+                "path": [b64(h) for h in tree.inclusion_proof(idx)],
             },
             "ledger": {
                 "entry_index": entry_index,
                 "tlog_proof": led.tlog_proof(entry_index).to_text(),
-                "entry": base64.b64encode(led.entry_bytes(entry_index)).decode(),
+                "entry": b64(led.entry_bytes(entry_index)),
             },
         }

@@ -5,13 +5,13 @@ hash. Pure: values in, a record out or a ProofError (MalformedError for unreadab
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from ..contracts.types import INFERENCE_BATCH
 from ..core import canonical
+from ..core.b64 import b64, unb64
 from ..core.identity import VerifierKey
 from ..core.merkle import leaf_hash, verify_inclusion
 from ..core.policy import CheckpointPolicy, as_policy, verify_checkpoint
@@ -23,15 +23,6 @@ from .encoding import RECEIPT_VERSION, SALT_SIZE, decode_value, encode_value
 __all__ = ["reveal", "verify_inference_receipt", "verify_reveal"]
 
 _sha = hashlib.sha256
-
-
-def _b64(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise MalformedError(f"{what} must be base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise MalformedError(f"{what} is not valid base64") from exc
 
 
 def _hex(text: object, what: str, size: int) -> bytes:
@@ -82,9 +73,9 @@ def verify_inference_receipt(
     path = batch.get("path")
     if not isinstance(path, list):
         raise MalformedError("batch path is a list")
-    verify_inclusion(index, count, leaf, [_b64(p, "batch path hash") for p in path], root)
+    verify_inclusion(index, count, leaf, [unb64(p, "batch path hash") for p in path], root)
 
-    entry_bytes = _b64(led.get("entry"), "ledger entry")
+    entry_bytes = unb64(led.get("entry"), "ledger entry")
     entry = LogEntry.decode(entry_bytes)
     tx = entry.transaction
     if tx.type != INFERENCE_BATCH:
@@ -131,7 +122,7 @@ def reveal(
             f"{name}_hash"
         ):
             raise ProofError(f"the {name} given does not match the receipt's {name}_hash")
-        out[name] = base64.b64encode(enc).decode()
+        out[name] = b64(enc)
     return out
 
 
@@ -151,7 +142,7 @@ def verify_reveal(
     for name in ("input", "output"):
         if name not in obj:
             continue
-        enc = _b64(obj[name], name)
+        enc = unb64(obj[name], name)
         salt = _hex(r.get(f"salt_{name}"), f"salt_{name}", SALT_SIZE)
         if _sha(salt + enc).hexdigest() != record.get(f"{name}_hash"):
             raise ProofError(f"the revealed {name} does not match the record's {name}_hash")

@@ -27,8 +27,8 @@ def annex_iv(led: Ledger, model: str, version: int | None = None) -> AnnexIV:
 
 def _build(src: Source) -> AnnexIV:
     lineage = src.led.models.lineage(src.model, src.subject["version"])
-    walk = LineageWalk(lineage.to_json())
-    dataset_names = {d["name"] for d in walk.datasets}
+    walk = LineageWalk(lineage)
+    dataset_names = {d.name for d in walk.datasets}
     eval_sets = {e["dataset"]["name"] for e in src.subject["evaluations"]}
     seen = src.scan(dataset_names | eval_sets)
     parts = (

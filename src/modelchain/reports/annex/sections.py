@@ -7,10 +7,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ...errors import NotFoundError
+from ...ledger.lineage import ExternalInput
 from .._evidence import rfc3339
 from .gaps import DATA_GAPS, DEVELOPMENT_GAPS, GENERAL_GAPS, VALIDATION_GAPS, provider_items
 from .model import Section, Statement
-from .source import LineageWalk, Seen, Source
+from .source import DatasetUse, LineageWalk, Seen, Source
 from .wording import dep_name, fmt, run_environment, with_org
 
 __all__ = ["data", "development", "general", "validation"]
@@ -50,19 +51,19 @@ def general(src: Source, walk: LineageWalk) -> Section:
                 )
             )
     for run in walk.runs:
-        if run["id"] != src.subject.get("run"):
+        if run.id != src.subject.get("run"):
             continue
-        env = run_environment(src.led.runs.get(run["id"]))
+        env = run_environment(src.led.runs.get(run.id))
         if env:
             packages = env.get("packages") or {}
             st.append(
                 Statement(
                     "software",
-                    f"Software recorded with training run {run['id']}: Python "
+                    f"Software recorded with training run {run.id}: Python "
                     f"{fmt(env.get('python'))} ({fmt(env.get('implementation'))}) on "
                     f"{fmt(env.get('platform'))}; packages: {fmt(packages)}.",
-                    (run["index"],),
-                    {"run": run["id"], "environment": env},
+                    (run.index,),
+                    {"run": run.id, "environment": env},
                 )
             )
     return Section(
@@ -124,7 +125,7 @@ def development(src: Source, walk: LineageWalk) -> Section:
     if not src.subject.get("run"):
         notes.append(f"Version {src.subject['version']} names no training run.")
     for run in walk.runs:
-        record = src.led.runs.get(run["id"])
+        record = src.led.runs.get(run.id)
         pred = record["statement"].get("predicate", {})
         build = pred.get("buildDefinition", {})
         details = pred.get("runDetails", {})
@@ -134,60 +135,59 @@ def development(src: Source, walk: LineageWalk) -> Section:
         for b in details.get("byproducts", []):
             if isinstance(b, Mapping) and b.get("name") == "metrics":
                 metrics = dict(b.get("content") or {})
-        produced = f"{run['model']} version {run['model_version']}"
+        produced = f"{run.model} version {run.model_version}"
         st.append(
             Statement(
                 "run",
-                f"Training run {run['id']} produced {produced}; recorded by "
+                f"Training run {run.id} produced {produced}; recorded by "
                 f"{with_org(record['by'], src.org(record['by']))} at {rfc3339(record['time'])} "
                 f"as an in-toto Statement with SLSA Provenance v1 (started "
                 f"{fmt(meta.get('startedOn'))}, finished {fmt(meta.get('finishedOn'))}); "
                 f"parameters: {fmt(params)}; metrics reported by the run: {fmt(metrics)}; "
-                f"inputs: {fmt([dep_name(i) for i in run['inputs']])}.",
+                f"inputs: {fmt([dep_name(i) for i in run.inputs])}.",
                 (record["index"],),
                 {
-                    "run": run["id"],
-                    "model": run["model"],
-                    "model_version": run["model_version"],
+                    "run": run.id,
+                    "model": run.model,
+                    "model_version": run.model_version,
                     "by": record["by"],
                     "started": meta.get("startedOn"),
                     "finished": meta.get("finishedOn"),
                     "parameters": params,
                     "metrics": metrics,
                     "subjects": record.get("subjects", []),
-                    "inputs": [dep_name(i) for i in run["inputs"]],
+                    "inputs": [dep_name(i) for i in run.inputs],
                 },
             )
         )
-        for dep in run["inputs"]:
-            if dep.get("kind") != "external":
+        for dep in run.inputs:
+            if not isinstance(dep, ExternalInput):
                 continue
-            digest = dep.get("digest") or {}
+            digest = dep.digest or {}
             st.append(
                 Statement(
                     "code",
-                    f"Run {run['id']} names the external input {fmt(dep.get('uri'))} "
-                    f"(digest {fmt(digest)}).",
+                    f"Run {run.id} names the external input {fmt(dep.uri)} (digest {fmt(digest)}).",
                     (record["index"],),
-                    {"run": run["id"], "uri": dep.get("uri"), "digest": digest},
+                    {"run": run.id, "uri": dep.uri, "digest": digest},
                 )
             )
     for base in walk.models:
-        owner = src.led.models.get(base["name"], base["version"]).record["by"]
+        owner = src.led.models.get(base.name, base.version).record["by"]
         st.append(
             Statement(
                 "base_model",
-                f"Builds on model {base['name']} version {base['version']} (digest "
-                f"{base['digest']}), registered by {with_org(owner, src.org(owner))}; "
-                f"{base['use']}.",
-                (base["index"],),
+                f"Builds on model {base.name} version {base.version} (digest "
+                f"{base.digest}), registered by {with_org(owner, src.org(owner))}; "
+                f"{base.use}.",
+                (base.index,),
                 {
-                    "name": base["name"],
-                    "version": base["version"],
-                    "digest": base["digest"],
+                    "name": base.name,
+                    "version": base.version,
+                    "digest": base.digest,
                     "by": owner,
                     "org": src.org(owner),
-                    "use": base["use"],
+                    "use": base.use,
                 },
             )
         )
@@ -207,9 +207,9 @@ def development(src: Source, walk: LineageWalk) -> Section:
 
 def data(src: Source, walk: LineageWalk, seen: Seen) -> Section:
     st: list[Statement] = []
-    used: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    used: dict[str, dict[int, list[DatasetUse]]] = {}
     for d in walk.datasets:
-        used.setdefault(d["name"], {}).setdefault(d["version"], []).append(d)
+        used.setdefault(d.name, {}).setdefault(d.version, []).append(d)
     for name in sorted(used):
         info = src.led.datasets.info(name)
         if not src.ev.covers(info.get("created")):
@@ -268,7 +268,7 @@ def data(src: Source, walk: LineageWalk, seen: Seen) -> Section:
 
 
 def _dataset_version(
-    src: Source, name: str, record: Mapping[str, Any], uses: list[dict[str, Any]] | None
+    src: Source, name: str, record: Mapping[str, Any], uses: list[DatasetUse] | None
 ) -> Iterator[Statement]:
     art = record["artifact"]
     ingest = record.get("ingest")
@@ -285,8 +285,8 @@ def _dataset_version(
         if isinstance(rec, Mapping)
         else ""
     )
-    runs = sorted({u["run"] for u in uses or [] if u.get("run")})
-    run_indexes = sorted({u["run_index"] for u in uses or [] if u.get("run_index") is not None})
+    runs = sorted({u.run for u in uses or [] if u.run})
+    run_indexes = sorted({u.run_index for u in uses or []})
     use = f"used by training run(s) {', '.join(runs)}" if runs else "not a training input here"
     yield Statement(
         "dataset_version",
@@ -369,7 +369,7 @@ def validation(src: Source, walk: LineageWalk) -> Section:
                 },
             )
         )
-        if test_set is not None and ds["name"] not in {d["name"] for d in walk.datasets}:
+        if test_set is not None and ds["name"] not in {d.name for d in walk.datasets}:
             for a in src.bounded(test_set)["attestations"]:
                 st.append(
                     Statement(

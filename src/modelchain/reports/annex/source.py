@@ -10,12 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from ...contracts import types as tx_types
 from ...errors import NotFoundError
+from ...ledger.lineage import DatasetNode, LineageInput, ModelNode
 from .._evidence import Evidence
 
 if TYPE_CHECKING:
     from ...ledger.ledger import Ledger
 
-__all__ = ["LineageWalk", "Seen", "Source"]
+__all__ = [
+    "BaseModelUse",
+    "DatasetUse",
+    "LineageWalk",
+    "Seen",
+    "Source",
+    "TrainingRun",
+]
 
 
 @dataclass
@@ -156,64 +164,74 @@ class Source:
         return served
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run behind the model, with the model version it produced."""
+
+    id: str
+    index: int
+    model: str
+    model_version: int
+    inputs: tuple[LineageInput, ...]
+
+
+@dataclass
+class BaseModelUse:
+    """A model version the model builds on, and every way it does."""
+
+    name: str
+    version: int
+    digest: str
+    index: int
+    uses: list[str]
+
+    @property
+    def use(self) -> str:
+        return "; ".join(self.uses)
+
+
+@dataclass(frozen=True)
+class DatasetUse:
+    """A dataset version one training run took as input."""
+
+    name: str
+    version: int
+    run: str
+    run_index: int
+
+
 class LineageWalk:
     """Flattens ``led.models.lineage``: the runs, the models built on and the
-    datasets used, each with how it was used."""
+    datasets used, each with how it was used. Parents come before runs, so the
+    document lists them in the order it always has."""
 
-    def __init__(self, root: Mapping[str, Any]) -> None:
-        self.runs: list[dict[str, Any]] = []
-        self.models: list[dict[str, Any]] = []
-        self.datasets: list[dict[str, Any]] = []
+    def __init__(self, root: ModelNode) -> None:
+        self.runs: list[TrainingRun] = []
+        self.models: list[BaseModelUse] = []
+        self.datasets: list[DatasetUse] = []
         self._walk(root, None)
 
-    def _walk(self, node: Mapping[str, Any], use: str | None) -> None:
-        if node.get("kind") == "dataset":
-            return
-        known = next(
-            (
-                m
-                for m in self.models
-                if (m["name"], m["version"]) == (node["name"], node["version"])
-            ),
-            None,
-        )
-        if use is not None and known is not None:
-            known["use"] += f"; {use}"
-        elif use is not None:
-            self.models.append(
-                {
-                    "name": node["name"],
-                    "version": node["version"],
-                    "digest": node["digest"],
-                    "index": node["index"],
-                    "use": use,
-                }
+    def _walk(self, node: ModelNode, use: str | None) -> None:
+        if use is not None:
+            known = next(
+                (m for m in self.models if (m.name, m.version) == (node.name, node.version)),
+                None,
             )
-        label = f"{node['name']} version {node['version']}"
-        parent = node.get("parent")
-        if isinstance(parent, Mapping):
-            self._walk(parent, f"the parent of {label}")
-        run = node.get("run")
-        if isinstance(run, Mapping):
-            if not any(r["id"] == run["id"] for r in self.runs):
-                self.runs.append(
-                    {
-                        "id": run["id"],
-                        "index": run["index"],
-                        "model": node["name"],
-                        "model_version": node["version"],
-                        "inputs": list(run.get("inputs", [])),
-                    }
+            if known is not None:
+                known.uses.append(use)
+            else:
+                self.models.append(
+                    BaseModelUse(node.name, node.version, node.digest, node.index, [use])
                 )
-            for dep in run.get("inputs", []):
-                if dep.get("kind") == "dataset":
-                    self.datasets.append(
-                        {
-                            "name": dep["name"],
-                            "version": dep["version"],
-                            "run": run["id"],
-                            "run_index": run["index"],
-                        }
-                    )
-                elif dep.get("kind") == "model":
-                    self._walk(dep, f"a base model of training run {run['id']}")
+        if node.parent is not None:
+            self._walk(node.parent, f"the parent of {node.name} version {node.version}")
+        run = node.run
+        if run is None:
+            return
+        if not any(r.id == run.id for r in self.runs):
+            self.runs.append(TrainingRun(run.id, run.index, node.name, node.version, run.inputs))
+        for dep in run.inputs:
+            if isinstance(dep, DatasetNode):
+                self.datasets.append(DatasetUse(dep.name, dep.version, run.id, run.index))
+            elif isinstance(dep, ModelNode):
+                self._walk(dep, f"a base model of training run {run.id}")

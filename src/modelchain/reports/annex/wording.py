@@ -7,6 +7,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ...ledger.lineage import ExternalInput, LineageInput
+
 __all__ = [
     "CITE_EACH_END",
     "attempt",
@@ -85,10 +87,10 @@ def attempt(tx_type: str, body: Mapping[str, Any]) -> str:
     return ", ".join(parts) if parts else tx_type
 
 
-def dep_name(dep: Mapping[str, Any]) -> str:
-    if dep.get("kind") == "external":
-        return str(dep.get("uri"))
-    return f"{dep.get('kind')} {dep.get('name')}@{dep.get('version')}"
+def dep_name(dep: LineageInput) -> str:
+    if isinstance(dep, ExternalInput):
+        return str(dep.uri)
+    return f"{dep.kind} {dep.name}@{dep.version}"
 
 
 def run_environment(run: Mapping[str, Any]) -> dict[str, Any]:
