@@ -45,6 +45,7 @@ def test_the_root_joins_what_each_module_exports() -> None:
         "lifecycle",
         "reports",
         "server",
+        "witness",
     ):
         module = importlib.import_module(f"modelchain.cli.{name}")
         for attr in module.__all__:

@@ -20,7 +20,8 @@ API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
     │   ├── UnknownKeyError       signed by a key that is not a member's
     │   ├── ReplayError           (ledger, nonce) already used
     │   ├── ClockSkewError        time outside the skew window
-    │   └── WrongLedgerError      transaction names another ledger
+    │   ├── WrongLedgerError      transaction names another ledger
+    │   └── SizeConflictError     a witness holds another tree size (HTTP 409)
     ├── VerificationError         a signature, proof or audit failed        exit 1
     │   ├── SignatureError        a signature does not verify
     │   ├── ProofError            an inclusion or consistency proof fails
@@ -125,6 +126,16 @@ class ClockSkewError(RefusedError):
 
 class WrongLedgerError(RefusedError):
     code = "wrong_ledger"
+
+
+class SizeConflictError(RefusedError):
+    """A witness's latest cosigned tree size is not the old size a client gave."""
+
+    code = "size_conflict"
+
+    def __init__(self, size: int, message: str) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class VerificationError(Error):
@@ -279,6 +290,7 @@ __all__ = [
     "RequestTimeoutError",
     "RollbackError",
     "SignatureError",
+    "SizeConflictError",
     "StorageBusyError",
     "StorageError",
     "StorageFullError",

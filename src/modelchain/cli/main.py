@@ -14,7 +14,18 @@ import sys
 import click
 
 from ..errors import Error, StorageError
-from . import event, governance, identity, init, lifecycle, log, registry, reports, server
+from . import (
+    event,
+    governance,
+    identity,
+    init,
+    lifecycle,
+    log,
+    registry,
+    reports,
+    server,
+    witness,
+)
 from .common import LOG_KEY_ENV, SERVER_ENV
 
 __all__ = ["cli", "main"]
@@ -47,7 +58,18 @@ def cli(ctx: click.Context, server: str | None, log_key: str | None) -> None:
     ctx.obj = {"server": server, "log_key": log_key}
 
 
-for _module in (init, identity, event, log, registry, governance, lifecycle, reports, server):
+for _module in (
+    init,
+    identity,
+    event,
+    log,
+    registry,
+    governance,
+    lifecycle,
+    reports,
+    server,
+    witness,
+):
     for _name in _module.__all__:
         cli.add_command(getattr(_module, _name))
 
