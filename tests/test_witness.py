@@ -5,6 +5,7 @@ compare-and-set under concurrency, and `modelchain witness serve` as a process."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ORIGIN, make_signer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving import STARTUP_S, free_port
 from starlette.applications import Starlette
 
@@ -177,6 +180,23 @@ def test_malformed_bodies_and_old_past_the_checkpoint(led: mc.Ledger, tmp_path: 
         assert r.status_code == 400, (body, r.text)
     assert client.post("/add-checkpoint", b"x" * (65 << 10)).status_code == 413
     assert client.get("/add-checkpoint").status_code == 405
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_any_body_parses_or_raises_malformed(body: bytes) -> None:
+    for data in (body, b"old 0\n\n" + body, b"old 1\n" + body):
+        with contextlib.suppress(MalformedError):
+            AddCheckpoint.parse(data)
+
+
+def test_huge_numbers_are_400_not_500(led: mc.Ledger, tmp_path: Path) -> None:
+    client = _client(led, tmp_path / "w")
+    note = parse_note(led.checkpoint())
+    origin, _, root = note.text.splitlines()[:3]
+    huge = Note(f"{origin}\n{'9' * 5000}\n{root}\n", note.signatures).to_bytes()
+    for body in (b"old " + b"9" * 5000 + b"\n\n" + led.checkpoint(), _body(0, [], huge)):
+        assert _post(client, body).status_code == 400
 
 
 def test_parse_is_strict_about_the_old_line() -> None:

@@ -62,6 +62,9 @@ def _parse_decimal(text: str, what: str, limit: int) -> int:
     # fullmatch with an explicit [0-9] class: int() would also take "+1", " 1", "1_0" and "١".
     if not _DECIMAL.fullmatch(text):
         raise MalformedError(f"{what} {text!r} is not a decimal without leading zeros")
+    # Past 20 digits it is out of range anyway, and int() refuses over 4,300 (ValueError).
+    if len(text) > len(str(limit)):
+        raise MalformedError(f"{what} {text[:24]}... is out of range")
     value = int(text)
     if value > limit:
         raise MalformedError(f"{what} {value} is out of range")

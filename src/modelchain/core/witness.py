@@ -61,9 +61,11 @@ class AddCheckpoint:
         match = _OLD.fullmatch(head)
         if match is None:
             raise MalformedError("first line must be 'old <size>' (decimal, no leading zeros)")
-        old = int(match.group(1))
-        if old > _MAX_SIZE:
-            raise MalformedError(f"old size {old} is out of range")
+        digits = match.group(1)
+        # int() refuses over 4,300 digits; anything past 20 is out of range anyway.
+        if len(digits) > 20 or int(digits) > _MAX_SIZE:
+            raise MalformedError(f"old size {digits[:24]} is out of range")
+        old = int(digits)
         proof: list[bytes] = []
         while True:
             line, sep, rest = rest.partition("\n")
