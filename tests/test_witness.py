@@ -199,6 +199,32 @@ def test_huge_numbers_are_400_not_500(led: mc.Ledger, tmp_path: Path) -> None:
         assert _post(client, body).status_code == 400
 
 
+# The add-checkpoint example of c2sp.org/tlog-witness, byte for byte.
+SPEC_EXAMPLE = (
+    "old 20852014\n"
+    "PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n"
+    "jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n"
+    "5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n"
+    "/6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n"
+    "\n"
+    "example.com/behind-the-sofa\n"
+    "20852163\n"
+    "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+    "\n"
+    "— example.com/behind-the-sofa "
+    "Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+    "— example.com/behind-the-sofa "
+    "opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
+).encode()
+
+
+def test_the_spec_example_parses() -> None:
+    request = AddCheckpoint.parse(SPEC_EXAMPLE)
+    assert (request.old, len(request.proof), request.checkpoint.size) == (20852014, 4, 20852163)
+    assert request.checkpoint.origin == "example.com/behind-the-sofa"
+    assert [s.name for s in request.note.signatures] == [request.checkpoint.origin] * 2
+
+
 def test_parse_is_strict_about_the_old_line() -> None:
     with pytest.raises(MalformedError, match="old"):
         AddCheckpoint.parse(b"old +1\n\n")
