@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ORIGIN, make_signer
+from conftest import ORIGIN, make_signer, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from serving import STARTUP_S, free_port
@@ -377,11 +377,11 @@ def test_witness_serve_runs_as_a_process(
         note = led.checkpoint()
         r = httpx.post(f"{url}/add-checkpoint", content=_body(0, [], note), timeout=30)
         assert r.status_code == 200, r.text
-        vkey = KeyStore(Path(env["MODELCHAIN_HOME"])).verifier("w1.example")
-        policy_w = CheckpointPolicy.parse(
-            f"log {led.log_key}\nwitness w1 {vkey.with_type(COSIGNATURE_V1)}\nquorum w1\n"
-        )
-        cosigned = policy_w.evaluate(note + r.content).cosigned["w1"]
+        # The line `witness vkey` prints names the witness in a policy.
+        line = run_cli(env, "witness", "vkey", "--identity", "w1.example").stdout
+        assert line.startswith("witness w1.example w1.example+")
+        policy_w = CheckpointPolicy.parse(f"log {led.log_key}\n{line}quorum w1.example\n")
+        cosigned = policy_w.evaluate(note + r.content).cosigned["w1.example"]
         assert abs(cosigned - time.time()) < 300
         m = httpx.get(f"{url}/{hashlib.sha256(ORIGIN.encode()).hexdigest()}/checkpoint")
         assert m.status_code == 200

@@ -20,6 +20,25 @@ def witness() -> None:
     shown consistent with the last one cosigned."""
 
 
+@witness.command("vkey")
+@click.option(
+    "--identity",
+    envvar=IDENTITY_ENV,
+    required=True,
+    metavar="NAME",
+    help=f"The identity that cosigns; default ${IDENTITY_ENV}.",
+)
+def witness_vkey(identity: str) -> None:
+    """Print the policy line naming this witness: 'witness NAME VKEY', its
+    Ed25519 key as a cosignature (type 0x04) key, for a ledger's checkpoint
+    policy (`modelchain init --checkpoint-policy`)."""
+    from ..core.identity import COSIGNATURE_V1
+    from ..keys import KeyStore
+
+    vkey = KeyStore(modelchain_home()).verifier(identity).with_type(COSIGNATURE_V1)
+    click.echo(f"witness {vkey.name} {vkey}")
+
+
 @witness.command("serve")
 @click.option(
     "--policy",
@@ -51,7 +70,7 @@ def witness() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(
+def witness_serve(
     policy_file: Path, state_dir: Path, identity: str, host: str, port: int, log_level: str
 ) -> None:
     """Serve a witness (c2sp.org/tlog-witness) over HTTP.
@@ -78,6 +97,7 @@ def serve(
         raise UsageError(
             "serving needs the server extra: pip install 'modelchain[server]'"
         ) from exc
+    from ..core.identity import COSIGNATURE_V1, verifier_of
     from ..core.policy import CheckpointPolicy
     from ..keys import KeyStore, env_or_prompt_passphrase
     from ..storage.witness import WitnessState
@@ -98,9 +118,10 @@ def serve(
     )
     state = WitnessState(state_dir)
     _configure_logging(log_level)
+    vkey = verifier_of(signer, COSIGNATURE_V1)
     logging.getLogger("modelchain.witness").info(
         f"witness {signer.name} for {len(policy.logs)} logs at http://{host}:{port}/",
-        extra={"fields": {"logs": [log.key.name for log in policy.logs]}},
+        extra={"fields": {"vkey": str(vkey), "logs": [log.key.name for log in policy.logs]}},
     )
     app = create_witness_app(policy, state, signer)
     config = uvicorn.Config(
