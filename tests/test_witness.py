@@ -393,3 +393,18 @@ def test_witness_serve_runs_as_a_process(
             proc.kill()
             proc.wait()
     assert os.path.exists(tmp_path / "w" / f"{origin_hash(ORIGIN)}.checkpoint")
+
+
+def test_a_ledger_keeps_the_witness_cosignature_its_policy_asks_for(
+    tmp_path: Path, alice: Ed25519Signer
+) -> None:
+    asks = f"witness w1 {verifier_of(W, COSIGNATURE_V1)}\nquorum w1\n"
+    with mc.init(tmp_path / "l", ORIGIN, alice, checkpoint_policy=asks) as led:
+        client = _client(led, tmp_path / "w")
+        note = led.checkpoint()
+        r = _post(client, _body(0, [], note))
+        assert r.status_code == 200
+        # The client appends the answer to the checkpoint; the ledger keeps the cosignature.
+        led.add_cosignatures(note + r.content)
+        assert led.policy.evaluate(led.checkpoint()).cosigned == {"w1": NOW}
+        assert led.verified_checkpoint().size == _size(note)
