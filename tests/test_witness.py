@@ -20,7 +20,7 @@ import pytest
 from conftest import ORIGIN, make_signer, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from serving import STARTUP_S, free_port
+from serving import STARTUP_S, free_port, stop_process
 from starlette.applications import Starlette
 
 import modelchain as mc
@@ -386,12 +386,7 @@ def test_witness_serve_runs_as_a_process(
         m = httpx.get(f"{url}/{hashlib.sha256(ORIGIN.encode()).hexdigest()}/checkpoint")
         assert m.status_code == 200
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert os.path.exists(tmp_path / "w" / f"{origin_hash(ORIGIN)}.checkpoint")
 
 
