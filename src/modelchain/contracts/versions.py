@@ -35,8 +35,11 @@ def schedule(state: StateReader) -> list[dict[str, Any]]:
 
 def active_version(state: StateReader, index: int) -> int:
     """The contract-set version that executes the entry at ``index``."""
+    # On every entry's path: read the stored schedule in place, no copy.
+    found = state.get_state(CONTRACT_SET_KEY)
     version = 1
-    for step in schedule(state):
-        if step["from"] <= index:
-            version = int(step["version"])
+    if isinstance(found, dict):
+        for step in found["versions"]:
+            if step["from"] <= index:
+                version = int(step["version"])
     return version
