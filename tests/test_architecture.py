@@ -28,6 +28,7 @@ PACKAGE_LAYER = {
     "guard": "api",
     "server": "interfaces",
     "reports": "interfaces",
+    "cluster": "interfaces",
 }
 
 

@@ -137,7 +137,7 @@ def test_add_cosignatures_verifies_what_it_keeps(led: mc.Ledger) -> None:
 
 def test_genesis_refuses_a_policy_for_another_log(tmp_path: Path) -> None:
     other = verifier_of(make_signer(ORIGIN))
-    with pytest.raises(MalformedError, match="are not the log key"):
+    with pytest.raises(MalformedError, match="do not include the log key"):
         _init(tmp_path / "a", checkpoint_policy=f"log {other}\n{POLICY}")
     assert not (tmp_path / "a" / "ledger.db").exists()
     log_key = verifier_of(Ed25519Signer(ORIGIN, bytes(32)))
@@ -146,7 +146,7 @@ def test_genesis_refuses_a_policy_for_another_log(tmp_path: Path) -> None:
     for bad, match in (
         (7, "checkpoint_policy is tlog-policy text"),
         ("quorum nobody\n", "quorum 'nobody' is not a defined witness"),
-        (f"log {other}\nquorum none\n", "are not the log key"),
+        (f"log {other}\nquorum none\n", "do not include the log key"),
     ):
         with pytest.raises(MalformedError, match=match):
             check_genesis({**body, "checkpoint_policy": bad})

@@ -218,6 +218,8 @@ class ContractSet:
                 if found is None:
                     raise Rejected("unknown_signer", f"key {kid} belongs to no active member")
                 names.append(found[0])
+            if tx.actor not in names:  # admission refuses these; another node may not have
+                raise Rejected("actor_not_signer", f"the actor {tx.actor!r} did not sign")
             call = Call(index, tx, tuple(names), keyids, version)
             self._authorize(overlay, call)
             if self._gate is not None:

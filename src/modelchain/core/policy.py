@@ -297,6 +297,34 @@ class CheckpointPolicy:
         """The single-node policy: the log's own signature, no cosignature."""
         return cls((PolicyLog(log_key),))
 
+    @classmethod
+    def of_cluster(
+        cls,
+        origin: str,
+        nodes: Mapping[str, tuple[bytes, str | None]],
+        threshold: int,
+        *,
+        group: str = "nodes",
+    ) -> CheckpointPolicy:
+        """A cluster's policy: each node (name -> Ed25519 public key and URL)
+        signs as the log under ``origin`` and cosigns under its name; a
+        checkpoint counts when ``threshold`` of them cosigned it."""
+        logs = tuple(PolicyLog(VerifierKey(origin, key), url) for key, url in nodes.values())
+        witnesses = tuple(
+            PolicyWitness(name, VerifierKey(name, key, COSIGNATURE_V1), url)
+            for name, (key, url) in nodes.items()
+        )
+        spelled = "all" if threshold == len(nodes) else ""
+        members = tuple(nodes)
+        return cls(logs, witnesses, (PolicyGroup(group, threshold, members, spelled),), group)
+
+    @property
+    def nodes(self) -> tuple[PolicyWitness, ...]:
+        """The cosigners whose log key is also one of the policy's logs: a
+        cluster's nodes."""
+        logs = {log.key.public_key for log in self.logs}
+        return tuple(w for w in self.witnesses if w.key.public_key in logs)
+
     @property
     def log_key(self) -> VerifierKey:
         """The policy's one log key (a ledger's policy names exactly one)."""
@@ -306,12 +334,14 @@ class CheckpointPolicy:
 
     def with_log(self, log_key: VerifierKey) -> CheckpointPolicy:
         """This policy for the log ``log_key``: added if it names no log, else it
-        must name exactly that one."""
+        must name that one (a cluster's policy names each node's log key)."""
         if not self.logs:
             return CheckpointPolicy((PolicyLog(log_key),), self.witnesses, self.groups, self.quorum)
-        if [log.key for log in self.logs] != [log_key]:
+        if log_key not in [log.key for log in self.logs]:
             names = ", ".join(str(log.key) for log in self.logs)
-            raise MalformedError(f"the policy's logs ({names}) are not the log key {log_key}")
+            raise MalformedError(
+                f"the policy's logs ({names}) do not include the log key {log_key}"
+            )
         return self
 
     @property

@@ -14,17 +14,19 @@ were already logged and raises AuditError where they differ from what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..contracts import GENESIS, ContractSet, Overlay
+from ..contracts.genesis import checkpoint_policy
+from ..contracts.state import StateReader
 from ..core.canonical import JSONValue
 from ..core.dsse import Envelope
 from ..core.identity import VerifierKey, verify_batch
 from ..core.tx import LogEntry, Outcome, Transaction, encode_entry
-from ..errors import AuditError, Error, ReplayError, WrongLedgerError
+from ..errors import AuditError, Error, ReplayError, SignatureError, WrongLedgerError
 from ..storage.protocols import IndexRow, LedgerStore
 from .sequencer import Admitted
 from .verifier import SignatureVerifier
@@ -98,11 +100,14 @@ class Applied:
     rows: list[IndexRow] = field(default_factory=list)
     signatures: int = 0  # signatures checked (replay)
 
-    def commit(self, store: LedgerStore) -> list[bytes]:
-        """Append what this batch made to ``store``; return the leaf hashes."""
+    def commit(self, store: LedgerStore, meta: Mapping[str, str] | None = None) -> list[bytes]:
+        """Append what this batch made to ``store`` (with ``meta``, in the same
+        commit); return the leaf hashes. A batch that made no entry writes
+        nothing, ``meta`` included: applying its stretch again makes no entry
+        either."""
         if not self.entries:
             return []
-        return store.append(self.entries, self.nonces, self.writes, self.rows)
+        return store.append(self.entries, self.nonces, self.writes, self.rows, meta)
 
 
 _GENESIS_RULE = "the first transaction must be a genesis naming this log's key"
@@ -124,11 +129,36 @@ class Executor:
         """Why the log's own rules refuse ``tx`` at ``index``, if they do."""
         if self.origin is not None and tx.ledger != self.origin:
             return f"transaction is for ledger {tx.ledger!r}, not {self.origin!r}"
-        if index == 0 and (
-            tx.type != GENESIS
-            or (self.log_key is not None and tx.body.get("log_key") != self.log_key)
-        ):
+        if index == 0 and (tx.type != GENESIS or not self._names_log_key(tx)):
             return _GENESIS_RULE
+        return None
+
+    def _names_log_key(self, genesis: Transaction) -> bool:
+        """Whether ``genesis`` makes this log's key one that signs its
+        checkpoints: its ``log_key``, or (a cluster, where each node signs
+        with its own key) one of the logs its checkpoint policy names."""
+        if self.log_key is None or genesis.body.get("log_key") == self.log_key:
+            return True
+        try:
+            policy = checkpoint_policy(genesis.body)
+        except (Error, KeyError, TypeError, ValueError):
+            return False  # a malformed genesis: the contract says why, if it gets there
+        return any(log.key.to_string() == self.log_key for log in policy.logs)
+
+    def _signatures(self, state: StateReader, tx: Transaction, env: Envelope) -> Error | None:
+        """For an envelope this node did not admit: the first signature that
+        does not verify under the key ``state`` gives its key id. A key id no
+        member holds is left to the contracts, which refuse it on the record,
+        as they do for envelopes this node admitted."""
+        pae = env.pae()
+        for sig in env.signatures:
+            found = self.contracts.signer(state, sig.keyid, tx)
+            if found is None:
+                continue
+            try:
+                found[1].verify(pae, sig.sig)
+            except SignatureError as exc:
+                return exc
         return None
 
     # -- making entries ------------------------------------------------------
@@ -157,6 +187,11 @@ class Executor:
             if why is not None:
                 out.results.append(Refused(WrongLedgerError(why)))
                 continue
+            if not item.checked:
+                bad = self._signatures(state, tx, env)
+                if bad is not None:
+                    out.results.append(Refused(bad))
+                    continue
             keyids = tuple(s.keyid for s in env.signatures)
             outcome, writes = self.contracts.execute(state, index, tx, keyids)
             state.writes.update(writes)

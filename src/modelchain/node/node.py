@@ -31,6 +31,7 @@ from ..contracts.state import StateReader
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
 from ..core.merkle import leaf_hash
+from ..core.policy import CheckpointPolicy
 from ..core.tx import (
     LogEntry,
     Outcome,
@@ -50,14 +51,27 @@ from ..errors import (
     WrongLedgerError,
 )
 from ..storage.protocols import LedgerStore
+from .cosigning import ClusterPublisher, CosignatureBoard, Divergence
 from .executor import Applied, Duplicate, Executed, Executor, Refused
 from .publisher import CheckpointPublisher
 from .sequencer import Admitted, Ordered, Sequencer
 from .verifier import SignatureVerifier, default_verifier
 
-__all__ = ["Ack", "Node", "NodeConfig", "check_submission", "system_clock_ms"]
+__all__ = [
+    "POSITION_KEY",
+    "Ack",
+    "Cosigning",
+    "Node",
+    "NodeConfig",
+    "check_submission",
+    "system_clock_ms",
+]
 
 _log = logging.getLogger("modelchain.node")
+
+
+# The store's meta key for how far this node applied a durable order.
+POSITION_KEY = "order_position"
 
 
 def system_clock_ms() -> int:
@@ -71,6 +85,18 @@ class NodeConfig:
     skew_ms: int = 5 * 60 * 1000  # accepted distance between tx time and node clock
     checkpoint_every: int = 1_000  # publish after this many new entries ...
     checkpoint_interval_ms: int = 1_000  # ... or this long after the first unpublished one
+
+
+@dataclass(frozen=True)
+class Cosigning:
+    """A cluster node's part in checkpoints: its name in the checkpoint
+    ``policy`` (whose quorum makes a checkpoint final) and the ``board`` the
+    nodes post their cosignatures on."""
+
+    node: str
+    policy: CheckpointPolicy
+    board: CosignatureBoard
+    final_wait_s: float = 5.0  # how long a read that needs a fresh checkpoint waits
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,7 @@ class Node:
         config: NodeConfig | None = None,
         clock: Callable[[], int] = system_clock_ms,
         verifier: SignatureVerifier | None = None,
+        cosigning: Cosigning | None = None,
     ) -> None:
         self.store = store
         self.contracts = contracts
@@ -187,20 +214,36 @@ class Node:
         # same envelope answers them.
         self._waiting: dict[str, list[tuple[Envelope, Future[Ack]]]] = {}
         self._waiting_lock = threading.Lock()
-        self._position = 0  # the next position of the order to apply
+        # The next position of the order to apply: kept with the entries when
+        # the order outlives this process, so a restart resumes where it was.
+        self._position = int(store.meta(POSITION_KEY) or 0) if sequencer.durable else 0
         self._failures = 0  # consecutive failed group commits
         self._wakeup = threading.Event()  # the writer must look up: closing or stopped
         self._closed = False  # no new submissions
         self._draining = False  # the writer stops once this node's submitters are answered
         self.commits = 0  # group commits made: entries / commits is the batch size
         self.fault: str | None = None  # why writes stopped, once they have
-        self._publisher = CheckpointPublisher(
-            store,
-            log_signer,
-            every=self.config.checkpoint_every,
-            interval_ms=self.config.checkpoint_interval_ms,
-            on_fault=self._halt,
-        )
+        self._final_wait = cosigning.final_wait_s if cosigning is not None else 0.0
+        self._publisher: CheckpointPublisher
+        if cosigning is None:
+            self._publisher = CheckpointPublisher(
+                store,
+                log_signer,
+                every=self.config.checkpoint_every,
+                interval_ms=self.config.checkpoint_interval_ms,
+                on_fault=self._halt,
+            )
+        else:
+            self._publisher = ClusterPublisher(
+                store,
+                log_signer,
+                node=cosigning.node,
+                policy=cosigning.policy,
+                board=cosigning.board,
+                every=self.config.checkpoint_every,
+                interval_ms=self.config.checkpoint_interval_ms,
+                on_fault=self._halt,
+            )
         self._writer = threading.Thread(target=self._run, name="modelchain-writer", daemon=True)
         self._writer.start()
         self._admitter = threading.Thread(
@@ -475,8 +518,11 @@ class Node:
         failure fail their futures, and raise only if the store may now hold
         something other than what this writer believes."""
         try:
-            applied = self._executor.execute(self.store, [item for _, item in items])
-            leaves = applied.commit(self.store)
+            batch = self._checked([item for _, item in items])
+            applied = self._executor.execute(self.store, batch)
+            position = items[-1][0] + 1
+            meta = {POSITION_KEY: str(position)} if self._sequencer.durable else None
+            leaves = applied.commit(self.store, meta)
         except BaseException as exc:
             if not isinstance(exc, Error):
                 _log.error("appending a batch failed unexpectedly", exc_info=exc)
@@ -491,11 +537,55 @@ class Node:
             self._wakeup.wait(min(1.0, 0.005 * 2 ** min(self._failures, 8)))
             return
         self._failures = 0
-        self._position = items[-1][0] + 1
+        self._position = position
         if applied.entries:
             self.commits += 1
             self._publisher.wrote(self.store.size)
+            self._sequencer.applied(position)
         self._answer(items, lambda k: self._ack(applied, leaves, items[k][1], k))
+
+    def _checked(self, batch: list[Admitted]) -> list[Admitted]:
+        """``batch`` with the envelopes another node ordered checked where it
+        is cheap: signatures verified together (in worker processes for a
+        big batch) under the keys the state gives before the batch. What
+        cannot be checked so (a key added within the batch, a signature that
+        fails) is left to the executor, which checks it at its place in the
+        order, so every node decides it alike."""
+        todo: list[tuple[int, bytes, list[tuple[VerifierKey, bytes]]]] = []
+        with self._waiting_lock:
+            waiting = self._waiting
+            for k, item in enumerate(batch):
+                if item.checked:
+                    continue
+                mine = waiting.get(item.tx.nonce)
+                if mine is not None and any(w[0] == item.envelope for w in mine):
+                    batch[k] = Admitted(item.envelope, item.tx)  # admitted here
+                    continue
+                pairs = []
+                for sig in item.envelope.signatures:
+                    found = self.contracts.signer(self.store, sig.keyid, item.tx)
+                    if found is None:
+                        break
+                    pairs.append((found[1], sig.sig))
+                else:
+                    todo.append((k, item.envelope.pae(), pairs))
+        if not todo:
+            return batch
+        checks = [(key.public_key, pae, sig) for _, pae, pairs in todo for key, sig in pairs]
+        results: list[bool] | None = None
+        if len(todo) >= _PARALLEL_MIN:
+            try:
+                results = self._verifier.verify_many(checks).result()
+            except Exception:  # the workers broke: verify here instead
+                results = None
+        if results is None:
+            results = verify_batch(checks)
+        at = 0
+        for k, _, pairs in todo:
+            if all(results[at : at + len(pairs)]):
+                batch[k] = Admitted(batch[k].envelope, batch[k].tx)
+            at += len(pairs)
+        return batch
 
     def _ack(self, applied: Applied, leaves: list[bytes], item: Admitted, k: int) -> Ack | Error:
         result = applied.results[k]
@@ -584,7 +674,30 @@ class Node:
         return the latest checkpoint note (None for an empty log)."""
         if self.fault is not None:
             raise NodeStoppedError(f"this node stopped taking writes: {self.fault}")
-        return self._publisher.publish()
+        note = self._publisher.publish()
+        publisher = self._publisher
+        # In a cluster a checkpoint counts once final: wait a while for the others.
+        if (
+            isinstance(publisher, ClusterPublisher)
+            and not self._closed
+            and publisher.wait_final(publisher.size, self._final_wait)
+        ):
+            latest = self.store.checkpoint()
+            note = None if latest is None else latest[1]
+        return note
+
+    @property
+    def final_size(self) -> int:
+        """The size of the latest final checkpoint (in a cluster: cosigned by a
+        quorum of nodes; alone: the latest this node signed)."""
+        p = self._publisher
+        return p.final_size if isinstance(p, ClusterPublisher) else p.size
+
+    @property
+    def divergence(self) -> Divergence | None:
+        """Where this node found itself on another root than a quorum's."""
+        p = self._publisher
+        return p.divergence if isinstance(p, ClusterPublisher) else None
 
     def close(self) -> None:
         """Finish admitted work, publish a final checkpoint, stop the threads."""

@@ -26,17 +26,23 @@ __all__ = ["Admitted", "LocalSequencer", "MemorySequencer", "Ordered", "Sequence
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """An envelope that passed admission (signatures included), with its
-    decoded transaction."""
+    """An envelope in the order, with its decoded transaction. ``checked``
+    says its signatures were verified (by this node's admission); one that
+    another node ordered is not, and is checked where it is executed."""
 
     envelope: Envelope
     tx: Transaction
+    checked: bool = True
 
 
 Ordered = tuple[int, Admitted]  # a position in the global order and what holds it
 
 
 class Sequencer(Protocol):
+    # Whether the order outlives this process: a node then keeps how far it
+    # applied it with its entries and resumes from there.
+    durable: bool
+
     def submit(self, batch: Sequence[Admitted]) -> Future[range]:
         """Put ``batch`` into the global order; the future resolves to its
         positions once they are decided (and, for a replicated order, durable)."""
@@ -51,6 +57,10 @@ class Sequencer(Protocol):
         """Make readers waiting in ``read`` look at their ``stop`` event again."""
         ...
 
+    def applied(self, position: int) -> None:
+        """This node applied the order up to ``position`` (exclusive) durably."""
+        ...
+
 
 def _done(positions: range) -> Future[range]:
     fut: Future[range] = Future()
@@ -61,6 +71,8 @@ def _done(positions: range) -> Future[range]:
 class LocalSequencer:
     """The order of one node in one process: positions are assigned as
     batches arrive, and items are forgotten once read (one reader, no history)."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -92,10 +104,15 @@ class LocalSequencer:
         with self._cond:
             self._cond.notify_all()
 
+    def applied(self, position: int) -> None:
+        pass
+
 
 class MemorySequencer:
     """One global order in memory, read by every node attached to it: each
     reads the whole stream from its own position."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -118,6 +135,9 @@ class MemorySequencer:
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
+
+    def applied(self, position: int) -> None:
+        pass
 
     def __len__(self) -> int:
         return len(self._items)

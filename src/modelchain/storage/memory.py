@@ -88,6 +88,7 @@ class MemoryStore:
         nonces: Sequence[str],
         writes: Mapping[str, JSONValue | None],
         index: Sequence[IndexRow],
+        meta: Mapping[str, str] | None = None,
     ) -> list[bytes]:
         if self._closed:
             raise StorageError("the ledger store is closed")
@@ -112,6 +113,7 @@ class MemoryStore:
                     self._state.pop(key, None)
                 else:
                     self._state[key] = value
+            self._meta.update(meta or {})
             self._writer = writer
         return leaves
 

@@ -86,9 +86,11 @@ class LedgerStore(Protocol):
         nonces: Sequence[str],
         writes: Mapping[str, JSONValue | None],
         index: Sequence[IndexRow],
+        meta: Mapping[str, str] | None = None,
     ) -> list[bytes]:
         """Durably append ``entries`` (indexes size, size+1, ...) with their
-        nonces, state writes and index rows as one group commit; return their
+        nonces, state writes, index rows and ``meta`` values (such as how far
+        this node applied a shared order) as one group commit; return their
         leaf hashes."""
         ...
 

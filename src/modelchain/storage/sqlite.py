@@ -299,10 +299,11 @@ class SqliteStore:
         nonces: Sequence[str],
         writes: Mapping[str, JSONValue | None],
         index: Sequence[IndexRow],
+        meta: Mapping[str, str] | None = None,
     ) -> list[bytes]:
         """Durably append ``entries`` (indexes size, size+1, ...) with their
-        audit-trail ``index`` rows, nonces and state writes in one transaction;
-        return their leaf hashes."""
+        audit-trail ``index`` rows, nonces, state writes and ``meta`` values in
+        one transaction; return their leaf hashes."""
         if self._db is None:
             raise StorageError("the ledger store is closed or read-only")
         if len(index) != len(entries):
@@ -339,6 +340,10 @@ class SqliteStore:
                 db.executemany(
                     "DELETE FROM state WHERE key=?", ((k,) for k, v in rows_state if v is None)
                 )
+                if meta:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items()
+                    )
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(db)

@@ -1,0 +1,566 @@
+"""The etcd sequencer: the global order of a ledger shared by several nodes.
+
+Admitted envelopes are written to etcd in batches, one value per batch under
+``<prefix>b/``; etcd's Raft log decides their order and the revision of each
+batch is its place in it. Every node watches that prefix from the revision it
+applied last and executes what it reads through the shared executor, so every
+node makes the same log. A position in the order is ``revision << 16 |
+offset`` (the offset of an envelope in its batch).
+
+Writes are idempotent: each batch is put under a key of its own, only if that
+key does not exist yet (one etcd transaction), and retried with the same key
+after a timeout. A put that committed although its answer was lost is thus
+never ordered twice; a client's retry of the same envelope, ordered again, is
+answered from the log by the executor (its nonce).
+
+Each node records under ``<prefix>applied/<node>`` the revision it applied;
+``compact`` keeps etcd's history above the lowest of them.
+
+aetcd (asyncio) runs on a loop of its own thread; the node's threads call it
+through ``EtcdClient.call``. aetcd takes one address: several members are
+reached with gRPC's round-robin target (``ipv4:h1:p1,h2:p2``), and TLS with
+client certificates through a small subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..core.tx import decode_submission
+from ..errors import Error, InputError, StorageError, UnavailableError, UsageError
+from .sequencer import Admitted, Ordered
+
+__all__ = [
+    "OFFSET_BITS",
+    "EtcdClient",
+    "EtcdCompactedError",
+    "EtcdCosignatures",
+    "EtcdSequencer",
+    "EtcdTLS",
+    "decode_batch",
+    "encode_batch",
+]
+
+_log = logging.getLogger("modelchain.etcd")
+
+OFFSET_BITS = 16  # a position is revision << 16 | offset in its batch
+_MAX_OFFSET = (1 << OFFSET_BITS) - 1
+# etcd takes 1.5 MiB per request and gRPC 2 MiB per message: a batch value
+# stays well under both, with room for its key and the transaction around it.
+MAX_VALUE = 1 << 20
+_MAGIC = b"modelchain-batch/1\n"
+_LEN = struct.Struct(">I")
+
+T = TypeVar("T")
+
+
+class EtcdCompactedError(UnavailableError):
+    """The order this node needs next was compacted away: it must bootstrap
+    from a peer's log before it follows etcd again."""
+
+
+# -- batch values -------------------------------------------------------------
+
+
+def encode_batch(envelopes: Sequence[bytes]) -> bytes:
+    """One etcd value holding ``envelopes``: a magic line, then each envelope
+    as a 4-byte big-endian length and its bytes."""
+    parts = [_MAGIC]
+    for env in envelopes:
+        parts.append(_LEN.pack(len(env)))
+        parts.append(env)
+    return b"".join(parts)
+
+
+def decode_batch(value: bytes) -> list[bytes]:
+    """The envelopes of a batch value; InputError for anything else."""
+    if not value.startswith(_MAGIC):
+        raise InputError("an etcd value under the ledger's prefix is not a modelchain batch")
+    out: list[bytes] = []
+    at, end = len(_MAGIC), len(value)
+    while at < end:
+        if at + 4 > end:
+            raise InputError("a modelchain batch in etcd is truncated")
+        (n,) = _LEN.unpack_from(value, at)
+        at += 4
+        if at + n > end:
+            raise InputError("a modelchain batch in etcd is truncated")
+        out.append(value[at : at + n])
+        at += n
+    if len(out) > _MAX_OFFSET + 1:
+        raise InputError("a modelchain batch in etcd holds too many envelopes")
+    return out
+
+
+def _chunks(envelopes: Sequence[bytes]) -> list[list[bytes]]:
+    """``envelopes`` cut into batch values no bigger than MAX_VALUE."""
+    chunks: list[list[bytes]] = [[]]
+    size = len(_MAGIC)
+    for env in envelopes:
+        if len(env) + 4 + len(_MAGIC) > MAX_VALUE:
+            raise InputError(f"an envelope of {len(env)} bytes is more than one etcd value takes")
+        if chunks[-1] and (size + 4 + len(env) > MAX_VALUE or len(chunks[-1]) > _MAX_OFFSET):
+            chunks.append([])
+            size = len(_MAGIC)
+        chunks[-1].append(env)
+        size += 4 + len(env)
+    return chunks
+
+
+# -- the client ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EtcdTLS:
+    """TLS to the etcd members: the CA that signed their certificates, and
+    this node's client certificate and key (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _target(endpoints: Sequence[str]) -> tuple[str, int]:
+    """aetcd's (host, port) for gRPC's target over ``endpoints`` (host:port
+    each): one address, or IPv4 addresses balanced round-robin."""
+    if not endpoints:
+        raise UsageError("no etcd endpoints given")
+    parsed: list[tuple[str, int]] = []
+    for ep in endpoints:
+        host, sep, port = ep.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise UsageError(f"etcd endpoint {ep!r} is not HOST:PORT")
+        parsed.append((host, int(port)))
+    if len(parsed) == 1:
+        return parsed[0]
+    if not all(h.replace(".", "").isdigit() for h, _ in parsed):
+        raise UsageError("several etcd endpoints must be IPv4 addresses (gRPC's ipv4: target)")
+    head = ",".join(f"{h}:{p}" for h, p in parsed[:-1])
+    return f"ipv4:{head},{parsed[-1][0]}", parsed[-1][1]
+
+
+class EtcdClient:
+    """An aetcd client on an event loop in its own thread."""
+
+    def __init__(
+        self, endpoints: Sequence[str], *, timeout: float = 2.0, tls: EtcdTLS | None = None
+    ) -> None:
+        import aetcd  # the extra 'cluster'; imported where a cluster is used
+
+        self.endpoints = tuple(endpoints)
+        self.timeout = timeout
+        host, port = _target(endpoints)
+        options = {"grpc.lb_policy_name": "round_robin", "grpc.max_receive_message_length": 8 << 20}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="modelchain-etcd", daemon=True
+        )
+        self._thread.start()
+        client_class: type[Any] = aetcd.Client if tls is None else _tls_client(tls)
+        self.raw: Any = self.call(_make(client_class, host, port, timeout, options))
+        self.aetcd = aetcd
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run ``coro`` on the client's loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the client's loop and wait for its result."""
+        return self.submit(coro).result(timeout)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def close(self) -> None:
+        if not self._loop.is_running():
+            return
+        with contextlib.suppress(Exception):  # closing: nothing left to tell
+            self.call(self.raw.close(), timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+async def _make(
+    client_class: type[Any], host: str, port: int, timeout: float, options: dict[str, Any]
+) -> Any:
+    client = client_class(host, port, timeout=timeout, options=options)
+    await client.connect()
+    return client
+
+
+def _tls_client(tls: EtcdTLS) -> type[Any]:
+    """aetcd's Client over a TLS channel with a client certificate."""
+    import aetcd
+    import grpc
+    from aetcd import rpc
+
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca.read_bytes(),
+        private_key=tls.key.read_bytes(),
+        certificate_chain=tls.cert.read_bytes(),
+    )
+
+    class TLSClient(aetcd.Client):  # type: ignore[misc]
+        async def connect(self) -> None:
+            if self._connected.is_set():
+                return
+            target = f"{self._host}:{self._port}"
+            self.channel = grpc.aio.secure_channel(target, creds, options=self._options.items())
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+
+    return TLSClient
+
+
+# -- the sequencer ------------------------------------------------------------
+
+
+class EtcdSequencer:
+    """The order of the ledger whose etcd keys start with ``prefix``, as seen
+    by the node ``node``. ``retry_s`` bounds how long a batch is retried
+    (with the same key) while etcd does not answer, e.g. during an election."""
+
+    durable = True
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        node: str,
+        *,
+        retry_s: float = 30.0,
+        buffer: int = 20_000,
+    ) -> None:
+        if not prefix.endswith("/"):
+            prefix += "/"
+        self._client = client
+        self._etcd = client.raw
+        self.prefix = prefix.encode()
+        self.node = node
+        self._batches = self.prefix + b"b/"
+        self._retry_s = retry_s
+        self._cond = threading.Condition(threading.Lock())
+        self._items: deque[Ordered] = deque()
+        self._buffer = buffer
+        self._expected: int | None = None  # the position the reader asks for next
+        self._generation = 0  # of the watch feeding the buffer; older ones stop
+        self._watching: Future[None] | None = None
+        self._error: Error | None = None
+        self._room = asyncio.Event()  # set on the loop when the buffer has room
+        self._closed = False
+        self._reported = 0  # the applied revision last put in etcd
+        self._applied = 0
+        self._reporting: Future[None] | None = None
+
+    # -- writing -------------------------------------------------------------
+
+    def submit(self, batch: Sequence[Admitted]) -> Future[range]:
+        """Put ``batch`` in etcd; the future resolves to the span of positions
+        its values took (several values for a big batch) once etcd committed
+        them, or fails after ``retry_s`` without an answer."""
+        chunks = _chunks([item.envelope.to_bytes() for item in batch])
+        return self._client.submit(self._put_all(chunks))
+
+    async def _put_all(self, chunks: list[list[bytes]]) -> range:
+        revisions = await asyncio.gather(*(self._put(encode_batch(c)) for c in chunks))
+        first, last = min(revisions), max(revisions)
+        return range(first << OFFSET_BITS, (last << OFFSET_BITS) + len(chunks[-1]))
+
+    async def _put(self, value: bytes) -> int:
+        """Put ``value`` under a new key, once: retried with the same key, a
+        put that committed unanswered is found, not repeated."""
+        etcd = self._etcd
+        key = self._batches + f"{self.node}/{uuid.uuid4().hex}".encode()
+        t = etcd.transactions
+        request = self._client.aetcd.rpc.TxnRequest(
+            compare=[(t.version(key) == 0).build_message()],
+            success=etcd._ops_to_requests([t.put(key, value)]),
+            failure=[],
+        )
+        deadline = self._client.loop.time() + self._retry_s
+        delay = 0.05
+        while True:
+            try:
+                answer = await etcd.kvstub.Txn(request, timeout=self._client.timeout)
+                if answer.succeeded:
+                    return int(answer.header.revision)
+                got = await etcd.get(key)  # an earlier try committed
+                if got is None:
+                    raise StorageError(f"etcd refused batch {key.decode()} and does not hold it")
+                return int(got.mod_revision)
+            except Error:
+                raise
+            except Exception as exc:
+                if self._closed or self._client.loop.time() + delay > deadline:
+                    raise UnavailableError(
+                        f"etcd did not take a batch within {self._retry_s:.0f}s ({exc!r}); "
+                        "it may still be ordered: retry the same transactions"
+                    ) from exc
+                _log.warning(f"etcd put failed ({type(exc).__name__}); retrying the same batch")
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, start: int, limit: int, stop: threading.Event) -> list[Ordered]:
+        with self._cond:
+            if start != self._expected:  # a new reader, or one going back: watch again
+                self._restart(start)
+            while not self._items and self._error is None and not stop.is_set():
+                self._cond.wait(0.5)
+            if self._error is not None and not self._items:
+                raise self._error
+            got: list[Ordered] = []
+            while self._items and len(got) < limit:
+                got.append(self._items.popleft())
+            if got:
+                self._expected = got[-1][0] + 1
+                if len(self._items) < self._buffer // 2:
+                    self._client.loop.call_soon_threadsafe(self._room.set)
+            return got
+
+    def _restart(self, start: int) -> None:
+        """(Re)start the watch at ``start`` (called with the lock held)."""
+        if self._watching is not None:
+            self._watching.cancel()
+        self._items.clear()
+        self._error = None
+        self._expected = start
+        self._generation += 1
+        self._watching = self._client.submit(self._watch(start, self._generation))
+
+    async def _watch(self, start: int, generation: int) -> None:
+        """Feed the buffer with the order from position ``start`` on, watching
+        again (on another member) from the last revision + 1 when a watch
+        fails."""
+        revision = max(1, start >> OFFSET_BITS)
+        skip = start & _MAX_OFFSET if start >> OFFSET_BITS == revision else 0
+        delay = 0.05
+        while not self._closed:
+            try:
+                watch = await self._etcd.watch_prefix(
+                    self._batches, start_revision=revision, kind=self._client.aetcd.EventKind.PUT
+                )
+                try:
+                    async for event in watch:
+                        rev = int(event.kv.mod_revision)
+                        await self._deliver(
+                            generation, rev, event.kv.value, skip if rev == revision else 0
+                        )
+                        revision, skip, delay = rev + 1, 0, 0.05
+                finally:
+                    await watch.cancel()
+            except asyncio.CancelledError:
+                raise
+            except self._client.aetcd.exceptions.RevisionCompactedError as exc:
+                self._fail(
+                    generation,
+                    EtcdCompactedError(
+                        f"etcd compacted its history past revision {revision} "
+                        f"(now at {exc.compacted_revision}); this node must bootstrap from a peer"
+                    ),
+                )
+                return
+            except Exception as exc:
+                _log.warning(f"etcd watch failed ({exc!r}); watching again from {revision}")
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    async def _deliver(self, generation: int, revision: int, value: bytes, skip: int) -> None:
+        items: list[Ordered] = []
+        try:
+            envelopes = decode_batch(value)
+        except InputError as exc:
+            # Skipped by every node alike: the order holds nothing there.
+            _log.error(f"etcd revision {revision}: {exc.message}; skipped")
+            envelopes = []
+        for offset, data in enumerate(envelopes):
+            if offset < skip:
+                continue
+            try:
+                env, tx = decode_submission(data)
+            except Error as exc:
+                _log.error(f"etcd revision {revision} item {offset}: {exc.message}; skipped")
+                continue
+            items.append(((revision << OFFSET_BITS) | offset, Admitted(env, tx, checked=False)))
+        while True:
+            with self._cond:
+                if generation != self._generation:
+                    raise asyncio.CancelledError  # a newer watch feeds the buffer
+                if len(self._items) < self._buffer or not items:
+                    self._items.extend(items)
+                    self._cond.notify_all()
+                    return
+                self._room.clear()
+            await self._room.wait()
+
+    def _fail(self, generation: int, error: Error) -> None:
+        with self._cond:
+            if generation != self._generation:
+                return
+            self._error = error
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- progress and compaction ---------------------------------------------
+
+    def applied(self, position: int) -> None:
+        """Record (at most once a second, in the background) the revision this
+        node applied, which bounds compaction."""
+        revision = (position - 1) >> OFFSET_BITS
+        if revision <= self._applied:
+            return
+        self._applied = revision
+        if self._reporting is None or self._reporting.done():
+            self._reporting = self._client.submit(self._report())
+
+    async def _report(self) -> None:
+        while self._reported < self._applied and not self._closed:
+            revision = self._applied
+            try:
+                key = self.prefix + b"applied/" + self.node.encode()
+                await self._etcd.put(key, b"%d" % revision)
+                self._reported = revision
+            except Exception as exc:
+                _log.warning(f"recording the applied revision in etcd failed ({exc!r})")
+            await asyncio.sleep(1.0)
+
+    def applied_revisions(self) -> dict[str, int]:
+        """Each node's applied revision, as recorded in etcd."""
+        got = self._client.call(self._etcd.get_prefix(self.prefix + b"applied/"))
+        out: dict[str, int] = {}
+        for kv in got:
+            name = kv.key[len(self.prefix) + len(b"applied/") :].decode()
+            out[name] = int(kv.value)
+        return out
+
+    def compact(self, nodes: Sequence[str]) -> int | None:
+        """Delete the batches every one of ``nodes`` applied and compact etcd's
+        history below the lowest applied revision; return that revision (None
+        when some node has recorded none)."""
+        applied = self.applied_revisions()
+        if any(n not in applied for n in nodes):
+            return None
+        low = min(applied[n] for n in nodes)
+        self._client.call(self._compact(low))
+        return low
+
+    async def _compact(self, low: int) -> None:
+        etcd = self._etcd
+        old = await etcd.get_prefix(self._batches, keys_only=True)
+        for kv in old:
+            if kv.mod_revision <= low:
+                await etcd.delete(kv.key)
+        try:
+            await etcd.compact(low)
+        except self._client.aetcd.exceptions.ClientError as exc:
+            if "compacted" not in str(exc):
+                raise
+
+    def close(self) -> None:
+        self._closed = True
+        with self._cond:
+            if self._watching is not None:
+                self._watching.cancel()
+            self._cond.notify_all()
+
+
+# -- the cosignature board ----------------------------------------------------
+
+
+class EtcdCosignatures:
+    """The nodes' cosignatures in etcd, one key per node and size under
+    ``<prefix>c/<node>/<size>``; each node removes its own once a later
+    checkpoint is final."""
+
+    def __init__(self, client: EtcdClient, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            prefix += "/"
+        self._client = client
+        self._etcd = client.raw
+        self._root = prefix.encode() + b"c/"
+        self._closed = False
+        self._following: list[Future[None]] = []
+
+    def _key(self, node: str, size: int) -> bytes:
+        return self._root + f"{node}/{size:020d}".encode()
+
+    def post(self, node: str, size: int, note: bytes) -> None:
+        self._client.submit(self._put(self._key(node, size), note))
+
+    async def _put(self, key: bytes, value: bytes) -> None:
+        try:
+            await self._etcd.put(key, value)
+        except Exception as exc:  # the next checkpoint is posted anyway
+            _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
+
+    def follow(self, seen: Callable[[str, bytes], None]) -> None:
+        self._following.append(self._client.submit(self._follow(seen)))
+
+    def _node_of(self, key: bytes) -> str:
+        return key[len(self._root) :].rsplit(b"/", 1)[0].decode()
+
+    async def _follow(self, seen: Callable[[str, bytes], None]) -> None:
+        revision: int | None = None
+        delay = 0.05
+        while not self._closed:
+            try:
+                if revision is None:  # what is on the board now, then what comes
+                    now = await self._etcd.get_prefix(self._root)
+                    for kv in now:
+                        seen(self._node_of(kv.key), kv.value)
+                    revision = int(now.header.revision) + 1
+                watch = await self._etcd.watch_prefix(
+                    self._root, start_revision=revision, kind=self._client.aetcd.EventKind.PUT
+                )
+                try:
+                    async for event in watch:
+                        revision = int(event.kv.mod_revision) + 1
+                        seen(self._node_of(event.kv.key), event.kv.value)
+                        delay = 0.05
+                finally:
+                    await watch.cancel()
+            except asyncio.CancelledError:
+                raise
+            except self._client.aetcd.exceptions.RevisionCompactedError:
+                revision = None  # read the board afresh
+            except Exception as exc:
+                _log.warning(f"following cosignatures in etcd failed ({exc!r}); again")
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    def forget(self, node: str, below: int) -> None:
+        start = self._root + f"{node}/".encode()
+        self._client.submit(self._forget(start, self._key(node, below)))
+
+    async def _forget(self, start: bytes, end: bytes) -> None:
+        try:
+            await self._etcd.delete_range(start, end)
+        except Exception as exc:
+            _log.warning(f"removing old cosignatures from etcd failed ({exc!r})")
+
+    def close(self) -> None:
+        self._closed = True
+        for f in self._following:
+            f.cancel()
