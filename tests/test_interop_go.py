@@ -1,6 +1,7 @@
 """An implementation we did not write reads our formats: Go's golang.org/x/mod
 (sumdb/note, sumdb/tlog) opens a real ledger's checkpoints, checks its
-cosignatures, inclusion and consistency proofs, and rebuilds its tiles.
+cosignatures, inclusion and consistency proofs and tlog-proofs, and rebuilds
+its tiles.
 
 The Go side is tests/interop/noteverify (its input is described there); it is
 built in GOPATH mode against Debian's golang-golang-x-mod-dev, offline.
@@ -49,6 +50,7 @@ POLICY = (
 OLD_SIZES = (1, 5, 64, 255, 256, 257, 513)
 SIZE = 700
 INDEXES = (0, 1, 4, 255, 256, 511, 512, 600, SIZE - 1)
+RECEIPTS = (0, 300, SIZE - 1)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +135,10 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 }
                 for s, n in zip(OLD_SIZES, old_notes, strict=True)
             ],
+            "tlog_proofs": [
+                {"entry": b64(led.entry_bytes(i)), "text": led.tlog_proof(i).to_text()}
+                for i in RECEIPTS
+            ],
             "tiles": tiles,
         }
 
@@ -152,8 +158,10 @@ def test_x_mod_accepts_the_ledgers_formats(noteverify: Path, good: dict[str, Any
     assert lines[1:3] == [f"cosignature {w.name} time={T} ok" for w in WITNESSES]
     # tiles for 700 entries: level 0 has 000, 001 and 002.p/188; level 1 has 000.p/2.
     assert lines[3] == f"tiles 4 hash tiles, 3 entry bundles, {SIZE} entries ok"
-    assert lines[4:] == [f"inclusion {i} in {SIZE} ok" for i in INDEXES] + [
-        f"consistency {s} -> {SIZE} ok" for s in OLD_SIZES
+    assert lines[4:] == [
+        *(f"inclusion {i} in {SIZE} ok" for i in INDEXES),
+        *(f"consistency {s} -> {SIZE} ok" for s in OLD_SIZES),
+        *(f"tlog-proof {i} in {SIZE} ok" for i in RECEIPTS),
     ]
 
 
@@ -226,6 +234,21 @@ def _consistency_old_size(d: dict[str, Any]) -> None:
     d["consistency"][3]["proof"] = d["consistency"][4]["proof"]
 
 
+def _tlog_proof_index(d: dict[str, Any]) -> None:
+    d["tlog_proofs"][1]["text"] = d["tlog_proofs"][1]["text"].replace("index 300", "index 301")
+
+
+def _tlog_proof_checkpoint(d: dict[str, Any]) -> None:
+    p = d["tlog_proofs"][2]
+    p["text"] = p["text"].replace(f"\n{SIZE}\n", f"\n{SIZE + 1}\n", 1)
+
+
+def _tlog_proof_cosignature(d: dict[str, Any]) -> None:
+    p = d["tlog_proofs"][0]
+    head, sep, note = p["text"].partition("\n\n")
+    p["text"] = head + sep + _replace_signature(note, "w0.example.org", lambda s: _flip(s, 9))
+
+
 def _hash_tile(d: dict[str, Any]) -> None:
     d["tiles"]["tile/0/001"] = _flip_b64(d["tiles"]["tile/0/001"], 32 * 17)
 
@@ -254,15 +277,21 @@ def _x_mod_tile_path(d: dict[str, Any]) -> None:
         (_other_size, "checkpoint: note.Open: invalid signature for key " + ORIGIN),
         (_other_log_key, "checkpoint: note.Open: note has no verifiable signatures"),
         (_bad_log_signature, "checkpoint: note.Open: invalid signature for key " + ORIGIN),
-        (_bad_cosignature, "cosignature by w1.example.org (time 1800000000) does not verify"),
-        (_cosignature_time, "cosignature by w0.example.org (time 1800000001) does not verify"),
-        (_cosigner_missing, "cosigner w9.example.org+"),
+        (_bad_cosignature, "checkpoint: cosignature by w1.example.org (time 1800000000) does not"),
+        (_cosignature_time, "checkpoint: cosignature by w0.example.org (time 1800000001) does not"),
+        (_cosigner_missing, "checkpoint: cosigner w9.example.org+"),
         (_inclusion_path, "inclusion proof for entry 255 in size 700: tlog.CheckRecord"),
         (_inclusion_index, "inclusion proof for entry 257 in size 700: tlog.CheckRecord"),
         (_inclusion_entry, "inclusion proof for entry 0 in size 700: tlog.CheckRecord"),
         (_inclusion_short, "inclusion proof for entry 1 in size 700: tlog.CheckRecord"),
         (_consistency_path, "consistency proof 5 -> 700: tlog.CheckTree"),
         (_consistency_old_size, "consistency proof 255 -> 700: tlog.CheckTree"),
+        (_tlog_proof_index, "tlog-proof 1 (entry 301 in size 700): tlog.CheckRecord"),
+        (_tlog_proof_checkpoint, "tlog-proof 2: checkpoint: note.Open: invalid signature"),
+        (
+            _tlog_proof_cosignature,
+            "tlog-proof 0: checkpoint: cosignature by w0.example.org (time 1800000000) does not",
+        ),
         (_hash_tile, "hash tile tile/0/001 differs from the one x/mod builds"),
         (_upper_tile, "hash tile tile/1/000.p/2 differs from the one x/mod builds"),
         (_missing_tile, "hash tile tile/0/002.p/188 is missing"),

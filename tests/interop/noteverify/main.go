@@ -9,11 +9,13 @@
 //	  "cosigners":   ["name+hex8+base64(0x04||key)"],  // each must have cosigned it
 //	  "inclusion":   [{"index": 3, "entry": "<base64 entry bytes>", "proof": ["<base64>"]}],
 //	  "consistency": [{"old_checkpoint": "<signed note>", "proof": ["<base64>"]}],
+//	  "tlog_proofs": [{"entry": "<base64 entry bytes>", "text": "<c2sp.org/tlog-proof@v1 text>"}],
 //	  "tiles":       {"tile/0/000.p/5": "<base64>", "tile/entries/000.p/5": "<base64>"}
 //	}
 //
 // Every field but log_key and checkpoint may be left out. Proofs are checked
-// against the checkpoint. When tiles are given they must be every hash tile
+// against the checkpoint; a tlog-proof against the one it carries, which must
+// also hold a good cosignature by each cosigner. When tiles are given they must be every hash tile
 // and entry bundle (C2SP tlog-tiles paths) of a tree of the checkpoint's
 // size: the tree is rebuilt from the entries with tlog.StoredHashes, its root
 // must be the checkpoint's, and each hash tile must be byte for byte the one
@@ -58,12 +60,18 @@ type consistencyProof struct {
 	Proof         []string `json:"proof"`
 }
 
+type tlogProof struct {
+	Entry string `json:"entry"`
+	Text  string `json:"text"`
+}
+
 type input struct {
 	LogKey      string             `json:"log_key"`
 	Checkpoint  string             `json:"checkpoint"`
 	Cosigners   []string           `json:"cosigners"`
 	Inclusion   []inclusionProof   `json:"inclusion"`
 	Consistency []consistencyProof `json:"consistency"`
+	TlogProofs  []tlogProof        `json:"tlog_proofs"`
 	Tiles       map[string]string  `json:"tiles"`
 }
 
@@ -115,7 +123,7 @@ func run(in input) {
 	fmt.Printf("checkpoint origin=%s size=%d root=%s\n", cp.origin, cp.tree.N, cp.tree.Hash)
 
 	for _, vkey := range in.Cosigners {
-		name, ts := checkCosignature(n, vkey)
+		name, ts := checkCosignature("checkpoint", n, vkey)
 		fmt.Printf("cosignature %s time=%d ok\n", name, ts)
 	}
 
@@ -164,6 +172,47 @@ func run(in input) {
 		}
 		fmt.Printf("consistency %d -> %d ok\n", old.tree.N, cp.tree.N)
 	}
+
+	for i, p := range in.TlogProofs {
+		checkTlogProof(fmt.Sprintf("tlog-proof %d", i), p, verifiers, in.Cosigners)
+	}
+}
+
+// checkTlogProof reads a C2SP tlog-proof (c2sp.org/tlog-proof) as its spec
+// words it and checks it with x/mod: the checkpoint it carries with note.Open,
+// the inclusion path with tlog.CheckRecord.
+func checkTlogProof(what string, p tlogProof, verifiers note.Verifiers, cosigners []string) {
+	head, cpText, ok := strings.Cut(p.Text, "\n\n")
+	if !ok {
+		fail("%s: no empty line before the checkpoint", what)
+	}
+	lines := strings.Split(head, "\n")
+	if lines[0] != "c2sp.org/tlog-proof@v1" {
+		fail("%s: first line %q is not c2sp.org/tlog-proof@v1", what, lines[0])
+	}
+	lines = lines[1:]
+	if len(lines) > 0 && strings.HasPrefix(lines[0], "extra ") {
+		decodeB64(what+": extra", strings.TrimPrefix(lines[0], "extra "))
+		lines = lines[1:]
+	}
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "index ") {
+		fail("%s: no index line", what)
+	}
+	digits := strings.TrimPrefix(lines[0], "index ")
+	index, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || index < 0 || strconv.FormatInt(index, 10) != digits {
+		fail("%s: index %q is not a decimal without leading zeros", what, digits)
+	}
+	proof := tlog.RecordProof(decodeHashes(what, lines[1:]))
+	cp, n := openCheckpoint(what+": checkpoint", cpText, verifiers)
+	for _, vkey := range cosigners {
+		checkCosignature(what+": checkpoint", n, vkey)
+	}
+	entry := decodeB64(what+": entry", p.Entry)
+	if err := tlog.CheckRecord(proof, cp.tree.N, cp.tree.Hash, index, tlog.RecordHash(entry)); err != nil {
+		fail("%s (entry %d in size %d): tlog.CheckRecord: %v", what, index, cp.tree.N, err)
+	}
+	fmt.Printf("tlog-proof %d in %d ok\n", index, cp.tree.N)
 }
 
 // openCheckpoint verifies the log's signature with note.Open and parses the body.
@@ -195,7 +244,7 @@ func openCheckpoint(what, text string, verifiers note.Verifiers) (checkpoint, *n
 
 // checkCosignature verifies the tlog-cosignature/v1 line of the cosigner
 // vkey in n with crypto/ed25519; x/mod does not know key type 0x04.
-func checkCosignature(n *note.Note, vkey string) (string, uint64) {
+func checkCosignature(what string, n *note.Note, vkey string) (string, uint64) {
 	name, idHex, keyB64, err := splitVerifierKey(vkey)
 	if err != nil {
 		fail("cosigner key %q: %v", vkey, err)
@@ -216,19 +265,19 @@ func checkCosignature(n *note.Note, vkey string) (string, uint64) {
 		}
 	}
 	if len(found) != 1 {
-		fail("cosigner %s+%s: %d cosignature lines, want 1", name, idHex, len(found))
+		fail("%s: cosigner %s+%s: %d cosignature lines, want 1", what, name, idHex, len(found))
 	}
 	sig := decodeB64("cosignature by "+name, found[0].Base64)[4:]
 	if len(sig) != 8+ed25519.SignatureSize {
-		fail("cosignature by %s: %d bytes after the key id, want %d", name, len(sig), 8+ed25519.SignatureSize)
+		fail("%s: cosignature by %s: %d bytes after the key id, want %d", what, name, len(sig), 8+ed25519.SignatureSize)
 	}
 	ts := binary.BigEndian.Uint64(sig[:8])
 	if ts > maxTimestamp {
-		fail("cosignature by %s: timestamp %d is past 2^63-1", name, ts)
+		fail("%s: cosignature by %s: timestamp %d is past 2^63-1", what, name, ts)
 	}
 	msg := "cosignature/v1\ntime " + strconv.FormatUint(ts, 10) + "\n" + n.Text
 	if !ed25519.Verify(raw[1:], []byte(msg), sig[8:]) {
-		fail("cosignature by %s (time %d) does not verify", name, ts)
+		fail("%s: cosignature by %s (time %d) does not verify", what, name, ts)
 	}
 	return name, ts
 }
