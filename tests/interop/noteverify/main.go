@@ -79,7 +79,6 @@ type input struct {
 type checkpoint struct {
 	origin string
 	tree   tlog.Tree
-	text   string
 }
 
 type failure struct{ msg string }
@@ -231,7 +230,7 @@ func openCheckpoint(what, text string, verifiers note.Verifiers) (checkpoint, *n
 	if err != nil {
 		fail("%s: tlog.ParseTree: %v", what, err)
 	}
-	// ParseTree takes any padded base64; C2SP wants the one canonical spelling.
+	// ParseTree lets stray low bits through; C2SP wants the one canonical spelling.
 	lines := strings.SplitN(rest, "\n", 3)
 	if lines[1] != base64.StdEncoding.EncodeToString(tree.Hash[:]) {
 		fail("%s: root hash line %q is not canonical base64", what, lines[1])
@@ -239,7 +238,7 @@ func openCheckpoint(what, text string, verifiers note.Verifiers) (checkpoint, *n
 	if origin != n.Sigs[0].Name {
 		fail("%s: origin %q is not the name of the log key %q", what, origin, n.Sigs[0].Name)
 	}
-	return checkpoint{origin: origin, tree: tree, text: n.Text}, n
+	return checkpoint{origin: origin, tree: tree}, n
 }
 
 // checkCosignature verifies the tlog-cosignature/v1 line of the cosigner
