@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..contracts import ContractSet, default_contracts
@@ -15,16 +16,27 @@ from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
 from ..errors import Error, NotFoundError, StorageError, UsageError
 from ..keys.files import FileSigner
-from ..node.node import Ack, Node, NodeConfig, system_clock_ms
-from ..node.sequencer import LocalSequencer
+from ..node.cosigning import CosignatureBoard
+from ..node.node import Ack, Cosigning, Node, NodeConfig, system_clock_ms
+from ..node.sequencer import LocalSequencer, Sequencer
 from ..storage.blobs import FileBlobStore
 from ..storage.protocols import BlobStore
 from ..storage.sqlite import SqliteStore
 
-__all__ = ["DB_NAME", "LOG_KEY_NAME", "LocalBackend"]
+__all__ = ["DB_NAME", "LOG_KEY_NAME", "ClusterLink", "LocalBackend"]
 
 DB_NAME = "ledger.db"
 LOG_KEY_NAME = "log.key"
+
+
+@dataclass(frozen=True)
+class ClusterLink:
+    """What makes a ledger directory a cluster node: its name in the
+    checkpoint policy, the shared order and the cosignature board."""
+
+    node: str
+    sequencer: Sequencer
+    board: CosignatureBoard
 
 
 class LocalBackend:
@@ -40,6 +52,7 @@ class LocalBackend:
         busy_timeout_ms: int = 10_000,
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
+        cluster: ClusterLink | None = None,
     ) -> None:
         self.path = Path(path)
         db = self.path / DB_NAME
@@ -64,13 +77,17 @@ class LocalBackend:
         if not readonly:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
+                cosigning = None
+                if cluster is not None:
+                    cosigning = Cosigning(cluster.node, self._cluster_policy, cluster.board)
                 self._node = Node(
                     self._store,
                     signer,
                     self.contracts,
-                    LocalSequencer(),
+                    LocalSequencer() if cluster is None else cluster.sequencer,
                     config,
                     clock,
+                    cosigning=cosigning,
                 )
             except BaseException:
                 self._store.close()
@@ -109,6 +126,9 @@ class LocalBackend:
                 ) from exc
             self._policy = policy
         return self._policy
+
+    def _cluster_policy(self) -> CheckpointPolicy | None:
+        return self.policy if self._store.size else None
 
     @property
     def audit_key(self) -> VerifierKey | None:

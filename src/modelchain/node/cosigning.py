@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.checkpoint import Checkpoint, cosign, sign_checkpoint, verify_cosignature
-from ..core.identity import COSIGNATURE_V1, Signer, VerifierKey
+from ..core.identity import Signer, VerifierKey
 from ..core.merkle import tree_root
 from ..core.note import Note, NoteSignature, add_signatures, parse_note
 from ..core.policy import CheckpointPolicy, PolicyWitness
@@ -139,7 +139,8 @@ class ClusterPublisher(CheckpointPublisher):
     head (``every`` entries or ``interval_ms`` after the first unpublished
     one), cosigns what the others propose, and stores a checkpoint once
     ``policy`` holds for it. ``signer`` is this node's key: it signs as the log
-    (under the origin) and cosigns as ``node``."""
+    (under the origin) and cosigns as ``node``. ``policy`` gives the ledger's
+    checkpoint policy (None before genesis)."""
 
     def __init__(
         self,
@@ -147,22 +148,18 @@ class ClusterPublisher(CheckpointPublisher):
         signer: Signer,
         *,
         node: str,
-        policy: CheckpointPolicy,
+        policy: Callable[[], CheckpointPolicy | None],
         board: CosignatureBoard,
         every: int,
         interval_ms: int,
         on_fault: Callable[[str], None],
     ) -> None:
         self._node = node
-        self._policy = policy
+        self._policy_of = policy
+        self._policy: CheckpointPolicy | None = None
+        self._witnesses: dict[str, PolicyWitness] = {}
         self._board = board
         self._cosigner = NamedSigner(signer, node)
-        self._witnesses: dict[str, PolicyWitness] = {w.name: w for w in policy.witnesses}
-        if node not in self._witnesses:
-            raise SignatureError(f"the checkpoint policy names no node {node!r}")
-        mine = self._witnesses[node].key
-        if mine.public_key != signer.public_key or mine.type_byte != COSIGNATURE_V1:
-            raise SignatureError(f"node {node!r}'s key is not the one the checkpoint policy names")
         self._state = threading.Condition(threading.Lock())
         # Valid cosignatures on this node's root, by size and node.
         self._cosigs: dict[int, dict[str, NoteSignature]] = {}
@@ -178,6 +175,27 @@ class ClusterPublisher(CheckpointPublisher):
         self.final_size = latest[0] if latest else 0
         self.final_time = time.time()
         board.follow(self._seen)
+
+    def _current(self) -> CheckpointPolicy | None:
+        """The ledger's checkpoint policy (None before genesis), checked to name
+        this node with its key (state lock held)."""
+        policy = self._policy_of()
+        if policy is None or policy is self._policy:
+            return policy
+        witnesses = {w.name: w for w in policy.nodes}
+        mine = witnesses.get(self._node)
+        if mine is None or mine.key.public_key != self._signer.public_key:
+            message = (
+                f"the ledger's checkpoint policy does not name node {self._node!r} with this "
+                "node's key; it cannot cosign (check the node's name and key against genesis)"
+            )
+            if self.fault is None:
+                _log.critical(message)
+                self.fault = message
+                self._on_fault(message)
+            return None
+        self._policy, self._witnesses = policy, witnesses
+        return policy
 
     # -- proposing -----------------------------------------------------------
 
@@ -217,7 +235,7 @@ class ClusterPublisher(CheckpointPublisher):
             ready = sorted(s for s in self._ahead if s <= size)
             for s in ready:
                 for node, note in self._ahead.pop(s):
-                    self._consider(node, note)
+                    self._take(node, note)
 
     # -- gathering -----------------------------------------------------------
 
@@ -225,20 +243,26 @@ class ClusterPublisher(CheckpointPublisher):
         """A note on the board (called from the board's thread)."""
         try:
             note = parse_note(data)
-            cp = Checkpoint.from_text(note.text)
+            Checkpoint.from_text(note.text)
         except Error as exc:
             _log.warning(f"a cosignature note posted by {node!r} is malformed: {exc.message}")
+            return
+        with self._state:
+            self._take(node, note)
+
+    def _take(self, node: str, note: Note) -> None:
+        """Count ``note`` now, or keep it until this node reaches its size
+        (state lock held)."""
+        cp = Checkpoint.from_text(note.text)
+        if self._current() is None or cp.size > self._written:
+            self._ahead.setdefault(cp.size, []).append((node, note))
             return
         if cp.origin != self._signer.name or node not in self._witnesses:
             _log.warning(f"a note posted as {node!r} is not by a node of this ledger; ignored")
             return
-        with self._state:
-            if cp.size <= self.final_size and cp.size not in self._cosigs:
-                return  # settled already
-            if cp.size > self._written:
-                self._ahead.setdefault(cp.size, []).append((node, note))
-                return
-            self._consider(node, note)
+        if cp.size < self.final_size:
+            return  # settled already
+        self._consider(node, note)
 
     def _consider(self, node: str, note: Note) -> None:
         """Count ``node``'s cosignature in ``note`` (state lock held)."""
@@ -272,7 +296,7 @@ class ClusterPublisher(CheckpointPublisher):
 
     def _cosign(self, size: int, root: bytes) -> None:
         """Cosign this node's checkpoint at ``size`` and post it (lock held)."""
-        if self.divergence is not None or size in self._signed:
+        if self.divergence is not None or size in self._signed or self._current() is None:
             return
         cp = Checkpoint(self._signer.name, size, root)
         sig = cosign(cp, self._cosigner, int(time.time()))
@@ -292,7 +316,7 @@ class ClusterPublisher(CheckpointPublisher):
         cosigs = self._cosigs.get(size, {})
         cp = Checkpoint(self._signer.name, size, root)
         note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-        if not self._policy.evaluate(note).satisfied:
+        if self._policy is None or not self._policy.evaluate(note).satisfied:
             return
         try:
             self._store.put_checkpoint(size, root, note.to_bytes())
@@ -325,7 +349,7 @@ class ClusterPublisher(CheckpointPublisher):
         cosigs = self._others[size][theirs]
         cp = Checkpoint(self._signer.name, size, theirs)
         note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-        if not self._policy.evaluate(note).satisfied:
+        if self._policy is None or not self._policy.evaluate(note).satisfied:
             return
         self.divergence = Divergence(size, mine, theirs, tuple(sorted(cosigs)))
         message = self.divergence.message()

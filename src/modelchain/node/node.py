@@ -94,7 +94,7 @@ class Cosigning:
     nodes post their cosignatures on."""
 
     node: str
-    policy: CheckpointPolicy
+    policy: Callable[[], CheckpointPolicy | None]  # the ledger's, None before genesis
     board: CosignatureBoard
     final_wait_s: float = 5.0  # how long a read that needs a fresh checkpoint waits
 
