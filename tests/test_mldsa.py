@@ -172,11 +172,21 @@ def test_cli_refuses_an_ml_dsa_identity_where_ed25519_is_needed(env: dict[str, s
     admin = run_cli(env, "init", "--origin", ORIGIN, "--admin", "pq.example", ok=False)
     assert admin.returncode == 6, admin.stderr
     assert "ML-DSA-44" in admin.stderr and "Traceback" not in admin.stderr
+    founding = run_cli(
+        env, "init", "--origin", ORIGIN, "--admin", "alice", "--member", "pq.example", ok=False
+    )
+    assert founding.returncode == 2, founding.stderr
+    assert "a member's key must be Ed25519" in founding.stderr
     run_cli(env, "init", "--origin", ORIGIN, "--admin", "alice")
     event = run_cli(env, "event", "record", "e", "--body", "{}", "--as", "pq.example", ok=False)
     assert event.returncode == 6, event.stderr
     assert "only cosigns checkpoints as a witness" in event.stderr
     assert "Traceback" not in event.stderr
+    # Nothing is submitted for a member with an ML-DSA-44 key.
+    size = run_cli(env, "log", "checkpoint").stdout
+    added = run_cli(env, "member", "add", "pq.example", "--role", "trainer", ok=False)
+    assert added.returncode == 2 and "a member's key must be Ed25519" in added.stderr
+    assert run_cli(env, "log", "checkpoint").stdout == size
 
 
 def test_witness_serve_cosigns_with_an_ml_dsa_identity(
