@@ -1,6 +1,7 @@
 """ML-DSA-44 cosignatures (tlog-cosignature v1.1, type 0x06): the signer against
-Wycheproof's ML-DSA-44 vectors, round trips through verify_cosignature and
-checkpoint policies, and tampered cosignatures refused."""
+Wycheproof's ML-DSA-44 vectors, a cosignature made by another implementation
+(torchwood), round trips through verify_cosignature and checkpoint policies,
+and tampered cosignatures refused."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ from modelchain.core.note import NoteSignature, add_signatures, parse_note
 from modelchain.core.policy import CheckpointPolicy, verify_checkpoint
 from modelchain.errors import MalformedError, SignatureError
 
-VECTORS = json.loads(
-    (Path(__file__).parent.parent / "data" / "mldsa44_wycheproof.json").read_text()
-)
+DATA = Path(__file__).parent.parent / "data"
+VECTORS = json.loads((DATA / "mldsa44_wycheproof.json").read_text())
+TORCHWOOD = json.loads((DATA / "mldsa44_torchwood.json").read_text(encoding="utf-8"))
 ORIGIN = "ledger.example.org/fraud-models"
 LOG = Ed25519Signer(ORIGIN, bytes([7]) * 32)
 PQ = MlDsa44Signer("witness.example.org/pq", bytes([42]) * 32)
@@ -72,6 +73,22 @@ def test_a_signature_by_the_vector_key_verifies_under_its_public_key() -> None:
     signer = MlDsa44Signer("w", bytes.fromhex(VECTORS["privateSeed"]))
     msg = bytes.fromhex(VECTORS["tests"][0]["msg"])
     verify_ml_dsa_44(bytes.fromhex(VECTORS["publicKey"]), msg, signer.sign_ml_dsa_44(msg))
+
+
+def test_a_cosignature_made_by_torchwood_verifies() -> None:
+    # Another implementation's bytes: the subtree/v1 message layout, the key id
+    # and the empty ML-DSA context must all agree with ours for this to pass.
+    key = VerifierKey.from_string(TORCHWOOD["vkey"])
+    assert key.type_byte == ML_DSA_44_COSIGNATURE
+    note = parse_note(TORCHWOOD["note"].encode())
+    cp = Checkpoint.from_text(note.text)
+    (sig,) = note.signatures
+    assert verify_cosignature(cp, sig, key) == 0
+    assert cosignatures(note, cp, [key]) == {key.name: 0}
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_cosignature(cp, _tampered(sig, 8 + 500), key)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_cosignature(Checkpoint(cp.origin, cp.size + 1, cp.root), sig, key)
 
 
 def test_cosign_makes_a_type_0x06_line_that_verifies() -> None:
