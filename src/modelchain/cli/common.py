@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..core.identity import Signer
+from ..core.identity import ML_DSA_44_COSIGNATURE, Signer, VerifierKey
 from ..core.names import NAME_SYNTAX, is_name
 from ..core.policy import CheckpointPolicy, as_policy
 from ..errors import UsageError
@@ -29,6 +29,7 @@ __all__ = [
     "json_option",
     "keystore",
     "ledger_option",
+    "member_key",
     "name_version",
     "open_ledger",
     "signer_for",
@@ -71,6 +72,20 @@ def keystore(ledger_dir: Path | None = None) -> KeyStore:
             "member keys must never live with the ledger"
         )
     return KeyStore(home)
+
+
+def member_key(key: str, keys: KeyStore) -> VerifierKey:
+    """A member's key: a verifier-key string, or the name of a local identity.
+
+    An ML-DSA-44 identity is refused here, before anything is submitted: it
+    only cosigns as a witness, and member keys are Ed25519."""
+    vk = VerifierKey.from_string(key) if "+" in key else keys.verifier(key)
+    if vk.type_byte == ML_DSA_44_COSIGNATURE:
+        raise UsageError(
+            f"{vk.name!r} is an ML-DSA-44 witness key, which only cosigns checkpoints: "
+            "a member's key must be Ed25519"
+        )
+    return vk
 
 
 def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:

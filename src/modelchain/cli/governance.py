@@ -14,11 +14,18 @@ from ..contracts.genesis import BUILTIN_ROLES
 from ..contracts.members import ANY_MEMBER
 from ..core import canonical
 from ..core.dsse import Envelope
-from ..core.identity import VerifierKey
 from ..core.tx import PAYLOAD_TYPE, Transaction
 from ..errors import NotFoundError, UsageError
 from ..ledger.ledger import Ledger
-from .common import emit_json, json_option, keystore, ledger_option, open_ledger, signer_for
+from .common import (
+    emit_json,
+    json_option,
+    keystore,
+    ledger_option,
+    member_key,
+    open_ledger,
+    signer_for,
+)
 
 __all__ = ["contracts", "member", "permissions", "policy", "roles", "tx"]
 
@@ -142,7 +149,7 @@ def member_add(
     as_json: bool,
 ) -> None:
     """Add a member: KEY is a verifier key, or the name of a local identity."""
-    vk = VerifierKey.from_string(key) if "+" in key else keystore().verifier(key)
+    vk = member_key(key, keystore())
     body = {"member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}}
     with open_ledger(ledger_dir) as led:
         _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)

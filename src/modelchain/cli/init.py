@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from ..contracts.policy import DEFAULT_POLICIES
-from ..core.identity import VerifierKey
 from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
 from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Founder
 from .common import (
     keystore,
     ledger_option,
+    member_key,
 )
 
 __all__ = ["init"]
@@ -24,8 +24,7 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     who, _, rest = spec.partition(":")
     roles_part, _, org = rest.partition("@")
     roles = tuple(r for r in roles_part.split(",") if r) or ("trainer",)
-    key = VerifierKey.from_string(who) if "+" in who else keys.verifier(who)
-    return Founder(key, org, roles)
+    return Founder(member_key(who, keys), org, roles)
 
 
 @click.command()

@@ -29,13 +29,16 @@ def witness() -> None:
     help=f"The identity that cosigns; default ${IDENTITY_ENV}.",
 )
 def witness_vkey(identity: str) -> None:
-    """Print the policy line naming this witness: 'witness NAME VKEY', its
-    Ed25519 key as a cosignature (type 0x04) key, for a ledger's checkpoint
-    policy (`modelchain init --checkpoint-policy`)."""
-    from ..core.identity import COSIGNATURE_V1
+    """Print the policy line naming this witness: 'witness NAME VKEY', for a
+    ledger's checkpoint policy (`modelchain init --checkpoint-policy`). The key
+    is an Ed25519 identity's as a cosignature (type 0x04) key, or an ML-DSA-44
+    identity's (type 0x06) as it is."""
+    from ..core.identity import COSIGNATURE_V1, ED25519
     from ..keys import KeyStore
 
-    vkey = KeyStore(modelchain_home()).verifier(identity).with_type(COSIGNATURE_V1)
+    vkey = KeyStore(modelchain_home()).verifier(identity)
+    if vkey.type_byte == ED25519:
+        vkey = vkey.with_type(COSIGNATURE_V1)
     click.echo(f"witness {vkey.name} {vkey}")
 
 
@@ -77,12 +80,14 @@ def witness_serve(
 
     POST /add-checkpoint takes 'old <size>', a consistency proof (one base64
     hash a line), an empty line and the log's signed checkpoint. It answers 200
-    with this identity's cosignature line ('— NAME BASE64', Ed25519
-    cosignature/v1), 404 for a log the policy does not name, 403 without a good
-    signature by the log's key, 400 for a malformed body or an old size past
-    the checkpoint's, 409 with body '<size>' (text/x.tlog.size) when old is not
-    the size last cosigned (send 'old 0' to learn it), and 422 when the proof
-    fails or the log forked. What it cosigns is stored durably first.
+    with this identity's cosignature line ('— NAME BASE64': Ed25519
+    cosignature/v1, or ML-DSA-44 subtree/v1 for an identity made with
+    `identity new --algorithm ml-dsa-44`), 404 for a log the policy does not
+    name, 403 without a good signature by the log's key, 400 for a malformed
+    body or an old size past the checkpoint's, 409 with body '<size>'
+    (text/x.tlog.size) when old is not the size last cosigned (send 'old 0' to
+    learn it), and 422 when the proof fails or the log forked. What it
+    cosigns is stored durably first.
 
     GET /<hex sha256(origin)>/checkpoint returns the latest checkpoint
     cosigned for that log, with the log's signature and the cosignature.
@@ -97,7 +102,7 @@ def witness_serve(
         raise UsageError(
             "serving needs the server extra: pip install 'modelchain[server]'"
         ) from exc
-    from ..core.identity import COSIGNATURE_V1, verifier_of
+    from ..core.identity import cosigner_of
     from ..core.policy import CheckpointPolicy
     from ..keys import KeyStore, env_or_prompt_passphrase
     from ..storage.witness import WitnessState
@@ -113,12 +118,12 @@ def witness_serve(
         raise UsageError(f"{policy_file}: {exc.message}") from exc
     if not policy.logs:
         raise UsageError(f"{policy_file} names no log ('log <vkey> [url]' lines)")
-    signer = KeyStore(modelchain_home()).signer(
+    signer = KeyStore(modelchain_home()).cosigner(
         identity, env_or_prompt_passphrase(prompt=f"Passphrase for {identity}: ")
     )
     state = WitnessState(state_dir)
     _configure_logging(log_level)
-    vkey = verifier_of(signer, COSIGNATURE_V1)
+    vkey = cosigner_of(signer)
     logging.getLogger("modelchain.witness").info(
         f"witness {signer.name} for {len(policy.logs)} logs at http://{host}:{port}/",
         extra={"fields": {"vkey": str(vkey), "logs": [log.key.name for log in policy.logs]}},

@@ -18,10 +18,13 @@ from .identity import (
     COSIGNATURE_V1,
     ED25519,
     ML_DSA_44_COSIGNATURE,
+    Cosigner,
+    MlDsa44Signer,
     Signer,
     VerifierKey,
-    key_id,
+    cosigner_of,
     verify_ed25519,
+    verify_ml_dsa_44,
 )
 from .note import (
     Note,
@@ -176,20 +179,31 @@ def _cosigner_key(cosigner: VerifierKey) -> VerifierKey:
     return cosigner
 
 
-def cosign(cp: Checkpoint, signer: Signer, timestamp: int) -> NoteSignature:
-    """A tlog-cosignature/v1 signature line on ``cp`` at ``timestamp`` (POSIX seconds)."""
+def cosign(cp: Checkpoint, signer: Cosigner, timestamp: int) -> NoteSignature:
+    """A tlog-cosignature signature line on ``cp`` at ``timestamp`` (POSIX seconds).
+
+    An ``MlDsa44Signer`` makes a type 0x06 cosignature (the ``subtree/v1``
+    message over origin, 0, size and root; extension lines unsigned); any
+    other signer an Ed25519 ``cosignature/v1`` one (type 0x04). Either way the
+    line carries ``key_id[4] || timestamp (u64 BE) || signature``.
+    """
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise MalformedError(f"cosignature timestamp {timestamp} is out of range")
-    sig = signer.sign(cosignature_message(cp, timestamp))
+    if isinstance(signer, MlDsa44Signer):
+        message = ml_dsa_44_cosignature_message(cp, signer.name, timestamp)
+        sig = signer.sign_ml_dsa_44(message)
+    else:
+        sig = signer.sign(cosignature_message(cp, timestamp))
     return NoteSignature(
         name=signer.name,
-        key_id=key_id(signer.name, COSIGNATURE_V1, signer.public_key),
+        key_id=cosigner_of(signer).key_id,
         signature=timestamp.to_bytes(8, "big") + sig,
     )
 
 
-def cosign_note(note: bytes | str | Note, signer: Signer, timestamp: int) -> Note:
-    """``note`` (a signed checkpoint) with ``signer``'s Ed25519 cosignature added.
+def cosign_note(note: bytes | str | Note, signer: Cosigner, timestamp: int) -> Note:
+    """``note`` (a signed checkpoint) with ``signer``'s cosignature added
+    (Ed25519 or ML-DSA-44, as ``cosign`` makes it).
 
     The cosigner vouches for the checkpoint text as it stands; nothing else in
     the note is checked here (a witness checks consistency before it cosigns).
@@ -220,22 +234,11 @@ def verify_cosignature(cp: Checkpoint, sig: NoteSignature, cosigner: VerifierKey
         raise SignatureError(f"cosignature by {key.name!r} has an out-of-range timestamp")
     if key.type_byte == ML_DSA_44_COSIGNATURE:
         message = ml_dsa_44_cosignature_message(cp, key.name, timestamp)
-        _verify_ml_dsa_44(key, message, sig.signature[8:])
+        verify_ml_dsa_44(key.public_key, message, sig.signature[8:], key.name)
     else:
         message = cosignature_message(cp, timestamp)
         verify_ed25519(key.public_key, message, sig.signature[8:], key.name)
     return timestamp
-
-
-def _verify_ml_dsa_44(key: VerifierKey, message: bytes, signature: bytes) -> None:
-    # Imported here: only ML-DSA cosigners need it, and it costs import time.
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey
-
-    try:
-        MLDSA44PublicKey.from_public_bytes(key.public_key).verify(signature, message)
-    except (InvalidSignature, ValueError) as exc:
-        raise SignatureError(f"signature by {key.name} does not verify") from exc
 
 
 def cosignatures(

@@ -1,8 +1,9 @@
-"""Identities: Ed25519 keys named as C2SP signed-note names them.
+"""Identities: Ed25519 and ML-DSA-44 keys named as C2SP signed-note names them.
 
-Owns key ids, verifier-key strings (``name+hex8+base64(type||key)``) and the
-``Signer`` protocol that every signing backend (memory, key file, PKCS#11)
-implements. A signer's private key never leaves it: callers get signatures.
+Owns key ids, verifier-key strings (``name+hex8+base64(type||key)``), the
+``Signer`` protocol that every Ed25519 signing backend (memory, key file,
+PKCS#11) implements and ``MlDsa44Signer``, a post-quantum key that only
+cosigns checkpoints. A signer's private key never leaves it: callers get signatures.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 import nacl.exceptions
 import nacl.signing
@@ -21,18 +22,25 @@ import nacl.signing
 from ..errors import MalformedError, SignatureError
 from .b64 import b64
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+
 __all__ = [
     "COSIGNATURE_V1",
     "ED25519",
     "ML_DSA_44_COSIGNATURE",
+    "Cosigner",
     "Ed25519Signer",
+    "MlDsa44Signer",
     "Signer",
     "VerifierKey",
     "check_key_name",
+    "cosigner_of",
     "key_id",
     "verifier_of",
     "verify_batch",
     "verify_ed25519",
+    "verify_ml_dsa_44",
 ]
 
 ED25519 = 0x01
@@ -145,6 +153,20 @@ def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, who: str
         raise SignatureError(f"signature by {who or 'unknown key'} does not verify") from exc
 
 
+def verify_ml_dsa_44(public_key: bytes, message: bytes, signature: bytes, who: str = "") -> None:
+    """Raise SignatureError unless the ML-DSA-44 signature (FIPS 204, empty context) verifies."""
+    # Imported here: only ML-DSA cosigners need it, and it costs import time.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey
+
+    if len(signature) != 2420 or len(public_key) != 1312:
+        raise SignatureError(f"signature by {who or 'unknown key'} has the wrong length")
+    try:
+        MLDSA44PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError(f"signature by {who or 'unknown key'} does not verify") from exc
+
+
 def verify_batch(checks: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     """Check many (public key, message, signature) triples; True where valid.
 
@@ -210,3 +232,56 @@ class Ed25519Signer:
     def __repr__(self) -> str:
         kid = key_id(self._name, ED25519, self._public).hex()
         return f"Ed25519Signer(name={self._name!r}, key_id={kid})"
+
+
+class MlDsa44Signer:
+    """An ML-DSA-44 (FIPS 204) key held in memory, made from its 32-byte seed.
+
+    It signs only tlog-cosignature type 0x06 messages (``checkpoint.cosign``
+    builds them): ML-DSA-44 is not a signed-note or DSSE algorithm here, so
+    it is deliberately not a ``Signer``, and its method is not called ``sign``.
+    """
+
+    __slots__ = ("_key", "_name", "_public")
+
+    def __init__(self, name: str, seed: bytes) -> None:
+        # Imported here: only ML-DSA cosigners need it, and it costs import time.
+        from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+
+        check_key_name(name)
+        if len(seed) != 32:
+            raise MalformedError("an ML-DSA-44 private key seed is 32 bytes")
+        self._name = name
+        self._key: MLDSA44PrivateKey = MLDSA44PrivateKey.from_seed_bytes(seed)
+        self._public = self._key.public_key().public_bytes_raw()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 1,312-byte ML-DSA-44 public key."""
+        return self._public
+
+    def sign_ml_dsa_44(self, message: bytes) -> bytes:
+        """The 2,420-byte ML-DSA-44 signature of ``message`` (empty context, hedged)."""
+        return self._key.sign(message)
+
+    def __repr__(self) -> str:
+        kid = key_id(self._name, ML_DSA_44_COSIGNATURE, self._public).hex()
+        return f"MlDsa44Signer(name={self._name!r}, key_id={kid})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a signer cannot be pickled or copied: its private key stays in it")
+
+
+Cosigner = Signer | MlDsa44Signer
+"""What can cosign a checkpoint: an Ed25519 signer (type 0x04) or an ML-DSA-44 one (0x06)."""
+
+
+def cosigner_of(cosigner: Cosigner) -> VerifierKey:
+    """The cosigner key matching ``cosigner``: type 0x06 for ML-DSA-44, else 0x04."""
+    if isinstance(cosigner, MlDsa44Signer):
+        return VerifierKey(cosigner.name, cosigner.public_key, ML_DSA_44_COSIGNATURE)
+    return VerifierKey(cosigner.name, cosigner.public_key, COSIGNATURE_V1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..errors import MalformedError, NotFoundError, ProofError, SizeConflictError
 from .b64 import unb64_canonical
 from .checkpoint import Checkpoint, cosign_note
-from .identity import Signer
+from .identity import Cosigner
 from .merkle import verify_consistency
 from .note import Note, parse_note, verify_note
 from .policy import CheckpointPolicy
@@ -137,12 +137,13 @@ def witness_checkpoint(
     request: AddCheckpoint,
     policy: CheckpointPolicy,
     latest: Checkpoint | None,
-    signer: Signer,
+    signer: Cosigner,
     now: int,
 ) -> Note:
     """The note a witness keeps and serves after ``request`` passes
     ``check_add_checkpoint``: the log's verified signatures and ``signer``'s
-    cosignature dated ``now`` (POSIX seconds, not 0)."""
+    cosignature (Ed25519 or ML-DSA-44) dated ``now`` (POSIX seconds, not 0:
+    a witness states that this is the largest tree it has seen at that time)."""
     if now <= 0:
         raise MalformedError("a witness cosignature's timestamp must not be zero")
     return cosign_note(check_add_checkpoint(request, policy, latest), signer, now)

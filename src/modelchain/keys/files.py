@@ -2,7 +2,8 @@
 
 Owns where keys live (``$MODELCHAIN_HOME/keys``), how key files are written
 (encrypted PKCS#8, mode 0600, atomically) and how a named identity becomes a
-``Signer``. Passphrases and PINs are used, never stored, logged or echoed.
+``Signer`` (Ed25519) or, for a witness, a ``Cosigner`` (Ed25519 or ML-DSA-44).
+Passphrases and PINs are used, never stored, logged or echoed.
 """
 
 from __future__ import annotations
@@ -18,14 +19,29 @@ import stat
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
-from ..core.identity import Ed25519Signer, Signer, VerifierKey, check_key_name, verifier_of
+from ..core.identity import (
+    ML_DSA_44_COSIGNATURE,
+    Cosigner,
+    Ed25519Signer,
+    MlDsa44Signer,
+    Signer,
+    VerifierKey,
+    check_key_name,
+    cosigner_of,
+    verifier_of,
+)
 from ..errors import KeyStoreError, MalformedError, NotFoundError
 from ..storage.files import fsync_dir
 from .pkcs11 import Pkcs11Signer
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 __all__ = [
+    "ALGORITHMS",
+    "Algorithm",
     "FileSigner",
     "KeyStore",
     "PassphraseSource",
@@ -43,6 +59,9 @@ PassphraseSource = Callable[[], bytes]
 """Returns the passphrase; called only when a key actually needs one."""
 
 Backend = Literal["file", "pkcs11"]
+Algorithm = Literal["ed25519", "ml-dsa-44"]
+"""A key file identity's algorithm. ML-DSA-44 keys only cosign, as a witness."""
+ALGORITHMS: tuple[Algorithm, ...] = ("ed25519", "ml-dsa-44")
 
 _MAX_KEY_FILE = 64 * 1024
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._@-]+")
@@ -90,21 +109,26 @@ def env_or_prompt_passphrase(
 
 
 def generate_seed() -> bytes:
-    """32 random bytes: a new Ed25519 private key seed."""
+    """32 random bytes: a new Ed25519 or ML-DSA-44 private key seed."""
     return secrets.token_bytes(32)
 
 
-def write_private_key(path: Path, signer_seed: bytes, passphrase: bytes | None) -> None:
+def write_private_key(
+    path: Path, signer_seed: bytes, passphrase: bytes | None, algorithm: Algorithm = "ed25519"
+) -> None:
     """Write ``signer_seed`` as a PKCS#8 PEM key file with mode 0600.
 
     Encrypted with ``passphrase``; unencrypted only when it is None. The file
     appears complete or not at all, and an existing file is never replaced.
+    An ML-DSA-44 key is written in its 32-byte seed form.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
+    _check_algorithm(algorithm)
     if len(signer_seed) != 32:
-        raise MalformedError("an Ed25519 private key seed is 32 bytes")
+        raise MalformedError(f"an {algorithm} private key seed is 32 bytes")
     encryption: serialization.KeySerializationEncryption
     if passphrase is None:
         encryption = serialization.NoEncryption()
@@ -112,10 +136,20 @@ def write_private_key(path: Path, signer_seed: bytes, passphrase: bytes | None) 
         raise KeyStoreError("empty passphrase: pass None to store the key unencrypted")
     else:
         encryption = serialization.BestAvailableEncryption(passphrase)
-    pem = Ed25519PrivateKey.from_private_bytes(signer_seed).private_bytes(
+    key = (
+        MLDSA44PrivateKey.from_seed_bytes(signer_seed)
+        if algorithm == "ml-dsa-44"
+        else Ed25519PrivateKey.from_private_bytes(signer_seed)
+    )
+    pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     _write_new_file(path, pem, 0o600)
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise MalformedError(f"unknown key algorithm {algorithm!r}: use {' or '.join(ALGORITHMS)}")
 
 
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -184,6 +218,46 @@ def _read_private_file(path: Path) -> bytes:
         os.close(fd)
 
 
+def _load_private_key(
+    name: str, path: Path, passphrase: PassphraseSource | None
+) -> PrivateKeyTypes:
+    """The private key in PKCS#8 file ``path``; ``passphrase`` is asked only if encrypted."""
+    # cryptography is imported where a key file is read or written: read-only
+    # commands never pay for it.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    check_key_name(name)
+    pem = _read_private_file(path)
+    password: bytes | None = None
+    if _ENCRYPTED_PEM in pem:
+        if passphrase is None:
+            raise KeyStoreError(
+                f"key {name!r} is encrypted and no passphrase was given "
+                f"(set {PASSPHRASE_ENV} or run in a terminal)"
+            )
+        password = passphrase()
+    try:
+        return serialization.load_pem_private_key(pem, password)
+    except ValueError as exc:
+        if password is not None:
+            raise KeyStoreError(
+                f"wrong passphrase for key {name!r} (or {path} is damaged)"
+            ) from exc
+        raise KeyStoreError(f"{path} is not a readable PKCS#8 private key") from exc
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyStoreError(f"{path} is not a readable PKCS#8 private key") from exc
+
+
+def _load_ml_dsa_44(name: str, path: Path, passphrase: PassphraseSource | None) -> MlDsa44Signer:
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+
+    key = _load_private_key(name, path, passphrase)
+    if not isinstance(key, MLDSA44PrivateKey):
+        raise KeyStoreError(f"key {name!r} in {path} is not an ML-DSA-44 key")
+    return MlDsa44Signer(name, key.private_bytes_raw())
+
+
 class FileSigner:
     """An Ed25519 identity loaded from a PKCS#8 key file; the key stays in memory."""
 
@@ -196,32 +270,9 @@ class FileSigner:
     @classmethod
     def load(cls, name: str, path: Path, passphrase: PassphraseSource | None) -> FileSigner:
         """Load identity ``name`` from ``path``; ``passphrase`` is asked only if encrypted."""
-        # cryptography is imported where a key file is read or written: read-only
-        # commands never pay for it.
-        from cryptography.exceptions import UnsupportedAlgorithm
-        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        check_key_name(name)
-        pem = _read_private_file(path)
-        password: bytes | None = None
-        if _ENCRYPTED_PEM in pem:
-            if passphrase is None:
-                raise KeyStoreError(
-                    f"key {name!r} is encrypted and no passphrase was given "
-                    f"(set {PASSPHRASE_ENV} or run in a terminal)"
-                )
-            password = passphrase()
-        try:
-            key = serialization.load_pem_private_key(pem, password)
-        except ValueError as exc:
-            if password is not None:
-                raise KeyStoreError(
-                    f"wrong passphrase for key {name!r} (or {path} is damaged)"
-                ) from exc
-            raise KeyStoreError(f"{path} is not a readable PKCS#8 private key") from exc
-        except (TypeError, UnsupportedAlgorithm) as exc:
-            raise KeyStoreError(f"{path} is not a readable PKCS#8 private key") from exc
+        key = _load_private_key(name, path, passphrase)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyStoreError(f"key {name!r} in {path} is not an Ed25519 key")
         return cls(Ed25519Signer(name, key.private_bytes_raw()), path)
@@ -272,14 +323,25 @@ class KeyStore:
     def exists(self, name: str) -> bool:
         return any(p.exists() for p in self._paths(name))
 
-    def create(self, name: str, passphrase: bytes | None) -> VerifierKey:
-        """Create a key-file identity; ``passphrase=None`` stores it unencrypted."""
+    def create(
+        self, name: str, passphrase: bytes | None, algorithm: Algorithm = "ed25519"
+    ) -> VerifierKey:
+        """Create a key-file identity; ``passphrase=None`` stores it unencrypted.
+
+        An ``ml-dsa-44`` identity is a witness's post-quantum cosigning key: its
+        ``.pub`` holds the type 0x06 cosigner key, and ``signer()`` refuses it.
+        """
         key_path, _, pub_path = self._paths(name)
+        _check_algorithm(algorithm)
         self._check_new(name)
         self._make_dir()
         seed = generate_seed()
-        write_private_key(key_path, seed, passphrase)
-        verifier = verifier_of(Ed25519Signer(name, seed))
+        write_private_key(key_path, seed, passphrase, algorithm)
+        verifier = (
+            cosigner_of(MlDsa44Signer(name, seed))
+            if algorithm == "ml-dsa-44"
+            else verifier_of(Ed25519Signer(name, seed))
+        )
         try:
             _write_new_file(pub_path, (verifier.to_string() + "\n").encode(), 0o644)
         except BaseException:
@@ -360,6 +422,12 @@ class KeyStore:
         """
         key_path, config_path, pub_path = self._paths(name)
         expected = self.verifier(name)
+        if expected.type_byte == ML_DSA_44_COSIGNATURE:
+            raise KeyStoreError(
+                f"identity {name!r} is an ML-DSA-44 key, which only cosigns checkpoints "
+                f"as a witness (modelchain witness serve --identity {name}); "
+                "signing transactions and checkpoints needs an Ed25519 identity"
+            )
         signer: FileSigner | Pkcs11Signer
         if self.backend(name) == "pkcs11":
             module, token_label, key_label = _read_pkcs11_config(config_path)
@@ -375,6 +443,22 @@ class KeyStore:
                 signer.close()
             raise KeyStoreError(f"the private key of {name!r} does not match {pub_path}")
         return signer
+
+    def cosigner(
+        self, name: str, passphrase: PassphraseSource | None = None, pin: str | None = None
+    ) -> Cosigner:
+        """Open identity ``name`` to cosign checkpoints as a witness: an ML-DSA-44
+        identity (type 0x06 cosignatures) or, as ``signer()`` opens it, an Ed25519 one."""
+        key_path, _, pub_path = self._paths(name)
+        expected = self.verifier(name)
+        if expected.type_byte != ML_DSA_44_COSIGNATURE:
+            return self.signer(name, passphrase, pin)
+        if self.backend(name) != "file":
+            raise KeyStoreError(f"identity {name!r}: ML-DSA-44 keys are kept in key files only")
+        cosigner = _load_ml_dsa_44(name, key_path, passphrase)
+        if cosigner.public_key != expected.public_key:
+            raise KeyStoreError(f"the private key of {name!r} does not match {pub_path}")
+        return cosigner
 
     def _check_new(self, name: str) -> None:
         if self.exists(name):

@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..core.checkpoint import Checkpoint
-from ..core.identity import COSIGNATURE_V1, Signer, key_id
+from ..core.identity import Cosigner, cosigner_of
 from ..core.note import Note
 from ..core.policy import CheckpointPolicy
 from ..core.witness import AddCheckpoint, witness_checkpoint
@@ -83,12 +83,13 @@ async def _read_body(request: Request) -> bytes | None:
 def create_witness_app(
     policy: CheckpointPolicy,
     state: WitnessState,
-    signer: Signer,
+    signer: Cosigner,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """A witness for the logs ``policy`` names, cosigning as ``signer`` with
-    timestamps from ``clock`` and keeping what it cosigned in ``state``."""
-    key = key_id(signer.name, COSIGNATURE_V1, signer.public_key)
+    """A witness for the logs ``policy`` names, cosigning as ``signer`` (Ed25519
+    or ML-DSA-44) with timestamps from ``clock`` and keeping what it cosigned
+    in ``state``."""
+    key = cosigner_of(signer).key_id
 
     def add(body: bytes) -> Note:
         request = AddCheckpoint.parse(body)
