@@ -15,6 +15,7 @@ import click
 
 from ..errors import Error, StorageError
 from . import (
+    cluster,
     event,
     governance,
     identity,
@@ -69,6 +70,7 @@ for _module in (
     reports,
     server,
     witness,
+    cluster,
 ):
     for _name in _module.__all__:
         cli.add_command(getattr(_module, _name))

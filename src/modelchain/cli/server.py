@@ -197,15 +197,6 @@ def serve(
     --ssl-certfile and --ssl-keyfile (uvicorn's options); otherwise keep the
     default loopback address and put a TLS proxy in front (on another machine:
     name it in --forwarded-allow-ips)."""
-    try:
-        import uvicorn
-
-        from ..server import ServerConfig, create_app
-        from ..server.connections import MAX_HEAD, connection_protocol
-    except ImportError as exc:
-        raise UsageError(
-            "serving needs the server extra: pip install 'modelchain[server]'"
-        ) from exc
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
     _configure_logging(log_level)
@@ -218,6 +209,46 @@ def serve(
         busy_timeout_ms=round(busy_timeout * 1000),
         home=modelchain_home(),
     )
+    _serve_ledger(
+        led,
+        host=host,
+        port=port,
+        reads=reads,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        max_body=max_body,
+        body_timeout=body_timeout,
+        header_timeout=header_timeout,
+        max_connections=max_connections,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
+
+
+def _serve_ledger(
+    led: ledger_mod.Ledger,
+    *,
+    host: str,
+    port: int,
+    reads: str | None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    max_body: int = 8 << 20,
+    body_timeout: float = 30.0,
+    header_timeout: float = 10.0,
+    max_connections: int = 1000,
+    forwarded_allow_ips: str = "127.0.0.1",
+) -> None:
+    """Serve ``led`` until interrupted, then close it (``serve`` and ``node run``)."""
+    try:
+        import uvicorn
+
+        from ..server import ServerConfig, create_app
+        from ..server.connections import MAX_HEAD, connection_protocol
+    except ImportError as exc:
+        led.close()
+        raise UsageError(
+            "serving needs the server extra: pip install 'modelchain[server]'"
+        ) from exc
     try:
         server_config = ServerConfig(
             max_body=max_body,

@@ -37,6 +37,7 @@ class ClusterLink:
     node: str
     sequencer: Sequencer
     board: CosignatureBoard
+    close: Callable[[], None] = lambda: None  # after the node closed: its connections
 
 
 class LocalBackend:
@@ -72,6 +73,7 @@ class LocalBackend:
             raise StorageError(f"{db} is not a modelchain ledger (no origin)")
         self.origin = origin
         self._node: Node | None = None
+        self._cluster = cluster
         self._log_key: VerifierKey | None = None
         self._policy: CheckpointPolicy | None = None
         if not readonly:
@@ -200,4 +202,8 @@ class LocalBackend:
                 node, self._node = self._node, None
                 node.close()
         finally:
-            self._store.close()
+            try:
+                if self._cluster is not None:
+                    self._cluster.close()
+            finally:
+                self._store.close()

@@ -176,6 +176,10 @@ class ClusterPublisher(CheckpointPublisher):
         self.final_time = time.time()
         board.follow(self._seen)
 
+    @property
+    def node(self) -> str:
+        return self._node
+
     def _current(self) -> CheckpointPolicy | None:
         """The ledger's checkpoint policy (None before genesis), checked to name
         this node with its key (state lock held)."""

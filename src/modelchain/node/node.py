@@ -693,6 +693,28 @@ class Node:
         p = self._publisher
         return p.final_size if isinstance(p, ClusterPublisher) else p.size
 
+    def cluster_status(self) -> dict[str, object] | None:
+        """Where this cluster node stands (None for a node alone): its name,
+        size and root, the order position it applied, its latest final
+        checkpoint and why it stopped, if it did."""
+        p = self._publisher
+        if not isinstance(p, ClusterPublisher):
+            return None
+        size, root = self.store.head()
+        d = p.divergence
+        return {
+            "node": p.node,
+            "size": size,
+            "root": root.hex(),
+            "applied_revision": self._position >> 16,
+            "final_size": p.final_size,
+            "final_time": round(p.final_time, 3),
+            "fault": self.fault,
+            "divergence": None
+            if d is None
+            else {"size": d.size, "mine": d.mine.hex(), "theirs": d.theirs.hex(), "nodes": d.nodes},
+        }
+
     @property
     def divergence(self) -> Divergence | None:
         """Where this node found itself on another root than a quorum's."""

@@ -28,6 +28,19 @@ def ops_router(ctx: ServerContext) -> APIRouter:
         return JSONResponse({"status": "ok"})
 
     @r.get(
+        "/cluster/status",
+        summary="This cluster node: size, root, applied order, latest final checkpoint, faults",
+        responses={404: {"description": "This node is not part of a cluster"}},
+    )
+    def cluster_status(request: Request) -> Response:
+        ctx.reader(request)
+        status = ctx.ledger.node.cluster_status()
+        if status is None:
+            body = error_body("not_found", "this node is not part of a cluster")
+            return JSONResponse(body, 404)
+        return JSONResponse(status)
+
+    @r.get(
         "/metrics",
         response_class=PlainTextResponse,
         summary="Prometheus metrics (a read token unless reads are open)",

@@ -1,0 +1,222 @@
+"""A cluster node: its TOML file, its directory and opening its ledger.
+
+One TOML file per node::
+
+    name = "org-a"                 # the node's name in the checkpoint policy
+    ledger = "ledger"              # its ledger directory (ledger.db, log.key)
+
+    [etcd]
+    endpoints = ["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"]
+    prefix = "/modelchain/acme.example/log/"   # default: from the origin
+    ca = "etcd-ca.pem"             # TLS to etcd, with a client certificate
+    cert = "org-a-etcd.pem"        # (all three, or none)
+    key = "org-a-etcd-key.pem"
+
+    [http]
+    host = "127.0.0.1"
+    port = 8001
+    reads = "token"                # or "open"
+
+    [checkpoints]
+    interval_ms = 200              # propose a checkpoint this long after a write
+
+    [peers]                        # other nodes' URLs (bootstrap, divergence)
+    org-b = "https://node.org-b.example"
+
+Relative paths are relative to the file. The node's key is ``log.key`` in its
+ledger directory: it signs checkpoints as the log (under the origin) and
+cosigns them under the node's name; it never leaves the node.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.identity import Ed25519Signer, VerifierKey, check_key_name, verifier_of
+from ..errors import UsageError
+from ..keys.files import generate_seed, write_private_key
+from ..ledger.ledger import Ledger
+from ..ledger.local import DB_NAME, LOG_KEY_NAME, ClusterLink, LocalBackend
+from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
+from ..node.node import NodeConfig
+from ..storage.sqlite import SqliteStore
+
+__all__ = ["NodeSettings", "default_prefix", "init_node", "open_node"]
+
+
+def default_prefix(origin: str) -> str:
+    """The etcd prefix of a ledger's keys when its nodes' files name none."""
+    return f"/modelchain/{origin}/"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A node's TOML file, read and checked."""
+
+    name: str
+    ledger: Path
+    endpoints: tuple[str, ...]
+    prefix: str | None = None
+    tls: EtcdTLS | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reads: str = "token"
+    checkpoint_interval_ms: int = 200
+    peers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeSettings:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text())
+        except FileNotFoundError as exc:
+            raise UsageError(f"no node file at {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{file} is not valid TOML: {exc}") from exc
+        try:
+            return cls.parse(data, file.parent)
+        except UsageError as exc:
+            raise UsageError(f"{file}: {exc.message}") from exc
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], base: Path) -> NodeSettings:
+        known = {"name", "ledger", "etcd", "http", "checkpoints", "peers"}
+        if extra := set(data) - known:
+            raise UsageError(f"unknown settings {sorted(extra)} (known: {sorted(known)})")
+        name = _str(data, "name")
+        try:
+            check_key_name(name)
+        except Exception as exc:
+            raise UsageError(f"name {name!r} cannot name a node (a key name)") from exc
+        etcd = _table(data, "etcd")
+        endpoints = etcd.get("endpoints")
+        if (
+            not isinstance(endpoints, list)
+            or not endpoints
+            or not all(isinstance(e, str) for e in endpoints)
+        ):
+            raise UsageError("[etcd] endpoints must be a list of HOST:PORT strings")
+        tls_files = [etcd.get(k) for k in ("ca", "cert", "key")]
+        tls = None
+        if any(tls_files):
+            if not all(isinstance(f, str) for f in tls_files):
+                raise UsageError("[etcd] TLS needs all of ca, cert and key, or none")
+            ca, cert, key = (base / str(f) for f in tls_files)
+            tls = EtcdTLS(ca, cert, key)
+        http = _table(data, "http")
+        reads = http.get("reads", "token")
+        if reads not in ("open", "token"):
+            raise UsageError("[http] reads must be 'open' or 'token'")
+        port = http.get("port", 8080)
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise UsageError("[http] port must be a number from 0 to 65535")
+        interval = _table(data, "checkpoints").get("interval_ms", 200)
+        if not isinstance(interval, int) or interval < 1:
+            raise UsageError("[checkpoints] interval_ms must be a positive number")
+        peers = _table(data, "peers")
+        if not all(isinstance(v, str) for v in peers.values()):
+            raise UsageError("[peers] maps node names to URLs")
+        prefix = etcd.get("prefix")
+        if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
+            raise UsageError("[etcd] prefix must be a string starting with '/'")
+        return cls(
+            name=name,
+            ledger=base / _str(data, "ledger"),
+            endpoints=tuple(endpoints),
+            prefix=prefix,
+            tls=tls,
+            host=str(http.get("host", "127.0.0.1")),
+            port=port,
+            reads=str(reads),
+            checkpoint_interval_ms=interval,
+            peers=dict(peers),
+        )
+
+    def to_toml(self) -> str:
+        """The settings as a node file (paths as given)."""
+        lines = [f"name = {_q(self.name)}", f"ledger = {_q(str(self.ledger))}", "", "[etcd]"]
+        lines.append("endpoints = [" + ", ".join(_q(e) for e in self.endpoints) + "]")
+        if self.prefix is not None:
+            lines.append(f"prefix = {_q(self.prefix)}")
+        if self.tls is not None:
+            lines += [f"ca = {_q(str(self.tls.ca))}", f"cert = {_q(str(self.tls.cert))}"]
+            lines.append(f"key = {_q(str(self.tls.key))}")
+        lines += ["", "[http]", f"host = {_q(self.host)}", f"port = {self.port}"]
+        lines += [f"reads = {_q(self.reads)}", "", "[checkpoints]"]
+        lines.append(f"interval_ms = {self.checkpoint_interval_ms}")
+        if self.peers:
+            lines += ["", "[peers]", *(f"{_q(n)} = {_q(u)}" for n, u in self.peers.items())]
+        return "\n".join(lines) + "\n"
+
+
+def _q(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"setting {key!r} is missing or not a string")
+    return value
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"[{key}] must be a table")
+    return value
+
+
+def init_node(directory: str | os.PathLike[str], origin: str) -> VerifierKey:
+    """Make ``directory`` a node of the ledger ``origin``: a new key
+    (``log.key``, never leaving it) and an empty store that the genesis,
+    ordered through etcd, will start. Returns the node's verifier key."""
+    path = Path(directory)
+    if (path / DB_NAME).exists() or (path / LOG_KEY_NAME).exists():
+        raise UsageError(f"{path} already holds a ledger or a node key")
+    check_key_name(origin)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    seed = generate_seed()
+    write_private_key(path / LOG_KEY_NAME, seed, None)
+    store = SqliteStore(path / DB_NAME)
+    try:
+        store.set_meta("origin", origin)
+    finally:
+        store.close()
+    return verifier_of(Ed25519Signer(origin, seed))
+
+
+def open_node(settings: NodeSettings, config: NodeConfig | None = None) -> Ledger:
+    """Open the node's ledger, ordered through etcd and cosigned with the
+    other nodes. Closing the ledger closes its etcd client."""
+    if not (settings.ledger / DB_NAME).exists():
+        raise UsageError(f"no node at {settings.ledger}; create one with `modelchain node init`")
+    client = EtcdClient(settings.endpoints, tls=settings.tls)
+    try:
+        store = SqliteStore(settings.ledger / DB_NAME, readonly=True)
+        try:
+            origin = store.meta("origin")
+        finally:
+            store.close()
+        if origin is None:
+            raise UsageError(f"{settings.ledger} is not a modelchain ledger (no origin)")
+        prefix = settings.prefix or default_prefix(origin)
+        sequencer = EtcdSequencer(client, prefix, settings.name)
+        board = EtcdCosignatures(client, prefix)
+
+        def close() -> None:
+            sequencer.close()
+            board.close()
+            client.close()
+
+        link = ClusterLink(settings.name, sequencer, board, close)
+        config = config or NodeConfig(checkpoint_interval_ms=settings.checkpoint_interval_ms)
+        return Ledger(backend=LocalBackend(settings.ledger, config=config, cluster=link))
+    except BaseException:
+        client.close()
+        raise
