@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +33,7 @@ from ..keys.files import KeyStore
 from ..ledger.ledger import Founder, new_nonce
 from ..node.etcd import EtcdClient, EtcdSequencer
 from ..node.sequencer import Admitted
-from .etcd import EtcdMember, free_ports, start_members
+from .etcd import EtcdMember, free_ports, spawn_detached, start_members, stop_process
 from .node import NodeSettings, default_prefix, init_node
 
 __all__ = [
@@ -45,6 +43,7 @@ __all__ = [
     "cluster_status",
     "cluster_up",
     "order_genesis",
+    "start_node",
 ]
 
 CLUSTER_FILE = "cluster.json"
@@ -141,15 +140,9 @@ def _final(status_url: str) -> bool:
     return got is not None and int(got.get("final_size", 0)) >= 1
 
 
-def _start_node(toml: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelchain", "node", "run", str(toml)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+def start_node(toml: Path, log: Path) -> int:
+    """Start ``modelchain node run TOML`` detached; return its pid."""
+    return spawn_detached([sys.executable, "-m", "modelchain", "node", "run", str(toml)], log)
 
 
 def cluster_up(
@@ -219,10 +212,9 @@ def cluster_up(
         for node in info.data["nodes"]:
             node_dir = Path(node["dir"])
             node["key"] = next(str(w.key) for w in policy.witnesses if w.name == node["name"])
-            proc = _start_node(node_dir / "node.toml", node_dir / "node.log")
-            node["pid"] = proc.pid
+            node["pid"] = start_node(node_dir / "node.toml", node_dir / "node.log")
             info.save()
-            say(f"started {node['name']} (pid {proc.pid}) at {node['url']}")
+            say(f"started {node['name']} (pid {node['pid']}) at {node['url']}")
         for node in info.nodes:
             log = Path(node["dir"]) / "node.log"
             health = functools.partial(_answers, str(node["url"]) + "/healthz")
@@ -245,7 +237,7 @@ def cluster_up(
 def _member_json(m: EtcdMember) -> dict[str, Any]:
     return {
         "name": m.name,
-        "pid": m.process.pid if m.process is not None else None,
+        "pid": m.pid,
         "data_dir": str(m.data_dir),
         "client_port": m.client_port,
         "peer_port": m.peer_port,
@@ -274,42 +266,12 @@ def cluster_status(directory: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a child of this process that exited is a zombie until reaped
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def _stop(pid: int | None, timeout: float = 30.0) -> None:
-    if pid is None or not _alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-
-
 def cluster_down(directory: Path) -> ClusterInfo:
     """Stop the cluster's nodes, then its etcd members; their data stays."""
     info = ClusterInfo.load(directory)
-    for node in info.nodes:
-        _stop(node.get("pid"))
-    for member in info.data["etcd"]["members"]:
-        _stop(member.get("pid"))
+    for item in (*info.nodes, *info.data["etcd"]["members"]):
+        if item.get("pid") is not None:
+            stop_process(int(item["pid"]))
     path = directory / CLUSTER_FILE
     path.rename(path.with_suffix(".json.stopped"))
     return info

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnavailableError, UsageError
@@ -23,9 +23,12 @@ from ..errors import UnavailableError, UsageError
 __all__ = [
     "DEFAULT_QUOTA",
     "EtcdMember",
+    "alive",
     "free_ports",
     "initial_cluster",
+    "spawn_detached",
     "start_members",
+    "stop_process",
     "wait_healthy",
 ]
 
@@ -61,7 +64,7 @@ class EtcdMember:
     peer_port: int
     host: str = "127.0.0.1"
     quota: int = DEFAULT_QUOTA
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    pid: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -95,38 +98,74 @@ class EtcdMember:
         ]  # fmt: skip
 
     def start(self, initial_cluster: str, token: str, log: Path | None = None) -> None:
-        """Start (or restart, on its data) this member."""
+        """Start (or restart, on its data) this member, detached: it outlives
+        this process (``stop`` or ``cluster down`` ends it)."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        out = open(log or self.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - the child's
-        try:
-            self.process = subprocess.Popen(
-                self.command(initial_cluster, token),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            out.close()
+        self.pid = spawn_detached(
+            self.command(initial_cluster, token), log or self.data_dir.with_suffix(".log")
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(30)
+        if self.pid is not None:
+            stop_process(self.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+        if self.pid is not None:
+            stop_process(self.pid)
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.pid is not None and alive(self.pid)
+
+
+def spawn_detached(argv: list[str], log: Path) -> int:
+    """Start ``argv`` in a session of its own, its output appended to ``log``;
+    return its pid (no handle that would want it waited for)."""
+    return os.posix_spawn(
+        argv[0],
+        argv,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a child that exited is reaped here)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process(pid: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Send ``sig`` to ``pid`` and wait until it is gone (SIGKILL after ``timeout``)."""
+    if not alive(pid):
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        time.sleep(0.02)
 
 
 def initial_cluster(members: Sequence[EtcdMember]) -> str:

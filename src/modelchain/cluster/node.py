@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contracts import ContractSet
 from ..core.identity import Ed25519Signer, VerifierKey, check_key_name, verifier_of
 from ..errors import UsageError
 from ..keys.files import generate_seed, write_private_key
@@ -191,9 +192,15 @@ def init_node(directory: str | os.PathLike[str], origin: str) -> VerifierKey:
     return verifier_of(Ed25519Signer(origin, seed))
 
 
-def open_node(settings: NodeSettings, config: NodeConfig | None = None) -> Ledger:
+def open_node(
+    settings: NodeSettings,
+    config: NodeConfig | None = None,
+    *,
+    contracts: ContractSet | None = None,
+) -> Ledger:
     """Open the node's ledger, ordered through etcd and cosigned with the
-    other nodes. Closing the ledger closes its etcd client."""
+    other nodes. Closing the ledger closes its etcd client. ``contracts``
+    replaces the default contract set (tests use it to make a node diverge)."""
     if not (settings.ledger / DB_NAME).exists():
         raise UsageError(f"no node at {settings.ledger}; create one with `modelchain node init`")
     client = EtcdClient(settings.endpoints, tls=settings.tls)
@@ -216,7 +223,8 @@ def open_node(settings: NodeSettings, config: NodeConfig | None = None) -> Ledge
 
         link = ClusterLink(settings.name, sequencer, board, close)
         config = config or NodeConfig(checkpoint_interval_ms=settings.checkpoint_interval_ms)
-        return Ledger(backend=LocalBackend(settings.ledger, config=config, cluster=link))
+        backend = LocalBackend(settings.ledger, config=config, cluster=link, contracts=contracts)
+        return Ledger(backend=backend)
     except BaseException:
         client.close()
         raise
