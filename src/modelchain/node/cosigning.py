@@ -212,7 +212,10 @@ class ClusterPublisher(CheckpointPublisher):
             size, root = self._store.head()
             if size > self.size:
                 with self._state:
-                    self._cosign(size, root)
+                    # Not when this node already cosigned another's proposal
+                    # at least as large.
+                    if size > max(self._signed, default=0):
+                        self._cosign(size, root)
                 self.size = size
                 self.time = time.time()
             with self._cond:
@@ -287,7 +290,10 @@ class ClusterPublisher(CheckpointPublisher):
             self._check_divergence(cp.size, mine, cp.root)
             return
         self._cosigs.setdefault(cp.size, {})[node] = sig
-        if cp.size not in self._signed and cp.size > self.final_size:
+        # A proposal beyond what this node cosigned gets its cosignature; one
+        # below it needs none (the larger one, cosigned by every node that
+        # reaches it, makes it final anyway).
+        if cp.size > max(self._signed, default=self.final_size):
             self._cosign(cp.size, mine)
         self._finalize(cp.size, mine)
 

@@ -103,17 +103,22 @@ def decode_batch(value: bytes) -> list[bytes]:
     return out
 
 
-def _chunks(envelopes: Sequence[bytes]) -> list[list[bytes]]:
-    """``envelopes`` cut into batch values no bigger than MAX_VALUE."""
-    chunks: list[list[bytes]] = [[]]
+def _chunks(batch: Sequence[Admitted]) -> list[tuple[list[Admitted], list[bytes]]]:
+    """``batch`` cut into batch values no bigger than MAX_VALUE: each chunk's
+    items and their envelopes' bytes."""
+    chunks: list[tuple[list[Admitted], list[bytes]]] = [([], [])]
     size = len(_MAGIC)
-    for env in envelopes:
+    for item in batch:
+        env = item.envelope.to_bytes()
         if len(env) + 4 + len(_MAGIC) > MAX_VALUE:
             raise InputError(f"an envelope of {len(env)} bytes is more than one etcd value takes")
-        if chunks[-1] and (size + 4 + len(env) > MAX_VALUE or len(chunks[-1]) > _MAX_OFFSET):
-            chunks.append([])
+        items, datas = chunks[-1]
+        if datas and (size + 4 + len(env) > MAX_VALUE or len(datas) > _MAX_OFFSET):
+            chunks.append(([], []))
+            items, datas = chunks[-1]
             size = len(_MAGIC)
-        chunks[-1].append(env)
+        items.append(item)
+        datas.append(env)
         size += 4 + len(env)
     return chunks
 
@@ -184,12 +189,23 @@ class EtcdClient:
         return self._loop
 
     def close(self) -> None:
+        """Cancel what still runs on the loop, close the channel, stop the loop."""
         if not self._loop.is_running():
             return
         with contextlib.suppress(Exception):  # closing: nothing left to tell
-            self.call(self.raw.close(), timeout=5)
+            self.call(self._shutdown(), timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.raw.close()
 
 
 async def _make(
@@ -269,6 +285,7 @@ class EtcdSequencer:
         self._reported = 0  # the applied revision last put in etcd
         self._applied = 0
         self._reporting: Future[None] | None = None
+        self._mine: dict[bytes, list[Admitted]] = {}  # this node's batches, by key
 
     # -- writing -------------------------------------------------------------
 
@@ -276,19 +293,29 @@ class EtcdSequencer:
         """Put ``batch`` in etcd; the future resolves to the span of positions
         its values took (several values for a big batch) once etcd committed
         them, or fails after ``retry_s`` without an answer."""
-        chunks = _chunks([item.envelope.to_bytes() for item in batch])
-        return self._client.submit(self._put_all(chunks))
+        puts = []
+        for items, datas in _chunks(batch):
+            key = self._batches + f"{self.node}/{uuid.uuid4().hex}".encode()
+            # What this node admitted comes back out of the order as it went
+            # in: decoded and checked already.
+            self._mine[key] = items
+            puts.append((key, encode_batch(datas), len(items)))
+        return self._client.submit(self._put_all(puts))
 
-    async def _put_all(self, chunks: list[list[bytes]]) -> range:
-        revisions = await asyncio.gather(*(self._put(encode_batch(c)) for c in chunks))
+    async def _put_all(self, puts: list[tuple[bytes, bytes, int]]) -> range:
+        try:
+            revisions = await asyncio.gather(*(self._put(key, value) for key, value, _ in puts))
+        except BaseException:
+            for key, _, _ in puts:
+                self._mine.pop(key, None)
+            raise
         first, last = min(revisions), max(revisions)
-        return range(first << OFFSET_BITS, (last << OFFSET_BITS) + len(chunks[-1]))
+        return range(first << OFFSET_BITS, (last << OFFSET_BITS) + puts[-1][2])
 
-    async def _put(self, value: bytes) -> int:
-        """Put ``value`` under a new key, once: retried with the same key, a
-        put that committed unanswered is found, not repeated."""
+    async def _put(self, key: bytes, value: bytes) -> int:
+        """Put ``value`` under ``key``, once: retried with the same key, a put
+        that committed unanswered is found, not repeated."""
         etcd = self._etcd
-        key = self._batches + f"{self.node}/{uuid.uuid4().hex}".encode()
         t = etcd.transactions
         request = self._client.aetcd.rpc.TxnRequest(
             compare=[(t.version(key) == 0).build_message()],
@@ -363,7 +390,11 @@ class EtcdSequencer:
                     async for event in watch:
                         rev = int(event.kv.mod_revision)
                         await self._deliver(
-                            generation, rev, event.kv.value, skip if rev == revision else 0
+                            generation,
+                            rev,
+                            event.kv.key,
+                            event.kv.value,
+                            skip if rev == revision else 0,
                         )
                         revision, skip, delay = rev + 1, 0, 0.05
                 finally:
@@ -384,14 +415,25 @@ class EtcdSequencer:
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
 
-    async def _deliver(self, generation: int, revision: int, value: bytes, skip: int) -> None:
+    async def _deliver(
+        self, generation: int, revision: int, key: bytes, value: bytes, skip: int
+    ) -> None:
         items: list[Ordered] = []
-        try:
-            envelopes = decode_batch(value)
-        except InputError as exc:
-            # Skipped by every node alike: the order holds nothing there.
-            _log.error(f"etcd revision {revision}: {exc.message}; skipped")
+        mine = self._mine.pop(key, None)
+        if mine is not None:
+            items = [
+                ((revision << OFFSET_BITS) | offset, item)
+                for offset, item in enumerate(mine)
+                if offset >= skip
+            ]
             envelopes = []
+        else:
+            try:
+                envelopes = decode_batch(value)
+            except InputError as exc:
+                # Skipped by every node alike: the order holds nothing there.
+                _log.error(f"etcd revision {revision}: {exc.message}; skipped")
+                envelopes = []
         for offset, data in enumerate(envelopes):
             if offset < skip:
                 continue
