@@ -169,6 +169,9 @@ class ClusterPublisher(CheckpointPublisher):
         self._ahead: dict[int, list[tuple[str, Note]]] = {}
         self._signed: set[int] = set()  # sizes this node cosigned
         self.divergence: Divergence | None = None
+        # Told (size, note) of each new final checkpoint, under the publisher's
+        # lock: they must hand slow work (pushing to witnesses) to a thread.
+        self.listeners: list[Callable[[int, bytes], None]] = []
         self.final_size = 0
         super().__init__(store, signer, every=every, interval_ms=interval_ms, on_fault=on_fault)
         latest = store.checkpoint()
@@ -341,6 +344,12 @@ class ClusterPublisher(CheckpointPublisher):
         self.final_size = size
         self.final_time = time.time()
         self._state.notify_all()
+        if first:
+            for listener in self.listeners:
+                try:
+                    listener(size, note.to_bytes())
+                except Exception as exc:  # a listener's fault is its own
+                    _log.error("a final-checkpoint listener failed", exc_info=exc)
         if first:
             # Settled: what is below it is no longer needed here or on the board.
             for table in (self._cosigs, self._others):

@@ -48,6 +48,7 @@ from ..errors import (
     SignatureError,
     StorageError,
     UnknownKeyError,
+    UsageError,
     WrongLedgerError,
 )
 from ..storage.protocols import LedgerStore
@@ -714,6 +715,14 @@ class Node:
             if d is None
             else {"size": d.size, "mine": d.mine.hex(), "theirs": d.theirs.hex(), "nodes": d.nodes},
         }
+
+    def on_final(self, listener: Callable[[int, bytes], None]) -> None:
+        """Call ``listener(size, note)`` for each new final checkpoint of a
+        cluster node (quickly: it runs under the publisher's lock)."""
+        p = self._publisher
+        if not isinstance(p, ClusterPublisher):
+            raise UsageError("only a cluster node has final checkpoints to follow")
+        p.listeners.append(listener)
 
     @property
     def divergence(self) -> Divergence | None:
