@@ -261,7 +261,10 @@ class RemoteBackend:
                 self._pinned_policy = self._pinned_policy.with_log(self._trusted)
             # Fail at once on a server whose checkpoints the trusted key did not sign,
             # and pin a key only once it has been seen to sign one.
-            self._fetch_checkpoint()
+            try:
+                self._fetch_checkpoint()
+            except SignatureError as exc:
+                raise self._explained(exc, str(info.get("log_key", ""))) from exc
             if self._store.meta("log_key") is None:
                 self._store.set_meta("log_key", self._trusted.to_string())
         except BaseException:
@@ -316,6 +319,22 @@ class RemoteBackend:
             store.set_meta("origin", self.origin)
         store.set_meta("url", self.url)
         return key
+
+    def _explained(self, exc: SignatureError, announced: str) -> SignatureError:
+        """``exc``, saying what to pin where a mirror not yet holding genesis
+        trusts one log key and the server signs with another: a cluster node
+        other than the one genesis names (each node has its own key)."""
+        if (
+            self._pinned_policy is not None
+            or self._store.size
+            or announced in ("", self._trusted.to_string())
+        ):
+            return exc
+        return SignatureError(
+            f"{exc.message}: {self.url} signs with another key ({announced}); if it is a "
+            "node of a cluster, pin the cluster's checkpoint policy (`modelchain log "
+            "policy`, policy= or --log-key POLICY_FILE), which names every node's key"
+        )
 
     def _lists(self, key: VerifierKey) -> bool:
         """Whether the pinned policy names ``key`` as one of its logs."""
