@@ -40,7 +40,14 @@ from modelchain.errors import ProofError, SignatureError, VerificationError
 from modelchain.ledger.ledger import Founder, Ledger
 from modelchain.ledger.remote import RemoteLedger
 from modelchain.receipts import ReceiptLog, reveal, verify_inference_receipt, verify_reveal
-from modelchain.reports import annex_iv, export_logs, render_html, verify_logs
+from modelchain.reports import (
+    annex_iv,
+    export_logs,
+    render_html,
+    render_pdf,
+    verify_annex_iv,
+    verify_logs,
+)
 
 ALICE, BOB = make_signer("alice"), make_signer("bob")
 UNMET = "group 'nodes' needs 2 of n0, n1, n2; met: "
@@ -236,6 +243,7 @@ def test_the_remote_sdk_pinned_to_the_policy_reads_any_node(
             assert remote.policy == policy
             assert _log_signer(remote.checkpoint(), policy) == "n1"
             assert remote.models.get("fraud", 1).record["version"] == 1
+            assert remote.audit().size == cp.size  # the replay trusts n1's key via genesis
             proof = remote.tlog_proof(3)
             assert verify_tlog_proof(proof, leaf_hash(remote.entry_bytes(3)), text) == cp
         # The same mirror, another node: its copy of the checkpoint (another log
@@ -305,6 +313,10 @@ def test_the_remote_sdk_refuses_a_checkpoint_short_of_the_quorum(
             with pytest.raises(ProofError, match="rolled back or forked"):
                 remote.sync()
             transport.note = None
+        # The genesis log key alone (n0's) cannot check n1's checkpoints: say what to pin.
+        genesis_key = verifier_of(node_signer("n0"))
+        with pytest.raises(SignatureError, match="pin the cluster's checkpoint policy"):
+            RemoteLedger(url, log_key=genesis_key, cache=tmp_path / "m4")
         # A policy that does not name this node's key: refused before anything is read.
         strangers = {n: (make_signer(n).public_key, None) for n in ("x", "y")}
         other = CheckpointPolicy.of_cluster(CLUSTER_ORIGIN, strangers, 1)
@@ -361,10 +373,13 @@ def test_reports_of_a_cluster_name_its_policy(cluster: LedgerCluster) -> None:
     with pytest.raises(SignatureError, match=UNMET):
         verify_logs([json.dumps(head), *lines[1:]], cluster.policy)
     doc = annex_iv(led, "fraud", 1)
+    doc_size = doc.checkpoint.size
     assert doc.checkpoint.policy == cluster.policy.to_text()
     assert doc.to_json()["checkpoint"]["policy"] == cluster.policy.to_text()
+    assert verify_annex_iv(doc.to_json(), cluster.policy.to_text()).checkpoint.size == doc_size
     html = render_html(doc)
     assert "The ledger is a cluster" in html and "group nodes 2 n0 n1 n2" in html
+    assert render_pdf(doc).startswith(b"%PDF")
 
 
 def test_the_dashboard_shows_the_cluster_nodes_and_policy(cluster: LedgerCluster) -> None:
