@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
 from serving import free_port
 
 from modelchain.contracts import ContractSet
@@ -148,6 +147,8 @@ class LedgerCluster:
 def serving(led: Ledger) -> Iterator[str]:
     """Serve ``led`` with the real app (reads open) on a loopback port, in this
     process; yield its base URL."""
+    import uvicorn  # the server extra: only what serves needs it
+
     from modelchain.server import ServerConfig, create_app
 
     port = free_port()
