@@ -96,7 +96,10 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
     if isinstance(root, dict) and root.get("server"):
         from .. import connect
 
-        return connect(root["server"], log_key=root.get("log_key"))
+        trust = root.get("log_key")
+        if trust and Path(trust).is_file():  # a checkpoint-policy file (a cluster's)
+            return connect(root["server"], policy=trust_from(trust))
+        return connect(root["server"], log_key=trust)
     return ledger_mod.open(ledger_dir, readonly=readonly, home=modelchain_home())
 
 

@@ -45,7 +45,8 @@ __all__ = ["cli", "main"]
     "--log-key",
     envvar=LOG_KEY_ENV,
     metavar="VKEY",
-    help="With --server: the log's verifier key to trust (else the one first seen).",
+    help="With --server: the log's verifier key to trust (else the one first seen), or "
+    "a file with its checkpoint policy (`modelchain log policy`; a cluster's names every node).",
 )
 @click.pass_context
 def cli(ctx: click.Context, server: str | None, log_key: str | None) -> None:

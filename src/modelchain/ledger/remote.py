@@ -2,8 +2,9 @@
 
 The client trusts the server for nothing. It keeps a verified mirror of the
 log beside the caller: every checkpoint must meet the checkpoint policy (the
-trusted log key's signature and the cosignatures genesis asks for) and be
-consistent with the last one it saw (checked with the
+trusted log key's signature and the cosignatures genesis asks for; for a
+cluster, any node's log signature and a quorum of node cosignatures, so only
+final checkpoints) and be consistent with the last one it saw (checked with the
 server's RFC 9162 consistency proof), and every entry it receives must, with
 the ones it already holds, give that checkpoint's root before it is
 re-executed and stored. Queries are then answered from the mirror, so the
@@ -33,7 +34,7 @@ from ..core.b64 import unb64
 from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
-from ..core.merkle import leaf_hash, verify_consistency
+from ..core.merkle import leaf_hash, tree_root, verify_consistency
 from ..core.policy import CheckpointPolicy, as_policy, verify_checkpoint
 from ..core.tiles import decode_entry_bundle
 from ..core.tx import MAX_ENTRY_BYTES, LogEntry, decode_submission
@@ -232,10 +233,13 @@ class RemoteBackend:
         self._last_opened: tuple[bytes, Checkpoint] | None = None
         # A policy the caller pins wins; else the one genesis names (verified
         # with the entries), the trusted log key alone until genesis is known.
+        # A cluster's policy names each node's log key: the one trusted is then
+        # the one the mirror pinned, or the one this node announces, if listed.
         self._pinned_policy = None if policy is None else as_policy(policy)
         self._policy: CheckpointPolicy | None = None
-        if log_key is None and self._pinned_policy is not None and self._pinned_policy.logs:
-            log_key = self._pinned_policy.log_key
+        pinned = self._pinned_policy
+        if log_key is None and pinned is not None and len(pinned.logs) == 1:
+            log_key = pinned.log_key
         self._http = _Http(self.url, token, timeout, transport, tls_verify)
         try:
             info = self._http.json("GET", "/v1/ledger")
@@ -257,7 +261,10 @@ class RemoteBackend:
                 self._pinned_policy = self._pinned_policy.with_log(self._trusted)
             # Fail at once on a server whose checkpoints the trusted key did not sign,
             # and pin a key only once it has been seen to sign one.
-            self._fetch_checkpoint()
+            try:
+                self._fetch_checkpoint()
+            except SignatureError as exc:
+                raise self._explained(exc, str(info.get("log_key", ""))) from exc
             if self._store.meta("log_key") is None:
                 self._store.set_meta("log_key", self._trusted.to_string())
         except BaseException:
@@ -281,17 +288,29 @@ class RemoteBackend:
                 key = VerifierKey.from_string(announced)
             except Error as exc:
                 raise MalformedError(f"the server announces no valid log key: {exc}") from exc
-            log.warning(
-                "trusting the log key %s that %s announced (first use); pin it with "
-                "log_key= or --log-key to be safe",
-                key.to_string(),
-                self.url,
-            )
+            if self._pinned_policy is None:
+                log.warning(
+                    "trusting the log key %s that %s announced (first use); pin it with "
+                    "log_key= or --log-key to be safe",
+                    key.to_string(),
+                    self.url,
+                )
         if key.name != self.origin:
             raise VerificationError(
                 f"the trusted log key is for {key.name}, but {self.url} serves {self.origin}"
             )
-        if pinned is not None and pinned != key.to_string():
+        if self._pinned_policy is not None and self._pinned_policy.logs and not self._lists(key):
+            logs = ", ".join(str(entry.key) for entry in self._pinned_policy.logs)
+            raise VerificationError(
+                f"the log key {key} ({self.url}) is not one of the pinned checkpoint "
+                f"policy's logs ({logs})"
+            )
+        # Another node of a cluster is fine where the pinned policy names both keys.
+        if (
+            pinned is not None
+            and pinned != key.to_string()
+            and not (self._lists(key) and self._lists(VerifierKey.from_string(pinned)))
+        ):
             raise VerificationError(
                 f"the mirror at {self.path} trusted another log key ({pinned}); "
                 "remove it to trust a new one"
@@ -300,6 +319,27 @@ class RemoteBackend:
             store.set_meta("origin", self.origin)
         store.set_meta("url", self.url)
         return key
+
+    def _explained(self, exc: SignatureError, announced: str) -> SignatureError:
+        """``exc``, saying what to pin where a mirror not yet holding genesis
+        trusts one log key and the server signs with another: a cluster node
+        other than the one genesis names (each node has its own key)."""
+        if (
+            self._pinned_policy is not None
+            or self._store.size
+            or announced in ("", self._trusted.to_string())
+        ):
+            return exc
+        return SignatureError(
+            f"{exc.message}: {self.url} signs with another key ({announced}); if it is a "
+            "node of a cluster, pin the cluster's checkpoint policy (`modelchain log "
+            "policy`, policy= or --log-key POLICY_FILE), which names every node's key"
+        )
+
+    def _lists(self, key: VerifierKey) -> bool:
+        """Whether the pinned policy names ``key`` as one of its logs."""
+        pinned = self._pinned_policy
+        return pinned is not None and key in [entry.key for entry in pinned.logs]
 
     # -- the mirror ---------------------------------------------------------------
 
@@ -369,6 +409,9 @@ class RemoteBackend:
         held = store.size
         last = store.checkpoint()
         if cp.size < held:
+            if last is not None and self._behind(cp):
+                self._synced_at = time.monotonic()
+                return self._opened(last[1])
             raise ProofError(
                 f"the server's checkpoint has {cp.size} entries but {held} were already "
                 "verified: the log was rolled back or forked"
@@ -392,6 +435,16 @@ class RemoteBackend:
             store.put_checkpoint(cp.size, cp.root, note)
         self._synced_at = time.monotonic()
         return cp
+
+    def _behind(self, cp: Checkpoint) -> bool:
+        """Whether ``cp``, smaller than the mirror, is a cluster node's final
+        checkpoint from before the mirror's: a node that has not yet seen the
+        latest quorum (behind a load balancer, or after switching nodes), not a
+        rollback. Its root must be the mirror's at that size. A single log
+        never goes back."""
+        if not self.policy.nodes:
+            return False
+        return tree_root(self._store.node_reader(), cp.size) == cp.root
 
     def _opened(self, note: bytes) -> Checkpoint:
         """A stored (already verified) checkpoint note, parsed and checked once."""

@@ -293,8 +293,12 @@ class Executor:
     def _replay_genesis(self, tx: Transaction) -> None:
         if tx.type != GENESIS:
             raise AuditError(f"entry 0 is a {tx.type!r}, not a genesis", 0)
-        if self.log_key is not None and tx.body.get("log_key") != self.log_key:
-            raise AuditError("the genesis entry names another log key than the one trusted", 0)
+        if not self._names_log_key(tx):
+            raise AuditError(
+                "the genesis entry names another log key than the one trusted (neither its "
+                "log_key nor one of its checkpoint policy's logs)",
+                0,
+            )
 
 
 _SIGNATURE_BATCH = 4096

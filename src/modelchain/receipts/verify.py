@@ -52,13 +52,15 @@ def verify_inference_receipt(
     """Check a receipt offline: the record is in the batch, the batch entry (accepted,
     same root, count, model, version, time range) is in the log, the checkpoint is
     accepted by ``log_key`` (a checkpoint policy, or a log key alone: its
-    signature and the cosignatures the policy asks for). With ``checkpoint``
-    (a signed note the verifier trusts),
-    the receipt's checkpoint must be that same tree. Returns the record.
+    signature and the cosignatures the policy asks for). For a cluster, pass its
+    policy: the checkpoint may carry any node's log signature, and it counts only
+    once final (the quorum of node cosignatures). With ``checkpoint`` (a signed
+    note the verifier trusts), the receipt's checkpoint must be that same tree.
+    Returns the record.
 
-    Raises ProofError (or MalformedError for a receipt that cannot be read)."""
+    Raises ProofError or SignatureError (a checkpoint the policy does not accept
+    names the unmet group), or MalformedError for a receipt that cannot be read."""
     policy = as_policy(log_key)
-    key = policy.log_key
     r = _as_receipt(receipt)
     record, batch, led = r["record"], r["batch"], r["ledger"]
     if not isinstance(record, dict) or not isinstance(batch, dict) or not isinstance(led, dict):
@@ -90,13 +92,13 @@ def verify_inference_receipt(
     t = record.get("time_ms")
     if not isinstance(t, int) or not body["first_time"] <= t <= body["last_time"]:
         raise ProofError("the record's time is outside the batch's time range")
-    if tx.ledger != key.name:
-        raise ProofError(f"the entry is for ledger {tx.ledger}, the key is {key.name}")
 
     proof = TlogProof.from_text(str(led.get("tlog_proof", "")))
     if proof.index != led.get("entry_index") or entry.index != proof.index:
         raise ProofError("the tlog-proof is for another entry index")
     cp = verify_tlog_proof(proof, leaf_hash(entry_bytes), policy)
+    if tx.ledger != cp.origin:
+        raise ProofError(f"the entry is for ledger {tx.ledger}, the checkpoint is of {cp.origin}")
     if checkpoint is not None:
         trusted, _ = verify_checkpoint(checkpoint, policy)
         if (trusted.size, trusted.root) != (cp.size, cp.root):

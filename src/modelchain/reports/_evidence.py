@@ -35,26 +35,45 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """The signed checkpoint a report was produced against."""
+    """The signed checkpoint a report was produced against.
+
+    ``log_key`` is the key whose log signature the note carries. A cluster's
+    notes each carry the signature of the node that served them, and count
+    only with a quorum of node cosignatures: ``policy`` is then the cluster's
+    checkpoint policy (tlog-policy text), which is what a reader must pin;
+    None for a single-node ledger, whose output is unchanged.
+    """
 
     origin: str
     size: int
     root: str  # base64, as in the note
     note: str  # the signed note, verbatim
     log_key: str  # the C2SP verifier key that signs it
+    policy: str | None = None  # a cluster's checkpoint policy
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "origin": self.origin,
             "size": self.size,
             "root": self.root,
             "note": self.note,
             "log_key": self.log_key,
         }
+        if self.policy is not None:
+            out["policy"] = self.policy
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> CheckpointRef:
-        return cls(obj["origin"], obj["size"], obj["root"], obj["note"], obj["log_key"])
+        policy = obj.get("policy")
+        return cls(
+            obj["origin"],
+            obj["size"],
+            obj["root"],
+            obj["note"],
+            obj["log_key"],
+            None if policy is None else str(policy),
+        )
 
 
 @dataclass(frozen=True)
@@ -114,17 +133,19 @@ class Evidence:
     def __init__(self, led: Ledger) -> None:
         self._led = led
         self._note = led.checkpoint()
-        key = led.log_key
+        policy = led.policy
         # Checked here, not only by the reader: a report must never carry a
-        # checkpoint its own policy does not accept.
-        cp, _ = verify_checkpoint(self._note, led.policy)
+        # checkpoint its own policy does not accept (for a cluster: a final one).
+        result = policy.evaluate(self._note).require()
+        cp = result.checkpoint
         self.checkpoint: Checkpoint = cp
         self.ref = CheckpointRef(
             cp.origin,
             cp.size,
             b64(cp.root),
             self._note.decode("utf-8"),
-            key.to_string(),
+            result.log.to_string(),  # a cluster node's own key, not genesis's log_key
+            policy.to_text() if policy.nodes else None,
         )
         self._decoded: dict[int, tuple[bytes, LogEntry]] = {}
         self._cited: dict[int, CitedEntry] = {}

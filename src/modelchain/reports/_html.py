@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ._evidence import CitedEntry
+from ._evidence import CheckpointRef, CitedEntry
 from .annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Section, Statement
 
 __all__ = ["render_html"]
@@ -81,6 +81,17 @@ def _entry(e: CitedEntry) -> str:
     )
 
 
+def _cluster(cp: CheckpointRef) -> str:
+    """For a cluster's checkpoint: the policy it counts under (nothing for one log)."""
+    if cp.policy is None:
+        return ""
+    return (
+        "<p>The ledger is a cluster: each node signs as the log with its own key, and a "
+        "checkpoint counts only once a quorum of nodes cosigned it. Check it under the "
+        f"cluster's checkpoint policy, not one log key:</p><pre>{_e(cp.policy)}</pre>"
+    )
+
+
 def render_html(doc: AnnexIV) -> str:
     """The document as a standalone HTML page."""
     cp = doc.checkpoint
@@ -105,7 +116,7 @@ def render_html(doc: AnnexIV) -> str:
         f"<em>{_e(TO_COMPLETE)}</em>; nothing here is filled in for the provider.</p>",
         f"<h2>Checkpoint</h2><p>Produced against the tree of <strong>{cp.size}</strong> entries "
         f"with root <code>{_e(cp.root)}</code>, signed by the log key "
-        f"<code>{_e(cp.log_key)}</code>:</p><pre>{_e(cp.note)}</pre></header>",
+        f"<code>{_e(cp.log_key)}</code>:</p><pre>{_e(cp.note)}</pre>{_cluster(cp)}</header>",
         f"<nav><h2>Contents</h2><ol>{toc}</ol>"
         '<p><a href="#provider">Points to be completed by the provider</a> &middot; '
         '<a href="#entries">Cited entries and proofs</a></p></nav>',
@@ -116,7 +127,8 @@ def render_html(doc: AnnexIV) -> str:
         '<section id="entries"><h2>Cited entries and inclusion proofs</h2>'
         "<p>To check one offline: fetch the entry bytes, compute "
         "SHA-256(0x00 || bytes), compare with the leaf hash, and verify the proof against the "
-        "log key (<code>modelchain.core.tlogproof.verify_tlog_proof</code>).</p>",
+        f"{'checkpoint policy' if cp.policy else 'log key'} "
+        "(<code>modelchain.core.tlogproof.verify_tlog_proof</code>).</p>",
         *(_entry(e) for e in doc.entries),
         "</section></body></html>",
     ]

@@ -54,6 +54,7 @@ def export_logs(led: Ledger, start_ms: int | None, end_ms: int | None, out: IO[s
                 "root": ref.root,
                 "note": ref.note,
                 "log_key": ref.log_key,
+                **({} if ref.policy is None else {"policy": ref.policy}),
                 "from_ms": start_ms,
                 "to_ms": end_ms,
                 "from": None if start_ms is None else rfc3339(start_ms),

@@ -214,6 +214,14 @@ class _Writer:
         )
         pdf.ln(1)
         self.mono(cp.note, 7.5)
+        if cp.policy is not None:
+            self.para(
+                "The ledger is a cluster: each node signs as the log with its own key, and a "
+                "checkpoint counts only once a quorum of nodes cosigned it. Check it under the "
+                "cluster's checkpoint policy, not one log key:"
+            )
+            pdf.ln(1)
+            self.mono(cp.policy, 7.5)
         for section in doc.sections:
             self.heading(f"{section.number}. {section.title}")
             self.para(f"Annex IV point(s) {', '.join(section.annex)}", size=8.5)

@@ -16,7 +16,6 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...core.policy import verify_checkpoint
 from ...core.times import human_time
 from ...errors import AuthError, Error, NotFoundError
 from ...ledger.ledger import Ledger
@@ -162,15 +161,28 @@ class Pages:
         return list(dict.fromkeys(self.member_name(k) for k in keyids))
 
     def checkpoint_view(self) -> dict[str, Any]:
+        """The served checkpoint; for a cluster also its nodes, which of them
+        cosigned it and the policy (each node's copy carries its own log key)."""
         cp, note = self.ctx.checkpoint()
-        _, parsed = verify_checkpoint(note, self.led.policy, require_quorum=False)
+        policy = self.led.policy
+        result = policy.evaluate(note).require(quorum=False)
+        nodes = [w.name for w in policy.nodes]
         return {
             "size": cp.size,
             "root": cp.root.hex(),
             "note": note.decode(),
-            "signers": [s.name for s in parsed.signatures],
-            "log_key": self.led.log_key.to_string(),
-            "key_id": self.led.log_key.key_id_hex,
+            "signers": [s.name for s in result.note.signatures],
+            "log_key": result.log.to_string(),
+            "key_id": result.log.key_id_hex,
+            "cluster": None
+            if not nodes
+            else {
+                "nodes": nodes,
+                "cosigned": [n for n in nodes if n in result.cosigned],
+                "final": result.satisfied,
+                "unmet": list(result.unmet),
+                "policy": policy.to_text(),
+            },
         }
 
     def receipt_text(self, index: int | None) -> str | None:
