@@ -8,7 +8,9 @@ etcd leader are killed under load."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cluster_sim import serving
 from conftest import make_signer
 
 from modelchain.cluster.dev import (
@@ -44,7 +47,9 @@ from modelchain.core.tx import LogEntry, Outcome, Transaction
 from modelchain.errors import SignatureError
 from modelchain.keys.files import KeyStore
 from modelchain.ledger.ledger import Ledger, new_nonce
-from modelchain.node.node import NodeConfig
+from modelchain.node.etcd import EtcdSequencer
+from modelchain.node.node import NodeConfig, order_position
+from modelchain.storage.sqlite import SqliteStore
 
 pytestmark = pytest.mark.skipif(
     shutil.which("etcd") is None or shutil.which("etcdctl") is None,
@@ -88,12 +93,14 @@ class Cluster:
         order_genesis(endpoints, prefix, ORIGIN, self.policy, self.admin, "acme")
         self.settle(1)
 
-    def settings(self, name: str) -> NodeSettings:
-        return NodeSettings(name, self.base / name, tuple(self.endpoints), prefix=self.prefix)
+    def settings(self, name: str, peers: dict[str, str] | None = None) -> NodeSettings:
+        return NodeSettings(
+            name, self.base / name, tuple(self.endpoints), prefix=self.prefix, peers=peers or {}
+        )
 
-    def open(self, name: str, **kwargs: Any) -> Ledger:
+    def open(self, name: str, peers: dict[str, str] | None = None, **kwargs: Any) -> Ledger:
         config = NodeConfig(checkpoint_every=50, checkpoint_interval_ms=20)
-        led = open_node(self.settings(name), config, **kwargs)
+        led = open_node(self.settings(name, peers), config, **kwargs)
         self.ledgers[name] = led
         return led
 
@@ -251,6 +258,120 @@ def test_a_node_that_executes_differently_stops_and_the_others_stay_final(
         cluster.led("n2").backend.node.submit(cluster.event(i))
     cluster.settle(8)
     bad.close()
+
+
+class _Tampering(http.server.ThreadingHTTPServer):
+    """A peer in front of a real one that alters one byte of every entry bundle."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.served = 0
+        super().__init__(("127.0.0.1", 0), _TamperHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _TamperHandler(http.server.BaseHTTPRequestHandler):
+    server: _Tampering
+
+    def do_GET(self) -> None:
+        got = httpx.get(self.server.upstream + self.path, timeout=10.0)
+        body = got.content
+        if self.path.startswith("/v1/entries:range") and got.status_code == 200:
+            body = body[:-1] + bytes([body[-1] ^ 1])
+            self.server.served += 1
+        self.send_response(got.status_code)
+        self.send_header("content-type", got.headers.get("content-type", "text/plain"))
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _compact_now(endpoints: list[str]) -> int:
+    """Compact etcd's history at its current revision (as auto-compaction does)."""
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    out = subprocess.run(
+        ["etcdctl", "--endpoints", ",".join(endpoints), "endpoint", "status", "-w", "json"],
+        capture_output=True, check=True, env=env,
+    ).stdout  # fmt: skip
+    revision = max(int(item["Status"]["header"]["revision"]) for item in json.loads(out))
+    subprocess.run(
+        ["etcdctl", "--endpoints", ",".join(endpoints), "compact", str(revision)],
+        capture_output=True, check=True, env=env,
+    )  # fmt: skip
+    return revision
+
+
+def _stop_n3_and_write_on(cluster: Cluster) -> None:
+    for i in range(30):
+        cluster.led(cluster.names[i % 2]).backend.node.submit(cluster.event(i))
+    cluster.settle(31)
+    cluster.led("n3").close()
+    cluster.ledgers["n3"] = None
+    for i in range(30, 70):
+        cluster.led("n1").backend.node.submit(cluster.event(i))
+    cluster.settle(71)
+
+
+def _converge_after_writes(cluster: Cluster) -> None:
+    for i in range(5):
+        cluster.led("n2").backend.node.submit(cluster.event(f"after {i}"))
+    assert cluster.settle(76) == 76
+    assert len({x.backend.store.head() for x in cluster.running}) == 1
+
+
+def test_a_node_down_past_a_compaction_catches_up_from_the_live_batches(
+    cluster: Cluster,
+) -> None:
+    _stop_n3_and_write_on(cluster)
+    _compact_now(cluster.endpoints)  # history gone; each batch key keeps its one version
+    led = cluster.open("n3")  # no peers named: none is needed
+    assert led.size == 31
+    _converge_after_writes(cluster)
+
+
+def test_a_node_whose_batches_were_deleted_bootstraps_from_a_verified_peer(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    _stop_n3_and_write_on(cluster)
+    # The batches n1 and n2 applied are deleted and etcd compacted there, as
+    # the janitor does once n3 has been silent past its grace.
+    sequencer = cluster.led("n1").backend.node._sequencer
+    assert isinstance(sequencer, EtcdSequencer)
+    store = SqliteStore(cluster.base / "n3" / "ledger.db", readonly=True)
+    stopped_at = order_position(store)[0] >> 16  # the revision n3 needs next
+    store.close()
+    _wait_for(
+        "n1 and n2 to record that they applied past where n3 stopped",
+        lambda: all(
+            sequencer.applied_revisions().get(n, (0, 0))[0] >= stopped_at for n in ("n1", "n2")
+        ),
+    )
+    low = sequencer.compact(["n1", "n2"])
+    assert low is not None and not sequencer.available(low << 16)
+    with serving(cluster.led("n1")) as n1_url:
+        tamper = _Tampering(n1_url)
+        thread = threading.Thread(target=tamper.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="modelchain.cluster"):
+                led = cluster.open("n3", peers={"evil": tamper.url, "n1": n1_url})
+        finally:
+            tamper.shutdown()
+            thread.join()
+            tamper.server_close()
+    assert tamper.served >= 1
+    assert any(
+        tamper.url in r.getMessage() and "do not give the root" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    assert led.size > 31  # bootstrapped from n1, verified
+    _converge_after_writes(cluster)
 
 
 # -- processes: kills under load ------------------------------------------------

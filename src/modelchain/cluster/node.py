@@ -11,6 +11,8 @@ One TOML file per node::
     ca = "etcd-ca.pem"             # TLS to etcd, with a client certificate
     cert = "org-a-etcd.pem"        # (all three, or none)
     key = "org-a-etcd-key.pem"
+    compact_every_s = 60           # delete applied batches, compact etcd
+    keep_history_s = 3600          # a node silent longer stops holding them back
 
     [http]
     host = "127.0.0.1"
@@ -19,6 +21,8 @@ One TOML file per node::
 
     [checkpoints]
     interval_ms = 200              # propose a checkpoint this long after a write
+    policy = "policy.txt"          # the ledger's checkpoint policy: a new node
+                                   # verifies what peers serve with it
 
     [peers]                        # other nodes' URLs (bootstrap, divergence)
     org-b = "https://node.org-b.example"
@@ -30,24 +34,32 @@ cosigns them under the node's name; it never leaves the node.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contracts import ContractSet
+from ..contracts import ContractSet, default_contracts
+from ..contracts.genesis import checkpoint_policy
 from ..core.identity import Ed25519Signer, VerifierKey, check_key_name, verifier_of
+from ..core.policy import CheckpointPolicy
+from ..core.tx import LogEntry
 from ..errors import UsageError
-from ..keys.files import generate_seed, write_private_key
+from ..keys.files import FileSigner, generate_seed, write_private_key
 from ..ledger.ledger import Ledger
 from ..ledger.local import DB_NAME, LOG_KEY_NAME, ClusterLink, LocalBackend
 from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
-from ..node.node import NodeConfig
+from ..node.node import NodeConfig, order_position
 from ..storage.sqlite import SqliteStore
+from .bootstrap import bootstrap_from_peers
 
 __all__ = ["NodeSettings", "default_prefix", "init_node", "open_node"]
+
+_log = logging.getLogger("modelchain.cluster")
 
 
 def default_prefix(origin: str) -> str:
@@ -69,6 +81,9 @@ class NodeSettings:
     reads: str = "token"
     checkpoint_interval_ms: int = 200
     peers: Mapping[str, str] = field(default_factory=dict)
+    policy: Path | None = None  # the ledger's checkpoint policy, for a new node to verify peers
+    compact_every_s: float = 60.0  # how often the node compacts etcd
+    keep_history_s: float = 3600.0  # how long a silent node holds etcd's batches back
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeSettings:
@@ -116,12 +131,20 @@ class NodeSettings:
         port = http.get("port", 8080)
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise UsageError("[http] port must be a number from 0 to 65535")
-        interval = _table(data, "checkpoints").get("interval_ms", 200)
+        checkpoints = _table(data, "checkpoints")
+        interval = checkpoints.get("interval_ms", 200)
         if not isinstance(interval, int) or interval < 1:
             raise UsageError("[checkpoints] interval_ms must be a positive number")
+        policy = checkpoints.get("policy")
+        if policy is not None and not isinstance(policy, str):
+            raise UsageError("[checkpoints] policy must be a file name")
         peers = _table(data, "peers")
         if not all(isinstance(v, str) for v in peers.values()):
             raise UsageError("[peers] maps node names to URLs")
+        every = etcd.get("compact_every_s", 60)
+        keep = etcd.get("keep_history_s", 3600)
+        if not all(isinstance(v, int | float) and v > 0 for v in (every, keep)):
+            raise UsageError("[etcd] compact_every_s and keep_history_s must be positive seconds")
         prefix = etcd.get("prefix")
         if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
             raise UsageError("[etcd] prefix must be a string starting with '/'")
@@ -136,6 +159,9 @@ class NodeSettings:
             reads=str(reads),
             checkpoint_interval_ms=interval,
             peers=dict(peers),
+            policy=None if policy is None else base / policy,
+            compact_every_s=float(every),
+            keep_history_s=float(keep),
         )
 
     def to_toml(self) -> str:
@@ -150,6 +176,8 @@ class NodeSettings:
         lines += ["", "[http]", f"host = {_q(self.host)}", f"port = {self.port}"]
         lines += [f"reads = {_q(self.reads)}", "", "[checkpoints]"]
         lines.append(f"interval_ms = {self.checkpoint_interval_ms}")
+        if self.policy is not None:
+            lines.append(f"policy = {_q(str(self.policy))}")
         if self.peers:
             lines += ["", "[peers]", *(f"{_q(n)} = {_q(u)}" for n, u in self.peers.items())]
         return "\n".join(lines) + "\n"
@@ -192,6 +220,60 @@ def init_node(directory: str | os.PathLike[str], origin: str) -> VerifierKey:
     return verifier_of(Ed25519Signer(origin, seed))
 
 
+def _catch_up(
+    settings: NodeSettings, origin: str, sequencer: EtcdSequencer, contracts: ContractSet
+) -> None:
+    """Bootstrap the node from a peer if etcd no longer holds the order from
+    where it stopped (or, new, from the start)."""
+    store = SqliteStore(settings.ledger / DB_NAME)
+    try:
+        position, _ = order_position(store)
+        if sequencer.available(position):
+            return
+        policy = _policy(settings, store)
+        own = verifier_of(FileSigner.load(origin, settings.ledger / LOG_KEY_NAME, None))
+        peers = [*settings.peers.values()]
+        peers += [n.url for n in policy.nodes if n.url and n.name != settings.name]
+        bootstrap_from_peers(store, contracts, own, policy, list(dict.fromkeys(peers)))
+    finally:
+        store.close()
+
+
+def _policy(settings: NodeSettings, store: SqliteStore) -> CheckpointPolicy:
+    """The checkpoint policy to verify peers with: the ledger's, else (a node
+    without the genesis yet) the one its node file names."""
+    if store.size:
+        return checkpoint_policy(LogEntry.decode(store.entry(0)).transaction.body)
+    if settings.policy is None:
+        raise UsageError(
+            "this new node must bootstrap from a peer (etcd no longer holds the order from "
+            "the start): name the ledger's checkpoint policy in its node file "
+            "([checkpoints] policy = FILE) to verify what peers serve"
+        )
+    try:
+        return CheckpointPolicy.parse(settings.policy.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read the checkpoint policy {settings.policy}: {exc}") from exc
+
+
+def _janitor(
+    led: Ledger, sequencer: EtcdSequencer, settings: NodeSettings, stop: threading.Event
+) -> None:
+    """Every ``compact_every_s``: delete the batches every node applied and
+    compact etcd's history there. A node silent for ``keep_history_s`` no
+    longer holds batches back; back, it bootstraps from a peer."""
+    while not stop.wait(settings.compact_every_s):
+        try:
+            if led.size == 0:
+                continue
+            nodes = [n.name for n in led.policy.nodes]
+            low = sequencer.compact(nodes, grace_s=settings.keep_history_s)
+            if low is not None:
+                _log.info(f"etcd: batches through revision {low} deleted and compacted")
+        except Exception as exc:  # the next round tries again
+            _log.warning(f"compacting etcd failed ({exc!r})")
+
+
 def open_node(
     settings: NodeSettings,
     config: NodeConfig | None = None,
@@ -214,9 +296,12 @@ def open_node(
             raise UsageError(f"{settings.ledger} is not a modelchain ledger (no origin)")
         prefix = settings.prefix or default_prefix(origin)
         sequencer = EtcdSequencer(client, prefix, settings.name)
+        _catch_up(settings, origin, sequencer, contracts or default_contracts())
         board = EtcdCosignatures(client, prefix)
+        janitor = threading.Event()
 
         def close() -> None:
+            janitor.set()
             sequencer.close()
             board.close()
             client.close()
@@ -224,7 +309,14 @@ def open_node(
         link = ClusterLink(settings.name, sequencer, board, close)
         config = config or NodeConfig(checkpoint_interval_ms=settings.checkpoint_interval_ms)
         backend = LocalBackend(settings.ledger, config=config, cluster=link, contracts=contracts)
-        return Ledger(backend=backend)
+        led = Ledger(backend=backend)
+        threading.Thread(
+            target=_janitor,
+            args=(led, sequencer, settings, janitor),
+            name="modelchain-etcd-janitor",
+            daemon=True,
+        ).start()
+        return led
     except BaseException:
         client.close()
         raise

@@ -158,6 +158,7 @@ class ClusterPublisher(CheckpointPublisher):
         self._policy_of = policy
         self._policy: CheckpointPolicy | None = None
         self._witnesses: dict[str, PolicyWitness] = {}
+        self._least = 0
         self._board = board
         self._cosigner = NamedSigner(signer, node)
         self._state = threading.Condition(threading.Lock())
@@ -202,6 +203,9 @@ class ClusterPublisher(CheckpointPublisher):
                 self._on_fault(message)
             return None
         self._policy, self._witnesses = policy, witnesses
+        # The fewest node cosignatures that can meet the quorum: below it a
+        # checkpoint is not evaluated (witnesses' cosignatures come later).
+        self._least = min((g.threshold for g in policy.groups), default=0)
         return policy
 
     # -- proposing -----------------------------------------------------------
@@ -327,9 +331,11 @@ class ClusterPublisher(CheckpointPublisher):
         if size < self.final_size:
             return
         cosigs = self._cosigs.get(size, {})
+        if self._policy is None or len(cosigs) < self._least:
+            return  # too few to meet any group: not worth a signature yet
         cp = Checkpoint(self._signer.name, size, root)
         note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-        if self._policy is None or not self._policy.evaluate(note).satisfied:
+        if not self._policy.evaluate(note).satisfied:
             return
         try:
             self._store.put_checkpoint(size, root, note.to_bytes())

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import struct
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -401,15 +402,16 @@ class EtcdSequencer:
                     await watch.cancel()
             except asyncio.CancelledError:
                 raise
-            except self._client.aetcd.exceptions.RevisionCompactedError as exc:
-                self._fail(
-                    generation,
-                    EtcdCompactedError(
-                        f"etcd compacted its history past revision {revision} "
-                        f"(now at {exc.compacted_revision}); this node must bootstrap from a peer"
-                    ),
-                )
-                return
+            except self._client.aetcd.exceptions.RevisionCompactedError:
+                try:
+                    revision = await self._catch_up(generation, revision, skip)
+                    skip = 0
+                except EtcdCompactedError as exc:
+                    self._fail(generation, exc)
+                    return
+                except Exception as exc:
+                    _log.warning(f"reading etcd's batches failed ({exc!r}); again")
+                continue
             except Exception as exc:
                 _log.warning(f"etcd watch failed ({exc!r}); watching again from {revision}")
             await asyncio.sleep(delay)
@@ -470,7 +472,9 @@ class EtcdSequencer:
     def applied(self, position: int) -> None:
         """Record (at most once a second, in the background) the revision this
         node applied, which bounds compaction."""
-        revision = (position - 1) >> OFFSET_BITS
+        # The revision before the last one read: that batch may have been
+        # applied in part (a group commit takes at most max_batch items).
+        revision = ((position - 1) >> OFFSET_BITS) - 1
         if revision <= self._applied:
             return
         self._applied = revision
@@ -482,43 +486,106 @@ class EtcdSequencer:
             revision = self._applied
             try:
                 key = self.prefix + b"applied/" + self.node.encode()
-                await self._etcd.put(key, b"%d" % revision)
+                await self._etcd.put(key, f"{revision} {int(time.time())}".encode())
                 self._reported = revision
             except Exception as exc:
                 _log.warning(f"recording the applied revision in etcd failed ({exc!r})")
             await asyncio.sleep(1.0)
 
-    def applied_revisions(self) -> dict[str, int]:
-        """Each node's applied revision, as recorded in etcd."""
+    def available(self, position: int) -> bool:
+        """Whether etcd still holds the order from ``position`` on. Compaction
+        alone loses nothing (a batch key has one version, which compaction
+        keeps); batches deleted once applied are gone, and a node that needs
+        one must bootstrap from a peer."""
+        return max(1, position >> OFFSET_BITS) > self._client.call(self._deleted_through())
+
+    async def _deleted_through(self) -> int:
+        got = await self._etcd.get(self._deleted_key)
+        return 0 if got is None else int(got.value)
+
+    @property
+    def _deleted_key(self) -> bytes:
+        return self.prefix + b"deleted"
+
+    def applied_revisions(self) -> dict[str, tuple[int, int]]:
+        """Each node's applied revision and when it said so (Unix seconds), as
+        recorded in etcd."""
         got = self._client.call(self._etcd.get_prefix(self.prefix + b"applied/"))
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
         for kv in got:
             name = kv.key[len(self.prefix) + len(b"applied/") :].decode()
-            out[name] = int(kv.value)
+            revision, _, when = kv.value.decode().partition(" ")
+            out[name] = (int(revision), int(when or 0))
         return out
 
-    def compact(self, nodes: Sequence[str]) -> int | None:
-        """Delete the batches every one of ``nodes`` applied and compact etcd's
-        history below the lowest applied revision; return that revision (None
-        when some node has recorded none)."""
+    def compact(self, nodes: Sequence[str], *, grace_s: float | None = None) -> int | None:
+        """Delete the batches that ``nodes`` all applied, mark them deleted and
+        compact etcd's history there; return that revision. With ``grace_s``,
+        a node silent for longer no longer holds batches back (it bootstraps
+        from a peer when it comes back); without, every node must have
+        recorded its progress (else None: nothing done)."""
         applied = self.applied_revisions()
-        if any(n not in applied for n in nodes):
+        now = time.time()
+        keep = [
+            n for n in nodes if n in applied and (grace_s is None or now - applied[n][1] <= grace_s)
+        ]
+        if not keep or (grace_s is None and len(keep) < len(nodes)):
             return None
-        low = min(applied[n] for n in nodes)
+        low = min(applied[n][0] for n in keep)
+        if low < 1:
+            return None
         self._client.call(self._compact(low))
         return low
 
     async def _compact(self, low: int) -> None:
         etcd = self._etcd
+        t = etcd.transactions
         old = await etcd.get_prefix(self._batches, keys_only=True)
-        for kv in old:
-            if kv.mod_revision <= low:
-                await etcd.delete(kv.key)
+        doomed = [kv.key for kv in old if kv.mod_revision <= low]
+        for at in range(0, len(doomed), 100):  # etcd takes 128 operations per transaction
+            ops = [t.delete(key) for key in doomed[at : at + 100]]
+            await etcd.transaction(compare=[], success=ops, failure=[])
+        if low > await self._deleted_through():
+            await etcd.put(self._deleted_key, b"%d" % low)
         try:
             await etcd.compact(low)
         except self._client.aetcd.exceptions.ClientError as exc:
             if "compacted" not in str(exc):
                 raise
+
+    async def _catch_up(self, generation: int, revision: int, skip: int) -> int:
+        """Deliver the live batches from ``revision`` on, read by range (the
+        watch history before them was compacted); return the revision to
+        watch from. EtcdCompactedError if batches it needs were deleted."""
+        deleted = await self._deleted_through()
+        if deleted >= revision:
+            raise EtcdCompactedError(
+                f"etcd no longer holds the order from revision {revision} (batches through "
+                f"{deleted} were deleted once applied); this node must bootstrap from a peer"
+            )
+        rpc = self._client.aetcd.rpc
+        end = self._client.aetcd.utils.prefix_range_end(self._batches)
+        pinned = 0  # the revision all pages are read at
+        while True:
+            request = rpc.RangeRequest(
+                key=self._batches,
+                range_end=end,
+                limit=64,
+                sort_order=rpc.RangeRequest.ASCEND,
+                sort_target=rpc.RangeRequest.MOD,
+                min_mod_revision=revision,
+                revision=pinned,
+            )
+            answer = await self._etcd.kvstub.Range(request, timeout=self._client.timeout)
+            pinned = pinned or int(answer.header.revision)
+            for kv in answer.kvs:
+                rev = int(kv.mod_revision)
+                await self._deliver(
+                    generation, rev, kv.key, kv.value, skip if rev == revision else 0
+                )
+                revision, skip = rev + 1, 0
+            if not answer.more:
+                return max(revision, pinned + 1)
 
     def close(self) -> None:
         self._closed = True

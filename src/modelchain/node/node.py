@@ -65,6 +65,7 @@ __all__ = [
     "Node",
     "NodeConfig",
     "check_submission",
+    "order_position",
     "system_clock_ms",
 ]
 
@@ -73,6 +74,16 @@ _log = logging.getLogger("modelchain.node")
 
 # The store's meta key for how far this node applied a durable order.
 POSITION_KEY = "order_position"
+
+
+def order_position(store: LedgerStore) -> tuple[int, int]:
+    """How far ``store`` applied a durable order, read in one go: the next
+    position and the log's size then (0, 0 when it applied none)."""
+    value = store.meta(POSITION_KEY)
+    if value is None:
+        return 0, 0
+    position, _, size = value.partition(" ")
+    return int(position), int(size or 0)
 
 
 def system_clock_ms() -> int:
@@ -217,7 +228,7 @@ class Node:
         self._waiting_lock = threading.Lock()
         # The next position of the order to apply: kept with the entries when
         # the order outlives this process, so a restart resumes where it was.
-        self._position = int(store.meta(POSITION_KEY) or 0) if sequencer.durable else 0
+        self._position = order_position(store)[0] if sequencer.durable else 0
         self._failures = 0  # consecutive failed group commits
         self._wakeup = threading.Event()  # the writer must look up: closing or stopped
         self._closed = False  # no new submissions
@@ -522,7 +533,10 @@ class Node:
             batch = self._checked([item for _, item in items])
             applied = self._executor.execute(self.store, batch)
             position = items[-1][0] + 1
-            meta = {POSITION_KEY: str(position)} if self._sequencer.durable else None
+            meta = None
+            if self._sequencer.durable:
+                size = self.store.size + len(applied.entries)
+                meta = {POSITION_KEY: f"{position} {size}"}
             leaves = applied.commit(self.store, meta)
         except BaseException as exc:
             if not isinstance(exc, Error):
@@ -708,6 +722,7 @@ class Node:
             "size": size,
             "root": root.hex(),
             "applied_revision": self._position >> 16,
+            "position": dict(zip(("position", "size"), order_position(self.store), strict=True)),
             "final_size": p.final_size,
             "final_time": round(p.final_time, 3),
             "fault": self.fault,

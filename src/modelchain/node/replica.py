@@ -8,7 +8,7 @@ rule, signatures, outcome) before it and the state it derives are stored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..contracts import ContractSet
 from ..core.checkpoint import Checkpoint
@@ -19,7 +19,7 @@ from ..storage.protocols import LedgerStore
 from .executor import Executor, SignatureChecks
 from .verifier import InlineVerifier, SignatureVerifier
 
-__all__ = ["apply_checkpoint"]
+__all__ = ["apply_checkpoint", "apply_verified"]
 
 _CHUNK = 2048  # entries executed and stored per group commit
 
@@ -41,12 +41,32 @@ def apply_checkpoint(
     AuditError when an entry could never have been admitted or executes
     differently, keeping the chunks before it (they are root-checked and valid)
     but not the checkpoint."""
+    apply_verified(store, contracts, log_key, checkpoint, entries, checkpoint.size, verifier)
+    store.put_checkpoint(checkpoint.size, checkpoint.root, note)
+
+
+def apply_verified(
+    store: LedgerStore,
+    contracts: ContractSet,
+    log_key: VerifierKey,
+    checkpoint: Checkpoint,
+    entries: Sequence[bytes],
+    upto: int,
+    verifier: SignatureVerifier | None = None,
+    meta: Mapping[str, str] | None = None,
+) -> None:
+    """Check that ``entries`` (the store's next ones) give ``checkpoint``'s
+    root, then execute and store those below index ``upto``, the last commit
+    with ``meta``. Errors as ``apply_checkpoint``; the checkpoint is not
+    stored (a node that bootstraps to ``upto`` makes its own)."""
     first = store.size
     if first + len(entries) != checkpoint.size:
         raise ProofError(
             f"the checkpoint is for {checkpoint.size} entries; the mirror holds {first} "
             f"and got {len(entries)}"
         )
+    if not first <= upto <= checkpoint.size:
+        raise ProofError(f"cannot apply up to {upto}: the store holds {first} entries")
     if store.root_after([leaf_hash(e) for e in entries]) != checkpoint.root:
         raise ProofError(
             f"entries {first} to {checkpoint.size - 1} from the server do not give the root "
@@ -55,11 +75,12 @@ def apply_checkpoint(
         )
     executor = Executor(contracts, store.meta("origin"), log_key)
     checks = verifier or InlineVerifier()
+    todo = entries[: upto - first]
     # Verified against the root first, executed in chunks: a chunk that fails to
     # re-execute leaves the earlier (valid, root-checked) chunks stored.
-    for start in range(0, len(entries), _CHUNK):
+    for start in range(0, len(todo), _CHUNK):
         sigs = SignatureChecks(checks)
-        applied = executor.replay(store, entries[start : start + _CHUNK], sigs)
+        applied = executor.replay(store, todo[start : start + _CHUNK], sigs)
         sigs.settle()
-        applied.commit(store)
-    store.put_checkpoint(checkpoint.size, checkpoint.root, note)
+        last = start + _CHUNK >= len(todo)
+        applied.commit(store, meta if last else None)
