@@ -733,11 +733,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerCluster]
         c.close()
 
 
-def _get(led: Ledger, *paths: str) -> list[httpx.Response]:
-    """GET ``paths`` from the real app over ``led`` (reads open), in this process."""
+def _get(led: Ledger, *paths: str, reads: str | None = "open") -> list[httpx.Response]:
+    """GET ``paths`` from the real app over ``led`` (reads open unless told), in this process."""
     from modelchain.server import ServerConfig, create_app
 
-    app = create_app(led, ServerConfig(reads="open"))
+    app = create_app(led, ServerConfig(reads=reads))
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -820,6 +820,10 @@ def test_a_diverged_node_raises_the_alarm_on_every_page(
         assert "stop this node" in todo and "keep its data directory" in todo
         assert "re-bootstrap it from a peer" in todo and "README" in todo
     assert '<span class="bad">stopped</span>' in pages[1].text
+    # Whoever may not read the ledger learns only that the node stopped.
+    (login,) = _get(bad, "/ui/login", reads=None)
+    assert "This node diverged from the cluster" in login.text and "stop this node" in login.text
+    assert 'id="alarm-nodes"' not in login.text and d.theirs.hex()[:16] not in login.text
     metrics, health = _get(bad, "/metrics", "/healthz")
     assert _metric(metrics.text, "modelchain_cluster_diverged") == 1
     assert _metric(metrics.text, "modelchain_writes_stopped") == 1
