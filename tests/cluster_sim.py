@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,7 +78,8 @@ def strip_cosignatures(note: bytes | str, keep: int) -> bytes:
 class LedgerCluster:
     """Three cluster nodes of one ledger, each a ``Ledger`` over a
     ``LocalBackend`` with a ``ClusterLink``; genesis (naming n0's key as
-    ``log_key`` and the cluster policy) is submitted to n0."""
+    ``log_key`` and the cluster policy) is submitted to n0. ``node_contracts``
+    gives a node other contracts than ``contracts`` (to make it diverge)."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class LedgerCluster:
         org: str = "acme",
         threshold: int = THRESHOLD,
         contracts: ContractSet | None = None,
+        node_contracts: Mapping[str, ContractSet] | None = None,
     ) -> None:
         self.order = MemorySequencer()
         self.board = MemoryBoard()
@@ -106,7 +108,8 @@ class LedgerCluster:
                 finally:
                     store.close()
                 link = ClusterLink(name, self.order, self.board)
-                backend = LocalBackend(path, config=config, contracts=contracts, cluster=link)
+                own = (node_contracts or {}).get(name, contracts)
+                backend = LocalBackend(path, config=config, contracts=own, cluster=link)
                 self.ledgers.append(Ledger(backend=backend, home=root / "home"))
             founders = [Founder(verifier_of(admin), org, ("admin",)), *members]
             body = genesis_body(

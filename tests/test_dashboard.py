@@ -11,28 +11,35 @@ $MODELCHAIN_ARTIFACTS, else to the test session's temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cluster_sim import NODE_NAMES, LedgerCluster, node_signer, serving, wait_for
 from conftest import ORIGIN, make_signer, run_cli
 from serving import running_server
 
 import modelchain as mc
+from modelchain.contracts import ContractSet, default_contracts
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.identity import Signer, verifier_of
+from modelchain.core.times import human_time
+from modelchain.core.tx import Outcome, Transaction
 from modelchain.errors import RejectedError
 from modelchain.keys import KeyStore
-from modelchain.ledger.ledger import Founder
+from modelchain.ledger.ledger import Founder, Ledger
 from modelchain.ledger.lineage import DatasetNode, ExternalInput, ModelNode, RunNode
 from modelchain.server.lineage import lineage_svg
 
@@ -687,3 +694,171 @@ def test_custodial_decision_needs_a_policy_that_holds(tmp_path: Path) -> None:
         led.policies.set("custodial:model.approve", "tx.body.nope == 1", signers=[alice, dave])
         broken = decide("staging")
         assert not broken.allowed and broken.version == 2 and "failed to evaluate" in broken.reason
+
+
+# -- a cluster node ----------------------------------------------------------------------
+
+
+def _diverging_contracts() -> ContractSet:
+    """The default contracts, but an event named 'diverge' is refused: the
+    test-only fault that makes a node's root differ from the others'."""
+    contracts = default_contracts()
+    honest = contracts.execute
+
+    def altered(state: Any, index: int, tx: Transaction, keyids: tuple[str, ...]) -> Any:
+        if tx.body.get("event") == "diverge":
+            return Outcome.rejected("altered", "this node executes wrongly"), {}
+        return honest(state, index, tx, keyids)
+
+    contracts.execute = altered  # type: ignore[method-assign]
+    return contracts
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerCluster]:
+    """Three nodes in this process (2 of 3 make a checkpoint final); n2
+    executes one event differently, and diverges once it is logged."""
+    admin = make_signer("alice")
+    c = LedgerCluster(
+        tmp_path_factory.mktemp("cluster"),
+        admin,
+        node_contracts={"n2": _diverging_contracts()},
+    )
+    try:
+        for i in range(3):
+            c[i].record_event("pipeline.step", {"i": i}, admin)
+        c.settle()
+        yield c
+    finally:
+        c.close()
+
+
+def _get(led: Ledger, *paths: str, reads: str | None = "open") -> list[httpx.Response]:
+    """GET ``paths`` from the real app over ``led`` (reads open unless told), in this process."""
+    from modelchain.server import ServerConfig, create_app
+
+    app = create_app(led, ServerConfig(reads=reads))
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [await client.get(p) for p in paths]
+
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(run())).result()
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} in {text[:2000]}"
+    return values[0]
+
+
+def test_the_nodes_page_shows_the_cluster_from_this_nodes_view(cluster: LedgerCluster) -> None:
+    led = cluster[1]
+    page, metrics, health = _get(led, "/ui/nodes", "/metrics", "/healthz")
+    assert page.status_code == 200, page.text[:300]
+    html = page.text
+    assert '<a href="/ui/nodes">Nodes</a>' in html and 'id="alarm"' not in html
+    assert '<strong id="quorum">2 of 3 (group nodes)</strong>' in html
+    assert '<strong id="this-node">n1</strong>' in html
+    cosigners = {w.name: w.key for w in cluster.policy.nodes}
+    for name in NODE_NAMES:
+        row = html.split(f'<tr data-node="{name}"><td class="name">{name}', 1)[1].split("</tr>")[0]
+        assert f'<td class="key-id"><code>{cosigners[name].key_id_hex}</code>' in row
+        log_key_id = verifier_of(node_signer(name)).key_id_hex
+        assert f'<td class="log-key-id"><code>{log_key_id}</code>' in row
+    assert html.count('<span class="badge">this node</span>') == 1
+    status = led.node.cluster_status()
+    assert status is not None
+    assert f'<dd id="final-size">{status["final_size"]}</dd>' in html
+    assert f'<dd id="node-size">{led.size}</dd>' in html
+    assert f'<dd id="applied-revision">{status["applied_revision"]}</dd>' in html
+    # The latest final checkpoints, newest first, each with the nodes that
+    # cosigned it and when (each cosignature verified under the policy).
+    sizes = [int(s) for s in re.findall(r'<tr data-size="(\d+)">', html)]
+    stored = [size for size, _ in led.node.store.latest_checkpoints(50)]
+    assert sizes == stored[:20] and sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == led.node.final_size == led.size
+    newest = led.node.store.latest_checkpoints(1)[0][1]
+    cosigned = cluster.policy.evaluate(newest).cosigned
+    assert len(cosigned) >= 2
+    row = html.split(f'<tr data-size="{sizes[0]}">', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="log">n1</td>' in row  # this node's copy: its own log signature
+    for name, seconds in cosigned.items():
+        cell = row.split(f'data-node="{name}">', 1)[1].split("</td>", 1)[0]
+        assert human_time(seconds * 1000) + " UTC" in cell
+    # Metrics of a cluster node.
+    assert _metric(metrics.text, "modelchain_cluster_final_size") == led.node.final_size
+    assert _metric(metrics.text, "modelchain_cluster_diverged") == 0
+    assert (
+        _metric(metrics.text, "modelchain_cluster_applied_revision") == (status["applied_revision"])
+    )
+    assert health.status_code == 200
+
+
+def test_a_diverged_node_raises_the_alarm_on_every_page(
+    cluster: LedgerCluster, browser: Any
+) -> None:
+    admin = make_signer("alice")
+    cluster[0].record_event("diverge", {}, admin)
+    bad = cluster[2]
+    wait_for("n2 to diverge", lambda: bad.node.divergence is not None)
+    d = bad.node.divergence
+    assert d is not None
+    pages = _get(bad, "/ui/", "/ui/nodes", "/ui/members", "/ui/no-such-page", "/ui/login")
+    for r in pages[:3]:
+        assert r.status_code == 200, r.text[:300]
+    for r in pages:
+        html = r.text
+        assert 'id="alarm"' in html and "This node diverged from the cluster" in html
+        assert f'<span id="alarm-size">{d.size}</span>' in html
+        assert '<span id="alarm-nodes">n0, n1</span>' in html
+        assert d.theirs.hex()[:16] in html and d.mine.hex()[:16] in html
+        todo = html.split('<p id="alarm-todo">', 1)[1].split("</p>", 1)[0]
+        assert "stop this node" in todo and "keep its data directory" in todo
+        assert "re-bootstrap it from a peer" in todo and "README" in todo
+    assert '<span class="bad">stopped</span>' in pages[1].text
+    # Whoever may not read the ledger learns only that the node stopped.
+    (login,) = _get(bad, "/ui/login", reads=None)
+    assert "This node diverged from the cluster" in login.text and "stop this node" in login.text
+    assert 'id="alarm-nodes"' not in login.text and d.theirs.hex()[:16] not in login.text
+    metrics, health = _get(bad, "/metrics", "/healthz")
+    assert _metric(metrics.text, "modelchain_cluster_diverged") == 1
+    assert _metric(metrics.text, "modelchain_writes_stopped") == 1
+    assert _metric(metrics.text, "modelchain_cluster_final_size") == bad.node.final_size < d.size
+    assert health.status_code == 503 and health.json()["error"]["code"] == "node_stopped"
+    # The others go on, without an alarm.
+    good, good_health = _get(cluster[0], "/ui/", "/healthz")
+    assert 'id="alarm"' not in good.text and good_health.status_code == 200
+
+    # In a real browser: the nodes page of the diverged node, alarm and all.
+    artifacts = Path(os.environ.get("MODELCHAIN_ARTIFACTS") or bad.path.parent / "artifacts")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with serving(bad) as url:
+        context = browser.new_context(base_url=url)
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        try:
+            p = context.new_page()
+            p.goto("/ui/nodes")
+            assert "This node diverged" in p.inner_text("#alarm")
+            assert p.inner_text("#this-node") == "n2"
+            assert p.locator("#nodes tbody tr").count() == 3
+            assert p.locator("#checkpoints tbody tr").count() >= 1
+            p.screenshot(path=str(artifacts / "cluster-nodes-diverged.png"), full_page=True)
+        finally:
+            context.close()
+
+
+def test_a_single_node_ledger_has_no_nodes_page(world: World) -> None:
+    headers = {"Authorization": f"Bearer {world.tokens['carol']}"}
+    overview = httpx.get(world.url + "/ui/", headers=headers, timeout=120)
+    assert overview.status_code == 200
+    assert "/ui/nodes" not in overview.text and 'id="alarm"' not in overview.text
+    nodes = httpx.get(world.url + "/ui/nodes", headers=headers, timeout=120)
+    assert nodes.status_code == 200 and 'id="not-cluster"' in nodes.text
+    assert "not a cluster" in nodes.text
+    metrics = httpx.get(world.url + "/metrics", headers=headers, timeout=120).text
+    assert "modelchain_cluster_" not in metrics
+    assert "modelchain_writes_stopped 0.0" in metrics

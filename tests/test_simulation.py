@@ -298,6 +298,19 @@ def test_store_appends_proves_and_refuses_a_rollback(store: LedgerStore) -> None
     store.check_writable()
 
 
+def test_store_gives_its_latest_checkpoints_newest_first(store: LedgerStore) -> None:
+    signer = Ed25519Signer(ORIGIN, b"\x07" * 32)
+    notes = []
+    for n in range(1, 6):
+        store.append([f"e{n}".encode()], [f"n{n}"], {}, [_row(n)])
+        size, root = store.head()
+        notes.append(sign_checkpoint(Checkpoint(ORIGIN, size, root), signer).to_bytes())
+        store.put_checkpoint(size, root, notes[-1])
+    assert store.latest_checkpoints(3) == [(5, notes[4]), (4, notes[3]), (3, notes[2])]
+    assert store.latest_checkpoints(10) == [(k + 1, notes[k]) for k in range(4, -1, -1)]
+    assert store.latest_checkpoints(0) == []
+
+
 def test_store_refuses_a_reused_nonce_and_writes_nothing(store: LedgerStore) -> None:
     store.append([b"a"], ["n"], {"k": 1}, [_row(0)])
     head = store.head()

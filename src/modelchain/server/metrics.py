@@ -1,4 +1,5 @@
-"""Prometheus metrics of one node: appends, latency, queue depth, checkpoint age."""
+"""Prometheus metrics of one node: appends, latency, queue depth, checkpoint
+age; for a cluster node also its final size, divergence and applied order."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..ledger.ledger import Ledger
-from ..node.node import Ack
+from ..node.node import Ack, Node
 
 __all__ = ["Metrics"]
 
@@ -78,6 +79,31 @@ class Metrics:
             registry=r,
         )
         stopped.set_function(lambda: ledger.node.fault is not None)
+        if ledger.node.cluster_status() is not None:
+            self._cluster_gauges(ledger)
+
+    def _cluster_gauges(self, ledger: Ledger) -> None:
+        """A cluster node's: how far checkpoints are final, whether it
+        diverged, how much of the order it applied."""
+        node = ledger.node
+        final = Gauge(
+            "modelchain_cluster_final_size",
+            "Size of the latest checkpoint a quorum of the cluster's nodes cosigned",
+            registry=self.registry,
+        )
+        final.set_function(lambda: node.final_size)
+        diverged = Gauge(
+            "modelchain_cluster_diverged",
+            "1 once this node found a quorum of the others on another root (it stopped)",
+            registry=self.registry,
+        )
+        diverged.set_function(lambda: node.divergence is not None)
+        revision = Gauge(
+            "modelchain_cluster_applied_revision",
+            "The etcd revision of the last ordered batch this node applied",
+            registry=self.registry,
+        )
+        revision.set_function(lambda: _applied_revision(node))
 
     def appended(self, acks: Sequence[Ack], seconds: float) -> None:
         for ack in acks:
@@ -98,3 +124,9 @@ def _checkpoint_age(ledger: Ledger) -> float:
     if node.checkpoint_size >= ledger.size:
         return 0.0
     return max(0.0, time.time() - node.checkpoint_time)
+
+
+def _applied_revision(node: Node) -> float:
+    status = node.cluster_status()
+    revision = None if status is None else status["applied_revision"]
+    return float(revision) if isinstance(revision, int) else 0.0

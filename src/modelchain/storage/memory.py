@@ -165,6 +165,11 @@ class MemoryStore:
             items = sorted(self._checkpoints.items())
         yield from items
 
+    def latest_checkpoints(self, limit: int) -> list[tuple[int, bytes]]:
+        with self._lock:
+            sizes = sorted(self._checkpoints, reverse=True)[: max(0, limit)]
+            return [(size, self._checkpoints[size]) for size in sizes]
+
     def put_checkpoint(self, size: int, root: bytes, note: bytes) -> None:
         if self._closed:
             raise StorageError("the ledger store is closed")

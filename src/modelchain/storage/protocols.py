@@ -119,6 +119,11 @@ class LedgerStore(Protocol):
 
     def checkpoints(self) -> Iterator[tuple[int, bytes]]: ...
 
+    def latest_checkpoints(self, limit: int) -> list[tuple[int, bytes]]:
+        """The latest ``limit`` checkpoints, newest first (a page shows a few
+        without reading them all)."""
+        ...
+
     def put_checkpoint(self, size: int, root: bytes, note: bytes) -> None:
         """Publish a checkpoint note of (``size``, ``root``); RollbackError for
         one that does not extend the last one published."""

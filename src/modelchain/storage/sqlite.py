@@ -604,3 +604,9 @@ class SqliteStore:
             "SELECT size, note FROM checkpoints ORDER BY size"
         ):
             yield int(size), bytes(note)
+
+    def latest_checkpoints(self, limit: int) -> list[tuple[int, bytes]]:
+        rows = self._reader().execute(
+            "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT ?", (max(0, limit),)
+        )
+        return [(int(size), bytes(note)) for size, note in rows]

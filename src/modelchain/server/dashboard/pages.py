@@ -21,6 +21,7 @@ from ...errors import AuthError, Error, NotFoundError
 from ...ledger.ledger import Ledger
 from ..context import ServerContext
 from ..errors import status_of
+from .cluster import alarm
 from .csrf import Csrf
 from .forms import local_next
 from .session import TOKEN_COOKIE, Sessions, form_key
@@ -87,6 +88,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self._cluster_node: bool | None = None
         self.templates.filters.update(when=_when, short=_short, pretty=_pretty, seg=_seg)
 
     def https(self, request: Request) -> bool:
@@ -102,12 +104,30 @@ class Pages:
             csrf=self.csrf.token(basis),
             reads_open=self._reads_open(),
             origin=self.led.origin,
+            cluster_node=self.cluster_node(),
+            alarm=self._alarm(),
             **values,
         )
         response = HTMLResponse(html, status, headers=HEADERS)
         if fresh is not None:
             self.sessions.set_session_cookie(response, fresh, https=self.https(request))
         return response
+
+    def cluster_node(self) -> bool:
+        """Whether this server's node is part of a cluster (asked once: it
+        cannot change while the node runs)."""
+        if self._cluster_node is None:
+            try:
+                self._cluster_node = self.led.node.cluster_status() is not None
+            except Error:  # the store failed: the page says so; ask again next time
+                return False
+        return self._cluster_node
+
+    def _alarm(self) -> dict[str, Any] | None:
+        try:
+            return alarm(self.led.node)
+        except Error:  # a read-only ledger has no node to stop
+            return None
 
     def _reads_open(self) -> bool:
         try:

@@ -61,6 +61,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
     page("/ui/entries/{index}", ui.entry_page)
     page("/ui/members", ui.members_page)
     page("/ui/policies", ui.policies_page)
+    page("/ui/nodes", ui.nodes_page)
     page("/ui/verify", ui.verify_page)
     page("/ui/verify", ui.verify, "POST")
     page("/ui/{rest:path}", ui.not_found)

@@ -1,6 +1,6 @@
 """The dashboard's pages over the ledger: login, overview, models and their
-versions, datasets, runs, the audit trail, entries, members, policies, verify
-by upload, Annex IV exports and the static style sheet."""
+versions, datasets, runs, the audit trail, entries, members, policies, a
+cluster's nodes, verify by upload, Annex IV exports and the static style sheet."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ..access import Principal
 from ..lineage import lineage_svg
 from ..queries import find_digest
 from .approvals import Approvals
+from .cluster import nodes_view
 from .forms import int_field, local_next, read_multipart, time_field
 from .pages import HEADERS, REPORT_HEADERS, Pages
 from .session import TOKEN_COOKIE
@@ -336,6 +337,13 @@ class Views:
         who = self.ctx.reader(request)
         policies = sorted(self.led.policies.list(), key=lambda p: p["action"])
         return self.pages.render(request, "policies.html", who=who, policies=policies)
+
+    # -- the cluster -------------------------------------------------------------------
+
+    def nodes_page(self, request: Request) -> Response:
+        who = self.ctx.reader(request)
+        view = nodes_view(self.led.node, self.led.policy)
+        return self.pages.render(request, "nodes.html", who=who, cluster=view)
 
     # -- verify ---------------------------------------------------------------------
 
