@@ -260,6 +260,33 @@ def test_a_node_that_executes_differently_stops_and_the_others_stay_final(
     bad.close()
 
 
+def test_a_quorum_adds_a_node_and_raises_the_threshold(cluster: Cluster) -> None:
+    cluster.led("n1").backend.node.submit(cluster.event("before"))
+    cluster.settle(2)
+    key = init_node(cluster.base / "n4", ORIGIN)
+    nodes = {w.name: (w.key.public_key, None) for w in cluster.policy.nodes}
+    nodes["n4"] = (key.public_key, None)
+    policy = CheckpointPolicy.of_cluster(ORIGIN, nodes, 3)
+    ack = cluster.led("n2").members.set_checkpoint_policy(policy, signers=[cluster.admin])
+    assert ack.outcome.accepted
+    cluster.names.append("n4")
+    cluster.open("n4")  # joins after genesis: etcd still holds the whole order
+    cluster.led("n3").backend.node.submit(cluster.event("after"))
+    size = cluster.settle(4)
+    assert len({led.backend.store.head() for led in cluster.running}) == 1
+    for led in cluster.running:
+        assert led.policy == policy
+        cp, note = policy.verify(led.backend.checkpoint())
+        assert cp.size == size
+        assert len({s.name for s in note.signatures} - {ORIGIN}) >= 3
+    # The old two-of-three no longer makes a checkpoint final.
+    stripped = parse_note(cluster.led("n4").backend.checkpoint())
+    two = [s for s in stripped.signatures if s.name != ORIGIN][:2]
+    mine = [s for s in stripped.signatures if s.name == ORIGIN]
+    with pytest.raises(SignatureError, match="needs 3"):
+        policy.verify(Note(stripped.text, (*mine, *two)).to_bytes())
+
+
 class _Tampering(http.server.ThreadingHTTPServer):
     """A peer in front of a real one that alters one byte of every entry bundle."""
 

@@ -20,6 +20,7 @@ from modelchain.contracts.ledger import authorize, resolve_signer
 from modelchain.contracts.policy import enforce
 from modelchain.contracts.types import (
     ACCESS_LOG,
+    CHECKPOINT_POLICY_SET,
     CONTRACTS_ACTIVATE,
     EVENT,
     GENESIS,
@@ -28,7 +29,7 @@ from modelchain.contracts.types import (
     PERMISSIONS_SET,
 )
 from modelchain.contracts.versions import CURRENT_VERSION
-from modelchain.core.identity import verifier_of
+from modelchain.core.identity import COSIGNATURE_V1, verifier_of
 from modelchain.errors import ContractVersionError, RejectedError, UsageError
 from modelchain.ledger import ledger as ledger_mod
 from modelchain.ledger.ledger import Founder
@@ -270,22 +271,25 @@ def test_an_activation_is_for_the_future_and_never_goes_back(
     assert v2.members.contract_version == CURRENT_VERSION
 
 
+NEXT = CURRENT_VERSION + 1  # a version another release may know, this one does not
+
+
 def test_the_sdk_refuses_to_activate_a_version_it_does_not_know(v2: mc.Ledger) -> None:
-    with pytest.raises(UsageError, match="does not know contract-set version 3"):
-        v2.members.activate_contracts(3, at=v2.size + 5, signers=_admins())
+    with pytest.raises(UsageError, match=f"does not know contract-set version {NEXT}"):
+        v2.members.activate_contracts(NEXT, at=v2.size + 5, signers=_admins())
 
 
 def test_a_node_refuses_entries_under_a_version_it_does_not_know(v2: mc.Ledger) -> None:
     at = v2.size + 2
-    # Another release's quorum activates version 3; this node still decides alike.
-    ack = _submit(v2, CONTRACTS_ACTIVATE, {"version": 3, "at": at}, "alice", "dave")
+    # Another release's quorum activates a newer version; this node still decides alike.
+    ack = _submit(v2, CONTRACTS_ACTIVATE, {"version": NEXT, "at": at}, "alice", "dave")
     assert ack.outcome.accepted
-    assert _event(v2, "alice").outcome.accepted  # at - 1, version 2
+    assert _event(v2, "alice").outcome.accepted  # at - 1, the current version
     size = v2.size
     with pytest.raises(ContractVersionError) as info:
         _event(v2, "alice")
-    assert (info.value.version, info.value.index, info.value.exit_code) == (3, at, 10)
-    assert "contract-set version 3" in info.value.message
+    assert (info.value.version, info.value.index, info.value.exit_code) == (NEXT, at, 10)
+    assert f"contract-set version {NEXT}" in info.value.message
     assert v2.size == size, "nothing was logged"
     v2.audit()  # what was logged still verifies
 
@@ -339,3 +343,37 @@ def test_a_genesis_naming_an_unknown_version_is_refused_at_admission(v2: mc.Ledg
 
 def test_new_types_are_governed_by_a_quorum() -> None:
     assert {PERMISSIONS_SET, CONTRACTS_ACTIVATE} <= GOVERNANCE_TYPES
+
+
+# -- version 3: the checkpoint policy is governed ----------------------------------
+
+
+def _policy_text(led: mc.Ledger, *extra: str) -> str:
+    return led.policy.to_text().replace("quorum none\n", "".join(extra) + "quorum none\n")
+
+
+def test_before_version_3_a_checkpoint_policy_change_is_unknown_as_it_was(
+    tmp_path: Path,
+) -> None:
+    with _make(tmp_path / "l", _contracts(), 2) as led:
+        before = led.policy
+        ack = _submit(led, CHECKPOINT_POLICY_SET, {"policy": _policy_text(led)}, "alice", "dave")
+        assert ack.outcome.code == "unknown_type"
+        assert led.policy == before
+        led.audit()
+
+
+def test_a_quorum_of_admins_replaces_the_checkpoint_policy(v2: mc.Ledger) -> None:
+    witness = verifier_of(make_signer("w1.example")).with_type(COSIGNATURE_V1)
+    text = _policy_text(v2, f"witness w1 {witness}\n")
+    alone = _submit(v2, CHECKPOINT_POLICY_SET, {"policy": text}, "alice")
+    assert alone.outcome.code == "quorum_not_met"
+    bad = _submit(v2, CHECKPOINT_POLICY_SET, {"policy": "quorum nobody\n"}, "alice", "dave")
+    assert bad.outcome.code == "bad_policy"
+    other = text.replace(v2.log_key.to_string(), verifier_of(make_signer("x")).to_string())
+    stranger = _submit(v2, CHECKPOINT_POLICY_SET, {"policy": other}, "alice", "dave")
+    assert stranger.outcome.code == "bad_policy"  # no log of this ledger signs under it
+    ack = v2.members.set_checkpoint_policy(text, signers=_admins())
+    assert ack.outcome.accepted
+    assert [w.name for w in v2.policy.witnesses] == ["w1"]
+    v2.audit()

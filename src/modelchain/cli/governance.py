@@ -27,7 +27,7 @@ from .common import (
     signer_for,
 )
 
-__all__ = ["contracts", "member", "permissions", "policy", "roles", "tx"]
+__all__ = ["checkpoint_policy", "contracts", "member", "permissions", "policy", "roles", "tx"]
 
 _AS = click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
 
@@ -436,6 +436,36 @@ def contracts_activate(
             )
         body = {"version": version, "at": at}
         _submit_or_draft(led, tx_types.CONTRACTS_ACTIVATE, body, as_name, draft, as_json)
+
+
+@click.group("checkpoint-policy")
+def checkpoint_policy() -> None:
+    """The checkpoint policy: which logs sign checkpoints (a cluster's nodes),
+    which cosignatures make one count (the threshold, witnesses). Show it with
+    `modelchain log policy`."""
+
+
+@checkpoint_policy.command("set")
+@ledger_option
+@click.argument("policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@draft_option
+@_AS
+@json_option
+def checkpoint_policy_set(
+    ledger_dir: Path, policy_file: Path, draft: Path | None, as_name: str | None, as_json: bool
+) -> None:
+    """Replace the checkpoint policy with POLICY_FILE (tlog-policy text): add,
+    remove or re-key a node, change the threshold, name witnesses. A quorum of
+    admins signs it (with a quorum above 1, use --draft and `tx sign`); clients
+    pinned to the old policy need the new file."""
+    from ..core.policy import CheckpointPolicy
+
+    text = policy_file.read_text()
+    CheckpointPolicy.parse(text)  # a malformed file fails here, before anything is signed
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(
+            led, tx_types.CHECKPOINT_POLICY_SET, {"policy": text}, as_name, draft, as_json
+        )
 
 
 @click.command("roles")

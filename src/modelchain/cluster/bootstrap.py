@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 
 from ..contracts import ContractSet
-from ..core.identity import VerifierKey
 from ..core.policy import CheckpointPolicy
 from ..core.tiles import TILE_WIDTH, decode_entry_bundle
 from ..errors import Error, ProofError, UnavailableError
@@ -38,7 +37,6 @@ _log = logging.getLogger("modelchain.cluster")
 def bootstrap_from_peers(
     store: LedgerStore,
     contracts: ContractSet,
-    log_key: VerifierKey,
     policy: CheckpointPolicy,
     peers: Sequence[str],
     *,
@@ -58,7 +56,7 @@ def bootstrap_from_peers(
     try:
         for url in peers:
             try:
-                return _from_peer(store, contracts, log_key, policy, url.rstrip("/"), http, wait_s)
+                return _from_peer(store, contracts, policy, url.rstrip("/"), http, wait_s)
             except (Error, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                 reason = exc.message if isinstance(exc, Error) else repr(exc)
                 _log.warning(f"bootstrapping from {url} failed: {reason}; trying the next peer")
@@ -72,7 +70,6 @@ def bootstrap_from_peers(
 def _from_peer(
     store: LedgerStore,
     contracts: ContractSet,
-    log_key: VerifierKey,
     policy: CheckpointPolicy,
     url: str,
     http: httpx.Client,
@@ -103,7 +100,9 @@ def _from_peer(
         store.set_meta(POSITION_KEY, f"{position} {size}")
     else:
         meta = {POSITION_KEY: f"{position} {size}"}
-        apply_verified(store, contracts, log_key, cp, entries, size, meta=meta)
+        # log_key None: a node may have joined after genesis (a policy set since
+        # names it); the caller checks the ledger's policy names it.
+        apply_verified(store, contracts, None, cp, entries, size, meta=meta)
     return position, size
 
 

@@ -49,7 +49,7 @@ from ..core.identity import Ed25519Signer, VerifierKey, check_key_name, verifier
 from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
 from ..errors import UsageError
-from ..keys.files import FileSigner, generate_seed, write_private_key
+from ..keys.files import generate_seed, write_private_key
 from ..ledger.ledger import Ledger
 from ..ledger.local import DB_NAME, LOG_KEY_NAME, ClusterLink, LocalBackend
 from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
@@ -231,10 +231,9 @@ def _catch_up(
         if sequencer.available(position):
             return
         policy = _policy(settings, store)
-        own = verifier_of(FileSigner.load(origin, settings.ledger / LOG_KEY_NAME, None))
         peers = [*settings.peers.values()]
         peers += [n.url for n in policy.nodes if n.url and n.name != settings.name]
-        bootstrap_from_peers(store, contracts, own, policy, list(dict.fromkeys(peers)))
+        bootstrap_from_peers(store, contracts, policy, list(dict.fromkeys(peers)))
     finally:
         store.close()
 

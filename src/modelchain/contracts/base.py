@@ -108,12 +108,14 @@ class TypeRule:
     ``check`` is the body's schema, applied at admission and to every logged
     entry when it is replayed. ``admit`` holds the rules added since entries
     were first logged (the name syntax): applied at admission only, so a log
-    written before them still replays to the same outcomes."""
+    written before them still replays to the same outcomes. Under a version
+    before ``since`` the type is unknown, as it was."""
 
     check: BodyCheck
     execute: Handler
     context: ContextFn | None = None
     admit: BodyCheck | None = None
+    since: int = 1  # the contract-set version that brought the type
 
 
 Gate = Callable[[Overlay, Call, TypeRule], None]
@@ -206,6 +208,8 @@ class ContractSet:
         overlay = Overlay(state)
         try:
             rule = self._rules.get(tx.type)
+            if rule is not None and version < rule.since:
+                rule = None  # the type came with a later version: as it was refused before
             if rule is None:  # a log written by a newer version: deterministic refusal
                 raise Rejected("unknown_type", f"no contract handles {tx.type!r}")
             try:
@@ -218,8 +222,6 @@ class ContractSet:
                 if found is None:
                     raise Rejected("unknown_signer", f"key {kid} belongs to no active member")
                 names.append(found[0])
-            if tx.actor not in names:  # admission refuses these; another node may not have
-                raise Rejected("actor_not_signer", f"the actor {tx.actor!r} did not sign")
             call = Call(index, tx, tuple(names), keyids, version)
             self._authorize(overlay, call)
             if self._gate is not None:

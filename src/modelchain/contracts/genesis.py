@@ -111,7 +111,7 @@ def check_genesis(body: Mapping[str, Any]) -> None:
         _require(
             isinstance(body["checkpoint_policy"], str), "checkpoint_policy is tlog-policy text"
         )
-        checkpoint_policy(body)
+        CheckpointPolicy.parse(body["checkpoint_policy"]).with_log(log_key)
     members = body["members"]
     _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
     for m in members:
@@ -144,7 +144,9 @@ def checkpoint_policy(record: Mapping[str, Any]) -> CheckpointPolicy:
     text = record.get("checkpoint_policy")
     if text is None:
         return CheckpointPolicy.of_log(log_key)
-    return CheckpointPolicy.parse(text).with_log(log_key)
+    policy = CheckpointPolicy.parse(text)
+    # A policy set since genesis may no longer name the first node's key.
+    return policy if policy.logs else policy.with_log(log_key)
 
 
 def admit_genesis(body: Mapping[str, Any]) -> None:

@@ -2,7 +2,8 @@
 role map and the contract-set version.
 
 Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
-``permissions.set`` and ``contracts.activate`` need signatures from at least
+``permissions.set``, ``contracts.activate`` and ``checkpoint.policy.set``
+need signatures from at least
 ``quorum`` distinct active admins on one envelope. A member with several keys
 counts once, however many of its keys signed.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.identity import VerifierKey
+from ..core.policy import CheckpointPolicy
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .members import check_member
@@ -25,6 +27,7 @@ from .state import (
     member_key,
 )
 from .types import (
+    CHECKPOINT_POLICY_SET,
     CONTRACTS_ACTIVATE,
     GOVERNANCE_TYPES,
     MEMBER_ADD,
@@ -296,6 +299,28 @@ def exec_contracts_activate(state: Overlay, call: Call) -> None:
     state.put(CONTRACT_SET_KEY, {"versions": steps})
 
 
+def check_checkpoint_policy_set(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"policy"}, "checkpoint.policy.set body is {policy}")
+    _require(isinstance(body["policy"], str), "policy is tlog-policy text")
+
+
+def exec_checkpoint_policy_set(state: Overlay, call: Call) -> None:
+    """Replace the checkpoint policy from the next checkpoint on: which logs
+    sign (a cluster's nodes), which cosignatures a checkpoint needs."""
+    require_quorum(state, call)
+    ledger = state.get_state(LEDGER_KEY)
+    assert isinstance(ledger, dict)  # authorize found it
+    try:
+        policy = CheckpointPolicy.parse(call.tx.body["policy"])
+    except MalformedError as exc:
+        raise Rejected("bad_policy", exc.message) from exc
+    if not any(log.key.name == ledger["origin"] for log in policy.logs):
+        raise Rejected(
+            "bad_policy", f"the policy names no log key of {ledger['origin']!r} (a 'log' line)"
+        )
+    state.put(LEDGER_KEY, {**ledger, "checkpoint_policy": policy.to_text()})
+
+
 def governance_rules() -> dict[str, TypeRule]:
     return {
         MEMBER_ADD: TypeRule(check_member_add, exec_member_add, admit=names("member.name")),
@@ -305,4 +330,7 @@ def governance_rules() -> dict[str, TypeRule]:
         QUORUM_SET: TypeRule(check_quorum_set, exec_quorum_set),
         PERMISSIONS_SET: TypeRule(check_permissions_set, exec_permissions_set),
         CONTRACTS_ACTIVATE: TypeRule(check_contracts_activate, exec_contracts_activate),
+        CHECKPOINT_POLICY_SET: TypeRule(
+            check_checkpoint_policy_set, exec_checkpoint_policy_set, since=3
+        ),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACCESS_LOG",
+    "CHECKPOINT_POLICY_SET",
     "CONTRACTS_ACTIVATE",
     "DATASET_ATTEST",
     "DATASET_INGEST",
@@ -71,6 +72,7 @@ QUORUM_SET = "governance.quorum"
 POLICY_SET = "policy.set"
 PERMISSIONS_SET = "permissions.set"
 CONTRACTS_ACTIVATE = "contracts.activate"
+CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
 
 GOVERNANCE_TYPES = frozenset(
     {
@@ -82,6 +84,7 @@ GOVERNANCE_TYPES = frozenset(
         POLICY_SET,
         PERMISSIONS_SET,
         CONTRACTS_ACTIVATE,
+        CHECKPOINT_POLICY_SET,
     }
 )
 

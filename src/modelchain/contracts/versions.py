@@ -12,6 +12,8 @@ rather than give it another outcome. What each version changed:
        is not registered are refused before any policy, and their policies see
        what the deployment's policy sees; a type the role map does not list is
        denied (under 1 only types added since version 1 were)
+    3  ``checkpoint.policy.set``: an admin quorum replaces the checkpoint
+       policy (a cluster's nodes and threshold, its witnesses)
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from .state import CONTRACT_SET_KEY, StateReader
 
 __all__ = ["CURRENT_VERSION", "KNOWN_VERSIONS", "active_version", "schedule"]
 
-CURRENT_VERSION = 2
-KNOWN_VERSIONS = frozenset({1, 2})
+CURRENT_VERSION = 3
+KNOWN_VERSIONS = frozenset({1, 2, 3})
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

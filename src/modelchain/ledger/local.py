@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..contracts import ContractSet, default_contracts
 from ..contracts.genesis import checkpoint_policy
+from ..contracts.state import LEDGER_KEY
 from ..core.identity import VerifierKey, verifier_of
 from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
@@ -76,6 +77,7 @@ class LocalBackend:
         self._cluster = cluster
         self._log_key: VerifierKey | None = None
         self._policy: CheckpointPolicy | None = None
+        self._policy_text: object = None  # the state's policy text _policy was made from
         if not readonly:
             try:
                 signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
@@ -113,21 +115,28 @@ class LocalBackend:
 
     @property
     def policy(self) -> CheckpointPolicy:
-        """The checkpoint policy genesis names (for this log key), or the log key
-        alone; read from entry 0 once."""
-        if self._policy is None:
-            if self._store.size == 0:
-                return CheckpointPolicy.of_log(self.log_key)
-            try:
+        """The ledger's checkpoint policy: the one genesis named or a quorum of
+        admins set since (``checkpoint.policy.set``), or the log key alone."""
+        if self._store.size == 0:
+            return CheckpointPolicy.of_log(self.log_key)
+        record = self._store.get_state(LEDGER_KEY)
+        text = record.get("checkpoint_policy") if isinstance(record, dict) else None
+        if self._policy is not None and self._policy_text == text:
+            return self._policy
+        try:
+            if isinstance(record, dict) and isinstance(text, str):
+                policy = checkpoint_policy(record)
+            else:
                 body = LogEntry.decode(self._store.entry(0)).transaction.body
-                policy = checkpoint_policy(body).with_log(self.log_key)
-            except (Error, KeyError, TypeError) as exc:
-                raise StorageError(
-                    "cannot read the checkpoint policy from the genesis entry; "
-                    "run `modelchain log verify`"
-                ) from exc
-            self._policy = policy
-        return self._policy
+                policy = checkpoint_policy(body)
+            if not policy.logs:
+                policy = policy.with_log(self.log_key)
+        except (Error, KeyError, TypeError) as exc:
+            raise StorageError(
+                "cannot read the checkpoint policy from the ledger; run `modelchain log verify`"
+            ) from exc
+        self._policy, self._policy_text = policy, text
+        return policy
 
     def _cluster_policy(self) -> CheckpointPolicy | None:
         return self.policy if self._store.size else None

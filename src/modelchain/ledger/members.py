@@ -13,6 +13,7 @@ from typing import Any
 from ..contracts.governance import quorum
 from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
 from ..contracts.types import (
+    CHECKPOINT_POLICY_SET,
     CONTRACTS_ACTIVATE,
     MEMBER_ADD,
     MEMBER_REVOKE,
@@ -24,6 +25,7 @@ from ..contracts.types import (
 from ..contracts.versions import active_version, schedule
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
+from ..core.policy import CheckpointPolicy
 from ..core.tx import PAYLOAD_TYPE
 from ..errors import NotFoundError, UsageError
 from ..node.node import Ack
@@ -130,6 +132,16 @@ class Members:
                 f"{known}): activating it would stop this node at index {at}"
             )
         return self._signed(CONTRACTS_ACTIVATE, {"version": version, "at": at}, signers)
+
+    def set_checkpoint_policy(
+        self, policy: CheckpointPolicy | str, *, signers: Sequence[Signer]
+    ) -> Ack:
+        """Replace the checkpoint policy (a quorum of admins signs): a cluster's
+        nodes, their keys and the threshold, its witnesses. Clients pinned to
+        the old policy must be given the new one."""
+        text = policy if isinstance(policy, str) else policy.to_text()
+        CheckpointPolicy.parse(text)  # a malformed policy fails here, unsigned
+        return self._signed(CHECKPOINT_POLICY_SET, {"policy": text}, signers)
 
     @property
     def contract_version(self) -> int:

@@ -213,7 +213,12 @@ class Node:
         self.origin = log_signer.name
         self.log_key = verifier_of(log_signer)
         self._sequencer = sequencer
-        self._executor = Executor(contracts, self.origin, self.log_key)
+        # Alone, the genesis must name this node's key; in a cluster a node may
+        # join after genesis (a policy set since names it): its publisher
+        # checks the current policy names it instead.
+        self._executor = Executor(
+            contracts, self.origin, self.log_key if cosigning is None else None
+        )
         self._clock = clock
         # Admitted transactions not yet answered (including those still having
         # their signatures verified): the bound of the backlog.

@@ -48,7 +48,7 @@ def apply_checkpoint(
 def apply_verified(
     store: LedgerStore,
     contracts: ContractSet,
-    log_key: VerifierKey,
+    log_key: VerifierKey | None,
     checkpoint: Checkpoint,
     entries: Sequence[bytes],
     upto: int,
