@@ -120,7 +120,7 @@ def test_checkpoints_are_published_every_n_entries(tmp_path: Path, alice: Ed2551
             led.record_event("e", i, alice)
         # The publisher signs in its own thread: wait for it, not for a guess.
         deadline = time.monotonic() + 10
-        while not any(11 <= size for size, _ in store.checkpoints()):
+        while not any(size >= 11 for size, _ in store.checkpoints()):
             assert time.monotonic() < deadline, "no checkpoint after 10 more entries"
             time.sleep(0.01)
         for i in range(20, 25):
