@@ -212,7 +212,7 @@ def test_with_log_and_log_key() -> None:
     full = bare.with_log(verifier_of(LOG))
     assert full == CheckpointPolicy.parse(TWO_OF_THREE)
     assert full.with_log(verifier_of(LOG)) is full
-    with pytest.raises(MalformedError, match="are not the log key"):
+    with pytest.raises(MalformedError, match="do not include the log key"):
         full.with_log(verifier_of(OTHER_LOG))
 
 
