@@ -212,6 +212,7 @@ class _Feed:
             self._failed(f"it answered 200 without a cosignature by its key at size {size}")
             return
         self.last_error = None
+        self.last_refusal = None  # it takes this log's checkpoints again
         self.cosigned = found
         self.pusher.keep_attached()
 
@@ -356,8 +357,8 @@ class WitnessPusher:
                 _log.warning(f"keeping the witness cosignatures at size {size} failed: {exc}")
 
     def status(self) -> Mapping[str, object]:
-        """For ``cluster_status``: each witness's state, and the last reason
-        each witness that refused gave (``witness_refusals``)."""
+        """For ``cluster_status``: each witness's state, and the reason each
+        witness that refused since it last cosigned gave (``witness_refusals``)."""
         feeds = self._feeds or []
         return {
             "witnesses": {f.witness.name: f.status() for f in feeds},
