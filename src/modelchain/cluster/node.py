@@ -54,6 +54,7 @@ from ..ledger.ledger import Ledger
 from ..ledger.local import DB_NAME, LOG_KEY_NAME, ClusterLink, LocalBackend
 from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
 from ..node.node import NodeConfig, order_position
+from ..node.witnesses import WitnessPusher
 from ..storage.sqlite import SqliteStore
 from .bootstrap import bootstrap_from_peers
 
@@ -280,8 +281,10 @@ def open_node(
     contracts: ContractSet | None = None,
 ) -> Ledger:
     """Open the node's ledger, ordered through etcd and cosigned with the
-    other nodes. Closing the ledger closes its etcd client. ``contracts``
-    replaces the default contract set (tests use it to make a node diverge)."""
+    other nodes; its final checkpoints go to the witnesses the ledger's policy
+    names (``WitnessPusher``). Closing the ledger closes its etcd client.
+    ``contracts`` replaces the default contract set (tests use it to make a
+    node diverge)."""
     if not (settings.ledger / DB_NAME).exists():
         raise UsageError(f"no node at {settings.ledger}; create one with `modelchain node init`")
     client = EtcdClient(settings.endpoints, tls=settings.tls)
@@ -299,8 +302,12 @@ def open_node(
         board = EtcdCosignatures(client, prefix)
         janitor = threading.Event()
 
+        pushers: list[WitnessPusher] = []
+
         def close() -> None:
             janitor.set()
+            for pusher in pushers:
+                pusher.close()
             sequencer.close()
             board.close()
             client.close()
@@ -308,6 +315,13 @@ def open_node(
         link = ClusterLink(settings.name, sequencer, board, close)
         config = config or NodeConfig(checkpoint_interval_ms=settings.checkpoint_interval_ms)
         backend = LocalBackend(settings.ledger, config=config, cluster=link, contracts=contracts)
+        store = backend.store
+        pusher = WitnessPusher(lambda: backend.policy if store.size else None, store, shared=True)
+        pushers.append(pusher)
+        backend.node.on_final(pusher.offer)
+        backend.node.status_parts.append(pusher.status)
+        if (latest := store.checkpoint()) is not None:
+            pusher.offer(*latest)  # a restarted node's latest final checkpoint
         led = Ledger(backend=backend)
         threading.Thread(
             target=_janitor,

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
@@ -240,6 +240,8 @@ class Node:
         self._draining = False  # the writer stops once this node's submitters are answered
         self.commits = 0  # group commits made: entries / commits is the batch size
         self.fault: str | None = None  # why writes stopped, once they have
+        # More for cluster_status, from what follows this node (its witness pusher).
+        self.status_parts: list[Callable[[], Mapping[str, object]]] = []
         self._final_wait = cosigning.final_wait_s if cosigning is not None else 0.0
         self._publisher: CheckpointPublisher
         if cosigning is None:
@@ -722,7 +724,7 @@ class Node:
             return None
         size, root = self.store.head()
         d = p.divergence
-        return {
+        status: dict[str, object] = {
             "node": p.node,
             "size": size,
             "root": root.hex(),
@@ -735,6 +737,9 @@ class Node:
             if d is None
             else {"size": d.size, "mine": d.mine.hex(), "theirs": d.theirs.hex(), "nodes": d.nodes},
         }
+        for part in self.status_parts:
+            status.update(part())
+        return status
 
     def on_final(self, listener: Callable[[int, bytes], None]) -> None:
         """Call ``listener(size, note)`` for each new final checkpoint of a
