@@ -240,18 +240,26 @@ def test_a_node_that_executes_differently_stops_and_the_others_stay_final(
         return honest(state, index, tx, keyids)
 
     contracts.execute = altered  # type: ignore[method-assign]
-    bad = cluster.open("n3", contracts=contracts)
-    cluster.led("n1").backend.node.submit(cluster.event("before"))
-    cluster.settle(2)
-    cluster.led("n1").backend.node.submit(cluster.event("diverge"))
-    node = bad.backend.node
-    _wait_for("the altered node to notice", lambda: node.divergence is not None)
-    assert node.divergence is not None
-    assert node.divergence.size >= 3
-    assert node.fault is not None and "diverged" in node.fault
-    status = node.cluster_status()
-    assert status is not None and status["divergence"] is not None
-    assert node.final_size == 2  # it never made the bad root final
+    with serving(cluster.led("n1")) as n1_url:
+        bad = cluster.open("n3", peers={"n1": n1_url}, contracts=contracts)
+        cluster.led("n1").backend.node.submit(cluster.event("before"))
+        cluster.settle(2)
+        diverging = cluster.led("n1").backend.node.submit(cluster.event("diverge"))
+        node = bad.backend.node
+        _wait_for("the altered node to notice", lambda: node.divergence is not None)
+        assert node.divergence is not None
+        assert node.divergence.size >= 3
+        assert node.fault is not None and "diverged" in node.fault
+        assert node.final_size == 2  # it never made the bad root final
+        # Compared with n1's entries from the last size it agreed on.
+        _wait_for(
+            "the first differing entry",
+            lambda: node.divergence is not None and node.divergence.first_entry is not None,
+        )
+        assert node.divergence.first_entry == diverging.index
+        assert f"entry {diverging.index} is the first that differs" in node.divergence.message()
+        status = node.cluster_status()
+        assert status is not None and status["divergence"]["first_entry"] == diverging.index
     # The honest two go on making checkpoints final.
     cluster.ledgers["n3"] = None
     for i in range(5):

@@ -29,7 +29,7 @@ from ..node.node import POSITION_KEY
 from ..node.replica import apply_verified
 from ..storage.protocols import LedgerStore
 
-__all__ = ["bootstrap_from_peers"]
+__all__ = ["bootstrap_from_peers", "first_difference"]
 
 _log = logging.getLogger("modelchain.cluster")
 
@@ -128,3 +128,21 @@ def _json(answer: httpx.Response) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("the peer's answer is not a JSON object")
     return data
+
+
+def first_difference(store: LedgerStore, peers: Sequence[str], start: int, end: int) -> int | None:
+    """The first index in ``start``..``end - 1`` where ``store``'s entry is not
+    the one a peer serves (the first peer that answers is asked); None when
+    none answers or they agree."""
+    with httpx.Client(timeout=10.0) as http:
+        for url in peers:
+            try:
+                theirs = _entries(http, url.rstrip("/"), start, end)
+            except (Error, httpx.HTTPError, ValueError) as exc:
+                _log.warning(f"reading entries from {url} to compare failed ({exc!r})")
+                continue
+            for offset, entry in enumerate(theirs):
+                if store.entry(start + offset) != entry:
+                    return start + offset
+            return None
+    return None

@@ -56,7 +56,7 @@ from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
 from ..node.node import NodeConfig, order_position
 from ..node.witnesses import WitnessPusher
 from ..storage.sqlite import SqliteStore
-from .bootstrap import bootstrap_from_peers
+from .bootstrap import bootstrap_from_peers, first_difference
 
 __all__ = ["NodeSettings", "default_prefix", "init_node", "open_node"]
 
@@ -232,11 +232,16 @@ def _catch_up(
         if sequencer.available(position):
             return
         policy = _policy(settings, store)
-        peers = [*settings.peers.values()]
-        peers += [n.url for n in policy.nodes if n.url and n.name != settings.name]
-        bootstrap_from_peers(store, contracts, policy, list(dict.fromkeys(peers)))
+        bootstrap_from_peers(store, contracts, policy, _peers(settings, policy))
     finally:
         store.close()
+
+
+def _peers(settings: NodeSettings, policy: CheckpointPolicy) -> list[str]:
+    """The other nodes' URLs: the node file's [peers], then the policy's."""
+    peers = [*settings.peers.values()]
+    peers += [n.url for n in policy.nodes if n.url and n.name != settings.name]
+    return list(dict.fromkeys(peers))
 
 
 def _policy(settings: NodeSettings, store: SqliteStore) -> CheckpointPolicy:
@@ -322,6 +327,12 @@ def open_node(
         backend.node.status_parts.append(pusher.status)
         if (latest := store.checkpoint()) is not None:
             pusher.offer(*latest)  # a restarted node's latest final checkpoint
+
+        def locate(agreed: int, size: int) -> int | None:
+            peers = _peers(settings, backend.policy)
+            return first_difference(store, peers, agreed, size)
+
+        backend.node.locate_divergence(locate)
         led = Ledger(backend=backend)
         threading.Thread(
             target=_janitor,

@@ -17,6 +17,7 @@ reached has diverged: it stops cosigning, stops taking writes and says where
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -125,12 +126,19 @@ class Divergence:
     mine: bytes
     theirs: bytes
     nodes: tuple[str, ...]
+    agreed: int = 0  # the last size this node's root was final at
+    first_entry: int | None = None  # the first entry that differs, once found
 
     def message(self) -> str:
+        where = (
+            f"; entry {self.first_entry} is the first that differs"
+            if self.first_entry is not None
+            else ""
+        )
         return (
             f"this node diverged: at size {self.size} its root is {self.mine.hex()[:16]}…, "
-            f"while {', '.join(self.nodes)} signed {self.theirs.hex()[:16]}…; it stopped "
-            "cosigning and taking writes (see the README, 'When a node diverges')"
+            f"while {', '.join(self.nodes)} signed {self.theirs.hex()[:16]}…{where}; it "
+            "stopped cosigning and taking writes (see the README, 'When a node diverges')"
         )
 
 
@@ -170,6 +178,9 @@ class ClusterPublisher(CheckpointPublisher):
         self._ahead: dict[int, list[tuple[str, Note]]] = {}
         self._signed: set[int] = set()  # sizes this node cosigned
         self.divergence: Divergence | None = None
+        # Given (agreed, size), the first index below ``size`` where this node's
+        # log differs from a peer's (a cluster node compares over HTTP).
+        self.locate: Callable[[int, int], int | None] | None = None
         # Told (size, note) of each new final checkpoint, under the publisher's
         # lock: they must hand slow work (pushing to witnesses) to a thread.
         self.listeners: list[Callable[[int, bytes], None]] = []
@@ -334,9 +345,18 @@ class ClusterPublisher(CheckpointPublisher):
         if self._policy is None or len(cosigs) < self._least:
             return  # too few to meet any group: not worth a signature yet
         cp = Checkpoint(self._signer.name, size, root)
-        note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-        if not self._policy.evaluate(note).satisfied:
-            return
+        stored = self._store.checkpoint(size) if size == self.final_size else None
+        if stored is not None:
+            # Final already: a late node cosignature joins what is kept there
+            # (a witness's among it), and replaces nothing.
+            base = parse_note(stored[1])
+            if all(sig in base.signatures for sig in cosigs.values()):
+                return
+            note = add_signatures(base, *cosigs.values())
+        else:
+            note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
+            if not self._policy.evaluate(note).satisfied:
+                return
         try:
             self._store.put_checkpoint(size, root, note.to_bytes())
         except RollbackError as exc:
@@ -376,9 +396,31 @@ class ClusterPublisher(CheckpointPublisher):
         note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
         if self._policy is None or not self._policy.evaluate(note).satisfied:
             return
-        self.divergence = Divergence(size, mine, theirs, tuple(sorted(cosigs)))
-        message = self.divergence.message()
+        found = Divergence(size, mine, theirs, tuple(sorted(cosigs)), self.final_size)
+        self.divergence = found
+        message = found.message()
         _log.critical(message)
         self.fault = message
         self._on_fault(message)
         self._state.notify_all()
+        if self.locate is not None:
+            threading.Thread(
+                target=self._locate, args=(found,), name="modelchain-divergence", daemon=True
+            ).start()
+
+    def _locate(self, found: Divergence) -> None:
+        """Name the first entry that differs from the others' (``locate``
+        compares with a peer's entries from the last agreed size on)."""
+        assert self.locate is not None
+        try:
+            first = self.locate(found.agreed, found.size)
+        except Exception as exc:  # the alarm stands without it
+            _log.error(f"could not find the first differing entry ({exc!r})")
+            return
+        if first is None:
+            return
+        with self._state:
+            self.divergence = dataclasses.replace(found, first_entry=first)
+            message = self.divergence.message()
+            self.fault = message
+        _log.critical(message)

@@ -735,7 +735,13 @@ class Node:
             "fault": self.fault,
             "divergence": None
             if d is None
-            else {"size": d.size, "mine": d.mine.hex(), "theirs": d.theirs.hex(), "nodes": d.nodes},
+            else {
+                "size": d.size,
+                "mine": d.mine.hex(),
+                "theirs": d.theirs.hex(),
+                "nodes": d.nodes,
+                "first_entry": d.first_entry,
+            },
         }
         for part in self.status_parts:
             status.update(part())
@@ -748,6 +754,13 @@ class Node:
         if not isinstance(p, ClusterPublisher):
             raise UsageError("only a cluster node has final checkpoints to follow")
         p.listeners.append(listener)
+
+    def locate_divergence(self, locate: Callable[[int, int], int | None]) -> None:
+        """How a cluster node finds the first entry where it differs from the
+        others, given the last agreed size and the size of the divergence."""
+        p = self._publisher
+        if isinstance(p, ClusterPublisher):
+            p.locate = locate
 
     @property
     def divergence(self) -> Divergence | None:
