@@ -164,6 +164,7 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "permissions.set": ("alice", {"type": "fl.round", "roles": ["fl-coordinator"]}),
     "contracts.activate": ("alice", {"version": 2, "at": 1000}),
+    "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
 }
 
 
