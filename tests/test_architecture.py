@@ -11,7 +11,7 @@ import modelchain
 SRC = Path(modelchain.__file__).parent
 
 # Each layer may import itself and the layers listed after it, nothing above:
-# cli -> server, reports -> ledger, receipts, guard -> node
+# cli -> server, reports, cluster -> ledger, receipts, guard -> node
 #     -> contracts, storage, artifacts, checks, keys -> core -> errors.
 LAYERS = ["cli", "interfaces", "api", "node", "components", "core", "errors"]
 PACKAGE_LAYER = {
