@@ -184,10 +184,16 @@ class ClusterPublisher(CheckpointPublisher):
         # Told (size, note) of each new final checkpoint, under the publisher's
         # lock: they must hand slow work (pushing to witnesses) to a thread.
         self.listeners: list[Callable[[int, bytes], None]] = []
-        self.final_size = 0
-        super().__init__(store, signer, every=every, interval_ms=interval_ms, on_fault=on_fault)
         latest = store.checkpoint()
         self.final_size = latest[0] if latest else 0
+        self._queued = self.final_size  # the largest final checkpoint queued for storing
+        self._queued_sigs: set[NoteSignature] = set()
+        self._finals: queue.Queue[tuple[int, bytes, Note] | None] = queue.Queue()
+        self._storer = threading.Thread(
+            target=self._store_finals, name="modelchain-finals", daemon=True
+        )
+        self._storer.start()
+        super().__init__(store, signer, every=every, interval_ms=interval_ms, on_fault=on_fault)
         self.final_time = time.time()
         board.follow(self._seen)
 
@@ -338,54 +344,75 @@ class ClusterPublisher(CheckpointPublisher):
         self._finalize(size, root)
 
     def _finalize(self, size: int, root: bytes) -> None:
-        """Store the checkpoint at ``size`` if the policy now holds (lock held)."""
-        if size < self.final_size:
+        """Queue the checkpoint at ``size`` for storing if the policy now holds
+        (lock held). Stored by a thread of its own, in order: the board's
+        thread and the writer never wait for the disk here."""
+        if size < self._queued:
             return
         cosigs = self._cosigs.get(size, {})
         if self._policy is None or len(cosigs) < self._least:
             return  # too few to meet any group: not worth a signature yet
-        cp = Checkpoint(self._signer.name, size, root)
-        stored = self._store.checkpoint(size) if size == self.final_size else None
-        if stored is not None:
-            # Final already: a late node cosignature joins what is kept there
-            # (a witness's among it), and replaces nothing.
-            base = parse_note(stored[1])
-            if all(sig in base.signatures for sig in cosigs.values()):
+        if size == self._queued:
+            # Final already: a late node cosignature joins what is kept there.
+            if all(sig in self._queued_sigs for sig in cosigs.values()):
                 return
-            note = add_signatures(base, *cosigs.values())
+            note = Note(Checkpoint(self._signer.name, size, root).text(), tuple(cosigs.values()))
         else:
+            cp = Checkpoint(self._signer.name, size, root)
             note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
             if not self._policy.evaluate(note).satisfied:
                 return
-        try:
-            self._store.put_checkpoint(size, root, note.to_bytes())
-        except RollbackError as exc:
-            self.fault = exc.message
-            self._on_fault(exc.message)
-            return
-        except Error as exc:
-            _log.error(f"storing the final checkpoint at size {size} failed: {exc.message}")
-            return
-        first = size > self.final_size
-        self.final_size = size
-        self.final_time = time.time()
-        self._state.notify_all()
-        if first:
-            for listener in self.listeners:
-                try:
-                    listener(size, note.to_bytes())
-                except Exception as exc:  # a listener's fault is its own
-                    _log.error("a final-checkpoint listener failed", exc_info=exc)
-        if first:
-            # Settled: what is below it is no longer needed here or on the board.
-            for table in (self._cosigs, self._others):
-                for s in [s for s in table if s < size]:
-                    del table[s]
-            self._signed = {s for s in self._signed if s >= size}
+        self._queued = size
+        self._queued_sigs = set(cosigs.values())
+        self._finals.put((size, root, note))
+
+    def _store_finals(self) -> None:
+        """Store each final checkpoint queued, merged with what is stored at
+        its size (a witness's cosignature stays), then tell the listeners."""
+        while (item := self._finals.get()) is not None:
+            size, root, note = item
+            stored = self._store.checkpoint(size)
+            if stored is not None and stored[0] == size:
+                note = add_signatures(parse_note(stored[1]), *note.signatures)
+            elif not any(sig.name == self._signer.name for sig in note.signatures):
+                # Late cosignatures for a size whose first storing failed.
+                cp = Checkpoint(self._signer.name, size, root)
+                note = add_signatures(sign_checkpoint(cp, self._signer), *note.signatures)
+            try:
+                self._store.put_checkpoint(size, root, note.to_bytes())
+            except RollbackError as exc:
+                with self._state:
+                    self.fault = exc.message
+                self._on_fault(exc.message)
+                return
+            except Error as exc:
+                _log.error(f"storing the final checkpoint at size {size} failed: {exc.message}")
+                continue
+            with self._state:
+                if size <= self.final_size:
+                    continue
+                self.final_size = size
+                self.final_time = time.time()
+                self._state.notify_all()
+                for listener in self.listeners:
+                    try:
+                        listener(size, note.to_bytes())
+                    except Exception as exc:  # a listener's fault is its own
+                        _log.error("a final-checkpoint listener failed", exc_info=exc)
+                # Settled: what is below it is no longer needed here or on the board.
+                for table in (self._cosigs, self._others):
+                    for s in [s for s in table if s < size]:
+                        del table[s]
+                self._signed = {s for s in self._signed if s >= size}
             try:
                 self._board.forget(self._node, size)
             except Exception as exc:
                 _log.warning(f"clearing old cosignatures failed ({exc!r})")
+
+    def stop(self) -> None:
+        super().stop()
+        self._finals.put(None)
+        self._storer.join()
 
     def _check_divergence(self, size: int, mine: bytes, theirs: bytes) -> None:
         """Stop if the others' cosignatures on ``theirs`` meet the policy."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import struct
 import threading
 import time
@@ -611,6 +612,7 @@ class EtcdCosignatures:
         self._root = prefix.encode() + b"c/"
         self._closed = False
         self._following: list[Future[None]] = []
+        self._inboxes: list[tuple[queue.Queue[tuple[str, bytes] | None], threading.Thread]] = []
 
     def _key(self, node: str, size: int) -> bytes:
         return self._root + f"{node}/{size:020d}".encode()
@@ -625,7 +627,20 @@ class EtcdCosignatures:
             _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
 
     def follow(self, seen: Callable[[str, bytes], None]) -> None:
-        self._following.append(self._client.submit(self._follow(seen)))
+        """``seen`` runs on a thread of its own: what it does (reading the
+        store, signing) never holds up the loop that also feeds the order."""
+        inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+
+        def deliver() -> None:
+            while (item := inbox.get()) is not None:
+                seen(*item)
+
+        thread = threading.Thread(target=deliver, name="modelchain-cosignatures", daemon=True)
+        thread.start()
+        self._inboxes.append((inbox, thread))
+        self._following.append(
+            self._client.submit(self._follow(lambda node, note: inbox.put((node, note))))
+        )
 
     def _node_of(self, key: bytes) -> str:
         return key[len(self._root) :].rsplit(b"/", 1)[0].decode()
@@ -673,3 +688,6 @@ class EtcdCosignatures:
         self._closed = True
         for f in self._following:
             f.cancel()
+        for inbox, thread in self._inboxes:
+            inbox.put(None)
+            thread.join(5)
