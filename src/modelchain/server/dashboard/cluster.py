@@ -100,4 +100,5 @@ def alarm(node: Node) -> dict[str, Any] | None:
         "mine": d.mine.hex(),
         "theirs": d.theirs.hex(),
         "nodes": list(d.nodes),
+        "first_entry": d.first_entry,
     }
