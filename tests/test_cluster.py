@@ -43,6 +43,7 @@ from modelchain.core.merkle import tree_root
 from modelchain.core.note import Note, parse_note
 from modelchain.core.policy import CheckpointPolicy
 from modelchain.core.tiles import decode_entry_bundle
+from modelchain.core.tlogproof import TlogProof, verify_tlog_proof
 from modelchain.core.tx import LogEntry, Outcome, Transaction
 from modelchain.errors import SignatureError
 from modelchain.keys.files import KeyStore
@@ -177,6 +178,10 @@ def test_any_node_takes_writes_and_all_agree_at_every_size(cluster: Cluster) -> 
         assert cp.size == size
         cosigners = {s.name for s in verified.signatures} - {ORIGIN}
         assert len(cosigners) >= 2
+    # A receipt from any node verifies offline with the policy alone.
+    index = acks[150].index
+    proof = TlogProof.from_text(cluster.led("n3").tlog_proof(index).to_text())
+    assert verify_tlog_proof(proof, acks[150].leaf_hash, cluster.policy).size == size
 
 
 def test_a_checkpoint_with_fewer_than_k_node_cosignatures_is_refused(cluster: Cluster) -> None:
