@@ -269,3 +269,17 @@ def test_a_second_implementation_reads_the_cosigned_note(led: mc.Ledger) -> None
         message = f"cosignature/v1\ntime {timestamp}\n{note.text}".encode()
         Ed25519PublicKey.from_public_bytes(signer.public_key).verify(sig[8:], message)
         assert timestamp == T
+
+
+def test_a_cluster_quorum_must_be_met_by_its_nodes_alone() -> None:
+    nodes = {n: (make_signer(n).public_key, None) for n in ("n1", "n2", "n3")}
+    cluster = CheckpointPolicy.of_cluster(ORIGIN, nodes, 2)
+    cluster.check_cluster()  # two of three nodes: reachable
+    witness = verifier_of(make_signer("w1.example")).with_type(COSIGNATURE_V1)
+    text = cluster.to_text().replace(
+        "quorum nodes\n", f"witness w1 {witness}\ngroup both all nodes w1\nquorum both\n"
+    )
+    needs_witness = CheckpointPolicy.parse(text)
+    with pytest.raises(MalformedError, match="cannot be met by the nodes"):
+        needs_witness.check_cluster()
+    CheckpointPolicy.of_log(verifier_of(make_signer(ORIGIN))).check_cluster()  # not a cluster

@@ -111,7 +111,7 @@ def check_genesis(body: Mapping[str, Any]) -> None:
         _require(
             isinstance(body["checkpoint_policy"], str), "checkpoint_policy is tlog-policy text"
         )
-        CheckpointPolicy.parse(body["checkpoint_policy"]).with_log(log_key)
+        CheckpointPolicy.parse(body["checkpoint_policy"]).with_log(log_key).check_cluster()
     members = body["members"]
     _require(isinstance(members, list) and len(members) >= 1, "genesis needs founding members")
     for m in members:

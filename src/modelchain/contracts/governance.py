@@ -312,6 +312,7 @@ def exec_checkpoint_policy_set(state: Overlay, call: Call) -> None:
     assert isinstance(ledger, dict)  # authorize found it
     try:
         policy = CheckpointPolicy.parse(call.tx.body["policy"])
+        policy.check_cluster()
     except MalformedError as exc:
         raise Rejected("bad_policy", exc.message) from exc
     if not any(log.key.name == ledger["origin"] for log in policy.logs):

@@ -396,6 +396,19 @@ class CheckpointPolicy:
         verified = Note(note.text, tuple(kept))
         return PolicyResult(cp, note, verified, signed[0], cosigned, tuple(failed), tuple(unmet))
 
+    def check_cluster(self) -> None:
+        """For a cluster's policy (one naming nodes): MalformedError unless the
+        nodes' cosignatures alone can meet the quorum. Nodes make checkpoints
+        final, then push them to witnesses; a quorum that needs a witness would
+        never be met (readers who want one too verify with a policy of their own)."""
+        nodes = {w.name: 0 for w in self.nodes}
+        if nodes and self.quorum != NONE and not self._met(self.quorum, nodes, []):
+            raise MalformedError(
+                f"the quorum {self.quorum!r} cannot be met by the nodes "
+                f"({', '.join(nodes)}) alone: a cluster's nodes make checkpoints final "
+                "before any witness sees them; require witnesses in readers' policies instead"
+            )
+
     def _met(self, name: str, cosigned: Mapping[str, int], unmet: list[str]) -> bool:
         item = self._names[name]
         if isinstance(item, PolicyWitness):
