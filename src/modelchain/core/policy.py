@@ -8,7 +8,7 @@ checkpoint goes through: the log's signature, then the quorum of cosignatures.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import MalformedError, SignatureError
@@ -395,6 +395,12 @@ class CheckpointPolicy:
             self._met(self.quorum, cosigned, unmet)
         verified = Note(note.text, tuple(kept))
         return PolicyResult(cp, note, verified, signed[0], cosigned, tuple(failed), tuple(unmet))
+
+    def met_by(self, cosigners: Iterable[str]) -> bool:
+        """Whether cosignatures by ``cosigners`` (already verified) meet the quorum."""
+        if self.quorum == NONE:
+            return True
+        return self._met(self.quorum, dict.fromkeys(cosigners, 0), [])
 
     def check_cluster(self) -> None:
         """For a cluster's policy (one naming nodes): MalformedError unless the

@@ -177,6 +177,7 @@ class ClusterPublisher(CheckpointPublisher):
         # Notes for sizes this node has not reached yet, by size.
         self._ahead: dict[int, list[tuple[str, Note]]] = {}
         self._signed: set[int] = set()  # sizes this node cosigned
+        self._roots: dict[int, bytes] = {}  # this node's root at sizes in play
         self.divergence: Divergence | None = None
         # Given (agreed, size), the first index below ``size`` where this node's
         # log differs from a peer's (a cluster node compares over HTTP).
@@ -308,7 +309,9 @@ class ClusterPublisher(CheckpointPublisher):
         except SignatureError as exc:
             _log.warning(f"node {node!r}'s cosignature at size {cp.size} fails: {exc.message}")
             return
-        mine = tree_root(self._store.node_reader(), cp.size)
+        mine = self._roots.get(cp.size)
+        if mine is None:
+            mine = self._roots[cp.size] = tree_root(self._store.node_reader(), cp.size)
         if cp.root != mine:
             self._others.setdefault(cp.size, {}).setdefault(cp.root, {})[node] = sig
             self._check_divergence(cp.size, mine, cp.root)
@@ -332,6 +335,7 @@ class ClusterPublisher(CheckpointPublisher):
         """Cosign this node's checkpoint at ``size`` and post it (lock held)."""
         if self.divergence is not None or size in self._signed or self._current() is None:
             return
+        self._roots.setdefault(size, root)
         cp = Checkpoint(self._signer.name, size, root)
         sig = cosign(cp, self._cosigner, int(time.time()))
         self._signed.add(size)
@@ -358,10 +362,11 @@ class ClusterPublisher(CheckpointPublisher):
                 return
             note = Note(Checkpoint(self._signer.name, size, root).text(), tuple(cosigs.values()))
         else:
+            # Each cosignature was verified as it came: count them, sign once met.
+            if not self._policy.met_by(cosigs):
+                return
             cp = Checkpoint(self._signer.name, size, root)
             note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-            if not self._policy.evaluate(note).satisfied:
-                return
         self._queued = size
         self._queued_sigs = set(cosigs.values())
         self._finals.put((size, root, note))
@@ -400,7 +405,7 @@ class ClusterPublisher(CheckpointPublisher):
                     except Exception as exc:  # a listener's fault is its own
                         _log.error("a final-checkpoint listener failed", exc_info=exc)
                 # Settled: what is below it is no longer needed here or on the board.
-                for table in (self._cosigs, self._others):
+                for table in (self._cosigs, self._others, self._roots):
                     for s in [s for s in table if s < size]:
                         del table[s]
                 self._signed = {s for s in self._signed if s >= size}
@@ -419,9 +424,7 @@ class ClusterPublisher(CheckpointPublisher):
         if self.divergence is not None:
             return
         cosigs = self._others[size][theirs]
-        cp = Checkpoint(self._signer.name, size, theirs)
-        note = add_signatures(sign_checkpoint(cp, self._signer), *cosigs.values())
-        if self._policy is None or not self._policy.evaluate(note).satisfied:
+        if self._policy is None or not self._policy.met_by(cosigs):
             return
         found = Divergence(size, mine, theirs, tuple(sorted(cosigs)), self.final_size)
         self.divergence = found
