@@ -263,6 +263,7 @@ def test_a_node_that_executes_differently_stops_and_the_others_stay_final(
         )
         assert node.divergence.first_entry == diverging.index
         assert f"entry {diverging.index} is the first that differs" in node.divergence.message()
+        _wait_for("the alarm to name it", lambda: "is the first that differs" in (node.fault or ""))
         status = node.cluster_status()
         assert status is not None and status["divergence"]["first_entry"] == diverging.index
     # The honest two go on making checkpoints final.

@@ -454,3 +454,4 @@ class ClusterPublisher(CheckpointPublisher):
             message = self.divergence.message()
             self.fault = message
         _log.critical(message)
+        self._on_fault(message)

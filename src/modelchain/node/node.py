@@ -670,8 +670,10 @@ class Node:
                 fut.set_exception(got)
 
     def _halt(self, reason: str) -> None:
-        """Stop writes from now on (the publisher met a rollback)."""
-        if self.fault is None:
+        """Stop writes from now on (the publisher met a rollback or a
+        divergence; a divergence's reason is refined once its first differing
+        entry is found)."""
+        if self.fault is None or (self.divergence is not None and reason != self.fault):
             self.fault = reason
         self._wakeup.set()
         self._sequencer.wake()
