@@ -166,13 +166,23 @@ class EtcdClient:
         self.endpoints = tuple(endpoints)
         self.timeout = timeout
         host, port = _target(endpoints)
-        options = {"grpc.lb_policy_name": "round_robin", "grpc.max_receive_message_length": 8 << 20}
+        options: dict[str, Any] = {
+            "grpc.lb_policy_name": "round_robin",
+            "grpc.max_receive_message_length": 8 << 20,
+        }
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="modelchain-etcd", daemon=True
         )
         self._thread.start()
-        client_class: type[Any] = aetcd.Client if tls is None else _tls_client(tls)
+        client_class: type[Any] = aetcd.Client
+        if tls is not None:
+            client_class = _tls_client(tls)
+            # Over a round-robin target gRPC checks every member's certificate
+            # against one name, by default the whole target (no certificate
+            # names that): the first endpoint's host, which each member's
+            # certificate must therefore name.
+            options["grpc.ssl_target_name_override"] = endpoints[0].rpartition(":")[0]
         self.raw: Any = self.call(_make(client_class, host, port, timeout, options))
         self.aetcd = aetcd
 
