@@ -169,6 +169,14 @@ class EtcdClient:
         options: dict[str, Any] = {
             "grpc.lb_policy_name": "round_robin",
             "grpc.max_receive_message_length": 8 << 20,
+            # A member cut off by the network drops packets without a reset:
+            # without keepalive pings a watch on it waits silently for ever.
+            # etcd refuses pings more often than every 5s (its keepalive
+            # min-time) and, by default, pings without an open stream.
+            "grpc.keepalive_time_ms": 10_000,
+            "grpc.keepalive_timeout_ms": 5_000,
+            "grpc.keepalive_permit_without_calls": 0,
+            "grpc.http2.max_pings_without_data": 0,
         }
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
