@@ -549,6 +549,9 @@ class EtcdSequencer:
 # -- the cosignature board ----------------------------------------------------
 
 
+_COSIGNATURE_RETRY_S = 30.0
+
+
 class EtcdCosignatures:
     """The nodes' cosignatures in etcd, one key per node and size under
     ``<prefix>c/<node>/<size>``; each node removes its own once a later
@@ -570,10 +573,21 @@ class EtcdCosignatures:
         self._client.submit(self._put(self._key(node, size), note))
 
     async def _put(self, key: bytes, value: bytes) -> None:
-        try:
-            await self._etcd.put(key, value)
-        except Exception as exc:  # the next checkpoint is posted anyway
-            _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
+        # Retried (the same key and value: idempotent) for a while: a later
+        # checkpoint's cosignature replaces a lost one only if more is
+        # written, and without one the last writes would never be final.
+        delay = 0.05
+        deadline = self._client.loop.time() + _COSIGNATURE_RETRY_S
+        while not self._closed:
+            try:
+                await self._etcd.put(key, value)
+                return
+            except Exception as exc:
+                _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
+                if self._client.loop.time() + delay > deadline:
+                    return
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     def follow(self, seen: Callable[[str, bytes], None]) -> None:
         self._following.append(self._client.submit(self._follow(seen)))
