@@ -16,18 +16,45 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from test_cluster import WAIT_S, Cluster, _wait_for
+from conftest import make_signer
+from test_cluster import ORIGIN, WAIT_S, Cluster, _wait_for
 
-from modelchain.cluster.etcd import EtcdMember, initial_cluster, spawn_detached, wait_healthy
+from modelchain.cluster.dev import order_genesis
+from modelchain.cluster.etcd import (
+    EtcdMember,
+    initial_cluster,
+    spawn_detached,
+    stop_process,
+    wait_healthy,
+)
+from modelchain.cluster.node import NodeSettings, init_node
+from modelchain.contracts.types import EVENT
+from modelchain.core.policy import CheckpointPolicy
+from modelchain.core.tx import Transaction
+from modelchain.ledger.ledger import new_nonce
 
 IP = shutil.which("ip")
 ETCDCTL = shutil.which("etcdctl")
 TAG = f"{os.getpid() % 100000}"  # names of this run's namespaces and links
 CMD_S = 20  # bound on each ip/etcdctl command
+NODE_PORT = 8080  # each node process listens on its own namespace's address
+PREFIX = "/partition/"
+
+
+def _node_status(url: str) -> dict[str, Any] | None:
+    try:
+        got = httpx.get(url + "/cluster/status", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    return got.json() if got.status_code == 200 else None  # type: ignore[no-any-return]
 
 
 def _why_not() -> str | None:
@@ -84,7 +111,7 @@ def _free_subnet() -> str:
 class Net:
     """A bridge in the root namespace (the nodes' side) and, per member, a
     namespace joined to it by a veth pair. Everything made is recorded so
-    ``remove`` undoes it, however far ``add_member`` got."""
+    ``remove`` undoes it, however far ``add`` got."""
 
     def __init__(self) -> None:
         self.subnet = _free_subnet()
@@ -97,17 +124,17 @@ class Net:
         _ip("addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
-    def add_member(self, i: int) -> tuple[str, str]:
-        """Namespace ``i``, with ``eth0`` at ``<subnet>.(10+i)``; return
-        (namespace, address)."""
-        ns, outer = f"modelchain-{TAG}-etcd{i}", f"mcv{TAG}e{i}"
+    def add(self, label: str, host: int) -> tuple[str, str]:
+        """A namespace for ``label`` (e1, n2...), with ``eth0`` at
+        ``<subnet>.<host>``; return (namespace, address)."""
+        ns, outer, inner = f"modelchain-{TAG}-{label}", f"mcv{TAG}{label}", f"mci{TAG}{label}"
         _ip("netns", "add", ns)
         self.namespaces.append(ns)
-        _ip("link", "add", outer, "type", "veth", "peer", "name", f"mci{TAG}e{i}")
+        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         self.links[ns] = outer
-        _ip("link", "set", f"mci{TAG}e{i}", "netns", ns)
-        _ip("link", "set", f"mci{TAG}e{i}", "name", "eth0", netns=ns)
-        address = f"{self.subnet}.{10 + i}"
+        _ip("link", "set", inner, "netns", ns)
+        _ip("link", "set", inner, "name", "eth0", netns=ns)
+        address = f"{self.subnet}.{host}"
         _ip("addr", "add", f"{address}/24", "dev", "eth0", netns=ns)
         _ip("link", "set", "lo", "up", netns=ns)
         _ip("link", "set", "eth0", "up", netns=ns)
@@ -139,10 +166,11 @@ class Partitioned:
         self.net = net
         self.members: list[EtcdMember] = []
         self.namespace: dict[str, str] = {}  # member name -> namespace
+        self.node_pids: list[int] = []
 
     def start(self, base: Path) -> None:
         for i in (1, 2, 3):
-            ns, address = self.net.add_member(i)
+            ns, address = self.net.add(f"e{i}", 10 + i)
             m = EtcdMember(f"etcd{i}", base / f"etcd{i}", 2379, 2380, host=address)
             self.members.append(m)
             self.namespace[m.name] = ns
@@ -199,7 +227,42 @@ class Partitioned:
         )
         return done.returncode == 0
 
+    def start_nodes(self, base: Path, admin: Any) -> list[tuple[str, str]]:
+        """Three node processes (``modelchain node run``), each in a namespace
+        of its own, and the genesis ordered; return each node's (name, URL)
+        once every one holds a final checkpoint."""
+        keys, homes = {}, {}
+        for i in (1, 2, 3):
+            name = f"n{i}"
+            ns, address = self.net.add(name, 20 + i)
+            homes[name] = (ns, address, base / name)
+            keys[name] = init_node(base / name / "ledger", ORIGIN)
+        urls = {n: f"http://{address}:{NODE_PORT}" for n, (_, address, _) in homes.items()}
+        policy = CheckpointPolicy.of_cluster(
+            ORIGIN, {n: (keys[n].public_key, urls[n]) for n in keys}, 2
+        )
+        for name, (ns, address, home) in homes.items():
+            settings = NodeSettings(
+                name, Path("ledger"), tuple(self.endpoints), prefix=PREFIX,
+                host=address, port=NODE_PORT, reads="open", checkpoint_interval_ms=100,
+            )  # fmt: skip
+            (home / "node.toml").write_text(settings.to_toml())
+            argv = [str(IP), "netns", "exec", ns, sys.executable, "-m", "modelchain"]
+            argv += ["node", "run", str(home / "node.toml")]
+            self.node_pids.append(spawn_detached(argv, home / "node.log"))
+        for url in urls.values():
+            _wait_for(f"{url} to answer", lambda url=url: _node_status(url) is not None)
+        order_genesis(self.endpoints, PREFIX, ORIGIN, policy, admin, "acme")
+        for url in urls.values():
+            _wait_for(
+                f"{url} to hold a final checkpoint",
+                lambda url=url: (_node_status(url) or {}).get("final_size", 0) >= 1,
+            )
+        return list(urls.items())
+
     def stop(self) -> None:
+        for pid in self.node_pids:
+            stop_process(pid, signal.SIGKILL)
         for m in self.members:
             m.kill()
 
@@ -224,7 +287,7 @@ def test_the_majority_goes_on_while_the_leader_is_cut_off_and_it_catches_up(
     partitioned: Partitioned, tmp_path: Path
 ) -> None:
     etcd = partitioned
-    cluster = Cluster(tmp_path / "nodes", etcd.endpoints, "/partition/")
+    cluster = Cluster(tmp_path / "nodes", etcd.endpoints, PREFIX)
     try:
         for i in range(30):
             cluster.led(cluster.names[i % 3]).backend.node.submit(cluster.event(i), timeout=WAIT_S)
@@ -279,3 +342,69 @@ def test_the_majority_goes_on_while_the_leader_is_cut_off_and_it_catches_up(
         assert size == 121
     finally:
         cluster.close()
+
+
+def _post(url: str, admin: Any, count: int) -> list[int]:
+    """``count`` events through the node at ``url``, each retried until the
+    node acknowledges it; their indexes."""
+    txs = []
+    for _ in range(count):
+        tx = Transaction(ORIGIN, EVENT, admin.name, new_nonce(), time.time_ns() // 10**6,
+                         {"event": "partition", "data": None})  # fmt: skip
+        txs.append(json.loads(tx.sign(admin).to_bytes()))
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            answer = httpx.post(url + "/v1/entries:batch", json=txs, timeout=WAIT_S)
+            if answer.status_code == 200 and all("index" in i for i in answer.json()):
+                return [int(i["index"]) for i in answer.json()]
+            last = answer.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        assert time.monotonic() < deadline, f"{url} did not take the events: {last}"
+        time.sleep(0.2)
+
+
+def _converge(urls: list[str], size: int, when: str) -> None:
+    """Wait until every node holds ``size`` entries, final, at one root."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = [_node_status(u) for u in urls]
+        if (
+            all(g is not None and g["size"] == size and g["final_size"] >= size for g in got)
+            and len({(g or {}).get("root") for g in got}) == 1
+        ):
+            return
+        shown = [{k: (g or {}).get(k) for k in ("size", "final_size", "fault")} for g in got]
+        assert time.monotonic() < deadline, f"the nodes did not converge {when}: {shown}"
+        time.sleep(0.1)
+
+
+def test_node_processes_in_namespaces_ride_out_a_cut_etcd_leader(
+    partitioned: Partitioned, tmp_path: Path
+) -> None:
+    etcd = partitioned
+    admin = make_signer("alice")
+    nodes = etcd.start_nodes(tmp_path / "nodes", admin)
+    urls = [u for _, u in nodes]
+    for u in urls:
+        _post(u, admin, 10)
+    _converge(urls, 31, "before the cut")
+
+    cut = etcd.leader()
+    ns = etcd.namespace[cut.name]
+    etcd.net.cut(ns)
+    for u in urls:
+        _post(u, admin, 20)
+    _converge(urls, 91, "while the leader is cut off")
+
+    etcd.net.heal(ns)
+    during = etcd.status(etcd.leader())
+    assert during is not None
+    _wait_for(
+        "the cut member to catch up",
+        lambda: (s := etcd.status(cut)) is not None and s["revision"] >= during["revision"],
+    )
+    for u in urls:
+        _post(u, admin, 10)
+    _converge(urls, 121, "after healing")
