@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from modelchain.core.tx import LogEntry, Outcome, Transaction
 from modelchain.errors import SignatureError
 from modelchain.keys.files import KeyStore
 from modelchain.ledger.ledger import Ledger, new_nonce
-from modelchain.node.etcd import EtcdSequencer
+from modelchain.node.etcd import EtcdSequencer, EtcdTLS
 from modelchain.node.node import NodeConfig, order_position
 from modelchain.storage.sqlite import SqliteStore
 
@@ -80,9 +80,17 @@ class Cluster:
     """Three nodes of one ledger in this process, each with its own directory,
     key and etcd client, ordered through the shared etcd."""
 
-    def __init__(self, base: Path, endpoints: list[str], prefix: str, k: int = 2) -> None:
+    def __init__(
+        self,
+        base: Path,
+        endpoints: list[str],
+        prefix: str,
+        k: int = 2,
+        tls: Mapping[str, EtcdTLS] | None = None,
+    ) -> None:
         self.base, self.endpoints, self.prefix = base, endpoints, prefix
         self.names = ["n1", "n2", "n3"]
+        self.tls = tls  # each node's etcd client certificate; None: plain HTTP
         keys = {n: init_node(base / n, ORIGIN) for n in self.names}
         self.policy = CheckpointPolicy.of_cluster(
             ORIGIN, {n: (keys[n].public_key, None) for n in self.names}, k
@@ -91,12 +99,19 @@ class Cluster:
         self.ledgers: dict[str, Ledger | None] = {n: None for n in self.names}
         for n in self.names:
             self.open(n)
-        order_genesis(endpoints, prefix, ORIGIN, self.policy, self.admin, "acme")
+        genesis_tls = None if tls is None else tls[self.names[0]]
+        order_genesis(endpoints, prefix, ORIGIN, self.policy, self.admin, "acme", tls=genesis_tls)
         self.settle(1)
 
     def settings(self, name: str, peers: dict[str, str] | None = None) -> NodeSettings:
+        tls = None if self.tls is None else self.tls.get(name)
         return NodeSettings(
-            name, self.base / name, tuple(self.endpoints), prefix=self.prefix, peers=peers or {}
+            name,
+            self.base / name,
+            tuple(self.endpoints),
+            prefix=self.prefix,
+            tls=tls,
+            peers=peers or {},
         )
 
     def open(self, name: str, peers: dict[str, str] | None = None, **kwargs: Any) -> Ledger:

@@ -31,7 +31,7 @@ from ..core.tx import Transaction, decode_submission
 from ..errors import UnavailableError, UsageError
 from ..keys.files import KeyStore
 from ..ledger.ledger import Founder, new_nonce
-from ..node.etcd import EtcdClient, EtcdSequencer
+from ..node.etcd import EtcdClient, EtcdSequencer, EtcdTLS
 from ..node.sequencer import Admitted
 from .etcd import EtcdMember, free_ports, spawn_detached, start_members, stop_process
 from .node import NodeSettings, default_prefix, init_node
@@ -93,9 +93,12 @@ def order_genesis(
     policy: CheckpointPolicy,
     admin: Signer,
     org: str,
+    *,
+    tls: EtcdTLS | None = None,
 ) -> None:
     """Sign a genesis naming ``policy`` (its first log key as the ledger's) and
-    ``admin`` as the founding admin, and put it in the order."""
+    ``admin`` as the founding admin, and put it in the order (through etcd
+    over TLS with ``tls``'s client certificate when given)."""
     body = genesis_body(
         origin,
         policy.logs[0].key,
@@ -104,7 +107,7 @@ def order_genesis(
     )
     tx = Transaction(origin, GENESIS, admin.name, new_nonce(), time.time_ns() // 10**6, body)
     env, decoded = decode_submission(tx.sign(admin).to_bytes())
-    client = EtcdClient(endpoints)
+    client = EtcdClient(endpoints, tls=tls)
     try:
         EtcdSequencer(client, prefix, "genesis").submit([Admitted(env, decoded)]).result(60)
     finally:

@@ -1,6 +1,8 @@
 """etcd members on this machine: the development cluster's, the tests' and the
 benchmark's. Each runs Debian's ``etcd`` (3.4) as a child process with an
-explicit backend quota and auto-compaction, listening on loopback.
+explicit backend quota and auto-compaction, listening on loopback, over
+plain HTTP or, given a member certificate, over TLS with client certificates
+required on both its client and its peer URLs.
 
 Production clusters run etcd as their operators do; ``modelchain`` only needs
 its client endpoints (see the README, "Running a cluster").
@@ -19,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnavailableError, UsageError
+from ..node.etcd import EtcdTLS
 
 __all__ = [
     "DEFAULT_QUOTA",
     "EtcdMember",
+    "MemberTLS",
     "alive",
     "free_ports",
     "initial_cluster",
@@ -54,9 +58,22 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@dataclass(frozen=True)
+class MemberTLS:
+    """A member's TLS files (PEM): the CA whose certificates it accepts from
+    clients and peers, and its own certificate and key, used both to serve
+    and, towards its peers, as a client (so the certificate names the
+    member's address and allows server and client authentication)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 @dataclass
 class EtcdMember:
-    """One etcd member: its name, data directory and loopback ports."""
+    """One etcd member: its name, data directory, address and ports, and its
+    TLS files (None: plain HTTP)."""
 
     name: str
     data_dir: Path
@@ -65,21 +82,30 @@ class EtcdMember:
     host: str = "127.0.0.1"
     quota: int = DEFAULT_QUOTA
     pid: int | None = None
+    tls: MemberTLS | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
     @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.client_port}"
+
+    @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
 
     def command(self, initial_cluster: str, token: str, state: str = "new") -> list[str]:
         binary = shutil.which("etcd")
         if binary is None:
             raise UsageError("etcd is not installed (Debian: apt-get install etcd-server)")
-        client = f"http://{self.host}:{self.client_port}"
-        return [
+        client = self.client_url
+        argv = [
             binary,
             "--name", self.name,
             "--data-dir", str(self.data_dir),
@@ -96,6 +122,15 @@ class EtcdMember:
             "--logger", "zap",
             "--log-level", "error",
         ]  # fmt: skip
+        if self.tls is not None:
+            ca, cert, key = (str(p) for p in (self.tls.ca, self.tls.cert, self.tls.key))
+            argv += [
+                "--cert-file", cert, "--key-file", key,
+                "--client-cert-auth", "--trusted-ca-file", ca,
+                "--peer-cert-file", cert, "--peer-key-file", key,
+                "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+            ]  # fmt: skip
+        return argv
 
     def start(self, initial_cluster: str, token: str, log: Path | None = None) -> None:
         """Start (or restart, on its data) this member, detached: it outlives
@@ -173,38 +208,60 @@ def initial_cluster(members: Sequence[EtcdMember]) -> str:
 
 
 def start_members(
-    directory: Path, count: int = 3, *, token: str = "modelchain", quota: int = DEFAULT_QUOTA
+    directory: Path,
+    count: int = 3,
+    *,
+    token: str = "modelchain",
+    quota: int = DEFAULT_QUOTA,
+    tls: Sequence[MemberTLS] | None = None,
+    client_tls: EtcdTLS | None = None,
 ) -> list[EtcdMember]:
     """Start ``count`` members of a new etcd cluster with data under
-    ``directory``; return them once the cluster answers."""
+    ``directory``; return them once the cluster answers. With ``tls`` (one
+    per member) they speak TLS only and require client certificates;
+    ``client_tls`` is then the certificate the health check writes with."""
+    if tls is not None and (len(tls) != count or client_tls is None):
+        raise UsageError("TLS members need one MemberTLS each and a client certificate")
     ports = free_ports(2 * count)
     members = [
-        EtcdMember(f"etcd{i + 1}", directory / f"etcd{i + 1}", ports[2 * i], ports[2 * i + 1])
+        EtcdMember(
+            f"etcd{i + 1}",
+            directory / f"etcd{i + 1}",
+            ports[2 * i],
+            ports[2 * i + 1],
+            quota=quota,
+            tls=None if tls is None else tls[i],
+        )
         for i in range(count)
     ]
-    for m in members:
-        m.quota = quota
     cluster = initial_cluster(members)
     for m in members:
         m.start(cluster, token)
-    wait_healthy([m.endpoint for m in members])
+    wait_healthy([m.endpoint for m in members], tls=client_tls)
     return members
 
 
-def wait_healthy(endpoints: Sequence[str], timeout: float = 60.0) -> None:
-    """Wait until a write through ``endpoints`` succeeds (a leader is elected)."""
+def wait_healthy(
+    endpoints: Sequence[str], timeout: float = 60.0, *, tls: EtcdTLS | None = None
+) -> None:
+    """Wait until a write through ``endpoints`` succeeds (a leader is elected);
+    over TLS with ``tls``'s client certificate when given."""
     etcdctl = shutil.which("etcdctl")
     if etcdctl is None:
         raise UsageError("etcdctl is not installed (Debian: apt-get install etcd-client)")
     env = {**os.environ, "ETCDCTL_API": "3"}
+    argv = [etcdctl, "--command-timeout=2s"]
+    if tls is None:
+        argv += ["--endpoints", ",".join(endpoints)]
+    else:
+        argv += ["--endpoints", ",".join(f"https://{e}" for e in endpoints)]
+        argv += [f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}"]
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         done = subprocess.run(
-            [etcdctl, "--endpoints", ",".join(endpoints), "--command-timeout=2s",
-             "put", "/modelchain-health", "ok"],
-            capture_output=True, env=env, check=False,
-        )  # fmt: skip
+            [*argv, "put", "/modelchain-health", "ok"], capture_output=True, env=env, check=False
+        )
         if done.returncode == 0:
             return
         last = done.stderr.decode(errors="replace").strip()

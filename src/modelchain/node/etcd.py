@@ -168,13 +168,31 @@ class EtcdClient:
         self.endpoints = tuple(endpoints)
         self.timeout = timeout
         host, port = _target(endpoints)
-        options = {"grpc.lb_policy_name": "round_robin", "grpc.max_receive_message_length": 8 << 20}
+        options: dict[str, Any] = {
+            "grpc.lb_policy_name": "round_robin",
+            "grpc.max_receive_message_length": 8 << 20,
+            # A member cut off by the network drops packets without a reset:
+            # without keepalive pings a watch on it waits silently for ever.
+            # etcd refuses pings more often than every 5s (its keepalive
+            # min-time) and, by default, pings without an open stream.
+            "grpc.keepalive_time_ms": 10_000,
+            "grpc.keepalive_timeout_ms": 5_000,
+            "grpc.keepalive_permit_without_calls": 0,
+            "grpc.http2.max_pings_without_data": 0,
+        }
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="modelchain-etcd", daemon=True
         )
         self._thread.start()
-        client_class: type[Any] = aetcd.Client if tls is None else _tls_client(tls)
+        client_class: type[Any] = aetcd.Client
+        if tls is not None:
+            client_class = _tls_client(tls)
+            # Over a round-robin target gRPC checks every member's certificate
+            # against one name, by default the whole target (no certificate
+            # names that): the first endpoint's host, which each member's
+            # certificate must therefore name.
+            options["grpc.ssl_target_name_override"] = endpoints[0].rpartition(":")[0]
         self.raw: Any = self.call(_make(client_class, host, port, timeout, options))
         self.aetcd = aetcd
 
@@ -599,6 +617,9 @@ class EtcdSequencer:
 # -- the cosignature board ----------------------------------------------------
 
 
+_COSIGNATURE_RETRY_S = 30.0
+
+
 class EtcdCosignatures:
     """The nodes' cosignatures in etcd, one key per node and size under
     ``<prefix>c/<node>/<size>``; each node removes its own once a later
@@ -621,10 +642,21 @@ class EtcdCosignatures:
         self._client.submit(self._put(self._key(node, size), note))
 
     async def _put(self, key: bytes, value: bytes) -> None:
-        try:
-            await self._etcd.put(key, value)
-        except Exception as exc:  # the next checkpoint is posted anyway
-            _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
+        # Retried (the same key and value: idempotent) for a while: a later
+        # checkpoint's cosignature replaces a lost one only if more is
+        # written, and without one the last writes would never be final.
+        delay = 0.05
+        deadline = self._client.loop.time() + _COSIGNATURE_RETRY_S
+        while not self._closed:
+            try:
+                await self._etcd.put(key, value)
+                return
+            except Exception as exc:
+                _log.warning(f"posting a cosignature to etcd failed ({exc!r})")
+                if self._client.loop.time() + delay > deadline:
+                    return
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     def follow(self, seen: Callable[[str, bytes], None]) -> None:
         """``seen`` runs on a thread of its own: what it does (reading the
