@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from modelchain.cluster.etcd import MemberTLS
 from modelchain.node.etcd import EtcdTLS
 
+MEMBERS_NAME = "etcd.cluster.test"  # the name every member's certificate carries
 _DAY = datetime.timedelta(days=1)
 
 
@@ -69,7 +70,11 @@ class TestCA:
         self.ca.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
     def _issue(
-        self, common: str, ips: list[str], usages: list[x509.ObjectIdentifier]
+        self,
+        common: str,
+        ips: list[str],
+        usages: list[x509.ObjectIdentifier],
+        dns: list[str] | None = None,
     ) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
@@ -84,8 +89,9 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
-        if ips:
-            san = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        if ips or dns:
+            san: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            san += [x509.DNSName(name) for name in dns or []]
             builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         cert_path = self.directory / f"{common}.pem"
@@ -96,9 +102,9 @@ class TestCA:
 
     def member(self, name: str, ip: str = "127.0.0.1") -> MemberTLS:
         """An etcd member's files: serves clients and peers, and is a client
-        of its peers, at ``ip``."""
+        of its peers, at ``ip`` and under the name all members share."""
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-        cert, key = self._issue(name, [ip], usages)
+        cert, key = self._issue(name, [ip], usages, [MEMBERS_NAME])
         return MemberTLS(self.ca, cert, key)
 
     def client(self, name: str) -> EtcdTLS:

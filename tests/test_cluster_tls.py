@@ -18,7 +18,7 @@ from pathlib import Path
 import aetcd
 import pytest
 from conftest import make_signer
-from etcd_certs import TestCA
+from etcd_certs import MEMBERS_NAME, TestCA
 from test_cluster import ORIGIN, WAIT_S, Cluster
 
 from modelchain.cluster.etcd import EtcdMember, start_members
@@ -123,6 +123,20 @@ def test_a_client_without_a_certificate_is_refused(tls_etcd: TLSEtcd) -> None:
     )  # fmt: skip
     assert done.returncode != 0
     assert b"certificate" in done.stderr or b"deadline" in done.stderr, done.stderr
+
+
+def test_a_node_may_name_the_members_by_the_name_their_certificates_share(
+    tls_etcd: TLSEtcd,
+) -> None:
+    mine = tls_etcd.ca.client("n-named")
+    named = EtcdTLS(mine.ca, mine.cert, mine.key, server_name=MEMBERS_NAME)
+    client = EtcdClient(tls_etcd.endpoints, timeout=CLIENT_TIMEOUT, tls=named)
+    try:
+        client.call(client.raw.put(b"/named", b"ok"), timeout=CLIENT_TIMEOUT + 5)
+    finally:
+        client.close()
+    wrong = EtcdTLS(mine.ca, mine.cert, mine.key, server_name="elsewhere.example")
+    assert "verif" in _refused(tls_etcd.endpoints, wrong).lower()
 
 
 def test_a_certificate_from_another_ca_is_refused(tls_etcd: TLSEtcd, tmp_path: Path) -> None:

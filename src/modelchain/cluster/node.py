@@ -11,6 +11,8 @@ One TOML file per node::
     ca = "etcd-ca.pem"             # TLS to etcd, with a client certificate
     cert = "org-a-etcd.pem"        # (all three, or none)
     key = "org-a-etcd-key.pem"
+    server_name = "etcd.acme.example"  # the name every member's certificate
+                                   # carries (default: the first endpoint's host)
     compact_every_s = 60           # delete applied batches, compact etcd
     keep_history_s = 3600          # a node silent longer stops holding them back
 
@@ -124,7 +126,10 @@ class NodeSettings:
             if not all(isinstance(f, str) for f in tls_files):
                 raise UsageError("[etcd] TLS needs all of ca, cert and key, or none")
             ca, cert, key = (base / str(f) for f in tls_files)
-            tls = EtcdTLS(ca, cert, key)
+            server_name = etcd.get("server_name")
+            if server_name is not None and not isinstance(server_name, str):
+                raise UsageError("[etcd] server_name must be a host name")
+            tls = EtcdTLS(ca, cert, key, server_name)
         http = _table(data, "http")
         reads = http.get("reads", "token")
         if reads not in ("open", "token"):
@@ -174,6 +179,8 @@ class NodeSettings:
         if self.tls is not None:
             lines += [f"ca = {_q(str(self.tls.ca))}", f"cert = {_q(str(self.tls.cert))}"]
             lines.append(f"key = {_q(str(self.tls.key))}")
+            if self.tls.server_name is not None:
+                lines.append(f"server_name = {_q(self.tls.server_name)}")
         lines += ["", "[http]", f"host = {_q(self.host)}", f"port = {self.port}"]
         lines += [f"reads = {_q(self.reads)}", "", "[checkpoints]"]
         lines.append(f"interval_ms = {self.checkpoint_interval_ms}")

@@ -130,12 +130,14 @@ def _chunks(batch: Sequence[Admitted]) -> list[tuple[list[Admitted], list[bytes]
 
 @dataclass(frozen=True)
 class EtcdTLS:
-    """TLS to the etcd members: the CA that signed their certificates, and
-    this node's client certificate and key (PEM files)."""
+    """TLS to the etcd members: the CA that signed their certificates, this
+    node's client certificate and key (PEM files), and the name every
+    member's certificate carries (default: the first endpoint's host)."""
 
     ca: Path
     cert: Path
     key: Path
+    server_name: str | None = None
 
 
 def _target(endpoints: Sequence[str]) -> tuple[str, int]:
@@ -192,7 +194,9 @@ class EtcdClient:
             # against one name, by default the whole target (no certificate
             # names that): the first endpoint's host, which each member's
             # certificate must therefore name.
-            options["grpc.ssl_target_name_override"] = endpoints[0].rpartition(":")[0]
+            options["grpc.ssl_target_name_override"] = (
+                tls.server_name or endpoints[0].rpartition(":")[0]
+            )
         self.raw: Any = self.call(_make(client_class, host, port, timeout, options))
         self.aetcd = aetcd
 
