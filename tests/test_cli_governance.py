@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from conftest import run_cli as run
+from serving import running_server
 
 from modelchain.contracts.genesis import DEFAULT_PERMISSIONS
 from modelchain.contracts.types import CONTRACTS_ACTIVATE, DATASET_ATTEST, EVENT, MODEL_APPROVE
@@ -328,3 +330,146 @@ def test_contracts_activate(env: dict[str, str], tmp_path: Path) -> None:
     assert status["active"] == CURRENT_VERSION
     assert [(s["version"], s["from"]) for s in status["schedule"]] == [(CURRENT_VERSION, 0)]
     assert not run(env, "contracts", "status").stderr
+
+
+# -- signing offline and drafting beside a running server -------------------------------
+
+
+def test_tx_sign_needs_only_the_signers_key(env: dict[str, str], tmp_path: Path) -> None:
+    for name in ("dave", "erin"):
+        run(env, "identity", "new", name)
+    run(env, "init", "--origin", "ledger.example.org/offline", "--admin", "alice")
+    run(env, "member", "add", "dave", "--role", "admin", "--org", "bank")
+    draft = tmp_path / "add-erin.json"
+    run(env, "member", "add", "erin", "--role", "evaluator", "--as", "alice", "--draft", str(draft))
+
+    # dave signs where his key is: no ledger directory, no server, and the
+    # passphrase of his key only (erin's key has another, never asked for).
+    away = dict(env, MODELCHAIN_LEDGER=str(tmp_path / "no-ledger-here"))
+    away.pop("MODELCHAIN_SERVER", None)
+    run(dict(env, MODELCHAIN_KEY_PASSPHRASE="other"), "identity", "new", "frank")
+    signed = run(away, "tx", "sign", str(draft), "--as", "dave").stdout
+    assert signed.startswith(f"signed {draft} as dave: member.add by alice")
+    assert "for ledger ledger.example.org/offline" in signed and "(2 signatures)" in signed
+    assert not (tmp_path / "no-ledger-here").exists()
+    again = run(away, "tx", "sign", str(draft), "--as", "dave").stdout
+    assert "already signed by dave; nothing written" in again
+    assert json.loads(draft.read_text())["signatures"].__len__() == 2
+
+    nobody = run(away, "tx", "sign", str(draft), ok=False)
+    assert nobody.returncode == 2 and "--as NAME" in nobody.stderr
+
+    # Anything but a transaction draft is refused, and left as it was.
+    for text in (
+        "not json",
+        "{}",
+        json.dumps({"payload": "e30=", "payloadType": "x/y", "signatures": []}),
+    ):
+        other = tmp_path / "other.json"
+        other.write_text(text)
+        refused = run(away, "tx", "sign", str(other), "--as", "dave", ok=False)
+        assert refused.returncode in (2, 4) and refused.stderr.startswith("error: ")
+        assert other.read_text() == text
+
+    out = json.loads(run(env, "tx", "submit", str(draft), "--json").stdout)
+    assert out["result"] == "accepted"
+
+
+def _draft_at_once(
+    env: dict[str, str], *commands: list[str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Start every command, then wait for each: they run at the same time."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "modelchain", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    done = []
+    for args, p in zip(commands, procs, strict=True):
+        out, err = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(args, p.returncode, out, err))
+    return done
+
+
+def test_drafts_take_no_write_lock(env: dict[str, str], tmp_path: Path) -> None:
+    _two_admins_and_an_auditor(env, "ledger.example.org/drafts")
+    run(env, "identity", "new", "erin")
+    ledger = Path(env["MODELCHAIN_LEDGER"])
+    policy_file = tmp_path / "policy.txt"
+    policy_file.write_text(run(env, "log", "policy").stdout)
+    size, _ = _log_size(env)
+    drafts = {
+        name: tmp_path / f"{name}.json" for name in ("add", "revoke", "pol", "perm", "act", "cp")
+    }
+    with running_server(ledger, env=env):
+        # The server holds the ledger for writing: a write from here is refused ...
+        held = run(env, "member", "revoke", "carl", "--reason", "x", "--as", "alice", ok=False)
+        assert held.returncode == 7 and "open for writing by another process" in held.stderr
+        # ... but every kind of draft reads state only, and two admins draft at once.
+        first = _draft_at_once(
+            env,
+            [
+                "member",
+                "add",
+                "erin",
+                "--role",
+                "evaluator",
+                "--as",
+                "alice",
+                "--draft",
+                str(drafts["add"]),
+            ],
+            [
+                "member",
+                "revoke",
+                "carl",
+                "--reason",
+                "left",
+                "--as",
+                "dave",
+                "--draft",
+                str(drafts["revoke"]),
+            ],
+            ["policy", "set", EVENT, "true", "--as", "alice", "--draft", str(drafts["pol"])],
+        )
+        second = _draft_at_once(
+            env,
+            ["permissions", "set", EVENT, "admin", "--as", "dave", "--draft", str(drafts["perm"])],
+            [
+                "contracts",
+                "activate",
+                str(CURRENT_VERSION),
+                "--at",
+                str(size + 50),
+                "--as",
+                "alice",
+                "--draft",
+                str(drafts["act"]),
+            ],
+            [
+                "checkpoint-policy",
+                "set",
+                str(policy_file),
+                "--as",
+                "dave",
+                "--draft",
+                str(drafts["cp"]),
+            ],
+        )
+        for done in (*first, *second):
+            assert done.returncode == 0, done.stderr
+            assert "(1 signature)" in done.stdout
+        for path in drafts.values():
+            assert json.loads(path.read_text())["signatures"].__len__() == 1
+    assert _log_size(env)[0] == size, "drafting wrote nothing"
+    # The drafts are real: co-signed and submitted, one is accepted.
+    run(env, "tx", "sign", str(drafts["add"]), "--as", "dave")
+    assert (
+        json.loads(run(env, "tx", "submit", str(drafts["add"]), "--json").stdout)["result"]
+        == "accepted"
+    )

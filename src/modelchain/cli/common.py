@@ -31,6 +31,7 @@ __all__ = [
     "ledger_option",
     "member_key",
     "name_version",
+    "offline_signer",
     "open_ledger",
     "signer_for",
     "trust_from",
@@ -120,6 +121,15 @@ def signer_for(name: str | None, led: Ledger) -> Signer:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)
     return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+
+
+def offline_signer(name: str | None) -> Signer:
+    """The identity to sign as without any ledger: --as, else $MODELCHAIN_IDENTITY.
+    Only that identity's key (and passphrase) is opened."""
+    name = name or os.environ.get(IDENTITY_ENV)
+    if not name:
+        raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
+    return keystore().signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
 
 
 VKEY_HELP = (

@@ -14,8 +14,9 @@ from ..contracts.genesis import BUILTIN_ROLES
 from ..contracts.members import ANY_MEMBER
 from ..core import canonical
 from ..core.dsse import Envelope
+from ..core.times import iso_time
 from ..core.tx import PAYLOAD_TYPE, Transaction
-from ..errors import NotFoundError, UsageError
+from ..errors import MalformedError, NotFoundError, UsageError
 from ..ledger.ledger import Ledger
 from .common import (
     emit_json,
@@ -23,6 +24,7 @@ from .common import (
     keystore,
     ledger_option,
     member_key,
+    offline_signer,
     open_ledger,
     signer_for,
 )
@@ -37,15 +39,35 @@ def _write_envelope(path: Path, env: Envelope) -> None:
 
 
 def _read_envelope(path: Path) -> Envelope:
-    env = Envelope.from_json(canonical.loads(path.read_bytes()), allow_unsigned=True)
+    """The draft envelope in ``path``: refused unless it parses as a DSSE
+    envelope around a modelchain transaction (so nothing else is ever signed)."""
+    try:
+        env = Envelope.from_json(canonical.loads(path.read_bytes()), allow_unsigned=True)
+    except MalformedError as exc:
+        raise MalformedError(
+            f"{path} is not a transaction draft (from `modelchain tx draft` or --draft): {exc}"
+        ) from exc
     if env.payload_type != PAYLOAD_TYPE:
         raise UsageError(f"{path} is not a modelchain transaction")
+    _transaction(env, path)
     return env
 
 
+def _transaction(env: Envelope, path: Path | None = None) -> Transaction:
+    try:
+        return Transaction.from_json(canonical.loads_canonical(env.payload))
+    except MalformedError as exc:
+        where = f"{path} " if path is not None else ""
+        raise MalformedError(f"{where}does not hold a modelchain transaction: {exc}") from exc
+
+
 def _describe(env: Envelope) -> str:
-    tx = Transaction.from_json(canonical.loads_canonical(env.payload))
-    return f"{tx.type} by {tx.actor} ({len(env.signatures)} signatures)"
+    tx = _transaction(env)
+    count = len(env.signatures)
+    return (
+        f"{tx.type} by {tx.actor} for ledger {tx.ledger}, drafted {iso_time(tx.time)} "
+        f"({count} signature{'' if count == 1 else 's'})"
+    )
 
 
 def _submit_or_draft(
@@ -56,11 +78,15 @@ def _submit_or_draft(
     draft: Path | None,
     as_json: bool,
 ) -> None:
+    # A draft only reads state (the origin, the clock, the contracts' checks):
+    # the caller opened the ledger read-only, so it takes no write lock.
     signer = signer_for(as_name, led)
     env = led.members.draft(type_, body, signer.name).with_signature(signer)
     if draft is not None:
         _write_envelope(draft, env)
-        click.echo(f"wrote {draft}: {_describe(env)}; co-sign with `modelchain tx sign {draft}`")
+        click.echo(
+            f"wrote {draft}: {_describe(env)}; co-sign with `modelchain tx sign {draft} --as YOU`"
+        )
         return
     ack = led.members.submit(env)
     if as_json:
@@ -92,16 +118,23 @@ def tx_draft(ledger_dir: Path, tx_type: str, body: str, actor: str, output: Path
 
 
 @click.command("sign")
-@ledger_option
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_AS
-def tx_sign(ledger_dir: Path, file: Path, as_name: str | None) -> None:
-    """Add your signature to a drafted transaction (the key never leaves you)."""
+def tx_sign(file: Path, as_name: str | None) -> None:
+    """Add your signature to a drafted transaction (the key never leaves you).
+
+    Needs only your own key: no ledger directory, no server. Say who signs with
+    --as or $MODELCHAIN_IDENTITY; what the draft is, and for which ledger, is
+    printed with the result."""
     env = _read_envelope(file)
-    with open_ledger(ledger_dir, readonly=True) as led:
-        signer = signer_for(as_name, led)
-    _write_envelope(file, env.with_signature(signer))
-    click.echo(f"signed {file} as {signer.name}: {_describe(env.with_signature(signer))}")
+    signer = offline_signer(as_name)
+    signed = env.with_signature(signer)
+    mine = signed.signatures[-1].keyid
+    if any(s.keyid == mine for s in env.signatures):
+        click.echo(f"{file} is already signed by {signer.name}; nothing written: {_describe(env)}")
+        return
+    _write_envelope(file, signed)
+    click.echo(f"signed {file} as {signer.name}: {_describe(signed)}")
 
 
 @click.command("submit")
@@ -151,7 +184,7 @@ def member_add(
     """Add a member: KEY is a verifier key, or the name of a local identity."""
     vk = member_key(key, keystore())
     body = {"member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}}
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)
 
 
@@ -171,7 +204,7 @@ def member_revoke(
     as_json: bool,
 ) -> None:
     """Revoke a member: its keys sign nothing from now on."""
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(
             led,
             tx_types.MEMBER_REVOKE,
@@ -270,7 +303,7 @@ def policy_set(
         "rule": None if rule == "null" else rule,
         "description": description,
     }
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(led, tx_types.POLICY_SET, body, as_name, draft, as_json)
 
 
@@ -353,7 +386,7 @@ def permissions_set(
             f"name the roles that may submit {tx_type}, or --none to deny it to everyone"
         )
     body = {"type": tx_type, "roles": list(roles_)}
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(led, tx_types.PERMISSIONS_SET, body, as_name, draft, as_json)
 
 
@@ -421,7 +454,7 @@ def contracts_activate(
     """Run entries from INDEX on under contract-set VERSION; naming the active
     version withdraws a pending activation. With a quorum above 1, use --draft
     and `tx sign`."""
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         known = led.contracts.versions
         if version not in known:
             raise UsageError(
@@ -462,7 +495,7 @@ def checkpoint_policy_set(
 
     text = policy_file.read_text()
     CheckpointPolicy.parse(text)  # a malformed file fails here, before anything is signed
-    with open_ledger(ledger_dir) as led:
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(
             led, tx_types.CHECKPOINT_POLICY_SET, {"policy": text}, as_name, draft, as_json
         )

@@ -6,7 +6,7 @@ import datetime as dt
 
 from ..errors import UsageError
 
-__all__ = ["human_time", "parse_time", "rfc3339"]
+__all__ = ["human_time", "iso_time", "parse_time", "rfc3339"]
 
 _DAY_MS = 86_400_000
 
@@ -21,6 +21,11 @@ def rfc3339(ms: int) -> str:
 def human_time(ms: int) -> str:
     """UTC to the second, for people: ``2026-11-20 12:00:00``."""
     return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(ms: int) -> str:
+    """ISO 8601 UTC to the second, for text output: ``2026-11-20T12:00:00Z``."""
+    return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str, *, end: bool = False) -> int:
