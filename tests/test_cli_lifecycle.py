@@ -172,3 +172,62 @@ def test_guard_watch_reports_drift(env: dict[str, str], tmp_path: Path) -> None:
     assert "DRIFT changed w.bin" in drift and "(reported)" in drift
     events = json.loads(run(env, "audit", "denied", "--json").stdout)
     assert events == []
+
+
+def _size(env: dict[str, str]) -> tuple[int, int]:
+    summary = json.loads(run(env, "log", "verify", "--json").stdout)
+    return summary["size"], summary["rejected"]
+
+
+def test_mistakes_fail_locally_and_denials_are_logged(env: dict[str, str], tmp_path: Path) -> None:
+    for name in ("ops", "risk"):
+        run(env, "identity", "new", name)
+    run(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/typos",
+        "--admin",
+        "alice",
+        "--admin-roles",
+        "trainer",
+        "--member",
+        "ops:deployer@acme",
+        "--member",
+        "risk:approver,approver:risk@bank",
+    )
+    run(env, "policy", "set", "model.register", "null")  # a model without a run, for brevity
+    weights = tmp_path / "clf.bin"
+    weights.write_bytes(b"weights")
+    run(env, "model", "register", "clf", str(weights))
+    before = _size(env)
+
+    # A model or version that does not exist: exit 3, one error line, nothing signed or written.
+    mistakes = [
+        ("approve", "clfx@1", "--env", "production", "--role", "risk", "--as", "risk"),
+        ("approve", "clf@9", "--env", "production", "--role", "risk", "--as", "risk"),
+        ("reject", "clf@9", "--env", "production", "--role", "risk", "--as", "risk"),
+        ("deploy", "clf@9", "--env", "staging", "--as", "ops"),
+        ("deploy", "clfx@1", "--env", "staging", "--as", "ops"),
+        ("rollback", "clfx", "--env", "staging", "--as", "ops"),
+        ("rollback", "clf", "--env", "staging", "--as", "ops"),
+        ("revoke", "clf@9", "--reason", "typo", "--as", "alice"),
+        ("revoke", "clfx@1", "--reason", "typo", "--as", "alice"),
+    ]
+    for args in mistakes:
+        out = run(env, *args, ok=False)
+        assert out.returncode == 3, (args, out.stderr)
+        assert out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
+        assert "clfx" in out.stderr or "version 9" in out.stderr or "not deployed" in out.stderr
+    assert _size(env) == before, "no mistake was logged"
+
+    # A policy denial of a real version is evidence: still submitted and logged.
+    denied = run(env, "deploy", "clf@1", "--env", "production", "--as", "ops", ok=False)
+    assert denied.returncode == 8 and "policy_denied" in denied.stderr
+    assert _size(env) == (before[0] + 1, before[1] + 1)
+    found = json.loads(run(env, "audit", "denied", "--json").stdout)
+    assert [(d["type"], d["actor"], d["code"]) for d in found] == [
+        ("model.deploy", "ops", "policy_denied")
+    ]
+    said = run(env, "reject", "clf@1", "--env", "production", "--role", "risk", "--as", "risk")
+    assert said.stdout.startswith("rejected clf@1 for production as risk (entry ")

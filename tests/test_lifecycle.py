@@ -13,7 +13,7 @@ from conftest import ORIGIN, PEOPLE, founders, make_signer
 import modelchain as mc
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.identity import verifier_of
-from modelchain.errors import RejectedError
+from modelchain.errors import NotFoundError, RejectedError
 
 
 @pytest.fixture
@@ -325,3 +325,30 @@ def test_an_automatic_rollback_says_why_in_its_outcome(led: mc.Ledger, tmp_path:
     assert "rolled staging back from version 1 to nothing" in ack.outcome.reason
     assert led.entry(ack.index).outcome == ack.outcome
     assert led.audit().size == led.size
+
+
+def test_a_missing_model_or_version_is_refused_before_signing(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    _register_attested(led, tmp_path, "clf", b"weights")
+    size = led.size
+    d = led.deployments
+    calls = {
+        "no model named 'clfx'": lambda: d.approve(
+            "clfx", 1, "production", role="risk", signer=s("risk")
+        ),
+        "clf has no version 9": lambda: d.reject(
+            "clf", 9, "production", role="risk", signer=s("risk")
+        ),
+        "model clf has no version 9": lambda: d.deploy("clf", 9, "staging", signer=s("ops")),
+        "no model named 'clfx' ": lambda: d.rollback("clfx", "staging", signer=s("ops")),
+        "clf is not deployed to 'staging'": lambda: d.rollback("clf", "staging", signer=s("ops")),
+        "model clf has no version 2": lambda: d.revoke("clf", 2, reason="typo", signer=s("dave")),
+    }
+    for message, call in calls.items():
+        with pytest.raises(NotFoundError, match=message.strip()):
+            call()
+    assert led.size == size, "nothing was signed or logged"
+    # A real version a policy refuses is still submitted: the refusal is evidence.
+    _rejected(led, "policy_denied", lambda: d.deploy("clf", 1, "production", signer=s("ops")))
+    assert led.size == size + 1

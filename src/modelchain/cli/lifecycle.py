@@ -193,7 +193,8 @@ def _decide(
     with open_ledger(ledger_dir) as led:
         fn = led.deployments.approve if verb == "approve" else led.deployments.reject
         ack = fn(name, version, env, role=role, comment=comment, signer=signer_for(as_name, led))
-    _ack_out(ack, as_json, f"{verb}d {model} for {env} as {role}")
+    done = "approved" if verb == "approve" else "rejected"
+    _ack_out(ack, as_json, f"{done} {model} for {env} as {role}")
 
 
 @click.command("approve")

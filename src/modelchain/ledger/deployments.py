@@ -1,11 +1,17 @@
 """Deployments from Python: ``led.deployments`` approves, deploys, rolls back,
-revokes, reports monitoring metrics and reads deployment history."""
+revokes, reports monitoring metrics and reads deployment history.
+
+A model or version that does not exist is a mistake, not evidence: approving,
+rejecting, deploying, rolling back or revoking it raises NotFoundError here,
+before anything is signed, so a typo never becomes a permanent refused entry.
+What a contract or policy decides about a real version is still submitted and
+logged, refusals included."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..contracts.state import deploy_envs_key, deploy_history_key, deployment_key
+from ..contracts.state import deploy_envs_key, deploy_history_key, deployment_key, model_key
 from ..contracts.types import (
     ACCESS_LOG,
     MODEL_APPROVE,
@@ -16,6 +22,7 @@ from ..contracts.types import (
     MONITOR_REPORT,
 )
 from ..core.identity import Signer
+from ..errors import NotFoundError
 from ..node.node import Ack
 from ._facade import Facade
 
@@ -24,6 +31,10 @@ __all__ = ["Deployments"]
 
 class Deployments(Facade):
     """Approvals, deployments, rollbacks, revocations and monitoring: ``led.deployments``."""
+
+    def _exists(self, model: str, version: int) -> None:
+        # NotFoundError ("no model named ...", "... has no version ...") before signing.
+        self._version("model", model, version)
 
     def approve(
         self,
@@ -35,6 +46,7 @@ class Deployments(Facade):
         comment: str = "",
         signer: Signer | None = None,
     ) -> Ack:
+        self._exists(model, version)
         body = {"model": model, "version": version, "env": env, "role": role, "comment": comment}
         return self._submit(MODEL_APPROVE, body, signer)
 
@@ -48,6 +60,7 @@ class Deployments(Facade):
         comment: str = "",
         signer: Signer | None = None,
     ) -> Ack:
+        self._exists(model, version)
         body = {"model": model, "version": version, "env": env, "role": role, "comment": comment}
         return self._submit(MODEL_REJECT, body, signer)
 
@@ -62,15 +75,25 @@ class Deployments(Facade):
     ) -> Ack:
         """Pin ``env`` to ``version``; ``rollback_rule`` (CEL over ``metrics`` and
         ``deployment``) makes a breaching monitor report roll it back."""
+        self._exists(model, version)
         body = {"model": model, "version": version, "env": env, "rollback_rule": rollback_rule}
         return self._submit(MODEL_DEPLOY, body, signer)
 
     def rollback(
         self, model: str, env: str, *, reason: str = "", signer: Signer | None = None
     ) -> Ack:
+        """Return ``env`` to its previous version; NotFoundError (nothing signed)
+        if ``model`` is not registered or was never deployed to ``env``."""
+        if not isinstance(self._state(model_key(model)), dict):
+            raise NotFoundError(f"no model named {model!r}")
+        if self.current(model, env) is None:
+            raise NotFoundError(
+                f"{model} is not deployed to {env!r}: there is nothing to roll back"
+            )
         return self._submit(MODEL_ROLLBACK, {"model": model, "env": env, "reason": reason}, signer)
 
     def revoke(self, model: str, version: int, *, reason: str, signer: Signer | None = None) -> Ack:
+        self._exists(model, version)
         body = {"model": model, "version": version, "reason": reason}
         return self._submit(MODEL_REVOKE, body, signer)
 
