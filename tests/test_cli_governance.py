@@ -4,6 +4,7 @@ the role map and contract-set versions change only with the quorum."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -473,3 +474,43 @@ def test_drafts_take_no_write_lock(env: dict[str, str], tmp_path: Path) -> None:
         json.loads(run(env, "tx", "submit", str(drafts["add"]), "--json").stdout)["result"]
         == "accepted"
     )
+
+
+def test_server_and_json_go_anywhere(env: dict[str, str]) -> None:
+    run(env, "init", "--origin", "ledger.example.org/anywhere", "--admin", "alice")
+    run(env, "event", "record", "a", "--body", "{}")
+    ledger = Path(env["MODELCHAIN_LEDGER"])
+    local = json.loads(run(env, "member", "list", "--json").stdout)
+    assert json.loads(run(env, "--json", "member", "list").stdout) == local
+    assert json.loads(run(env, "member", "--json", "list").stdout) == local
+    refused = run(env, "--json", "roles", ok=False)
+    assert refused.returncode == 2 and "has no JSON output" in refused.stderr
+
+    away = dict(env, MODELCHAIN_LEDGER=str(ledger.parent / "not-here"))
+    key = run(env, "log", "vkey").stdout.strip()
+    with running_server(ledger, "--reads", "open", env=env) as url:
+        for args in (
+            ("--server", url, "member", "list", "--json"),
+            ("member", "list", "--json", "--server", url),
+            ("member", "list", "--server", url, "--log-key", key, "--json"),
+            ("member", "--server", url, "list", "--json"),
+        ):
+            assert json.loads(run(away, *args).stdout) == local, args
+        assert (
+            json.loads(run(dict(away, MODELCHAIN_SERVER=url), "--json", "member", "list").stdout)
+            == local
+        )
+    # Given after the command, --server is used: here one nobody serves.
+    gone = run(away, "member", "list", "--server", url, "--log-key", key, ok=False)
+    assert gone.returncode == 69 and "cannot reach" in gone.stderr
+
+
+def test_text_output_says_times_in_iso_8601(env: dict[str, str]) -> None:
+    run(env, "init", "--origin", "ledger.example.org/times", "--admin", "alice")
+    run(env, "policy", "set", "event.record", "false")
+    run(env, "event", "record", "a", "--body", "{}", ok=False)
+    iso = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z\b")
+    shown = run(env, "log", "show", "0").stdout
+    assert iso.search(shown.split("time:")[1].splitlines()[0])
+    denied = run(env, "audit", "denied").stdout
+    assert iso.search(denied) and not re.search(r"\b\d{13}\b", denied)

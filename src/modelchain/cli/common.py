@@ -26,6 +26,7 @@ __all__ = [
     "SERVER_ENV",
     "VKEY_HELP",
     "emit_json",
+    "follow_root_options",
     "json_option",
     "keystore",
     "ledger_option",
@@ -57,8 +58,80 @@ def ledger_option(f: F) -> F:
     )(f)
 
 
+def _root(ctx: click.Context) -> dict[str, Any]:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, dict) else {}
+
+
+def _json_anywhere(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # `modelchain --json CMD` as well as `modelchain CMD --json`.
+    return bool(value or _root(ctx).get("json"))
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, callback=_json_anywhere, help="Print JSON for scripts."
+    )(f)
+
+
+def _to_root(key: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            root = ctx.find_root()
+            root.obj = {**_root(ctx), key: value}
+
+    return store
+
+
+def _json_to_root(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().obj = {**_root(ctx), "json": True}
+
+
+def _no_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value or _root(ctx).get("json"):
+        raise UsageError(f"`{ctx.command_path}` has no JSON output: leave out --json")
+
+
+def follow_root_options(command: click.Command) -> None:
+    """Let ``--server`` and ``--log-key`` come after the command as well as
+    before it (the root group's own options, given here they override it),
+    and make ``--json`` before the command mean the command's own ``--json``;
+    a command with no JSON output refuses it instead of ignoring it."""
+    names = {opt for p in command.params for opt in p.opts}
+    if "--server" not in names:
+        command.params.append(
+            click.Option(
+                ["--server"],
+                metavar="URL",
+                expose_value=False,
+                callback=_to_root("server"),
+                help=f"Serve URL's ledger (as `modelchain --server`; ${SERVER_ENV}).",
+            )
+        )
+    if "--log-key" not in names:
+        command.params.append(
+            click.Option(
+                ["--log-key"],
+                metavar="VKEY",
+                expose_value=False,
+                callback=_to_root("log_key"),
+                help="With --server: the log's key or checkpoint policy to trust.",
+            )
+        )
+    if "--json" not in names:
+        # On a group, --json passes to its command; on a command without JSON
+        # output, it is refused.
+        group = isinstance(command, click.Group)
+        command.params.append(
+            click.Option(
+                ["--json"],
+                is_flag=True,
+                hidden=True,
+                expose_value=False,
+                callback=_json_to_root if group else _no_json,
+            )
+        )
 
 
 def emit_json(value: Any) -> None:

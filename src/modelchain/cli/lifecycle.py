@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..core.times import human_time, parse_time
+from ..core.times import iso_time, parse_time
 from ..errors import UsageError
 from ..node.node import Ack
 from .common import (
@@ -332,7 +332,7 @@ def history(ledger_dir: Path, model: str, env: str | None, at: str | None, as_js
     for e in events:
         approvals = ", ".join(f"{a['by']} ({a['role']})" for a in e["approvals"]) or "-"
         click.echo(
-            f"{human_time(e['time'])}  {e['env']:<12} {e['action']:<8} "
+            f"{iso_time(e['time'])}  {e['env']:<12} {e['action']:<8} "
             f"{e['from'] or '-'} -> {e['to'] or '-'}  by {e['by']} "
             f"(entry {e['index']})  approvals: {approvals}"
             + (f"  reason: {e['reason']}" if e["reason"] else "")
@@ -356,7 +356,7 @@ def audit_denied(ledger_dir: Path, as_json: bool) -> None:
         return
     for d in found:
         click.echo(
-            f"{d['index']}\t{human_time(d['time'])}\t{d['actor']}\t{d['type']}\t"
+            f"{d['index']}\t{iso_time(d['time'])}\t{d['actor']}\t{d['type']}\t"
             f"{d['code']}: {d['reason']}"
         )
 

@@ -10,6 +10,7 @@ import click
 
 from ..core.b64 import b64
 from ..core.merkle import leaf_hash
+from ..core.times import rfc3339
 from .common import (
     emit_json,
     json_option,
@@ -70,7 +71,7 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
         click.echo(f"index:     {entry.index}")
         click.echo(f"type:      {tx.type}")
         click.echo(f"actor:     {tx.actor}")
-        click.echo(f"time:      {tx.time}")
+        click.echo(f"time:      {rfc3339(tx.time)}")
         click.echo(f"nonce:     {tx.nonce}")
         click.echo(f"signed by: {', '.join(data['signatures'])}")
         result = entry.outcome.to_json()

@@ -27,7 +27,7 @@ from . import (
     server,
     witness,
 )
-from .common import LOG_KEY_ENV, SERVER_ENV
+from .common import LOG_KEY_ENV, SERVER_ENV, follow_root_options
 
 __all__ = ["cli", "main"]
 
@@ -48,8 +48,14 @@ __all__ = ["cli", "main"]
     help="With --server: the log's verifier key to trust (else the one first seen), or "
     "a file with its checkpoint policy (`modelchain log policy`; a cluster's names every node).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON for scripts (the same as the command's own --json).",
+)
 @click.pass_context
-def cli(ctx: click.Context, server: str | None, log_key: str | None) -> None:
+def cli(ctx: click.Context, server: str | None, log_key: str | None, as_json: bool) -> None:
     """modelchain: a verifiable provenance ledger for ML models and datasets.
 
     Transactions are signed (DSSE, Ed25519), appended to an RFC 9162 Merkle
@@ -57,7 +63,7 @@ def cli(ctx: click.Context, server: str | None, log_key: str | None) -> None:
     Keys live under $MODELCHAIN_HOME (default ~/.modelchain); passphrases come
     from $MODELCHAIN_KEY_PASSPHRASE or a prompt.
     """
-    ctx.obj = {"server": server, "log_key": log_key}
+    ctx.obj = {"server": server, "log_key": log_key, "json": as_json}
 
 
 for _module in (
@@ -75,6 +81,16 @@ for _module in (
 ):
     for _name in _module.__all__:
         cli.add_command(getattr(_module, _name))
+
+
+def _follow_root(group: click.Group) -> None:
+    for command in group.commands.values():
+        follow_root_options(command)
+        if isinstance(command, click.Group):
+            _follow_root(command)
+
+
+_follow_root(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
