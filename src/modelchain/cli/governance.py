@@ -120,6 +120,13 @@ def tx_draft(ledger_dir: Path, tx_type: str, body: str, actor: str, output: Path
 @click.command("sign")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_AS
+@click.option(
+    "--ledger",
+    "_ledger",
+    hidden=True,
+    expose_value=False,
+    help="Accepted for older scripts and ignored: signing reads no ledger.",
+)
 def tx_sign(file: Path, as_name: str | None) -> None:
     """Add your signature to a drafted transaction (the key never leaves you).
 
