@@ -106,7 +106,7 @@ def follow_root_options(command: click.Command) -> None:
                 metavar="URL",
                 expose_value=False,
                 callback=_to_root("server"),
-                help=f"Serve URL's ledger (as `modelchain --server`; ${SERVER_ENV}).",
+                help=f"Work against the ledger served at URL (${SERVER_ENV}).",
             )
         )
     if "--log-key" not in names:
