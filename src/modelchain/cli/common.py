@@ -194,7 +194,7 @@ def log_key_secrets(confirm: bool = False) -> LogKeySecrets:
     passphrase = passphrase_source(
         "log key",
         os.environ,
-        label="the log key",
+        label="the encrypted log key",
         own_env=LOG_KEY_PASSPHRASE_ENV,
         shared_env=None,
         confirm=confirm,
