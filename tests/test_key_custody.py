@@ -209,3 +209,17 @@ def test_cli_per_identity_passphrases_and_encrypted_log_key(
     assert (tmp_path / "ledger" / "ledger.db").read_bytes() == db
     # Read-only commands never need the log key.
     assert json.loads(run(env, "log", "verify", "--json").stdout)["size"] == size
+
+
+def test_encrypted_node_key(tmp_path: Path) -> None:
+    from modelchain.cluster.node import init_node
+    from modelchain.keys import open_log_key
+
+    node = tmp_path / "node"
+    vkey = init_node(node, ORIGIN, passphrase=LOG_PASS.encode())
+    assert (node / "log.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(KeyStoreError, match="encrypted and no passphrase"):
+        open_log_key(node, ORIGIN, LogKeySecrets())
+    signer = open_log_key(node, ORIGIN, LogKeySecrets(passphrase=lambda: LOG_PASS.encode()))
+    assert signer.public_key == vkey.public_key
+    assert LOG_PASS not in repr(LogKeySecrets(passphrase=lambda: LOG_PASS.encode()))
