@@ -108,7 +108,9 @@ class Ledger:
     ``Ledger(path, ...)`` opens the ledger directory ``path`` over a
     ``LocalBackend`` (the keyword options are its own); ``Ledger(backend=...)``
     puts it over any other. ``identity`` is the default signer of the facades'
-    calls; ``home`` is where record keys and the digest cache live."""
+    calls; ``home`` is where record keys and the digest cache live.
+    ``log_key_secrets`` unlock an encrypted or PKCS#11 log key; a read-only
+    ledger never opens the log key."""
 
     def __init__(
         self,
