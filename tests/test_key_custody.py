@@ -76,6 +76,17 @@ def test_ambiguous_variable_is_refused() -> None:
     assert passphrase_source("ci-bot", environ, others=names)() == SHARED.encode()
 
 
+def test_ambiguous_variable_in_a_key_store(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "home")
+    store.create("ci-bot", ALICE_PASS.encode())
+    environ = {"MODELCHAIN_KEY_PASSPHRASE_CI_BOT": ALICE_PASS}
+    source = passphrase_source("ci-bot", environ, others=store.names, interactive=False)
+    assert store.signer("ci-bot", source).name == "ci-bot"  # alone, the variable is its own
+    store.create("CI.bot", BOB_PASS.encode())
+    with pytest.raises(KeyStoreError, match=r"ambiguous.*'CI\.bot'"):
+        store.signer("ci-bot", source)
+
+
 def test_keyring_comes_after_the_variables() -> None:
     stored = {"alice": "from the keyring"}
     source = passphrase_source("alice", {}, keyring=stored.get, interactive=False)

@@ -62,11 +62,8 @@ def node_init(
     from ..core.identity import COSIGNATURE_V1, VerifierKey, check_key_name
 
     check_key_name(name)
-    passphrase, pkcs11, secrets = new_log_key(
-        origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label
-    )
-    pin = secrets.pin().decode() if pkcs11 is not None and secrets.pin is not None else None
-    key = init_node(directory, origin, passphrase=passphrase, pkcs11=pkcs11, pin=pin)
+    new = new_log_key(origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label)
+    key = init_node(directory, origin, passphrase=new.passphrase, pkcs11=new.pkcs11, pin=new.pin)
     cosigner = VerifierKey(name, key.public_key, COSIGNATURE_V1)
     tail = f" {url}" if url else ""
     click.echo(f"log {key}{tail}")

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ __all__ = [
     "LOG_KEY_PIN_ENV",
     "SERVER_ENV",
     "VKEY_HELP",
+    "NewLogKey",
     "emit_json",
     "json_option",
     "keystore",
@@ -149,32 +151,36 @@ def log_key_options(f: F) -> F:
     )(f)
 
 
+@dataclass(frozen=True)
+class NewLogKey:
+    """A new log key as ``log_key_options`` asked for it: the passphrase to
+    encrypt ``log.key`` with, or the token and PIN to generate it in, and the
+    secrets that open it once made (so nothing is asked twice)."""
+
+    passphrase: bytes | None
+    pkcs11: Pkcs11Key | None
+    pin: str | None
+    secrets: LogKeySecrets
+
+
 def new_log_key(
-    origin: str,
-    encrypt: bool,
-    module: str | None,
-    token: str | None,
-    label: str | None,
-) -> tuple[bytes | None, Pkcs11Key | None, LogKeySecrets]:
-    """The passphrase or PKCS#11 location of a new log key from the options of
-    ``log_key_options``, and the secrets that open it afterwards."""
-    secrets = log_key_secrets(confirm=True)
+    origin: str, encrypt: bool, module: str | None, token: str | None, label: str | None
+) -> NewLogKey:
+    """Read the options of ``log_key_options`` and ask for what they need."""
     if module is None:
         if token or label:
             raise UsageError("--log-key-token and --log-key-label need --log-key-pkcs11 MODULE")
         if not (encrypt or os.environ.get(LOG_KEY_PASSPHRASE_ENV) is not None):
-            return None, None, secrets
-        assert secrets.passphrase is not None
-        given = secrets.passphrase()
-        return given, None, LogKeySecrets(passphrase=lambda: given)
+            return NewLogKey(None, None, None, LogKeySecrets())
+        given = _log_key_passphrase(confirm=True)()
+        return NewLogKey(given, None, None, LogKeySecrets(passphrase=lambda: given))
     if encrypt:
         raise UsageError("--encrypt-log-key is for a key file; a PKCS#11 key is guarded by its PIN")
     if not token:
         raise UsageError("--log-key-pkcs11 needs --log-key-token LABEL")
-    assert secrets.pin is not None
-    pin = secrets.pin()
+    pin = _log_key_pin()
     location = Pkcs11Key(module, token, label or f"modelchain-log-{origin}")
-    return None, location, LogKeySecrets(pin=lambda: pin)
+    return NewLogKey(None, location, pin.decode(), LogKeySecrets(pin=lambda: pin))
 
 
 def passphrase_for(name: str, keys: KeyStore, confirm: bool = False) -> PassphraseSource:
@@ -185,13 +191,17 @@ def passphrase_for(name: str, keys: KeyStore, confirm: bool = False) -> Passphra
     )
 
 
-def log_key_secrets(confirm: bool = False) -> LogKeySecrets:
+def log_key_secrets() -> LogKeySecrets:
     """What unlocks a ledger's log key (or a node's key): the passphrase of an
     encrypted ``log.key`` from ``$MODELCHAIN_LOG_KEY_PASSPHRASE`` or the
     terminal; a PKCS#11 token's PIN from ``$MODELCHAIN_LOG_KEY_PIN``, else
     ``$MODELCHAIN_PKCS11_PIN``, else the terminal. Each is asked for only if
     the key needs it."""
-    passphrase = passphrase_source(
+    return LogKeySecrets(passphrase=_log_key_passphrase(), pin=_log_key_pin)
+
+
+def _log_key_passphrase(confirm: bool = False) -> PassphraseSource:
+    return passphrase_source(
         "log key",
         os.environ,
         label="the encrypted log key",
@@ -200,18 +210,17 @@ def log_key_secrets(confirm: bool = False) -> LogKeySecrets:
         confirm=confirm,
     )
 
-    def pin() -> bytes:
-        for variable in (LOG_KEY_PIN_ENV, PKCS11_PIN_ENV):
-            if value := os.environ.get(variable):
-                return value.encode()
-        if not (sys.stdin is not None and sys.stdin.isatty()):
-            raise KeyStoreError(
-                f"the log key is in a PKCS#11 token: set {LOG_KEY_PIN_ENV} (or "
-                f"{PKCS11_PIN_ENV}) or run in a terminal"
-            )
-        return str(click.prompt("Token PIN for the log key", hide_input=True)).encode()
 
-    return LogKeySecrets(passphrase=passphrase, pin=pin)
+def _log_key_pin() -> bytes:
+    for variable in (LOG_KEY_PIN_ENV, PKCS11_PIN_ENV):
+        if value := os.environ.get(variable):
+            return value.encode()
+    if not (sys.stdin is not None and sys.stdin.isatty()):
+        raise KeyStoreError(
+            f"the log key is in a PKCS#11 token: set {LOG_KEY_PIN_ENV} (or "
+            f"{PKCS11_PIN_ENV}) or run in a terminal"
+        )
+    return str(click.prompt("Token PIN for the log key", hide_input=True)).encode()
 
 
 def name_version(spec: str) -> tuple[str, int]:

@@ -101,9 +101,7 @@ def init(
 
     founders = [_parse_member(m, keys) for m in members]
     signer = keys.signer(admin, passphrase)
-    log_passphrase, log_pkcs11, log_secrets = new_log_key(
-        origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label
-    )
+    log_key = new_log_key(origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label)
     with ledger_mod.init(
         ledger_dir,
         origin,
@@ -113,9 +111,9 @@ def init(
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
         home=modelchain_home(),
-        log_key_passphrase=log_passphrase,
-        log_key_pkcs11=log_pkcs11,
-        log_key_secrets=log_secrets,
+        log_key_passphrase=log_key.passphrase,
+        log_key_pkcs11=log_key.pkcs11,
+        log_key_secrets=log_key.secrets,
         checkpoint_policy=(
             CheckpointPolicy.parse(checkpoint_policy.read_bytes()) if checkpoint_policy else None
         ),
