@@ -234,3 +234,21 @@ def test_encrypted_node_key(tmp_path: Path) -> None:
     signer = open_log_key(node, ORIGIN, LogKeySecrets(passphrase=lambda: LOG_PASS.encode()))
     assert signer.public_key == vkey.public_key
     assert LOG_PASS not in repr(LogKeySecrets(passphrase=lambda: LOG_PASS.encode()))
+
+
+def test_cli_node_key_encrypted_and_serve_refuses_without_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with_pass = {**env, "MODELCHAIN_LOG_KEY_PASSPHRASE": LOG_PASS}
+    out = run(
+        with_pass, "node", "init", str(tmp_path / "node"), "--origin", ORIGIN, "--name", "org-a"
+    ).stdout
+    assert out.startswith(f"log {ORIGIN}+")
+    key = tmp_path / "node" / "log.key"
+    assert key.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+    # A ledger made with the variable set is encrypted; serve will not start without it.
+    admin = {**with_pass, "MODELCHAIN_KEY_PASSPHRASE_ADMIN": ALICE_PASS}
+    run(admin, "init", "--origin", ORIGIN)
+    refused = run(env, "serve", "--port", "0", code=6)
+    assert "MODELCHAIN_LOG_KEY_PASSPHRASE" in refused.stderr
