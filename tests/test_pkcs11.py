@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import pytest
 
+from modelchain.core.checkpoint import open_checkpoint
 from modelchain.core.identity import Signer, VerifierKey, verifier_of
 from modelchain.errors import KeyStoreError, SignatureError
 from modelchain.keys import KeyStore, Pkcs11Signer
@@ -234,3 +235,64 @@ def test_cli_ledger_administered_from_an_hsm(token: Token, tmp_path: Path) -> No
     shown = cli("log", "show", "1", "--json")
     assert VerifierKey.from_string(vkey).key_id_hex in shown
     assert not list((tmp_path / "home" / "keys").glob("hsm-admin.key"))
+
+
+def test_cli_log_key_in_an_hsm(token: Token, tmp_path: Path) -> None:
+    """A ledger whose log key never leaves the token: its checkpoints are signed
+    there and verify in software; without the PIN a writer cannot open it."""
+    env = dict(
+        os.environ,
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="correct horse",
+        MODELCHAIN_LOG_KEY_PIN=token.pin,
+    )
+    env.pop("MODELCHAIN_PKCS11_PIN", None)
+    env.pop("MODELCHAIN_LOG_KEY_PASSPHRASE", None)
+
+    def cli(*args: str, code: int = 0, environ: dict[str, str] = env) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelchain", *args],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == code, proc.stderr
+        return proc.stdout + proc.stderr
+
+    origin = "ledger.example.org/hsm-log"
+    ledger = tmp_path / "ledger"
+    cli(
+        "init", "--origin", origin, "--log-key-pkcs11", token.module, "--log-key-token", token.label
+    )
+    assert not (ledger / "log.key").exists()
+    config = (ledger / "log.pkcs11.json").read_text()
+    assert token.pin not in config and "pin" not in config.lower()
+    cli("event", "record", "release.signed", "--body", '{"tag": "v1"}')
+    vkey = VerifierKey.from_string(cli("log", "vkey").strip())
+    note = cli("log", "checkpoint").encode()
+    checkpoint, _ = open_checkpoint(note, vkey)  # Ed25519, verified in software
+    assert checkpoint.origin == origin and checkpoint.size == 2
+    # The key the token holds is the one genesis names.
+    with Pkcs11Signer(
+        origin, token.module, token.label, token.pin, f"modelchain-log-{origin}"
+    ) as s:
+        assert s.public_key == vkey.public_key
+    assert "ok: 2 entries" in cli("log", "verify")
+
+    no_pin = {k: v for k, v in env.items() if k != "MODELCHAIN_LOG_KEY_PIN"}
+    refused = cli("event", "record", "x", "--body", "{}", code=6, environ=no_pin)
+    assert "MODELCHAIN_LOG_KEY_PIN" in refused
+    wrong = cli(
+        "event",
+        "record",
+        "x",
+        "--body",
+        "{}",
+        code=6,
+        environ={**env, "MODELCHAIN_LOG_KEY_PIN": "QZX-0000"},
+    )
+    assert "wrong PIN" in wrong and "QZX-0000" not in wrong
+    assert "ok: 2 entries" in cli("log", "verify", environ=no_pin)

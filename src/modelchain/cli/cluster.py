@@ -10,7 +10,15 @@ import click
 
 from ..errors import UsageError
 from ..keys import modelchain_home
-from .common import IDENTITY_ENV, emit_json, json_option
+from .common import (
+    IDENTITY_ENV,
+    emit_json,
+    json_option,
+    log_key_options,
+    log_key_secrets,
+    new_log_key,
+    passphrase_for,
+)
 
 __all__ = ["cluster", "node"]
 
@@ -35,15 +43,27 @@ def node() -> None:
 @click.option("--origin", required=True, help="The shared ledger's name (its checkpoint origin).")
 @click.option("--name", required=True, help="This node's name in the checkpoint policy.")
 @click.option("--url", default=None, help="Where this node will serve (for the policy lines).")
-def node_init(directory: Path, origin: str, name: str, url: str | None) -> None:
+@log_key_options
+def node_init(
+    directory: Path,
+    origin: str,
+    name: str,
+    url: str | None,
+    encrypt_log_key: bool,
+    log_key_pkcs11: str | None,
+    log_key_token: str | None,
+    log_key_label: str | None,
+) -> None:
     """Make DIRECTORY a node of ORIGIN: a new node key (log.key, which never
-    leaves it) and an empty store that the genesis will start. Prints the two
-    policy lines naming this node, for the founders' checkpoint policy."""
+    leaves it, encrypted on request; or a key in a PKCS#11 token) and an empty
+    store that the genesis will start. Prints the two policy lines naming this
+    node, for the founders' checkpoint policy."""
     from ..cluster.node import init_node
     from ..core.identity import COSIGNATURE_V1, VerifierKey, check_key_name
 
     check_key_name(name)
-    key = init_node(directory, origin)
+    new = new_log_key(origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label)
+    key = init_node(directory, origin, passphrase=new.passphrase, pkcs11=new.pkcs11, pin=new.pin)
     cosigner = VerifierKey(name, key.public_key, COSIGNATURE_V1)
     tail = f" {url}" if url else ""
     click.echo(f"log {key}{tail}")
@@ -69,7 +89,7 @@ def node_run(config: Path, log_level: str) -> None:
 
     settings = NodeSettings.load(config)
     _configure_logging(log_level)
-    led = open_node(settings)
+    led = open_node(settings, log_key_secrets=log_key_secrets())
     _serve_ledger(led, host=settings.host, port=settings.port, reads=settings.reads)
 
 
@@ -101,13 +121,14 @@ def cluster_genesis(
     from ..cluster.dev import order_genesis
     from ..cluster.node import default_prefix
     from ..core.policy import CheckpointPolicy
-    from ..keys import KeyStore, env_or_prompt_passphrase
+    from ..keys import KeyStore
 
     policy = CheckpointPolicy.parse(policy_file.read_text())
     if not policy.logs or not policy.nodes:
         raise UsageError("the policy names no node (a 'log' line and a 'witness' line each)")
     origin = policy.logs[0].key.name
-    admin = KeyStore(modelchain_home()).signer(identity, env_or_prompt_passphrase())
+    keys = KeyStore(modelchain_home())
+    admin = keys.signer(identity, passphrase_for(identity, keys))
     eps = [e.strip() for e in endpoints.split(",") if e.strip()]
     order_genesis(eps, prefix or default_prefix(origin), origin, policy, admin, org)
     click.echo(f"ordered the genesis of {origin} ({len(policy.nodes)} nodes)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,8 +16,16 @@ import click
 from ..core.identity import ML_DSA_44_COSIGNATURE, Signer, VerifierKey
 from ..core.names import NAME_SYNTAX, is_name
 from ..core.policy import CheckpointPolicy, as_policy
-from ..errors import UsageError
-from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+from ..errors import KeyStoreError, UsageError
+from ..keys import (
+    KeyStore,
+    LogKeySecrets,
+    PassphraseSource,
+    Pkcs11Key,
+    modelchain_home,
+    os_keyring,
+    passphrase_source,
+)
 from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Ledger
 
@@ -23,17 +33,24 @@ __all__ = [
     "IDENTITY_ENV",
     "LEDGER_ENV",
     "LOG_KEY_ENV",
+    "LOG_KEY_PASSPHRASE_ENV",
+    "LOG_KEY_PIN_ENV",
     "SERVER_ENV",
     "VKEY_HELP",
+    "NewLogKey",
     "emit_json",
     "follow_root_options",
     "json_option",
     "keystore",
     "ledger_option",
+    "log_key_options",
+    "log_key_secrets",
     "member_key",
     "name_version",
+    "new_log_key",
     "offline_signer",
     "open_ledger",
+    "passphrase_for",
     "signer_for",
     "trust_from",
 ]
@@ -44,6 +61,9 @@ LEDGER_ENV = "MODELCHAIN_LEDGER"
 SERVER_ENV = "MODELCHAIN_SERVER"
 LOG_KEY_ENV = "MODELCHAIN_LOG_KEY"
 IDENTITY_ENV = "MODELCHAIN_IDENTITY"
+LOG_KEY_PASSPHRASE_ENV = "MODELCHAIN_LOG_KEY_PASSPHRASE"
+LOG_KEY_PIN_ENV = "MODELCHAIN_LOG_KEY_PIN"
+PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
 
 
 def ledger_option(f: F) -> F:
@@ -174,7 +194,107 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
         if trust and Path(trust).is_file():  # a checkpoint-policy file (a cluster's)
             return connect(root["server"], policy=trust_from(trust))
         return connect(root["server"], log_key=trust)
-    return ledger_mod.open(ledger_dir, readonly=readonly, home=modelchain_home())
+    return ledger_mod.open(
+        ledger_dir,
+        readonly=readonly,
+        home=modelchain_home(),
+        log_key_secrets=None if readonly else log_key_secrets(),
+    )
+
+
+def log_key_options(f: F) -> F:
+    """Where a new log key (or node key) lives: ``log.key``, encrypted on
+    request or when ``$MODELCHAIN_LOG_KEY_PASSPHRASE`` is set, or a PKCS#11 token."""
+    f = click.option(
+        "--log-key-label",
+        metavar="LABEL",
+        help="The key's label in the token (default: modelchain-log-ORIGIN).",
+    )(f)
+    f = click.option("--log-key-token", metavar="LABEL", help="The PKCS#11 token's label.")(f)
+    f = click.option(
+        "--log-key-pkcs11",
+        metavar="MODULE",
+        help="Generate the log key in a PKCS#11 token (path to the module); the PIN comes "
+        f"from ${LOG_KEY_PIN_ENV}, ${PKCS11_PIN_ENV} or a prompt.",
+    )(f)
+    return click.option(
+        "--encrypt-log-key",
+        is_flag=True,
+        help=f"Encrypt log.key with a passphrase from ${LOG_KEY_PASSPHRASE_ENV} or a prompt "
+        "(the default when that variable is set); every writer then needs it.",
+    )(f)
+
+
+@dataclass(frozen=True)
+class NewLogKey:
+    """A new log key as ``log_key_options`` asked for it: the passphrase to
+    encrypt ``log.key`` with, or the token and PIN to generate it in, and the
+    secrets that open it once made (so nothing is asked twice)."""
+
+    passphrase: bytes | None
+    pkcs11: Pkcs11Key | None
+    pin: str | None
+    secrets: LogKeySecrets
+
+
+def new_log_key(
+    origin: str, encrypt: bool, module: str | None, token: str | None, label: str | None
+) -> NewLogKey:
+    """Read the options of ``log_key_options`` and ask for what they need."""
+    if module is None:
+        if token or label:
+            raise UsageError("--log-key-token and --log-key-label need --log-key-pkcs11 MODULE")
+        if not (encrypt or os.environ.get(LOG_KEY_PASSPHRASE_ENV) is not None):
+            return NewLogKey(None, None, None, LogKeySecrets())
+        given = _log_key_passphrase(confirm=True)()
+        return NewLogKey(given, None, None, LogKeySecrets(passphrase=lambda: given))
+    if encrypt:
+        raise UsageError("--encrypt-log-key is for a key file; a PKCS#11 key is guarded by its PIN")
+    if not token:
+        raise UsageError("--log-key-pkcs11 needs --log-key-token LABEL")
+    pin = _log_key_pin()
+    location = Pkcs11Key(module, token, label or f"modelchain-log-{origin}")
+    return NewLogKey(None, location, pin.decode(), LogKeySecrets(pin=lambda: pin))
+
+
+def passphrase_for(name: str, keys: KeyStore, confirm: bool = False) -> PassphraseSource:
+    """Identity ``name``'s passphrase: ``$MODELCHAIN_KEY_PASSPHRASE_<NAME>``, then
+    ``$MODELCHAIN_KEY_PASSPHRASE``, the OS keyring, the terminal (README, "Identities")."""
+    return passphrase_source(
+        name, os.environ, keyring=os_keyring(), others=keys.names, confirm=confirm
+    )
+
+
+def log_key_secrets() -> LogKeySecrets:
+    """What unlocks a ledger's log key (or a node's key): the passphrase of an
+    encrypted ``log.key`` from ``$MODELCHAIN_LOG_KEY_PASSPHRASE`` or the
+    terminal; a PKCS#11 token's PIN from ``$MODELCHAIN_LOG_KEY_PIN``, else
+    ``$MODELCHAIN_PKCS11_PIN``, else the terminal. Each is asked for only if
+    the key needs it."""
+    return LogKeySecrets(passphrase=_log_key_passphrase(), pin=_log_key_pin)
+
+
+def _log_key_passphrase(confirm: bool = False) -> PassphraseSource:
+    return passphrase_source(
+        "log key",
+        os.environ,
+        label="the encrypted log key",
+        own_env=LOG_KEY_PASSPHRASE_ENV,
+        shared_env=None,
+        confirm=confirm,
+    )
+
+
+def _log_key_pin() -> bytes:
+    for variable in (LOG_KEY_PIN_ENV, PKCS11_PIN_ENV):
+        if value := os.environ.get(variable):
+            return value.encode()
+    if not (sys.stdin is not None and sys.stdin.isatty()):
+        raise KeyStoreError(
+            f"the log key is in a PKCS#11 token: set {LOG_KEY_PIN_ENV} (or "
+            f"{PKCS11_PIN_ENV}) or run in a terminal"
+        )
+    return str(click.prompt("Token PIN for the log key", hide_input=True)).encode()
 
 
 def name_version(spec: str) -> tuple[str, int]:
@@ -193,7 +313,7 @@ def signer_for(name: str | None, led: Ledger) -> Signer:
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
     keys = keystore(led.path)
-    return keys.signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+    return keys.signer(name, passphrase_for(name, keys))
 
 
 def offline_signer(name: str | None) -> Signer:
@@ -202,7 +322,8 @@ def offline_signer(name: str | None) -> Signer:
     name = name or os.environ.get(IDENTITY_ENV)
     if not name:
         raise UsageError(f"say which identity signs: --as NAME or ${IDENTITY_ENV}")
-    return keystore().signer(name, env_or_prompt_passphrase(prompt=f"Passphrase for {name}: "))
+    keys = keystore()
+    return keys.signer(name, passphrase_for(name, keys))
 
 
 VKEY_HELP = (

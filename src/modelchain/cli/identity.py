@@ -10,12 +10,12 @@ from ..core.identity import ML_DSA_44_COSIGNATURE, VerifierKey
 from ..errors import (
     UsageError,
 )
-from ..keys import env_or_prompt_passphrase
 from ..keys.files import ALGORITHMS, Algorithm
 from .common import (
     emit_json,
     json_option,
     keystore,
+    passphrase_for,
 )
 
 __all__ = ["identity"]
@@ -60,7 +60,7 @@ def identity_new(
         pin = os.environ.get("MODELCHAIN_PKCS11_PIN") or click.prompt("Token PIN", hide_input=True)
         vk = keys.create_pkcs11(name, pkcs11_module, token_label, pin, key_label)
     else:
-        passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
+        passphrase = None if unencrypted else passphrase_for(name, keys, confirm=True)()
         vk = keys.create(name, passphrase, algorithm)
     click.echo(str(vk))
 

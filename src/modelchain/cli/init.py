@@ -7,13 +7,16 @@ from pathlib import Path
 import click
 
 from ..contracts.policy import DEFAULT_POLICIES
-from ..keys import KeyStore, env_or_prompt_passphrase, modelchain_home
+from ..keys import KeyStore, modelchain_home
 from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Founder
 from .common import (
     keystore,
     ledger_option,
+    log_key_options,
     member_key,
+    new_log_key,
+    passphrase_for,
 )
 
 __all__ = ["init"]
@@ -61,6 +64,7 @@ def _parse_member(spec: str, keys: KeyStore) -> Founder:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A C2SP tlog-policy file: the cosignatures a checkpoint needs (default: none).",
 )
+@log_key_options
 def init(
     ledger_dir: Path,
     origin: str,
@@ -71,17 +75,33 @@ def init(
     admin_roles: str,
     default_policies: bool,
     checkpoint_policy: Path | None,
+    encrypt_log_key: bool,
+    log_key_pkcs11: str | None,
+    log_key_token: str | None,
+    log_key_label: str | None,
 ) -> None:
-    """Create a ledger, its log key, and (if missing) the admin identity; write genesis."""
+    """Create a ledger, its log key, and (if missing) the admin identity; write genesis.
+
+    The log key is log.key in the ledger directory: encrypted with
+    --encrypt-log-key (or when $MODELCHAIN_LOG_KEY_PASSPHRASE is set), after
+    which every command that writes needs that passphrase; or with
+    --log-key-pkcs11 a key generated in a PKCS#11 token, never leaving it."""
     from ..core.policy import CheckpointPolicy
 
     keys = keystore(ledger_dir)
+    passphrase = passphrase_for(admin, keys)
     if not keys.exists(admin):
-        passphrase = None if unencrypted else env_or_prompt_passphrase(confirm=True)()
-        vk = keys.create(admin, passphrase)
+        created = None if unencrypted else passphrase_for(admin, keys, confirm=True)()
+        vk = keys.create(admin, created)
         click.echo(f"created identity {vk}", err=True)
+        if created is not None:
+
+            def passphrase() -> bytes:  # asked once, not again to sign
+                return created
+
     founders = [_parse_member(m, keys) for m in members]
-    signer = keys.signer(admin, env_or_prompt_passphrase(prompt=f"Passphrase for {admin}: "))
+    signer = keys.signer(admin, passphrase)
+    log_key = new_log_key(origin, encrypt_log_key, log_key_pkcs11, log_key_token, log_key_label)
     with ledger_mod.init(
         ledger_dir,
         origin,
@@ -91,6 +111,9 @@ def init(
         policies=DEFAULT_POLICIES if default_policies else None,
         admin_roles=[r for r in admin_roles.split(",") if r],
         home=modelchain_home(),
+        log_key_passphrase=log_key.passphrase,
+        log_key_pkcs11=log_key.pkcs11,
+        log_key_secrets=log_key.secrets,
         checkpoint_policy=(
             CheckpointPolicy.parse(checkpoint_policy.read_bytes()) if checkpoint_policy else None
         ),

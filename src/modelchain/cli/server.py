@@ -18,7 +18,14 @@ from ..keys import modelchain_home
 from ..ledger import ledger as ledger_mod
 from ..node.node import NodeConfig
 from ..server.access import READS, SCOPES, AccessList
-from .common import emit_json, json_option, ledger_option, open_ledger
+from .common import (
+    emit_json,
+    json_option,
+    ledger_option,
+    log_key_secrets,
+    open_ledger,
+    passphrase_for,
+)
 
 __all__ = ["serve", "token"]
 
@@ -52,11 +59,10 @@ def _custodial_signers() -> dict[str, Signer]:
     held = {n.strip() for n in os.environ.get(CUSTODIAL_ENV, "").split(",") if n.strip()}
     if not held:
         return {}
-    from ..keys import KeyStore, env_or_prompt_passphrase
+    from ..keys import KeyStore
 
     keys = KeyStore(modelchain_home())
-    passphrase = env_or_prompt_passphrase(prompt="Passphrase for the held keys: ")
-    return {name: keys.signer(name, passphrase) for name in sorted(held)}
+    return {name: keys.signer(name, passphrase_for(name, keys)) for name in sorted(held)}
 
 
 def _configure_logging(level: str) -> None:
@@ -208,6 +214,7 @@ def serve(
         config=node_config,
         busy_timeout_ms=round(busy_timeout * 1000),
         home=modelchain_home(),
+        log_key_secrets=log_key_secrets(),
     )
     _serve_ledger(
         led,

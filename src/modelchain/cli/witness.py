@@ -104,8 +104,9 @@ def witness_serve(
         ) from exc
     from ..core.identity import cosigner_of
     from ..core.policy import CheckpointPolicy
-    from ..keys import KeyStore, env_or_prompt_passphrase
+    from ..keys import KeyStore
     from ..storage.witness import WitnessState
+    from .common import passphrase_for
     from .server import _configure_logging
 
     text = policy_file.read_text(encoding="utf-8", errors="replace")
@@ -118,9 +119,8 @@ def witness_serve(
         raise UsageError(f"{policy_file}: {exc.message}") from exc
     if not policy.logs:
         raise UsageError(f"{policy_file} names no log ('log <vkey> [url]' lines)")
-    signer = KeyStore(modelchain_home()).cosigner(
-        identity, env_or_prompt_passphrase(prompt=f"Passphrase for {identity}: ")
-    )
+    keys = KeyStore(modelchain_home())
+    signer = keys.cosigner(identity, passphrase_for(identity, keys))
     state = WitnessState(state_dir)
     _configure_logging(log_level)
     vkey = cosigner_of(signer)

@@ -29,8 +29,9 @@ One TOML file per node::
     [peers]                        # other nodes' URLs (bootstrap, divergence)
     org-b = "https://node.org-b.example"
 
-Relative paths are relative to the file. The node's key is ``log.key`` in its
-ledger directory: it signs checkpoints as the log (under the origin) and
+Relative paths are relative to the file. The node's key is in its ledger
+directory (``log.key``, perhaps encrypted, or ``log.pkcs11.json`` naming a
+key in a PKCS#11 token): it signs checkpoints as the log (under the origin) and
 cosigns them under the node's name; it never leaves the node.
 """
 
@@ -47,13 +48,13 @@ from typing import Any
 
 from ..contracts import ContractSet, default_contracts
 from ..contracts.genesis import checkpoint_policy
-from ..core.identity import Ed25519Signer, VerifierKey, check_key_name, verifier_of
+from ..core.identity import VerifierKey, check_key_name
 from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
 from ..errors import UsageError
-from ..keys.files import generate_seed, write_private_key
+from ..keys.logkey import LogKeySecrets, Pkcs11Key, create_log_key, log_key_files
 from ..ledger.ledger import Ledger
-from ..ledger.local import DB_NAME, LOG_KEY_NAME, ClusterLink, LocalBackend
+from ..ledger.local import DB_NAME, ClusterLink, LocalBackend
 from ..node.etcd import EtcdClient, EtcdCosignatures, EtcdSequencer, EtcdTLS
 from ..node.node import NodeConfig, order_position
 from ..node.witnesses import WitnessPusher
@@ -209,23 +210,30 @@ def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def init_node(directory: str | os.PathLike[str], origin: str) -> VerifierKey:
-    """Make ``directory`` a node of the ledger ``origin``: a new key
-    (``log.key``, never leaving it) and an empty store that the genesis,
-    ordered through etcd, will start. Returns the node's verifier key."""
+def init_node(
+    directory: str | os.PathLike[str],
+    origin: str,
+    *,
+    passphrase: bytes | None = None,
+    pkcs11: Pkcs11Key | None = None,
+    pin: str | None = None,
+) -> VerifierKey:
+    """Make ``directory`` a node of the ledger ``origin``: a new key (never
+    leaving it: ``log.key``, encrypted with ``passphrase`` when one is given,
+    or with ``pkcs11`` a key generated in that token) and an empty store that
+    the genesis, ordered through etcd, will start. Returns the node's verifier key."""
     path = Path(directory)
-    if (path / DB_NAME).exists() or (path / LOG_KEY_NAME).exists():
+    if (path / DB_NAME).exists() or any(f.exists() for f in log_key_files(path)):
         raise UsageError(f"{path} already holds a ledger or a node key")
     check_key_name(origin)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    seed = generate_seed()
-    write_private_key(path / LOG_KEY_NAME, seed, None)
+    key = create_log_key(path, origin, passphrase=passphrase, pkcs11=pkcs11, pin=pin)
     store = SqliteStore(path / DB_NAME)
     try:
         store.set_meta("origin", origin)
     finally:
         store.close()
-    return verifier_of(Ed25519Signer(origin, seed))
+    return key
 
 
 def _catch_up(
@@ -291,12 +299,14 @@ def open_node(
     config: NodeConfig | None = None,
     *,
     contracts: ContractSet | None = None,
+    log_key_secrets: LogKeySecrets | None = None,
 ) -> Ledger:
     """Open the node's ledger, ordered through etcd and cosigned with the
     other nodes; its final checkpoints go to the witnesses the ledger's policy
     names (``WitnessPusher``). Closing the ledger closes its etcd client.
     ``contracts`` replaces the default contract set (tests use it to make a
-    node diverge)."""
+    node diverge). ``log_key_secrets`` unlock the node's key (an encrypted
+    ``log.key``, or a PKCS#11 token's PIN)."""
     if not (settings.ledger / DB_NAME).exists():
         raise UsageError(f"no node at {settings.ledger}; create one with `modelchain node init`")
     client = EtcdClient(settings.endpoints, tls=settings.tls)
@@ -326,7 +336,13 @@ def open_node(
 
         link = ClusterLink(settings.name, sequencer, board, close)
         config = config or NodeConfig(checkpoint_interval_ms=settings.checkpoint_interval_ms)
-        backend = LocalBackend(settings.ledger, config=config, cluster=link, contracts=contracts)
+        backend = LocalBackend(
+            settings.ledger,
+            config=config,
+            cluster=link,
+            contracts=contracts,
+            log_key_secrets=log_key_secrets,
+        )
         store = backend.store
         pusher = WitnessPusher(lambda: backend.policy if store.size else None, store, shared=True)
         pushers.append(pusher)

@@ -35,6 +35,7 @@ from ..core.identity import (
 from ..errors import KeyStoreError, MalformedError, NotFoundError
 from ..storage.files import fsync_dir
 from .pkcs11 import Pkcs11Signer
+from .sources import PASSPHRASE_ENV
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 HOME_ENV = "MODELCHAIN_HOME"
-PASSPHRASE_ENV = "MODELCHAIN_KEY_PASSPHRASE"
 PIN_ENV = "MODELCHAIN_PKCS11_PIN"
 
 PassphraseSource = Callable[[], bytes]
@@ -232,10 +232,7 @@ def _load_private_key(
     password: bytes | None = None
     if _ENCRYPTED_PEM in pem:
         if passphrase is None:
-            raise KeyStoreError(
-                f"key {name!r} is encrypted and no passphrase was given "
-                f"(set {PASSPHRASE_ENV} or run in a terminal)"
-            )
+            raise KeyStoreError(f"key {name!r} in {path} is encrypted and no passphrase was given")
         password = passphrase()
     try:
         return serialization.load_pem_private_key(pem, password)
@@ -395,6 +392,13 @@ class KeyStore:
         if key_path.exists():
             return "file"
         raise NotFoundError(f"no private key for identity {name!r} in {self._dir}")
+
+    def names(self) -> list[str]:
+        """The names of the identities with a ``.pub`` here, sorted."""
+        if not self._dir.is_dir():
+            return []
+        names = (pub.name.removesuffix(".pub") for pub in self._dir.glob("*.pub"))
+        return sorted(n for n in names if _is_identity_name(n))
 
     def list(self) -> list[tuple[VerifierKey, Backend]]:
         """Every identity with a private key here, sorted by name."""

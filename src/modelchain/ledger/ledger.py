@@ -38,6 +38,7 @@ from ..core.tlogproof import TlogProof
 from ..core.tx import LogEntry, Transaction
 from ..errors import MalformedError, NotFoundError, UsageError
 from ..keys.files import generate_seed, modelchain_home, write_private_key
+from ..keys.logkey import LogKeySecrets, Pkcs11Key, create_log_key, log_key_files
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.verifier import default_verifier
@@ -107,7 +108,9 @@ class Ledger:
     ``Ledger(path, ...)`` opens the ledger directory ``path`` over a
     ``LocalBackend`` (the keyword options are its own); ``Ledger(backend=...)``
     puts it over any other. ``identity`` is the default signer of the facades'
-    calls; ``home`` is where record keys and the digest cache live."""
+    calls; ``home`` is where record keys and the digest cache live.
+    ``log_key_secrets`` unlock an encrypted or PKCS#11 log key; a read-only
+    ledger never opens the log key."""
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class Ledger:
         busy_timeout_ms: int = 10_000,
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
+        log_key_secrets: LogKeySecrets | None = None,
     ) -> None:
         if backend is None:
             if path is None:
@@ -134,6 +138,7 @@ class Ledger:
                 busy_timeout_ms=busy_timeout_ms,
                 clock=clock,
                 contracts=contracts,
+                log_key_secrets=log_key_secrets,
             )
         elif path is not None:
             raise UsageError("give a ledger directory or a backend, not both")
@@ -468,6 +473,9 @@ def init(
     policies: Mapping[str, Mapping[str, str]] | None = None,
     admin_roles: Sequence[str] = (),
     checkpoint_policy: CheckpointPolicy | str | None = None,
+    log_key_passphrase: bytes | None = None,
+    log_key_pkcs11: Pkcs11Key | None = None,
+    log_key_secrets: LogKeySecrets | None = None,
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``.
@@ -476,25 +484,40 @@ def init(
     log key is added) says which cosignatures a checkpoint needs to count;
     absent, the log key alone.
 
-    On any failure nothing is left behind: a half-made ledger is removed."""
+    The log key is ``log.key``, encrypted with ``log_key_passphrase`` when one
+    is given, or with ``log_key_pkcs11`` a new key in that token, logged in
+    with ``log_key_secrets.pin`` (which also opens it afterwards).
+
+    On any failure nothing is left behind: a half-made ledger is removed (a key
+    already generated in a PKCS#11 token stays there, unnamed by any file)."""
     directory = Path(path)
-    db, log_key_path = directory / DB_NAME, directory / LOG_KEY_NAME
+    db = directory / DB_NAME
+    log_key_path, log_key_config = log_key_files(directory)
     if db.exists():
         raise UsageError(f"a ledger already exists at {directory}")
-    if log_key_path.exists():
-        raise UsageError(f"{log_key_path} exists but there is no ledger; remove it first")
-    seed = generate_seed()
-    log_key = verifier_of(Ed25519Signer(origin, seed))
+    for existing in (log_key_path, log_key_config):
+        if existing.exists():
+            raise UsageError(f"{existing} exists but there is no ledger; remove it first")
+    if log_key_pkcs11 is not None and log_key_passphrase is not None:
+        raise UsageError("a PKCS#11 log key takes a PIN, not a passphrase")
+    if log_key_secrets is None:
+        given = log_key_passphrase
+        log_key_secrets = LogKeySecrets(passphrase=(lambda: given) if given else None)
     roles = ("admin", *(r for r in admin_roles if r != "admin"))
     founders = [Founder(verifier_of(admin), org, roles), *members]
-    body = genesis_body(
-        origin,
-        log_key,
-        [f.to_json() for f in founders],
-        permissions,
-        policies=policies,
-        checkpoint_policy=checkpoint_policy,
-    )
+
+    def genesis(log_key: VerifierKey) -> dict[str, Any]:
+        return genesis_body(
+            origin,
+            log_key,
+            [f.to_json() for f in founders],
+            permissions,
+            policies=policies,
+            checkpoint_policy=checkpoint_policy,
+        )
+
+    seed = generate_seed()
+    body = genesis(verifier_of(Ed25519Signer(origin, seed)))  # checked before anything is made
     try:
         # Owner-only: read tokens guard the ledger over HTTP, and local users
         # must not read around them.
@@ -504,13 +527,21 @@ def init(
         raise storage_error(f"creating the ledger directory {directory}", exc) from exc
     ledger: Ledger | None = None
     try:
-        write_private_key(log_key_path, seed, None)
+        if log_key_pkcs11 is None:
+            write_private_key(log_key_path, seed, log_key_passphrase)
+        else:
+            pin = log_key_secrets.pin() if log_key_secrets.pin is not None else None
+            body = genesis(
+                create_log_key(
+                    directory, origin, pkcs11=log_key_pkcs11, pin=pin.decode() if pin else None
+                )
+            )
         store = SqliteStore(db)
         try:
             store.set_meta("origin", origin)
         finally:
             store.close()
-        ledger = Ledger(directory, **kwargs)
+        ledger = Ledger(directory, log_key_secrets=log_key_secrets, **kwargs)
         tx = ledger.transaction(GENESIS, body, admin.name)
         ledger.submit(tx.sign(admin))
         ledger.checkpoint()
@@ -519,7 +550,7 @@ def init(
             ledger.close()
         leftovers = [db.with_name(db.name + s) for s in _SIDE_FILES]
         leftovers += [db.with_suffix(s) for s in _HEAD_FILES]
-        for leftover in (db, log_key_path, *leftovers):
+        for leftover in (db, log_key_path, log_key_config, *leftovers):
             leftover.unlink(missing_ok=True)
         raise
     return ledger

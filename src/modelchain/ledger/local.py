@@ -16,7 +16,7 @@ from ..core.identity import VerifierKey, verifier_of
 from ..core.policy import CheckpointPolicy
 from ..core.tx import LogEntry
 from ..errors import Error, NotFoundError, StorageError, UsageError
-from ..keys.files import FileSigner
+from ..keys.logkey import LOG_KEY_NAME, LogKeySecrets, open_log_key
 from ..node.cosigning import CosignatureBoard
 from ..node.node import Ack, Cosigning, Node, NodeConfig, system_clock_ms
 from ..node.sequencer import LocalSequencer, Sequencer
@@ -27,7 +27,6 @@ from ..storage.sqlite import SqliteStore
 __all__ = ["DB_NAME", "LOG_KEY_NAME", "ClusterLink", "LocalBackend"]
 
 DB_NAME = "ledger.db"
-LOG_KEY_NAME = "log.key"
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,7 @@ class LocalBackend:
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
         cluster: ClusterLink | None = None,
+        log_key_secrets: LogKeySecrets | None = None,
     ) -> None:
         self.path = Path(path)
         db = self.path / DB_NAME
@@ -74,13 +74,16 @@ class LocalBackend:
             raise StorageError(f"{db} is not a modelchain ledger (no origin)")
         self.origin = origin
         self._node: Node | None = None
+        self._close_signer: Callable[[], None] = lambda: None
         self._cluster = cluster
         self._log_key: VerifierKey | None = None
         self._policy: CheckpointPolicy | None = None
         self._policy_text: object = None  # the state's policy text _policy was made from
         if not readonly:
             try:
-                signer = FileSigner.load(origin, self.path / LOG_KEY_NAME, None)
+                # Only a writer opens the log key: reads and audits never need it.
+                signer = open_log_key(self.path, origin, log_key_secrets or LogKeySecrets())
+                self._close_signer = getattr(signer, "close", self._close_signer)
                 cosigning = None
                 if cluster is not None:
                     cosigning = Cosigning(cluster.node, self._cluster_policy, cluster.board)
@@ -94,7 +97,10 @@ class LocalBackend:
                     cosigning=cosigning,
                 )
             except BaseException:
-                self._store.close()
+                try:
+                    self._close_signer()
+                finally:
+                    self._store.close()
                 raise
             self._log_key = verifier_of(signer)
 
@@ -215,4 +221,8 @@ class LocalBackend:
                 if self._cluster is not None:
                     self._cluster.close()
             finally:
-                self._store.close()
+                try:
+                    close_signer, self._close_signer = self._close_signer, lambda: None
+                    close_signer()  # a PKCS#11 log key's session
+                finally:
+                    self._store.close()
