@@ -17,6 +17,7 @@ from ..errors import Error, StorageError
 from . import (
     cluster,
     event,
+    gate,
     governance,
     identity,
     init,
@@ -68,6 +69,7 @@ for _module in (
     registry,
     governance,
     lifecycle,
+    gate,
     reports,
     server,
     witness,
