@@ -10,11 +10,15 @@ from pathlib import Path
 import joblib
 import pytest
 from conftest import run_cli as run
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from serving import running_server
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from modelchain.contracts.clauses import conjuncts, failing_clause
+from modelchain.contracts.policy import compile_rule, evaluate
+from modelchain.errors import MalformedError
 
 RULE = '"deployer" in actor.roles && size(approvals) >= 1'
 
@@ -53,6 +57,39 @@ def test_failing_clause_is_the_first_false_conjunct() -> None:
     assert failing_clause("nope.q && y > 2", ctx) == "y > 2"
     assert failing_clause("x > 1 && nope.q", ctx) == "nope.q"
     assert failing_clause("x > 1 || y > 2", {"x": 0, "y": 0}) == "x > 1 || y > 2"
+
+
+_ATOMS = st.sampled_from(["a", "b", "c", "true", "false", '"x && y" == s', "s == 'a || b'"])
+
+
+def _expr(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(children, st.sampled_from([" && ", " || ", "&&", "||"]), children).map("".join),
+        children.map(lambda e: f"({e})"),
+        children.map(lambda e: f"!({e})"),
+        st.tuples(children, children, children).map(lambda t: f"{t[0]} ? {t[1]} : {t[2]}"),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rule=st.recursive(_ATOMS, _expr, max_leaves=8),
+    a=st.booleans(),
+    b=st.booleans(),
+    c=st.booleans(),
+)
+def test_conjuncts_hold_together_exactly_when_the_rule_does(
+    rule: str, a: bool, b: bool, c: bool
+) -> None:
+    try:
+        compile_rule(rule)
+    except MalformedError:
+        assume(False)  # CEL wants some nested conditionals in parentheses
+    ctx = {"a": a, "b": b, "c": c, "s": "a || b"}
+    parts = conjuncts(rule)
+    assert all(p and p == p.strip() for p in parts)
+    assert all(evaluate(p, ctx) for p in parts) == evaluate(rule, ctx)
+    assert (failing_clause(rule, ctx) is None) == evaluate(rule, ctx)
 
 
 def _size(env: dict[str, str]) -> int:
@@ -125,6 +162,11 @@ def test_gate_deploy_says_what_a_deployment_would_meet(env: dict[str, str], tmp_
     assert missing.returncode == 3 and "has no version 2" in missing.stderr
     nobody = run(env, "gate", "deploy", "clf@1", "--env", "dev", "--as", "nobody", ok=False)
     assert nobody.returncode == 3 and "no member named 'nobody'" in nobody.stderr
+    draft = tmp_path / "d.json"
+    body = '{"model": "clf", "version": 1, "env": "staging", "rollback_rule": null}'
+    run(env, "tx", "draft", "model.deploy", "--body", body, "--actor", "ops", "-o", str(draft))
+    tested = run(env, "policy", "test", str(draft), "--json", ok=False)
+    assert tested.returncode == 1 and json.loads(tested.stdout)["clause"] == "size(approvals) >= 1"
     assert _size(env) == before
 
     # a real deployment is refused, logged with the rule, and the error names the clause
@@ -162,7 +204,13 @@ def test_gate_deploy_over_a_server(env: dict[str, str], tmp_path: Path) -> None:
         assert json.loads(denied.stdout)["clause"] == "size(approvals) >= 1"
         missing = run(client, *gate, "clf@9", "--env", "dev", "--as", "ops", ok=False)
         assert missing.returncode == 3, missing.stderr
-    assert _size(env) == before
+        assert _size(env) == before
+        # submitted over the server, refused and logged: the error names the clause
+        deploy = ("--server", url, "deploy", "clf@1", "--env", "staging", "--as", "ops")
+        refused = run({**env, "MODELCHAIN_TOKEN": token}, *deploy, ok=False)
+        assert refused.returncode == 8, refused.stderr
+        assert "the clause that failed: size(approvals) >= 1" in refused.stderr
+    assert _size(env) == before + 1
 
 
 def test_failed_checks_exit_8_and_stay_recorded(env: dict[str, str], tmp_path: Path) -> None:
