@@ -242,3 +242,17 @@ def test_failed_checks_exit_8_and_stay_recorded(env: dict[str, str], tmp_path: P
     assert unknown.returncode == 2
     shown = json.loads(run(env, "model", "show", "clf", "--json").stdout)
     assert len(shown["evaluations"]) == 4
+
+
+def test_a_refused_event_batch_names_the_clause(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init", "--origin", "ledger.example.org/events", "--admin", "alice")
+    rule = 'tx.body.event == "alert" && tx.body.data.level <= 3'
+    run(env, "policy", "set", "event.record", rule)
+    batch = tmp_path / "events.jsonl"
+    batch.write_text('{"level": 1}\n{"level": 9}\n')
+    out = run(env, "event", "record", "alert", "--from-file", str(batch), ok=False)
+    assert out.returncode == 8
+    assert "1 of 2 events were rejected" in out.stderr
+    assert "the clause that failed: tx.body.data.level <= 3" in out.stderr
+    # the log keeps the reason the contract gave, the whole rule
+    assert out.stdout.splitlines()[1].endswith(f"policy event.record v1 denies it: {rule}")

@@ -15,9 +15,9 @@ from ..core import canonical
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.tx import Transaction
-from ..errors import NotFoundError
+from ..errors import NotFoundError, RejectedError
 from ..node.node import Ack
-from ._refusals import POLICY_CODES, clause_of, policy_for
+from ._refusals import POLICY_CODES, clause_of, policy_for, refused
 from .members import Members
 from .port import LedgerPort
 
@@ -122,6 +122,11 @@ class Policies:
             clause = clause_of(self._led.store, call, type_rule)
         reason = f"{outcome.code}: {outcome.reason}"
         return PolicyDecision(action, False, rule_text, policy_version, reason, clause)
+
+    def refusal(self, envelope: Envelope, ack: Ack, what: str) -> RejectedError:
+        """The error for ``envelope``'s rejected ``ack`` (submitted by the caller),
+        naming the clause of the policy that failed where a policy refused it."""
+        return refused(self._led, envelope, ack, what)
 
     def test_custodial(self, envelope: Envelope) -> PolicyDecision:
         """May a server that holds the actor's key sign ``envelope`` for them?
