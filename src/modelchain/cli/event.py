@@ -14,9 +14,9 @@ from ..core import canonical
 from ..errors import (
     MalformedError,
     NotFoundError,
+    RejectedError,
     UsageError,
 )
-from ..ledger.port import rejection
 from .common import (
     emit_json,
     json_option,
@@ -91,6 +91,16 @@ def event_record(
                 part = led.submit_many(envs[start : start + chunk])
                 acks.extend(part)
                 bar.update(len(part))
+        rejected = [i for i, a in enumerate(acks) if not a.outcome.accepted]
+        refusal: RejectedError | None = None
+        if rejected:  # raised after every line is reported; named while the ledger is open
+            first = rejected[0]
+            what = (
+                f"{EVENT} was rejected"
+                if len(acks) == 1
+                else f"{len(rejected)} of {len(acks)} events were rejected, the first"
+            )
+            refusal = led.policies.refusal(envs[first], acks[first], what)
     results = [
         {"index": a.index, "leaf_hash": a.leaf_hash.hex(), **a.outcome.to_json()} for a in acks
     ]
@@ -100,15 +110,8 @@ def event_record(
         for r in results:
             extra = f" {r['code']}: {r['reason']}" if r["result"] == "rejected" else ""
             click.echo(f"{r['index']}\t{r['result']}{extra}")
-    rejected = [a for a in acks if not a.outcome.accepted]
-    if rejected:  # every line is reported above; the exit status says some were refused
-        first = rejected[0]
-        what = (
-            f"{EVENT} was rejected"
-            if len(acks) == 1
-            else f"{len(rejected)} of {len(acks)} events were rejected, the first"
-        )
-        raise rejection(first, what)
+    if refusal is not None:  # every line is reported above; the exit status says so
+        raise refusal
 
 
 event.add_command(event_record)

@@ -332,11 +332,14 @@ def policy_test(ledger_dir: Path, file: Path, as_json: bool) -> None:
                 "rule": decision.rule,
                 "version": decision.version,
                 "reason": decision.reason,
+                "clause": decision.clause,
             }
         )
     else:
+        clause = f"; the clause that failed: {decision.clause}" if decision.clause else ""
         click.echo(
-            f"{'allow' if decision.allowed else 'deny'}: {decision.action}: {decision.reason}"
+            f"{'allow' if decision.allowed else 'deny'}: {decision.action}: "
+            f"{decision.reason}{clause}"
         )
     if not decision.allowed:
         raise SystemExit(1)

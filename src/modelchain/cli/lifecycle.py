@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..core.times import iso_time, parse_time
-from ..errors import UsageError
+from ..errors import RejectedError, UsageError
 from ..node.node import Ack
 from .common import (
     VKEY_HELP,
@@ -45,6 +45,35 @@ def _ack_out(ack: Ack, as_json: bool, what: str) -> None:
         emit_json({"index": ack.index, **ack.outcome.to_json()})
     else:
         click.echo(f"{what} (entry {ack.index})")
+
+
+def _attested(ack: Ack, as_json: bool, what: str, failed: list[str]) -> None:
+    """Print a recorded attestation; exit 8 (as a rejection does) if its checks
+    failed, so that a CI step stops, though the signed failure stays recorded."""
+    if as_json:
+        emit_json({"index": ack.index, **ack.outcome.to_json(), "passed": not failed})
+    else:
+        click.echo(f"{what} (entry {ack.index})")
+    if failed:
+        click.echo(
+            f"error: failed: {', '.join(failed)}; the failed attestation is recorded as "
+            f"entry {ack.index}",
+            err=True,
+        )
+        raise SystemExit(RejectedError.exit_code)
+
+
+def _thresholds(pairs: tuple[str, ...], option: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            out[metric] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not metric:
+            raise UsageError(f"{option} {pair!r}: expected METRIC=NUMBER, e.g. accuracy=0.9")
+    return out
 
 
 @click.group()
@@ -110,7 +139,10 @@ def attest_quality(
             allow_duplicates=allow_duplicates,
         )
         ack = led.datasets.attest(name, version, result, signer=signer_for(as_name, led))
-    _ack_out(ack, as_json, f"attested {dataset}: {'passed' if result['passed'] else 'FAILED'}")
+    failed = [c["name"] for c in result["checks"] if not c["passed"]]
+    if not result["passed"] and not failed:
+        failed = ["the checks"]
+    _attested(ack, as_json, f"attested {dataset}: {'passed' if not failed else 'FAILED'}", failed)
 
 
 @click.command("eval")
@@ -126,6 +158,20 @@ def attest_quality(
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--target", required=True, help="The label column.")
 @click.option("--metric", "metrics", multiple=True, default=("accuracy",), show_default=True)
+@click.option(
+    "--min",
+    "minimums",
+    multiple=True,
+    metavar="METRIC=NUMBER",
+    help="Fail (exit 8, after recording) unless METRIC is at least NUMBER (repeatable).",
+)
+@click.option(
+    "--max",
+    "maximums",
+    multiple=True,
+    metavar="METRIC=NUMBER",
+    help="Fail (exit 8, after recording) unless METRIC is at most NUMBER (repeatable).",
+)
 @_AS
 @json_option
 def attest_eval(
@@ -136,16 +182,23 @@ def attest_eval(
     data: Path,
     target: str,
     metrics: tuple[str, ...],
+    minimums: tuple[str, ...],
+    maximums: tuple[str, ...],
     as_name: str | None,
     as_json: bool,
 ) -> None:
     """Evaluate a scikit-learn model version on a registered dataset version and
-    submit the metrics as an evaluator."""
+    submit the metrics as an evaluator. With --min/--max, the metrics are recorded
+    whatever they are, and the command exits 8 if one misses its bound."""
     from ..artifacts.hashing import verify_path
     from ..checks.evaluation import evaluate_sklearn
 
     name, version = name_version(model)
     ds_name, ds_version = name_version(dataset)
+    lows, highs = _thresholds(minimums, "--min"), _thresholds(maximums, "--max")
+    unknown = sorted((set(lows) | set(highs)) - set(metrics))
+    if unknown:
+        raise UsageError(f"--min/--max name {', '.join(unknown)}: evaluate it with --metric")
     with open_ledger(ledger_dir) as led:
         # Loading a pickle runs code: only ever load the registered bytes.
         led.models.verify(model_path, name, version)
@@ -159,7 +212,18 @@ def attest_eval(
             tool=result["tool"],
             signer=signer_for(as_name, led),
         )
-    _ack_out(ack, as_json, f"evaluated {model}: {json.dumps(result['metrics'])}")
+    got = result["metrics"]
+    failed = [
+        f"{m} {got.get(m)} < {lo}" for m, lo in lows.items() if not _at_least(got.get(m), lo)
+    ] + [f"{m} {got.get(m)} > {hi}" for m, hi in highs.items() if not _at_least(hi, got.get(m))]
+    _attested(ack, as_json, f"evaluated {model}: {json.dumps(got)}", failed)
+
+
+def _at_least(value: object, bound: object) -> bool:
+    """``value >= bound``, false where either is missing (a metric that is None)."""
+    if not isinstance(value, int | float) or not isinstance(bound, int | float):
+        return False
+    return value >= bound
 
 
 def _decision_options(f: Any) -> Any:

@@ -17,6 +17,7 @@ from ..errors import Error, StorageError
 from . import (
     cluster,
     event,
+    gate,
     governance,
     identity,
     init,
@@ -74,6 +75,7 @@ for _module in (
     registry,
     governance,
     lifecycle,
+    gate,
     reports,
     server,
     witness,

@@ -41,7 +41,8 @@ means that something exists, say so (``size(datasets) > 0 && ...``).
 
 A denial's reason (recorded in the log, and compared when the log is re-executed)
 quotes the whole rule: a check the refusal should name on its own is best a
-policy of its own, as ``model.approve:production`` is.
+policy of its own, as ``model.approve:production`` is. The error a submitter
+reads also names the conjunct that failed (``clauses``), which is not logged.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from ..core.identity import Signer
 from ..core.manifest import Manifest
 from ..errors import IntegrityError, NotFoundError
 from ..node.node import Ack
-from .port import LedgerPort, accepted, signer_of
+from ._refusals import refused
+from .port import LedgerPort, signer_of
 
 if TYPE_CHECKING:
     from ..artifacts.cache import DigestCache
@@ -31,8 +32,11 @@ class Facade:
 
     def _submit(self, type_: str, body: dict[str, Any], signer: Signer | None) -> Ack:
         s = self._signer(signer)
-        ack = self._led.submit(self._led.transaction(type_, body, s.name).sign(s))
-        return accepted(ack, f"{type_} was rejected")
+        envelope = self._led.transaction(type_, body, s.name).sign(s)
+        ack = self._led.submit(envelope)
+        if not ack.outcome.accepted:
+            raise refused(self._led, envelope, ack, f"{type_} was rejected")
+        return ack
 
     def _state(self, key: str) -> Any:
         return self._led.store.get_state(key)

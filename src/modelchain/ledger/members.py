@@ -29,7 +29,8 @@ from ..core.policy import CheckpointPolicy
 from ..core.tx import PAYLOAD_TYPE
 from ..errors import NotFoundError, UsageError
 from ..node.node import Ack
-from .port import LedgerPort, accepted
+from ._refusals import refused
+from .port import LedgerPort
 
 __all__ = ["Members"]
 
@@ -50,7 +51,10 @@ class Members:
         """Submit a (co-)signed envelope; raise RejectedError if a contract refuses it."""
         if not envelope.signatures:
             raise UsageError("the envelope has no signatures yet: sign it first")
-        return accepted(self._led.submit(envelope), "rejected")
+        ack = self._led.submit(envelope)
+        if not ack.outcome.accepted:
+            raise refused(self._led, envelope, ack, "rejected")
+        return ack
 
     def _signed(self, type_: str, body: dict[str, Any], signers: Sequence[Signer]) -> Ack:
         if not signers:

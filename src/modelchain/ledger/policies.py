@@ -9,13 +9,15 @@ from typing import Any
 
 from ..contracts.base import Call, Overlay, Rejected, TypeRule
 from ..contracts.policy import action_of, check_policy, enforce, policy_context
-from ..contracts.state import POLICY_PREFIX, policy_key
+from ..contracts.state import POLICY_PREFIX, member_key, policy_key
 from ..contracts.types import POLICY_SET
 from ..core import canonical
 from ..core.dsse import Envelope
-from ..core.identity import Signer
+from ..core.identity import Signer, VerifierKey
 from ..core.tx import Transaction
+from ..errors import NotFoundError, RejectedError
 from ..node.node import Ack
+from ._refusals import POLICY_CODES, clause_of, policy_for, refused
 from .members import Members
 from .port import LedgerPort
 
@@ -29,6 +31,7 @@ class PolicyDecision:
     rule: str | None  # None: no policy applies
     version: int | None
     reason: str
+    clause: str | None = None  # the first conjunct of ``rule`` that failed, if it has several
 
 
 class Policies:
@@ -80,9 +83,50 @@ class Policies:
             enforce(state, call, rule)
         except Rejected as rej:
             return PolicyDecision(
-                policy["action"], False, policy["rule"], policy["version"], rej.reason
+                policy["action"],
+                False,
+                policy["rule"],
+                policy["version"],
+                rej.reason,
+                clause_of(self._led.store, call, rule),
             )
         return PolicyDecision(policy["action"], True, policy["rule"], policy["version"], "allowed")
+
+    def gate(self, type_: str, body: dict[str, Any], actor: str) -> PolicyDecision:
+        """Would ``actor`` submitting ``type_`` with ``body`` now be accepted?
+
+        The transaction runs through the contracts (permissions, the policy in
+        force, the type's own rules) against the current state as if ``actor``
+        had signed it with their current key, and every write is dropped: no key
+        is needed and nothing is submitted. NotFoundError if ``actor`` is not a
+        member; MalformedError for a body the contract would not admit."""
+        member = self._led.store.get_state(member_key(actor))
+        if not isinstance(member, dict):
+            raise NotFoundError(f"no member named {actor!r}")
+        tx = self._led.transaction(type_, body, actor)
+        self._led.contracts.check(tx)
+        keyid = VerifierKey.from_string(member["keys"][-1]).key_id_hex
+        index = self._led.size
+        outcome, _writes = self._led.contracts.execute(self._led.store, index, tx, (keyid,))
+        version = self._led.contracts.version_at(self._led.store, index)
+        call = Call(index, tx, (actor,), (keyid,), version)
+        policy = policy_for(self._led.store, call)
+        action = policy["action"] if policy else action_of(call)
+        rule_text = policy["rule"] if policy else None
+        policy_version = policy["version"] if policy else None
+        if outcome.accepted:
+            return PolicyDecision(action, True, rule_text, policy_version, "allowed")
+        clause = None
+        type_rule = self._led.contracts.rule(type_)
+        if outcome.code in POLICY_CODES and type_rule is not None:
+            clause = clause_of(self._led.store, call, type_rule)
+        reason = f"{outcome.code}: {outcome.reason}"
+        return PolicyDecision(action, False, rule_text, policy_version, reason, clause)
+
+    def refusal(self, envelope: Envelope, ack: Ack, what: str) -> RejectedError:
+        """The error for ``envelope``'s rejected ``ack`` (submitted by the caller),
+        naming the clause of the policy that failed where a policy refused it."""
+        return refused(self._led, envelope, ack, what)
 
     def test_custodial(self, envelope: Envelope) -> PolicyDecision:
         """May a server that holds the actor's key sign ``envelope`` for them?

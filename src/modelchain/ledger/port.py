@@ -112,11 +112,14 @@ def signer_of(port: LedgerPort, signer: Signer | None) -> Signer:
     return found
 
 
-def rejection(ack: Ack, what: str) -> RejectedError:
-    """The error for a rejected ``ack``: "<what> (<code>): <reason>; the rejection
-    is entry N". The one place a rejected acknowledgement becomes an error."""
+def rejection(ack: Ack, what: str, clause: str | None = None) -> RejectedError:
+    """The error for a rejected ``ack``: "<what> (<code>): <reason>[; the clause
+    that failed: <clause>]; the rejection is entry N". The one place a rejected
+    acknowledgement becomes an error."""
+    failed = f"; the clause that failed: {clause}" if clause else ""
     return RejectedError(
-        f"{what} ({ack.outcome.code}): {ack.outcome.reason}; the rejection is entry {ack.index}",
+        f"{what} ({ack.outcome.code}): {ack.outcome.reason}{failed}; "
+        f"the rejection is entry {ack.index}",
         ack.index,
         ack.outcome.code,
     )
