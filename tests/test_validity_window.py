@@ -4,15 +4,18 @@ maximum the ledger's governance sets (contract-set version 4)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORIGIN, make_signer
+from conftest import ORIGIN, make_signer, run_cli
 
 import modelchain as mc
 from modelchain import errors
@@ -297,3 +300,58 @@ def test_an_old_ledger_verifies_under_this_release(tmp_path: Path) -> None:
     (path / "log.key").chmod(0o600)
     with mc.open(path) as led:
         assert led.audit().size == 6
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_cli_sets_the_maximum_and_drafts_a_window(env: dict[str, str], tmp_path: Path) -> None:
+    run_cli(env, "identity", "new", "dave")
+    run_cli(env, "init", "--origin", ORIGIN, "--admin", "alice", "--member", "dave:admin@bank")
+    shown = json.loads(run_cli(env, "governance", "validity", "--json").stdout)
+    assert shown == {"max_ms": DEFAULT_MAX_VALIDITY_MS}
+    assert run_cli(env, "governance", "validity").stdout == "validity windows up to 5m\n"
+    body = json.dumps({"event": "e", "data": {}})
+    draft = tmp_path / "event.json"
+    too_long = run_cli(
+        env, "tx", "draft", EVENT, "--body", body, "--actor", "alice", "-o", str(draft),
+        "--valid-for", "3d", ok=False,
+    )  # fmt: skip
+    assert too_long.returncode == 2 and "allows (5m)" in too_long.stderr
+    assert not draft.exists()
+
+    # The quorum is 2: alice drafts the new maximum, dave co-signs it.
+    setting = tmp_path / "validity.json"
+    run_cli(env, "governance", "validity", "7d", "--as", "alice", "--draft", str(setting))
+    run_cli(env, "tx", "sign", str(setting), "--as", "dave")
+    assert json.loads(run_cli(env, "tx", "submit", str(setting), "--json").stdout)["result"] == (
+        "accepted"
+    )
+    assert run_cli(env, "governance", "validity").stdout == "validity windows up to 7d\n"
+
+    wrote = run_cli(
+        env, "tx", "draft", EVENT, "--body", body, "--actor", "alice", "-o", str(draft),
+        "--valid-for", "3d",
+    ).stdout  # fmt: skip
+    assert "valid until" in wrote
+    tx = _tx(Envelope.from_json(json.loads(draft.read_text()), allow_unsigned=True))
+    assert tx.window is not None and tx.window[1] - tx.window[0] == 3 * DAY
+    run_cli(env, "tx", "sign", str(draft), "--as", "alice")
+    assert json.loads(run_cli(env, "tx", "submit", str(draft), "--json").stdout)["result"] == (
+        "accepted"
+    )
+    until = time.time() + 2 * 86400
+    iso = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run_cli(
+        env, "tx", "draft", EVENT, "--body", body, "--actor", "alice", "-o", str(draft),
+        "--expires", iso,
+    )  # fmt: skip
+    tx = _tx(Envelope.from_json(json.loads(draft.read_text()), allow_unsigned=True))
+    assert tx.window is not None and abs(tx.window[1] - int(until) * 1000) < 1000
+    both = run_cli(
+        env, "tx", "draft", EVENT, "--body", body, "--actor", "alice", "-o", str(draft),
+        "--valid-for", "1d", "--expires", "2099-01-01", ok=False,
+    )  # fmt: skip
+    assert both.returncode == 2 and "not both" in both.stderr
+    bad = run_cli(env, "governance", "validity", "a week", ok=False)
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
