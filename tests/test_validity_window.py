@@ -86,19 +86,14 @@ def _member_add(led: mc.Ledger, name: str, valid_for: int | None) -> Envelope:
     )
 
 
-def _windowed(led: mc.Ledger, not_before: int, expires: int, nonce: str = "w" * 32) -> bytes:
-    """An event from alice with the window given, signed; no check of the SDK's."""
-    tx = Transaction(
-        ORIGIN,
-        EVENT,
-        "alice",
-        nonce,
-        led.clock(),
-        {"event": "e", "data": {}},
-        1,
-        not_before,
-        expires,
-    )
+def _windowed(
+    led: mc.Ledger, not_before: int, expires: int, nonce: str = "w" * 32, time: int | None = None
+) -> bytes:
+    """An event from alice with the window given, made now (or at ``time``),
+    signed; no check of the SDK's."""
+    body = {"event": "e", "data": {}}
+    made = led.clock() if time is None else time
+    tx = Transaction(ORIGIN, EVENT, "alice", nonce, made, body, 1, not_before, expires)
     return tx.sign(make_signer("alice")).to_bytes()
 
 
@@ -217,13 +212,14 @@ def test_the_skew_still_applies_at_both_ends_of_a_window(led: mc.Ledger, clock: 
     assert led.submit(_windowed(led, NOW + skew, NOW + DAY, "a" * 32)).outcome.accepted
     assert led.submit(_windowed(led, NOW - DAY, NOW - skew, "b" * 32)).outcome.accepted
     with pytest.raises(errors.ClockSkewError, match="expired"):
-        led.submit(_windowed(led, NOW - DAY, NOW - skew - 1, "c" * 32))
+        led.submit(_windowed(led, NOW - DAY, NOW - skew - 1, "c" * 32, NOW - DAY))
 
 
 def test_a_window_longer_than_the_maximum_is_refused(led: mc.Ledger) -> None:
     led.members.set_max_validity(7 * DAY, signers=_admins())
     size = led.size
-    with pytest.raises(errors.ValidityWindowError, match=r"is 8d; .* allows at most 7d"):
+    longer = r"is 8d \(from not_before to expires\); .* allows at most 7d"
+    with pytest.raises(errors.ValidityWindowError, match=longer):
         led.submit(_windowed(led, NOW, NOW + 8 * DAY))
     with pytest.raises(errors.UsageError, match=r"8d is longer than .* \(7d\)"):
         _member_add(led, "erin", 8 * DAY)
@@ -233,6 +229,33 @@ def test_a_window_longer_than_the_maximum_is_refused(led: mc.Ledger) -> None:
     led.members.set_max_validity(DAY, signers=_admins())
     with pytest.raises(errors.ValidityWindowError, match="at most 1d"):
         led.members.submit(env)
+
+
+def test_a_window_counts_from_the_time_the_transaction_was_made(
+    led: mc.Ledger, clock: Clock
+) -> None:
+    led.members.set_max_validity(7 * DAY, signers=_admins())
+    body = {"event": "e", "data": {}}
+
+    def made(time: int, not_before: int, expires: int, nonce: str) -> bytes:
+        tx = Transaction(ORIGIN, EVENT, "alice", nonce, time, body, 1, not_before, expires)
+        return tx.sign(make_signer("alice")).to_bytes()
+
+    clock.now += 6 * DAY
+    # Made on day 0, valid from day 6 to day 8: eight days from its time.
+    with pytest.raises(errors.ValidityWindowError, match=r"is 8d \(from its time to expires\)"):
+        led.submit(made(NOW, NOW + 6 * DAY, NOW + 8 * DAY, "a" * 32))
+    # Made after it expired.
+    with pytest.raises(errors.ValidityWindowError, match="is after it expires"):
+        led.submit(made(NOW + 6 * DAY, NOW + 5 * DAY, NOW + 5 * DAY + 1, "b" * 32))
+    # Made on day 0, valid from day 6 to day 7: within the maximum.
+    assert led.submit(made(NOW, NOW + 6 * DAY, NOW + 7 * DAY, "c" * 32)).outcome.accepted
+
+
+def test_a_validity_window_error_is_http_422() -> None:
+    from modelchain.server.errors import status_of
+
+    assert status_of(errors.ValidityWindowError("x")) == 422
 
 
 def test_a_nonce_is_single_use_within_a_window(led: mc.Ledger) -> None:

@@ -186,17 +186,27 @@ def _check_payload_nesting(payload: bytes, body: dict[str, Any]) -> None:
 
 def check_time(tx: Transaction, now_ms: int, skew_ms: int, max_window_ms: int) -> None:
     """Refuse a transaction whose time is outside ``now +- skew`` (replay
-    window); one with a validity window, if the window is longer than
-    ``max_window_ms`` (the ledger's governance sets it) or ``now`` is not
-    within it, give or take ``skew``."""
+    window). One with a validity window lives from the earlier of its time and
+    ``not_before`` to ``expires``: refuse it if that is longer than
+    ``max_window_ms`` (the ledger's governance sets it), if it was made after
+    it expired, or if ``now`` is not within the window, give or take ``skew``."""
     window = tx.window
     if window is not None:
         not_before, expires = window
-        if expires - not_before > max_window_ms:
+        if tx.time > expires + skew_ms:
+            # ``time`` orders history and the audit trail: when it was made.
             raise ValidityWindowError(
-                f"the transaction's validity window is {human_duration(expires - not_before)}; "
-                f"this ledger allows at most {human_duration(max_window_ms)} "
-                "(its admins raise it with `modelchain governance validity`)"
+                f"the transaction's time ({rfc3339(tx.time)}) is after it expires "
+                f"({rfc3339(expires)})"
+            )
+        start = min(tx.time, not_before)
+        if expires - start > max_window_ms:
+            since = "its time" if tx.time < not_before else "not_before"
+            raise ValidityWindowError(
+                f"the transaction's validity window is {human_duration(expires - start)} "
+                f"(from {since} to expires); this ledger allows at most "
+                f"{human_duration(max_window_ms)} (its admins raise it with "
+                "`modelchain governance validity`)"
             )
         if now_ms + skew_ms < not_before:
             raise ClockSkewError(
