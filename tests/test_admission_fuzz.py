@@ -330,7 +330,7 @@ window_bounds = st.one_of(
 )
 windows = st.tuples(
     mutated_bodies(),
-    st.dictionaries(st.sampled_from(["not_before", "expires"]), window_bounds, min_size=1),
+    st.dictionaries(st.sampled_from(["not_before", "expires", "time"]), window_bounds, min_size=1),
 )
 
 

@@ -248,6 +248,9 @@ def test_a_window_counts_from_the_time_the_transaction_was_made(
     # Made after it expired.
     with pytest.raises(errors.ValidityWindowError, match="is after it expires"):
         led.submit(made(NOW + 6 * DAY, NOW + 5 * DAY, NOW + 5 * DAY + 1, "b" * 32))
+    far = 2**53 - 1  # a time no calendar holds is still answered with a clear error
+    with pytest.raises(errors.ValidityWindowError, match=f"{far} ms since the epoch"):
+        led.submit(made(far, NOW + 5 * DAY, NOW + 7 * DAY, "d" * 32))
     # Made on day 0, valid from day 6 to day 7: within the maximum.
     assert led.submit(made(NOW, NOW + 6 * DAY, NOW + 7 * DAY, "c" * 32)).outcome.accepted
 

@@ -336,7 +336,8 @@ def exec_checkpoint_policy_set(state: Overlay, call: Call) -> None:
 
 
 def max_validity_ms(state: StateReader) -> int:
-    """The longest validity window (``expires - not_before``) admission accepts."""
+    """The longest validity window admission accepts: from the earlier of a
+    transaction's ``time`` and ``not_before`` to its ``expires``."""
     found = state.get_state(VALIDITY_KEY)
     return int(found["max_ms"]) if isinstance(found, dict) else DEFAULT_MAX_VALIDITY_MS
 

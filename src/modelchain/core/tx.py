@@ -196,7 +196,7 @@ def check_time(tx: Transaction, now_ms: int, skew_ms: int, max_window_ms: int) -
         if tx.time > expires + skew_ms:
             # ``time`` orders history and the audit trail: when it was made.
             raise ValidityWindowError(
-                f"the transaction's time ({rfc3339(tx.time)}) is after it expires "
+                f"the transaction's time ({_when(tx.time)}) is after it expires "
                 f"({rfc3339(expires)})"
             )
         start = min(tx.time, not_before)
@@ -225,6 +225,11 @@ def check_time(tx: Transaction, now_ms: int, skew_ms: int, max_window_ms: int) -
             f"transaction time is {abs(tx.time - now_ms) / 1000:.1f}s {direction}; "
             f"the window is +-{skew_ms / 1000:.1f}s (check the signer's clock)"
         )
+
+
+def _when(ms: int) -> str:
+    # ``time`` has no upper bound (it never needed one): past year 9999, the number.
+    return rfc3339(ms) if ms <= _LAST_MS else f"{ms} ms since the epoch"
 
 
 def decode_submission(data: bytes) -> tuple[Envelope, Transaction]:
