@@ -165,6 +165,7 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "permissions.set": ("alice", {"type": "fl.round", "roles": ["fl-coordinator"]}),
     "contracts.activate": ("alice", {"version": 2, "at": 1000}),
     "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
+    "governance.validity": ("alice", {"max_ms": 7 * 24 * 60 * 60 * 1000}),
 }
 
 
@@ -320,8 +321,26 @@ def _check(led: mc.Ledger, data: bytes) -> str:
     return "admitted"
 
 
+_DAY_MS = 24 * 60 * 60 * 1000
+# A validity window's bounds: days either side of now (("now", offset)), or anything.
+window_bounds = st.one_of(
+    st.integers(-8 * _DAY_MS, 8 * _DAY_MS).map(lambda d: ("now", d)),
+    st.integers(-8 * _DAY_MS, 8 * _DAY_MS).map(lambda d: ("now", d)),
+    scalars,
+)
+windows = st.tuples(
+    mutated_bodies(),
+    st.dictionaries(st.sampled_from(["not_before", "expires", "time"]), window_bounds, min_size=1),
+)
+
+
+def _bound(value: Any, now: int) -> Any:
+    return now + value[1] if isinstance(value, tuple) else value
+
+
 bodies = mutated_bodies().map(lambda c: ("body", c))
 cases = st.one_of(
+    windows.map(lambda w: ("window", w)),
     bodies,
     bodies,
     bodies,
@@ -354,6 +373,10 @@ def test_admission_never_raises_anything_but_a_modelchain_error(fuzz_ledger: mc.
         elif kind == "payload-json":
             data = sign_envelope(PAYLOAD_TYPE, _payload(value), [make_signer("bob")]).to_bytes()
         else:
+            window: dict[str, Any] = {}
+            if kind == "window":
+                value, bounds = value
+                window = {k: _bound(v, led.clock()) for k, v in bounds.items()}
             type_, actor, body = value
             types.add(type_)
             tx = {
@@ -364,6 +387,7 @@ def test_admission_never_raises_anything_but_a_modelchain_error(fuzz_ledger: mc.
                 "nonce": new_nonce(),
                 "time": led.clock(),
                 "body": body,
+                **window,
             }
             data = sign_envelope(PAYLOAD_TYPE, _payload(tx), [make_signer(actor)]).to_bytes()
         seen[_check(led, data)] += 1

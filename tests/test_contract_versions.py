@@ -297,7 +297,7 @@ def test_a_node_refuses_entries_under_a_version_it_does_not_know(v2: mc.Ledger) 
 def test_a_pending_activation_can_be_withdrawn(v2: mc.Ledger) -> None:
     at = v2.size + 3
     assert _submit(
-        v2, CONTRACTS_ACTIVATE, {"version": 3, "at": at}, "alice", "dave"
+        v2, CONTRACTS_ACTIVATE, {"version": NEXT, "at": at}, "alice", "dave"
     ).outcome.accepted
     withdraw = {"version": CURRENT_VERSION, "at": at}
     assert _submit(v2, CONTRACTS_ACTIVATE, withdraw, "alice", "dave").outcome.accepted

@@ -19,7 +19,8 @@ API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
     ├── RefusedError              well-formed but refused before the log    exit 5
     │   ├── UnknownKeyError       signed by a key that is not a member's
     │   ├── ReplayError           (ledger, nonce) already used
-    │   ├── ClockSkewError        time outside the skew window
+    │   ├── ClockSkewError        time outside the skew window (or the tx's own window)
+    │   ├── ValidityWindowError   a tx's validity window is longer than the ledger allows
     │   ├── WrongLedgerError      transaction names another ledger
     │   └── SizeConflictError     a witness holds another tree size (HTTP 409)
     ├── VerificationError         a signature, proof or audit failed        exit 1
@@ -122,6 +123,10 @@ class ReplayError(RefusedError):
 
 class ClockSkewError(RefusedError):
     code = "clock_skew"
+
+
+class ValidityWindowError(RefusedError):
+    code = "validity_window"
 
 
 class WrongLedgerError(RefusedError):
@@ -298,6 +303,7 @@ __all__ = [
     "UnknownKeyError",
     "UnknownTypeError",
     "UsageError",
+    "ValidityWindowError",
     "VerificationError",
     "WrongLedgerError",
 ]

@@ -1,6 +1,6 @@
 """CLI commands of governance: members, policies, the role map, contract-set
-versions, and the offline multi-signature flow (``tx draft``, ``tx sign``,
-``tx submit``)."""
+versions, ledger-wide settings (``governance validity``), and the offline
+multi-signature flow (``tx draft``, ``tx sign``, ``tx submit``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..contracts.genesis import BUILTIN_ROLES
 from ..contracts.members import ANY_MEMBER
 from ..core import canonical
 from ..core.dsse import Envelope
-from ..core.times import iso_time
+from ..core.times import human_duration, iso_time, parse_duration, parse_time, rfc3339
 from ..core.tx import PAYLOAD_TYPE, Transaction
 from ..errors import MalformedError, NotFoundError, UsageError
 from ..ledger.ledger import Ledger
@@ -29,7 +29,16 @@ from .common import (
     signer_for,
 )
 
-__all__ = ["checkpoint_policy", "contracts", "member", "permissions", "policy", "roles", "tx"]
+__all__ = [
+    "checkpoint_policy",
+    "contracts",
+    "governance_settings",
+    "member",
+    "permissions",
+    "policy",
+    "roles",
+    "tx",
+]
 
 _AS = click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
 
@@ -64,9 +73,11 @@ def _transaction(env: Envelope, path: Path | None = None) -> Transaction:
 def _describe(env: Envelope) -> str:
     tx = _transaction(env)
     count = len(env.signatures)
+    window = tx.window
+    until = "" if window is None else f", valid until {rfc3339(window[1])}"
     return (
         f"{tx.type} by {tx.actor} for ledger {tx.ledger}, drafted {iso_time(tx.time)} "
-        f"({count} signature{'' if count == 1 else 's'})"
+        f"({count} signature{'' if count == 1 else 's'}{until})"
     )
 
 
@@ -106,13 +117,42 @@ def tx() -> None:
 @click.option("--body", required=True, help="The transaction body, JSON.")
 @click.option("--actor", required=True, help="The member the transaction is from.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def tx_draft(ledger_dir: Path, tx_type: str, body: str, actor: str, output: Path) -> None:
-    """Write an unsigned transaction for members to sign in turn."""
+@click.option(
+    "--valid-for",
+    metavar="DURATION",
+    help="Keep the draft valid this long from now (3d, 36h), for co-signing that takes "
+    "days; at most what the ledger allows (`modelchain governance validity`).",
+)
+@click.option(
+    "--expires",
+    metavar="TIME",
+    help="Like --valid-for, until TIME (ISO 8601, UTC unless it says otherwise).",
+)
+def tx_draft(
+    ledger_dir: Path,
+    tx_type: str,
+    body: str,
+    actor: str,
+    output: Path,
+    valid_for: str | None,
+    expires: str | None,
+) -> None:
+    """Write an unsigned transaction for members to sign in turn. Without
+    --valid-for or --expires it must be submitted within the clock skew
+    (five minutes) of now."""
+    if valid_for is not None and expires is not None:
+        raise UsageError("give --valid-for or --expires, not both")
     value = canonical.loads(body)
     if not isinstance(value, dict):
         raise UsageError("--body must be a JSON object")
+    span = None if valid_for is None else parse_duration(valid_for)
+    until = None if expires is None else parse_time(expires)
     with open_ledger(ledger_dir, readonly=True) as led:
-        env = led.members.draft(tx_type, value, actor)
+        if until is not None:
+            span = until - led.clock()
+            if span < 0:
+                raise UsageError(f"--expires {expires} is in the past")
+        env = led.members.draft(tx_type, value, actor, valid_for=span)
     _write_envelope(output, env)
     click.echo(f"wrote {output}: {_describe(env)}")
 
@@ -509,6 +549,43 @@ def checkpoint_policy_set(
         _submit_or_draft(
             led, tx_types.CHECKPOINT_POLICY_SET, {"policy": text}, as_name, draft, as_json
         )
+
+
+@click.group("governance")
+def governance_settings() -> None:
+    """Ledger-wide settings an admin quorum governs."""
+
+
+@governance_settings.command("validity")
+@ledger_option
+@click.argument("duration", required=False)
+@draft_option
+@_AS
+@json_option
+def governance_validity(
+    ledger_dir: Path,
+    duration: str | None,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Show the longest validity window a transaction may carry, or set it to
+    DURATION (7d, 36h): drafts made with `tx draft --valid-for` may then be
+    co-signed over that long. Five minutes until set. A quorum of admins signs
+    it (with a quorum above 1, use --draft and `tx sign`)."""
+    if duration is None:
+        if draft is not None:
+            raise UsageError("--draft needs a DURATION to set")
+        with open_ledger(ledger_dir, readonly=True) as led:
+            limit = led.members.max_validity
+        if as_json:
+            emit_json({"max_ms": limit})
+        else:
+            click.echo(f"validity windows up to {human_duration(limit)}")
+        return
+    body = {"max_ms": parse_duration(duration)}
+    with open_ledger(ledger_dir) as led:
+        _submit_or_draft(led, tx_types.VALIDITY_SET, body, as_name, draft, as_json)
 
 
 @click.command("roles")

@@ -2,8 +2,8 @@
 role map and the contract-set version.
 
 Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
-``permissions.set``, ``contracts.activate`` and ``checkpoint.policy.set``
-need signatures from at least
+``permissions.set``, ``contracts.activate``, ``checkpoint.policy.set`` and
+``governance.validity`` need signatures from at least
 ``quorum`` distinct active admins on one envelope. A member with several keys
 counts once, however many of its keys signed.
 """
@@ -23,6 +23,7 @@ from .state import (
     GOVERNANCE_KEY,
     LEDGER_KEY,
     MEMBERS_KEY,
+    VALIDITY_KEY,
     keyid_key,
     member_key,
 )
@@ -36,16 +37,26 @@ from .types import (
     MEMBER_UPDATE,
     PERMISSIONS_SET,
     QUORUM_SET,
+    VALIDITY_SET,
 )
-from .versions import active_version, schedule
+from .versions import WINDOW_VERSION, active_version, schedule
 
 __all__ = [
+    "DEFAULT_MAX_VALIDITY_MS",
+    "MAX_VALIDITY_LIMIT_MS",
     "admins_signed",
     "check_role_map_entry",
     "governance_rules",
+    "max_validity_ms",
     "quorum",
     "require_quorum",
 ]
+
+
+# The longest validity window a transaction may carry until governance.validity
+# sets one: the clock skew every transaction without a window gets.
+DEFAULT_MAX_VALIDITY_MS = 5 * 60 * 1000
+MAX_VALIDITY_LIMIT_MS = 366 * 24 * 60 * 60 * 1000  # the most governance may allow
 
 
 def _require(cond: bool, message: str) -> None:
@@ -251,7 +262,9 @@ def exec_permissions_set(state: Overlay, call: Call) -> None:
     """Name the roles that may submit a type from the next entry on ([] denies it)."""
     require_quorum(state, call)
     type_, roles = call.tx.body["type"], call.tx.body["roles"]
-    if type_ in GOVERNANCE_TYPES:
+    # governance.validity came with version 4: before it, a map entry for
+    # that name was an entry like any other, as it was when logged.
+    if type_ in GOVERNANCE_TYPES and (type_ != VALIDITY_SET or call.version >= WINDOW_VERSION):
         raise Rejected(
             "governance_type",
             f"{type_} is authorized by a quorum of admins, not by the role map",
@@ -322,6 +335,29 @@ def exec_checkpoint_policy_set(state: Overlay, call: Call) -> None:
     state.put(LEDGER_KEY, {**ledger, "checkpoint_policy": policy.to_text()})
 
 
+def max_validity_ms(state: StateReader) -> int:
+    """The longest validity window admission accepts: from the earlier of a
+    transaction's ``time`` and ``not_before`` to its ``expires``."""
+    found = state.get_state(VALIDITY_KEY)
+    return int(found["max_ms"]) if isinstance(found, dict) else DEFAULT_MAX_VALIDITY_MS
+
+
+def check_validity_set(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"max_ms"}, "governance.validity body is {max_ms}")
+    _require(
+        is_int(body["max_ms"]) and 1 <= body["max_ms"] <= MAX_VALIDITY_LIMIT_MS,
+        f"max_ms is the longest validity window in milliseconds, 1..{MAX_VALIDITY_LIMIT_MS}",
+    )
+
+
+def exec_validity_set(state: Overlay, call: Call) -> None:
+    """Set the longest validity window a transaction may carry from the next
+    entry on (co-signing across organisations that takes days)."""
+    require_quorum(state, call)
+    by = list(dict.fromkeys(call.signers))
+    state.put(VALIDITY_KEY, {"max_ms": call.tx.body["max_ms"], "set_at": call.index, "by": by})
+
+
 def governance_rules() -> dict[str, TypeRule]:
     return {
         MEMBER_ADD: TypeRule(check_member_add, exec_member_add, admit=names("member.name")),
@@ -334,4 +370,5 @@ def governance_rules() -> dict[str, TypeRule]:
         CHECKPOINT_POLICY_SET: TypeRule(
             check_checkpoint_policy_set, exec_checkpoint_policy_set, since=3
         ),
+        VALIDITY_SET: TypeRule(check_validity_set, exec_validity_set, since=WINDOW_VERSION),
     }

@@ -16,6 +16,7 @@ __all__ = [
     "LEDGER_KEY",
     "MEMBERS_KEY",
     "POLICY_PREFIX",
+    "VALIDITY_KEY",
     "StateReader",
     "dataset_key",
     "deploy_envs_key",
@@ -47,6 +48,9 @@ MEMBERS_KEY = "members"  # [name, ...] in the order they joined
 # {"versions": [{version, from, set_at, by}]}: absent in ledgers made before
 # contract-set versions (they run version 1)
 CONTRACT_SET_KEY = "contract-set"
+# {max_ms, set_at, by}: the longest validity window (not_before..expires) a
+# transaction may carry, set by governance.validity; absent: five minutes
+VALIDITY_KEY = "validity"
 POLICY_PREFIX = "policy/"
 
 

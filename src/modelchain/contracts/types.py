@@ -34,6 +34,7 @@ __all__ = [
     "POLICY_SET",
     "QUORUM_SET",
     "RUN_RECORD",
+    "VALIDITY_SET",
     "VERSION_1_TYPES",
 ]
 
@@ -73,6 +74,7 @@ POLICY_SET = "policy.set"
 PERMISSIONS_SET = "permissions.set"
 CONTRACTS_ACTIVATE = "contracts.activate"
 CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
+VALIDITY_SET = "governance.validity"
 
 GOVERNANCE_TYPES = frozenset(
     {
@@ -85,6 +87,7 @@ GOVERNANCE_TYPES = frozenset(
         PERMISSIONS_SET,
         CONTRACTS_ACTIVATE,
         CHECKPOINT_POLICY_SET,
+        VALIDITY_SET,
     }
 )
 

@@ -14,6 +14,9 @@ rather than give it another outcome. What each version changed:
        denied (under 1 only types added since version 1 were)
     3  ``checkpoint.policy.set``: an admin quorum replaces the checkpoint
        policy (a cluster's nodes and threshold, its witnesses)
+    4  ``governance.validity``: an admin quorum sets the longest validity window
+       (``not_before``..``expires``) a transaction may carry (five minutes until
+       set); admission accepts windowed transactions only from version 4 on
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 from .state import CONTRACT_SET_KEY, StateReader
 
-__all__ = ["CURRENT_VERSION", "KNOWN_VERSIONS", "active_version", "schedule"]
+__all__ = ["CURRENT_VERSION", "KNOWN_VERSIONS", "WINDOW_VERSION", "active_version", "schedule"]
 
-CURRENT_VERSION = 3
-KNOWN_VERSIONS = frozenset({1, 2, 3})
+CURRENT_VERSION = 4
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4})
+WINDOW_VERSION = 4  # transactions may carry a validity window from this version on
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

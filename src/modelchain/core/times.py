@@ -6,9 +6,10 @@ import datetime as dt
 
 from ..errors import UsageError
 
-__all__ = ["human_time", "iso_time", "parse_time", "rfc3339"]
+__all__ = ["human_duration", "human_time", "iso_time", "parse_duration", "parse_time", "rfc3339"]
 
 _DAY_MS = 86_400_000
+_UNITS_MS = {"d": _DAY_MS, "h": 3_600_000, "m": 60_000, "s": 1000}
 
 
 def rfc3339(ms: int) -> str:
@@ -51,3 +52,27 @@ def parse_time(text: str, *, end: bool = False) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return int(t.timestamp() * 1000)
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds from a span as people write it: ``7d``, ``36h``, ``90m``,
+    ``30s`` (one number and one unit)."""
+    text = text.strip().lower()
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS_MS or not (number.isascii() and number.isdigit()) or len(number) > 9:
+        raise UsageError(
+            f"{text!r} is not a duration: give a whole number and a unit, d, h, m or s "
+            "(7d, 36h, 90m, 30s)"
+        )
+    return int(number) * _UNITS_MS[unit]
+
+
+def human_duration(ms: int) -> str:
+    """``7d``, ``3d 4h``, ``5m 30s``: a span read at a glance (two units at most)."""
+    seconds = ms // 1000
+    parts = []
+    for unit, size in _UNITS_MS.items():
+        if seconds * 1000 >= size:
+            parts.append(f"{seconds * 1000 // size}{unit}")
+            seconds %= size // 1000
+    return " ".join(parts[:2]) or f"{ms}ms"

@@ -1,7 +1,8 @@
 """Transactions and log entries: their schema, limits and canonical bytes.
 
 A transaction is a DSSE envelope whose payload is canonical JSON
-``{v, ledger, type, actor, nonce, time, body}``; a log entry is canonical JSON
+``{v, ledger, type, actor, nonce, time, body}``, plus ``not_before`` and
+``expires`` when it carries an explicit validity window; a log entry is canonical JSON
 ``{index, envelope, outcome}`` and its leaf hash is the RFC 9162 leaf hash.
 """
 
@@ -17,10 +18,12 @@ from ..errors import (
     MalformedError,
     OversizeError,
     PayloadTypeError,
+    ValidityWindowError,
 )
 from . import canonical
 from .dsse import Envelope, sign_envelope
 from .identity import Signer
+from .times import human_duration, rfc3339
 
 __all__ = [
     "MAX_ENTRY_BYTES",
@@ -54,6 +57,10 @@ _TYPE = re.compile(r"[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+\Z")
 _ACTOR = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
 _ORIGIN = re.compile(r"[\x21-\x7e]{1,255}\Z")
 _FIELDS = frozenset({"v", "ledger", "type", "actor", "nonce", "time", "body"})
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a window ends by then
+# An explicit validity window: both fields or neither (without them a
+# transaction encodes exactly as before they existed).
+_WINDOW = frozenset({"not_before", "expires"})
 
 
 @dataclass(frozen=True)
@@ -65,12 +72,24 @@ class Transaction:
     time: int  # milliseconds since the Unix epoch, UTC
     body: dict[str, Any] = field(default_factory=dict)
     v: int = TX_VERSION
+    # The validity window, milliseconds like ``time``: when set, admission
+    # accepts the transaction while the node's clock is within
+    # [not_before, expires] instead of within the skew of ``time``.
+    not_before: int | None = None
+    expires: int | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
 
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """``(not_before, expires)``, or None: the skew around ``time`` applies."""
+        if self.not_before is None or self.expires is None:
+            return None
+        return self.not_before, self.expires
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "v": self.v,
             "ledger": self.ledger,
             "type": self.type,
@@ -79,6 +98,9 @@ class Transaction:
             "time": self.time,
             "body": self.body,
         }
+        if self.window is not None:
+            obj["not_before"], obj["expires"] = self.window
+        return obj
 
     def payload(self) -> bytes:
         return canonical.dumps(self.to_json())
@@ -96,9 +118,10 @@ class Transaction:
     def from_json(cls, obj: object) -> Transaction:
         if not isinstance(obj, dict):
             raise MalformedError("transaction payload must be a JSON object")
-        if set(obj) != _FIELDS:
-            missing = sorted(_FIELDS - set(obj))
-            extra = sorted(set(obj) - _FIELDS)
+        wanted = _FIELDS | _WINDOW if _WINDOW & set(obj) else _FIELDS
+        if set(obj) != wanted:
+            missing = sorted(wanted - set(obj))
+            extra = sorted(set(obj) - wanted)
             raise MalformedError(f"transaction fields wrong: missing {missing}, unexpected {extra}")
         return cls(
             ledger=obj["ledger"],
@@ -108,6 +131,8 @@ class Transaction:
             time=obj["time"],
             body=obj["body"],
             v=obj["v"],
+            not_before=obj.get("not_before"),
+            expires=obj.get("expires"),
         )
 
 
@@ -122,6 +147,21 @@ def _check_fields(tx: Transaction) -> None:
         raise MalformedError("transaction time must be non-negative integer milliseconds")
     if not isinstance(tx.body, dict):
         raise MalformedError("transaction body must be a JSON object")
+    if (tx.not_before is None) != (tx.expires is None):
+        raise MalformedError("a validity window has both not_before and expires, or neither")
+    for bound in (tx.not_before, tx.expires):
+        if bound is not None and (not _is_int(bound) or not 0 <= bound <= _LAST_MS):
+            raise MalformedError(
+                "not_before and expires must be integer milliseconds since the epoch, "
+                "at most the end of year 9999"
+            )
+    window = tx.window
+    if window is not None and window[0] > window[1]:
+        raise MalformedError("the validity window ends (expires) before it starts (not_before)")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_nesting(body: dict[str, Any]) -> None:
@@ -144,14 +184,52 @@ def _check_payload_nesting(payload: bytes, body: dict[str, Any]) -> None:
         check_nesting(body)
 
 
-def check_time(tx: Transaction, now_ms: int, skew_ms: int) -> None:
-    """Refuse a transaction whose time is outside ``now +- skew`` (replay window)."""
+def check_time(tx: Transaction, now_ms: int, skew_ms: int, max_window_ms: int) -> None:
+    """Refuse a transaction whose time is outside ``now +- skew`` (replay
+    window). One with a validity window lives from the earlier of its time and
+    ``not_before`` to ``expires``: refuse it if that is longer than
+    ``max_window_ms`` (the ledger's governance sets it), if it was made after
+    it expired, or if ``now`` is not within the window, give or take ``skew``."""
+    window = tx.window
+    if window is not None:
+        not_before, expires = window
+        if tx.time > expires + skew_ms:
+            # ``time`` orders history and the audit trail: when it was made.
+            raise ValidityWindowError(
+                f"the transaction's time ({_when(tx.time)}) is after it expires "
+                f"({rfc3339(expires)})"
+            )
+        start = min(tx.time, not_before)
+        if expires - start > max_window_ms:
+            since = "its time" if tx.time < not_before else "not_before"
+            raise ValidityWindowError(
+                f"the transaction's validity window is {human_duration(expires - start)} "
+                f"(from {since} to expires); this ledger allows at most "
+                f"{human_duration(max_window_ms)} (its admins raise it with "
+                "`modelchain governance validity`)"
+            )
+        if now_ms + skew_ms < not_before:
+            raise ClockSkewError(
+                f"the transaction is valid from {rfc3339(not_before)}, "
+                f"{human_duration(not_before - now_ms)} from now (submit it then)"
+            )
+        if now_ms - skew_ms > expires:
+            raise ClockSkewError(
+                f"the transaction expired at {rfc3339(expires)}, "
+                f"{human_duration(now_ms - expires)} ago: draft and sign it again"
+            )
+        return
     if abs(tx.time - now_ms) > skew_ms:
         direction = "in the future" if tx.time > now_ms else "in the past"
         raise ClockSkewError(
             f"transaction time is {abs(tx.time - now_ms) / 1000:.1f}s {direction}; "
             f"the window is +-{skew_ms / 1000:.1f}s (check the signer's clock)"
         )
+
+
+def _when(ms: int) -> str:
+    # ``time`` has no upper bound (it never needed one): past year 9999, the number.
+    return rfc3339(ms) if ms <= _LAST_MS else f"{ms} ms since the epoch"
 
 
 def decode_submission(data: bytes) -> tuple[Envelope, Transaction]:

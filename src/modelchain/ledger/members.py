@@ -2,15 +2,18 @@
 
 Governance transactions need several admins' signatures on one envelope: pass
 every signer you hold, or build a draft with ``draft`` and collect signatures
-offline (``Envelope.with_signature``) before ``submit``.
+offline (``Envelope.with_signature``) before ``submit``. A draft made with
+``valid_for`` stays valid that long (within the ledger's maximum, which
+``set_max_validity`` changes), for co-signing that takes days.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..contracts.governance import quorum
+from ..contracts.governance import max_validity_ms, quorum
 from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
 from ..contracts.types import (
     CHECKPOINT_POLICY_SET,
@@ -21,11 +24,13 @@ from ..contracts.types import (
     MEMBER_UPDATE,
     PERMISSIONS_SET,
     QUORUM_SET,
+    VALIDITY_SET,
 )
-from ..contracts.versions import active_version, schedule
+from ..contracts.versions import WINDOW_VERSION, active_version, schedule
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.policy import CheckpointPolicy
+from ..core.times import human_duration
 from ..core.tx import PAYLOAD_TYPE
 from ..errors import NotFoundError, UsageError
 from ..node.node import Ack
@@ -41,11 +46,37 @@ class Members:
     def __init__(self, ledger: LedgerPort) -> None:
         self._led = ledger
 
-    def draft(self, type_: str, body: dict[str, Any], actor: str) -> Envelope:
-        """An unsigned envelope, for signatures collected offline."""
+    def draft(
+        self, type_: str, body: dict[str, Any], actor: str, *, valid_for: int | None = None
+    ) -> Envelope:
+        """An unsigned envelope, for signatures collected offline. With
+        ``valid_for`` (milliseconds) it carries a validity window from now:
+        signed days later, it is accepted until it expires."""
         tx = self._led.transaction(type_, body, actor)
         self._led.contracts.check(tx)
+        if valid_for is not None:
+            self._check_window(valid_for)
+            tx = dataclasses.replace(tx, not_before=tx.time, expires=tx.time + valid_for)
         return Envelope(PAYLOAD_TYPE, tx.payload(), ())
+
+    def _check_window(self, valid_for: int) -> None:
+        """What admission would refuse, before anyone signs."""
+        if valid_for < 0:
+            raise UsageError("a validity window cannot be negative")
+        version = self.contract_version
+        if version < WINDOW_VERSION:
+            raise UsageError(
+                f"{self._led.origin} runs contract-set version {version}; validity windows "
+                f"need version {WINDOW_VERSION} (`modelchain contracts activate "
+                f"{WINDOW_VERSION} --at N`, signed by the admin quorum)"
+            )
+        limit = self.max_validity
+        if valid_for > limit:
+            raise UsageError(
+                f"a validity window of {human_duration(valid_for)} is longer than "
+                f"{self._led.origin} allows ({human_duration(limit)}); its admins raise "
+                "the maximum with `modelchain governance validity`"
+            )
 
     def submit(self, envelope: Envelope) -> Ack:
         """Submit a (co-)signed envelope; raise RejectedError if a contract refuses it."""
@@ -146,6 +177,17 @@ class Members:
         text = policy if isinstance(policy, str) else policy.to_text()
         CheckpointPolicy.parse(text)  # a malformed policy fails here, unsigned
         return self._signed(CHECKPOINT_POLICY_SET, {"policy": text}, signers)
+
+    def set_max_validity(self, max_ms: int, *, signers: Sequence[Signer]) -> Ack:
+        """Let transactions carry validity windows up to ``max_ms`` long (a
+        quorum of admins signs), from the next entry on."""
+        return self._signed(VALIDITY_SET, {"max_ms": max_ms}, signers)
+
+    @property
+    def max_validity(self) -> int:
+        """The longest validity window a transaction may carry now, milliseconds
+        (five minutes until governance sets one)."""
+        return max_validity_ms(self._led.store)
 
     @property
     def contract_version(self) -> int:

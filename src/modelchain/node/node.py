@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..contracts import ContractSet
+from ..contracts.governance import max_validity_ms
 from ..contracts.state import StateReader
+from ..contracts.versions import WINDOW_VERSION, active_version
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey, verifier_of, verify_batch
 from ..core.merkle import leaf_hash
@@ -49,6 +51,7 @@ from ..errors import (
     StorageError,
     UnknownKeyError,
     UsageError,
+    ValidityWindowError,
     WrongLedgerError,
 )
 from ..storage.protocols import LedgerStore
@@ -161,6 +164,20 @@ def _check_signers(
     if tx.actor not in names:
         raise SignatureError(f"the actor {tx.actor!r} did not sign this transaction")
     return tuple(pairs)
+
+
+def _check_window_version(tx: Transaction, state: LedgerStore) -> None:
+    """A validity window only under a contract-set version that has one: nodes
+    of older releases cannot read a transaction that carries it."""
+    if tx.window is None:
+        return
+    version = active_version(state, state.size)
+    if version < WINDOW_VERSION:
+        raise ValidityWindowError(
+            f"this ledger runs contract-set version {version}; a transaction with a "
+            f"validity window (not_before, expires) needs version {WINDOW_VERSION}: "
+            f"its admins switch with `modelchain contracts activate {WINDOW_VERSION} --at N`"
+        )
 
 
 def _unexpected(exc: BaseException) -> InputError:
@@ -280,7 +297,8 @@ class Node:
         env, tx = decode_submission(data)
         try:
             pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
-            check_time(tx, self._clock(), self.config.skew_ms)
+            _check_window_version(tx, self.store)
+            check_time(tx, self._clock(), self.config.skew_ms, max_validity_ms(self.store))
         except Error:
             # A retry of a logged envelope may be refused now (its time is past
             # the window, its signer since revoked): it still gets its entry.

@@ -31,6 +31,7 @@ from ..errors import (
     UnavailableError,
     UnknownKeyError,
     UsageError,
+    ValidityWindowError,
     VerificationError,
 )
 
@@ -55,6 +56,7 @@ _STATUS: list[tuple[type[Error], int]] = [
     (UnknownKeyError, 403),
     (ReplayError, 409),
     (ClockSkewError, 422),
+    (ValidityWindowError, 422),
     (RefusedError, 409),
     (VerificationError, 422),
     (AuthError, 401),
