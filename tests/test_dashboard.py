@@ -60,6 +60,8 @@ HOSTILE_COMMENT = "<script>alert('comment')</script>"
 HOSTILE_DESCRIPTION = "<img src=x onerror=alert('description')>"
 APPROVE_POLICY = 'actor.org == "bank"'
 CUSTODIAL_RULE = 'actor.org == "bank" && env == "staging"'
+REJECT_COMMENT = "drift on the November data"
+REVOKE_REASON = "leaks a customer identifier"
 
 PEOPLE: dict[str, tuple[str, tuple[str, ...]]] = {
     # name: (org, roles); alice (vendor) is the genesis admin
@@ -131,6 +133,7 @@ def _build(root: Path, home: Path) -> tuple[Path, dict[str, Path], dict[str, Sig
     }
     _write(root / "fraud-v1" / "config.json", b'{"layers": 2}')
     _write(root / "fraud-v2" / "config.json", b'{"layers": 3}')
+    _write(root / "churn-v1" / "tree.json", b'{"depth": 4}')
     s = signers
     ledger_dir = root / "ledger"
     led = mc.init(ledger_dir, ORIGIN, s["alice"], org="vendor", members=members, policies=policies)
@@ -204,6 +207,22 @@ def _build(root: Path, home: Path) -> tuple[Path, dict[str, Path], dict[str, Sig
         deps.rollback("fraud", "staging", reason="canary error rate", signer=s["ops"])
         # production needs two approvals of version 2 first
         _rejected(lambda: deps.deploy("fraud", 2, "production", signer=s["ops"]))
+        deps.reject(
+            "fraud", 2, "production", role="compliance", comment=REJECT_COMMENT, signer=s["sam"]
+        )
+
+        # a second model, deployed to staging and then revoked
+        led.runs.record(
+            "run-3",
+            outputs=[root / "churn-v1"],
+            datasets=[("transactions", 2)],
+            parameters={"depth": 4},
+            code_dir=None,
+            signer=s["bob"],
+        )
+        led.models.register("churn", root / "churn-v1", run="run-3", signer=s["bob"])
+        deps.deploy("churn", 1, "staging", signer=s["ops"])
+        deps.revoke("churn", 1, reason=REVOKE_REASON, signer=s["dave"])
         led.checkpoint()
     finally:
         led.close()
@@ -321,6 +340,63 @@ def test_overview_shows_the_checkpoint_and_recent_activity(page: Any, world: Wor
     rows = page.locator("#recent tbody tr")
     assert rows.count() == 20
     shot(page, world, "overview")
+
+
+def _standing(page: Any, row: str) -> dict[str, str]:
+    cells = ("serving", "decisions", "withdrawals", "status")
+    return {c: page.inner_text(f"{row} td.{c}") for c in cells}
+
+
+def test_model_list_shows_where_each_version_stands(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/models")
+    fraud = "#models tbody[data-model='fraud']"
+    assert page.locator(f"{fraud} tr[data-version]").count() == 2
+    v1 = _standing(page, f"{fraud} tr[data-version='1']")
+    assert v1["serving"].split() == ["production", "staging"]  # staging rolled back to it
+    assert "approved for production by risk (risk)" in v1["decisions"]
+    assert "approved for production by sam (compliance)" in v1["decisions"]
+    assert v1["withdrawals"] == "-" and v1["status"] == "serving"
+    v2 = _standing(page, f"{fraud} tr[data-version='2']")
+    assert v2["serving"] == "nowhere"
+    assert "approved for staging by lead (ml-lead)" in v2["decisions"]
+    assert "rejected for production by sam (compliance)" in v2["decisions"]
+    assert "rolled back from staging by ops" in v2["withdrawals"]
+    assert "canary error rate" in v2["withdrawals"]
+    assert v2["status"] == "withdrawn"  # not "valid": it was rolled back and serves nowhere
+    churn = _standing(page, "#models tbody[data-model='churn'] tr[data-version='1']")
+    assert churn["serving"] == "nowhere" and churn["status"] == "revoked"
+    assert "rolled back from staging by dave" in churn["withdrawals"]
+    assert "revoked by dave #" in churn["withdrawals"] and REVOKE_REASON in churn["withdrawals"]
+    shot(page, world, "models")
+
+    # the search box is a GET form filtering by name
+    page.fill("#model-search input[name=q]", "CHU")
+    page.click("#search-submit")
+    page.wait_for_url("**/ui/models?q=CHU")
+    assert page.locator("#models tbody[data-model]").count() == 1
+    assert page.locator("#models tbody[data-model='churn']").count() == 1
+    assert page.inner_text("#search-result").startswith("1 of 2 models")
+    shot(page, world, "models-search")
+    page.goto("/ui/models?q=%3Cscript%3Ealert(3)%3C%2Fscript%3E")
+    assert page.locator("#models tbody[data-model]").count() == 0
+    assert "<script>alert(3)</script>" in page.inner_text("#models")
+    response = page.goto("/ui/models?q=" + "x" * 201)
+    assert response is not None and response.status == 400
+
+    # the model page's versions say the same
+    page.goto("/ui/models/fraud")
+    assert page.inner_text("#versions tr[data-version='2'] td.status") == "withdrawn"
+    assert "rejected for production" in page.inner_text("#versions tr[data-version='2']")
+    assert "valid" not in page.inner_text("#versions")
+
+    # the overview says what is in production, and what serves elsewhere
+    page.goto("/ui/")
+    production = page.locator("#production tbody tr").all_inner_texts()
+    assert len(production) == 1 and production[0].startswith("fraud\tv1")
+    assert "risk (risk), sam (compliance)" in production[0]
+    assert "fraud v1 in staging" in page.inner_text("#elsewhere")
+    assert "churn" not in page.inner_text("#elsewhere")
 
 
 def test_auditor_reads_a_version_page(page: Any, world: World) -> None:

@@ -29,10 +29,14 @@ from .cluster import nodes_view
 from .forms import int_field, local_next, read_multipart, time_field
 from .pages import HEADERS, REPORT_HEADERS, Pages
 from .session import TOKEN_COOKIE
+from .standing import Standing, standings
 
 __all__ = ["Views"]
 
 TRAIL_PAGE = 50
+LIST_VERSIONS = 5  # versions per model the model list shows (the model page shows all)
+SEARCH_MAX = 200  # characters of a model-list search
+PRODUCTION = "production"  # the environment the overview leads with
 DENIED_SHOWN = 50  # denied attempts a version page lists
 DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
 
@@ -118,6 +122,7 @@ class Views:
 
     def overview(self, request: Request) -> Response:
         who = self.ctx.reader(request)
+        serving = self.serving_now()
         return self.pages.render(
             request,
             "overview.html",
@@ -125,6 +130,8 @@ class Views:
             size=self.led.size,
             checkpoint=self.pages.checkpoint_view(),
             recent=self._rows(trail(self.led, TrailFilter(limit=20)).entries),
+            production=[s for s in serving if s["env"] == PRODUCTION],
+            elsewhere=[s for s in serving if s["env"] != PRODUCTION],
             counts={
                 "models": len(self.led.models.list()),
                 "datasets": len(self.led.datasets.list()),
@@ -132,6 +139,27 @@ class Views:
                 "policies": len(self.led.policies.list()),
             },
         )
+
+    def serving_now(self) -> list[dict[str, Any]]:
+        """What every environment of every model runs now, by model and environment."""
+        out = []
+        for m in sorted(self.led.models.list(), key=lambda m: m["name"]):
+            name = m["name"]
+            for env in sorted(self.led.deployments.environments(name)):
+                d = self.led.deployments.current(name, env)
+                if d is not None:
+                    out.append({"model": name, "env": env, **d})
+        return out
+
+    def _standings(self, name: str, versions: list[int]) -> list[tuple[Any, Standing]]:
+        """Each of ``versions`` of model ``name`` with its record and standing."""
+        records = [self.led.models.get(name, v).record for v in versions]
+        current = {
+            e: self.led.deployments.current(name, e)
+            for e in self.led.deployments.environments(name)
+        }
+        history = self.led.deployments.history(name)
+        return list(zip(records, standings(records, history, current), strict=True))
 
     def _rows(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e in entries:
@@ -141,16 +169,31 @@ class Views:
 
     def models_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
-        models = sorted(self.led.models.list(), key=lambda m: m["name"])
-        return self.pages.render(request, "models.html", who=who, models=models)
+        search = (request.query_params.get("q") or "").strip()
+        if len(search) > SEARCH_MAX:
+            raise UsageError(f"a search is at most {SEARCH_MAX} characters")
+        listed = sorted(self.led.models.list(), key=lambda m: m["name"])
+        matching = [m for m in listed if search.casefold() in str(m["name"]).casefold()]
+        models = []
+        for m in matching:
+            latest = int(m["latest"])
+            shown = range(latest, max(0, latest - LIST_VERSIONS), -1)
+            models.append(
+                {
+                    **m,
+                    "versions": self._standings(m["name"], list(shown)),
+                    "older": max(0, latest - LIST_VERSIONS),
+                }
+            )
+        return self.pages.render(
+            request, "models.html", who=who, models=models, search=search, total=len(listed)
+        )
 
     def model_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
         name = request.path_params["name"]
         entity = self.led.models.info(name)
-        versions = [
-            self.led.models.get(name, v).record for v in range(int(entity["latest"]), 0, -1)
-        ]
+        versions = self._standings(name, list(range(int(entity["latest"]), 0, -1)))
         current = {
             e: self.led.deployments.current(name, e)
             for e in self.led.deployments.environments(name)
