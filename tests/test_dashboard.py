@@ -605,6 +605,22 @@ def test_approvers_sign_a_draft_offline_and_upload_it(
     assert "not a decision on fraud version 1" in page.inner_text("#error-message")
 
 
+def test_forms_are_shown_only_to_those_who_can_use_them(page: Any, world: World) -> None:
+    # carol is an auditor: no approval role, so no approval form (nor a custodial one)
+    login(page, world, "carol")
+    page.goto("/ui/models/fraud/versions/2")
+    assert page.locator("#approve, #draft-form, #upload-form, #custodial").count() == 0
+    assert page.locator("#approve-login").count() == 0
+    assert page.locator("main form").count() == 0
+    shot(page, world, "version-2-auditor")
+    # risk holds approver:risk: the forms, with the role filled in
+    login(page, world, "risk")
+    page.goto("/ui/models/fraud/versions/2")
+    assert page.locator("#draft-form").count() == 1 and page.locator("#upload-form").count() == 1
+    assert page.locator("#draft-form input[name=role]").input_value() == "risk"
+    assert page.locator("#custodial").count() == 0  # the server holds no key for risk
+
+
 def _set_custodial_policy(world: World) -> None:
     """Two admins of different organisations sign the policy change, through the API."""
     s = world.signers
@@ -770,6 +786,18 @@ def test_custodial_decision_needs_a_policy_that_holds(tmp_path: Path) -> None:
         led.policies.set("custodial:model.approve", "tx.body.nope == 1", signers=[alice, dave])
         broken = decide("staging")
         assert not broken.allowed and broken.version == 2 and "failed to evaluate" in broken.reason
+
+
+def test_an_anonymous_reader_is_told_to_log_in_to_approve(tmp_path: Path) -> None:
+    alice = make_signer("alice")
+    with mc.init(tmp_path / "l", ORIGIN, alice, org="vendor") as led:
+        weights = _write(tmp_path / "m.bin", b"m")
+        led.models.register("m", weights, signer=alice)
+        (anonymous,) = _get(led, "/ui/models/m/versions/1")
+    assert anonymous.status_code == 200, anonymous.text[:300]
+    html = anonymous.text
+    assert 'id="approve-login"' in html and 'href="/ui/login?next=/ui/models/m/versions/1"' in html
+    assert 'id="draft-form"' not in html and 'id="upload-form"' not in html
 
 
 # -- a cluster node ----------------------------------------------------------------------

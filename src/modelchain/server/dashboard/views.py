@@ -16,6 +16,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from ...contracts import types as tx_types
+from ...contracts.members import holds_role
 from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
@@ -24,7 +25,7 @@ from ...ledger.trail import TrailFilter, trail
 from ..access import Principal
 from ..lineage import lineage_svg
 from ..queries import find_digest
-from .approvals import Approvals
+from .approvals import DECISIONS, Approvals
 from .cluster import nodes_view
 from .forms import int_field, local_next, read_multipart, time_field
 from .pages import HEADERS, REPORT_HEADERS, Pages
@@ -235,14 +236,8 @@ class Views:
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
         denied, denied_more = self.denied_about(name)
-        custodial = self.approvals.custodial_state(who)
-        approver_roles = []
-        if who is not None:
-            try:
-                roles = self.led.members.get(who.member)["roles"]
-            except NotFoundError:
-                roles = []
-            approver_roles = [r.split(":", 1)[1] for r in roles if r.startswith("approver:")]
+        approver_roles = self.decider_roles(who)
+        custodial = self.approvals.custodial_state(who) if approver_roles else None
         return self.pages.render(
             request,
             "version.html",
@@ -262,6 +257,26 @@ class Views:
             custodial=custodial,
             approver_roles=approver_roles,
         )
+
+    def decider_roles(self, who: Principal | None) -> list[str]:
+        """The approval roles (``approver:NAME``) in which the signed-in member may
+        approve or reject: none for an anonymous reader, a revoked member, or a
+        member the role map does not let decide, so that such viewers get no
+        approval forms they could not use."""
+        if who is None:
+            return []
+        try:
+            member = self.led.members.get(who.member)
+        except NotFoundError:
+            return []
+        if member.get("status") != "active":
+            return []
+        roles = [str(r) for r in member.get("roles", [])]
+        perms = self.led.members.permissions
+        version = self.led.members.contract_version
+        if not any(holds_role(roles, perms.get(t, []), version) for t in DECISIONS):
+            return []
+        return [r.split(":", 1)[1] for r in roles if r.startswith("approver:")]
 
     def datasets_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
