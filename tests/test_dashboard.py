@@ -442,6 +442,34 @@ def test_auditor_reads_a_version_page(page: Any, world: World) -> None:
     assert "batch 2026-11" in page.inner_text("#v2")
 
 
+def test_datasets_show_what_used_them(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/datasets/transactions")
+    v1 = page.inner_text("#used-by-v1")
+    assert "training run run-1 by bob" in v1 and "which produced fraud@1" in v1
+    assert "evaluation of fraud@1 by ev" in v1
+    assert "run-2" not in v1 and "churn" not in v1
+    v2 = page.locator("#used-by-v2 li").all_inner_texts()
+    assert [t.split(" (#")[0] for t in v2] == [
+        "training run run-2 by bob",
+        "training run run-3 by bob",
+        "evaluation of fraud@2 by ev",
+    ]
+    assert "which produced fraud@2" in v2[0] and "which produced churn@1" in v2[1]
+    shot(page, world, "dataset")
+    page.click("#used-by-v2 a:text('churn@1')")
+    page.wait_for_url("**/ui/models/churn/versions/1")
+    # the SDK answers the same question
+    with mc.open(world.ledger, readonly=True) as led:
+        uses = led.datasets.used_by("transactions")
+    assert sorted(uses) == [1, 2]
+    assert [(r.id, r.models) for r in uses[2].runs] == [
+        ("run-2", (("fraud", 2),)),
+        ("run-3", (("churn", 1),)),
+    ]
+    assert [(e.model, e.version, e.by) for e in uses[1].evaluations] == [("fraud", 1, "ev")]
+
+
 def test_auditor_filters_the_audit_trail(page: Any, world: World) -> None:
     login(page, world, "carol")
     page.goto("/ui/audit")

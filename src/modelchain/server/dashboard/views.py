@@ -290,7 +290,14 @@ class Views:
         versions = [
             self.led.datasets.get(name, v).record for v in range(int(info["latest"]), 0, -1)
         ]
-        return self.pages.render(request, "dataset.html", who=who, dataset=info, versions=versions)
+        return self.pages.render(
+            request,
+            "dataset.html",
+            who=who,
+            dataset=info,
+            versions=versions,
+            uses=self.led.datasets.used_by(name),
+        )
 
     def run_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
