@@ -521,6 +521,37 @@ def test_auditor_filters_the_audit_trail(page: Any, world: World) -> None:
     assert "since" in page.inner_text("#error-message")
 
 
+def test_the_audit_trail_leaves_out_types(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.goto("/ui/audit")
+    every = set(column(page, "#trail", "type"))
+    assert {"model.approve", "dataset.register"} <= every
+    page.fill("input[name=exclude]", "model.approve, dataset.")
+    page.click("#filter-submit")
+    page.wait_for_url("**exclude=**")
+    types = set(column(page, "#trail", "type"))
+    assert types and not any(t == "model.approve" or t.startswith("dataset.") for t in types)
+    assert "model.deploy" in types
+    assert page.locator("input[name=exclude]").input_value() == "model.approve, dataset."
+    shot(page, world, "audit-excluding")
+    # the link that hides inference receipt batches keeps the other exclusions
+    page.click("#hide-batches")
+    assert page.locator("input[name=exclude]").input_value() == (
+        "model.approve, dataset., inference.batch"
+    )
+    assert page.locator("#hide-batches").count() == 0
+    # the API's trail takes the same exclusions, repeated
+    path = "/v1/audit?exclude=model.&exclude=dataset.attest&limit=1000"
+    listed = {e["type"] for e in world.api(path)["result"]}
+    assert listed and not any(t.startswith("model.") or t == "dataset.attest" for t in listed)
+    assert "dataset.register" in listed
+    headers = {"Authorization": f"Bearer {world.tokens['carol']}"}
+    many = "&".join(f"exclude=t{i}" for i in range(21))
+    r = httpx.get(f"{world.url}/v1/audit?{many}", headers=headers, timeout=120)
+    assert r.status_code == 400 and "at most 20" in r.text
+    assert page.goto("/ui/audit?exclude=" + "x" * 129).status == 400  # type: ignore[union-attr]
+
+
 def test_auditor_verifies_files(page: Any, world: World, tmp_path: Path) -> None:
     login(page, world, "carol")
     page.goto("/ui/verify")

@@ -21,7 +21,7 @@ from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
 from ...errors import AuthError, Error, ForbiddenError, NotFoundError, UsageError
-from ...ledger.trail import TrailFilter, trail
+from ...ledger.trail import TrailFilter, exclusions, trail
 from ..access import Principal
 from ..lineage import lineage_svg
 from ..queries import find_digest
@@ -326,6 +326,8 @@ class Views:
         values = {k: (q.get(k) or "").strip() for k in ("actor", "org", "type", "outcome")}
         values["since"] = (q.get("since") or "").strip()
         values["until"] = (q.get("until") or "").strip()
+        exclude = exclusions(q.getlist("exclude"))
+        values["exclude"] = ", ".join(exclude)
         if values["outcome"] not in ("", "accepted", "rejected"):
             raise UsageError("outcome is accepted or rejected")
         before = int_field(q.get("before"), "before") if q.get("before") else None
@@ -338,13 +340,16 @@ class Views:
             until=time_field(values["until"], "until", end=True) if values["until"] else None,
             before=before,
             limit=TRAIL_PAGE,
+            exclude=exclude,
         )
         page = self.ctx.scan(f)
         rows = self._rows(page.entries)
+        kept = {k: v for k, v in values.items() if v}
         older = None
         if page.next_before is not None:
-            kept = {k: v for k, v in values.items() if v}
             older = "/ui/audit?" + urlencode({**kept, "before": page.next_before})
+        hide = ", ".join([*exclude, tx_types.INFERENCE_BATCH])
+        hide_batches = urlencode({**kept, "exclude": hide})
         orgs = sorted({m.get("org", "") for m in self.led.members.list()} - {""})
         members = sorted(m["name"] for m in self.led.members.list())
         return self.pages.render(
@@ -353,6 +358,7 @@ class Views:
             who=who,
             rows=rows,
             filters=values,
+            hide_batches=hide_batches,
             before=before,
             older=older,
             orgs=orgs,
