@@ -759,6 +759,51 @@ def test_hostile_text_is_shown_escaped(page: Any, world: World) -> None:
     # the page fixture asserts that no dialog opened
 
 
+# Words of an element's text that the browser split across lines.
+BROKEN_WORDS_JS = """el => {
+  const broken = [];
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const m of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const tops = new Set(Array.from(range.getClientRects(), r => Math.round(r.top)));
+      if (tops.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+}"""
+
+
+def test_policies_wrap_between_words(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.goto("/ui/policies")
+    rules = page.locator("#policies td.rule")
+    assert rules.count() >= 3
+    wrapped = 0
+    for i in range(rules.count()):
+        cell = rules.nth(i)
+        assert cell.evaluate(BROKEN_WORDS_JS) == [], cell.inner_text()
+        lines = cell.evaluate("el => el.getClientRects()[0].height") / 16
+        wrapped += lines > 1.5
+    assert wrapped >= 1  # the test means something only if some rule wraps at all
+    shot(page, world, "policies")
+
+
+def test_error_pages_know_who_is_signed_in(page: Any, world: World) -> None:
+    login(page, world, "carol")
+    response = page.goto("/ui/models/no-such-model")
+    assert response is not None and response.status == 404
+    assert page.inner_text("#who") == "carol"
+    assert "Log in" not in page.inner_text("header")
+    response = page.goto("/ui/no-such-page")
+    assert response is not None and response.status == 404
+    assert page.inner_text("#who") == "carol"
+    shot(page, world, "not-found")
+
+
 def test_logout_needs_the_csrf_token(page: Any, world: World) -> None:
     login(page, world, "carol")
     assert page.request.post("/ui/logout", form={"csrf": "nope"}).status == 403

@@ -104,7 +104,7 @@ class Views:
         return response
 
     def logout_page(self, request: Request) -> Response:
-        return self.pages.render(request, "logout.html", who=self._who_quiet(request))
+        return self.pages.render(request, "logout.html", who=self.pages.signed_in(request))
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
@@ -112,12 +112,6 @@ class Views:
         response = RedirectResponse("/ui/login", 303)
         response.delete_cookie(TOKEN_COOKIE, path="/")
         return response
-
-    def _who_quiet(self, request: Request) -> Principal | None:
-        try:
-            return self.ctx.principal(request)
-        except Error:
-            return None
 
     # -- overview, models, datasets, runs -----------------------------------------
 
