@@ -530,6 +530,18 @@ def test_pdf_holds_the_key_facts(world: World, doc: AnnexIV, core_fonts: bool) -
     else:
         assert "Zoë" in text and "Betrugserkennung — Zoë" in text
     assert read_annex_iv(pdf) == doc.to_json()  # the JSON travels inside
+    # The signed checkpoint is printed once, in appendix A, not again in every
+    # entry's proof; each entry's inclusion path and leaf hash are still there.
+    signature = doc.checkpoint.note.rstrip("\n").rsplit(" ", 1)[1]
+    assert text.count(signature[-24:]) == 1
+    appendix = text.split("Appendix A: the signed checkpoint", 1)[1]
+    assert signature[-24:] in appendix.split("Appendix B: cited entries", 1)[0]
+    flat = "".join(appendix.split())
+    for e in doc.entries:
+        proof = TlogProof.from_text(e.proof)
+        assert proof.checkpoint.decode() == doc.checkpoint.note
+        assert e.leaf_hash in flat
+        assert all(base64.b64encode(h).decode() in flat for h in proof.proof), e.index
 
 
 # -- Art. 12 logs ----------------------------------------------------------------------
