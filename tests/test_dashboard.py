@@ -41,6 +41,7 @@ from modelchain.errors import RejectedError
 from modelchain.keys import KeyStore
 from modelchain.ledger.ledger import Founder, Ledger
 from modelchain.ledger.lineage import DatasetNode, ExternalInput, ModelNode, RunNode
+from modelchain.server.dashboard.standing import standings
 from modelchain.server.lineage import lineage_svg
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -857,6 +858,44 @@ def test_lineage_svg_escapes_text_and_links_every_box() -> None:
     # columns left to right: data and base model, run, model, deployment
     assert xs["dataset/d@3"] == xs["model/m@1"] < xs["run/r-1"] < xs["model/m@2"]
     assert xs["model/m@2"] < xs["deployment/prod<b>"]
+
+
+# -- where a version stands, without a server -------------------------------------------------
+
+
+def test_a_versions_standing_puts_revocation_first_and_serving_before_history() -> None:
+    def decision(env: str, by: str) -> dict[str, Any]:
+        return {"env": env, "by": by, "role": "risk", "index": 1}
+
+    records = [
+        {"version": 5, "revoked": {"by": "dave", "index": 9, "reason": "leak"}},
+        {"version": 4},  # rolled back from staging, then deployed there again
+        {"version": 3, "approvals": [decision("production", "risk")]},
+        {"version": 2, "rejections": [decision("production", "sam")]},
+        {"version": 1, "rejections": [decision("staging", "sam")]},
+        {"version": 0},
+    ]
+    records[4]["approvals"] = [decision("production", "risk")]
+    history = [
+        {"env": "staging", "action": "deploy", "from": None, "to": 4, "index": 2},
+        {"env": "staging", "action": "rollback", "from": 4, "to": None, "index": 3},
+        {"env": "staging", "action": "deploy", "from": None, "to": 4, "index": 4},
+        {"env": "prod", "action": "deploy", "from": None, "to": 5, "index": 5},
+        {"env": "prod", "action": "rollback", "from": 5, "to": None, "index": 9},
+    ]
+    current = {"staging": {"version": 4}, "prod": None}
+    found = standings(records, history, current)
+    assert [s.state for s in found] == [
+        "revoked",
+        "serving",
+        "approved",
+        "rejected",
+        "approved",  # an approval for one environment, a rejection for another
+        "registered",
+    ]
+    assert found[0].rolled_back[0]["index"] == 9 and found[0].serving == ()
+    assert found[1].serving == ("staging",) and len(found[1].rolled_back) == 1
+    assert [s.good for s in found] == [False, True, True, False, True, False]
 
 
 # -- the custodial gate, without a server -----------------------------------------------------
