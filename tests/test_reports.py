@@ -44,6 +44,7 @@ from modelchain.reports import (
     verify_logs,
 )
 from modelchain.reports._pdf import FONT_DIRS
+from modelchain.reports.annex.gaps import fill_from_card
 
 DAY = 86_400_000
 T0 = 1_795_176_000_000  # 2026-11-20T12:00:00Z: phase A; B, C and D follow a day apart
@@ -379,6 +380,41 @@ def test_what_the_ledger_cannot_know_is_left_to_the_provider(doc: AnnexIV) -> No
     assert "energy" in provider["2(c)"]["text"] and "Cybersecurity" in provider["2(h)"]["text"]
 
 
+def test_points_the_model_card_answers_are_filled_from_it(world: World, doc: AnnexIV) -> None:
+    # version 2 has no card: nothing is filled, not even from version 1's card
+    kinds = {st.kind for sec in doc.sections for st in sec.statements}
+    assert "model_card_point" not in kinds
+    # version 1's card states its intended use: Annex IV 1(a), cited, and no longer open
+    v1 = annex_iv(world.led, "fraud", version=1)
+    (filled,) = _statements(v1, "general", "model_card_point")
+    assert filled.entries == (world.at["v1"],)
+    fields = {"intended_use": "<script>card</script>"}
+    assert filled.data == {"point": "1(a)", "version": 1, "fields": fields}
+    assert "registrant's declaration" in filled.text and "<script>card</script>" in filled.text
+    gaps = {p.point for p in v1.section("general").to_complete}
+    assert "1(a)" not in gaps and {"1(b)", "1(e)", "1(h)"} <= gaps
+    check = verify_annex_iv(json.loads(render_json(v1)), world.led.log_key.to_string())
+    assert check.version == 1 and check.statements == sum(len(s.statements) for s in v1.sections)
+    assert "&lt;script&gt;card&lt;/script&gt;" in render_html(v1)
+    # points of the provider's own list go to the first section
+    record = {"version": 2, "by": "bob", "index": world.at["v2"]}
+    card = {"cybersecurity": "mTLS everywhere", "hardware": "x86-64, 2 GiB", "hobby": "chess"}
+    given = {**record, "card": card}
+    sections, provider = fill_from_card(given, doc.sections, doc.provider_sections)
+    assert {p.point for p in doc.provider_sections} - {p.point for p in provider} == {"2(h)"}
+    points = {
+        st.data["point"]: st for st in sections[0].statements if st.kind == "model_card_point"
+    }
+    assert set(points) == {"1(e)", "2(h)"}
+    assert "mTLS everywhere" in points["2(h)"].text and points["1(e)"].entries == (world.at["v2"],)
+    assert "1(e)" not in {p.point for p in sections[0].to_complete}
+    assert "chess" not in " ".join(st.text for sec in sections for st in sec.statements)
+    assert fill_from_card({**record, "card": {}}, doc.sections, doc.provider_sections) == (
+        doc.sections,
+        doc.provider_sections,
+    )
+
+
 def test_json_round_trips(doc: AnnexIV) -> None:
     data = json.loads(json.dumps(doc.to_json()))
     assert data["format"] == "modelchain.dev/annex-iv/v1"
@@ -530,6 +566,18 @@ def test_pdf_holds_the_key_facts(world: World, doc: AnnexIV, core_fonts: bool) -
     else:
         assert "Zoë" in text and "Betrugserkennung — Zoë" in text
     assert read_annex_iv(pdf) == doc.to_json()  # the JSON travels inside
+    # The signed checkpoint is printed once, in appendix A, not again in every
+    # entry's proof; each entry's inclusion path and leaf hash are still there.
+    signature = doc.checkpoint.note.rstrip("\n").rsplit(" ", 1)[1]
+    assert text.count(signature[-24:]) == 1
+    appendix = text.split("Appendix A: the signed checkpoint", 1)[1]
+    assert signature[-24:] in appendix.split("Appendix B: cited entries", 1)[0]
+    flat = "".join(appendix.split())
+    for e in doc.entries:
+        proof = TlogProof.from_text(e.proof)
+        assert proof.checkpoint.decode() == doc.checkpoint.note
+        assert e.leaf_hash in flat
+        assert all(base64.b64encode(h).decode() in flat for h in proof.proof), e.index
 
 
 # -- Art. 12 logs ----------------------------------------------------------------------

@@ -425,6 +425,10 @@ def test_a_sparse_audit_filter_is_answered_from_the_index(
         TrailFilter(outcome="accepted", limit=5),
         TrailFilter(outcome="rejected"),
         TrailFilter(outcome="maybe"),
+        TrailFilter(exclude=("event.",)),
+        TrailFilter(exclude=("event.record", "ledger.genesis"), limit=7),
+        TrailFilter(type="event.", exclude=("event.record",)),
+        TrailFilter(actor="carol", exclude=("member",)),  # no dot: a whole type, none such
     ]
     times = [ledger.entry(i).transaction.time for i in range(ledger.size)]
     filters.append(TrailFilter(since=times[50], until=times[60], limit=1000))
@@ -446,6 +450,9 @@ def test_a_sparse_audit_filter_is_answered_from_the_index(
                 and (f.outcome is None or outcome["result"] == f.outcome)
                 and (f.since is None or tx.time >= f.since)
                 and (f.until is None or tx.time <= f.until)
+                and not any(
+                    tx.type == t or (t.endswith(".") and tx.type.startswith(t)) for t in f.exclude
+                )
             ):
                 want.append(i)
         assert found == want, f
@@ -464,7 +471,10 @@ def test_a_log_indexed_later_pages_by_scanning_until_then(tmp_path: Path) -> Non
         page = trail(old, f, max_scan=40)  # scans entries, 40 at most
         assert page.entries == [] and page.next_before == old.size - 40
         scanned = _all_pages(old, f, max_scan=40)
+        # exclusions hold when entries are scanned as well
+        kept = _all_pages(old, TrailFilter(exclude=("event.",)), max_scan=40)
     assert scanned == ([0], 3)
+    assert kept == ([0], 3)
     with mc.open(tmp_path / "l") as led:  # a writer indexes what is missing
         assert led.store.indexed() == led.size == 96
         assert _all_pages(led, f, max_scan=40) == ([0], 1)

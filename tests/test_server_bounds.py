@@ -285,6 +285,10 @@ def test_configuration_comes_from_the_edge_not_the_environment(
                 return r.text
 
         assert 'id="custodial"' not in asyncio.run(version_page(None))
+        # The form is for approvers only: an admin without an approval role sees none.
+        held = asyncio.run(version_page(ServerConfig(custodial={"alice": alice})))
+        assert 'id="custodial"' not in held
+        led.members.update("alice", roles=["admin", "approver:risk"], signers=[alice])
         held = asyncio.run(version_page(ServerConfig(custodial={"alice": alice})))
         assert 'id="custodial"' in held and "holds for alice" in held
     finally:

@@ -34,7 +34,7 @@ from modelchain.node import InlineVerifier
 from modelchain.node.node import Ack, Node, NodeConfig
 from modelchain.node.sequencer import MemorySequencer
 from modelchain.storage.memory import MemoryStore
-from modelchain.storage.protocols import Head, IndexRow, LedgerStore
+from modelchain.storage.protocols import Head, IndexRow, LedgerStore, type_excluded
 from modelchain.storage.sqlite import SqliteStore
 
 ORIGIN = "sim.example/log"
@@ -240,6 +240,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStor
 
 def _row(n: int, accepted: bool = True) -> IndexRow:
     return IndexRow("event.record", "alice" if n % 2 else "bob", 1000 + n, accepted)
+
+
+def test_the_trail_index_excludes_types_whole_or_by_prefix(store: LedgerStore) -> None:
+    types = ["inference.batch", "model.deploy", "model.approve", "event.record", "inference.x"]
+    rows = [IndexRow(types[i % 5], "alice", 1000 + i, True) for i in range(20)]
+    store.append([f"e{i}".encode() for i in range(20)], [f"n{i}" for i in range(20)], {}, rows)
+
+    def kinds(found: list[int]) -> set[str]:
+        return {types[i % 5] for i in found}
+
+    assert kinds(store.find(0, 20, 100, exclude=["inference.batch"])) == set(types) - {
+        "inference.batch"
+    }
+    assert kinds(store.find(0, 20, 100, exclude=["model.", "inference."])) == {"event.record"}
+    assert store.find(0, 20, 3, exclude=["inference.batch", "model."]) == [19, 18, 14]
+    # a prefix is a prefix of whole dotted parts: "model" alone names no type
+    assert len(store.find(0, 20, 100, exclude=["model"])) == 20
+    assert store.find(0, 20, 100, type_prefix="model.", exclude=["model.deploy"]) == [
+        i for i in range(19, -1, -1) if i % 5 == 2
+    ]
+    assert type_excluded("model.deploy", ["model."]) and not type_excluded("model", ["model."])
 
 
 def test_store_appends_proves_and_refuses_a_rollback(store: LedgerStore) -> None:

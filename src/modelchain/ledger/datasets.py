@@ -14,6 +14,7 @@ from ..core.manifest import SHA256
 from ..errors import ArtifactError, KeyStoreError, NotFoundError
 from ..node.node import Ack
 from ._facade import Facade, Progress
+from .lineage import DatasetUse, read_uses
 
 if TYPE_CHECKING:
     from ..core.records import RecordProof
@@ -172,6 +173,12 @@ class Datasets(Facade):
 
     def list(self) -> list[dict[str, Any]]:
         return self._list("dataset")
+
+    def used_by(self, name: str) -> dict[int, DatasetUse]:
+        """What used each version of ``name`` directly: the runs that trained on
+        it, the model versions they produced and the evaluations made on it."""
+        self.info(name)  # NotFoundError for a dataset that is not there
+        return read_uses(self._led, name)
 
     def prove(self, name: str, version: int, row: int, path: str | os.PathLike[str]) -> RecordProof:
         """Prove that row ``row`` of the file at ``path`` is in the registered version."""

@@ -1,6 +1,7 @@
 """Lineage as a typed value: the datasets, runs and parent models behind a model
 version, read once from the ledger's state (``led.models.lineage``) and then
-drawn by the CLI, the dashboard's SVG and Annex IV without reading it again.
+drawn by the CLI, the dashboard's SVG and Annex IV without reading it again;
+and the other way, what used a dataset's versions (``led.datasets.used_by``).
 
 A node met a second time on the walk is ``repeated``: it keeps its identity but
 not its inputs, so that a shared ancestor is listed once and a cycle cannot loop.
@@ -13,18 +14,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..contracts.registry import parse_dependency_uri
-from ..contracts.state import run_key, version_key
+from ..contracts.state import entity_key, run_key, version_key
+from ..core import canonical
 from ._facade import Facade
 from .port import LedgerPort
 
 __all__ = [
     "DatasetNode",
+    "DatasetUse",
+    "EvaluationUse",
     "ExternalInput",
     "Lineage",
     "LineageInput",
     "ModelNode",
     "RunNode",
+    "RunUse",
     "read_lineage",
+    "read_uses",
 ]
 
 
@@ -219,3 +225,85 @@ def read_lineage(port: LedgerPort, name: str, version: int | None = None) -> Lin
     found = walker.node("model", name, walker._version("model", name, version)["version"])
     assert isinstance(found, ModelNode)
     return found
+
+
+# -- the other way: what used a dataset ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunUse:
+    """A training run that read a dataset version, and the model versions
+    registered as its output."""
+
+    id: str
+    index: int
+    by: str
+    models: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class EvaluationUse:
+    """A model version evaluated on a dataset version."""
+
+    model: str
+    version: int
+    by: str
+    index: int
+
+
+@dataclass(frozen=True)
+class DatasetUse:
+    """What used one dataset version directly: the runs that trained on it (with
+    the models they produced) and the evaluations made on it."""
+
+    name: str
+    version: int
+    runs: tuple[RunUse, ...] = ()
+    evaluations: tuple[EvaluationUse, ...] = ()
+
+
+def read_uses(port: LedgerPort, name: str) -> dict[int, DatasetUse]:
+    """What used each version of dataset ``name``, by version (versions nothing
+    used are absent). One pass over the runs and one over the model versions:
+    the state keeps no reverse index, and a page that asks reads them here."""
+    store = port.store
+    runs: dict[int, list[tuple[str, int, str]]] = {}
+    for _, value in store.state_prefix(run_key("")):
+        run = canonical.loads(value)
+        if not isinstance(run, dict):
+            continue
+        try:
+            build = run["statement"]["predicate"]["buildDefinition"]
+            deps = build.get("resolvedDependencies", [])
+        except (KeyError, TypeError, AttributeError):
+            continue
+        for dep in deps if isinstance(deps, list) else []:
+            uri = dep.get("uri") if isinstance(dep, dict) else None
+            parsed = parse_dependency_uri(uri) if isinstance(uri, str) else None
+            if parsed is not None and parsed[0] == "dataset" and parsed[1] == name:
+                runs.setdefault(parsed[2], []).append((run["id"], run["index"], run["by"]))
+    produced: dict[str, list[tuple[str, int]]] = {}
+    evaluated: dict[int, list[EvaluationUse]] = {}
+    for key, value in store.state_prefix(entity_key("model", "")):
+        if "@" not in key:
+            continue
+        record = canonical.loads(value)
+        if not isinstance(record, dict):
+            continue
+        model = (str(record["name"]), int(record["version"]))
+        if isinstance(record.get("run"), str):
+            produced.setdefault(record["run"], []).append(model)
+        for e in record.get("evaluations", []):
+            ds = e.get("dataset") if isinstance(e, dict) else None
+            if isinstance(ds, dict) and ds.get("name") == name:
+                use = EvaluationUse(model[0], model[1], str(e.get("by", "")), int(e["index"]))
+                evaluated.setdefault(int(ds["version"]), []).append(use)
+    out = {}
+    for v in sorted(set(runs) | set(evaluated)):
+        run_uses = tuple(
+            RunUse(rid, index, by, tuple(sorted(produced.get(rid, []))))
+            for rid, index, by in sorted(runs.get(v, []), key=lambda r: r[1])
+        )
+        evals = tuple(sorted(evaluated.get(v, []), key=lambda e: e.index))
+        out[v] = DatasetUse(name, v, run_uses, evals)
+    return out

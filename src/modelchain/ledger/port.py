@@ -53,6 +53,7 @@ class LedgerReads(Protocol):
         accepted: bool | None = None,
         since: int | None = None,
         until: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[int]: ...
 
     def nonce_index(self, nonce: str) -> int | None: ...

@@ -8,17 +8,47 @@ the entries it returns; nothing is cached between queries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..contracts.state import MEMBERS_KEY, member_key
 from ..core.merkle import leaf_hash
 from ..core.tx import LogEntry
+from ..errors import UsageError
+from ..storage.protocols import type_excluded
 from .port import LedgerPort
 
-__all__ = ["TrailFilter", "TrailPage", "entry_summary", "member_orgs", "rejected", "trail"]
+__all__ = [
+    "EXCLUDE_MAX",
+    "TrailFilter",
+    "TrailPage",
+    "entry_summary",
+    "exclusions",
+    "member_orgs",
+    "rejected",
+    "trail",
+]
 
 _SCAN_CHUNK = 512
+EXCLUDE_MAX = 20  # types one query may exclude
+_TYPE_MAX = 128  # characters of one excluded type
+
+
+def exclusions(given: Iterable[str]) -> tuple[str, ...]:
+    """The types to exclude from what a user gave (repeated, or separated by
+    commas or spaces), once each; a UsageError past ``EXCLUDE_MAX`` of them or
+    for one over 128 characters."""
+    found: list[str] = []
+    for item in given:
+        for t in item.replace(",", " ").split():
+            if len(t) > _TYPE_MAX:
+                raise UsageError(f"an excluded type is at most {_TYPE_MAX} characters")
+            if t not in found:
+                found.append(t)
+    if len(found) > EXCLUDE_MAX:
+        raise UsageError(f"exclude at most {EXCLUDE_MAX} types")
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -26,8 +56,10 @@ class TrailFilter:
     """Filters of the audit trail; every given one must match.
 
     ``type`` matches a transaction type or a prefix ending in a dot
-    (``model.`` for every model transaction); times are milliseconds, inclusive.
-    Entries come newest first; ``before`` pages on (entries below that index)."""
+    (``model.`` for every model transaction); ``exclude`` drops types named the
+    same way (``inference.batch``: receipt batches swamp a trail); times are
+    milliseconds, inclusive. Entries come newest first; ``before`` pages on
+    (entries below that index)."""
 
     actor: str | None = None
     org: str | None = None
@@ -37,6 +69,7 @@ class TrailFilter:
     until: int | None = None
     before: int | None = None
     limit: int = 100
+    exclude: tuple[str, ...] = ()
 
 
 def entry_summary(index: int, data: bytes, orgs: dict[str, str]) -> dict[str, Any]:
@@ -135,6 +168,7 @@ def _from_index(
         accepted=None if f.outcome is None else f.outcome == "accepted",
         since=f.since,
         until=f.until,
+        exclude=f.exclude,
     )
     out = [entry_summary(i, led.store.entry(i), orgs) for i in found]
     if found and len(found) >= f.limit:
@@ -158,6 +192,8 @@ def _match(
         t = f.type
         if not (s["type"] == t or (t.endswith(".") and s["type"].startswith(t))):
             return None
+    if type_excluded(s["type"], f.exclude):
+        return None
     if f.outcome is not None and s["outcome"]["result"] != f.outcome:
         return None
     if f.since is not None and s["time"] < f.since:

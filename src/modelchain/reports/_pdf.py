@@ -1,6 +1,7 @@
 """Annex IV documents as PDF (fpdf2): the same content as the HTML page, with
-every citation linked to an appendix that gives the entry's leaf hash and its
-inclusion proof, and the JSON document attached so the proofs travel with it.
+every citation linked to an appendix that gives the signed checkpoint once and,
+for each entry, its leaf hash and inclusion path (its tlog-proof less that
+checkpoint), and the JSON document attached so the full proofs travel with it.
 
 Fonts: DejaVu from the system (Debian's fonts-dejavu-core) when present, for
 any script DejaVu covers; otherwise the PDF core fonts, where characters
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.tlogproof import PROOF_HEADER
 from ..errors import UsageError
 from .annex import REGULATION, TO_COMPLETE, AnnexIV, ProviderItem, Statement, render_json
 
@@ -210,18 +212,8 @@ class _Writer:
         self.heading("Checkpoint", 12)
         self.para(
             f"Produced against the tree of {cp.size} entries with root {cp.root}, signed by "
-            f"the log key {cp.log_key}:"
+            f"the log key {cp.log_key}. The signed checkpoint itself is in the appendix."
         )
-        pdf.ln(1)
-        self.mono(cp.note, 7.5)
-        if cp.policy is not None:
-            self.para(
-                "The ledger is a cluster: each node signs as the log with its own key, and a "
-                "checkpoint counts only once a quorum of nodes cosigned it. Check it under the "
-                "cluster's checkpoint policy, not one log key:"
-            )
-            pdf.ln(1)
-            self.mono(cp.policy, 7.5)
         for section in doc.sections:
             self.heading(f"{section.number}. {section.title}")
             self.para(f"Annex IV point(s) {', '.join(section.annex)}", size=8.5)
@@ -236,22 +228,55 @@ class _Writer:
         pdf.ln(1)
         self.todo(doc.provider_sections)
         pdf.add_page()
-        self.heading("Appendix: cited entries and inclusion proofs")
+        self._appendix()
+        return bytes(pdf.output())
+
+    def _appendix(self) -> None:
+        # Every entry's tlog-proof ends with the same signed checkpoint: printed
+        # whole each time, it filled most of the document. It is printed once
+        # here; each entry gives the rest of its proof, and the attached JSON
+        # keeps every proof whole for tools.
+        doc, pdf, cp = self.doc, self.pdf, self.doc.checkpoint
+        self.heading("Appendix A: the signed checkpoint")
+        self.para(
+            f"Every proof below is against this checkpoint: {cp.size} entries, root {cp.root}, "
+            f"signed by the log key {cp.log_key}."
+        )
+        pdf.ln(1)
+        self.mono(cp.note, 7.5)
+        if cp.policy is not None:
+            pdf.ln(1)
+            self.para(
+                "The ledger is a cluster: each node signs as the log with its own key, and a "
+                "checkpoint counts only once a quorum of nodes cosigned it. Check it under the "
+                "cluster's checkpoint policy, not one log key:"
+            )
+            pdf.ln(1)
+            self.mono(cp.policy, 7.5)
+        self.heading("Appendix B: cited entries and inclusion proofs")
         self.para(
             "To check one offline: fetch the entry bytes, compute SHA-256(0x00 || bytes), "
-            "compare with the leaf hash, and verify the proof against the log key."
+            "compare with the leaf hash, and verify the inclusion path against the checkpoint "
+            "of appendix A. Each entry's lines are a C2SP tlog-proof (c2sp.org/tlog-proof@v1) "
+            "less its checkpoint: append a blank line and the checkpoint of appendix A to have "
+            "the whole proof, as the attached annex-iv.json gives it."
         )
         for e in doc.entries:
-            if pdf.will_page_break(30):
+            if pdf.will_page_break(22):
                 pdf.add_page()
-            pdf.ln(2)
+            pdf.ln(1.5)
             pdf.set_link(self.links[e.index], y=pdf.get_y(), page=pdf.page)
             outcome = " ".join(f"{k}: {v}" for k, v in e.outcome.items())
             self.para(f"Entry {e.index} · {e.type} · {e.actor} · {e.time}", style="B")
-            self.para(f"Outcome: {outcome}", size=8.5, h=4)
-            self.para(f"Leaf hash: {e.leaf_hash}", size=8.5, h=4)
-            self.mono(e.proof)
-        return bytes(pdf.output())
+            self.para(f"Outcome: {outcome} · leaf hash: {e.leaf_hash}", size=8.5, h=4)
+            head, sep, checkpoint = e.proof.partition("\n\n")
+            lines = head.split("\n")
+            if lines and lines[0] == PROOF_HEADER:
+                lines = lines[1:]
+            if sep and checkpoint == cp.note:
+                self.mono("\n".join(lines))
+            else:  # not against the document's checkpoint: shown whole, as it is
+                self.mono(e.proof)
 
     def _italic(self, text: str) -> None:
         self.pdf.set_text_color(85, 85, 85)

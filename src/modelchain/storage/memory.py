@@ -13,7 +13,7 @@ from ..core.canonical import JSONValue
 from ..core.merkle import NodeReader, leaf_hash, tree_root
 from ..core.tiles import TileWriter, tile_node_reader
 from ..errors import NotFoundError, RollbackError, StorageError
-from .protocols import Head, IndexRow
+from .protocols import Head, IndexRow, type_excluded
 
 __all__ = ["MemoryStore"]
 
@@ -215,6 +215,7 @@ class MemoryStore:
         accepted: bool | None = None,
         since: int | None = None,
         until: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[int]:
         found: list[int] = []
         with self._lock:
@@ -234,6 +235,8 @@ class MemoryStore:
                 if since is not None and row.time < since:
                     continue
                 if until is not None and row.time > until:
+                    continue
+                if type_excluded(row.type, exclude):
                     continue
                 found.append(idx)
         return found

@@ -18,7 +18,14 @@ from ..core.merkle import NodeReader
 if TYPE_CHECKING:
     from ..core.tx import Transaction
 
-__all__ = ["BlobStore", "Head", "IndexRow", "LedgerStore"]
+__all__ = ["BlobStore", "Head", "IndexRow", "LedgerStore", "type_excluded"]
+
+
+def type_excluded(type_: str, exclude: Sequence[str]) -> bool:
+    """Whether ``exclude`` names transaction type ``type_``, whole or by a prefix
+    ending in a dot (``inference.`` for every inference type): the audit trail's
+    exclusion, which ``LedgerStore.find`` answers from its index."""
+    return any(type_ == t or (t.endswith(".") and type_.startswith(t)) for t in exclude)
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class LedgerStore(Protocol):
         accepted: bool | None = None,
         since: int | None = None,
         until: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[int]: ...
 
     # -- metadata and lifecycle ----------------------------------------------

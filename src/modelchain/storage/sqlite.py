@@ -496,10 +496,12 @@ class SqliteStore:
         accepted: bool | None = None,
         since: int | None = None,
         until: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[int]:
         """Indexes in ``[start, end)`` of entries matching every given filter,
         newest first, at most ``limit`` of them, from the audit-trail index.
-        ``type_prefix`` matches types starting with it; times are inclusive."""
+        ``type_prefix`` matches types starting with it; times are inclusive;
+        ``exclude`` drops types, each named whole or by a prefix ending in a dot."""
         where = ["idx >= ?", "idx < ?"]
         args: list[object] = [start, end]
         if actors is not None:
@@ -523,6 +525,13 @@ class SqliteStore:
         if until is not None:
             where.append("time <= ?")
             args.append(min(max(until, -_INT64_MAX), _INT64_MAX))
+        for t in exclude:
+            if t.endswith("."):
+                where.append("NOT (type >= ? AND type < ?)")
+                args += [t, t[:-1] + chr(ord(t[-1]) + 1)]
+            else:
+                where.append("type <> ?")
+                args.append(t)
         q = f"SELECT idx FROM trail WHERE {' AND '.join(where)} ORDER BY idx DESC LIMIT ?"
         return [int(i) for (i,) in self._reader().execute(q, (*args, limit))]
 

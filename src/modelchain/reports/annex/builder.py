@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .gaps import PROVIDER_SECTIONS, provider_items
+from .gaps import PROVIDER_SECTIONS, fill_from_card, provider_items
 from .history import approvals, changes, monitoring
 from .model import AnnexIV
 from .sections import data, development, general, validation
@@ -31,7 +31,7 @@ def _build(src: Source) -> AnnexIV:
     dataset_names = {d.name for d in walk.datasets}
     eval_sets = {e["dataset"]["name"] for e in src.subject["evaluations"]}
     seen = src.scan(dataset_names | eval_sets)
-    parts = (
+    ledger_parts = (
         general(src, walk),
         development(src, walk),
         data(src, walk, seen),
@@ -40,6 +40,7 @@ def _build(src: Source) -> AnnexIV:
         changes(src),
         monitoring(src, seen),
     )
+    parts, provider = fill_from_card(src.subject, ledger_parts, provider_items(PROVIDER_SECTIONS))
     for section in parts:
         for statement in section.statements:
             for index in statement.entries:
@@ -50,6 +51,6 @@ def _build(src: Source) -> AnnexIV:
         origin=src.led.origin,
         checkpoint=src.ev.ref,
         sections=parts,
-        provider_sections=provider_items(PROVIDER_SECTIONS),
+        provider_sections=provider,
         entries=src.ev.cited(),
     )

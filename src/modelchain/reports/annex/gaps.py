@@ -1,14 +1,19 @@
 """What only the provider knows: the Annex IV points the ledger cannot fill,
-listed in each section as to be completed, never guessed."""
+listed in each section as to be completed, never guessed; and those that the
+model card recorded with the version answers, filled from it and cited."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from .model import ProviderItem
+from .model import ProviderItem, Section, Statement
+from .wording import fmt
 
 __all__ = [
     "APPROVAL_GAPS",
+    "CARD_FIELDS",
     "CHANGE_GAPS",
     "DATA_GAPS",
     "DEVELOPMENT_GAPS",
@@ -16,6 +21,7 @@ __all__ = [
     "MONITORING_GAPS",
     "PROVIDER_SECTIONS",
     "VALIDATION_GAPS",
+    "fill_from_card",
     "provider_items",
 ]
 
@@ -136,3 +142,72 @@ PROVIDER_SECTIONS = (
 
 def provider_items(pairs: Iterable[tuple[str, str]]) -> tuple[ProviderItem, ...]:
     return tuple(ProviderItem(p, t) for p, t in pairs)
+
+
+# The model card fields that answer an Annex IV point the ledger cannot prove,
+# by point. Only points with one meaning across the document are listed.
+CARD_FIELDS: dict[str, tuple[str, ...]] = {
+    "1(a)": ("intended_purpose", "intended_use", "intended_uses", "provider"),
+    "1(b)": ("interactions", "dependencies"),
+    "1(e)": ("hardware",),
+    "1(g)": ("user_interface",),
+    "1(h)": ("instructions_for_use", "instructions"),
+    "2(b)": ("design", "design_specifications"),
+    "2(c)": ("architecture", "computational_resources", "energy"),
+    "2(e)": ("human_oversight",),
+    "2(h)": ("cybersecurity",),
+    "4": ("metrics_rationale",),
+    "5": ("risk_management",),
+}
+
+
+def fill_from_card(
+    subject: Mapping[str, Any],
+    sections: tuple[Section, ...],
+    provider: tuple[ProviderItem, ...],
+) -> tuple[tuple[Section, ...], tuple[ProviderItem, ...]]:
+    """Fill the points that the model card recorded with the version (``subject``,
+    its record) answers: each becomes a statement citing the registration, in
+    the section that listed it (those of the provider's list go to the first
+    section), and leaves the to-be-completed lists. The card is the registrant's
+    declaration: the statement says so, and the ledger proves only who made it
+    and when. Another version's card is never used: it describes other bytes."""
+    card = subject.get("card")
+    if not isinstance(card, Mapping) or not card:
+        return sections, provider
+    answered = {
+        point: {f: card[f] for f in names if card.get(f) not in (None, "", [], {})}
+        for point, names in CARD_FIELDS.items()
+    }
+    answered = {p: fields for p, fields in answered.items() if fields}
+    if not answered:
+        return sections, provider
+
+    def statement(point: str) -> Statement:
+        fields = answered[point]
+        said = "; ".join(f"{k}: {fmt(v)}" for k, v in fields.items())
+        return Statement(
+            "model_card_point",
+            f"Annex IV {point}, from the model card recorded with version "
+            f"{subject['version']} by {subject['by']} (the registrant's declaration: the "
+            f"ledger proves who declared it and when, not that it is so): {said}.",
+            (int(subject["index"]),),
+            {"point": point, "version": subject["version"], "fields": dict(fields)},
+        )
+
+    out = []
+    for section in sections:
+        filled = [p.point for p in section.to_complete if p.point in answered]
+        out.append(
+            dataclasses.replace(
+                section,
+                statements=(*section.statements, *(statement(p) for p in filled)),
+                to_complete=tuple(p for p in section.to_complete if p.point not in answered),
+            )
+        )
+    from_provider = [p.point for p in provider if p.point in answered]
+    if from_provider and out:
+        first = out[0]
+        extra = tuple(statement(p) for p in from_provider)
+        out[0] = dataclasses.replace(first, statements=(*first.statements, *extra))
+    return tuple(out), tuple(p for p in provider if p.point not in answered)

@@ -7,7 +7,8 @@ signed offline with the CLI and uploaded back, or signed by a key the server
 holds where the ledger's ``custodial:model.approve`` policy allows it
 (``approvals``). Pages are in ``views``, their plumbing in ``pages``, form
 parsing in ``forms``, a cluster node's view and divergence alarm in
-``cluster``, the route table in ``routes``.
+``cluster``, where each model version stands in ``standing``, the route
+table in ``routes``.
 """
 
 from .routes import dashboard_router

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ...core.times import human_time
 from ...errors import AuthError, Error, NotFoundError
 from ...ledger.ledger import Ledger
+from ..access import Principal
 from ..context import ServerContext
 from ..errors import status_of
 from .cluster import alarm
@@ -160,8 +161,22 @@ class Pages:
             422: "Refused",
         }.get(status, "Error")
         return self.render(
-            request, "error.html", status, title=title, message=message, code=exc.code
+            request,
+            "error.html",
+            status,
+            who=self.signed_in(request),
+            title=title,
+            message=message,
+            code=exc.code,
         )
+
+    def signed_in(self, request: Request) -> Principal | None:
+        """Who is signed in, for an error page's header; nobody where the
+        token cannot be read (that error is the page's own business)."""
+        try:
+            return self.ctx.principal(request)
+        except Error:
+            return None
 
     async def guard(self, request: Request, handler: Handler) -> Response:
         """Run a page handler (sync ones in a worker thread); errors become pages."""

@@ -16,23 +16,28 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from ...contracts import types as tx_types
+from ...contracts.members import holds_role
 from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
 from ...errors import AuthError, Error, ForbiddenError, NotFoundError, UsageError
-from ...ledger.trail import TrailFilter, trail
+from ...ledger.trail import TrailFilter, exclusions, trail
 from ..access import Principal
 from ..lineage import lineage_svg
 from ..queries import find_digest
-from .approvals import Approvals
+from .approvals import DECISIONS, Approvals
 from .cluster import nodes_view
 from .forms import int_field, local_next, read_multipart, time_field
 from .pages import HEADERS, REPORT_HEADERS, Pages
 from .session import TOKEN_COOKIE
+from .standing import Standing, standings
 
 __all__ = ["Views"]
 
 TRAIL_PAGE = 50
+LIST_VERSIONS = 5  # versions per model the model list shows (the model page shows all)
+SEARCH_MAX = 200  # characters of a model-list search
+PRODUCTION = "production"  # the environment the overview leads with
 DENIED_SHOWN = 50  # denied attempts a version page lists
 DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
 
@@ -99,7 +104,7 @@ class Views:
         return response
 
     def logout_page(self, request: Request) -> Response:
-        return self.pages.render(request, "logout.html", who=self._who_quiet(request))
+        return self.pages.render(request, "logout.html", who=self.pages.signed_in(request))
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
@@ -108,16 +113,11 @@ class Views:
         response.delete_cookie(TOKEN_COOKIE, path="/")
         return response
 
-    def _who_quiet(self, request: Request) -> Principal | None:
-        try:
-            return self.ctx.principal(request)
-        except Error:
-            return None
-
     # -- overview, models, datasets, runs -----------------------------------------
 
     def overview(self, request: Request) -> Response:
         who = self.ctx.reader(request)
+        serving = self.serving_now()
         return self.pages.render(
             request,
             "overview.html",
@@ -125,6 +125,8 @@ class Views:
             size=self.led.size,
             checkpoint=self.pages.checkpoint_view(),
             recent=self._rows(trail(self.led, TrailFilter(limit=20)).entries),
+            production=[s for s in serving if s["env"] == PRODUCTION],
+            elsewhere=[s for s in serving if s["env"] != PRODUCTION],
             counts={
                 "models": len(self.led.models.list()),
                 "datasets": len(self.led.datasets.list()),
@@ -132,6 +134,27 @@ class Views:
                 "policies": len(self.led.policies.list()),
             },
         )
+
+    def serving_now(self) -> list[dict[str, Any]]:
+        """What every environment of every model runs now, by model and environment."""
+        out = []
+        for m in sorted(self.led.models.list(), key=lambda m: m["name"]):
+            name = m["name"]
+            for env in sorted(self.led.deployments.environments(name)):
+                d = self.led.deployments.current(name, env)
+                if d is not None:
+                    out.append({"model": name, "env": env, **d})
+        return out
+
+    def _standings(self, name: str, versions: list[int]) -> list[tuple[Any, Standing]]:
+        """Each of ``versions`` of model ``name`` with its record and standing."""
+        records = [self.led.models.get(name, v).record for v in versions]
+        current = {
+            e: self.led.deployments.current(name, e)
+            for e in self.led.deployments.environments(name)
+        }
+        history = self.led.deployments.history(name)
+        return list(zip(records, standings(records, history, current), strict=True))
 
     def _rows(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e in entries:
@@ -141,16 +164,31 @@ class Views:
 
     def models_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
-        models = sorted(self.led.models.list(), key=lambda m: m["name"])
-        return self.pages.render(request, "models.html", who=who, models=models)
+        search = (request.query_params.get("q") or "").strip()
+        if len(search) > SEARCH_MAX:
+            raise UsageError(f"a search is at most {SEARCH_MAX} characters")
+        listed = sorted(self.led.models.list(), key=lambda m: m["name"])
+        matching = [m for m in listed if search.casefold() in str(m["name"]).casefold()]
+        models = []
+        for m in matching:
+            latest = int(m["latest"])
+            shown = range(latest, max(0, latest - LIST_VERSIONS), -1)
+            models.append(
+                {
+                    **m,
+                    "versions": self._standings(m["name"], list(shown)),
+                    "older": max(0, latest - LIST_VERSIONS),
+                }
+            )
+        return self.pages.render(
+            request, "models.html", who=who, models=models, search=search, total=len(listed)
+        )
 
     def model_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
         name = request.path_params["name"]
         entity = self.led.models.info(name)
-        versions = [
-            self.led.models.get(name, v).record for v in range(int(entity["latest"]), 0, -1)
-        ]
+        versions = self._standings(name, list(range(int(entity["latest"]), 0, -1)))
         current = {
             e: self.led.deployments.current(name, e)
             for e in self.led.deployments.environments(name)
@@ -192,14 +230,8 @@ class Views:
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
         denied, denied_more = self.denied_about(name)
-        custodial = self.approvals.custodial_state(who)
-        approver_roles = []
-        if who is not None:
-            try:
-                roles = self.led.members.get(who.member)["roles"]
-            except NotFoundError:
-                roles = []
-            approver_roles = [r.split(":", 1)[1] for r in roles if r.startswith("approver:")]
+        approver_roles = self.decider_roles(who)
+        custodial = self.approvals.custodial_state(who) if approver_roles else None
         return self.pages.render(
             request,
             "version.html",
@@ -220,6 +252,26 @@ class Views:
             approver_roles=approver_roles,
         )
 
+    def decider_roles(self, who: Principal | None) -> list[str]:
+        """The approval roles (``approver:NAME``) in which the signed-in member may
+        approve or reject: none for an anonymous reader, a revoked member, or a
+        member the role map does not let decide, so that such viewers get no
+        approval forms they could not use."""
+        if who is None:
+            return []
+        try:
+            member = self.led.members.get(who.member)
+        except NotFoundError:
+            return []
+        if member.get("status") != "active":
+            return []
+        roles = [str(r) for r in member.get("roles", [])]
+        perms = self.led.members.permissions
+        version = self.led.members.contract_version
+        if not any(holds_role(roles, perms.get(t, []), version) for t in DECISIONS):
+            return []
+        return [r.split(":", 1)[1] for r in roles if r.startswith("approver:")]
+
     def datasets_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
         datasets = sorted(self.led.datasets.list(), key=lambda d: d["name"])
@@ -232,7 +284,14 @@ class Views:
         versions = [
             self.led.datasets.get(name, v).record for v in range(int(info["latest"]), 0, -1)
         ]
-        return self.pages.render(request, "dataset.html", who=who, dataset=info, versions=versions)
+        return self.pages.render(
+            request,
+            "dataset.html",
+            who=who,
+            dataset=info,
+            versions=versions,
+            uses=self.led.datasets.used_by(name),
+        )
 
     def run_page(self, request: Request) -> Response:
         who = self.ctx.reader(request)
@@ -261,6 +320,8 @@ class Views:
         values = {k: (q.get(k) or "").strip() for k in ("actor", "org", "type", "outcome")}
         values["since"] = (q.get("since") or "").strip()
         values["until"] = (q.get("until") or "").strip()
+        exclude = exclusions(q.getlist("exclude"))
+        values["exclude"] = ", ".join(exclude)
         if values["outcome"] not in ("", "accepted", "rejected"):
             raise UsageError("outcome is accepted or rejected")
         before = int_field(q.get("before"), "before") if q.get("before") else None
@@ -273,13 +334,16 @@ class Views:
             until=time_field(values["until"], "until", end=True) if values["until"] else None,
             before=before,
             limit=TRAIL_PAGE,
+            exclude=exclude,
         )
         page = self.ctx.scan(f)
         rows = self._rows(page.entries)
+        kept = {k: v for k, v in values.items() if v}
         older = None
         if page.next_before is not None:
-            kept = {k: v for k, v in values.items() if v}
             older = "/ui/audit?" + urlencode({**kept, "before": page.next_before})
+        hide = ", ".join([*exclude, tx_types.INFERENCE_BATCH])
+        hide_batches = urlencode({**kept, "exclude": hide})
         orgs = sorted({m.get("org", "") for m in self.led.members.list()} - {""})
         members = sorted(m["name"] for m in self.led.members.list())
         return self.pages.render(
@@ -288,6 +352,7 @@ class Views:
             who=who,
             rows=rows,
             filters=values,
+            hide_batches=hide_batches,
             before=before,
             older=older,
             orgs=orgs,

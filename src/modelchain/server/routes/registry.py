@@ -8,13 +8,17 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from ...ledger.trail import TrailFilter
+from ...ledger.trail import TrailFilter, exclusions
 from ..config import MAX_INT
 from ..context import ServerContext
 from ..queries import find_digest
 from .common import JSONText
 
 __all__ = ["registry_router"]
+
+
+# A list query parameter needs Query() to be read from the query string.
+_EXCLUDE = Query(None, description="a type to leave out, or a prefix ending in a dot; repeatable")
 
 
 def registry_router(ctx: ServerContext) -> APIRouter:
@@ -145,9 +149,12 @@ def registry_router(ctx: ServerContext) -> APIRouter:
         until: int | None = Query(None, ge=0, le=MAX_INT),
         before: int | None = Query(None, ge=0, le=MAX_INT),
         limit: int = Query(100, ge=1, le=1000),
+        exclude: list[str] | None = _EXCLUDE,
     ) -> Response:
         ctx.reader(request)
-        f = TrailFilter(actor, org, type, outcome, since, until, before, limit)
+        f = TrailFilter(
+            actor, org, type, outcome, since, until, before, limit, exclusions(exclude or [])
+        )
         page = ctx.scan(f)
         return answer(page.entries, next_before=page.next_before)
 
