@@ -138,7 +138,14 @@ def test_lifecycle_and_attacks(led: mc.Ledger, tmp_path: Path) -> None:
     assert deps.current("fraud", "production") is None
     assert deps.current("fraud", "staging") is None
     _rejected(led, "revoked", lambda: deps.deploy("fraud", 1, "staging", signer=s("ops")))
-    # version 2 descends from the revoked version 1: production refuses it
+    # version 2 was rolled back from production: its approvals from before are stale
+    stale = _rejected(
+        led, "stale_approvals", lambda: deps.deploy("fraud", 2, "production", signer=s("ops"))
+    )
+    assert "rolled back from production" in stale.message
+    # approved afresh, it still descends from the revoked version 1: production refuses it
+    deps.approve("fraud", 2, "production", role="risk", signer=s("risk"))
+    deps.approve("fraud", 2, "production", role="ml-lead", signer=s("lead"))
     _rejected(led, "policy_denied", lambda: deps.deploy("fraud", 2, "production", signer=s("ops")))
 
     # a revoked member's signature is logged and rejected

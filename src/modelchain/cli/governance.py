@@ -588,6 +588,42 @@ def governance_validity(
         _submit_or_draft(led, tx_types.VALIDITY_SET, body, as_name, draft, as_json)
 
 
+@governance_settings.command("approval-ttl")
+@ledger_option
+@click.argument("duration", required=False)
+@draft_option
+@_AS
+@json_option
+def governance_approval_ttl(
+    ledger_dir: Path,
+    duration: str | None,
+    draft: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Show how long an approval counts, or set it to DURATION (90d, 720h): an
+    approval older than that when a version is deployed does not count. 30 days
+    until set; contract-set version 5 on (before it approvals never expire). A
+    quorum of admins signs it (with a quorum above 1, use --draft and `tx sign`)."""
+    if duration is None:
+        if draft is not None:
+            raise UsageError("--draft needs a DURATION to set")
+        with open_ledger(ledger_dir, readonly=True) as led:
+            ttl = led.members.approval_ttl
+            version = led.members.contract_version
+        if as_json:
+            emit_json({"ttl_ms": ttl, "contract_version": version})
+        elif ttl is None:
+            click.echo(f"approvals never expire (contract-set version {version}; they do from 5)")
+        else:
+            click.echo(f"approvals count for {human_duration(ttl)}")
+        return
+    body = {"ttl_ms": parse_duration(duration)}
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
+        led.members.require_approval_ttl()
+        _submit_or_draft(led, tx_types.APPROVAL_TTL_SET, body, as_name, draft, as_json)
+
+
 @click.command("roles")
 def roles() -> None:
     """List the built-in member roles."""

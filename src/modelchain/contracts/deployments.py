@@ -7,6 +7,13 @@ previous version that was not revoked; ``model.revoke`` withdraws a version
 everywhere and forbids redeploying it; a ``monitor.report`` that breaches a
 deployment's rollback rule (CEL) rolls the environment back in the same
 transaction. Every change is kept in the environment's history.
+
+From contract-set version 5 an approval goes stale: older than the approval
+period (``governance.approval_ttl``) by the deploying entry's time, or recorded
+before the version's last rollback from that environment. A stale approval does
+not count (policies do not see it), its approver may approve again, and a
+version rolled back from an environment is redeployed there only with an
+approval recorded since. Only the log's times are compared, never a clock.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
+from .governance import approval_ttl_ms
 from .policy import compile_rule, evaluate
 from .registry import dataset_inputs, version_view
 from .state import (
@@ -36,6 +44,7 @@ from .types import (
     MODEL_ROLLBACK,
     MONITOR_REPORT,
 )
+from .versions import APPROVAL_VERSION
 
 __all__ = ["deployment_rules", "revoked_ancestor"]
 
@@ -141,7 +150,10 @@ def _decide(state: Overlay, call: Call, field: str) -> None:
         )
     record = _record(state, body["model"], body["version"])
     decisions = list(record.get(field, []))
-    if any(d["by"] == call.tx.actor and d["env"] == body["env"] for d in decisions):
+    standing = decisions
+    if field == "approvals" and call.version >= APPROVAL_VERSION:
+        standing = _counting(state, call, record, body["env"])  # a stale one may be renewed
+    if any(d["by"] == call.tx.actor and d["env"] == body["env"] for d in standing):
         raise Rejected(
             "already_decided", f"{call.tx.actor} already decided on this for {body['env']}"
         )
@@ -171,6 +183,45 @@ def _history(state: StateReader, model: str, env: str) -> list[dict[str, Any]]:
     return list(found) if isinstance(found, list) else []
 
 
+def _last_rollback(state: StateReader, model: str, version: int, env: str) -> int | None:
+    """The index of the last rollback of ``env`` away from ``version``, if any."""
+    found = [
+        int(e["index"])
+        for e in _history(state, model, env)
+        if e["action"] == "rollback" and e["from"] == version
+    ]
+    return found[-1] if found else None
+
+
+def _counting(
+    state: StateReader, call: Call, record: dict[str, Any], env: str
+) -> list[dict[str, Any]]:
+    """The approvals of a version for ``env`` that count for ``call``: under
+    version 5, recorded after its last rollback from ``env`` and no older than
+    the approval period by ``call``'s time; before it, every one."""
+    approvals = [a for a in record.get("approvals", []) if a["env"] == env]
+    if call.version < APPROVAL_VERSION:
+        return approvals
+    since = _last_rollback(state, record["name"], record["version"], env)
+    oldest = call.tx.time - approval_ttl_ms(state)
+    return [a for a in approvals if (since is None or a["index"] > since) and a["time"] >= oldest]
+
+
+def _require_fresh_approval(state: StateReader, call: Call, record: dict[str, Any]) -> None:
+    """Version 5: a version rolled back from an environment is redeployed there
+    only with an approval recorded since the rollback (and not expired)."""
+    env = call.tx.body["env"]
+    since = _last_rollback(state, record["name"], record["version"], env)
+    if since is None or _counting(state, call, record, env):
+        return
+    raise Rejected(
+        "stale_approvals",
+        f"{record['name']} version {record['version']} was rolled back from {env} at entry "
+        f"{since}; redeploying it there needs a fresh approval recorded after that entry "
+        "(approvals from before the rollback no longer count)",
+    )
+
+
 def _set_deployment(
     state: Overlay,
     call: Call,
@@ -180,6 +231,7 @@ def _set_deployment(
     action: str,
     reason: str,
     rollback_rule: str | None = None,
+    approvals: list[dict[str, Any]] | None = None,
 ) -> None:
     current = state.get_state(deployment_key(model, env))
     before = current["version"] if isinstance(current, dict) else None
@@ -194,7 +246,11 @@ def _set_deployment(
                 "since": call.index,
                 "by": call.tx.actor,
                 "rollback_rule": rollback_rule,
-                "approvals": [a for a in record.get("approvals", []) if a["env"] == env],
+                "approvals": (
+                    [a for a in record.get("approvals", []) if a["env"] == env]
+                    if approvals is None
+                    else approvals
+                ),
             },
         )
     state.put(
@@ -245,6 +301,10 @@ def exec_deploy(state: Overlay, call: Call) -> None:
     record = _record(state, body["model"], body["version"])
     if record.get("revoked"):
         raise Rejected("revoked", f"{body['model']} version {body['version']} was revoked")
+    approvals = None  # version 4 and before: every approval for the environment
+    if call.version >= APPROVAL_VERSION:
+        _require_fresh_approval(state, call, record)
+        approvals = _counting(state, call, record, body["env"])
     _set_deployment(
         state,
         call,
@@ -254,6 +314,7 @@ def exec_deploy(state: Overlay, call: Call) -> None:
         "deploy",
         "",
         body["rollback_rule"],
+        approvals,
     )
 
 
@@ -316,6 +377,8 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
     record = state.get_state(version_key("model", body["model"], body["version"]))
     if not isinstance(record, dict):
         return {"model": None, "approvals": [], "datasets": []}
+    if call.version >= APPROVAL_VERSION and call.tx.type == MODEL_DEPLOY:
+        _require_fresh_approval(state, call, record)  # named before any rule denies
     view = version_view(record)
     view["revoked_ancestor"] = revoked_ancestor(state, body["model"], body["version"])
     view["metrics"] = record.get("metrics", {})
@@ -326,7 +389,7 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
         datasets = dataset_inputs(state, deps)
     return {
         "model": view,
-        "approvals": [a for a in record.get("approvals", []) if a["env"] == body["env"]],
+        "approvals": _counting(state, call, record, body["env"]),
         "rejections": [a for a in record.get("rejections", []) if a["env"] == body["env"]],
         "datasets": datasets,
     }

@@ -2,8 +2,8 @@
 role map and the contract-set version.
 
 Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
-``permissions.set``, ``contracts.activate``, ``checkpoint.policy.set`` and
-``governance.validity`` need signatures from at least
+``permissions.set``, ``contracts.activate``, ``checkpoint.policy.set``,
+``governance.validity`` and ``governance.approval_ttl`` need signatures from at least
 ``quorum`` distinct active admins on one envelope. A member with several keys
 counts once, however many of its keys signed.
 """
@@ -19,6 +19,7 @@ from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .members import check_member
 from .state import (
+    APPROVAL_TTL_KEY,
     CONTRACT_SET_KEY,
     GOVERNANCE_KEY,
     LEDGER_KEY,
@@ -28,6 +29,7 @@ from .state import (
     member_key,
 )
 from .types import (
+    APPROVAL_TTL_SET,
     CHECKPOINT_POLICY_SET,
     CONTRACTS_ACTIVATE,
     GOVERNANCE_TYPES,
@@ -39,12 +41,15 @@ from .types import (
     QUORUM_SET,
     VALIDITY_SET,
 )
-from .versions import WINDOW_VERSION, active_version, schedule
+from .versions import APPROVAL_VERSION, WINDOW_VERSION, active_version, schedule
 
 __all__ = [
+    "DEFAULT_APPROVAL_TTL_MS",
     "DEFAULT_MAX_VALIDITY_MS",
+    "MAX_APPROVAL_TTL_MS",
     "MAX_VALIDITY_LIMIT_MS",
     "admins_signed",
+    "approval_ttl_ms",
     "check_role_map_entry",
     "governance_rules",
     "max_validity_ms",
@@ -57,6 +62,10 @@ __all__ = [
 # sets one: the clock skew every transaction without a window gets.
 DEFAULT_MAX_VALIDITY_MS = 5 * 60 * 1000
 MAX_VALIDITY_LIMIT_MS = 366 * 24 * 60 * 60 * 1000  # the most governance may allow
+# How long an approval counts (contract-set version 5 on) until
+# governance.approval_ttl sets another period, and the longest it may set.
+DEFAULT_APPROVAL_TTL_MS = 30 * 24 * 60 * 60 * 1000
+MAX_APPROVAL_TTL_MS = 3660 * 24 * 60 * 60 * 1000
 
 
 def _require(cond: bool, message: str) -> None:
@@ -262,9 +271,11 @@ def exec_permissions_set(state: Overlay, call: Call) -> None:
     """Name the roles that may submit a type from the next entry on ([] denies it)."""
     require_quorum(state, call)
     type_, roles = call.tx.body["type"], call.tx.body["roles"]
-    # governance.validity came with version 4: before it, a map entry for
-    # that name was an entry like any other, as it was when logged.
-    if type_ in GOVERNANCE_TYPES and (type_ != VALIDITY_SET or call.version >= WINDOW_VERSION):
+    # governance.validity came with version 4, governance.approval_ttl with 5:
+    # before them, a map entry for that name was an entry like any other, as it
+    # was when logged.
+    since = {VALIDITY_SET: WINDOW_VERSION, APPROVAL_TTL_SET: APPROVAL_VERSION}.get(type_, 1)
+    if type_ in GOVERNANCE_TYPES and call.version >= since:
         raise Rejected(
             "governance_type",
             f"{type_} is authorized by a quorum of admins, not by the role map",
@@ -358,6 +369,29 @@ def exec_validity_set(state: Overlay, call: Call) -> None:
     state.put(VALIDITY_KEY, {"max_ms": call.tx.body["max_ms"], "set_at": call.index, "by": by})
 
 
+def approval_ttl_ms(state: StateReader) -> int:
+    """How long an approval counts, in milliseconds of the deploying entry's
+    time after the approval's (contract-set version 5 on)."""
+    found = state.get_state(APPROVAL_TTL_KEY)
+    return int(found["ttl_ms"]) if isinstance(found, dict) else DEFAULT_APPROVAL_TTL_MS
+
+
+def check_approval_ttl_set(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"ttl_ms"}, "governance.approval_ttl body is {ttl_ms}")
+    _require(
+        is_int(body["ttl_ms"]) and 1 <= body["ttl_ms"] <= MAX_APPROVAL_TTL_MS,
+        f"ttl_ms is how long an approval counts, in milliseconds, 1..{MAX_APPROVAL_TTL_MS}",
+    )
+
+
+def exec_approval_ttl_set(state: Overlay, call: Call) -> None:
+    """Set how long an approval counts from the next entry on; it applies to
+    approvals already recorded too (their age is read when a version deploys)."""
+    require_quorum(state, call)
+    by = list(dict.fromkeys(call.signers))
+    state.put(APPROVAL_TTL_KEY, {"ttl_ms": call.tx.body["ttl_ms"], "set_at": call.index, "by": by})
+
+
 def governance_rules() -> dict[str, TypeRule]:
     return {
         MEMBER_ADD: TypeRule(check_member_add, exec_member_add, admit=names("member.name")),
@@ -371,4 +405,7 @@ def governance_rules() -> dict[str, TypeRule]:
             check_checkpoint_policy_set, exec_checkpoint_policy_set, since=3
         ),
         VALIDITY_SET: TypeRule(check_validity_set, exec_validity_set, since=WINDOW_VERSION),
+        APPROVAL_TTL_SET: TypeRule(
+            check_approval_ttl_set, exec_approval_ttl_set, since=APPROVAL_VERSION
+        ),
     }

@@ -11,6 +11,7 @@ from typing import Protocol
 from ..core.canonical import JSONValue
 
 __all__ = [
+    "APPROVAL_TTL_KEY",
     "CONTRACT_SET_KEY",
     "GOVERNANCE_KEY",
     "LEDGER_KEY",
@@ -51,6 +52,9 @@ CONTRACT_SET_KEY = "contract-set"
 # {max_ms, set_at, by}: the longest validity window (not_before..expires) a
 # transaction may carry, set by governance.validity; absent: five minutes
 VALIDITY_KEY = "validity"
+# {ttl_ms, set_at, by}: how long an approval counts (contract-set version 5 on),
+# set by governance.approval_ttl; absent: 30 days
+APPROVAL_TTL_KEY = "approval-ttl"
 POLICY_PREFIX = "policy/"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACCESS_LOG",
+    "APPROVAL_TTL_SET",
     "CHECKPOINT_POLICY_SET",
     "CONTRACTS_ACTIVATE",
     "DATASET_ATTEST",
@@ -75,6 +76,7 @@ PERMISSIONS_SET = "permissions.set"
 CONTRACTS_ACTIVATE = "contracts.activate"
 CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
 VALIDITY_SET = "governance.validity"
+APPROVAL_TTL_SET = "governance.approval_ttl"
 
 GOVERNANCE_TYPES = frozenset(
     {
@@ -88,6 +90,7 @@ GOVERNANCE_TYPES = frozenset(
         CONTRACTS_ACTIVATE,
         CHECKPOINT_POLICY_SET,
         VALIDITY_SET,
+        APPROVAL_TTL_SET,
     }
 )
 

@@ -17,6 +17,12 @@ rather than give it another outcome. What each version changed:
     4  ``governance.validity``: an admin quorum sets the longest validity window
        (``not_before``..``expires``) a transaction may carry (five minutes until
        set); admission accepts windowed transactions only from version 4 on
+    5  approvals go stale: one older than the approval period
+       (``governance.approval_ttl``, 30 days until set) by the deploying
+       entry's time, or recorded before the version's last rollback from that
+       environment, does not count; a version rolled back from an environment
+       is redeployed there only with an approval recorded since; an approver
+       whose approval went stale may approve again
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ from typing import Any
 
 from .state import CONTRACT_SET_KEY, StateReader
 
-__all__ = ["CURRENT_VERSION", "KNOWN_VERSIONS", "WINDOW_VERSION", "active_version", "schedule"]
+__all__ = [
+    "APPROVAL_VERSION",
+    "CURRENT_VERSION",
+    "KNOWN_VERSIONS",
+    "WINDOW_VERSION",
+    "active_version",
+    "schedule",
+]
 
-CURRENT_VERSION = 4
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4})
+CURRENT_VERSION = 5
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5})
 WINDOW_VERSION = 4  # transactions may carry a validity window from this version on
+APPROVAL_VERSION = 5  # approvals expire, and a rollback makes them stale, from this version on
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

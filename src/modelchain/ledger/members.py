@@ -4,7 +4,9 @@ Governance transactions need several admins' signatures on one envelope: pass
 every signer you hold, or build a draft with ``draft`` and collect signatures
 offline (``Envelope.with_signature``) before ``submit``. A draft made with
 ``valid_for`` stays valid that long (within the ledger's maximum, which
-``set_max_validity`` changes), for co-signing that takes days.
+``set_max_validity`` changes), for co-signing that takes days. How long an
+approval counts (contract-set version 5 on) is ``approval_ttl``, which
+``set_approval_ttl`` changes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..contracts.governance import max_validity_ms, quorum
+from ..contracts.governance import approval_ttl_ms, max_validity_ms, quorum
 from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
 from ..contracts.types import (
+    APPROVAL_TTL_SET,
     CHECKPOINT_POLICY_SET,
     CONTRACTS_ACTIVATE,
     MEMBER_ADD,
@@ -26,7 +29,7 @@ from ..contracts.types import (
     QUORUM_SET,
     VALIDITY_SET,
 )
-from ..contracts.versions import WINDOW_VERSION, active_version, schedule
+from ..contracts.versions import APPROVAL_VERSION, WINDOW_VERSION, active_version, schedule
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.policy import CheckpointPolicy
@@ -188,6 +191,32 @@ class Members:
         """The longest validity window a transaction may carry now, milliseconds
         (five minutes until governance sets one)."""
         return max_validity_ms(self._led.store)
+
+    def set_approval_ttl(self, ttl_ms: int, *, signers: Sequence[Signer]) -> Ack:
+        """Let an approval count for ``ttl_ms`` after it is recorded (a quorum of
+        admins signs), from the next entry on. UsageError, nothing signed, on a
+        ledger below contract-set version 5, where approvals do not expire."""
+        self.require_approval_ttl()
+        return self._signed(APPROVAL_TTL_SET, {"ttl_ms": ttl_ms}, signers)
+
+    def require_approval_ttl(self) -> None:
+        """UsageError unless the next entry runs a version where approvals expire."""
+        version = self.contract_version
+        if version < APPROVAL_VERSION:
+            raise UsageError(
+                f"{self._led.origin} runs contract-set version {version}; approvals expire "
+                f"from version {APPROVAL_VERSION} (`modelchain contracts activate "
+                f"{APPROVAL_VERSION} --at N`, signed by the admin quorum)"
+            )
+
+    @property
+    def approval_ttl(self) -> int | None:
+        """How long an approval counts, milliseconds (30 days until governance
+        sets another period); None where the version active next has approvals
+        that never expire (below 5)."""
+        if self.contract_version < APPROVAL_VERSION:
+            return None
+        return approval_ttl_ms(self._led.store)
 
     @property
     def contract_version(self) -> int:
