@@ -166,6 +166,7 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "contracts.activate": ("alice", {"version": 2, "at": 1000}),
     "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
     "governance.validity": ("alice", {"max_ms": 7 * 24 * 60 * 60 * 1000}),
+    "governance.approval-ttl": ("alice", {"ttl_ms": 90 * 24 * 60 * 60 * 1000}),
 }
 
 

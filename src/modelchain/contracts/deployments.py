@@ -9,7 +9,7 @@ deployment's rollback rule (CEL) rolls the environment back in the same
 transaction. Every change is kept in the environment's history.
 
 From contract-set version 5 an approval goes stale: older than the approval
-period (``governance.approval_ttl``) by the deploying entry's time, or recorded
+period (``governance.approval-ttl``) by the deploying entry's time, or recorded
 before the version's last rollback from that environment. A stale approval does
 not count (policies do not see it), its approver may approve again, and a
 version rolled back from an environment is redeployed there only with an

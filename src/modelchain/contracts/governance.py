@@ -3,7 +3,7 @@ role map and the contract-set version.
 
 Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
 ``permissions.set``, ``contracts.activate``, ``checkpoint.policy.set``,
-``governance.validity`` and ``governance.approval_ttl`` need signatures from at least
+``governance.validity`` and ``governance.approval-ttl`` need signatures from at least
 ``quorum`` distinct active admins on one envelope. A member with several keys
 counts once, however many of its keys signed.
 """
@@ -63,7 +63,7 @@ __all__ = [
 DEFAULT_MAX_VALIDITY_MS = 5 * 60 * 1000
 MAX_VALIDITY_LIMIT_MS = 366 * 24 * 60 * 60 * 1000  # the most governance may allow
 # How long an approval counts (contract-set version 5 on) until
-# governance.approval_ttl sets another period, and the longest it may set.
+# governance.approval-ttl sets another period, and the longest it may set.
 DEFAULT_APPROVAL_TTL_MS = 30 * 24 * 60 * 60 * 1000
 MAX_APPROVAL_TTL_MS = 3660 * 24 * 60 * 60 * 1000
 
@@ -271,7 +271,7 @@ def exec_permissions_set(state: Overlay, call: Call) -> None:
     """Name the roles that may submit a type from the next entry on ([] denies it)."""
     require_quorum(state, call)
     type_, roles = call.tx.body["type"], call.tx.body["roles"]
-    # governance.validity came with version 4, governance.approval_ttl with 5:
+    # governance.validity came with version 4, governance.approval-ttl with 5:
     # before them, a map entry for that name was an entry like any other, as it
     # was when logged.
     since = {VALIDITY_SET: WINDOW_VERSION, APPROVAL_TTL_SET: APPROVAL_VERSION}.get(type_, 1)
@@ -377,7 +377,7 @@ def approval_ttl_ms(state: StateReader) -> int:
 
 
 def check_approval_ttl_set(body: Mapping[str, Any]) -> None:
-    _require(set(body) == {"ttl_ms"}, "governance.approval_ttl body is {ttl_ms}")
+    _require(set(body) == {"ttl_ms"}, "governance.approval-ttl body is {ttl_ms}")
     _require(
         is_int(body["ttl_ms"]) and 1 <= body["ttl_ms"] <= MAX_APPROVAL_TTL_MS,
         f"ttl_ms is how long an approval counts, in milliseconds, 1..{MAX_APPROVAL_TTL_MS}",

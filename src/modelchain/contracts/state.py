@@ -53,7 +53,7 @@ CONTRACT_SET_KEY = "contract-set"
 # transaction may carry, set by governance.validity; absent: five minutes
 VALIDITY_KEY = "validity"
 # {ttl_ms, set_at, by}: how long an approval counts (contract-set version 5 on),
-# set by governance.approval_ttl; absent: 30 days
+# set by governance.approval-ttl; absent: 30 days
 APPROVAL_TTL_KEY = "approval-ttl"
 POLICY_PREFIX = "policy/"
 

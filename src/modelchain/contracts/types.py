@@ -76,7 +76,7 @@ PERMISSIONS_SET = "permissions.set"
 CONTRACTS_ACTIVATE = "contracts.activate"
 CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
 VALIDITY_SET = "governance.validity"
-APPROVAL_TTL_SET = "governance.approval_ttl"
+APPROVAL_TTL_SET = "governance.approval-ttl"
 
 GOVERNANCE_TYPES = frozenset(
     {

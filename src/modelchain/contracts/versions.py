@@ -18,7 +18,7 @@ rather than give it another outcome. What each version changed:
        (``not_before``..``expires``) a transaction may carry (five minutes until
        set); admission accepts windowed transactions only from version 4 on
     5  approvals go stale: one older than the approval period
-       (``governance.approval_ttl``, 30 days until set) by the deploying
+       (``governance.approval-ttl``, 30 days until set) by the deploying
        entry's time, or recorded before the version's last rollback from that
        environment, does not count; a version rolled back from an environment
        is redeployed there only with an approval recorded since; an approver
