@@ -263,6 +263,12 @@ def test_registering_needs_a_run_from_attested_datasets(led: mc.Ledger, tmp_path
     )
     assert "run != null && size(datasets) > 0" in denied.message
     assert led.size == size + 1 and led.entry(size).outcome.code == "policy_denied"
+    # a run the ledger has not recorded is no run: the rule sees none
+    _rejected(
+        led,
+        "policy_denied",
+        lambda: led.models.register("shadow-clf", model, run="unrecorded", signer=s("bob")),
+    )
     # a run that used no registered dataset does not do either
     led.runs.record("r0", outputs=[model], datasets=[], code_dir=None, signer=s("bob"))
     _rejected(
