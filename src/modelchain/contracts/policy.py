@@ -26,7 +26,9 @@ What a rule sees (the whole context, in one place)::
     dataset  {name, version, digest, records}     dataset.register, dataset.ingest
     model    (version view + metrics, revoked_ancestor)    model.deploy, model.approve,
                                                            model.reject
-    approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env)
+    approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env;
+        from contract-set version 5 only the approvals that count: no older than the
+        approval period, recorded after the version's last rollback from env)
 
     attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
     evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]
@@ -73,6 +75,9 @@ __all__ = [
 ]
 
 # What `modelchain init` installs: a careful organisation's starting point.
+# It is genesis data: a new ledger's, never an existing one's (no contract-set
+# version is needed to change it). A model version needs a recorded run
+# (`run != null`: the context's run is null for a run the ledger does not know).
 # A rule over a collection says that the collection is not empty wherever the
 # promise is that something exists: `datasets.all(...)` alone holds for a model
 # registered from no datasets at all.
