@@ -180,6 +180,21 @@ def test_v4_redeploys_with_the_old_approvals(v4: mc.Ledger, env: dict[str, str])
     _verify(v4, env)
 
 
+def test_a_v4_ledger_moving_to_v5_judges_its_old_approvals_from_then_on(
+    v4: mc.Ledger, clock: Clock, env: dict[str, str]
+) -> None:
+    """Entries before the activation keep version 4's outcomes; from it on, the
+    approvals recorded under version 4 are judged by version 5's rules."""
+    _breach(v4)
+    at = v4.size + 1
+    v4.members.activate_contracts(5, at=at, signers=[s("alice"), s("dave")])
+    assert v4.members.approval_ttl == DEFAULT_APPROVAL_TTL_MS  # the next entry runs 5
+    _rejected(v4, "stale_approvals", lambda: _deploy(v4, 2))
+    _approve(v4, 2)
+    _deploy(v4, 2)
+    _verify(v4, env)
+
+
 # -- approvals expire ---------------------------------------------------------------
 
 
