@@ -46,6 +46,7 @@ __all__ = [
     "log_key_options",
     "log_key_secrets",
     "member_key",
+    "name_and_version",
     "name_version",
     "new_log_key",
     "offline_signer",
@@ -305,6 +306,22 @@ def name_version(spec: str) -> tuple[str, int]:
     if not is_name(name):  # the ledger would refuse it: say so before any work
         raise UsageError(f"{spec!r}: {name!r} is not a name: {NAME_SYNTAX}")
     return name, int(version)
+
+
+def name_and_version(spec: str, version: int | None) -> tuple[str, int | None]:
+    """A NAME argument that may carry its version (``iris@1``) beside the
+    command's ``--version``: either one, or both when they agree.
+
+    A name that is not spelled as one is passed on, so that the ledger
+    answers that there is no such name (exit 3) as for any unknown name."""
+    name, sep, at = spec.rpartition("@")
+    if not sep:
+        return spec, version
+    if not (at.isascii() and at.isdigit()) or not name:
+        raise UsageError(f"{spec!r}: expected NAME or NAME@VERSION, e.g. fraud@2")
+    if version is not None and version != int(at):
+        raise UsageError(f"{spec!r} says version {at} but --version says {version}: give one")
+    return name, int(at)
 
 
 def signer_for(name: str | None, led: Ledger) -> Signer:

@@ -18,7 +18,15 @@ import click
 from ..core import canonical
 from ..core.manifest import Manifest, sharded
 from ..errors import UsageError
-from .common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
+from .common import (
+    emit_json,
+    json_option,
+    ledger_option,
+    name_and_version,
+    name_version,
+    open_ledger,
+    signer_for,
+)
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
 
@@ -279,11 +287,12 @@ def dataset_ingest(
 
 @click.command("show")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @json_option
 def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool) -> None:
-    """Show a dataset version."""
+    """Show a dataset version (NAME@VERSION or NAME --version N; default the latest)."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         info = led.datasets.info(name)
         v = led.datasets.get(name, version)
@@ -322,8 +331,8 @@ def dataset_list(ledger_dir: Path, as_json: bool) -> None:
 
 @click.command("prove")
 @ledger_option
-@click.argument("name")
-@click.option("--version", "version", type=int, required=True)
+@click.argument("name", metavar="NAME[@VERSION]")
+@click.option("--version", "version", type=int, help="The version, unless NAME@VERSION says it.")
 @click.option("--row", type=int, required=True, help="Row number, from 0.")
 @click.option(
     "--data",
@@ -334,10 +343,13 @@ def dataset_list(ledger_dir: Path, as_json: bool) -> None:
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the proof here.")
 def dataset_prove(
-    ledger_dir: Path, name: str, version: int, row: int, data: Path, output: Path | None
+    ledger_dir: Path, name: str, version: int | None, row: int, data: Path, output: Path | None
 ) -> None:
     """Print a proof that one row was in a registered dataset version,
     revealing that row and nothing about the others."""
+    name, version = name_and_version(name, version)
+    if version is None:
+        raise UsageError("say which version: NAME@VERSION or --version N")
     with open_ledger(ledger_dir, readonly=True) as led:
         proof = led.datasets.prove(name, version, row, data)
     text = json.dumps(
@@ -529,14 +541,15 @@ def model_register(
 
 @click.command("show")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @click.option("--files", is_flag=True, help="Also list every file (and tensor).")
 @json_option
 def model_show(
     ledger_dir: Path, name: str, version: int | None, files: bool, as_json: bool
 ) -> None:
-    """Show a model version."""
+    """Show a model version (NAME@VERSION or NAME --version N; default the latest)."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         v = led.models.get(name, version)
         manifest = led.models.manifest(name, v.version)
@@ -590,11 +603,12 @@ def model_diff(ledger_dir: Path, name: str, old: int, new: int, as_json: bool) -
 
 @click.command("lineage")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @json_option
 def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: bool) -> None:
     """Datasets, runs and parent versions behind a model version."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         tree = led.models.lineage(name, version)
     if as_json:
@@ -606,7 +620,13 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
 @click.command("verify")
 @ledger_option
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    metavar="NAME[@VERSION]",
+    help="Registered model name.",
+)
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @click.option("--env", help="Check against the version deployed to this environment.")
 @click.option(
@@ -625,6 +645,7 @@ def verify_cmd(
     as_json: bool,
 ) -> None:
     """Re-hash PATH and check it is exactly the registered model version."""
+    model_name, version = name_and_version(model_name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         progress = ByteProgress("verifying")
         try:
