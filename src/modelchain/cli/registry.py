@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,49 +25,9 @@ from .common import (
     open_ledger,
     signer_for,
 )
+from .progress import ProgressLine, size_text
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
-
-
-class ByteProgress:
-    """Bytes done, total and rate on stderr, redrawn at most 10 times a second.
-
-    Shown on a terminal, or everywhere with MODELCHAIN_PROGRESS=1."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.enabled = sys.stderr.isatty() or os.environ.get("MODELCHAIN_PROGRESS") == "1"
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        rate = done / max(now - self._start, 1e-6)
-        width = 30
-        filled = width if total == 0 else int(width * done / total)
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {_size(done)} / {_size(total)}  {_size(rate)}/s ")
-        sys.stderr.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _algorithm(name: str, shard_size: int | None) -> str:
@@ -108,7 +66,7 @@ def _json_file(path: Path | None) -> dict[str, Any]:
 def _print_manifest(manifest: Manifest) -> None:
     click.echo(
         f"{manifest.digest}  {manifest.name}  ({manifest.format}, "
-        f"{len(manifest.files)} files, {_size(manifest.size)})"
+        f"{len(manifest.files)} files, {size_text(manifest.size)})"
     )
     for f in manifest.files:
         click.echo(f"{f.digest}  {f.size:>12}  {f.path}")
@@ -153,7 +111,7 @@ def hash_cmd(
     from ..artifacts.hashing import hash_path
     from ..keys import modelchain_home
 
-    progress = ByteProgress("hashing")
+    progress = ProgressLine("hashing", "bytes")
     try:
         manifest = hash_path(
             path,
@@ -223,7 +181,7 @@ def dataset_register(
     """Register dataset NAME (version 1) from the files at PATH."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.datasets.register(
                 name,
@@ -267,7 +225,7 @@ def dataset_ingest(
     """Record a data-collection event; PATH is the dataset's new content."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.datasets.ingest(
                 name,
@@ -305,7 +263,7 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     click.echo(f"source:   {info['source']}\nlicense:  {info['license']}")
     click.echo(
         f"version:  {v.version}  {v.digest}  ({art['files']} files, "
-        f"{_size(art['size'])}, entry {v.index}, by {record['by']})"
+        f"{size_text(art['size'])}, entry {v.index}, by {record['by']})"
     )
     if record.get("records"):
         r = record["records"]
@@ -521,7 +479,7 @@ def model_register(
     """Register the model at PATH as the next version of NAME (same bytes: no-op)."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.models.register(
                 name,
@@ -560,7 +518,7 @@ def model_show(
     art = v.record["artifact"]
     click.echo(f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})")
     click.echo(f"digest:   {v.digest}")
-    click.echo(f"format:   {art['format']}, {art['files']} files, {_size(art['size'])}")
+    click.echo(f"format:   {art['format']}, {art['files']} files, {size_text(art['size'])}")
     click.echo(f"run:      {record['run'] or '-'}")
     parent = record["parent"]
     click.echo(f"parent:   {parent['name'] + '@' + str(parent['version']) if parent else '-'}")
@@ -647,7 +605,7 @@ def verify_cmd(
     """Re-hash PATH and check it is exactly the registered model version."""
     model_name, version = name_and_version(model_name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
-        progress = ByteProgress("verifying")
+        progress = ProgressLine("verifying", "bytes")
         try:
             v = led.models.verify(
                 path, model_name, version, env=env, trust_cache=trust_cache, progress=progress
@@ -698,7 +656,7 @@ def oms_sign(path: Path, key_file: Path, output: Path) -> None:
     ignore = [*GIT_IGNORE_PATHS]
     if path.is_dir() and output.resolve().parent == path.resolve():
         ignore.append(output.name)  # the bundle must not sign itself
-    progress = ByteProgress("hashing")
+    progress = ProgressLine("hashing", "bytes")
     try:
         manifest = hash_path(path, ignore=(*DEFAULT_IGNORES, *ignore), progress=progress)
     finally:
