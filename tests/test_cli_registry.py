@@ -295,6 +295,7 @@ def test_show_takes_name_at_version_and_unknown_names_exit_3(
     (files["model"] / "config.json").write_text('{"hidden": 9}\n')
     run(env, "model", "register", "m", str(files["model"]))
 
+    assert run(env, "history", "m").stdout == "", "a model never deployed has no history"
     shown = json.loads(run(env, "dataset", "show", "iris@1", "--json").stdout)
     assert shown["version"]["version"] == 1
     assert "version:  1 " in run(env, "dataset", "show", "iris@1").stdout
@@ -313,6 +314,8 @@ def test_show_takes_name_at_version_and_unknown_names_exit_3(
         ("model", "show", "nope@1"),
         ("model", "show", "iris@1"),  # a dataset's name is no model's
         ("model", "lineage", "nope"),
+        ("history", "nope"),
+        ("history", "m@1"),
     ):
         proc = run(env, *args, ok=False)
         assert proc.returncode == 3, (args, proc.stderr)

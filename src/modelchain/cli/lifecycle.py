@@ -389,6 +389,7 @@ def history(ledger_dir: Path, model: str, env: str | None, at: str | None, as_js
     """Which version served each environment, and every change with who, when
     and under which approvals."""
     with open_ledger(ledger_dir, readonly=True) as led:
+        led.models.info(model)  # an unknown name is exit 3, not an empty history
         events = led.deployments.history(model, env, parse_time(at) if at else None)
     if as_json:
         emit_json(events)
