@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import run_cli as run
+
+from modelchain.cli.progress import ProgressLine
 
 ORIGIN = "ledger.example.org/progress"
 
@@ -55,3 +60,30 @@ def test_hashing_and_batches_honour_the_flag(env: dict[str, str], tmp_path: Path
         {**env, "MODELCHAIN_PROGRESS": "1"}, "event", "record", "note", "--from-file", str(batch)
     ).stderr
     assert re.search(r"^recording \[#{30}\] 3 / 3 ", recorded, re.M), recorded
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_small_work_shows_no_bar_unless_forced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MODELCHAIN_PROGRESS", raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with ProgressLine("verifying", min_total=20_000) as small:
+        small(10, 10)
+    assert terminal.getvalue() == ""
+    with ProgressLine("verifying", min_total=20_000) as large:
+        large(20_000, 20_000)
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\rverifying [#") and drawn.endswith(" \n"), "redrawn in place"
+
+    monkeypatch.setenv("MODELCHAIN_PROGRESS", "1")
+    terminal.seek(0)
+    terminal.truncate()
+    with ProgressLine("verifying", min_total=20_000) as forced:
+        forced(10, 10)
+    assert terminal.getvalue().startswith("\rverifying [#")
