@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from ..core import canonical
 from ..core.times import iso_time, parse_time
-from ..errors import RejectedError, UsageError
+from ..errors import MalformedError, RejectedError, UsageError
 from ..node.node import Ack
 from .common import (
     VKEY_HELP,
@@ -472,7 +473,7 @@ def guard_watch(
 
 @click.group()
 def receipt() -> None:
-    """Verify and reveal inference receipts, offline."""
+    """Verify, reveal and check inference receipts, offline."""
 
 
 @click.command("verify")
@@ -552,8 +553,6 @@ def receipt_check(reveal_file: Any, vkey: str, cp_file: Path | None, as_json: bo
     """Check what `receipt reveal` printed (REVEAL_FILE, or - for stdin),
     offline: the receipt as `receipt verify` does, then each revealed input or
     output against the record's salted hash. Exit 0, or non-zero with the reason."""
-    from ..core import canonical
-    from ..errors import MalformedError
     from ..receipts import verify_reveal
 
     revealed = canonical.loads(reveal_file.read())
