@@ -284,3 +284,50 @@ def test_verify_names_a_single_file_model(env: dict[str, str], tmp_path: Path) -
     lines = [line.strip() for line in bad.stderr.splitlines()]
     assert "changed clf.safetensors" in lines and "changed clf.safetensors:dense.weight" in lines
     assert not any(line.startswith("changed .") for line in lines), bad.stderr
+
+
+def test_show_takes_name_at_version_and_unknown_names_exit_3(
+    env: dict[str, str], files: dict[str, Path]
+) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    run(env, "dataset", "register", "iris", str(files["data"]))
+    run(env, "model", "register", "m", str(files["model"]))
+    (files["model"] / "config.json").write_text('{"hidden": 9}\n')
+    run(env, "model", "register", "m", str(files["model"]))
+
+    assert run(env, "history", "m").stdout == "", "a model never deployed has no history"
+    shown = json.loads(run(env, "dataset", "show", "iris@1", "--json").stdout)
+    assert shown["version"]["version"] == 1
+    assert "version:  1 " in run(env, "dataset", "show", "iris@1").stdout
+    assert json.loads(run(env, "model", "show", "m@1", "--json").stdout)["version"] == 1
+    assert json.loads(run(env, "model", "show", "m@2", "--json").stdout)["version"] == 2
+    assert (
+        json.loads(run(env, "model", "show", "m", "--version", "1", "--json").stdout)["version"]
+        == 1
+    )
+    assert "m@1" in run(env, "model", "lineage", "m@1").stdout
+
+    for args in (
+        ("dataset", "show", "nope"),
+        ("dataset", "show", "nope@1"),
+        ("dataset", "show", "Iris"),
+        ("model", "show", "nope@1"),
+        ("model", "show", "iris@1"),  # a dataset's name is no model's
+        ("model", "lineage", "nope"),
+        ("history", "nope"),
+        ("history", "m@1"),
+    ):
+        proc = run(env, *args, ok=False)
+        assert proc.returncode == 3, (args, proc.stderr)
+        assert proc.stderr.startswith("error: no ") and "Traceback" not in proc.stderr
+    missing = run(env, "dataset", "show", "iris@9", ok=False)
+    assert missing.returncode == 3 and "has no version 9" in missing.stderr
+
+    for args in (
+        ("dataset", "show", "iris@1", "--version", "2"),
+        ("dataset", "show", "iris@latest"),
+        ("model", "show", "@1"),
+    ):
+        proc = run(env, *args, ok=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

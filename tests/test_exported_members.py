@@ -24,7 +24,6 @@ HANDLER_PACKAGE = "modelchain.contracts."
 
 EXCLUDED: dict[str, set[str]] = {
     # Module helpers that carry no promise beyond their module and its tests.
-    "modelchain.cli.registry": {"ByteProgress"},
     "modelchain.cli.server": {"JsonLogFormatter"},
     "modelchain.core.tx": {"signer_key_ids"},
 }

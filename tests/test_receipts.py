@@ -734,3 +734,85 @@ def test_receipts_verify_and_reveal_from_the_command_line(
         "receipt", "verify", str(path), "--vkey", "other.example+00000000+AQ" + "A" * 42 + "="
     )
     assert other.returncode != 0
+
+
+def test_receipt_check_takes_what_reveal_prints(
+    ledger: mc.Ledger, alice: mc.Signer, tmp_path: Path, env: dict[str, str]
+) -> None:
+    from conftest import run_cli
+
+    from modelchain.core.canonical import dumps as _dumps
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    ledger.identity = alice
+    ledger.models.register("clf", weights)
+    with ledger.receipts("clf", store=tmp_path / "r.sqlite", signer=alice) as log:
+        rid = log.record(b"input-bytes", b"output-bytes", request_id="req-7")
+        log.flush()
+        receipt = log.receipt(rid)
+    ledger.checkpoint()
+    receipt_file = tmp_path / "receipt.json"
+    receipt_file.write_bytes(_dumps(receipt))
+    policy = tmp_path / "policy.txt"
+    policy.write_text(ledger.policy.to_text())
+    (tmp_path / "in.bin").write_bytes(b"input-bytes")
+    (tmp_path / "out.bin").write_bytes(b"output-bytes")
+
+    printed = run_cli(
+        env, "receipt", "reveal", str(receipt_file), "--input", str(tmp_path / "in.bin")
+    ).stdout
+    reveal_file = tmp_path / "reveal.json"
+    reveal_file.write_text(printed)
+
+    ok = run_cli(env, "receipt", "check", str(reveal_file), "--vkey", str(policy))
+    assert ok.stdout.splitlines() == [
+        ok.stdout.splitlines()[0],
+        "input:  11 bytes (matches input_hash)",
+        "output: not revealed",
+    ]
+    assert ok.stdout.startswith("ok: a decision of clf version 1, request req-7 at ")
+    checked = json.loads(
+        run_cli(env, "receipt", "check", str(reveal_file), "--vkey", str(policy), "--json").stdout
+    )
+    assert checked["ok"] and checked["record"]["request_id"] == "req-7"
+    assert checked["revealed"] == {"input": {"bytes": base64.b64encode(b"input-bytes").decode()}}
+    # The log's key alone, and the reveal piped in: both outputs revealed.
+    both = subprocess.run(
+        [sys.executable, "-m", "modelchain", "receipt", "reveal", str(receipt_file),
+         "--input", str(tmp_path / "in.bin"), "--output", str(tmp_path / "out.bin")],
+        env=env, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    piped = subprocess.run(
+        [sys.executable, "-m", "modelchain", "receipt", "check", "-",
+         "--vkey", str(ledger.log_key), "--json"],
+        env=env, input=both, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert set(json.loads(piped.stdout)["revealed"]) == {"input", "output"}
+
+    # A revealed value that is not the one the record committed to.
+    tampered = json.loads(printed)
+    tampered["input"] = base64.b64encode(b"Binput-bytez").decode()
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(tampered))
+    refused = run_cli(env, "receipt", "check", str(bad), "--vkey", str(policy), ok=False)
+    assert refused.returncode == 1
+    assert refused.stderr == "error: the revealed input does not match the record's input_hash\n"
+    # A record changed under its proofs.
+    tampered = json.loads(printed)
+    tampered["receipt"]["record"]["request_id"] = "req-8"
+    bad.write_text(json.dumps(tampered))
+    refused = run_cli(env, "receipt", "check", str(bad), "--vkey", str(policy), ok=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ")
+    assert "Traceback" not in refused.stderr
+    # A log the verifier does not trust.
+    other = str(verifier_of(make_signer("mallory")))
+    refused = run_cli(env, "receipt", "check", str(reveal_file), "--vkey", other, ok=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ")
+    # A receipt is not a reveal; text that is not JSON is not either.
+    refused = run_cli(env, "receipt", "check", str(receipt_file), "--vkey", str(policy), ok=False)
+    assert refused.returncode == 4 and "receipt verify" in refused.stderr
+    bad.write_text("not json")
+    refused = run_cli(env, "receipt", "check", str(bad), "--vkey", str(policy), ok=False)
+    assert refused.returncode == 4 and refused.stderr.startswith("error: not valid JSON")

@@ -84,6 +84,18 @@ def test_dataset_versions_with_record_roots(led: mc.Ledger, iris_csv: Path) -> N
     assert led.audit().rejected == 0
 
 
+def test_a_name_with_a_version_in_it_names_nothing(led: mc.Ledger, iris_csv: Path) -> None:
+    # Entities and versions share one key space: "iris@1" must not read version 1.
+    led.datasets.register("iris", iris_csv)
+    for name in ("iris@1", "iris#x", "Iris", ""):
+        with pytest.raises(NotFoundError, match="no dataset named"):
+            led.datasets.get(name)
+        with pytest.raises(NotFoundError, match="no dataset named"):
+            led.datasets.info(name)
+    with pytest.raises(NotFoundError, match="no model named"):
+        led.models.get("iris@1")
+
+
 def test_model_lineage_from_data_through_run(
     led: mc.Ledger, iris_csv: Path, sklearn_model: Path
 ) -> None:

@@ -22,6 +22,7 @@ from modelchain import errors
 from modelchain.contracts.genesis import genesis_body
 from modelchain.contracts.governance import DEFAULT_MAX_VALIDITY_MS
 from modelchain.contracts.types import EVENT, MEMBER_ADD, PERMISSIONS_SET, VALIDITY_SET
+from modelchain.contracts.versions import CURRENT_VERSION
 from modelchain.core import canonical
 from modelchain.core.dsse import Envelope
 from modelchain.core.identity import verifier_of
@@ -381,3 +382,64 @@ def test_cli_sets_the_maximum_and_drafts_a_window(env: dict[str, str], tmp_path:
     assert both.returncode == 2 and "not both" in both.stderr
     bad = run_cli(env, "governance", "validity", "a week", ok=False)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+def test_every_draft_command_takes_a_window(env: dict[str, str], tmp_path: Path) -> None:
+    run_cli(env, "identity", "new", "dave")
+    run_cli(env, "identity", "new", "erin")
+    run_cli(env, "init", "--origin", ORIGIN, "--admin", "alice", "--member", "dave:admin@bank")
+    setting = tmp_path / "validity.json"
+    run_cli(env, "governance", "validity", "7d", "--as", "alice", "--draft", str(setting))
+    run_cli(env, "tx", "sign", str(setting), "--as", "dave")
+    run_cli(env, "tx", "submit", str(setting))
+
+    # alice drafts erin's membership to stay open three days; dave co-signs.
+    draft = tmp_path / "add-erin.json"
+    wrote = run_cli(
+        env, "member", "add", "erin", "--role", "trainer", "--org", "acme",
+        "--as", "alice", "--draft", str(draft), "--valid-for", "3d",
+    ).stdout  # fmt: skip
+    assert "valid until" in wrote
+    tx = _tx(Envelope.from_json(json.loads(draft.read_text()), allow_unsigned=True))
+    assert tx.type == MEMBER_ADD and tx.window is not None
+    assert tx.window[1] - tx.window[0] == 3 * DAY
+    run_cli(env, "tx", "sign", str(draft), "--as", "dave")
+
+    # Submitted two days later (the node's clock moved on), past the five-minute
+    # skew: the window admits it.
+    later = Clock()
+    later.now = tx.time + 2 * DAY
+    with mc.open(tmp_path / "ledger", clock=later) as led:
+        ack = led.members.submit(Envelope.from_json(json.loads(draft.read_text())))
+        assert ack.outcome.accepted
+    member = json.loads(run_cli(env, "member", "show", "erin", "--json").stdout)
+    assert member["roles"] == ["trainer"]
+
+    # Every other --draft command takes it too; each refusal writes no file.
+    policy = tmp_path / "policy.txt"
+    policy.write_text(run_cli(env, "log", "policy").stdout)
+    for args in (
+        ("member", "revoke", "erin", "--reason", "left"),
+        ("policy", "set", "model.deploy", "true"),
+        ("permissions", "set", EVENT, "trainer"),
+        ("contracts", "activate", str(CURRENT_VERSION), "--at", "1000"),
+        ("checkpoint-policy", "set", str(policy)),
+        ("governance", "validity", "2d"),
+    ):
+        out = tmp_path / "d.json"
+        run_cli(env, *args, "--as", "alice", "--draft", str(out), "--valid-for", "36h")
+        got = _tx(Envelope.from_json(json.loads(out.read_text())))
+        assert got.window is not None and got.window[1] - got.window[0] == 36 * 3600_000, args
+        out.unlink()
+        too_long = run_cli(
+            env, *args, "--as", "alice", "--draft", str(out), "--valid-for", "8d", ok=False
+        )
+        assert too_long.returncode == 2 and "allows (7d)" in too_long.stderr, args
+        assert not out.exists()
+    undrafted = run_cli(
+        env, "member", "revoke", "erin", "--reason", "x", "--valid-for", "1d", ok=False
+    )
+    assert undrafted.returncode == 2 and "go with --draft" in undrafted.stderr
+    assert json.loads(run_cli(env, "member", "show", "erin", "--json").stdout)["status"] == (
+        "active"
+    )

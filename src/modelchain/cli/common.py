@@ -46,6 +46,7 @@ __all__ = [
     "log_key_options",
     "log_key_secrets",
     "member_key",
+    "name_and_version",
     "name_version",
     "new_log_key",
     "offline_signer",
@@ -103,9 +104,12 @@ def _to_root(key: str) -> Callable[[click.Context, click.Parameter, str | None],
     return store
 
 
-def _json_to_root(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.find_root().obj = {**_root(ctx), "json": True}
+def _flag_to_root(key: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def store(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_root().obj = {**_root(ctx), key: True}
+
+    return store
 
 
 def _no_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -114,8 +118,8 @@ def _no_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 
 def follow_root_options(command: click.Command) -> None:
-    """Let ``--server`` and ``--log-key`` come after the command as well as
-    before it (the root group's own options, given here they override it),
+    """Let ``--server``, ``--log-key`` and ``--progress`` come after the command
+    as well as before it (the root group's own options, given here they override it),
     and make ``--json`` before the command mean the command's own ``--json``;
     a command with no JSON output refuses it instead of ignoring it."""
     names = {opt for p in command.params for opt in p.opts}
@@ -139,6 +143,16 @@ def follow_root_options(command: click.Command) -> None:
                 help="With --server: the log's key or checkpoint policy to trust.",
             )
         )
+    if "--progress" not in names:
+        command.params.append(
+            click.Option(
+                ["--progress"],
+                is_flag=True,
+                expose_value=False,
+                callback=_flag_to_root("progress"),
+                help="Draw progress on stderr even when it is not a terminal.",
+            )
+        )
     if "--json" not in names:
         # On a group, --json passes to its command; on a command without JSON
         # output, it is refused.
@@ -149,7 +163,7 @@ def follow_root_options(command: click.Command) -> None:
                 is_flag=True,
                 hidden=True,
                 expose_value=False,
-                callback=_json_to_root if group else _no_json,
+                callback=_flag_to_root("json") if group else _no_json,
             )
         )
 
@@ -305,6 +319,22 @@ def name_version(spec: str) -> tuple[str, int]:
     if not is_name(name):  # the ledger would refuse it: say so before any work
         raise UsageError(f"{spec!r}: {name!r} is not a name: {NAME_SYNTAX}")
     return name, int(version)
+
+
+def name_and_version(spec: str, version: int | None) -> tuple[str, int | None]:
+    """A NAME argument that may carry its version (``iris@1``) beside the
+    command's ``--version``: either one, or both when they agree.
+
+    A name that is not spelled as one is passed on, so that the ledger
+    answers that there is no such name (exit 3) as for any unknown name."""
+    name, sep, at = spec.rpartition("@")
+    if not sep:
+        return spec, version
+    if not (at.isascii() and at.isdigit()) or not name:
+        raise UsageError(f"{spec!r}: expected NAME or NAME@VERSION, e.g. fraud@2")
+    if version is not None and version != int(at):
+        raise UsageError(f"{spec!r} says version {at} but --version says {version}: give one")
+    return name, int(at)
 
 
 def signer_for(name: str | None, led: Ledger) -> Signer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from .common import (
     open_ledger,
     signer_for,
 )
+from .progress import ProgressLine
 
 __all__ = ["event"]
 
@@ -84,13 +84,11 @@ def event_record(
             led.precheck(env.to_bytes())
         acks = []
         chunk = led.max_batch
-        with click.progressbar(
-            length=len(envs), label="recording", file=sys.stderr, hidden=len(envs) < 1000
-        ) as bar:
+        with ProgressLine("recording", min_total=1000) as progress:
             for start in range(0, len(envs), chunk):
                 part = led.submit_many(envs[start : start + chunk])
                 acks.extend(part)
-                bar.update(len(part))
+                progress(len(acks), len(envs))
         rejected = [i for i, a in enumerate(acks) if not a.outcome.accepted]
         refusal: RejectedError | None = None
         if rejected:  # raised after every line is reported; named while the ledger is open

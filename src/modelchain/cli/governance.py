@@ -4,8 +4,9 @@ multi-signature flow (``tx draft``, ``tx sign``, ``tx submit``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -39,6 +40,14 @@ __all__ = [
     "roles",
     "tx",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_VALID_FOR_HELP = (
+    "Keep the draft valid this long from now (3d, 36h), for co-signing that takes "
+    "days; at most what the ledger allows (`modelchain governance validity`)."
+)
+_EXPIRES_HELP = "Like --valid-for, until TIME (ISO 8601, UTC unless it says otherwise)."
 
 _AS = click.option("--as", "as_name", help="Identity that signs (default $MODELCHAIN_IDENTITY).")
 
@@ -81,6 +90,18 @@ def _describe(env: Envelope) -> str:
     )
 
 
+def _window(led: Ledger, valid_for: str | None, expires: str | None) -> int | None:
+    """The validity window ``--valid-for`` or ``--expires`` asks for, in ms from now."""
+    if valid_for is not None and expires is not None:
+        raise UsageError("give --valid-for or --expires, not both")
+    if expires is None:
+        return None if valid_for is None else parse_duration(valid_for)
+    span = parse_time(expires) - led.clock()
+    if span < 0:
+        raise UsageError(f"--expires {expires} is in the past")
+    return span
+
+
 def _submit_or_draft(
     led: Ledger,
     type_: str,
@@ -88,11 +109,18 @@ def _submit_or_draft(
     as_name: str | None,
     draft: Path | None,
     as_json: bool,
+    valid_for: str | None = None,
+    expires: str | None = None,
 ) -> None:
     # A draft only reads state (the origin, the clock, the contracts' checks):
     # the caller opened the ledger read-only, so it takes no write lock.
+    if draft is None and (valid_for is not None or expires is not None):
+        raise UsageError(
+            "--valid-for and --expires keep a draft open for co-signing: they go with --draft FILE"
+        )
+    span = _window(led, valid_for, expires)
     signer = signer_for(as_name, led)
-    env = led.members.draft(type_, body, signer.name).with_signature(signer)
+    env = led.members.draft(type_, body, signer.name, valid_for=span).with_signature(signer)
     if draft is not None:
         _write_envelope(draft, env)
         click.echo(
@@ -117,17 +145,8 @@ def tx() -> None:
 @click.option("--body", required=True, help="The transaction body, JSON.")
 @click.option("--actor", required=True, help="The member the transaction is from.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option(
-    "--valid-for",
-    metavar="DURATION",
-    help="Keep the draft valid this long from now (3d, 36h), for co-signing that takes "
-    "days; at most what the ledger allows (`modelchain governance validity`).",
-)
-@click.option(
-    "--expires",
-    metavar="TIME",
-    help="Like --valid-for, until TIME (ISO 8601, UTC unless it says otherwise).",
-)
+@click.option("--valid-for", metavar="DURATION", help=_VALID_FOR_HELP)
+@click.option("--expires", metavar="TIME", help=_EXPIRES_HELP)
 def tx_draft(
     ledger_dir: Path,
     tx_type: str,
@@ -140,18 +159,11 @@ def tx_draft(
     """Write an unsigned transaction for members to sign in turn. Without
     --valid-for or --expires it must be submitted within the clock skew
     (five minutes) of now."""
-    if valid_for is not None and expires is not None:
-        raise UsageError("give --valid-for or --expires, not both")
     value = canonical.loads(body)
     if not isinstance(value, dict):
         raise UsageError("--body must be a JSON object")
-    span = None if valid_for is None else parse_duration(valid_for)
-    until = None if expires is None else parse_time(expires)
     with open_ledger(ledger_dir, readonly=True) as led:
-        if until is not None:
-            span = until - led.clock()
-            if span < 0:
-                raise UsageError(f"--expires {expires} is in the past")
+        span = _window(led, valid_for, expires)
         env = led.members.draft(tx_type, value, actor, valid_for=span)
     _write_envelope(output, env)
     click.echo(f"wrote {output}: {_describe(env)}")
@@ -204,11 +216,19 @@ def member() -> None:
     """Members, their roles and keys (changes need a quorum of admins)."""
 
 
-draft_option = click.option(
-    "--draft",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the signed draft here for other admins to co-sign, instead of submitting.",
-)
+def _draft_options(f: F) -> F:
+    """``--draft FILE``, and the validity window the draft carries."""
+    f = click.option(
+        "--expires",
+        metavar="TIME",
+        help="With --draft: like --valid-for, until TIME (ISO 8601, UTC unless it says otherwise).",
+    )(f)
+    f = click.option("--valid-for", metavar="DURATION", help=f"With --draft: {_VALID_FOR_HELP}")(f)
+    return click.option(
+        "--draft",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the signed draft here for other admins to co-sign, instead of submitting.",
+    )(f)
 
 
 @click.command("add")
@@ -216,7 +236,7 @@ draft_option = click.option(
 @click.argument("key")
 @click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
 @click.option("--org", default="", help="The member's organisation.")
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def member_add(
@@ -225,6 +245,8 @@ def member_add(
     roles: tuple[str, ...],
     org: str,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -232,14 +254,16 @@ def member_add(
     vk = member_key(key, keystore())
     body = {"member": {"name": vk.name, "org": org, "roles": list(roles), "keys": [vk.to_string()]}}
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        _submit_or_draft(led, tx_types.MEMBER_ADD, body, as_name, draft, as_json)
+        _submit_or_draft(
+            led, tx_types.MEMBER_ADD, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @click.command("revoke")
 @ledger_option
 @click.argument("name")
 @click.option("--reason", required=True)
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def member_revoke(
@@ -247,6 +271,8 @@ def member_revoke(
     name: str,
     reason: str,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -259,6 +285,8 @@ def member_revoke(
             as_name,
             draft,
             as_json,
+            valid_for,
+            expires,
         )
 
 
@@ -331,7 +359,7 @@ def policy_show(ledger_dir: Path, action: str | None, as_json: bool) -> None:
 @click.argument("action")
 @click.argument("rule")
 @click.option("--description", default="", help="Why the rule exists.")
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def policy_set(
@@ -340,6 +368,8 @@ def policy_set(
     rule: str,
     description: str,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -351,7 +381,9 @@ def policy_set(
         "description": description,
     }
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        _submit_or_draft(led, tx_types.POLICY_SET, body, as_name, draft, as_json)
+        _submit_or_draft(
+            led, tx_types.POLICY_SET, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @click.command("test")
@@ -414,7 +446,7 @@ def permissions_list(ledger_dir: Path, as_json: bool) -> None:
 @click.argument("tx_type", metavar="TYPE")
 @click.argument("roles_", metavar="[ROLE]...", nargs=-1)
 @click.option("--none", "deny", is_flag=True, help="No roles: deny TYPE to every member.")
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def permissions_set(
@@ -423,6 +455,8 @@ def permissions_set(
     roles_: tuple[str, ...],
     deny: bool,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -437,7 +471,9 @@ def permissions_set(
         )
     body = {"type": tx_type, "roles": list(roles_)}
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        _submit_or_draft(led, tx_types.PERMISSIONS_SET, body, as_name, draft, as_json)
+        _submit_or_draft(
+            led, tx_types.PERMISSIONS_SET, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @click.group()
@@ -490,7 +526,7 @@ def contracts_status(ledger_dir: Path, as_json: bool) -> None:
     metavar="INDEX",
     help="The first entry to run under VERSION (after this activation's own).",
 )
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def contracts_activate(
@@ -498,6 +534,8 @@ def contracts_activate(
     version: int,
     at: int,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -518,7 +556,9 @@ def contracts_activate(
                 f"so name an entry above {led.size}"
             )
         body = {"version": version, "at": at}
-        _submit_or_draft(led, tx_types.CONTRACTS_ACTIVATE, body, as_name, draft, as_json)
+        _submit_or_draft(
+            led, tx_types.CONTRACTS_ACTIVATE, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @click.group("checkpoint-policy")
@@ -531,11 +571,17 @@ def checkpoint_policy() -> None:
 @checkpoint_policy.command("set")
 @ledger_option
 @click.argument("policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def checkpoint_policy_set(
-    ledger_dir: Path, policy_file: Path, draft: Path | None, as_name: str | None, as_json: bool
+    ledger_dir: Path,
+    policy_file: Path,
+    draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
+    as_name: str | None,
+    as_json: bool,
 ) -> None:
     """Replace the checkpoint policy with POLICY_FILE (tlog-policy text): add,
     remove or re-key a node, change the threshold, name witnesses. A quorum of
@@ -547,7 +593,14 @@ def checkpoint_policy_set(
     CheckpointPolicy.parse(text)  # a malformed file fails here, before anything is signed
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
         _submit_or_draft(
-            led, tx_types.CHECKPOINT_POLICY_SET, {"policy": text}, as_name, draft, as_json
+            led,
+            tx_types.CHECKPOINT_POLICY_SET,
+            {"policy": text},
+            as_name,
+            draft,
+            as_json,
+            valid_for,
+            expires,
         )
 
 
@@ -559,13 +612,15 @@ def governance_settings() -> None:
 @governance_settings.command("validity")
 @ledger_option
 @click.argument("duration", required=False)
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def governance_validity(
     ledger_dir: Path,
     duration: str | None,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -584,8 +639,10 @@ def governance_validity(
             click.echo(f"validity windows up to {human_duration(limit)}")
         return
     body = {"max_ms": parse_duration(duration)}
-    with open_ledger(ledger_dir) as led:
-        _submit_or_draft(led, tx_types.VALIDITY_SET, body, as_name, draft, as_json)
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
+        _submit_or_draft(
+            led, tx_types.VALIDITY_SET, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @governance_settings.command("approval-ttl")

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from ..core import canonical
 from ..core.times import iso_time, parse_time
-from ..errors import RejectedError, UsageError
+from ..errors import MalformedError, RejectedError, UsageError
 from ..node.node import Ack
 from .common import (
     VKEY_HELP,
@@ -389,6 +390,7 @@ def history(ledger_dir: Path, model: str, env: str | None, at: str | None, as_js
     """Which version served each environment, and every change with who, when
     and under which approvals."""
     with open_ledger(ledger_dir, readonly=True) as led:
+        led.models.info(model)  # an unknown name is exit 3, not an empty history
         events = led.deployments.history(model, env, parse_time(at) if at else None)
     if as_json:
         emit_json(events)
@@ -471,7 +473,7 @@ def guard_watch(
 
 @click.group()
 def receipt() -> None:
-    """Verify and reveal inference receipts, offline."""
+    """Verify, reveal and check inference receipts, offline."""
 
 
 @click.command("verify")
@@ -512,6 +514,77 @@ def receipt_reveal(receipt_file: Path, input_file: Path | None, output_file: Pat
     click.echo(json.dumps(out, sort_keys=True))
 
 
+def _revealed_text(value: Any) -> str:
+    """A revealed value as a line of text: a string or JSON as it is, bytes and
+    arrays by their size (they are not for a terminal)."""
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict) and isinstance(value.get("data"), bytes):
+        return f"{value['dtype']} array, shape {value['shape']}"
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _revealed_json(value: Any) -> Any:
+    """A revealed value in JSON: bytes (alone or as an array's data) as base64."""
+    from ..core.b64 import b64
+
+    if isinstance(value, bytes):
+        return {"bytes": b64(value)}
+    if isinstance(value, dict) and isinstance(value.get("data"), bytes):
+        return {"dtype": value["dtype"], "shape": value["shape"], "data": b64(value["data"])}
+    if isinstance(value, str):
+        return {"str": value}
+    return {"json": value}
+
+
+@click.command("check")
+@click.argument("reveal_file", type=click.File("rb"))
+@click.option("--vkey", required=True, help=VKEY_HELP)
+@click.option(
+    "--checkpoint",
+    "cp_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint you trust; the receipt must be for that tree.",
+)
+@json_option
+def receipt_check(reveal_file: Any, vkey: str, cp_file: Path | None, as_json: bool) -> None:
+    """Check what `receipt reveal` printed (REVEAL_FILE, or - for stdin),
+    offline: the receipt as `receipt verify` does, then each revealed input or
+    output against the record's salted hash. Exit 0, or non-zero with the reason."""
+    from ..receipts import verify_reveal
+
+    revealed = canonical.loads(reveal_file.read())
+    if isinstance(revealed, dict) and "receipt" not in revealed and "record" in revealed:
+        raise MalformedError(
+            "this is a receipt, not a reveal: check it with `modelchain receipt verify`, "
+            "or reveal values first with `modelchain receipt reveal`"
+        )
+    checked = verify_reveal(revealed, trust_from(vkey), cp_file.read_bytes() if cp_file else None)
+    record = checked["record"]
+    shown = [name for name in ("input", "output") if name in checked]
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "record": record,
+                "revealed": {name: _revealed_json(checked[name]) for name in shown},
+            }
+        )
+        return
+    request = f", request {record['request_id']}" if record.get("request_id") else ""
+    click.echo(
+        f"ok: a decision of {record.get('model')} version {record.get('version')}{request} "
+        f"at {iso_time(int(record['time_ms']))}, in the log under a trusted checkpoint"
+    )
+    for name in ("input", "output"):
+        if name in checked:
+            click.echo(f"{name + ':':<8}{_revealed_text(checked[name])} (matches {name}_hash)")
+        else:
+            click.echo(f"{name + ':':<8}not revealed")
+
+
 attest.add_command(attest_quality)
 attest.add_command(attest_eval)
 monitor.add_command(monitor_report)
@@ -519,3 +592,4 @@ audit_group.add_command(audit_denied)
 guard.add_command(guard_watch)
 receipt.add_command(receipt_verify)
 receipt.add_command(receipt_reveal)
+receipt.add_command(receipt_check)

@@ -17,6 +17,7 @@ from .common import (
     ledger_option,
     open_ledger,
 )
+from .progress import ProgressLine
 
 __all__ = ["log"]
 
@@ -133,18 +134,11 @@ def log_export_tiles(ledger_dir: Path, directory: Path) -> None:
 def log_verify(ledger_dir: Path, as_json: bool) -> None:
     """Full audit: recompute the tree, check every signature, re-execute every
     transaction, compare state and check every stored checkpoint."""
-    with open_ledger(ledger_dir, readonly=True) as led:
-        total = led.size
-        with click.progressbar(
-            length=total, label="verifying", file=sys.stderr, hidden=total < 20_000
-        ) as bar:
-            done = [0]
-
-            def progress(index: int, _total: int) -> None:
-                bar.update(index - done[0])
-                done[0] = index
-
-            report = led.audit(progress)
+    with (
+        open_ledger(ledger_dir, readonly=True) as led,
+        ProgressLine("verifying", min_total=20_000) as progress,
+    ):
+        report = led.audit(progress)
     summary = {
         "size": report.size,
         "root": b64(report.root),

@@ -29,6 +29,7 @@ from . import (
     witness,
 )
 from .common import LOG_KEY_ENV, SERVER_ENV, follow_root_options
+from .progress import PROGRESS_ENV
 
 __all__ = ["cli", "main"]
 
@@ -55,8 +56,15 @@ __all__ = ["cli", "main"]
     is_flag=True,
     help="Print JSON for scripts (the same as the command's own --json).",
 )
+@click.option(
+    "--progress",
+    is_flag=True,
+    help=f"Draw progress on stderr even when it is not a terminal (or ${PROGRESS_ENV}=1).",
+)
 @click.pass_context
-def cli(ctx: click.Context, server: str | None, log_key: str | None, as_json: bool) -> None:
+def cli(
+    ctx: click.Context, server: str | None, log_key: str | None, as_json: bool, progress: bool
+) -> None:
     """modelchain: a verifiable provenance ledger for ML models and datasets.
 
     Transactions are signed (DSSE, Ed25519), appended to an RFC 9162 Merkle
@@ -64,7 +72,7 @@ def cli(ctx: click.Context, server: str | None, log_key: str | None, as_json: bo
     Keys live under $MODELCHAIN_HOME (default ~/.modelchain); passphrases come
     from $MODELCHAIN_KEY_PASSPHRASE or a prompt.
     """
-    ctx.obj = {"server": server, "log_key": log_key, "json": as_json}
+    ctx.obj = {"server": server, "log_key": log_key, "json": as_json, "progress": progress}
 
 
 for _module in (

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +16,18 @@ import click
 from ..core import canonical
 from ..core.manifest import Manifest, sharded
 from ..errors import UsageError
-from .common import emit_json, json_option, ledger_option, name_version, open_ledger, signer_for
+from .common import (
+    emit_json,
+    json_option,
+    ledger_option,
+    name_and_version,
+    name_version,
+    open_ledger,
+    signer_for,
+)
+from .progress import ProgressLine, size_text
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
-
-
-class ByteProgress:
-    """Bytes done, total and rate on stderr, redrawn at most 10 times a second.
-
-    Shown on a terminal, or everywhere with MODELCHAIN_PROGRESS=1."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.enabled = sys.stderr.isatty() or os.environ.get("MODELCHAIN_PROGRESS") == "1"
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        rate = done / max(now - self._start, 1e-6)
-        width = 30
-        filled = width if total == 0 else int(width * done / total)
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {_size(done)} / {_size(total)}  {_size(rate)}/s ")
-        sys.stderr.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _algorithm(name: str, shard_size: int | None) -> str:
@@ -100,7 +66,7 @@ def _json_file(path: Path | None) -> dict[str, Any]:
 def _print_manifest(manifest: Manifest) -> None:
     click.echo(
         f"{manifest.digest}  {manifest.name}  ({manifest.format}, "
-        f"{len(manifest.files)} files, {_size(manifest.size)})"
+        f"{len(manifest.files)} files, {size_text(manifest.size)})"
     )
     for f in manifest.files:
         click.echo(f"{f.digest}  {f.size:>12}  {f.path}")
@@ -145,7 +111,7 @@ def hash_cmd(
     from ..artifacts.hashing import hash_path
     from ..keys import modelchain_home
 
-    progress = ByteProgress("hashing")
+    progress = ProgressLine("hashing", "bytes")
     try:
         manifest = hash_path(
             path,
@@ -215,7 +181,7 @@ def dataset_register(
     """Register dataset NAME (version 1) from the files at PATH."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.datasets.register(
                 name,
@@ -259,7 +225,7 @@ def dataset_ingest(
     """Record a data-collection event; PATH is the dataset's new content."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.datasets.ingest(
                 name,
@@ -279,11 +245,12 @@ def dataset_ingest(
 
 @click.command("show")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @json_option
 def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool) -> None:
-    """Show a dataset version."""
+    """Show a dataset version (NAME@VERSION or NAME --version N; default the latest)."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         info = led.datasets.info(name)
         v = led.datasets.get(name, version)
@@ -296,7 +263,7 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     click.echo(f"source:   {info['source']}\nlicense:  {info['license']}")
     click.echo(
         f"version:  {v.version}  {v.digest}  ({art['files']} files, "
-        f"{_size(art['size'])}, entry {v.index}, by {record['by']})"
+        f"{size_text(art['size'])}, entry {v.index}, by {record['by']})"
     )
     if record.get("records"):
         r = record["records"]
@@ -322,8 +289,8 @@ def dataset_list(ledger_dir: Path, as_json: bool) -> None:
 
 @click.command("prove")
 @ledger_option
-@click.argument("name")
-@click.option("--version", "version", type=int, required=True)
+@click.argument("name", metavar="NAME[@VERSION]")
+@click.option("--version", "version", type=int, help="The version, unless NAME@VERSION says it.")
 @click.option("--row", type=int, required=True, help="Row number, from 0.")
 @click.option(
     "--data",
@@ -334,10 +301,13 @@ def dataset_list(ledger_dir: Path, as_json: bool) -> None:
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the proof here.")
 def dataset_prove(
-    ledger_dir: Path, name: str, version: int, row: int, data: Path, output: Path | None
+    ledger_dir: Path, name: str, version: int | None, row: int, data: Path, output: Path | None
 ) -> None:
     """Print a proof that one row was in a registered dataset version,
     revealing that row and nothing about the others."""
+    name, version = name_and_version(name, version)
+    if version is None:
+        raise UsageError("say which version: NAME@VERSION or --version N")
     with open_ledger(ledger_dir, readonly=True) as led:
         proof = led.datasets.prove(name, version, row, data)
     text = json.dumps(
@@ -509,7 +479,7 @@ def model_register(
     """Register the model at PATH as the next version of NAME (same bytes: no-op)."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ByteProgress("hashing")
+        progress = ProgressLine("hashing", "bytes")
         try:
             v = led.models.register(
                 name,
@@ -529,14 +499,15 @@ def model_register(
 
 @click.command("show")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @click.option("--files", is_flag=True, help="Also list every file (and tensor).")
 @json_option
 def model_show(
     ledger_dir: Path, name: str, version: int | None, files: bool, as_json: bool
 ) -> None:
-    """Show a model version."""
+    """Show a model version (NAME@VERSION or NAME --version N; default the latest)."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         v = led.models.get(name, version)
         manifest = led.models.manifest(name, v.version)
@@ -547,7 +518,7 @@ def model_show(
     art = v.record["artifact"]
     click.echo(f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})")
     click.echo(f"digest:   {v.digest}")
-    click.echo(f"format:   {art['format']}, {art['files']} files, {_size(art['size'])}")
+    click.echo(f"format:   {art['format']}, {art['files']} files, {size_text(art['size'])}")
     click.echo(f"run:      {record['run'] or '-'}")
     parent = record["parent"]
     click.echo(f"parent:   {parent['name'] + '@' + str(parent['version']) if parent else '-'}")
@@ -590,11 +561,12 @@ def model_diff(ledger_dir: Path, name: str, old: int, new: int, as_json: bool) -
 
 @click.command("lineage")
 @ledger_option
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @json_option
 def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: bool) -> None:
     """Datasets, runs and parent versions behind a model version."""
+    name, version = name_and_version(name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         tree = led.models.lineage(name, version)
     if as_json:
@@ -606,7 +578,13 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
 @click.command("verify")
 @ledger_option
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    metavar="NAME[@VERSION]",
+    help="Registered model name.",
+)
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @click.option("--env", help="Check against the version deployed to this environment.")
 @click.option(
@@ -625,8 +603,9 @@ def verify_cmd(
     as_json: bool,
 ) -> None:
     """Re-hash PATH and check it is exactly the registered model version."""
+    model_name, version = name_and_version(model_name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
-        progress = ByteProgress("verifying")
+        progress = ProgressLine("verifying", "bytes")
         try:
             v = led.models.verify(
                 path, model_name, version, env=env, trust_cache=trust_cache, progress=progress
@@ -677,7 +656,7 @@ def oms_sign(path: Path, key_file: Path, output: Path) -> None:
     ignore = [*GIT_IGNORE_PATHS]
     if path.is_dir() and output.resolve().parent == path.resolve():
         ignore.append(output.name)  # the bundle must not sign itself
-    progress = ByteProgress("hashing")
+    progress = ProgressLine("hashing", "bytes")
     try:
         manifest = hash_path(path, ignore=(*DEFAULT_IGNORES, *ignore), progress=progress)
     finally:

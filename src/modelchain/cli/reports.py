@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 
 from ..core.b64 import b64
-from .common import VKEY_HELP, emit_json, json_option, ledger_option, open_ledger, trust_from
+from .common import (
+    VKEY_HELP,
+    emit_json,
+    json_option,
+    ledger_option,
+    name_and_version,
+    open_ledger,
+    trust_from,
+)
 
 __all__ = ["report"]
 
@@ -37,7 +45,7 @@ def report() -> None:
 
 @click.command("annex-iv")
 @ledger_option
-@click.argument("model")
+@click.argument("model", metavar="MODEL[@VERSION]")
 @click.option("--version", "version", type=int, help="The version (default: the latest).")
 @click.option(
     "--format",
@@ -59,6 +67,7 @@ def annex_iv_cmd(
     what the ledger cannot know is listed as to be completed by the provider."""
     from ..reports import annex_iv, render_html, render_json, render_pdf
 
+    model, version = name_and_version(model, version)
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".") if output else ""
         fmt = suffix if suffix in _FORMATS else "html"

@@ -12,6 +12,7 @@ from ..contracts.state import entity_key, version_key
 from ..core import canonical
 from ..core.identity import Signer
 from ..core.manifest import Manifest
+from ..core.names import is_name
 from ..errors import IntegrityError, NotFoundError
 from ..node.node import Ack
 from ._refusals import refused
@@ -91,9 +92,19 @@ class Facade:
             )
         return manifest
 
+    def _entity(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The record of dataset or model ``name``, or None if there is none.
+
+        A string that is not a name names nothing: entities and their
+        versions share one key space, so ``iris@1`` would read version 1."""
+        if not is_name(name):
+            return None
+        found = self._state(entity_key(kind, name))
+        return found if isinstance(found, dict) else None
+
     def _version(self, kind: str, name: str, version: int | None) -> dict[str, Any]:
-        entity = self._state(entity_key(kind, name))
-        if not isinstance(entity, dict):
+        entity = self._entity(kind, name)
+        if entity is None:
             raise NotFoundError(f"no {kind} named {name!r}")
         v = entity["latest"] if version is None else version
         found = self._state(version_key(kind, name, v))

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..contracts.state import dataset_key, digest_key
+from ..contracts.state import digest_key
 from ..contracts.types import ACCESS_LOG, DATASET_ATTEST, DATASET_INGEST, DATASET_REGISTER
 from ..core.identity import Signer
 from ..core.manifest import SHA256
@@ -85,8 +85,8 @@ class Datasets(Facade):
         progress: Progress | None = None,
     ) -> DatasetVersion:
         """Record a data-collection event: it makes the dataset's next version."""
-        entity = self._state(dataset_key(name))
-        if not isinstance(entity, dict):
+        entity = self._entity("dataset", name)
+        if entity is None:
             raise NotFoundError(f"no dataset named {name!r}; register it first")
         manifest = self._hash(path, algorithm, progress, False, True)
         existing = self._state(digest_key("dataset", name, manifest.digest))
@@ -166,8 +166,8 @@ class Datasets(Facade):
         return self._result(name, self._version("dataset", name, version)["version"], None)
 
     def info(self, name: str) -> dict[str, Any]:
-        found = self._state(dataset_key(name))
-        if not isinstance(found, dict):
+        found = self._entity("dataset", name)
+        if found is None:
             raise NotFoundError(f"no dataset named {name!r}")
         return found
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..contracts.state import deploy_envs_key, deploy_history_key, deployment_key, model_key
+from ..contracts.state import deploy_envs_key, deploy_history_key, deployment_key
 from ..contracts.types import (
     ACCESS_LOG,
     MODEL_APPROVE,
@@ -84,7 +84,7 @@ class Deployments(Facade):
     ) -> Ack:
         """Return ``env`` to its previous version; NotFoundError (nothing signed)
         if ``model`` is not registered or was never deployed to ``env``."""
-        if not isinstance(self._state(model_key(model)), dict):
+        if self._entity("model", model) is None:
             raise NotFoundError(f"no model named {model!r}")
         if self.current(model, env) is None:
             raise NotFoundError(

@@ -112,8 +112,8 @@ class Models(Facade):
 
     def info(self, name: str) -> dict[str, Any]:
         """The model itself: owner, latest version, the entry that created it."""
-        found = self._state(model_key(name))
-        if not isinstance(found, dict):
+        found = self._entity("model", name)
+        if found is None:
             raise NotFoundError(f"no model named {name!r}")
         return found
 
