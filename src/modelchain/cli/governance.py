@@ -648,13 +648,15 @@ def governance_validity(
 @governance_settings.command("approval-ttl")
 @ledger_option
 @click.argument("duration", required=False)
-@draft_option
+@_draft_options
 @_AS
 @json_option
 def governance_approval_ttl(
     ledger_dir: Path,
     duration: str | None,
     draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -678,7 +680,9 @@ def governance_approval_ttl(
     body = {"ttl_ms": parse_duration(duration)}
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
         led.members.require_approval_ttl()
-        _submit_or_draft(led, tx_types.APPROVAL_TTL_SET, body, as_name, draft, as_json)
+        _submit_or_draft(
+            led, tx_types.APPROVAL_TTL_SET, body, as_name, draft, as_json, valid_for, expires
+        )
 
 
 @click.command("roles")
