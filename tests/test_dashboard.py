@@ -361,6 +361,8 @@ def test_model_list_shows_where_each_version_stands(page: Any, world: World) -> 
     v2 = _standing(page, f"{fraud} tr[data-version='2']")
     assert v2["serving"] == "nowhere"
     assert "approved for staging by lead (ml-lead)" in v2["decisions"]
+    # recorded before the rollback from staging: it would not count there again
+    assert "stale (before rollback at entry" in v2["decisions"]
     assert "rejected for production by sam (compliance)" in v2["decisions"]
     assert "rolled back from staging by ops" in v2["withdrawals"]
     assert "canary error rate" in v2["withdrawals"]
@@ -896,6 +898,99 @@ def test_a_versions_standing_puts_revocation_first_and_serving_before_history() 
     assert found[0].rolled_back[0]["index"] == 9 and found[0].serving == ()
     assert found[1].serving == ("staging",) and len(found[1].rolled_back) == 1
     assert [s.good for s in found] == [False, True, True, False, True, False]
+
+
+def test_approvals_go_stale_by_age_or_by_a_rollback_from_their_environment() -> None:
+    def approval(env: str, index: int, time: int) -> dict[str, Any]:
+        return {"env": env, "by": "risk", "role": "risk", "index": index, "time": time}
+
+    records = [
+        {"version": 2, "approvals": [approval("prod", 1, 1000)]},  # expired
+        {"version": 1, "approvals": [approval("staging", 2, 5000), approval("prod", 4, 5000)]},
+    ]
+    history = [
+        {"env": "staging", "action": "deploy", "from": None, "to": 1, "index": 3},
+        {"env": "staging", "action": "rollback", "from": 1, "to": None, "index": 5},
+    ]
+    current: dict[str, Any] = {"staging": None}
+    old, rolled = standings(records, history, current, now=6000, approval_ttl=4000)
+    assert old.stale == {1: "expired"} and old.counting == () and old.state == "stale"
+    assert not old.good
+    assert rolled.stale == {2: "before rollback at entry 5"}  # prod's approval still counts
+    assert [a["index"] for a in rolled.counting] == [4]
+    # before contract-set version 5 (no approval period) nothing goes stale
+    old, rolled = standings(records, history, current, now=6000, approval_ttl=None)
+    assert old.stale == {} and old.state == "approved"
+
+
+def test_the_model_and_version_pages_mark_stale_approvals(tmp_path: Path) -> None:
+    now = [1_800_000_000_000]
+    day = 24 * 60 * 60 * 1000
+    people = {
+        "dave": ("bank", ("admin",)),
+        "risk": ("bank", ("approver", "approver:risk")),
+        "ops": ("bank", ("deployer",)),
+    }
+    members = [Founder(verifier_of(make_signer(n)), o, r) for n, (o, r) in people.items()]
+    alice = make_signer("alice")
+    risk, ops = make_signer("risk"), make_signer("ops")
+    with mc.init(
+        tmp_path / "l", ORIGIN, alice, org="bank", members=members, clock=lambda: now[0]
+    ) as led:
+        assert led.members.approval_ttl is not None
+        for n in (1, 2, 3):
+            led.models.register("m", _write(tmp_path / f"m{n}.bin", bytes([n])), signer=alice)
+        deps = led.deployments
+        old = deps.approve("m", 1, "staging", role="risk", signer=risk)
+        deps.deploy("m", 1, "staging", signer=ops)
+        deps.approve("m", 2, "staging", role="risk", signer=risk)
+        deps.deploy("m", 2, "staging", signer=ops)
+        rollback = deps.rollback("m", "staging", reason="latency", signer=ops)
+        now[0] += led.members.approval_ttl - day  # v1's approval is a day short of expiry
+        fresh = deps.approve("m", 3, "staging", role="risk", signer=risk)
+        now[0] += 2 * day
+        model, v1, v2, v3 = _get(
+            led,
+            "/ui/models/m",
+            "/ui/models/m/versions/1",
+            "/ui/models/m/versions/2",
+            "/ui/models/m/versions/3",
+        )
+    for r in (model, v1, v2, v3):
+        assert r.status_code == 200, r.text[:300]
+
+    def row(version: int) -> str:
+        found = re.search(rf'<tr[^>]*data-version="{version}".*?</tr>', model.text, re.S)
+        assert found, model.text[:2000]
+        return found.group(0)
+
+    assert "stale (expired)" in row(1) and 'class="state ok">serving<' in row(1)
+    assert f"stale (before rollback at entry {rollback.index})" in row(2)
+    assert 'class="state bad">withdrawn<' in row(2)
+    assert "stale" not in row(3) and 'class="state ok">approved<' in row(3)
+    assert "stale (expired)" in v1.text and f"#{old.index}" in v1.text
+    assert f"stale (before rollback at entry {rollback.index})" in v2.text
+    assert "stale" not in v3.text.split('id="approvals"')[1].split("</table>")[0]
+    assert f"#{fresh.index}" in v3.text
+
+
+def test_a_version_with_only_stale_approvals_is_not_approved(tmp_path: Path) -> None:
+    now = [1_800_000_000_000]
+    risk = make_signer("risk")
+    members = [Founder(verifier_of(risk), "bank", ("approver", "approver:risk"))]
+    alice = make_signer("alice")
+    with mc.init(
+        tmp_path / "l", ORIGIN, alice, org="bank", members=members, clock=lambda: now[0]
+    ) as led:
+        led.models.register("m", _write(tmp_path / "m.bin", b"m"), signer=alice)
+        led.deployments.approve("m", 1, "production", role="risk", signer=risk)
+        assert led.members.approval_ttl is not None
+        (before,) = _get(led, "/ui/models/m")
+        now[0] += led.members.approval_ttl + 1
+        (after,) = _get(led, "/ui/models/m")
+    assert 'class="state ok">approved<' in before.text and "stale" not in before.text
+    assert 'class="state muted">stale<' in after.text and "stale (expired)" in after.text
+    assert 'class="state ok">approved<' not in after.text
 
 
 # -- the custodial gate, without a server -----------------------------------------------------

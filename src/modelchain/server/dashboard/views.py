@@ -30,7 +30,7 @@ from .cluster import nodes_view
 from .forms import int_field, local_next, read_multipart, time_field
 from .pages import HEADERS, REPORT_HEADERS, Pages
 from .session import TOKEN_COOKIE
-from .standing import Standing, standings
+from .standing import Standing, stale_approvals, standings
 
 __all__ = ["Views"]
 
@@ -154,7 +154,9 @@ class Views:
             for e in self.led.deployments.environments(name)
         }
         history = self.led.deployments.history(name)
-        return list(zip(records, standings(records, history, current), strict=True))
+        ttl = self.led.members.approval_ttl
+        found = standings(records, history, current, self.led.clock(), ttl)
+        return list(zip(records, found, strict=True))
 
     def _rows(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e in entries:
@@ -244,6 +246,7 @@ class Views:
             evaluations=record.get("evaluations", []),
             quality=quality,
             approvals=record.get("approvals", []),
+            stale=stale_approvals(record, history, self.led.clock(), self.led.members.approval_ttl),
             rejections=record.get("rejections", []),
             timeline=timeline,
             denied=self._rows(denied),
