@@ -19,6 +19,7 @@ from conftest import run_cli as run
 
 from modelchain.cluster.etcd import EtcdMember, free_ports, spawn_detached, start_members
 from modelchain.cluster.etcd import stop_process as stop
+from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.policy import CheckpointPolicy
 
 pytestmark = pytest.mark.skipif(
@@ -109,6 +110,11 @@ def test_three_organisations_start_a_shared_ledger_from_the_cli(
             assert cp.size == 2
         roots = {str((_status(u) or {})["root"]) for u in urls}
         assert len(roots) == 1
+        # `cluster genesis` installs the default policy set, as `modelchain init` does
+        installed = httpx.get(urls[0] + "/v1/policies", timeout=10).json()["result"]
+        assert {p["action"]: p["rule"] for p in installed} == {
+            a: p["rule"] for a, p in DEFAULT_POLICIES.items()
+        }
     finally:
         for pid in pids:
             stop(pid)

@@ -56,7 +56,10 @@ def init(
     **kwargs: Any,
 ) -> Ledger:
     """Create a ledger: its log key, its store, and a genesis signed by ``admin``
-    (see ``modelchain.ledger.ledger.init``; other options are ``Ledger``'s)."""
+    (see ``modelchain.ledger.ledger.init``; other options are ``Ledger``'s).
+    Unlike `modelchain init` and `modelchain cluster genesis` it installs no
+    policies unless given ``policies`` (``contracts.policy.DEFAULT_POLICIES`` is
+    the set those install)."""
     if kwargs.get("home") is None:
         kwargs["home"] = modelchain_home()
     return _ledger.init(

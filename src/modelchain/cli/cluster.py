@@ -112,14 +112,27 @@ def cluster() -> None:
 @click.option("--prefix", default=None, help="etcd prefix; default /modelchain/ORIGIN/.")
 @click.option("--as", "identity", envvar=IDENTITY_ENV, required=True, help="The admin.")
 @click.option("--org", default="", help="The admin's organisation.")
+@click.option(
+    "--default-policies/--no-default-policies",
+    default=True,
+    show_default=True,
+    help="Install the default policy set, as `modelchain init` does "
+    "(see `modelchain policy show`).",
+)
 def cluster_genesis(
-    policy_file: Path, endpoints: str, prefix: str | None, identity: str, org: str
+    policy_file: Path,
+    endpoints: str,
+    prefix: str | None,
+    identity: str,
+    org: str,
+    default_policies: bool,
 ) -> None:
     """Start the shared ledger: sign a genesis naming the checkpoint policy and
     you as its admin, and order it through etcd; every node applies it."""
     _cluster_extra()
     from ..cluster.dev import order_genesis
     from ..cluster.node import default_prefix
+    from ..contracts.policy import DEFAULT_POLICIES
     from ..core.policy import CheckpointPolicy
     from ..keys import KeyStore
 
@@ -130,8 +143,12 @@ def cluster_genesis(
     keys = KeyStore(modelchain_home())
     admin = keys.signer(identity, passphrase_for(identity, keys))
     eps = [e.strip() for e in endpoints.split(",") if e.strip()]
-    order_genesis(eps, prefix or default_prefix(origin), origin, policy, admin, org)
-    click.echo(f"ordered the genesis of {origin} ({len(policy.nodes)} nodes)")
+    policies = DEFAULT_POLICIES if default_policies else None
+    order_genesis(
+        eps, prefix or default_prefix(origin), origin, policy, admin, org, policies=policies
+    )
+    installed = f", {len(policies)} default policies" if policies else ", no policies"
+    click.echo(f"ordered the genesis of {origin} ({len(policy.nodes)} nodes{installed})")
 
 
 @cluster.command("up")

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "CLUSTER_FILE",
     "ClusterInfo",
     "cluster_down",
+    "cluster_genesis_body",
     "cluster_status",
     "cluster_up",
     "order_genesis",
@@ -86,6 +87,27 @@ class ClusterInfo:
         os.replace(tmp, path)
 
 
+def cluster_genesis_body(
+    origin: str,
+    policy: CheckpointPolicy,
+    admin: Signer,
+    org: str,
+    *,
+    policies: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The genesis body of a cluster's ledger: ``policy`` as its checkpoint
+    policy (its first log key as the ledger's), ``admin`` (of ``org``) as the
+    founding admin, and ``policies`` (none unless given; `modelchain cluster
+    genesis` gives ``DEFAULT_POLICIES``, as `modelchain init` does)."""
+    return genesis_body(
+        origin,
+        policy.logs[0].key,
+        [Founder(VerifierKey(admin.name, admin.public_key), org, ("admin",)).to_json()],
+        policies=policies,
+        checkpoint_policy=policy,
+    )
+
+
 def order_genesis(
     endpoints: Sequence[str],
     prefix: str,
@@ -94,17 +116,12 @@ def order_genesis(
     admin: Signer,
     org: str,
     *,
+    policies: Mapping[str, Mapping[str, str]] | None = None,
     tls: EtcdTLS | None = None,
 ) -> None:
-    """Sign a genesis naming ``policy`` (its first log key as the ledger's) and
-    ``admin`` as the founding admin, and put it in the order (through etcd
-    over TLS with ``tls``'s client certificate when given)."""
-    body = genesis_body(
-        origin,
-        policy.logs[0].key,
-        [Founder(VerifierKey(admin.name, admin.public_key), org, ("admin",)).to_json()],
-        checkpoint_policy=policy,
-    )
+    """Sign the genesis ``cluster_genesis_body`` makes and put it in the order
+    (through etcd over TLS with ``tls``'s client certificate when given)."""
+    body = cluster_genesis_body(origin, policy, admin, org, policies=policies)
     tx = Transaction(origin, GENESIS, admin.name, new_nonce(), time.time_ns() // 10**6, body)
     env, decoded = decode_submission(tx.sign(admin).to_bytes())
     client = EtcdClient(endpoints, tls=tls)
