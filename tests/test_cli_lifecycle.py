@@ -139,6 +139,15 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
         "model.deploy",
         "model.approve",
     ]
+    # the trail less some types: whole names, and a prefix ending in a dot
+    deploys = run(env, "audit", "denied", "--exclude", "model.register", "--exclude",
+                  "model.approve", "--json").stdout  # fmt: skip
+    assert [d["type"] for d in json.loads(deploys)] == ["model.deploy"]
+    none = run(env, "audit", "denied", "--exclude", "model.", "--json").stdout
+    assert json.loads(none) == []
+    too_many = [a for i in range(21) for a in ("--exclude", f"t{i}")]
+    refused = run(env, "audit", "denied", *too_many, ok=False)
+    assert refused.returncode == 2 and "exclude at most 20 types" in refused.stderr
     assert "ok:" in run(env, "log", "verify").stdout
 
 

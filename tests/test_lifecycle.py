@@ -13,7 +13,7 @@ from conftest import ORIGIN, PEOPLE, founders, make_signer
 import modelchain as mc
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.identity import verifier_of
-from modelchain.errors import NotFoundError, RejectedError
+from modelchain.errors import NotFoundError, RejectedError, UsageError
 
 
 @pytest.fixture
@@ -169,6 +169,13 @@ def test_lifecycle_and_attacks(led: mc.Ledger, tmp_path: Path) -> None:
         "member_revoked",
     } <= codes
     assert all(d["reason"] for d in denied_list)
+    # exclude= leaves types out, whole or by a prefix ending in a dot
+    no_deploys = led.denied(exclude=["model.deploy"])
+    assert no_deploys == [d for d in denied_list if d["type"] != "model.deploy"]
+    assert no_deploys != denied_list
+    assert [d for d in led.denied(exclude=["model."]) if d["type"].startswith("model.")] == []
+    with pytest.raises(UsageError, match="exclude at most 20 types"):
+        led.denied(exclude=[f"t{i}" for i in range(21)])
     report = led.audit()
     assert report.rejected == len(denied_list)
 

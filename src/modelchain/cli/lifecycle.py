@@ -412,11 +412,19 @@ def audit_group() -> None:
 
 @click.command("denied")
 @ledger_option
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="TYPE",
+    help="Leave out a transaction type, or every type under a prefix ending in a dot "
+    "(inference.); repeat for more, at most 20.",
+)
 @json_option
-def audit_denied(ledger_dir: Path, as_json: bool) -> None:
+def audit_denied(ledger_dir: Path, exclude: tuple[str, ...], as_json: bool) -> None:
     """Every action a known member tried that a contract or policy denied."""
     with open_ledger(ledger_dir, readonly=True) as led:
-        found = led.denied()
+        found = led.denied(exclude=exclude)
     if as_json:
         emit_json(found)
         return

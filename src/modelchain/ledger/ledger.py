@@ -56,7 +56,7 @@ from .models import Models, ModelVersion
 from .policies import Policies
 from .port import LedgerReads
 from .runs import Runs
-from .trail import rejected
+from .trail import exclusions, rejected
 
 __all__ = [
     "DB_NAME",
@@ -256,14 +256,17 @@ class Ledger:
             kw["store"] = default_store(self.home, origin, model)
         return ReceiptLog(self, model, env, version, **kw)
 
-    def denied(self) -> list[dict[str, Any]]:
+    def denied(self, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
         """Every rejected entry, oldest first: who tried what, and the rule or
-        reason that denied it. Read from the audit-trail index, page by page
+        reason that denied it; less the types ``exclude`` names (a type, or a
+        prefix ending in a dot: ``inference.``; at most 20, else UsageError).
+        Read from the audit-trail index, page by page
         (``modelchain.ledger.trail.rejected``, which the server's API and dashboard use)."""
+        excluded = exclusions(exclude)  # a UsageError before any page is read
         out: list[dict[str, Any]] = []
         before: int | None = None
         while True:
-            page = rejected(self, before=before, limit=_DENIED_PAGE)
+            page = rejected(self, before=before, limit=_DENIED_PAGE, exclude=excluded)
             out.extend(
                 {
                     "index": e["index"],

@@ -1,6 +1,7 @@
 """The audit trail: a ledger's entries with filters, newest first, paged.
 
-The one implementation behind the SDK (``Ledger.denied``), the API
+The one implementation behind the SDK (``Ledger.denied``, which takes
+``exclude=`` as the API does), the CLI (``audit denied --exclude``), the API
 (``/v1/audit``, ``/v1/denied``) and the dashboard. Filters are answered from
 the store's audit-trail index where it covers the log, so a query reads only
 the entries it returns; nothing is cached between queries.
@@ -204,8 +205,14 @@ def _match(
 
 
 def rejected(
-    led: LedgerPort, before: int | None = None, limit: int = 100, max_scan: int | None = None
+    led: LedgerPort,
+    before: int | None = None,
+    limit: int = 100,
+    max_scan: int | None = None,
+    exclude: Iterable[str] = (),
 ) -> TrailPage:
     """Rejected entries below index ``before``, newest first, at most ``limit``:
-    every denied attempt, with who tried what and the rule or reason."""
-    return trail(led, TrailFilter(outcome="rejected", before=before, limit=limit), max_scan)
+    every denied attempt, with who tried what and the rule or reason; less the
+    types ``exclude`` names (as ``exclusions`` reads them)."""
+    f = TrailFilter(outcome="rejected", before=before, limit=limit, exclude=exclusions(exclude))
+    return trail(led, f, max_scan)
