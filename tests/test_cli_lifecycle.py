@@ -148,6 +148,20 @@ def test_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: Path) ->
     too_many = [a for i in range(21) for a in ("--exclude", f"t{i}")]
     refused = run(env, "audit", "denied", *too_many, ok=False)
     assert refused.returncode == 2 and "exclude at most 20 types" in refused.stderr
+    # the whole trail, newest first, with the same exclusions and filters
+    whole = json.loads(run(env, "audit", "trail", "--json").stdout)
+    indexes = [e["index"] for e in whole["entries"]]
+    assert indexes == sorted(indexes, reverse=True) and whole["next_before"] is None
+    kept = json.loads(run(env, "audit", "trail", "--exclude", "model.", "--json").stdout)
+    assert kept["entries"] == [e for e in whole["entries"] if not e["type"].startswith("model.")]
+    assert {e["type"] for e in whole["entries"]} > {e["type"] for e in kept["entries"]}
+    rejected = json.loads(
+        run(env, "audit", "trail", "--outcome", "rejected", "--exclude", "model.register",
+            "--json").stdout
+    )  # fmt: skip
+    assert [e["type"] for e in rejected["entries"]] == ["model.approve", "model.deploy"]
+    paged = run(env, "audit", "trail", "--limit", "2", "--exclude", "model.register")
+    assert len(paged.stdout.splitlines()) == 2 and "older entries: --before" in paged.stderr
     assert "ok:" in run(env, "log", "verify").stdout
 
 

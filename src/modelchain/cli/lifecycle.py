@@ -1,5 +1,5 @@
 """CLI commands of the model lifecycle: attestations, approvals, deployments,
-monitoring, history and the audit of denied actions."""
+monitoring, history, the audit trail and the audit of denied actions."""
 
 from __future__ import annotations
 
@@ -435,6 +435,66 @@ def audit_denied(ledger_dir: Path, exclude: tuple[str, ...], as_json: bool) -> N
         )
 
 
+@click.command("trail")
+@ledger_option
+@click.option("--actor", help="Entries by this member.")
+@click.option("--org", help="Entries by members of this organisation.")
+@click.option("--type", "type_", metavar="TYPE", help="A type, or a prefix ending in a dot.")
+@click.option("--outcome", type=click.Choice(["accepted", "rejected"]))
+@click.option("--since", help="From this time (ISO 8601 or ms), inclusive.")
+@click.option("--until", help="Up to this time (ISO 8601 or ms), inclusive.")
+@click.option("--before", type=click.IntRange(0), help="Entries below this index (paging).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="TYPE",
+    help="Leave out a transaction type, or every type under a prefix ending in a dot "
+    "(inference.); repeat for more, at most 20.",
+)
+@json_option
+def audit_trail(
+    ledger_dir: Path,
+    actor: str | None,
+    org: str | None,
+    type_: str | None,
+    outcome: str | None,
+    since: str | None,
+    until: str | None,
+    before: int | None,
+    limit: int,
+    exclude: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """The audit trail, newest first, with the dashboard's and /v1/audit's
+    filters; where older entries remain, says the --before that pages on."""
+    from ..ledger.trail import TrailFilter, exclusions, trail
+
+    f = TrailFilter(
+        actor=actor,
+        org=org,
+        type=type_,
+        outcome=outcome,
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        before=before,
+        limit=limit,
+        exclude=exclusions(exclude),
+    )
+    with open_ledger(ledger_dir, readonly=True) as led:
+        page = trail(led, f)
+    if as_json:
+        emit_json({"entries": page.entries, "next_before": page.next_before})
+        return
+    for e in page.entries:
+        o = e["outcome"]
+        result = o["result"] if o["result"] == "accepted" else f"rejected {o.get('code')}"
+        click.echo(f"{e['index']}\t{iso_time(e['time'])}\t{e['type']}\t{e['actor']}\t{result}")
+    if page.next_before is not None:
+        click.echo(f"older entries: --before {page.next_before}", err=True)
+
+
 @click.group()
 def guard() -> None:
     """Keep deployed model files honest."""
@@ -597,6 +657,7 @@ attest.add_command(attest_quality)
 attest.add_command(attest_eval)
 monitor.add_command(monitor_report)
 audit_group.add_command(audit_denied)
+audit_group.add_command(audit_trail)
 guard.add_command(guard_watch)
 receipt.add_command(receipt_verify)
 receipt.add_command(receipt_reveal)
