@@ -228,8 +228,12 @@ def attest_eval(
         if unknown:
             raise UsageError(f"--min/--max name {', '.join(unknown)}: evaluate it with --metric")
     with open_ledger(ledger_dir) as led:
+        loaded = model_path
+        if entry is None:  # decide what to load from the registered paths before hashing
+            files = [f.path for f in led.models.manifest(name, version).files]
+            loaded = model_file_in(model_path, files)
         # Loading a model runs code: only ever load the registered bytes.
-        registered = led.models.verify(model_path, name, version)
+        led.models.verify(model_path, name, version)
         verify_path(data, led.datasets.manifest_of(led.datasets.get(ds_name, ds_version).record))
         if entry is not None:
             result = evaluate_entry(entry, model_path, data, target=target)
@@ -240,8 +244,6 @@ def attest_eval(
                     f"(it returned {', '.join(result['metrics'])}); nothing was recorded"
                 )
         else:
-            files = [f.path for f in led.models.manifest(name, registered.version).files]
-            loaded = model_file_in(model_path, files)
             result = evaluate_sklearn(loaded, data, target=target, metrics=metrics)
         ack = led.models.evaluate(
             name,
