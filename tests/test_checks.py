@@ -4,8 +4,10 @@ equal sklearn.metrics, and the evidence is deterministic JSON."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,11 @@ from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 import modelchain.checks as checks
 from modelchain.checks import (
     METRICS,
+    evaluate_entry,
     evaluate_sklearn,
     evaluate_torch,
     metrics_agree,
+    model_file_in,
     run_quality_checks,
 )
 from modelchain.checks.quality import _find_duplicates
@@ -629,3 +633,62 @@ def test_public_surface() -> None:
     assert sorted(checks.__all__) == sorted(set(checks.__all__))
     for name in checks.__all__:
         assert hasattr(checks, name)
+
+
+# --- entry points and folders ---------------------------------------------------------
+
+
+def _entry_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:
+    """Write a module holding ``returns(model_path, data_path, *, target)`` whose body is
+    ``body``, put it on sys.path, and name it as an entry point."""
+    name = f"entry_{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+    code = "import math\nimport numpy as np\n\ndef returns(model_path, data_path, *, target):\n"
+    (tmp_path / f"{name}.py").write_text(code + f"    return {body}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{name}:returns"
+
+
+def test_an_entry_point_returns_numbers_as_the_evidence_records_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = '{"rows": np.int64(150), "mse": np.float32(0.25), "acc": 2 / 3}'
+    spec = _entry_module(tmp_path, monkeypatch, body)
+    result = evaluate_entry(spec, tmp_path / "model", tmp_path / "data.csv", target="y")
+    assert result["metrics"] == {"acc": 0.666666666667, "mse": 0.25, "rows": 150}
+    assert result["target"] == "y" and result["tool"]["entry"] == spec
+    assert json.dumps(result["metrics"])  # plain JSON numbers
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("[0.9]", "returned a list"),
+        ("{}", "returned a dict ({})"),
+        ('{"accuracy": True}', "returned a bool (True) for metric 'accuracy'"),
+        ('{"accuracy": None}', "returned a NoneType (None)"),
+        ('{"accuracy": math.inf}', "returned a float (inf)"),
+        ('{"accuracy": np.array([0.9])}', "returned a ndarray"),
+        ("{1: 0.9}", "a metric named 1"),
+    ],
+)
+def test_an_entry_point_must_return_finite_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, says: str
+) -> None:
+    spec = _entry_module(tmp_path, monkeypatch, body)
+    with pytest.raises(ArtifactError, match=re.escape(says)):
+        evaluate_entry(spec, tmp_path / "model", tmp_path / "data.csv", target="y")
+
+
+def test_model_file_in_decides_or_says_why_not(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert model_file_in(folder, ["clf.joblib", "README.md"]) == folder / "clf.joblib"
+    assert model_file_in(tmp_path / "clf.pkl", ["."]) == tmp_path / "clf.pkl"
+    with pytest.raises(UsageError, match=re.escape("net.pt holds .pt weights, which alone")):
+        model_file_in(tmp_path / "net.pt", ["."])
+    with pytest.raises(UsageError, match=r"weights \(shard-1.safetensors, shard-2.safetensors\)"):
+        model_file_in(folder, ["clf.joblib", "shard-2.safetensors", "shard-1.safetensors"])
+    with pytest.raises(UsageError, match=r"several model files \(a.pkl, b/c.joblib\)"):
+        model_file_in(folder, ["b/c.joblib", "a.pkl"])
+    with pytest.raises(UsageError, match="it has no model file"):
+        model_file_in(folder, ["config.json"])

@@ -1,5 +1,6 @@
-"""Evaluating a scikit-learn or PyTorch model on a CSV or Parquet dataset, as a deterministic
-JSON object that an evaluator signs and submits, and deciding whether several evaluators agree.
+"""Evaluating a scikit-learn or PyTorch model on a CSV or Parquet dataset, or any model through
+a user-supplied entry point, as a deterministic JSON object that an evaluator signs and submits,
+and deciding whether several evaluators agree.
 
 Metrics are computed here with numpy, the same way for both frameworks and whatever
 scikit-learn version is installed; they equal scikit-learn's ``sklearn.metrics`` functions.
@@ -7,8 +8,10 @@ scikit-learn version is installed; they equal scikit-learn's ``sklearn.metrics``
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +24,19 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
 
-__all__ = ["METRICS", "evaluate_sklearn", "evaluate_torch", "metrics_agree"]
+__all__ = [
+    "METRICS",
+    "evaluate_entry",
+    "evaluate_sklearn",
+    "evaluate_torch",
+    "load_entry_point",
+    "metrics_agree",
+    "model_file_in",
+]
+
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_ENTRY_HINT = "pass --entry MODULE:FUNCTION, a function that loads and runs it"
 
 _LABEL_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 _SCORE_METRICS = ("roc_auc",)
@@ -179,6 +194,134 @@ def metrics_agree(results: Sequence[Mapping[str, float | None]], tolerance: floa
         if max(numbers) - min(numbers) > tolerance:
             return False
     return True
+
+
+def model_file_in(model_path: StrPath, files: Sequence[str]) -> Path:
+    """The file the built-in (scikit-learn) evaluator loads from a registered model: the
+    model itself when it is one file, else the one ``.joblib``/``.pkl``/``.pickle`` file
+    among ``files`` (the folder's registered paths, relative POSIX).
+
+    UsageError, naming what it found, for torch or safetensors weights (weights alone do
+    not say how to run them), and for a folder with no pickled model or several.
+    """
+    root = Path(model_path)
+    if not root.is_dir():
+        if root.suffix.lower() in _WEIGHT_SUFFIXES:
+            raise UsageError(
+                f"{root} holds {root.suffix} weights, which alone do not say how to run the "
+                f"model: {_ENTRY_HINT}"
+            )
+        return root
+    weights = sorted(f for f in files if Path(f).suffix.lower() in _WEIGHT_SUFFIXES)
+    if weights:
+        raise UsageError(
+            f"{root} holds weights ({_listed(weights)}), which alone do not say how to run "
+            f"the model: {_ENTRY_HINT}"
+        )
+    pickles = sorted(f for f in files if Path(f).suffix.lower() in _PICKLE_SUFFIXES)
+    if len(pickles) != 1:
+        found = f"several model files ({_listed(pickles)})" if pickles else "no model file"
+        raise UsageError(
+            f"cannot tell what to evaluate in the folder {root}: it has {found}; the built-in "
+            f"evaluator loads exactly one {'/'.join(_PICKLE_SUFFIXES)} file, else {_ENTRY_HINT}"
+        )
+    return root / pickles[0]
+
+
+def load_entry_point(spec: str) -> Callable[..., Any]:
+    """The function ``spec`` names, ``"package.module:function"``, imported from sys.path
+    (set PYTHONPATH to reach a module that is not installed). Importing runs the module's
+    code: name only code you trust. UsageError for a malformed string, a module that
+    cannot be imported, or a name that is missing or not callable."""
+    module_name, sep, attr = spec.partition(":")
+    dotted = (module_name.split("."), attr.split("."))
+    if not sep or not all(part.isidentifier() for parts in dotted for part in parts):
+        raise UsageError(
+            f"entry point {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.evaluation:evaluate"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise UsageError(
+                f"entry point {spec!r}: no module named {exc.name!r} on the Python path "
+                "(install it, or add its folder to PYTHONPATH)"
+            ) from exc
+        raise UsageError(f"entry point {spec!r}: importing {module_name} failed: {exc}") from exc
+    except Exception as exc:  # the module's own code can raise anything
+        raise UsageError(
+            f"entry point {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    found: Any = module
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            raise UsageError(f"entry point {spec!r}: module {module_name} has no {attr!r}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise UsageError(
+            f"entry point {spec!r}: {attr} is a {type(found).__name__}, not a function"
+        )
+    return found  # type: ignore[no-any-return]
+
+
+def evaluate_entry(
+    spec: str, model_path: StrPath, data_path: StrPath, *, target: str
+) -> dict[str, Any]:
+    """Evaluate any model with the user's function ``spec`` (see ``load_entry_point``).
+
+    The function is called as ``function(model_path, data_path, target=target)`` with
+    ``pathlib.Path`` arguments (the model path as registered: a file or a folder) and must
+    return a non-empty mapping of metric names to finite numbers; a bool, None, NaN, a
+    tensor or anything else is refused. Numbers are recorded as ``json_number`` rounds them.
+
+    Returns ``{"metrics", "target", "tool"}``, ``tool`` naming the entry point. UsageError
+    for an entry point that cannot be loaded; ArtifactError when the function raises or
+    returns anything but numbers.
+    """
+    function = load_entry_point(spec)
+    try:
+        returned = function(Path(model_path), Path(data_path), target=target)
+    except Exception as exc:  # the caller's own evaluation code
+        raise ArtifactError(
+            f"entry point {spec} failed on {model_path} and {data_path}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(returned, Mapping) or not returned:
+        raise ArtifactError(
+            f"entry point {spec} returned {_shown(returned)}; it must return a non-empty "
+            'mapping of metric names to numbers, e.g. {"accuracy": 0.93}'
+        )
+    metrics: dict[str, float | None] = {}
+    for name, value in returned.items():
+        if not isinstance(name, str) or not name:
+            raise ArtifactError(
+                f"entry point {spec} returned a metric named {name!r}; names are text"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value))
+        ):
+            raise ArtifactError(
+                f"entry point {spec} returned {_shown(value)} for metric {name!r}; "
+                "every metric must be a finite number"
+            )
+        metrics[name] = json_number(float(value) if not isinstance(value, int) else value)
+    return {
+        "metrics": dict(sorted(metrics.items())),
+        "target": target,
+        "tool": {**tool_info(), "entry": spec},
+    }
+
+
+def _listed(paths: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''})"
 
 
 # --- loading and running --------------------------------------------------------------

@@ -153,12 +153,23 @@ def attest_quality(
     "--model-path",
     type=click.Path(path_type=Path),
     required=True,
-    help="The model file (verified against the registered version before loading).",
+    help="The model file or folder (verified against the registered version before loading).",
 )
 @click.option("--dataset", "dataset", metavar="NAME@VERSION", required=True)
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--target", required=True, help="The label column.")
-@click.option("--metric", "metrics", multiple=True, default=("accuracy",), show_default=True)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="A built-in metric (repeatable; default accuracy). Not with --entry.",
+)
+@click.option(
+    "--entry",
+    metavar="MODULE:FUNCTION",
+    help="Evaluate with your function, called as FUNCTION(model_path, data_path, "
+    "target=TARGET) and returning {metric: number}; needed for torch and safetensors models.",
+)
 @click.option(
     "--min",
     "minimums",
@@ -183,28 +194,57 @@ def attest_eval(
     data: Path,
     target: str,
     metrics: tuple[str, ...],
+    entry: str | None,
     minimums: tuple[str, ...],
     maximums: tuple[str, ...],
     as_name: str | None,
     as_json: bool,
 ) -> None:
-    """Evaluate a scikit-learn model version on a registered dataset version and
-    submit the metrics as an evaluator. With --min/--max, the metrics are recorded
-    whatever they are, and the command exits 8 if one misses its bound."""
+    """Evaluate a model version on a registered dataset version and submit the metrics
+    as an evaluator: a scikit-learn model (a joblib or pickle file, or a folder holding
+    one) with the built-in metrics, or any model with your --entry function. With
+    --min/--max, the metrics are recorded whatever they are, and the command exits 8 if
+    one misses its bound."""
     from ..artifacts.hashing import verify_path
-    from ..checks.evaluation import evaluate_sklearn
+    from ..checks.evaluation import (
+        evaluate_entry,
+        evaluate_sklearn,
+        load_entry_point,
+        model_file_in,
+    )
 
     name, version = name_version(model)
     ds_name, ds_version = name_version(dataset)
     lows, highs = _thresholds(minimums, "--min"), _thresholds(maximums, "--max")
-    unknown = sorted((set(lows) | set(highs)) - set(metrics))
-    if unknown:
-        raise UsageError(f"--min/--max name {', '.join(unknown)}: evaluate it with --metric")
+    if entry is not None:
+        if metrics:
+            raise UsageError(
+                "--metric chooses built-in metrics; an --entry function returns its own"
+            )
+        load_entry_point(entry)  # a bad entry point fails before anything is hashed
+    else:
+        metrics = metrics or ("accuracy",)
+        unknown = sorted((set(lows) | set(highs)) - set(metrics))
+        if unknown:
+            raise UsageError(f"--min/--max name {', '.join(unknown)}: evaluate it with --metric")
     with open_ledger(ledger_dir) as led:
-        # Loading a pickle runs code: only ever load the registered bytes.
+        loaded = model_path
+        if entry is None:  # decide what to load from the registered paths before hashing
+            files = [f.path for f in led.models.manifest(name, version).files]
+            loaded = model_file_in(model_path, files)
+        # Loading a model runs code: only ever load the registered bytes.
         led.models.verify(model_path, name, version)
         verify_path(data, led.datasets.manifest_of(led.datasets.get(ds_name, ds_version).record))
-        result = evaluate_sklearn(model_path, data, target=target, metrics=metrics)
+        if entry is not None:
+            result = evaluate_entry(entry, model_path, data, target=target)
+            missing = sorted((set(lows) | set(highs)) - set(result["metrics"]))
+            if missing:
+                raise UsageError(
+                    f"--min/--max name {', '.join(missing)}, which {entry} did not return "
+                    f"(it returned {', '.join(result['metrics'])}); nothing was recorded"
+                )
+        else:
+            result = evaluate_sklearn(loaded, data, target=target, metrics=metrics)
         ack = led.models.evaluate(
             name,
             version,
