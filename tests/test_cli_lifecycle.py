@@ -243,6 +243,11 @@ def test_mistakes_fail_locally_and_denials_are_logged(env: dict[str, str], tmp_p
         assert out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
         assert "clfx" in out.stderr or "version 9" in out.stderr or "not deployed" in out.stderr
     assert _size(env) == before, "no mistake was logged"
+    # Checked before any key is opened: no passphrase needed to be told of a typo.
+    bare = {k: v for k, v in env.items() if k != "MODELCHAIN_KEY_PASSPHRASE"}
+    for args in mistakes:
+        out = run(bare, *args, ok=False)
+        assert out.returncode == 3, (args, out.stderr)
 
     # A policy denial of a real version is evidence: still submitted and logged.
     denied = run(env, "deploy", "clf@1", "--env", "production", "--as", "ops", ok=False)

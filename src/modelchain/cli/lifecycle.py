@@ -297,6 +297,7 @@ def _decide(
     name, version = name_version(model)
     with open_ledger(ledger_dir) as led:
         fn = led.deployments.approve if verb == "approve" else led.deployments.reject
+        led.deployments.require(name, version)  # a typo fails before any key is opened
         ack = fn(name, version, env, role=role, comment=comment, signer=signer_for(as_name, led))
     done = "approved" if verb == "approve" else "rejected"
     _ack_out(ack, as_json, f"{done} {model} for {env} as {role}")
@@ -350,6 +351,7 @@ def deploy(
     """Point ENV at a model version (the environment's policy decides)."""
     name, version = name_version(model)
     with open_ledger(ledger_dir) as led:
+        led.deployments.require(name, version)  # a typo fails before any key is opened
         ack = led.deployments.deploy(
             name, version, env, rollback_rule=rollback_rule, signer=signer_for(as_name, led)
         )
@@ -368,6 +370,7 @@ def rollback(
 ) -> None:
     """Return ENV to the previous version that was neither revoked nor rolled back from."""
     with open_ledger(ledger_dir) as led:
+        led.deployments.require(model, deployed_to=env)  # before any key is opened
         ack = led.deployments.rollback(model, env, reason=reason, signer=signer_for(as_name, led))
         now = led.deployments.current(model, env)
     _ack_out(ack, as_json, f"{env} now runs {model}@{now['version'] if now else '-'}")
@@ -383,6 +386,7 @@ def revoke(ledger_dir: Path, model: str, reason: str, as_name: str | None, as_js
     """Withdraw a version everywhere it is deployed and forbid redeploying it."""
     name, version = name_version(model)
     with open_ledger(ledger_dir) as led:
+        led.deployments.require(name, version)  # a typo fails before any key is opened
         ack = led.deployments.revoke(name, version, reason=reason, signer=signer_for(as_name, led))
     _ack_out(ack, as_json, f"revoked {model}")
 

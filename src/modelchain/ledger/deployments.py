@@ -36,6 +36,21 @@ class Deployments(Facade):
         # NotFoundError ("no model named ...", "... has no version ...") before signing.
         self._version("model", model, version)
 
+    def require(
+        self, model: str, version: int | None = None, *, deployed_to: str | None = None
+    ) -> None:
+        """NotFoundError unless ``model`` (its ``version``) is registered and,
+        with ``deployed_to``, deployed there: the checks every call here makes
+        before signing, for a caller that opens its key only after them."""
+        if version is not None:
+            self._exists(model, version)
+        elif self._entity("model", model) is None:
+            raise NotFoundError(f"no model named {model!r}")
+        if deployed_to is not None and self.current(model, deployed_to) is None:
+            raise NotFoundError(
+                f"{model} is not deployed to {deployed_to!r}: there is nothing to roll back"
+            )
+
     def approve(
         self,
         model: str,
@@ -84,12 +99,7 @@ class Deployments(Facade):
     ) -> Ack:
         """Return ``env`` to its previous version; NotFoundError (nothing signed)
         if ``model`` is not registered or was never deployed to ``env``."""
-        if self._entity("model", model) is None:
-            raise NotFoundError(f"no model named {model!r}")
-        if self.current(model, env) is None:
-            raise NotFoundError(
-                f"{model} is not deployed to {env!r}: there is nothing to roll back"
-            )
+        self.require(model, deployed_to=env)
         return self._submit(MODEL_ROLLBACK, {"model": model, "env": env, "reason": reason}, signer)
 
     def revoke(self, model: str, version: int, *, reason: str, signer: Signer | None = None) -> Ack:
