@@ -11,7 +11,7 @@ import modelchain
 SRC = Path(modelchain.__file__).parent
 
 # Each layer may import itself and the layers listed after it, nothing above:
-# cli -> server, reports, cluster -> ledger, receipts, guard -> node
+# cli -> server, reports, cluster -> ledger, receipts, guard, integrations -> node
 #     -> contracts, storage, artifacts, checks, keys -> core -> errors.
 LAYERS = ["cli", "interfaces", "api", "node", "components", "core", "errors"]
 PACKAGE_LAYER = {
@@ -26,6 +26,7 @@ PACKAGE_LAYER = {
     "ledger": "api",
     "receipts": "api",
     "guard": "api",
+    "integrations": "api",
     "server": "interfaces",
     "reports": "interfaces",
     "cluster": "interfaces",
