@@ -107,6 +107,52 @@ def test_os_keyring_lookup() -> None:
     assert os_keyring()("modelchain-test-no-such-entry") is None
 
 
+def test_cli_takes_a_passphrase_from_the_keyring(env: dict[str, str], tmp_path: Path) -> None:
+    """`keyring set modelchain NAME` is all a user does: the CLI signs with it, and
+    a wrong one stored there is refused like a wrong variable. The backend is
+    keyrings.alt's file keyring (a real keyring backend, chosen the documented
+    way, through PYTHON_KEYRING_BACKEND), in a throwaway data folder."""
+    pytest.importorskip("keyring")
+    pytest.importorskip("keyrings.alt")
+    ring = {
+        **{k: v for k, v in env.items() if not k.startswith("MODELCHAIN_KEY_PASSPHRASE")},
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+
+    def keyring_set(name: str, secret: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "keyring", "set", "modelchain", name],
+            env=ring,
+            input=secret + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    run({**ring, "MODELCHAIN_KEY_PASSPHRASE_ALICE": ALICE_PASS}, "identity", "new", "alice")
+    keyring_set("alice", ALICE_PASS)
+    run(ring, "init", "--origin", ORIGIN, "--admin", "alice", "--unencrypted")
+    run(ring, "event", "record", "step", "--body", "{}", "--as", "alice")
+    # The variable still comes first: a right one wins over a wrong keyring entry.
+    keyring_set("alice", "not alice's passphrase")
+    wrong = run(ring, "event", "record", "step", "--body", "{}", "--as", "alice", code=6)
+    assert "wrong passphrase for key 'alice'" in wrong.stderr
+    assert "not alice's passphrase" not in wrong.stderr
+    run(
+        {**ring, "MODELCHAIN_KEY_PASSPHRASE_ALICE": ALICE_PASS},
+        "event",
+        "record",
+        "step",
+        "--body",
+        "{}",
+        "--as",
+        "alice",
+    )
+    assert json.loads(run(ring, "log", "verify", "--json").stdout)["size"] == 3
+
+
 def test_two_identities_each_with_its_own_passphrase(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
