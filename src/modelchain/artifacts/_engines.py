@@ -1,6 +1,7 @@
 """Hashing engines: SHA-256, sharded SHA-256 and BLAKE3 over files, on a small pool of
 threads (hashlib and blake3 release the GIL) with fixed-size buffers, answered from the
-digest cache where it can; a safetensors file's tensors are hashed from the same reads.
+digest cache where it can; a safetensors file's tensors are hashed from the same reads,
+and so is an upload to an artifact store (a ``Tee``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,24 @@ from itertools import count
 from queue import SimpleQueue
 from typing import Any, Protocol
 
-from ..core.manifest import BLAKE3, TensorDigest
+from ..core.manifest import BLAKE3, TensorDigest, object_ref
 from ..errors import UsageError
 from ._safetensors import TensorSweep, tensor_spans
 from ._walk import changed, same_file, unreadable
 from .cache import DigestCache
 
-__all__ = ["CHUNK", "PIPELINE_MIN", "Entry", "Progress", "default_workers", "hash_entries"]
+__all__ = [
+    "CHUNK",
+    "PIPELINE_MIN",
+    "Entry",
+    "Hasher",
+    "Progress",
+    "Tee",
+    "Upload",
+    "default_workers",
+    "hash_entries",
+    "new_hasher",
+]
 
 Progress = Callable[[int, int], None]
 """Called with (bytes hashed, bytes to hash) from worker threads, at most about 10 times a
@@ -46,9 +58,65 @@ _RACY_NS = 100_000_000
 _RACY_COARSE_NS = 2_000_000_000
 
 
-class _Hasher(Protocol):
-    def update(self, data: memoryview, /) -> object: ...
+class Hasher(Protocol):
+    def update(self, data: memoryview | bytes, /) -> object: ...
     def hexdigest(self) -> str: ...
+
+
+class Upload(Protocol):
+    """One object on its way into a store: written chunk by chunk, then committed under
+    the ref its bytes hashed to, or aborted (nothing appears under any ref)."""
+
+    def write(self, data: memoryview, /) -> None: ...
+    def commit(self, ref: str, /) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Tee(Protocol):
+    """Where the bytes read for hashing go as well (an artifact store), so that hashing
+    and uploading a file read it once. ``has`` lets a cached file that is already
+    stored be answered without any read."""
+
+    def has(self, ref: str, /) -> bool: ...
+    def upload(self) -> Upload: ...
+
+
+class _ShardedHasher:
+    """Sharded SHA-256 (``sha256-sharded-<bytes>``) over a stream: the same digest the
+    parallel engine makes, for callers that see the bytes once, in order."""
+
+    def __init__(self, shard: int) -> None:
+        self._shard = shard
+        self._h = hashlib.sha256()
+        self._filled = 0
+        self._digests: list[bytes] = []
+
+    def update(self, data: memoryview | bytes, /) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            n = min(self._shard - self._filled, view.nbytes)
+            self._h.update(view[:n])
+            self._filled += n
+            view = view[n:]
+            if self._filled == self._shard:
+                self._digests.append(self._h.digest())
+                self._h = hashlib.sha256()
+                self._filled = 0
+
+    def hexdigest(self) -> str:
+        digests = self._digests + ([self._h.digest()] if self._filled else [])
+        return hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    """A streaming hasher whose hex digest is a manifest's file digest by ``algorithm``."""
+    shard = _shard_size(algorithm)
+    if shard is not None:
+        return _ShardedHasher(shard)
+    if algorithm == BLAKE3:
+        hasher: Hasher = _blake3().blake3(max_threads=1)
+        return hasher
+    return hashlib.sha256()
 
 
 _Consumer = Callable[[int, memoryview], None]  # (offset in file, bytes read there)
@@ -91,8 +159,10 @@ class _Run:
         cache: DigestCache | None,
         started_ns: int,
         allow_symlinks: bool,
+        tee: Tee | None = None,
     ) -> None:
         self.algorithm = algorithm
+        self.tee = tee
         self.workers = workers
         self.total = total
         self.done = 0
@@ -272,36 +342,47 @@ def _blake3_alone(fd: int, entry: Entry, run: _Run) -> str:
 
 
 def _hash_whole(entry: Entry, key: str, run: _Run) -> None:
-    """SHA-256 or BLAKE3 of one file (and SHA-256 of its tensors)."""
+    """SHA-256 or BLAKE3 of one file (and SHA-256 of its tensors); with a tee, any
+    algorithm, streaming the same reads into the store."""
     fd, _ = _open(entry, run)
     sweep = None
+    upload = run.tee.upload() if run.tee is not None else None
     try:
-        spare = run.spare_cores_for(entry.st.st_size)
-        if run.algorithm == BLAKE3 and spare:
-            digest = _blake3_alone(fd, entry, run)
-            read = entry.st.st_size  # what was mapped; the fstat below catches any change
-        else:
-            hasher: _Hasher = (
-                _blake3().blake3(max_threads=1) if run.algorithm == BLAKE3 else hashlib.sha256()
-            )
+        try:
+            spare = run.spare_cores_for(entry.st.st_size)
+            if run.algorithm == BLAKE3 and spare and upload is None:
+                digest = _blake3_alone(fd, entry, run)
+                read = entry.st.st_size  # what was mapped; the fstat below catches any change
+            else:
+                hasher = new_hasher(run.algorithm)
 
-            def whole(offset: int, chunk: memoryview) -> None:
-                hasher.update(chunk)
+                def whole(offset: int, chunk: memoryview) -> None:
+                    hasher.update(chunk)
 
-            consumers: list[_Consumer] = [whole]
-            if entry.tensors:
-                sweep = TensorSweep(tensor_spans(fd, entry.st.st_size, entry.shown))
-                consumers.append(sweep)
-            pump = _pump_pipelined if spare else _pump
-            read = pump(fd, consumers, run)
-            digest = hasher.hexdigest()
-        after = os.fstat(fd)
-    except OSError as exc:
-        raise unreadable(entry.shown, exc) from exc
+                consumers: list[_Consumer] = [whole]
+                if entry.tensors:
+                    sweep = TensorSweep(tensor_spans(fd, entry.st.st_size, entry.shown))
+                    consumers.append(sweep)
+                if upload is not None:
+                    write = upload.write
+                    consumers.append(lambda offset, chunk: write(chunk))
+                pump = _pump_pipelined if spare else _pump
+                read = pump(fd, consumers, run)
+                digest = hasher.hexdigest()
+            after = os.fstat(fd)
+        except OSError as exc:
+            raise unreadable(entry.shown, exc) from exc
+        finally:
+            os.close(fd)
+        if read != entry.st.st_size or not same_file(after, entry.st):
+            raise changed(entry.shown)
+        if upload is not None:
+            # The bytes uploaded are the bytes hashed: the object is its digest's.
+            upload.commit(object_ref(run.algorithm, digest))
+            upload = None
     finally:
-        os.close(fd)
-    if read != entry.st.st_size or not same_file(after, entry.st):
-        raise changed(entry.shown)
+        if upload is not None:
+            upload.abort()
     tensors = sweep.digests() if sweep is not None else ()
     run.remember(entry, key, digest, tensors)
 
@@ -420,14 +501,21 @@ def hash_entries(
     progress: Progress | None,
     started_ns: int,
     allow_symlinks: bool,
+    tee: Tee | None = None,
 ) -> dict[str, tuple[str, tuple[TensorDigest, ...]]]:
     """The digest (and tensor digests) of every entry, by OMS path. ``started_ns``: when
-    the caller began, before listing the files (what the cache may trust is older)."""
-    shard = _shard_size(algorithm)
-    run = _Run(algorithm, workers, 0, progress, cache, started_ns, allow_symlinks)
+    the caller began, before listing the files (what the cache may trust is older).
+
+    With a ``tee``, every file read is also uploaded from the same reads, and a cached
+    file is read only when the tee does not hold its digest yet; sharded digests are then
+    made by one sequential read per file rather than by shards in parallel."""
+    shard = None if tee is not None else _shard_size(algorithm)
+    run = _Run(algorithm, workers, 0, progress, cache, started_ns, allow_symlinks, tee)
     todo: list[Entry] = []
     for e in entries:
         hit = cache.get(e.st, _cache_key(algorithm, e.tensors)) if cache is not None else None
+        if hit is not None and tee is not None and not tee.has(object_ref(algorithm, hit[0])):
+            hit = None
         if hit is not None:
             run.results[e.rel] = hit
         else:

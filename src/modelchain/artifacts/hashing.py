@@ -23,12 +23,30 @@ from ..core.manifest import (
     oms_sort_key,
 )
 from ..errors import IntegrityError, UsageError
-from ._engines import Entry, Progress, default_workers, hash_entries
+from ._engines import (
+    Entry,
+    Hasher,
+    Progress,
+    Tee,
+    Upload,
+    default_workers,
+    hash_entries,
+    new_hasher,
+)
 from ._walk import DEFAULT_IGNORES, list_files, split_ignore
 from .cache import DigestCache
 from .formats import detect_format
 
-__all__ = ["DEFAULT_IGNORES", "Progress", "hash_path", "verify_path"]
+__all__ = [
+    "DEFAULT_IGNORES",
+    "Hasher",
+    "Progress",
+    "Tee",
+    "Upload",
+    "hash_path",
+    "new_hasher",
+    "verify_path",
+]
 
 
 def _hash(
@@ -42,6 +60,7 @@ def _hash(
     workers: int | None,
     tensors: bool,
     progress: Progress | None,
+    tee: Tee | None = None,
 ) -> Manifest:
     started_ns = time.time_ns()
     check_algorithm(algorithm)
@@ -63,6 +82,7 @@ def _hash(
         progress=progress,
         started_ns=started_ns,
         allow_symlinks=allow_symlinks,
+        tee=tee,
     )
     files = []
     for e in entries:
@@ -93,6 +113,7 @@ def hash_path(
     workers: int | None = None,
     tensors: bool = True,
     progress: Progress | None = None,
+    tee: Tee | None = None,
 ) -> Manifest:
     """The manifest of a file or folder.
 
@@ -115,6 +136,10 @@ def hash_path(
 
     ``cache`` answers unchanged files without reading them. ``workers`` defaults to the
     usable cores. ``progress`` gets (bytes hashed, bytes to hash) from worker threads.
+
+    ``tee`` (an artifact store) receives every file from the same reads that hash it, so
+    hashing and uploading read each file once; a file it already holds is not read again
+    when the cache knows its digest.
     """
     names, paths = split_ignore(ignore)
     return _hash(
@@ -127,6 +152,7 @@ def hash_path(
         workers=workers,
         tensors=tensors,
         progress=progress,
+        tee=tee,
     )
 
 

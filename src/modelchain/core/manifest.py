@@ -26,7 +26,9 @@ __all__ = [
     "check_algorithm",
     "diff_manifests",
     "manifest_of",
+    "object_ref",
     "oms_sort_key",
+    "parse_object_ref",
     "sharded",
 ]
 
@@ -50,6 +52,21 @@ def check_algorithm(name: str) -> str:
     raise MalformedError(
         f"unknown digest algorithm {name!r}: use sha256, blake3 or sha256-sharded-<bytes>"
     )
+
+
+def object_ref(algorithm: str, digest: str) -> str:
+    """How an artifact store names one file's bytes: ``<algorithm>:<hex digest>``, the
+    algorithm saying every parameter of the digest (``sha256-sharded-1073741824:...``)."""
+    return f"{algorithm}:{digest}"
+
+
+def parse_object_ref(ref: str) -> tuple[str, str]:
+    """(algorithm, hex digest) of an object ref; MalformedError for anything else."""
+    algorithm, sep, digest = ref.partition(":")
+    if not sep or not _HEX.match(digest):
+        raise MalformedError(f"bad object reference {ref!r}: expected <algorithm>:<64 hex>")
+    check_algorithm(algorithm)
+    return algorithm, digest
 
 
 def oms_sort_key(path: str) -> tuple[str, ...]:

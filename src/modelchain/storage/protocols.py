@@ -1,16 +1,18 @@
 """What the node, the executor, the replica, the audit and the ledger's reads
 need of a store: ``LedgerStore`` (entries, tree, state, nonces, checkpoints,
-the audit-trail index) and ``BlobStore`` (content-addressed bytes).
+the audit-trail index), ``BlobStore`` (content-addressed bytes) and
+``ArtifactStore`` (model and dataset files by digest, streamed).
 
 ``SqliteStore`` and ``MemoryStore`` implement ``LedgerStore``; ``FileBlobStore``
-implements ``BlobStore``. Code above storage types against these protocols.
+implements ``BlobStore``; ``FsspecArtifactStore`` implements ``ArtifactStore``.
+Code above storage types against these protocols.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 from ..core.canonical import JSONValue
 from ..core.merkle import NodeReader
@@ -18,7 +20,16 @@ from ..core.merkle import NodeReader
 if TYPE_CHECKING:
     from ..core.tx import Transaction
 
-__all__ = ["BlobStore", "Head", "IndexRow", "LedgerStore", "type_excluded"]
+__all__ = [
+    "ArtifactStore",
+    "BlobStore",
+    "Head",
+    "IndexRow",
+    "LedgerStore",
+    "ObjectWriter",
+    "StoredObject",
+    "type_excluded",
+]
 
 
 def type_excluded(type_: str, exclude: Sequence[str]) -> bool:
@@ -182,3 +193,45 @@ class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
 
     def get(self, ref: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object an artifact store holds: its ref (``<algorithm>:<hex>``) and size."""
+
+    ref: str
+    size: int
+
+
+class ObjectWriter(Protocol):
+    """An object on its way into an artifact store: ``write`` its bytes, then
+    ``commit(ref)`` makes it visible under ``ref`` (whose digest the writer checked
+    or computed from the same bytes), or ``abort`` leaves nothing."""
+
+    def write(self, data: memoryview | bytes, /) -> None: ...
+
+    def commit(self, ref: str, /) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    """Files by digest, streamed in bounded memory: the store beside a ledger.
+
+    Refs are ``<algorithm>:<hex digest>`` (``core.manifest.object_ref``). The store
+    does not check what it returns; its readers hash what they read."""
+
+    @property
+    def url(self) -> str: ...
+
+    def has(self, ref: str, /) -> bool: ...
+
+    def size(self, ref: str) -> int | None: ...
+
+    def upload(self) -> ObjectWriter: ...
+
+    def open_read(self, ref: str, offset: int = 0) -> IO[bytes]: ...
+
+    def objects(self) -> Iterator[StoredObject]: ...
+
+    def delete(self, ref: str) -> None: ...

@@ -1,0 +1,477 @@
+"""The artifact store: model and dataset files (and their manifests) beside the ledger,
+named by the digest the ledger records, in a local folder or on any fsspec filesystem
+(S3-compatible through s3fs).
+
+An object lives at ``<algorithm>/<2 hex>/<64 hex>`` under the store's root. A write
+goes to ``tmp/<random>`` and is moved under its name only once it is complete and its
+digest known, so no reader sees half an object under a digest. Nothing read from a
+store is trusted: ``fetch`` and ``copy_object`` hash every byte against the ref asked
+for. Objects hold plaintext today; an encrypted object (a later step) will carry its
+scheme beside it, still addressed by the plaintext digest the ledger records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..artifacts.hashing import new_hasher
+from ..core.manifest import Manifest, object_ref, parse_object_ref
+from ..errors import IntegrityError, MalformedError, NotFoundError, StorageError, UsageError
+from .protocols import ArtifactStore, StoredObject
+
+__all__ = [
+    "CHUNK",
+    "FsspecArtifactStore",
+    "ObjectUpload",
+    "PullResult",
+    "StoredObject",
+    "copy_object",
+    "fetch",
+    "open_store",
+    "pull_manifest",
+    "put_bytes",
+    "verify_objects",
+]
+
+CHUNK = 4 << 20  # bytes moved per read: what a transfer holds in memory, with _BLOCK
+_BLOCK = 8 << 20  # s3fs part size and read-ahead (its default, 50 MiB, is most of a budget)
+_TMP = "tmp"
+_STALE_TMP_S = 24 * 3600  # an upload left this long in tmp/ was interrupted
+
+Progress = Callable[[int], None]  # called with bytes just moved
+
+
+def _io_error(what: str, exc: BaseException) -> StorageError:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc)
+    return StorageError(f"{what}: {text}")
+
+
+class ObjectUpload:
+    """An object being written: ``write`` chunks, then ``commit(ref)`` moves it under
+    its ref (or drops it when the store already holds that ref), or ``abort`` drops it."""
+
+    def __init__(self, store: FsspecArtifactStore) -> None:
+        self._store = store
+        self._tmp = store._path(f"{_TMP}/{uuid.uuid4().hex}")
+        self.size = 0
+        try:
+            store._makedirs(self._tmp)
+            self._file: Any = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
+        except Exception as exc:
+            raise _io_error(f"cannot write to the artifact store {store.url}", exc) from exc
+
+    def write(self, data: memoryview | bytes, /) -> None:
+        try:
+            self._file.write(data)
+        except Exception as exc:
+            raise _io_error(f"cannot write to the artifact store {self._store.url}", exc) from exc
+        self.size += len(data)
+
+    def commit(self, ref: str, /) -> None:
+        store = self._store
+        key = store._key(ref)
+        try:
+            self._close(durable=True)
+            if store.fs.exists(key):
+                # Content-addressed: the object there already is these bytes.
+                store.fs.rm(self._tmp)
+                return
+            store._makedirs(key)
+            store.fs.mv(self._tmp, key)
+        except Exception as exc:
+            self.abort()
+            raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            discard = getattr(self._file, "discard", None)
+            if callable(discard):
+                discard()  # s3fs: abandon the multipart upload instead of completing it
+        with contextlib.suppress(Exception):
+            self._close(durable=False)
+        with contextlib.suppress(Exception):
+            self._store.fs.rm(self._tmp)
+
+    def _close(self, durable: bool) -> None:
+        f = self._file
+        if f.closed:
+            return
+        if durable and self._store.local:
+            f.flush()
+            os.fsync(f.fileno())
+        f.close()
+
+
+@dataclass
+class FsspecArtifactStore:
+    """An artifact store on an fsspec filesystem: the local one for a folder, s3fs for
+    ``s3://bucket/prefix``, or any other. ``url`` is how it was named (for messages)."""
+
+    fs: Any
+    root: str
+    url: str
+    local: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        self.local = "file" in protocols or "local" in protocols
+        self.root = self.root.rstrip("/")
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _key(self, ref: str) -> str:
+        algorithm, digest = parse_object_ref(ref)
+        return self._path(f"{algorithm}/{digest[:2]}/{digest}")
+
+    def _makedirs(self, path: str) -> None:
+        # Object stores have no folders; creating one there may mean creating a bucket.
+        if self.local:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+
+    def has(self, ref: str, /) -> bool:
+        try:
+            return bool(self.fs.exists(self._key(ref)))
+        except Exception as exc:
+            raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
+
+    def size(self, ref: str) -> int | None:
+        """The stored size of ``ref``, or None if the store lacks it."""
+        try:
+            return int(self.fs.size(self._key(ref)))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
+
+    def upload(self) -> ObjectUpload:
+        return ObjectUpload(self)
+
+    def open_read(self, ref: str, offset: int = 0) -> IO[bytes]:
+        """The object's bytes from ``offset``, unchecked (``fetch`` checks them)."""
+        try:
+            f: IO[bytes] = self.fs.open(self._key(ref), "rb", block_size=_BLOCK)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{ref} is not in the artifact store {self.url}") from exc
+        except Exception as exc:
+            raise _io_error(f"cannot read {ref} from {self.url}", exc) from exc
+        if offset:
+            f.seek(offset)
+        return f
+
+    def objects(self) -> Iterator[StoredObject]:
+        """Every object held, sorted by ref; temporary uploads are left out."""
+        try:
+            found: Mapping[str, Any] = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise _io_error(f"cannot list the artifact store {self.url}", exc) from exc
+        out = []
+        for path, info in found.items():
+            parts = path[len(self.root) + 1 :].split("/") if path.startswith(self.root) else []
+            if len(parts) != 3 or parts[0] == _TMP or parts[1] != parts[2][:2]:
+                continue
+            try:
+                ref = object_ref(parts[0], parts[2])
+                parse_object_ref(ref)
+            except MalformedError:
+                continue
+            out.append(StoredObject(ref, int(info.get("size") or 0)))
+        yield from sorted(out, key=lambda o: o.ref)
+
+    def stale_uploads(self, older_than_s: float = _STALE_TMP_S) -> list[str]:
+        """Temporary uploads left in ``tmp/`` for longer than ``older_than_s``."""
+        try:
+            found = self.fs.find(self._path(_TMP), detail=False)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise _io_error(f"cannot list the artifact store {self.url}", exc) from exc
+        now = time.time()
+        stale = []
+        for path in found:
+            try:
+                modified = self.fs.modified(path).timestamp()
+            except Exception:
+                continue  # a filesystem that cannot say when: keep it
+            if now - modified > older_than_s:
+                stale.append(path)
+        return stale
+
+    def delete(self, ref: str) -> None:
+        self._remove(self._key(ref))
+
+    def _remove(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise _io_error(f"cannot delete {path} from {self.url}", exc) from exc
+
+
+def open_store(url: str | os.PathLike[str], **storage_options: Any) -> FsspecArtifactStore:
+    """The artifact store at ``url``: a folder, or an fsspec URL (``s3://bucket/prefix``,
+    with ``storage_options`` such as ``client_kwargs={"endpoint_url": ...}``; s3fs and
+    botocore also read their own settings, e.g. ``AWS_ENDPOINT_URL``)."""
+    try:
+        import fsspec
+    except ImportError as exc:  # pragma: no cover - fsspec is a dependency
+        raise UsageError("the artifact store needs fsspec: pip install fsspec") from exc
+    text = os.fspath(url)
+    if "://" not in text:
+        text = os.path.abspath(text)
+    try:
+        fs, root = fsspec.url_to_fs(text, **storage_options)
+    except ImportError as exc:
+        raise UsageError(
+            f"the artifact store {text} needs its fsspec driver ({exc.name}): "
+            "for S3, pip install 'modelchain[store]'"
+        ) from exc
+    except ValueError as exc:
+        raise UsageError(f"bad artifact store URL {text!r}: {exc}") from exc
+    return FsspecArtifactStore(fs, root, text)
+
+
+def put_bytes(store: ArtifactStore, data: bytes) -> str:
+    """Store ``data`` (a manifest) under its SHA-256; return the ref."""
+    ref = object_ref("sha256", hashlib.sha256(data).hexdigest())
+    if not store.has(ref):
+        upload = store.upload()
+        try:
+            upload.write(data)
+            upload.commit(ref)
+        except BaseException:
+            upload.abort()
+            raise
+    return ref
+
+
+def _damaged(ref: str, store: ArtifactStore, what: str) -> IntegrityError:
+    return IntegrityError(f"{ref} in the artifact store {store.url} is damaged: {what}")
+
+
+def _stream(
+    src: IO[bytes],
+    write: Callable[[bytes], object],
+    hasher: Any,
+    have: int,
+    size: int | None,
+    ref: str,
+    store: ArtifactStore,
+    progress: Progress | None,
+) -> int:
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            return have
+        have += len(chunk)
+        if size is not None and have > size:
+            raise _damaged(ref, store, f"longer than the {size} bytes registered")
+        hasher.update(chunk)
+        write(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def fetch(
+    store: ArtifactStore,
+    ref: str,
+    size: int,
+    path: Path,
+    progress: Progress | None = None,
+) -> None:
+    """Copy object ``ref`` (``size`` bytes, as registered) from ``store`` into ``path``,
+    continuing a partial copy already there. Raises IntegrityError, with ``path``
+    removed, unless the bytes are exactly the ref's; NotFoundError if the store lacks it."""
+    algorithm, digest = parse_object_ref(ref)
+    for attempt in range(2):
+        hasher = new_hasher(algorithm)
+        have = path.stat().st_size if path.exists() else 0
+        if have > size:
+            path.unlink()
+            have = 0
+        resumed = have > 0
+        with open(path, "ab" if resumed else "wb") as out:
+            if resumed:
+                # The hash state of the prefix already fetched: re-read it locally.
+                with open(path, "rb") as prefix:
+                    while block := prefix.read(CHUNK):
+                        hasher.update(block)
+            try:
+                with store.open_read(ref, have) as src:
+                    have = _stream(src, out.write, hasher, have, size, ref, store, progress)
+            except IntegrityError:
+                out.close()
+                path.unlink()
+                raise
+            except (NotFoundError, StorageError):
+                raise
+            except Exception as exc:
+                raise _io_error(f"cannot read {ref} from {store.url}", exc) from exc
+            out.flush()
+            os.fsync(out.fileno())
+        if have == size and hasher.hexdigest() == digest:
+            return
+        path.unlink()
+        if not resumed or attempt:
+            found = "shorter than registered" if have < size else "its bytes hash to another digest"
+            raise _damaged(ref, store, found)
+        # A resumed prefix may be what was wrong: fetch the whole object once more.
+
+
+def copy_object(
+    src: ArtifactStore,
+    dst: ArtifactStore,
+    ref: str,
+    size: int | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Copy ``ref`` from ``src`` to ``dst``, hashing on the way: IntegrityError (and
+    nothing stored) unless the bytes are the ref's."""
+    algorithm, digest = parse_object_ref(ref)
+    hasher = new_hasher(algorithm)
+    upload = dst.upload()
+    try:
+        with src.open_read(ref) as f:
+            have = _stream(f, upload.write, hasher, 0, size, ref, src, progress)
+        if (size is not None and have != size) or hasher.hexdigest() != digest:
+            raise _damaged(ref, src, "its bytes hash to another digest")
+        upload.commit(ref)
+    except BaseException:
+        upload.abort()
+        raise
+
+
+def verify_objects(
+    store: ArtifactStore,
+    objects: Iterable[StoredObject] | None = None,
+    progress: Progress | None = None,
+) -> list[StoredObject]:
+    """Re-hash every object (or those given); return the ones whose bytes are not their ref's."""
+    damaged = []
+    for obj in store.objects() if objects is None else objects:
+        algorithm, digest = parse_object_ref(obj.ref)
+        hasher = new_hasher(algorithm)
+        try:
+            with store.open_read(obj.ref) as f:
+                _stream(f, lambda b: None, hasher, 0, None, obj.ref, store, progress)
+        except NotFoundError:
+            damaged.append(obj)
+            continue
+        if hasher.hexdigest() != digest:
+            damaged.append(obj)
+    return damaged
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull placed: the files, their bytes, which store served each object, and
+    what was wrong with the stores passed over (missing or damaged objects)."""
+
+    dest: Path
+    files: int
+    size: int
+    served: dict[str, str]  # ref -> store url
+    problems: tuple[str, ...]
+
+
+def _target(dest: Path, manifest: Manifest, rel: str) -> Path:
+    if rel != ".":
+        return dest.joinpath(*rel.split("/"))
+    name = manifest.name
+    if name in ("", ".", "..", "/") or "/" in name or "\\" in name:
+        raise MalformedError(f"a single-file manifest named {name!r} has no file name to pull to")
+    return dest / name
+
+
+def _fetch_any(
+    stores: Sequence[ArtifactStore],
+    ref: str,
+    size: int,
+    shown: str,
+    path: Path,
+    problems: list[str],
+    progress: Progress | None,
+) -> str:
+    damaged = False
+    for store in stores:
+        try:
+            fetch(store, ref, size, path, progress)
+            return store.url
+        except NotFoundError:
+            problems.append(f"{store.url}: {shown} ({ref}) is missing")
+        except IntegrityError as exc:
+            damaged = True
+            problems.append(f"{store.url}: {shown} ({ref}) is damaged: {exc}")
+        except StorageError as exc:
+            problems.append(f"{store.url}: {exc}")
+    where = ", ".join(s.url for s in stores)
+    if damaged:
+        raise IntegrityError(
+            f"{shown}: no artifact store holds the registered bytes ({where})", tuple(problems)
+        )
+    raise NotFoundError(f"{shown} ({ref}) is in none of the artifact stores: {where}")
+
+
+def pull_manifest(
+    stores: Sequence[ArtifactStore],
+    manifest: Manifest,
+    dest: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    before_placing: Callable[[], None] | None = None,
+) -> PullResult:
+    """Fetch every file of ``manifest`` into ``dest``, verified, from the first store
+    that holds a good copy of it.
+
+    Objects go to a staging folder beside ``dest`` (``.<name>.modelchain-pull``), where
+    an interrupted pull leaves them to be continued; only when every one is verified is
+    ``before_placing`` called (to record the access) and are the files moved into
+    ``dest``. On any failure nothing in ``dest`` is created or changed."""
+    if not stores:
+        raise UsageError("a pull needs at least one artifact store")
+    dest = Path(dest).absolute()
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is not a folder")
+    staging = dest.parent / f".{dest.name}.modelchain-pull"
+    staging.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    served: dict[str, str] = {}
+    staged: dict[str, Path] = {}
+    targets = [(f, _target(dest, manifest, f.path)) for f in manifest.files]
+    for f, _ in targets:
+        ref = object_ref(manifest.algorithm, f.digest)
+        if ref in staged:
+            continue
+        part = staging / f"{manifest.algorithm}-{f.digest}.part"
+        shown = manifest.name if f.path == "." else f.path
+        served[ref] = _fetch_any(stores, ref, f.size, shown, part, problems, progress)
+        staged[ref] = part
+    if before_placing is not None:
+        before_placing()
+    left = {
+        ref: sum(1 for f, _ in targets if object_ref(manifest.algorithm, f.digest) == ref)
+        for ref in staged
+    }
+    for f, target in targets:
+        ref = object_ref(manifest.algorithm, f.digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        left[ref] -= 1
+        if left[ref]:
+            shutil.copyfile(staged[ref], target)  # the same bytes at another path
+        else:
+            os.replace(staged[ref], target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return PullResult(dest, len(targets), manifest.size, served, tuple(problems))
