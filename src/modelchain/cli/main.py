@@ -26,6 +26,7 @@ from . import (
     registry,
     reports,
     server,
+    store,
     witness,
 )
 from .common import LOG_KEY_ENV, SERVER_ENV, follow_root_options
@@ -81,6 +82,7 @@ for _module in (
     event,
     log,
     registry,
+    store,
     governance,
     lifecycle,
     gate,

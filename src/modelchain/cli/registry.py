@@ -26,6 +26,7 @@ from .common import (
     signer_for,
 )
 from .progress import ProgressLine, size_text
+from .store import store_for, store_option
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
 
@@ -163,6 +164,7 @@ def _dataset_out(v: Any, as_json: bool, verb: str) -> None:
 @click.option("--no-records", is_flag=True, help="Skip the record-level root of CSV/Parquet.")
 @algorithm_option
 @shard_option
+@store_option
 @as_option
 @json_option
 def dataset_register(
@@ -175,13 +177,15 @@ def dataset_register(
     no_records: bool,
     algorithm: str,
     shard_size: int | None,
+    store_url: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
     """Register dataset NAME (version 1) from the files at PATH."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ProgressLine("hashing", "bytes")
+        target = store_for(led, store_url)
+        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
         try:
             v = led.datasets.register(
                 name,
@@ -193,6 +197,7 @@ def dataset_register(
                 algorithm=_algorithm(algorithm, shard_size),
                 signer=signer,
                 progress=progress,
+                store=target,
             )
         finally:
             progress.close()
@@ -208,6 +213,7 @@ def dataset_register(
 @click.option("--collected-by", required=True, help="Who collected it.")
 @click.option("--collected-at", type=int, help="When, in ms since the epoch (default now).")
 @click.option("--no-records", is_flag=True, help="Skip the record-level root of CSV/Parquet.")
+@store_option
 @as_option
 @json_option
 def dataset_ingest(
@@ -219,13 +225,15 @@ def dataset_ingest(
     collected_by: str,
     collected_at: int | None,
     no_records: bool,
+    store_url: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
     """Record a data-collection event; PATH is the dataset's new content."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ProgressLine("hashing", "bytes")
+        target = store_for(led, store_url)
+        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
         try:
             v = led.datasets.ingest(
                 name,
@@ -237,6 +245,7 @@ def dataset_ingest(
                 records=not no_records,
                 signer=signer,
                 progress=progress,
+                store=target,
             )
         finally:
             progress.close()
@@ -461,6 +470,7 @@ def _model_out(v: Any, as_json: bool) -> None:
 @click.option("--card-file", type=click.Path(path_type=Path), help="Model-card fields (JSON).")
 @algorithm_option
 @shard_option
+@store_option
 @as_option
 @json_option
 def model_register(
@@ -473,13 +483,15 @@ def model_register(
     card_file: Path | None,
     algorithm: str,
     shard_size: int | None,
+    store_url: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
     """Register the model at PATH as the next version of NAME (same bytes: no-op)."""
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
-        progress = ProgressLine("hashing", "bytes")
+        target = store_for(led, store_url)
+        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
         try:
             v = led.models.register(
                 name,
@@ -491,6 +503,7 @@ def model_register(
                 algorithm=_algorithm(algorithm, shard_size),
                 signer=signer,
                 progress=progress,
+                store=target,
             )
         finally:
             progress.close()

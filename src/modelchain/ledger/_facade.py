@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..contracts.registry import INLINE_MANIFEST_MAX
-from ..contracts.state import entity_key, version_key
+from ..contracts.state import deployment_key, entity_key, version_key
 from ..core import canonical
 from ..core.identity import Signer
 from ..core.manifest import Manifest
@@ -20,6 +20,7 @@ from .port import LedgerPort, signer_of
 
 if TYPE_CHECKING:
     from ..artifacts.cache import DigestCache
+    from ..artifacts.hashing import Tee
 
 Progress = Callable[[int, int], None]
 
@@ -49,6 +50,7 @@ class Facade:
         progress: Progress | None,
         allow_symlinks: bool,
         use_cache: bool,
+        tee: Tee | None = None,
     ) -> Manifest:
         from ..artifacts.hashing import hash_path
 
@@ -58,6 +60,7 @@ class Facade:
             allow_symlinks=allow_symlinks,
             cache=self._cache() if use_cache else None,
             progress=progress,
+            tee=tee,
         )
 
     def _cache(self) -> DigestCache:
@@ -111,6 +114,13 @@ class Facade:
         if not isinstance(found, dict):
             raise NotFoundError(f"{kind} {name} has no version {v} (latest is {entity['latest']})")
         return found
+
+    def _deployed(self, name: str, env: str) -> int:
+        """The version of model ``name`` deployed to environment ``env``."""
+        found = self._state(deployment_key(name, env))
+        if not isinstance(found, dict) or not isinstance(found.get("version"), int):
+            raise NotFoundError(f"{name} is not deployed to {env!r}")
+        return int(found["version"])
 
     def _list(self, kind: str) -> list[dict[str, Any]]:
         out = []

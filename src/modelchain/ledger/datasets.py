@@ -4,20 +4,23 @@ events and quality attestations, and proves records against registered roots."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..contracts.state import digest_key
 from ..contracts.types import ACCESS_LOG, DATASET_ATTEST, DATASET_INGEST, DATASET_REGISTER
 from ..core.identity import Signer
-from ..core.manifest import SHA256
+from ..core.manifest import SHA256, Manifest
 from ..errors import ArtifactError, KeyStoreError, NotFoundError
 from ..node.node import Ack
 from ._facade import Facade, Progress
+from .artifacts import Artifacts, StoreSpec
 from .lineage import DatasetUse, read_uses
 
 if TYPE_CHECKING:
     from ..core.records import RecordProof
+    from ..storage.artifacts import PullResult
 
 __all__ = ["DatasetVersion", "Datasets"]
 
@@ -53,12 +56,15 @@ class Datasets(Facade):
         signer: Signer | None = None,
         progress: Progress | None = None,
         allow_symlinks: bool = False,
+        store: StoreSpec | None = None,
     ) -> DatasetVersion:
         """Register a dataset and its first version from the files at ``path``.
 
         For a CSV or Parquet file a salted record-level Merkle root is recorded
-        too (``records=False`` skips it); its key stays in the ledger's ``home``."""
-        manifest = self._hash(path, algorithm, progress, allow_symlinks, True)
+        too (``records=False`` skips it); its key stays in the ledger's ``home``.
+        With ``store`` the files go to that artifact store from the same reads
+        that hash them (as ``models.register``)."""
+        manifest = self._hash_maybe_storing(path, algorithm, progress, allow_symlinks, store)
         body = {
             "name": name,
             "source": source,
@@ -83,12 +89,14 @@ class Datasets(Facade):
         algorithm: str = SHA256,
         signer: Signer | None = None,
         progress: Progress | None = None,
+        store: StoreSpec | None = None,
     ) -> DatasetVersion:
-        """Record a data-collection event: it makes the dataset's next version."""
+        """Record a data-collection event: it makes the dataset's next version
+        (with ``store``, its files are uploaded as for ``register``)."""
         entity = self._entity("dataset", name)
         if entity is None:
             raise NotFoundError(f"no dataset named {name!r}; register it first")
-        manifest = self._hash(path, algorithm, progress, False, True)
+        manifest = self._hash_maybe_storing(path, algorithm, progress, False, store)
         existing = self._state(digest_key("dataset", name, manifest.digest))
         if existing is not None:
             return self._result(name, int(existing), None)
@@ -103,6 +111,46 @@ class Datasets(Facade):
         }
         ack = self._submit(DATASET_INGEST, body, signer)
         return self._result(name, int(entity["latest"]) + 1, ack)
+
+    def _hash_maybe_storing(
+        self,
+        path: str | os.PathLike[str],
+        algorithm: str,
+        progress: Progress | None,
+        allow_symlinks: bool,
+        store: StoreSpec | None,
+    ) -> Manifest:
+        if store is None:
+            return self._hash(path, algorithm, progress, allow_symlinks, True)
+        return Artifacts(self._led).hash_and_store(
+            path, store, algorithm=algorithm, progress=progress, allow_symlinks=allow_symlinks
+        )
+
+    def pull(
+        self,
+        name: str,
+        dest: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        stores: Sequence[StoreSpec],
+        purpose: str = "pull",
+        signer: Signer | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> PullResult:
+        """Fetch a dataset version into ``dest`` from the first of ``stores`` holding
+        good copies, verified against the ledger and recorded as an access before
+        anything is placed there (``led.artifacts.pull``)."""
+        _, result = Artifacts(self._led).pull(
+            "dataset",
+            name,
+            dest,
+            stores=stores,
+            version=version,
+            purpose=purpose,
+            signer=signer,
+            progress=progress,
+        )
+        return result
 
     def _records(
         self, name: str, version: int, path: str | os.PathLike[str]

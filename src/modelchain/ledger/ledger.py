@@ -45,8 +45,9 @@ from ..node.verifier import default_verifier
 from ..receipts import ReceiptLog, default_store
 from ..storage.failures import storage_error
 from ..storage.files import replace_file
-from ..storage.protocols import BlobStore
+from ..storage.protocols import ArtifactStore, BlobStore
 from ..storage.sqlite import SqliteStore
+from .artifacts import Artifacts
 from .backend import Backend
 from .datasets import Datasets
 from .deployments import Deployments
@@ -245,6 +246,20 @@ class Ledger:
     @functools.cached_property
     def deployments(self) -> Deployments:
         return Deployments(self)
+
+    @functools.cached_property
+    def artifacts(self) -> Artifacts:
+        return Artifacts(self)
+
+    def artifact_store(
+        self, url: str | os.PathLike[str] | None = None, **storage_options: Any
+    ) -> ArtifactStore:
+        """The artifact store at ``url`` (a folder, or an fsspec URL such as
+        ``s3://bucket/prefix`` with its ``storage_options``), else this ledger's
+        own: ``artifacts/`` in the ledger directory."""
+        from ..storage.artifacts import open_store
+
+        return open_store(self.path / "artifacts" if url is None else url, **storage_options)
 
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any

@@ -4,12 +4,12 @@ evaluations, verifies files against a version and reads lineage."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..contracts.state import deployment_key, digest_key, entity_key, model_key
+from ..contracts.state import digest_key, entity_key, model_key
 from ..contracts.types import MODEL_EVALUATE, MODEL_REGISTER
 from ..core import canonical
 from ..core.identity import Signer
@@ -17,7 +17,11 @@ from ..core.manifest import SHA256, Manifest, ManifestDiff, diff_manifests
 from ..errors import IntegrityError, NotFoundError, UsageError
 from ..node.node import Ack
 from ._facade import Facade, Progress
+from .artifacts import Artifacts, StoreSpec
 from .lineage import Lineage, read_lineage
+
+if TYPE_CHECKING:
+    from ..storage.artifacts import PullResult
 
 __all__ = ["ModelVersion", "Models"]
 
@@ -61,11 +65,26 @@ class Models(Facade):
         progress: Progress | None = None,
         allow_symlinks: bool = False,
         manifest: Manifest | None = None,
+        store: StoreSpec | None = None,
     ) -> ModelVersion:
         """Register the model at ``path``. The same bytes again return the
         existing version (``created`` is False) and write nothing. ``manifest``
-        skips hashing when the caller has just computed it (e.g. an OMS import)."""
-        if manifest is None:
+        skips hashing when the caller has just computed it (e.g. an OMS import).
+
+        With ``store`` (an artifact store, a folder or an fsspec URL) the files
+        are uploaded from the same reads that hash them, and the manifest beside
+        them, before the version is registered; running it again after an
+        interruption uploads only what is missing."""
+        if store is not None:
+            manifest = Artifacts(self._led).hash_and_store(
+                path,
+                store,
+                algorithm=algorithm,
+                progress=progress,
+                allow_symlinks=allow_symlinks,
+                manifest=manifest,
+            )
+        elif manifest is None:
             manifest = self._hash(path, algorithm, progress, allow_symlinks, True)
         existing = self._state(digest_key("model", name, manifest.digest))
         if existing is not None:
@@ -138,10 +157,7 @@ class Models(Facade):
 
     def deployed(self, name: str, env: str) -> int:
         """The version of ``name`` deployed to environment ``env``."""
-        found = self._state(deployment_key(name, env))
-        if not isinstance(found, dict) or not isinstance(found.get("version"), int):
-            raise NotFoundError(f"{name} is not deployed to {env!r}")
-        return int(found["version"])
+        return self._deployed(name, env)
 
     def verify(
         self,
@@ -175,6 +191,35 @@ class Models(Facade):
                 _named_differences(exc.differences, Path(path)) or ("the manifests differ",),
             ) from None
         return registered
+
+    def pull(
+        self,
+        name: str,
+        dest: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        env: str | None = None,
+        stores: Sequence[StoreSpec],
+        purpose: str = "pull",
+        signer: Signer | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> PullResult:
+        """Fetch version ``version`` (default the latest, or the one deployed to
+        ``env``) from the first of ``stores`` holding good copies into ``dest``,
+        verified against the ledger and recorded as an access before anything is
+        placed there (``led.artifacts.pull``)."""
+        _, result = Artifacts(self._led).pull(
+            "model",
+            name,
+            dest,
+            stores=stores,
+            version=version,
+            env=env,
+            purpose=purpose,
+            signer=signer,
+            progress=progress,
+        )
+        return result
 
     def lineage(self, name: str, version: int | None = None) -> Lineage:
         """Datasets, runs and parent models behind a version, recursively."""

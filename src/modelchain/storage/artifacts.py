@@ -210,9 +210,10 @@ class FsspecArtifactStore:
         return stale
 
     def delete(self, ref: str) -> None:
-        self._remove(self._key(ref))
+        self.remove_path(self._key(ref))
 
-    def _remove(self, path: str) -> None:
+    def remove_path(self, path: str) -> None:
+        """Remove one path of the store (a stale upload); gone already is fine."""
         try:
             self.fs.rm(path)
         except FileNotFoundError:
