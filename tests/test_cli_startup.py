@@ -16,9 +16,11 @@ import pytest
 HEAVY = [
     "asn1crypto",
     "blake3",
+    "botocore",
     "cel",
     "cryptography",
     "fastapi",
+    "fsspec",
     "httpx",
     "jinja2",
     "numpy",
@@ -27,6 +29,7 @@ HEAVY = [
     "pyarrow",
     "pydantic",
     "rich",
+    "s3fs",
     "safetensors",
     "sklearn",
     "starlette",
@@ -56,6 +59,7 @@ SIMPLE = [
     ["member", "list"],
     ["identity", "list"],
     ["token", "list"],
+    ["store", "--help"],
 ]
 
 

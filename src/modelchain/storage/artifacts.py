@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +46,10 @@ __all__ = [
 
 CHUNK = 4 << 20  # bytes moved per read: what a transfer holds in memory, with _BLOCK
 _BLOCK = 8 << 20  # s3fs part size and read-ahead (its default, 50 MiB, is most of a budget)
+# A local file being written is written back every 8 MiB, so that the fsync before it
+# is renamed or moved has little left to do: a 256 MiB put measured 0.21 s (hashing
+# alone: 0.20 s) against 0.37 s writing back every 128 MiB and 0.34 s only at the end.
+_SYNC_EVERY = 8 << 20
 _TMP = "tmp"
 _STALE_TMP_S = 24 * 3600  # an upload left this long in tmp/ was interrupted
 
@@ -55,6 +61,11 @@ def _io_error(what: str, exc: BaseException) -> StorageError:
     return StorageError(f"{what}: {text}")
 
 
+def _write_back(f: Any) -> None:
+    f.flush()
+    os.fdatasync(f.fileno())
+
+
 class ObjectUpload:
     """An object being written: ``write`` chunks, then ``commit(ref)`` moves it under
     its ref (or drops it when the store already holds that ref), or ``abort`` drops it."""
@@ -63,6 +74,7 @@ class ObjectUpload:
         self._store = store
         self._tmp = store._path(f"{_TMP}/{uuid.uuid4().hex}")
         self.size = 0
+        self._synced = 0
         try:
             store._makedirs(self._tmp)
             self._file: Any = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
@@ -72,9 +84,12 @@ class ObjectUpload:
     def write(self, data: memoryview | bytes, /) -> None:
         try:
             self._file.write(data)
+            self.size += len(data)
+            if self._store.local and self.size >= self._synced + _SYNC_EVERY:
+                _write_back(self._file)  # on the writer's thread, overlapping the hashing
+                self._synced = self.size
         except Exception as exc:
             raise _io_error(f"cannot write to the artifact store {self._store.url}", exc) from exc
-        self.size += len(data)
 
     def commit(self, ref: str, /) -> None:
         store = self._store
@@ -286,6 +301,43 @@ def _stream(
             progress(len(chunk))
 
 
+class _FileWriter:
+    """Writes chunks to a local file on a thread of its own, writing back as it goes,
+    while the caller reads and hashes the next ones: at most two chunks queued."""
+
+    def __init__(self, out: IO[bytes], written: int) -> None:
+        self._out = out
+        self._synced = written
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="modelchain-fetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._failed:
+                continue
+            try:
+                self._out.write(chunk)
+                if self._out.tell() >= self._synced + _SYNC_EVERY:
+                    _write_back(self._out)
+                    self._synced = self._out.tell()
+            except BaseException as exc:
+                self._failed.append(exc)
+
+    def write(self, chunk: bytes) -> None:
+        if self._failed:
+            raise self._failed[0]
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for every chunk to be written; raise what the writer met, if anything."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._failed:
+            raise self._failed[0]
+
+
 def fetch(
     store: ArtifactStore,
     ref: str,
@@ -310,9 +362,13 @@ def fetch(
                 with open(path, "rb") as prefix:
                     while block := prefix.read(CHUNK):
                         hasher.update(block)
+            writer = _FileWriter(out, have)
             try:
-                with store.open_read(ref, have) as src:
-                    have = _stream(src, out.write, hasher, have, size, ref, store, progress)
+                try:
+                    with store.open_read(ref, have) as src:
+                        have = _stream(src, writer.write, hasher, have, size, ref, store, progress)
+                finally:
+                    writer.close()
             except IntegrityError:
                 out.close()
                 path.unlink()

@@ -1,0 +1,376 @@
+"""The artifact store: register --store uploads while hashing, pull verifies every byte
+against the ledger before anything lands in DIR, falls back across stores and resumes;
+store ls, gc, verify and sync; a local folder and an S3-compatible server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli as run
+
+import modelchain as mc
+from modelchain.artifacts.hashing import hash_path, verify_path
+from modelchain.core.identity import Ed25519Signer
+from modelchain.core.manifest import BLAKE3, object_ref, sharded
+from modelchain.errors import IntegrityError, NotFoundError
+from modelchain.ledger.artifacts import manifest_ref
+from modelchain.storage.artifacts import (
+    FsspecArtifactStore,
+    fetch,
+    open_store,
+    pull_manifest,
+    put_bytes,
+    verify_objects,
+)
+
+ORIGIN = "ledger.example.org/store"
+
+
+def _model(root: Path, seed: int = 0) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "weights.bin").write_bytes(os.urandom(3 << 20))
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "config.json").write_text(json.dumps({"seed": seed}) + "\n")
+    (root / "copy.json").write_text(json.dumps({"seed": seed}) + "\n")  # same bytes twice
+    return root
+
+
+def _accesses(led: mc.Ledger) -> list[dict[str, Any]]:
+    return [
+        dict(led.entry(i).transaction.body)
+        for i in range(led.size)
+        if led.entry(i).transaction.type == "access.log"
+    ]
+
+
+def _flip(store: FsspecArtifactStore, ref: str, at: int = 0) -> None:
+    path = Path(store._key(ref))
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def led(ledger: mc.Ledger, alice: Ed25519Signer, tmp_path: Path) -> mc.Ledger:
+    ledger.identity = alice
+    ledger.home = tmp_path / "home"  # the digest cache lives here
+    return ledger
+
+
+# -- local store, SDK ------------------------------------------------------------
+
+
+def test_register_with_store_then_pull_round_trip(led: mc.Ledger, tmp_path: Path) -> None:
+    store = led.artifact_store()
+    v = led.models.register("fraud", _model(tmp_path / "m"), store=store)
+    manifest = led.models.manifest("fraud", v.version)
+    refs = {o.ref for o in store.objects()}
+    assert refs == {object_ref("sha256", f.digest) for f in manifest.files} | {
+        manifest_ref(manifest)
+    }
+    assert set(led.artifacts.referenced()) == refs
+
+    dest = tmp_path / "out"
+    result = led.models.pull("fraud", dest, stores=[store])
+    led.models.verify(dest, "fraud", v.version)
+    assert (dest / "sub" / "config.json").read_text() == '{"seed": 0}\n'
+    assert result.files == 3 and not result.problems
+    assert not list(tmp_path.glob(".out.modelchain-pull"))  # the staging folder is gone
+    assert _accesses(led) == [
+        {"artifact": {"kind": "model", "name": "fraud", "version": 1}, "purpose": "pull"}
+    ]
+
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(50)))
+    d = led.datasets.register("train", data, store=store)
+    led.datasets.pull("train", tmp_path / "data", stores=[store])
+    assert (tmp_path / "data" / "train.csv").read_bytes() == data.read_bytes()
+    assert _accesses(led)[-1]["artifact"] == {"kind": "dataset", "name": "train", "version": 1}
+    assert d.version == 1
+
+
+def test_every_algorithm_round_trips_through_the_store(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m")
+    store = open_store(tmp_path / "store")
+    for algorithm in ("sha256", sharded(1 << 20), BLAKE3):
+        manifest = hash_path(model, algorithm=algorithm, tee=store)
+        assert manifest == hash_path(model, algorithm=algorithm)  # the tee changes nothing
+        pull_manifest([store], manifest, tmp_path / algorithm)
+        verify_path(tmp_path / algorithm, manifest)
+    assert verify_objects(store) == []
+
+
+def test_pull_refuses_damaged_bytes_and_leaves_dest_untouched(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    store = led.artifact_store()
+    led.models.register("fraud", _model(tmp_path / "m"), store=store)
+    manifest = led.models.manifest("fraud")
+    weights = manifest.file("weights.bin")
+    assert weights is not None
+    _flip(store, object_ref("sha256", weights.digest), at=1 << 20)
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(IntegrityError) as caught:
+        led.models.pull("fraud", dest, stores=[store])
+    assert "weights.bin" in str(caught.value)
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    assert _accesses(led) == []  # nothing handed out, nothing recorded
+
+    assert [o.ref for o in verify_objects(store)] == [object_ref("sha256", weights.digest)]
+
+
+def test_pull_falls_back_to_the_next_store(led: mc.Ledger, tmp_path: Path) -> None:
+    a = led.artifact_store(tmp_path / "a")
+    b = led.artifact_store(tmp_path / "b")
+    led.models.register("fraud", _model(tmp_path / "m"), store=a)
+    synced = led.artifacts.sync(b, a)
+    assert len(synced.copied) == 3 and not synced.missing and not synced.damaged
+    manifest = led.models.manifest("fraud")
+    config = manifest.file("sub/config.json")
+    weights = manifest.file("weights.bin")
+    assert config is not None and weights is not None
+    a.delete(object_ref("sha256", config.digest))
+    _flip(a, object_ref("sha256", weights.digest))
+
+    result = led.models.pull("fraud", tmp_path / "out", stores=[a, b])
+    led.models.verify(tmp_path / "out", "fraud", 1)
+    assert result.served[object_ref("sha256", weights.digest)] == b.url
+    assert any("missing" in p and a.url in p for p in result.problems)
+    assert any("damaged" in p and a.url in p for p in result.problems)
+
+    with pytest.raises(NotFoundError):
+        led.models.pull("fraud", tmp_path / "out2", stores=[a])
+
+
+def test_an_interrupted_download_resumes_from_its_partial_file(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 << 20))
+    manifest = hash_path(big, tee=store)
+    ref = object_ref("sha256", manifest.files[0].digest)
+    part = tmp_path / "obj.part"
+    part.write_bytes(big.read_bytes()[: 5 << 20])  # what an interrupted fetch left
+    moved: list[int] = []
+    fetch(store, ref, 9 << 20, part, moved.append)
+    assert sum(moved) == 4 << 20  # only the rest came from the store
+    assert part.read_bytes() == big.read_bytes()
+
+    # A partial file that is itself wrong is fetched again whole, once.
+    bad = bytearray(big.read_bytes()[: 5 << 20])
+    bad[7] ^= 1
+    part.write_bytes(bytes(bad))
+    moved.clear()
+    fetch(store, ref, 9 << 20, part, moved.append)
+    assert part.read_bytes() == big.read_bytes()
+    assert sum(moved) == (4 << 20) + (9 << 20)
+
+
+def test_register_again_reads_nothing_the_store_holds(led: mc.Ledger, tmp_path: Path) -> None:
+    model = _model(tmp_path / "m")
+    # The digest cache trusts only files unchanged for a while before hashing began
+    # (mtime and ctime, which no utime can set back): let them age past that.
+    time.sleep(0.25)
+    store = led.artifact_store()
+    uploads: list[object] = []
+
+    class Counting:
+        url = store.url
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def upload(self) -> Any:
+            uploads.append(1)
+            return store.upload()
+
+    led.models.register("fraud", model, store=Counting())  # type: ignore[arg-type]
+    first = len(uploads)
+    assert first == 4  # three files (two with the same bytes) and the manifest
+    uploads.clear()
+    again = led.models.register("fraud", model, store=Counting())  # type: ignore[arg-type]
+    assert not again.created and uploads == []
+
+
+def test_gc_lists_then_deletes_only_unreferenced_objects(led: mc.Ledger, tmp_path: Path) -> None:
+    store = led.artifact_store()
+    led.models.register("fraud", _model(tmp_path / "m"), store=store)
+    stray = put_bytes(store, b"not registered anywhere")
+    dry = led.artifacts.gc(store)
+    assert [o.ref for o in dry.unreferenced] == [stray] and store.has(stray)
+    done = led.artifacts.gc(store, delete=True)
+    assert done.deleted and not store.has(stray)
+    assert len(list(store.objects())) == 3  # two files share their bytes
+    pull_manifest([store], led.models.manifest("fraud"), tmp_path / "out")
+
+
+# -- the CLI, local store --------------------------------------------------------
+
+
+def test_cli_register_pull_ls_gc_verify(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    model = _model(tmp_path / "m")
+    run(env, "model", "register", "fraud", str(model), "--store")
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    run(env, "dataset", "register", "rows", str(data), "--store")
+
+    out = json.loads(run(env, "pull", "fraud@1", str(tmp_path / "out"), "--json").stdout)
+    assert out["files"] == 3 and out["kind"] == "model"
+    run(env, "verify", str(tmp_path / "out"), "--model", "fraud@1")
+    run(env, "pull", "rows", str(tmp_path / "rows"))
+    assert (tmp_path / "rows" / "d.csv").read_text() == "a,b\n1,2\n"
+
+    listed = json.loads(run(env, "store", "ls", "--json").stdout)
+    assert len(listed) == 5 and all(o["referenced"] for o in listed)
+
+    store = open_store(Path(env["MODELCHAIN_LEDGER"]) / "artifacts")
+    stray = put_bytes(store, b"stray")
+    dry = run(env, "store", "gc")
+    assert f"would delete {stray}" in dry.stdout and store.has(stray)
+    run(env, "store", "gc", "--yes")
+    assert not store.has(stray)
+
+    weights = hash_path(model / "weights.bin").files[0].digest
+    _flip(store, object_ref("sha256", weights), at=100)
+    bad = run(env, "store", "verify", ok=False)
+    assert bad.returncode == 1 and f"damaged sha256:{weights}" in bad.stderr
+    refused = run(env, "pull", "fraud", str(tmp_path / "again"), ok=False)
+    assert refused.returncode == 1 and "weights.bin" in refused.stderr
+    assert not (tmp_path / "again").exists()
+
+
+# -- an S3-compatible server on loopback -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1 (start() returns once it listens)."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3,  # botocore's own setting, which s3fs honours
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def _bucket(name: str, endpoint: str) -> None:
+    store = open_store(f"s3://{name}", client_kwargs={"endpoint_url": endpoint})
+    if not store.fs.exists(name):
+        store.fs.mkdir(name)
+
+
+def test_s3_round_trip_and_fallback(led: mc.Ledger, tmp_path: Path, s3: str, s3_env: Any) -> None:
+    _bucket("models", s3)
+    s3_store = led.artifact_store("s3://models/org-a", client_kwargs={"endpoint_url": s3})
+    model = _model(tmp_path / "m")
+    (model / "big.bin").write_bytes(os.urandom(20 << 20))  # several 8 MiB parts
+    led.models.register("fraud", model, store=s3_store)
+    assert len(list(s3_store.objects())) == 4
+
+    empty = led.artifact_store(tmp_path / "empty")
+    result = led.models.pull("fraud", tmp_path / "out", stores=[empty, s3_store])
+    led.models.verify(tmp_path / "out", "fraud", 1)
+    assert all(url == s3_store.url for url in result.served.values())
+
+    # mirror the S3 copy into a local store, then a damaged S3 object falls back to it
+    local = led.artifact_store(tmp_path / "mirror")
+    assert len(led.artifacts.sync(local, s3_store).copied) == 4
+    weights = led.models.manifest("fraud").file("big.bin")
+    assert weights is not None
+    key = s3_store._key(object_ref("sha256", weights.digest))  # type: ignore[attr-defined]
+    s3_store.fs.pipe(key, b"tampered")  # type: ignore[attr-defined]
+    result = led.models.pull("fraud", tmp_path / "out2", stores=[s3_store, local])
+    assert any("damaged" in p for p in result.problems)
+    led.models.verify(tmp_path / "out2", "fraud", 1)
+
+
+def test_cli_against_s3(env: dict[str, str], tmp_path: Path, s3: str, s3_env: Any) -> None:
+    _bucket("cli", s3)
+    env = {**env, **s3_env}
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    model = _model(tmp_path / "m")
+    run(env, "model", "register", "fraud", str(model), "--store=s3://cli/store")
+    missing = str(tmp_path / "nothing-here")
+    out = run(
+        env, "pull", "fraud", str(tmp_path / "out"), "--store", missing, "--store", "s3://cli/store"
+    )
+    assert "missing" in out.stderr  # the fallback is reported
+    run(env, "verify", str(tmp_path / "out"), "--model", "fraud")
+    synced = run(env, "store", "sync", "--from", "s3://cli/store", "--json")
+    assert len(json.loads(synced.stdout)["copied"]) == 3
+
+
+# -- a large file in bounded memory ----------------------------------------------
+
+
+LARGE = textwrap.dedent(
+    """
+    import os, sys
+    from modelchain.artifacts.hashing import hash_path
+    from modelchain.storage.artifacts import open_store, pull_manifest
+
+    work = sys.argv[1]
+    size = int(sys.argv[2])
+    path = os.path.join(work, "big.bin")
+    block = bytearray(os.urandom(1 << 20))
+    with open(path, "wb") as f:  # real content, cheap: one random MiB, numbered
+        for i in range(size >> 20):
+            block[:8] = i.to_bytes(8, "little")
+            f.write(block)
+    del block
+    store = open_store(os.path.join(work, "store"))
+    small = os.path.join(work, "small.bin")
+    with open(small, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    pull_manifest([store], hash_path(small, tee=store), os.path.join(work, "warm"))
+    base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    manifest = hash_path(path, tee=store)
+    pull_manifest([store], manifest, os.path.join(work, "out"))
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    peak = int(status["VmHWM"].split()[0]) * 1024
+    print(peak - base)
+    """
+)
+
+
+def test_a_large_file_moves_in_bounded_memory(tmp_path: Path) -> None:
+    size = 300 << 20
+    proc = subprocess.run(
+        [sys.executable, "-c", LARGE, str(tmp_path), str(size)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    grew = int(proc.stdout.split()[-1])
+    assert grew < 64 << 20, f"peak memory grew by {grew >> 20} MiB"
+    assert (tmp_path / "out" / "big.bin").stat().st_size == size
