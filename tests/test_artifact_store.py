@@ -374,3 +374,29 @@ def test_a_large_file_moves_in_bounded_memory(tmp_path: Path) -> None:
     grew = int(proc.stdout.split()[-1])
     assert grew < 64 << 20, f"peak memory grew by {grew >> 20} MiB"
     assert (tmp_path / "out" / "big.bin").stat().st_size == size
+
+
+# -- the guard loads straight from the store ---------------------------------------
+
+
+def test_guard_loads_safetensors_from_the_store(led: mc.Ledger, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    from modelchain import guard
+
+    folder = tmp_path / "net"
+    folder.mkdir()
+    st.save_file({"w": torch.arange(6, dtype=torch.float32)}, folder / "model.safetensors")
+    (folder / "config.json").write_text("{}\n")
+    store = led.artifact_store()
+    led.models.register("net", folder, store=store)
+
+    weights = guard.load_safetensors(led, model="net", stores=[store])
+    assert weights["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [a["purpose"] for a in _accesses(led)] == ["inference"]
+    assert (led.home / "pulled" / "net@1" / "model.safetensors").is_file()
+
+    # the pulled copy is verified on every load, not trusted because it was pulled
+    (led.home / "pulled" / "net@1" / "config.json").write_text('{"x": 1}\n')
+    with pytest.raises(IntegrityError):
+        guard.load_safetensors(led, model="net", stores=[store])

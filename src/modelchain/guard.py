@@ -10,7 +10,14 @@ recorded as an ``access.log`` event, and only then is the model loaded::
     weights = guard.load_safetensors(led, "model.safetensors", model="fraud", env="production")
 
 ``path`` is the file to load; ``root`` (default: ``path``) is the registered
-artifact, e.g. the folder of a multi-file model that holds ``path``. Pickle
+artifact, e.g. the folder of a multi-file model that holds ``path``.
+``load_safetensors`` can also go without a path: it pulls the version from an
+artifact store (``stores``, default the ledger's own) into a folder under the
+ledger's ``home``, verified, and loads it from there::
+
+    weights = guard.load_safetensors(led, model="fraud", env="production")
+
+Pickle
 formats (joblib, and torch without ``weights_only``) run code when loaded,
 which is why the check comes first.
 
@@ -27,11 +34,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import ArtifactError, IntegrityError, UsageError
+from .ledger.artifacts import StoreSpec, as_store
 from .ledger.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -47,6 +55,7 @@ __all__ = [
     "load_safetensors",
     "load_sklearn",
     "load_torch",
+    "pulled",
     "watch",
 ]
 
@@ -100,9 +109,42 @@ def _need(module: str, what: str) -> NoReturn:
     raise ArtifactError(f"loading {what} needs {module}: pip install {module}")
 
 
+def pulled(
+    led: Ledger,
+    *,
+    model: str,
+    version: int | None = None,
+    env: str | None = None,
+    stores: Sequence[StoreSpec] | None = None,
+    suffix: str = "",
+) -> tuple[Path, Path, int]:
+    """Fetch ``model`` (the version given, the one deployed to ``env``, or the latest)
+    from ``stores`` (default: the ledger's own) into ``home/pulled/<model>@<version>``,
+    verified, unless it is there already; return (the file to load, the artifact's
+    folder, the version). The file is the artifact itself when it is one file, else its
+    only file ending in ``suffix``. Records nothing: the guarded load that follows does."""
+    from .storage.artifacts import pull_manifest
+
+    number, manifest = led.artifacts.resolve("model", model, version, env)
+    folder = led.home / "pulled" / f"{model}@{number}"
+    if not folder.is_dir():
+        opened = [led.artifact_store()] if stores is None else [as_store(s) for s in stores]
+        pull_manifest(opened, manifest, folder)
+    names = [f.path for f in manifest.files]
+    if names == ["."]:
+        return folder / manifest.name, folder, number
+    matching = [n for n in names if n.endswith(suffix)]
+    if len(matching) != 1:
+        raise UsageError(
+            f"{model} version {number} has {len(matching)} files ending in {suffix!r}: "
+            "pull it (`led.models.pull`) and pass the path of the one to load"
+        )
+    return folder.joinpath(*matching[0].split("/")), folder, number
+
+
 def load_safetensors(
     led: Ledger,
-    path: StrPath,
+    path: StrPath | None = None,
     *,
     model: str,
     version: int | None = None,
@@ -111,12 +153,20 @@ def load_safetensors(
     signer: Signer | None = None,
     root: StrPath | None = None,
     device: str = "cpu",
+    stores: Sequence[StoreSpec] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Verify, record, then ``safetensors.torch.load_file(path, device)``."""
+    """Verify, record, then ``safetensors.torch.load_file(path, device)``. Without
+    ``path``, the version is first pulled from ``stores`` (see :func:`pulled`)."""
     try:
         from safetensors.torch import load_file
     except ImportError:
         _need("safetensors", "a safetensors file")
+    if path is None:
+        _signer_of(led, signer)  # refuse before any transfer, as guarded() would
+        path, root, version = pulled(
+            led, model=model, version=version, env=env, stores=stores, suffix=".safetensors"
+        )
+        env = None  # pinned to the version pulled, even if env moves meanwhile
     guarded(
         led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -29,6 +29,9 @@ from ..keys import (
 from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Ledger
 
+if TYPE_CHECKING:
+    from ..storage.protocols import ArtifactStore
+
 __all__ = [
     "IDENTITY_ENV",
     "LEDGER_ENV",
@@ -36,8 +39,10 @@ __all__ = [
     "LOG_KEY_PASSPHRASE_ENV",
     "LOG_KEY_PIN_ENV",
     "SERVER_ENV",
+    "STORE_ENV",
     "VKEY_HELP",
     "NewLogKey",
+    "configured_stores",
     "emit_json",
     "follow_root_options",
     "json_option",
@@ -53,6 +58,9 @@ __all__ = [
     "open_ledger",
     "passphrase_for",
     "signer_for",
+    "store_for",
+    "store_option",
+    "stores_for",
     "trust_from",
 ]
 
@@ -65,6 +73,41 @@ IDENTITY_ENV = "MODELCHAIN_IDENTITY"
 LOG_KEY_PASSPHRASE_ENV = "MODELCHAIN_LOG_KEY_PASSPHRASE"
 LOG_KEY_PIN_ENV = "MODELCHAIN_LOG_KEY_PIN"
 PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
+STORE_ENV = "MODELCHAIN_STORE"  # artifact stores, read here only (pull falls back in order)
+
+
+def store_option(f: F) -> F:
+    """``--store`` on a register command: upload while hashing, to URL or the default."""
+    return click.option(
+        "--store",
+        "store_url",
+        is_flag=False,
+        flag_value="",
+        default=None,
+        metavar="[URL]",
+        help="Also upload the files to the artifact store while hashing them (one read): "
+        f"URL, else ${STORE_ENV}, else artifacts/ in the ledger directory.",
+    )(f)
+
+
+def configured_stores() -> list[str]:
+    """The stores ``$MODELCHAIN_STORE`` names, in order (separated by spaces)."""
+    return os.environ.get(STORE_ENV, "").split()
+
+
+def stores_for(led: Ledger, urls: tuple[str, ...] | list[str]) -> list[ArtifactStore]:
+    """The stores named on the command line, else configured, else the ledger's own."""
+    named = [u for u in urls if u] or configured_stores()
+    if not named:
+        return [led.artifact_store()]
+    return [led.artifact_store(u) for u in named]
+
+
+def store_for(led: Ledger, url: str | None) -> ArtifactStore | None:
+    """What ``--store`` on a register command names: None without it."""
+    if url is None:
+        return None
+    return stores_for(led, [url])[0]
 
 
 def ledger_option(f: F) -> F:

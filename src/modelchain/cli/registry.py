@@ -24,9 +24,10 @@ from .common import (
     name_version,
     open_ledger,
     signer_for,
+    store_for,
+    store_option,
 )
 from .progress import ProgressLine, size_text
-from .store import store_for, store_option
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
 

@@ -1,28 +1,29 @@
-"""CLI commands of the artifact store: ``pull`` and ``store ls|gc|verify|sync``, and
-the ``--store`` option that ``model register`` and ``dataset register`` share.
+"""CLI commands of the artifact store: ``pull`` and ``store ls|gc|verify|sync``.
 
 Which store: ``--store URL`` (a folder or an fsspec URL such as s3://bucket/prefix),
 else ``$MODELCHAIN_STORE`` (several, separated by spaces, for a pull to fall back on),
-else ``artifacts/`` in the ledger directory. Only this module reads that variable.
+else ``artifacts/`` in the ledger directory (``cli.common.stores_for``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import IntegrityError, UsageError
 from .common import (
+    STORE_ENV,
+    configured_stores,
     emit_json,
     json_option,
     ledger_option,
     name_and_version,
     open_ledger,
     signer_for,
+    stores_for,
 )
 from .progress import ProgressLine, size_text
 
@@ -30,44 +31,7 @@ if TYPE_CHECKING:
     from ..ledger.ledger import Ledger
     from ..storage.protocols import ArtifactStore
 
-__all__ = ["pull", "store"]  # the commands it adds to the root (cli.main joins them)
-
-STORE_ENV = "MODELCHAIN_STORE"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def store_option(f: F) -> F:
-    """``--store`` on a register command: upload while hashing, to URL or the default."""
-    return click.option(
-        "--store",
-        "store_url",
-        is_flag=False,
-        flag_value="",
-        default=None,
-        metavar="[URL]",
-        help="Also upload the files to the artifact store while hashing them (one read): "
-        f"URL, else ${STORE_ENV}, else artifacts/ in the ledger directory.",
-    )(f)
-
-
-def _configured() -> list[str]:
-    return os.environ.get(STORE_ENV, "").split()
-
-
-def stores_for(led: Ledger, urls: tuple[str, ...] | list[str]) -> list[ArtifactStore]:
-    """The stores named on the command line, else configured, else the ledger's own."""
-    named = [u for u in urls if u] or _configured()
-    if not named:
-        return [led.artifact_store()]
-    return [led.artifact_store(u) for u in named]
-
-
-def store_for(led: Ledger, url: str | None) -> ArtifactStore | None:
-    """What ``--store`` on a register command names: None without it."""
-    if url is None:
-        return None
-    return stores_for(led, [url])[0]
+__all__ = ["pull", "store"]
 
 
 def _moved(line: ProgressLine, total: int) -> Callable[[int], None]:
@@ -258,7 +222,7 @@ def store_verify(ledger_dir: Path, store_url: str | None, as_json: bool) -> None
     """Re-hash every object in the store; exit 1 naming each damaged one."""
     from ..storage.artifacts import open_store, verify_objects
 
-    url = store_url or next(iter(_configured()), None)
+    url = store_url or next(iter(configured_stores()), None)
     s = open_store(url if url else ledger_dir / "artifacts")
     objects = list(s.objects())
     line = ProgressLine("verifying", "bytes")

@@ -21,7 +21,15 @@ from ._facade import Facade
 if TYPE_CHECKING:
     from ..storage.artifacts import PullResult
 
-__all__ = ["Artifacts", "GcResult", "StoreSpec", "SyncResult", "as_store", "manifest_ref"]
+__all__ = [
+    "Artifacts",
+    "GcResult",
+    "StoreSpec",
+    "SyncResult",
+    "as_store",
+    "manifest_bytes",
+    "manifest_ref",
+]
 
 StoreSpec = ArtifactStore | str | os.PathLike[str]
 """An artifact store, or where one is: a folder or an fsspec URL (``s3://bucket/prefix``)."""
@@ -39,6 +47,7 @@ def as_store(spec: StoreSpec) -> ArtifactStore:
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
+    """A manifest as it is stored: its canonical JSON (the bytes its ref hashes)."""
     return canonical.dumps(manifest.to_json())
 
 
