@@ -715,7 +715,16 @@ def test_hashing_exports_its_public_api_and_imports_no_heavy_dependency() -> Non
 
     from modelchain.artifacts import hashing
 
-    assert hashing.__all__ == ["DEFAULT_IGNORES", "Progress", "hash_path", "verify_path"]
+    assert hashing.__all__ == [
+        "DEFAULT_IGNORES",
+        "Hasher",
+        "Progress",
+        "Tee",
+        "Upload",
+        "hash_path",
+        "new_hasher",
+        "verify_path",
+    ]
     assert all(hasattr(hashing, n) for n in hashing.__all__)
     # blake3, numpy and safetensors load only where used: a plain SHA-256 hash needs none.
     code = (
