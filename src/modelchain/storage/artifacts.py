@@ -466,23 +466,29 @@ def _fetch_any(
     problems: list[str],
     progress: Progress | None,
 ) -> str:
-    damaged = False
+    damaged = failed = False
+    mine: list[str] = []
     for store in stores:
         try:
             fetch(store, ref, size, path, progress)
+            problems.extend(mine)
             return store.url
         except NotFoundError:
-            problems.append(f"{store.url}: {shown} ({ref}) is missing")
+            mine.append(f"{store.url}: {shown} ({ref}) is missing")
         except IntegrityError as exc:
             damaged = True
-            problems.append(f"{store.url}: {shown} ({ref}) is damaged: {exc}")
+            mine.append(f"{store.url}: {shown} ({ref}) is damaged: {exc}")
         except StorageError as exc:
-            problems.append(f"{store.url}: {exc}")
+            failed = True
+            mine.append(f"{store.url}: {exc}")
     where = ", ".join(s.url for s in stores)
     if damaged:
         raise IntegrityError(
-            f"{shown}: no artifact store holds the registered bytes ({where})", tuple(problems)
+            f"{shown}: no artifact store holds the registered bytes ({where})", tuple(mine)
         )
+    if failed:
+        # What was fetched stays beside DEST: the next pull continues from there.
+        raise StorageError(f"{shown}: could not fetch {ref}: " + "; ".join(mine))
     raise NotFoundError(f"{shown} ({ref}) is in none of the artifact stores: {where}")
 
 
