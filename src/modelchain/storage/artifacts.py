@@ -17,6 +17,7 @@ import hashlib
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -50,9 +51,8 @@ CHUNK = 4 << 20  # bytes moved per read: what a transfer holds in memory, with _
 # read-ahead cache on top: with s3fs's read-ahead, moving 96 MiB through S3 grew the
 # process by 63-78 MiB; without it, by 42 MiB.
 _BLOCK = 8 << 20
-# A local file being written is written back every 8 MiB, so that the fsync before it
-# is renamed or moved has little left to do: a 256 MiB put measured 0.21 s (hashing
-# alone: 0.20 s) against 0.37 s writing back every 128 MiB and 0.34 s only at the end.
+# A local file being written is written back every 8 MiB (see _WriteBack), so that the
+# fsync before it is renamed or moved has little left to do.
 _SYNC_EVERY = 8 << 20
 _TMP = "tmp"
 _STALE_TMP_S = 24 * 3600  # an upload left this long in tmp/ was interrupted
@@ -65,9 +65,54 @@ def _io_error(what: str, exc: BaseException) -> StorageError:
     return StorageError(f"{what}: {text}")
 
 
-def _write_back(f: Any) -> None:
-    f.flush()
-    os.fdatasync(f.fileno())
+_SYNC_FILE_RANGE: list[Any] = []  # libc's sync_file_range, once looked up (or None)
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+def _sync_file_range() -> Any:
+    if not _SYNC_FILE_RANGE:
+        found = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import ctypes.util
+
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+                found = libc.sync_file_range
+                found.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            except (OSError, AttributeError):
+                found = None
+        _SYNC_FILE_RANGE.append(found)
+    return _SYNC_FILE_RANGE[0]
+
+
+class _WriteBack:
+    """Keeps a local file being written from piling up dirty pages. Every _SYNC_EVERY
+    bytes it starts writing the new range to disk and waits for the range before it
+    (Linux ``sync_file_range``: data only, no journal commit), so the disk streams as
+    it does for a copy and the fsync at the end has little left; elsewhere, fdatasync.
+    For a 1 GiB put on the development machine: 0.99 s, against 2.6 s with an
+    fdatasync every 8 MiB, 2.2 s with only the final fsync, and 0.77 s for
+    ``shutil.copyfile`` and an fsync (hashing alone: 0.79 s)."""
+
+    def __init__(self, f: Any, written: int = 0) -> None:
+        self._f = f
+        self._started = self._waited = written
+
+    def wrote(self, end: int) -> None:
+        """Called after each write, with the file's size so far."""
+        if end < self._started + _SYNC_EVERY:
+            return
+        self._f.flush()
+        fd = self._f.fileno()
+        sync_range = _sync_file_range()
+        if sync_range is None or sync_range(fd, self._started, end - self._started, _WRITE):
+            os.fdatasync(fd)
+        elif self._started > self._waited:
+            both = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            if sync_range(fd, self._waited, self._started - self._waited, both):
+                os.fdatasync(fd)
+        self._waited, self._started = self._started, end
 
 
 class ObjectUpload:
@@ -78,10 +123,10 @@ class ObjectUpload:
         self._store = store
         self._tmp = store._path(f"{_TMP}/{uuid.uuid4().hex}")
         self.size = 0
-        self._synced = 0
         try:
             store._makedirs(self._tmp)
             self._file: Any = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
+            self._write_back = _WriteBack(self._file) if store.local else None
         except Exception as exc:
             raise _io_error(f"cannot write to the artifact store {store.url}", exc) from exc
 
@@ -89,9 +134,8 @@ class ObjectUpload:
         try:
             self._file.write(data)
             self.size += len(data)
-            if self._store.local and self.size >= self._synced + _SYNC_EVERY:
-                _write_back(self._file)  # on the writer's thread, overlapping the hashing
-                self._synced = self.size
+            if self._write_back is not None:
+                self._write_back.wrote(self.size)  # on the writer's thread, beside the hashing
         except Exception as exc:
             raise _io_error(f"cannot write to the artifact store {self._store.url}", exc) from exc
 
@@ -311,7 +355,7 @@ class _FileWriter:
 
     def __init__(self, out: IO[bytes], written: int) -> None:
         self._out = out
-        self._synced = written
+        self._write_back = _WriteBack(out, written)
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
         self._failed: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, name="modelchain-fetch", daemon=True)
@@ -323,9 +367,7 @@ class _FileWriter:
                 continue
             try:
                 self._out.write(chunk)
-                if self._out.tell() >= self._synced + _SYNC_EVERY:
-                    _write_back(self._out)
-                    self._synced = self._out.tell()
+                self._write_back.wrote(self._out.tell())
             except BaseException as exc:
                 self._failed.append(exc)
 
