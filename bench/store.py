@@ -6,7 +6,8 @@ plain file copy of the same bytes, page cache warm; and peak memory while moving
 
 In the same run, interleaved round by round: ``shutil.copyfile`` (the ceiling: the
 kernel copies, nothing is hashed), the same copy followed by fsync (what the store
-does to keep an object durable), hashing alone (``hash_path``), a put (``hash_path``
+does to keep an object durable), a copy through user space (read, write, fsync: what
+any copy that looks at the bytes does), hashing alone (``hash_path``), a put (``hash_path``
 with the store as its tee: one read, hashed and written, fsynced, renamed under its
 digest) and a get (``pull_manifest``: fetched, hashed against the manifest, fsynced,
 moved into place). Peak memory is measured in a fresh process (VmHWM less the resident
@@ -77,6 +78,15 @@ def copy_fsync(src: Path, dst: Path) -> None:
         os.close(fd)
 
 
+def read_write_fsync(src: Path, dst: Path) -> None:
+    """A copy through user space, as a store must make one to hash it, made durable."""
+    buf = bytearray(4 * MiB)
+    with open(src, "rb", buffering=0) as f, open(dst, "wb", buffering=0) as g:
+        while n := f.readinto(buf):
+            g.write(memoryview(buf)[:n])
+        os.fsync(g.fileno())
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -115,6 +125,7 @@ def main() -> None:
         cases: dict[str, tuple[Callable[[], None], Callable[[], object]]] = {
             "copy (shutil.copyfile)": (nothing, lambda: shutil.copyfile(src, tmp / "copy.bin")),
             "copy + fsync": (nothing, lambda: copy_fsync(src, tmp / "copy.bin")),
+            "read + write + fsync": (nothing, lambda: read_write_fsync(src, tmp / "copy.bin")),
             "hash only": (nothing, lambda: hash_path(src)),
             "put (hash + store, one read)": (clear_store, lambda: hash_path(src, tee=store)),
             "get (fetch + verify + place)": (
@@ -161,9 +172,11 @@ def main() -> None:
         )
         print()
         synced = rate["copy + fsync"]
+        user = rate["read + write + fsync"]
         for label, value in (
             ("get / copy", rate["get (fetch + verify + place)"] / copy),
             ("put / (copy + fsync)", rate["put (hash + store, one read)"] / synced),
+            ("put / (read+write+fsync)", rate["put (hash + store, one read)"] / user),
             ("get / (copy + fsync)", rate["get (fetch + verify + place)"] / synced),
             ("put / hash only", rate["put (hash + store, one read)"] / rate["hash only"]),
         ):

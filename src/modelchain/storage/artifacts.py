@@ -29,6 +29,7 @@ from typing import IO, Any
 from ..artifacts.hashing import new_hasher
 from ..core.manifest import Manifest, object_ref, parse_object_ref
 from ..errors import IntegrityError, MalformedError, NotFoundError, StorageError, UsageError
+from .files import fsync_dir
 from .protocols import ArtifactStore, StoredObject
 
 __all__ = [
@@ -144,12 +145,14 @@ class ObjectUpload:
         key = store._key(ref)
         try:
             self._close(durable=True)
-            if store.fs.exists(key):
+            if store.fs.exists(store._fresh(key)):
                 # Content-addressed: the object there already is these bytes.
                 store.fs.rm(self._tmp)
                 return
             store._makedirs(key)
             store.fs.mv(self._tmp, key)
+            if store.local:
+                fsync_dir(Path(key).parent)  # the new name is durable too
         except Exception as exc:
             self.abort()
             raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
@@ -202,16 +205,21 @@ class FsspecArtifactStore:
         if self.local:
             self.fs.makedirs(self.fs._parent(path), exist_ok=True)
 
+    def _fresh(self, path: str) -> str:
+        # s3fs answers from listings it cached; another process may have written since.
+        self.fs.invalidate_cache(path)
+        return path
+
     def has(self, ref: str, /) -> bool:
         try:
-            return bool(self.fs.exists(self._key(ref)))
+            return bool(self.fs.exists(self._fresh(self._key(ref))))
         except Exception as exc:
             raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
 
     def size(self, ref: str) -> int | None:
         """The stored size of ``ref``, or None if the store lacks it."""
         try:
-            return int(self.fs.size(self._key(ref)))
+            return int(self.fs.size(self._fresh(self._key(ref))))
         except FileNotFoundError:
             return None
         except Exception as exc:
