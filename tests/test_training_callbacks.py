@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,13 @@ def test_versions_are_name_at_version_or_pairs() -> None:
             version_spec(bad, "dataset")
 
 
+@dataclass
+class _Optimizer:
+    name: str
+    state: Path
+    api_key: str
+
+
 def test_parameters_leave_secrets_out_and_stay_json() -> None:
     found = json_safe(
         {
@@ -99,6 +107,7 @@ def test_parameters_leave_secrets_out_and_stay_json() -> None:
             "layers": (1, 2),
             "dtype": torch.float32,
             "scalar": torch.tensor(0.5),
+            "optimizer": _Optimizer("sgd", Path("/tmp/o"), "secret"),
         }
     )
     assert found == {
@@ -108,6 +117,7 @@ def test_parameters_leave_secrets_out_and_stay_json() -> None:
         "layers": [1, 2],
         "dtype": "torch.float32",
         "scalar": 0.5,
+        "optimizer": {"name": "sgd", "state": "/tmp/o"},
     }
 
 
@@ -355,3 +365,24 @@ def test_the_package_imports_no_framework() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert found.strip() == "[]"
+
+
+def test_a_used_run_id_or_a_full_output_folder_fails_at_the_start(
+    led: mc.Ledger, tmp_path: Path
+) -> None:
+    from modelchain.integrations.lightning import ModelchainCallback
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    led.runs.record("taken", outputs=[weights], code_dir=None)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "stale.bin").write_bytes(b"old")
+    for callback, match in (
+        (ModelchainCallback(led, model="tiny", run_id="taken"), "already recorded"),
+        (ModelchainCallback(led, model="tiny", output_dir=full), "already holds files"),
+    ):
+        steps: list[int] = []
+        with pytest.raises(UsageError, match=match):
+            _fit(tmp_path / "out", callback, steps)
+        assert steps == []

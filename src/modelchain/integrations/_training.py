@@ -4,6 +4,7 @@ compute is spent, parameters and metrics made JSON, and the end of a run
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import canonical
 from ..core.names import NAME_SYNTAX, is_name, name_version
 from ..core.tx import MAX_ENVELOPE_BYTES
-from ..errors import Error, UsageError
+from ..errors import Error, NotFoundError, UsageError
 from ..ledger.port import signer_of
 
 if TYPE_CHECKING:
@@ -80,8 +81,8 @@ def json_number(value: float) -> float | None:
 
 def json_safe(value: object, depth: int = 0) -> Any:
     """``value`` as JSON that canonical encoding accepts, for the record of a
-    run's parameters: secrets left out, enums and paths by value, anything else
-    by a short repr."""
+    run's parameters: secrets left out, enums, paths and dataclasses by value,
+    anything else by a short repr."""
     value = scalar(value)
     if value is None or isinstance(value, bool | str):
         return value
@@ -91,6 +92,8 @@ def json_safe(value: object, depth: int = 0) -> Any:
         return json_safe(value.value, depth)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if depth < 8:
         if isinstance(value, Mapping):
             return {
@@ -158,8 +161,9 @@ class TrainingRun:
         """Check everything the end of the run needs and note the start time.
 
         Raises NotFoundError for a dataset or base model the ledger does not
-        hold, UsageError without a signer, for an output folder that already
-        holds files, or for parameters too large to record."""
+        hold; UsageError without a signer, for a run id already recorded, for
+        an output folder that already holds files, or for parameters too large
+        to record."""
         for name, version in self.datasets:
             self._led.datasets.get(name, version)
         for name, version in self.base_models:
@@ -174,6 +178,8 @@ class TrainingRun:
             )
         self.started = self._led.clock()
         self.run_id = self._run_id or self._new_run_id(self.started)
+        if self._run_id is not None and self._recorded(self._run_id):
+            raise UsageError(f"run {self._run_id} is already recorded: give another run_id")
         folder = self._output_dir or Path(default_root) / FINAL_FOLDER / self.run_id
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UsageError(
@@ -183,6 +189,13 @@ class TrainingRun:
         self.folder = folder
         self.metrics = {}
         self.version = None
+
+    def _recorded(self, run_id: str) -> bool:
+        try:
+            self._led.runs.get(run_id)
+        except NotFoundError:
+            return False
+        return True
 
     def _new_run_id(self, now: int) -> str:
         # Unique and readable: which model, when (UTC), and 24 random bits.
