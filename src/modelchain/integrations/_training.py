@@ -60,7 +60,7 @@ def version_spec(spec: object, what: str) -> tuple[str, int]:
     raise UsageError(f"a {what} is 'NAME@VERSION' or (NAME, VERSION), not {spec!r}")
 
 
-def scalar(value: object) -> object:
+def _scalar(value: object) -> object:
     """A tensor or numpy scalar as its Python value; anything else as it is."""
     item = getattr(value, "item", None)
     if callable(item) and not isinstance(value, int | float):
@@ -71,7 +71,7 @@ def scalar(value: object) -> object:
     return value
 
 
-def json_number(value: float) -> float | None:
+def _json_number(value: float) -> float | None:
     """A number as a run records it: NaN and the infinities as None (as
     evaluation evidence records them), integers beyond JSON's safe range as floats."""
     if isinstance(value, int):
@@ -83,11 +83,11 @@ def json_safe(value: object, depth: int = 0) -> Any:
     """``value`` as JSON that canonical encoding accepts, for the record of a
     run's parameters: secrets left out, enums, paths and dataclasses by value,
     anything else by a short repr."""
-    value = scalar(value)
+    value = _scalar(value)
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
-        return json_number(value)
+        return _json_number(value)
     if isinstance(value, Enum):
         return json_safe(value.value, depth)
     if isinstance(value, os.PathLike):
@@ -205,9 +205,9 @@ class TrainingRun:
     def observe(self, logged: Mapping[str, object]) -> None:
         """Keep the last value of every numeric metric in ``logged``."""
         for key, value in logged.items():
-            found = scalar(value)
+            found = _scalar(value)
             if isinstance(found, int | float) and not isinstance(found, bool):
-                self.metrics[str(key)] = json_number(found)
+                self.metrics[str(key)] = _json_number(found)
 
     def finish(self) -> ModelVersion | None:
         """Record the run with the saved folder as its output, then register the

@@ -164,7 +164,9 @@ class ModelchainCallback(transformers.TrainerCallback):
         if folder is None:  # on_train_begin never ran
             return
         self._run.observe({"global_step": state.global_step})
-        _save(kwargs.get("model"), kwargs.get("processing_class"), folder)
+        # "tokenizer" before transformers 4.46 named the processing class
+        processor = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        _save(kwargs.get("model"), processor, folder)
         self._run.finish()
 
 
