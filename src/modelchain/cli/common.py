@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import click
 
 from ..core.identity import ML_DSA_44_COSIGNATURE, Signer, VerifierKey
-from ..core.names import NAME_SYNTAX, is_name
 from ..core.policy import CheckpointPolicy, as_policy
 from ..errors import KeyStoreError, UsageError
 from ..keys import (
@@ -47,7 +46,6 @@ __all__ = [
     "log_key_secrets",
     "member_key",
     "name_and_version",
-    "name_version",
     "new_log_key",
     "offline_signer",
     "open_ledger",
@@ -309,16 +307,6 @@ def _log_key_pin() -> bytes:
             f"{PKCS11_PIN_ENV}) or run in a terminal"
         )
     return str(click.prompt("Token PIN for the log key", hide_input=True)).encode()
-
-
-def name_version(spec: str) -> tuple[str, int]:
-    """``NAME@VERSION`` (e.g. ``fraud@2``) as a name and a version number."""
-    name, sep, version = spec.rpartition("@")
-    if not sep or not (version.isascii() and version.isdigit()) or not name:
-        raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
-    if not is_name(name):  # the ledger would refuse it: say so before any work
-        raise UsageError(f"{spec!r}: {name!r} is not a name: {NAME_SYNTAX}")
-    return name, int(version)
 
 
 def name_and_version(spec: str, version: int | None) -> tuple[str, int | None]:

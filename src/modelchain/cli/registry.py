@@ -15,13 +15,13 @@ import click
 
 from ..core import canonical
 from ..core.manifest import Manifest, sharded
+from ..core.names import name_version
 from ..errors import UsageError
 from .common import (
     emit_json,
     json_option,
     ledger_option,
     name_and_version,
-    name_version,
     open_ledger,
     signer_for,
 )

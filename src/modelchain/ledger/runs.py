@@ -28,6 +28,7 @@ _KEY_PACKAGES = (
     "numpy",
     "scikit-learn",
     "transformers",
+    "lightning",
     "safetensors",
     "pandas",
     "pyarrow",
