@@ -19,7 +19,7 @@ from .context import ServerContext
 from .dashboard import dashboard_router
 from .errors import ERROR_RESPONSES, add_error_handlers
 from .middleware import Limits
-from .routes import log_router, ops_router, registry_router
+from .routes import log_router, mlflow_router, ops_router, registry_router
 
 __all__ = ["create_app"]
 
@@ -50,6 +50,8 @@ def create_app(ledger: Ledger, config: ServerConfig | None = None) -> FastAPI:
     app.include_router(log_router(ctx))
     app.include_router(registry_router(ctx))
     app.include_router(ops_router(ctx))
+    if ctx.config.mlflow is not None:
+        app.include_router(mlflow_router(ctx, ctx.config.mlflow))
     app.include_router(dashboard_router(ctx))
 
     @app.get("/", include_in_schema=False)

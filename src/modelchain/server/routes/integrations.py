@@ -1,0 +1,123 @@
+"""Integrations over HTTP: MLflow's registry webhooks, received, checked and
+recorded in the background (MLflow waits only seconds for an answer)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ...errors import Error, OversizeError, PushbackError
+from ...integrations.mlflow import MlflowBridge, parse_webhook, verify_webhook
+from ..config import MlflowWebhook
+from ..context import ServerContext
+
+__all__ = ["MlflowReceiver", "mlflow_router"]
+
+log = logging.getLogger("modelchain.server.mlflow")
+
+_MAX_BODY = 64 * 1024  # MLflow's deliveries are a few hundred bytes
+_BACKLOG = 256  # versions waiting to be recorded; beyond: 503, and MLflow retries
+_REMEMBERED = 4096  # delivery ids kept to answer a redelivery without recording twice
+
+
+class MlflowReceiver:
+    """Records the model versions that deliveries announce, one at a time, on a
+    thread of its own. The outcome of each is logged; recording is idempotent,
+    so a delivery that comes twice (or a later ``modelchain mlflow sync``)
+    writes nothing more."""
+
+    def __init__(self, ctx: ServerContext, hook: MlflowWebhook) -> None:
+        self._bridge = MlflowBridge(ctx.ledger, hook.tracking_uri, signer=hook.signer)
+        self._queue: queue.Queue[tuple[str, str, int]] = queue.Queue(maxsize=_BACKLOG)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name="mlflow-webhook", daemon=True)
+        self._thread.start()
+
+    def accept(self, delivery: str, name: str, version: int) -> bool:
+        """Queue a version; False if this delivery was already taken."""
+        with self._lock:
+            if delivery in self._seen:
+                return False
+            try:
+                self._queue.put_nowait((delivery, name, version))
+            except queue.Full:
+                raise PushbackError(
+                    "too many MLflow model versions wait to be recorded", retry_after=10
+                ) from None
+            self._seen[delivery] = None
+            while len(self._seen) > _REMEMBERED:
+                self._seen.popitem(last=False)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            delivery, name, version = self._queue.get()
+            fields = {"delivery": delivery, "mlflow_model": name, "mlflow_version": version}
+            try:
+                v = self._bridge.record(name, version)
+            except Error as exc:
+                log.warning(
+                    f"MLflow model {name!r} version {version} was not recorded: {exc.message}",
+                    extra={"fields": {**fields, "code": exc.code}},
+                )
+            except Exception:  # a bug: logged with its traceback; the thread goes on
+                log.exception(
+                    f"recording MLflow model {name!r} version {version} failed",
+                    extra={"fields": fields},
+                )
+            else:
+                verb = "recorded" if v.created else "already recorded:"
+                log.info(
+                    f"MLflow model {name!r} version {version} {verb} "
+                    f"{v.name} version {v.version} (entry {v.index})",
+                    extra={
+                        "fields": {
+                            **fields,
+                            "model": v.name,
+                            "version": v.version,
+                            "digest": v.digest,
+                            "entry": v.index,
+                            "created": v.created,
+                        }
+                    },
+                )
+            finally:
+                self._queue.task_done()
+
+
+def mlflow_router(ctx: ServerContext, hook: MlflowWebhook) -> APIRouter:
+    r = APIRouter(tags=["integrations"])
+    receiver = MlflowReceiver(ctx, hook)
+
+    @r.post(
+        "/v1/integrations/mlflow/webhook",
+        status_code=202,
+        summary="An MLflow registry webhook delivery: model_version.created is recorded "
+        "in the background; other events are answered and ignored",
+        responses={
+            202: {"description": "Signature good; the version will be recorded"},
+            401: {"description": "Unsigned, badly signed or stale delivery"},
+        },
+    )
+    async def mlflow_webhook(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            raise OversizeError(f"an MLflow webhook delivery is at most {_MAX_BODY} bytes")
+        delivery = verify_webhook(
+            hook.secret, request.headers, body, int(time.time()), hook.max_age_s
+        )
+        event = parse_webhook(body)
+        if event is None:
+            return JSONResponse({"status": "ignored", "delivery": delivery}, 200)
+        taken = receiver.accept(delivery, *event)
+        status = "accepted" if taken else "duplicate"
+        return JSONResponse({"status": status, "delivery": delivery}, 202)
+
+    return r
