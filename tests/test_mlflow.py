@@ -4,6 +4,7 @@ artifacts served by it) on loopback: sync, webhooks, verify."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import run_cli as run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving import free_port, running_server, stop_process
 
 from modelchain.errors import AuthError, MalformedError
@@ -198,6 +201,45 @@ def test_webhook_signatures_are_mlflows() -> None:
         verify_webhook(SECRET, {**headers, "x-mlflow-timestamp": "1e9"}, body.encode(), now)
     with pytest.raises(AuthError):
         verify_webhook(SECRET, {}, body.encode(), now)
+
+
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["x-mlflow-delivery-id", "x-mlflow-timestamp", "x-mlflow-signature"]),
+        st.text(max_size=60),
+    ),
+    body=st.binary(max_size=200),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_delivery_is_refused_cleanly(headers: dict[str, str], body: bytes) -> None:
+    """Whatever arrives, the route's checks answer with our errors (401/400), never a bug."""
+    with pytest.raises(AuthError):  # hypothesis does not forge HMACs
+        verify_webhook(SECRET, headers, body, int(time.time()))
+    with contextlib.suppress(MalformedError):
+        parse_webhook(body)
+
+
+@given(
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=10,
+    ),
+    data=st.dictionaries(
+        st.sampled_from(["name", "version", "source"]),
+        st.none() | st.integers() | st.text(max_size=20),
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_json_parses_or_is_malformed(payload: object, data: dict[str, object]) -> None:
+    for value in (payload, {"entity": "model_version", "action": "created", "data": data}):
+        try:
+            event = parse_webhook(json.dumps(value).encode())
+        except MalformedError:
+            continue
+        if event is not None:
+            name, version = event
+            assert name and "/" not in name and version > 0
 
 
 def test_sync_records_runs_and_versions_once_and_tags_them(

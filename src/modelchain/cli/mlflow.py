@@ -7,38 +7,29 @@ when the CLI starts.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from ..errors import UsageError
-from .common import emit_json, json_option, ledger_option, open_ledger, signer_for
+from .common import (
+    MLFLOW_TRACKING_URI_ENV,
+    emit_json,
+    json_option,
+    ledger_option,
+    mlflow_webhook_secret,
+    open_ledger,
+    quiet_mlflow,
+    signer_for,
+)
 
-__all__ = ["mlflow_group"]  # what it adds to the root; the rest serves `verify` and `serve`
-
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
+__all__ = ["mlflow_group"]
 
 tracking_uri_option = click.option(
     "--tracking-uri",
-    envvar=TRACKING_URI_ENV,
+    envvar=MLFLOW_TRACKING_URI_ENV,
     metavar="URI",
-    help=f"The MLflow tracking server (default ${TRACKING_URI_ENV}).",
+    help=f"The MLflow tracking server (default ${MLFLOW_TRACKING_URI_ENV}).",
 )
-
-
-def quiet_mlflow() -> None:
-    """MLflow's own download bars would interleave with ours on stderr: off,
-    unless the user set them. Only the CLI touches the environment."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def webhook_secret() -> str:
-    secret = os.environ.get(WEBHOOK_SECRET_ENV, "")
-    if not secret:
-        raise UsageError(f"set ${WEBHOOK_SECRET_ENV} to the webhook's secret")
-    return secret
 
 
 @click.group("mlflow")
@@ -140,7 +131,7 @@ def webhook_create(tracking_uri: str | None, url: str, name: str, as_json: bool)
     secret in $MODELCHAIN_MLFLOW_WEBHOOK_SECRET (give `serve` the same one)."""
     from ..integrations.mlflow import create_webhook
 
-    hook_id = create_webhook(tracking_uri or "", url, webhook_secret(), name=name)
+    hook_id = create_webhook(tracking_uri or "", url, mlflow_webhook_secret(), name=name)
     if as_json:
         emit_json({"id": hook_id, "name": name, "url": url, "events": ["model_version.created"]})
     else:

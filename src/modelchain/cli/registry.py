@@ -17,12 +17,14 @@ from ..core import canonical
 from ..core.manifest import Manifest, sharded
 from ..errors import UsageError
 from .common import (
+    MLFLOW_TRACKING_URI_ENV,
     emit_json,
     json_option,
     ledger_option,
     name_and_version,
     name_version,
     open_ledger,
+    quiet_mlflow,
     signer_for,
 )
 from .progress import ProgressLine, size_text
@@ -593,7 +595,7 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
 )
 @click.option(
     "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
+    envvar=MLFLOW_TRACKING_URI_ENV,
     metavar="URI",
     help="For models:/ or mlflow-models:/ URIs: the MLflow server (default $MLFLOW_TRACKING_URI).",
 )
@@ -625,7 +627,6 @@ def verify_cmd(
         try:
             if mlflow_version is not None:
                 from ..integrations.mlflow import MlflowBridge
-                from .mlflow import quiet_mlflow
 
                 quiet_mlflow()
                 bridge = MlflowBridge(led, tracking_uri or "")

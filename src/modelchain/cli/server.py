@@ -23,8 +23,10 @@ from .common import (
     json_option,
     ledger_option,
     log_key_secrets,
+    mlflow_webhook_secret,
     open_ledger,
     passphrase_for,
+    quiet_mlflow,
 )
 
 if TYPE_CHECKING:
@@ -260,13 +262,11 @@ def _mlflow_webhook(tracking_uri: str | None, member: str | None) -> MlflowWebho
         if member is not None:
             raise UsageError("--mlflow-as goes with --mlflow-tracking-uri")
         return None
-    from ..server.config import MlflowWebhook
-    from .mlflow import quiet_mlflow, webhook_secret
-
     if member is None:
         raise UsageError("--mlflow-tracking-uri needs --mlflow-as MEMBER: who records the versions")
-    secret = webhook_secret()
+    secret = mlflow_webhook_secret()
     from ..keys import KeyStore
+    from ..server.config import MlflowWebhook
 
     keys = KeyStore(modelchain_home())
     quiet_mlflow()

@@ -125,6 +125,8 @@ def verify_webhook(
             "an MLflow webhook delivery needs X-MLflow-Delivery-Id, X-MLflow-Timestamp and "
             "X-MLflow-Signature (create the webhook with the secret this server was given)"
         )
+    if not (delivery.isascii() and len(delivery) <= 200 and signature.isascii()):
+        raise AuthError("X-MLflow-Delivery-Id and X-MLflow-Signature are short ASCII strings")
     if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise AuthError("X-MLflow-Timestamp must be seconds since the epoch")
     if abs(now_s - int(stamp)) > max_age_s:
