@@ -318,6 +318,15 @@ def test_verify_rehashes_what_mlflow_serves_and_ignores_its_tags(
     assert said in bad.stderr
     assert weights.name in bad.stderr
 
+    # one version that cannot be recorded does not stop the others
+    broken = log_version(client, "Tampered", 8, dataset="absent@1")
+    proc = run(ledger_env, "mlflow", "sync", "--name", "Tampered", "--json", ok=False)
+    assert proc.returncode == 3, proc.stderr
+    outcome = json.loads(proc.stdout)
+    assert (outcome["known"], outcome["failed"]) == (1, 1)
+    (failed,) = [v for v in outcome["versions"] if v["status"] == "failed"]
+    assert failed["mlflow_version"] == broken and "absent" in failed["error"]["message"]
+
     unsynced = log_version(client, "Tampered", 4)
     missing = run(ledger_env, "verify", f"models:/Tampered/{unsynced}", ok=False)
     assert missing.returncode == 3 and "not on the ledger" in missing.stderr
@@ -325,13 +334,20 @@ def test_verify_rehashes_what_mlflow_serves_and_ignores_its_tags(
     assert nowhere.returncode == 3, nowhere.stderr
 
 
-def test_an_unreachable_mlflow_is_a_clear_error(ledger_env: dict[str, str]) -> None:
+def test_an_unreachable_mlflow_is_a_clear_error(ledger_env: dict[str, str], tmp_path: Path) -> None:
     gone = f"http://127.0.0.1:{free_port()}"
     proc = run(ledger_env, "mlflow", "sync", "--tracking-uri", gone, ok=False)
     assert proc.returncode == 69 and "cannot be reached" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run(ledger_env, "verify", "models:/x/1", "--model", "x", ok=False)
     assert proc.returncode == 3  # no ledger model x: said before anything is downloaded
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"weights")
+    run(ledger_env, "model", "register", "x", str(model))
+    proc = run(
+        ledger_env, "verify", "models:/x/1", "--model", "x", "--tracking-uri", gone, ok=False
+    )
+    assert proc.returncode == 69 and "cannot be reached" in proc.stderr
     no_uri = {k: v for k, v in ledger_env.items() if k != "MLFLOW_TRACKING_URI"}
     proc = run(no_uri, "mlflow", "sync", ok=False)
     assert proc.returncode == 2 and "tracking URI" in proc.stderr

@@ -175,14 +175,20 @@ def _connect(tracking_uri: str) -> MlflowClient:
     """A client of the MLflow server at ``tracking_uri``, which must answer."""
     if not tracking_uri:
         raise UsageError("say which MLflow server: a tracking URI (or $MLFLOW_TRACKING_URI)")
-    try:
-        from mlflow import MlflowClient
-    except ImportError as exc:
-        raise UsageError(
-            "the MLflow bridge needs the mlflow extra: pip install 'modelchain[mlflow]'"
-        ) from exc
+    _require_mlflow()
+    from mlflow import MlflowClient
+
     _check_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _require_mlflow() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise UsageError(
+            "the MLflow bridge needs the mlflow extra: pip install 'modelchain[mlflow]'"
+        )
 
 
 def _check_reachable(tracking_uri: str) -> None:
@@ -205,6 +211,7 @@ def _check_reachable(tracking_uri: str) -> None:
 @contextmanager
 def _mlflow_errors(what: str) -> Iterator[None]:
     """MLflow's and requests' exceptions, as ours."""
+    _require_mlflow()
     from mlflow.exceptions import MlflowException
     from requests import RequestException
 
@@ -349,6 +356,7 @@ class MlflowBridge:
     def _download(self, name: str, version: int, dst: Path) -> Path:
         from mlflow.artifacts import download_artifacts
 
+        _ = self.client  # the server answers, or a clear error now rather than retries
         dst.mkdir(parents=True)
         with _mlflow_errors(f"downloading MLflow model {name!r} version {version}"):
             got = Path(
