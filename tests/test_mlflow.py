@@ -425,6 +425,7 @@ def test_webhooks_record_new_versions_and_bad_ones_are_refused(
     recorded = [r for r in lines if r.get("logger") == "modelchain.server.mlflow"]
     assert any(r.get("mlflow_model") == "Pushed" and r.get("created") for r in recorded)
     assert SECRET not in log.read_text()
+    assert not [r for r in lines if r["level"] == "error"], lines
 
 
 def test_serve_needs_the_whole_webhook_configuration(ledger_env: dict[str, str]) -> None:

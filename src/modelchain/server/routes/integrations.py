@@ -3,6 +3,7 @@ recorded in the background (MLflow waits only seconds for an answer)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -34,15 +35,33 @@ class MlflowReceiver:
 
     def __init__(self, ctx: ServerContext, hook: MlflowWebhook) -> None:
         self._bridge = MlflowBridge(ctx.ledger, hook.tracking_uri, signer=hook.signer)
-        self._queue: queue.Queue[tuple[str, str, int]] = queue.Queue(maxsize=_BACKLOG)
+        self._queue: queue.Queue[tuple[str, str, int] | None] = queue.Queue(maxsize=_BACKLOG)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="mlflow-webhook", daemon=True)
         self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Take no more, let the version being recorded finish (for up to
+        ``timeout`` seconds) before the ledger closes; say what was left."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout)
+        left = sum(1 for item in list(self._queue.queue) if item is not None)
+        if left or self._thread.is_alive():
+            log.warning(
+                f"stopping with {left} MLflow model versions not recorded "
+                "(modelchain mlflow sync records them)",
+                extra={"fields": {"left": left}},
+            )
 
     def accept(self, delivery: str, name: str, version: int) -> bool:
         """Queue a version; False if this delivery was already taken."""
         with self._lock:
+            if self._stopping.is_set():
+                raise PushbackError("this server is stopping", retry_after=10)
             if delivery in self._seen:
                 return False
             try:
@@ -58,7 +77,13 @@ class MlflowReceiver:
 
     def _work(self) -> None:
         while True:
-            delivery, name, version = self._queue.get()
+            item = self._queue.get()
+            if item is None or self._stopping.is_set():
+                if item is not None:  # taken, not recorded: put back to be counted
+                    with contextlib.suppress(queue.Full):
+                        self._queue.put_nowait(item)
+                return
+            delivery, name, version = item
             fields = {"delivery": delivery, "mlflow_model": name, "mlflow_version": version}
             try:
                 v = self._bridge.record(name, version)
@@ -73,7 +98,7 @@ class MlflowReceiver:
                     extra={"fields": fields},
                 )
             else:
-                verb = "recorded" if v.created else "already recorded:"
+                verb = "recorded as" if v.created else "already on the ledger as"
                 log.info(
                     f"MLflow model {name!r} version {version} {verb} "
                     f"{v.name} version {v.version} (entry {v.index})",
@@ -88,13 +113,10 @@ class MlflowReceiver:
                         }
                     },
                 )
-            finally:
-                self._queue.task_done()
 
 
-def mlflow_router(ctx: ServerContext, hook: MlflowWebhook) -> APIRouter:
+def mlflow_router(hook: MlflowWebhook, receiver: MlflowReceiver) -> APIRouter:
     r = APIRouter(tags=["integrations"])
-    receiver = MlflowReceiver(ctx, hook)
 
     @r.post(
         "/v1/integrations/mlflow/webhook",
