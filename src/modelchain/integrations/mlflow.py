@@ -16,6 +16,7 @@ import json
 import math
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..contracts.state import entity_key
 from ..core import canonical
 from ..core.identity import Signer
-from ..core.manifest import SHA256
+from ..core.manifest import SHA256, Manifest
 from ..core.names import MAX_NAME_CHARS, is_name
 from ..errors import (
     AuthError,
@@ -305,25 +306,27 @@ class MlflowBridge:
     # -- recording ------------------------------------------------------------------
 
     def record(
-        self, name: str, version: int | str, *, progress: Progress | None = None
+        self,
+        name: str,
+        version: int | str,
+        *,
+        wait_s: float = 0.0,
+        progress: Progress | None = None,
     ) -> ModelVersion:
         """Record MLflow model ``name`` version ``version`` on the ledger: its
         run first (SLSA provenance: parameters, metrics, input datasets, git
         commit; the files as its subject), then the model version, hashed from
         what MLflow serves; then write the entry back as model-version tags.
-        Already recorded: nothing is written to the ledger (``created`` False)."""
+        Already recorded: nothing is written to the ledger (``created`` False).
+        A version MLflow is still copying is waited for up to ``wait_s`` seconds."""
         number = int(version)
         known = self.find(name, number)
         if known is not None:
             self._write_tags(name, number, known)
             return known
-        with _mlflow_errors(f"MLflow model {name!r} version {number}"):
-            mv = self.client.get_model_version(name, str(number))
+        mv = self._ready(name, number, wait_s)
+        with _mlflow_errors(f"the run of MLflow model {name!r} version {number}"):
             run = self.client.get_run(mv.run_id) if mv.run_id else None
-        if mv.status != "READY":
-            raise UnavailableError(
-                f"MLflow model {name!r} version {number} is {mv.status}, not READY yet"
-            )
         from ..artifacts.hashing import hash_path
 
         lname = ledger_name(name)
@@ -353,6 +356,20 @@ class MlflowBridge:
         self._write_tags(name, number, v)
         return v
 
+    def _ready(self, name: str, number: int, wait_s: float) -> Any:
+        """The MLflow model version, once MLflow has finished registering it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with _mlflow_errors(f"MLflow model {name!r} version {number}"):
+                mv = self.client.get_model_version(name, str(number))
+            if mv.status == "READY":
+                return mv
+            if mv.status != "PENDING_REGISTRATION" or time.monotonic() >= deadline:
+                raise UnavailableError(
+                    f"MLflow model {name!r} version {number} is {mv.status}, not READY"
+                )
+            time.sleep(1.0)  # MLflow has no notice for it: ask again
+
     def _download(self, name: str, version: int, dst: Path) -> Path:
         from mlflow.artifacts import download_artifacts
 
@@ -372,7 +389,7 @@ class MlflowBridge:
             meta.unlink()
         return got
 
-    def _record_run(self, run: Run, manifest: Any) -> str:
+    def _record_run(self, run: Run, manifest: Manifest) -> str:
         """The ledger run for this MLflow run and these output bytes: recorded now
         unless it already is. One MLflow run may log several models: a second
         one is recorded under an id that names its bytes."""

@@ -24,6 +24,7 @@ log = logging.getLogger("modelchain.server.mlflow")
 
 _MAX_BODY = 64 * 1024  # MLflow's deliveries are a few hundred bytes
 _BACKLOG = 256  # versions waiting to be recorded; beyond: 503, and MLflow retries
+_WAIT_S = 300.0  # for a version MLflow is still copying (as long as its own client waits)
 _REMEMBERED = 4096  # delivery ids kept to answer a redelivery without recording twice
 
 
@@ -86,7 +87,7 @@ class MlflowReceiver:
             delivery, name, version = item
             fields = {"delivery": delivery, "mlflow_model": name, "mlflow_version": version}
             try:
-                v = self._bridge.record(name, version)
+                v = self._bridge.record(name, version, wait_s=_WAIT_S)
             except Error as exc:
                 log.warning(
                     f"MLflow model {name!r} version {version} was not recorded: {exc.message}",
