@@ -18,11 +18,11 @@ from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
 from serving import running_server
 
 import modelchain as mc
-from modelchain.cli.common import name_version
 from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core import tx as tx_module
 from modelchain.core.dsse import sign_envelope
 from modelchain.core.identity import Ed25519Signer
+from modelchain.core.names import name_version
 from modelchain.core.tx import MAX_NESTING, PAYLOAD_TYPE, Transaction
 from modelchain.errors import MalformedError, UsageError
 from modelchain.ledger.ledger import new_nonce

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..core.identity import ML_DSA_44_COSIGNATURE, Signer, VerifierKey
-from ..core.names import NAME_SYNTAX, is_name
 from ..core.policy import CheckpointPolicy, as_policy
 from ..errors import KeyStoreError, UsageError
 from ..keys import (
@@ -38,6 +37,8 @@ __all__ = [
     "LOG_KEY_ENV",
     "LOG_KEY_PASSPHRASE_ENV",
     "LOG_KEY_PIN_ENV",
+    "MLFLOW_TRACKING_URI_ENV",
+    "MLFLOW_WEBHOOK_SECRET_ENV",
     "SERVER_ENV",
     "STORE_ENV",
     "VKEY_HELP",
@@ -51,12 +52,13 @@ __all__ = [
     "log_key_options",
     "log_key_secrets",
     "member_key",
+    "mlflow_webhook_secret",
     "name_and_version",
-    "name_version",
     "new_log_key",
     "offline_signer",
     "open_ledger",
     "passphrase_for",
+    "quiet_mlflow",
     "signer_for",
     "store_for",
     "store_option",
@@ -73,6 +75,8 @@ IDENTITY_ENV = "MODELCHAIN_IDENTITY"
 LOG_KEY_PASSPHRASE_ENV = "MODELCHAIN_LOG_KEY_PASSPHRASE"
 LOG_KEY_PIN_ENV = "MODELCHAIN_LOG_KEY_PIN"
 PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
+MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
+MLFLOW_WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
 STORE_ENV = "MODELCHAIN_STORE"  # artifact stores, read here only (pull falls back in order)
 
 
@@ -354,16 +358,6 @@ def _log_key_pin() -> bytes:
     return str(click.prompt("Token PIN for the log key", hide_input=True)).encode()
 
 
-def name_version(spec: str) -> tuple[str, int]:
-    """``NAME@VERSION`` (e.g. ``fraud@2``) as a name and a version number."""
-    name, sep, version = spec.rpartition("@")
-    if not sep or not (version.isascii() and version.isdigit()) or not name:
-        raise UsageError(f"{spec!r}: expected NAME@VERSION, e.g. fraud@2")
-    if not is_name(name):  # the ledger would refuse it: say so before any work
-        raise UsageError(f"{spec!r}: {name!r} is not a name: {NAME_SYNTAX}")
-    return name, int(version)
-
-
 def name_and_version(spec: str, version: int | None) -> tuple[str, int | None]:
     """A NAME argument that may carry its version (``iris@1``) beside the
     command's ``--version``: either one, or both when they agree.
@@ -412,3 +406,18 @@ def trust_from(vkey: str) -> CheckpointPolicy:
     if path.is_file():
         return CheckpointPolicy.parse(path.read_bytes())
     return as_policy(vkey)
+
+
+def quiet_mlflow() -> None:
+    """MLflow's own download bars would interleave with ours on stderr: off,
+    unless the user set them. Only the CLI touches the environment."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def mlflow_webhook_secret() -> str:
+    """The secret MLflow signs webhook deliveries with: from the environment
+    only (an option would show it in the process list)."""
+    secret = os.environ.get(MLFLOW_WEBHOOK_SECRET_ENV, "")
+    if not secret:
+        raise UsageError(f"set ${MLFLOW_WEBHOOK_SECRET_ENV} to the MLflow webhook's secret")
+    return secret

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from ..contracts.types import MODEL_DEPLOY
+from ..core.names import name_version
 from ..errors import RejectedError, UsageError
-from .common import IDENTITY_ENV, emit_json, json_option, ledger_option, name_version, open_ledger
+from .common import IDENTITY_ENV, emit_json, json_option, ledger_option, open_ledger
 
 __all__ = ["gate"]
 

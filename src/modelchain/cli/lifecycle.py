@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..core import canonical
+from ..core.names import name_version
 from ..core.times import iso_time, parse_time
 from ..errors import MalformedError, RejectedError, UsageError
 from ..node.node import Ack
@@ -18,7 +19,6 @@ from .common import (
     emit_json,
     json_option,
     ledger_option,
-    name_version,
     open_ledger,
     signer_for,
     trust_from,
