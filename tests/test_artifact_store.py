@@ -459,3 +459,15 @@ def test_guard_loads_safetensors_from_the_store(led: mc.Ledger, tmp_path: Path) 
     (led.home / "pulled" / "net@1" / "config.json").write_text('{"x": 1}\n')
     with pytest.raises(IntegrityError):
         guard.load_safetensors(led, model="net", stores=[store])
+
+
+def test_guard_loads_a_single_file_pickle_from_the_store(led: mc.Ledger, tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    from modelchain import guard
+
+    path = tmp_path / "clf.joblib"
+    joblib.dump({"coef": [1, 2, 3]}, path)
+    store = led.artifact_store()
+    led.models.register("clf", path, store=store)
+    assert guard.load_sklearn(led, model="clf", version=1, stores=[store]) == {"coef": [1, 2, 3]}
+    assert (led.home / "pulled" / "clf@1" / "clf.joblib").is_file()

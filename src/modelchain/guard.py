@@ -11,9 +11,9 @@ recorded as an ``access.log`` event, and only then is the model loaded::
 
 ``path`` is the file to load; ``root`` (default: ``path``) is the registered
 artifact, e.g. the folder of a multi-file model that holds ``path``.
-``load_safetensors`` can also go without a path: it pulls the version from an
-artifact store (``stores``, default the ledger's own) into a folder under the
-ledger's ``home``, verified, and loads it from there::
+Every loader can also go without a path: it pulls the version from an artifact
+store (``stores``, default the ledger's own) into a folder under the ledger's
+``home``, verified, and loads it from there::
 
     weights = guard.load_safetensors(led, model="fraud", env="production")
 
@@ -116,13 +116,15 @@ def pulled(
     version: int | None = None,
     env: str | None = None,
     stores: Sequence[StoreSpec] | None = None,
-    suffix: str = "",
+    suffix: str | tuple[str, ...] = "",
 ) -> tuple[Path, Path, int]:
     """Fetch ``model`` (the version given, the one deployed to ``env``, or the latest)
     from ``stores`` (default: the ledger's own) into ``home/pulled/<model>@<version>``,
-    verified, unless it is there already; return (the file to load, the artifact's
-    folder, the version). The file is the artifact itself when it is one file, else its
-    only file ending in ``suffix``. Records nothing: the guarded load that follows does."""
+    verified, unless it is there already. Returns the file to load (the artifact itself
+    when it is one file, else its only file ending in ``suffix``), the registered
+    artifact (that file, or the folder) and the version. Records nothing: the guarded
+    load that follows does, after verifying the copy again (one damaged since it was
+    pulled is refused; remove the folder to pull it afresh)."""
     from .storage.artifacts import pull_manifest
 
     number, manifest = led.artifacts.resolve("model", model, version, env)
@@ -132,14 +134,38 @@ def pulled(
         pull_manifest(opened, manifest, folder)
     names = [f.path for f in manifest.files]
     if names == ["."]:
-        return folder / manifest.name, folder, number
+        single = folder / manifest.name
+        return single, single, number  # registered as one file: verified as one file
     matching = [n for n in names if n.endswith(suffix)]
     if len(matching) != 1:
         raise UsageError(
-            f"{model} version {number} has {len(matching)} files ending in {suffix!r}: "
+            f"{model} version {number} has {len(matching)} files ending in {suffix}: "
             "pull it (`led.models.pull`) and pass the path of the one to load"
         )
     return folder.joinpath(*matching[0].split("/")), folder, number
+
+
+def _located(
+    led: Ledger,
+    path: StrPath | None,
+    root: StrPath | None,
+    *,
+    model: str,
+    version: int | None,
+    env: str | None,
+    stores: Sequence[StoreSpec] | None,
+    signer: Signer | None,
+    suffix: str | tuple[str, ...],
+) -> tuple[StrPath, StrPath | None, int | None, str | None]:
+    """(path, root, version, env) for a loader: as given, or, without a path, pulled
+    from a store and pinned to the version pulled (even if ``env`` moves meanwhile)."""
+    if path is not None:
+        return path, root, version, env
+    _signer_of(led, signer)  # refuse before any transfer, as guarded() would
+    found, folder, number = pulled(
+        led, model=model, version=version, env=env, stores=stores, suffix=suffix
+    )
+    return found, folder, number, None
 
 
 def load_safetensors(
@@ -161,12 +187,17 @@ def load_safetensors(
         from safetensors.torch import load_file
     except ImportError:
         _need("safetensors", "a safetensors file")
-    if path is None:
-        _signer_of(led, signer)  # refuse before any transfer, as guarded() would
-        path, root, version = pulled(
-            led, model=model, version=version, env=env, stores=stores, suffix=".safetensors"
-        )
-        env = None  # pinned to the version pulled, even if env moves meanwhile
+    path, root, version, env = _located(
+        led,
+        path,
+        root,
+        model=model,
+        version=version,
+        env=env,
+        stores=stores,
+        signer=signer,
+        suffix=".safetensors",
+    )
     guarded(
         led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )
@@ -175,7 +206,7 @@ def load_safetensors(
 
 def load_torch(
     led: Ledger,
-    path: StrPath,
+    path: StrPath | None = None,
     *,
     model: str,
     version: int | None = None,
@@ -184,12 +215,24 @@ def load_torch(
     signer: Signer | None = None,
     root: StrPath | None = None,
     map_location: str = "cpu",
+    stores: Sequence[StoreSpec] | None = None,
 ) -> Any:
     """Verify, record, then ``torch.load(path, weights_only=True)``."""
     try:
         import torch
     except ImportError:
         _need("torch", "a torch checkpoint")
+    path, root, version, env = _located(
+        led,
+        path,
+        root,
+        model=model,
+        version=version,
+        env=env,
+        stores=stores,
+        signer=signer,
+        suffix=(".pt", ".pth", ".bin"),
+    )
     guarded(
         led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )
@@ -198,7 +241,7 @@ def load_torch(
 
 def load_onnx(
     led: Ledger,
-    path: StrPath,
+    path: StrPath | None = None,
     *,
     model: str,
     version: int | None = None,
@@ -206,6 +249,7 @@ def load_onnx(
     purpose: str = "inference",
     signer: Signer | None = None,
     root: StrPath | None = None,
+    stores: Sequence[StoreSpec] | None = None,
 ) -> onnx.ModelProto:
     """Verify, record, then ``onnx.load(path)`` (external data next to it is
     covered when ``root`` is the registered folder)."""
@@ -213,6 +257,17 @@ def load_onnx(
         import onnx
     except ImportError:
         _need("onnx", "an ONNX model")
+    path, root, version, env = _located(
+        led,
+        path,
+        root,
+        model=model,
+        version=version,
+        env=env,
+        stores=stores,
+        signer=signer,
+        suffix=".onnx",
+    )
     guarded(
         led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )
@@ -221,7 +276,7 @@ def load_onnx(
 
 def load_sklearn(
     led: Ledger,
-    path: StrPath,
+    path: StrPath | None = None,
     *,
     model: str,
     version: int | None = None,
@@ -229,6 +284,7 @@ def load_sklearn(
     purpose: str = "inference",
     signer: Signer | None = None,
     root: StrPath | None = None,
+    stores: Sequence[StoreSpec] | None = None,
 ) -> Any:
     """Verify, record, then ``joblib.load(path)``. Unpickling runs code, so
     nothing is unpickled unless the bytes are the registered ones."""
@@ -236,6 +292,17 @@ def load_sklearn(
         import joblib  # type: ignore[import-untyped]
     except ImportError:
         _need("joblib", "a scikit-learn model")
+    path, root, version, env = _located(
+        led,
+        path,
+        root,
+        model=model,
+        version=version,
+        env=env,
+        stores=stores,
+        signer=signer,
+        suffix=(".joblib", ".pkl"),
+    )
     guarded(
         led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )
