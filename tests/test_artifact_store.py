@@ -253,9 +253,12 @@ def test_gc_lists_then_deletes_only_unreferenced_objects(led: mc.Ledger, tmp_pat
     store = led.artifact_store()
     led.models.register("fraud", _model(tmp_path / "m"), store=store)
     stray = put_bytes(store, b"not registered anywhere")
-    dry = led.artifacts.gc(store)
+    young = led.artifacts.gc(store, delete=True)  # a register may be about to use it
+    assert [o.ref for o in young.recent] == [stray] and not young.unreferenced
+    assert store.has(stray)
+    dry = led.artifacts.gc(store, min_age_s=0)
     assert [o.ref for o in dry.unreferenced] == [stray] and store.has(stray)
-    done = led.artifacts.gc(store, delete=True)
+    done = led.artifacts.gc(store, delete=True, min_age_s=0)
     assert done.deleted and not store.has(stray)
     assert len(list(store.objects())) == 3  # two files share their bytes
     pull_manifest([store], led.models.manifest("fraud"), tmp_path / "out")
@@ -283,9 +286,10 @@ def test_cli_register_pull_ls_gc_verify(env: dict[str, str], tmp_path: Path) -> 
 
     store = open_store(Path(env["MODELCHAIN_LEDGER"]) / "artifacts")
     stray = put_bytes(store, b"stray")
-    dry = run(env, "store", "gc")
+    assert f"kept (written less than 3600 s ago) {stray}" in run(env, "store", "gc").stdout
+    dry = run(env, "store", "gc", "--min-age", "0")
     assert f"would delete {stray}" in dry.stdout and store.has(stray)
-    run(env, "store", "gc", "--yes")
+    run(env, "store", "gc", "--yes", "--min-age", "0")
     assert not store.has(stray)
 
     weights = hash_path(model / "weights.bin").files[0].digest

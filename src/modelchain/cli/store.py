@@ -190,18 +190,29 @@ def store_ls(ledger_dir: Path, store_url: str | None, as_json: bool) -> None:
 @ledger_option
 @one_store_option
 @click.option("--yes", is_flag=True, help="Delete them (without it, only list them).")
+@click.option(
+    "--min-age",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep unreferenced objects younger than this (a register may be about to use them).",
+)
 @json_option
-def store_gc(ledger_dir: Path, store_url: str | None, yes: bool, as_json: bool) -> None:
+def store_gc(
+    ledger_dir: Path, store_url: str | None, yes: bool, min_age: float, as_json: bool
+) -> None:
     """Objects no registered version references (and uploads interrupted over a day
     ago): listed, and deleted only with --yes."""
     with open_ledger(ledger_dir, readonly=True) as led:
         s = _one(led, store_url)
-        result = led.artifacts.gc(s, delete=yes)
+        result = led.artifacts.gc(s, delete=yes, min_age_s=min_age)
     if as_json:
         emit_json(
             {
                 "deleted": result.deleted,
                 "unreferenced": [{"ref": o.ref, "size": o.size} for o in result.unreferenced],
+                "recent": [{"ref": o.ref, "size": o.size} for o in result.recent],
                 "stale_uploads": list(result.stale_uploads),
             }
         )
@@ -210,6 +221,8 @@ def store_gc(ledger_dir: Path, store_url: str | None, yes: bool, as_json: bool) 
         click.echo(f"{'deleted' if yes else 'would delete'} {o.ref}  {o.size}")
     for path in result.stale_uploads:
         click.echo(f"{'deleted' if yes else 'would delete'} interrupted upload {path}")
+    for o in result.recent:
+        click.echo(f"kept (written less than {min_age:g} s ago) {o.ref}  {o.size}")
     verb = "deleted" if yes else "unreferenced (run with --yes to delete)"
     click.echo(f"{len(result.unreferenced)} objects, {size_text(result.size)} {verb}")
 

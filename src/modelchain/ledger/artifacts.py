@@ -5,6 +5,7 @@ reference, and keeps stores tidy (``gc``) and in step with one another (``sync``
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..storage.artifacts import PullResult
 
 __all__ = [
+    "GC_MIN_AGE_S",
     "Artifacts",
     "GcResult",
     "StoreSpec",
@@ -30,6 +32,8 @@ __all__ = [
     "manifest_bytes",
     "manifest_ref",
 ]
+
+GC_MIN_AGE_S = 3600.0  # unreferenced objects younger than this are kept by gc
 
 StoreSpec = ArtifactStore | str | os.PathLike[str]
 """An artifact store, or where one is: a folder or an fsspec URL (``s3://bucket/prefix``)."""
@@ -61,10 +65,12 @@ def manifest_ref(manifest: Manifest) -> str:
 
 @dataclass(frozen=True)
 class GcResult:
-    """Objects no registered version references (deleted when ``deleted``), and uploads
-    that were interrupted long ago."""
+    """Objects no registered version references (deleted when ``deleted``), those kept
+    because they are too recent (a registration may be about to reference them), and
+    uploads that were interrupted long ago."""
 
     unreferenced: tuple[StoredObject, ...]
+    recent: tuple[StoredObject, ...]
     stale_uploads: tuple[str, ...]
     deleted: bool
 
@@ -187,13 +193,22 @@ class Artifacts(Facade):
         refs = self.referenced()
         return [o for o in as_store(store).objects() if o.ref not in refs]
 
-    def gc(self, store: StoreSpec, *, delete: bool = False) -> GcResult:
+    def gc(
+        self, store: StoreSpec, *, delete: bool = False, min_age_s: float = GC_MIN_AGE_S
+    ) -> GcResult:
         """The objects in ``store`` that no registered version references, and uploads
-        interrupted more than a day ago; removed only with ``delete``."""
+        interrupted more than a day ago; removed only with ``delete``. Objects written
+        less than ``min_age_s`` ago are kept: a register uploads its files before its
+        transaction is accepted, and would otherwise lose them to a gc in between."""
         from ..storage.artifacts import FsspecArtifactStore
 
         s = as_store(store)
-        unused = self.unreferenced(s)
+        now = time.time()
+        unused: list[StoredObject] = []
+        recent: list[StoredObject] = []
+        for o in self.unreferenced(s):
+            young = o.modified is not None and now - o.modified < min_age_s
+            (recent if young else unused).append(o)
         stale = s.stale_uploads() if isinstance(s, FsspecArtifactStore) else []
         if delete:
             for o in unused:
@@ -201,7 +216,7 @@ class Artifacts(Facade):
             if isinstance(s, FsspecArtifactStore):
                 for path in stale:
                     s.remove_path(path)
-        return GcResult(tuple(unused), tuple(stale), delete)
+        return GcResult(tuple(unused), tuple(recent), tuple(stale), delete)
 
     def sync(
         self, dest: StoreSpec, source: StoreSpec, *, progress: Moved | None = None

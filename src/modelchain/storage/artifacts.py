@@ -258,7 +258,7 @@ class FsspecArtifactStore:
                 parse_object_ref(ref)
             except MalformedError:
                 continue
-            out.append(StoredObject(ref, int(info.get("size") or 0)))
+            out.append(StoredObject(ref, int(info.get("size") or 0), _modified(info)))
         yield from sorted(out, key=lambda o: o.ref)
 
     def stale_uploads(self, older_than_s: float = _STALE_TMP_S) -> list[str]:
@@ -291,6 +291,17 @@ class FsspecArtifactStore:
             return
         except Exception as exc:
             raise _io_error(f"cannot delete {path} from {self.url}", exc) from exc
+
+
+def _modified(info: Mapping[str, Any]) -> float | None:
+    """When a listed file was written, from what fsspec filesystems report."""
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value: Any = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if hasattr(value, "timestamp"):  # a datetime (s3fs)
+            return float(value.timestamp())
+    return None
 
 
 def open_store(url: str | os.PathLike[str], **storage_options: Any) -> FsspecArtifactStore:

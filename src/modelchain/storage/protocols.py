@@ -197,10 +197,12 @@ class BlobStore(Protocol):
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One object an artifact store holds: its ref (``<algorithm>:<hex>``) and size."""
+    """One object an artifact store holds: its ref (``<algorithm>:<hex>``), size, and
+    when it was written (seconds since the epoch; None where the store cannot say)."""
 
     ref: str
     size: int
+    modified: float | None = None
 
 
 class ObjectWriter(Protocol):
