@@ -25,6 +25,10 @@ __all__ = [
     "deployment_key",
     "digest_key",
     "entity_key",
+    "fl_node_key",
+    "fl_participant_key",
+    "fl_round_key",
+    "fl_task_key",
     "inference_key",
     "keyid_key",
     "member_key",
@@ -122,3 +126,23 @@ def monitor_key(model: str, env: str) -> str:
 def inference_key(model: str, version: int) -> str:
     """State key of a model version's counters: ``{"batches": B, "records": R}``."""
     return f"inference/{model}@{version}"
+
+
+def fl_participant_key(member: str) -> str:
+    """A member's Flower identity: ``{member, org, node_id, public_key, index}``."""
+    return f"fl-participant/{member}"
+
+
+def fl_node_key(node_id: int) -> str:
+    """Which member registered a Flower node id (so no two share one)."""
+    return f"fl-node/{node_id}"
+
+
+def fl_task_key(task: str) -> str:
+    """A federated task: its definition, the round open now, its status."""
+    return f"fl-task/{task}"
+
+
+def fl_round_key(task: str, round_: int) -> str:
+    """One round of a task: its accepted updates, its aggregate, its credit."""
+    return f"fl-round/{task}/{round_}"
