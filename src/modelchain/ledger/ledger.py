@@ -52,6 +52,7 @@ from .datasets import Datasets
 from .deployments import Deployments
 from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
 from .members import Members
+from .fl import FederatedLearning
 from .models import Models, ModelVersion
 from .policies import Policies
 from .port import LedgerReads
@@ -245,6 +246,11 @@ class Ledger:
     @functools.cached_property
     def deployments(self) -> Deployments:
         return Deployments(self)
+
+    @functools.cached_property
+    def fl(self) -> FederatedLearning:
+        """Federated learning tasks, their rounds and credit (contract-set version 6 on)."""
+        return FederatedLearning(self)
 
     def receipts(
         self, model: str, env: str | None = None, version: int | None = None, **kw: Any

@@ -100,9 +100,11 @@ class Runs(Facade):
         started: int | None = None,
         finished: int | None = None,
         code_dir: str | os.PathLike[str] | None = ".",
+        dependencies: Iterable[dict[str, Any]] = (),
         signer: Signer | None = None,
     ) -> str:
-        """Record a training run whose outputs (model files or folders) are hashed now."""
+        """Record a training run whose outputs (model files or folders) are hashed now.
+        ``dependencies`` are more resolved dependencies, as given ({uri, digest})."""
         subjects = []
         for out in outputs:
             manifest = self._hash(out, SHA256, None, False, True)
@@ -115,6 +117,7 @@ class Runs(Facade):
                 found = self._version(kind, name, version)
                 alg, root = found["artifact"]["digest"].split(":", 1)
                 deps.append({"uri": dependency_uri(kind, name, version), "digest": {alg: root}})
+        deps.extend(dict(d) for d in dependencies)
         if code_dir is not None:
             code = _git_commit(Path(code_dir))
             if code is not None:
