@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import modelchain as mc
-from modelchain.contracts.fl import check_public_key
+from modelchain.contracts.fl import check_node_id, check_public_key
 from modelchain.contracts.genesis import DEFAULT_PERMISSIONS, genesis_body
 from modelchain.contracts.types import (
     FL_PARTICIPANT_REGISTER,
@@ -205,10 +205,16 @@ def test_a_p256_key_in_openssh_format_is_what_a_node_registers() -> None:
 
 def test_a_participant_registers_its_own_node(led: mc.Ledger) -> None:
     reg = led.fl.participant("hosp-a")
-    assert reg["node_id"] == 1003 and reg["org"] == "hospital-a"
+    assert reg["node_id"] == "1003" and reg["org"] == "hospital-a"
     assert reg["public_key"] == p256_key(0)
     _refused("node_id_taken", led.fl.register_participant, 1003, p256_key(5), signer=_s("hosp-b"))
     _refused("not_permitted", led.fl.register_participant, 5, p256_key(5), signer=_s("steward"))
+    # Flower's node ids are 64-bit: beyond what a JSON number carries exactly
+    led.fl.register_participant(2**64 - 1, p256_key(0), signer=_s("hosp-a"))
+    assert led.fl.participant("hosp-a")["node_id"] == str(2**64 - 1)
+    for bad in ("-1", "01", str(2**64), "1e3", 7):
+        with pytest.raises(MalformedError):
+            check_node_id(bad)
 
 
 def test_a_task_names_registered_participants_only(led: mc.Ledger) -> None:
@@ -337,7 +343,9 @@ def test_three_organisations_train_one_model(led: mc.Ledger, tmp_path: Path) -> 
         led.fl.record_credit(TASK, 1, "shapley-mc", {"hosp-a": 0.5, "hosp-b": 0.6})
 
     # the final aggregate becomes a version whose lineage names the task
-    final = led.fl.register_model(TASK, "sepsis", _save(g2, tmp_path / "g2.npy"), signer=_s("alice"))
+    final = led.fl.register_model(
+        TASK, "sepsis", _save(g2, tmp_path / "g2.npy"), signer=_s("alice")
+    )
     assert final.version == 2
     assert led.fl.status(TASK)["final"]["version"] == 2
     lines = "\n".join(led.models.lineage("sepsis", 2).lines())
@@ -382,10 +390,12 @@ def test_version_5_ledgers_know_no_fl_types(tmp_path: Path) -> None:
         _refused("not_permitted", led.fl.register_participant, 1, p256_key(0), signer=_s("hosp-a"))
         admins = [_s("alice"), _s("dave")]
         with pytest.raises(RejectedError):
-            led.members.set_permissions(FL_PARTICIPANT_REGISTER, ["fl-participant"], signers=admins[:1])
+            led.members.set_permissions(
+                FL_PARTICIPANT_REGISTER, ["fl-participant"], signers=admins[:1]
+            )
         led.members.set_permissions(FL_PARTICIPANT_REGISTER, ["fl-participant"], signers=admins)
         led.fl.register_participant(1, p256_key(0), signer=_s("hosp-a"))
-        assert led.fl.participant("hosp-a")["node_id"] == 1
+        assert led.fl.participant("hosp-a")["node_id"] == "1"
         _refused("not_permitted", _create, led, participants=["hosp-a"], min_participants=1)
         led.members.set_permissions(FL_TASK_CREATE, ["fl-coordinator"], signers=admins)
         # granted: the contract itself now decides (this ledger has no model yet)
@@ -399,4 +409,4 @@ def _tick(led: mc.Ledger) -> None:
 
 
 def test_a_new_ledger_lists_the_fl_types() -> None:
-    assert FL_TYPES <= set(DEFAULT_PERMISSIONS)
+    assert set(DEFAULT_PERMISSIONS) >= FL_TYPES

@@ -51,10 +51,13 @@ __all__ = [
     "MAX_PARTICIPANTS",
     "MAX_ROUNDS",
     "SHARE_TOLERANCE",
+    "check_node_id",
+    "check_public_key",
     "fl_participant_uri",
     "fl_round_uri",
     "fl_rules",
     "fl_task_uri",
+    "node_order",
     "update_view",
 ]
 
@@ -73,6 +76,7 @@ PARTICIPANT_ROLE = "fl-participant"
 COORDINATOR_ROLE = "fl-coordinator"
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+_NODE_ID = re.compile(r"(0|[1-9][0-9]{0,19})\Z")
 _MEMBER = re.compile(r"[A-Za-z0-9._@-]{1,128}\Z")
 _KEY_TYPE = "ecdsa-sha2-nistp256"
 _MAX_KEY = 1024
@@ -162,7 +166,7 @@ def check_public_key(key: object) -> None:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedError("public_key: the key is not base64") from exc
-    fields = []
+    fields: list[bytes] = []
     at = 0
     while at < len(blob) and len(fields) < 4:
         size = int.from_bytes(blob[at : at + 4], "big")
@@ -180,9 +184,23 @@ def check_public_key(key: object) -> None:
     )
 
 
+def check_node_id(v: object) -> None:
+    """Flower's node id: a 64-bit unsigned integer, written in decimal as a
+    string (canonical JSON carries integers only up to 2**53)."""
+    _require(
+        isinstance(v, str) and bool(_NODE_ID.match(v)) and int(v) < 2**64,
+        'node_id is Flower\'s 64-bit node id in decimal, as a string ("0".."18446744073709551615")',
+    )
+
+
+def node_order(node_id: str) -> int:
+    """The order of node ids: numeric, as Flower's."""
+    return int(node_id)
+
+
 def check_participant_register(body: Mapping[str, Any]) -> None:
     _keys(body, {"node_id", "public_key"}, "fl.participant.register body")
-    _int(body["node_id"], 0, 2**64 - 1, "node_id (Flower's, 64 bits)")
+    check_node_id(body["node_id"])
     check_public_key(body["public_key"])
 
 
@@ -261,9 +279,7 @@ def check_update_commit(body: Mapping[str, Any]) -> None:
     _require(
         figures["distance"] is None or figures["distance"] >= 0, "figures.distance is not negative"
     )
-    _require(
-        figures["cosine"] is None or -1 <= figures["cosine"] <= 1, "figures.cosine is -1..1"
-    )
+    _require(figures["cosine"] is None or -1 <= figures["cosine"] <= 1, "figures.cosine is -1..1")
 
 
 def check_round_aggregate(body: Mapping[str, Any]) -> None:
@@ -292,9 +308,7 @@ def check_round_aggregate(body: Mapping[str, Any]) -> None:
 
 
 def check_credit_record(body: Mapping[str, Any]) -> None:
-    _keys(
-        body, {"task", "round", "method", "heldout", "shares", "params"}, "fl.credit.record body"
-    )
+    _keys(body, {"task", "round", "method", "heldout", "shares", "params"}, "fl.credit.record body")
     _task(body["task"])
     _int(body["round"], 1, MAX_ROUNDS, "round")
     _require(
@@ -353,8 +367,8 @@ def _open_round(task: Mapping[str, Any], round_: int) -> None:
         raise Rejected("task_complete", f"task {task['task']} has run all its rounds")
     if round_ < task["round"]:
         raise Rejected(
-            "round_closed", f"round {round_} of {task['task']} is closed; round {task['round']} "
-            "is open"
+            "round_closed",
+            f"round {round_} of {task['task']} is closed; round {task['round']} is open",
         )
     if round_ > task["round"]:
         raise Rejected(
@@ -412,7 +426,6 @@ def exec_task_create(state: Overlay, call: Call) -> None:
             f"held-out dataset {heldout['name']} version {heldout['version']} is not registered",
         )
     participants = []
-    nodes: set[int] = set()
     for name in body["participants"]:
         member = _get(state, member_key(name))
         if member is None or member.get("status") != "active":
@@ -425,7 +438,6 @@ def exec_task_create(state: Overlay, call: Call) -> None:
                 "participant_unregistered",
                 f"{name} has registered no Flower node ({FL_PARTICIPANT_REGISTER})",
             )
-        nodes.add(reg["node_id"])
         participants.append({k: reg[k] for k in ("member", "org", "node_id", "public_key")})
     state.put(
         fl_task_key(body["task"]),
@@ -459,7 +471,7 @@ def _participant(task: Mapping[str, Any], name: str) -> dict[str, Any] | None:
 def update_view(task: Mapping[str, Any], body: Mapping[str, Any], by: str) -> dict[str, Any]:
     """What a task's acceptance rule sees as ``update`` (figures as doubles, so
     that ``update.norm < 10`` compares alike whatever JSON number was sent)."""
-    p = _participant(task, body["participant"]) or {"org": "", "node_id": 0}
+    p = _participant(task, body["participant"]) or {"org": "", "node_id": ""}
     fig = body["figures"]
     return {
         "participant": body["participant"],
@@ -574,7 +586,7 @@ def exec_round_aggregate(state: Overlay, call: Call) -> None:
         )
     node = {p["member"]: p["node_id"] for p in task["participants"]}
     order = [u["participant"] for u in body["updates"]]
-    if order != sorted(order, key=lambda n: (node[n], n)):
+    if order != sorted(order, key=lambda n: (node_order(node[n]), n)):
         raise Rejected("update_order", "the included updates are listed by Flower node id")
     aggregate = {
         "digest": body["digest"],
@@ -681,7 +693,9 @@ def exec_task_finalize(state: Overlay, call: Call) -> None:
     ref = body["model"]
     model = _get(state, version_key("model", ref["name"], ref["version"]))
     if model is None:
-        raise Rejected("no_model", f"model {ref['name']} version {ref['version']} is not registered")
+        raise Rejected(
+            "no_model", f"model {ref['name']} version {ref['version']} is not registered"
+        )
     if model.get("parent") != task["model"]:
         raise Rejected(
             "lineage_mismatch",

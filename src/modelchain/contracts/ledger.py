@@ -18,8 +18,8 @@ from ..errors import MalformedError
 from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
-from .genesis import admit_genesis, check_genesis, exec_genesis
 from .fl import fl_rules
+from .genesis import admit_genesis, check_genesis, exec_genesis
 from .governance import governance_rules
 from .inference import inference_rules
 from .members import holds_role

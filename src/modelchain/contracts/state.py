@@ -133,7 +133,7 @@ def fl_participant_key(member: str) -> str:
     return f"fl-participant/{member}"
 
 
-def fl_node_key(node_id: int) -> str:
+def fl_node_key(node_id: str) -> str:
     """Which member registered a Flower node id (so no two share one)."""
     return f"fl-node/{node_id}"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..contracts.fl import fl_participant_uri, fl_round_uri, fl_task_uri
+from ..contracts.fl import fl_participant_uri, fl_round_uri, fl_task_uri, node_order
 from ..contracts.state import fl_participant_key, fl_round_key, fl_task_key
 from ..contracts.types import (
     FL_CREDIT_RECORD,
@@ -27,7 +27,7 @@ from ..errors import NotFoundError, UsageError
 from ..fl.attribution import cumulative, example_shares
 from ..node.node import Ack
 from ._facade import Facade
-from .models import ModelVersion, Models
+from .models import Models, ModelVersion
 from .runs import Runs
 
 __all__ = ["Attribution", "FederatedLearning"]
@@ -77,11 +77,12 @@ class FederatedLearning(Facade):
     # -- writing -------------------------------------------------------------
 
     def register_participant(
-        self, node_id: int, public_key: str, *, signer: Signer | None = None
+        self, node_id: int | str, public_key: str, *, signer: Signer | None = None
     ) -> Ack:
         """Record the signer's Flower node: the node id ``flwr supernode register``
-        returned and the EC P-256 public key (OpenSSH format) it registered."""
-        body = {"node_id": node_id, "public_key": public_key.strip()}
+        returned (a 64-bit integer, recorded in decimal as a string) and the EC
+        P-256 public key (OpenSSH format) it registered."""
+        body = {"node_id": str(node_id), "public_key": public_key.strip()}
         return self._submit(FL_PARTICIPANT_REGISTER, body, signer)
 
     def create_task(
@@ -155,7 +156,7 @@ class FederatedLearning(Facade):
         record = self.task(task)
         node = {p["member"]: p["node_id"] for p in record["participants"]}
         updates = self.round(task, round)["updates"]
-        return [updates[n] for n in sorted(updates, key=lambda n: (node[n], n))]
+        return [updates[n] for n in sorted(updates, key=lambda n: (node_order(node[n]), n))]
 
     def aggregate(
         self,
@@ -210,7 +211,9 @@ class FederatedLearning(Facade):
         if aggregate is None:
             raise UsageError(f"round {round} of {task} is not aggregated yet")
         updates = self.round(task, round)["updates"]
-        counts = {u["participant"]: updates[u["participant"]]["examples"] for u in aggregate["updates"]}
+        counts = {
+            u["participant"]: updates[u["participant"]]["examples"] for u in aggregate["updates"]
+        }
         return self.record_credit(task, round, "examples", example_shares(counts), signer=signer)
 
     def register_model(
@@ -340,6 +343,8 @@ class FederatedLearning(Facade):
         for r in self.rounds(task):
             credit = r.get("credit", {}).get(method)
             if credit is not None:
-                per_round.append((int(r["round"]), {k: float(v) for k, v in credit["shares"].items()}))
+                per_round.append(
+                    (int(r["round"]), {k: float(v) for k, v in credit["shares"].items()})
+                )
         total = cumulative([s for _, s in per_round])
         return Attribution(task, method, tuple(per_round), total)

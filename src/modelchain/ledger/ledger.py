@@ -50,9 +50,9 @@ from ..storage.sqlite import SqliteStore
 from .backend import Backend
 from .datasets import Datasets
 from .deployments import Deployments
+from .fl import FederatedLearning
 from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
 from .members import Members
-from .fl import FederatedLearning
 from .models import Models, ModelVersion
 from .policies import Policies
 from .port import LedgerReads
