@@ -249,6 +249,7 @@ def test_three_organisations_train_one_model(led: mc.Ledger, tmp_path: Path) -> 
     poisoned = [g + 100 * d for g, d in zip(GLOBAL0, _delta(r1["hosp-c"], GLOBAL0), strict=True)]
     err = _refused("update_refused", _commit, led, "hosp-c", 1, poisoned, GLOBAL0)
     assert ACCEPT in str(err)
+    assert "the clause that failed: update.norm < 5.0" in str(err)
     _commit(led, "hosp-b", 1, r1["hosp-b"], GLOBAL0)
 
     # an aggregate naming the refused update, or bytes nobody committed: refused

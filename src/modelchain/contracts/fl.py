@@ -23,6 +23,7 @@ from typing import Any
 from ..core.names import check_name
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int
+from .clauses import conjuncts, failing_clause
 from .members import holds_role
 from .policy import compile_rule, evaluate
 from .state import (
@@ -51,8 +52,10 @@ __all__ = [
     "MAX_PARTICIPANTS",
     "MAX_ROUNDS",
     "SHARE_TOLERANCE",
+    "UPDATE_REFUSED",
     "check_node_id",
     "check_public_key",
+    "failing_acceptance_clause",
     "fl_participant_uri",
     "fl_round_uri",
     "fl_rules",
@@ -72,6 +75,7 @@ AGGREGATIONS = frozenset(
 # examples: each participant's share of the round's examples (the contract
 # recomputes it); the two others are scores on the task's held-out dataset.
 CREDIT_METHODS = frozenset({"examples", "leave-one-out", "shapley-mc"})
+UPDATE_REFUSED = "update_refused"  # the reason code of an update the task's rule refuses
 PARTICIPANT_ROLE = "fl-participant"
 COORDINATOR_ROLE = "fl-coordinator"
 
@@ -500,6 +504,22 @@ def _task_view(task: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _acceptance_context(
+    task: Mapping[str, Any], body: Mapping[str, Any], by: str
+) -> dict[str, Any]:
+    return {"update": update_view(task, body, by), "task": _task_view(task)}
+
+
+def failing_acceptance_clause(state: StateReader, body: Mapping[str, Any], by: str) -> str | None:
+    """For messages only (as ``clauses``): the conjunct of the task's acceptance
+    rule that an ``fl.update.commit`` body fails; None where there is no task, no
+    rule, a single clause (already quoted) or nothing fails."""
+    task = _get(state, fl_task_key(str(body.get("task"))))
+    if task is None or task["acceptance"] is None or len(conjuncts(task["acceptance"])) < 2:
+        return None
+    return failing_clause(task["acceptance"], _acceptance_context(task, body, by))
+
+
 def exec_update_commit(state: Overlay, call: Call) -> None:
     body, actor = call.tx.body, call.tx.actor
     task = _task_record(state, body["task"])
@@ -524,11 +544,9 @@ def exec_update_commit(state: Overlay, call: Call) -> None:
             f"(entry {record['updates'][who]['index']})",
         )
     rule = task["acceptance"]
-    if rule is not None and not evaluate(
-        rule, {"update": update_view(task, body, actor), "task": _task_view(task)}
-    ):
+    if rule is not None and not evaluate(rule, _acceptance_context(task, body, actor)):
         raise Rejected(
-            "update_refused",
+            UPDATE_REFUSED,
             f"the update of {who} to round {body['round']} fails task {task['task']}'s "
             f"acceptance rule: {rule}",
         )
