@@ -30,8 +30,10 @@ from .state import (
     dataset_key,
     fl_node_key,
     fl_participant_key,
+    fl_progress_key,
     fl_round_key,
     fl_task_key,
+    fl_update_key,
     member_key,
     run_key,
     version_key,
@@ -351,10 +353,12 @@ def _get(state: StateReader, key: str) -> dict[str, Any] | None:
 
 
 def _task_record(state: StateReader, name: str) -> dict[str, Any]:
+    """A task's definition with where it is (``round``, ``status``) merged in."""
     task = _get(state, fl_task_key(name))
-    if task is None:
+    progress = _get(state, fl_progress_key(name))
+    if task is None or progress is None:
         raise Rejected("no_task", f"no federated task named {name}")
-    return task
+    return {**task, **progress}
 
 
 def _require_coordinator(task: Mapping[str, Any], call: Call) -> None:
@@ -383,7 +387,7 @@ def _open_round(task: Mapping[str, Any], round_: int) -> None:
 
 def _round(state: StateReader, task: str, round_: int) -> dict[str, Any]:
     found = _get(state, fl_round_key(task, round_))
-    return found if found is not None else {"round": round_, "updates": {}, "aggregate": None}
+    return found if found is not None else {"round": round_, "accepted": 0, "aggregate": None}
 
 
 def exec_participant_register(state: Overlay, call: Call) -> None:
@@ -456,13 +460,11 @@ def exec_task_create(state: Overlay, call: Call) -> None:
             "acceptance": body["acceptance"],
             "heldout": None if heldout is None else dict(heldout),
             "description": body["description"],
-            "round": 1,
-            "status": "open",
-            "aggregates": [],
             "final": None,
             "index": call.index,
         },
     )
+    state.put(fl_progress_key(body["task"]), {"round": 1, "status": "open"})
 
 
 def _participant(task: Mapping[str, Any], name: str) -> dict[str, Any] | None:
@@ -514,8 +516,11 @@ def failing_acceptance_clause(state: StateReader, body: Mapping[str, Any], by: s
     """For messages only (as ``clauses``): the conjunct of the task's acceptance
     rule that an ``fl.update.commit`` body fails; None where there is no task, no
     rule, a single clause (already quoted) or nothing fails."""
-    task = _get(state, fl_task_key(str(body.get("task"))))
-    if task is None or task["acceptance"] is None or len(conjuncts(task["acceptance"])) < 2:
+    try:
+        task = _task_record(state, str(body.get("task")))
+    except Rejected:
+        return None
+    if task["acceptance"] is None or len(conjuncts(task["acceptance"])) < 2:
         return None
     return failing_clause(task["acceptance"], _acceptance_context(task, body, by))
 
@@ -536,12 +541,13 @@ def exec_update_commit(state: Overlay, call: Call) -> None:
     if member is None or member.get("status") != "active":
         raise Rejected("member_revoked", f"participant {who} is no longer an active member")
     _open_round(task, body["round"])
-    record = _round(state, task["task"], body["round"])
-    if who in record["updates"]:
+    key = fl_update_key(task["task"], body["round"], who)
+    earlier = _get(state, key)
+    if earlier is not None:
         raise Rejected(
             "duplicate_update",
             f"{who} already committed an update to round {body['round']} of {task['task']} "
-            f"(entry {record['updates'][who]['index']})",
+            f"(entry {earlier['index']})",
         )
     rule = task["acceptance"]
     if rule is not None and not evaluate(rule, _acceptance_context(task, body, actor)):
@@ -562,9 +568,10 @@ def exec_update_commit(state: Overlay, call: Call) -> None:
         "signed_by_participant": actor == who,
         "index": call.index,
     }
+    state.put(key, update)
+    record = _round(state, task["task"], body["round"])
     state.put(
-        fl_round_key(task["task"], body["round"]),
-        {**record, "updates": {**record["updates"], who: update}},
+        fl_round_key(task["task"], body["round"]), {**record, "accepted": record["accepted"] + 1}
     )
 
 
@@ -579,9 +586,11 @@ def exec_round_aggregate(state: Overlay, call: Call) -> None:
             f"task {task['task']} aggregates by {task['aggregation']}, not {body['aggregation']}",
         )
     record = _round(state, task["task"], body["round"])
-    accepted = record["updates"]
+    accepted: dict[str, dict[str, Any]] = {}
     for u in body["updates"]:
-        mine = accepted.get(u["participant"])
+        mine = _get(state, fl_update_key(task["task"], body["round"], u["participant"]))
+        if mine is not None:
+            accepted[u["participant"]] = mine
         if mine is None or mine["digest"] != u["digest"]:
             raise Rejected(
                 "update_not_accepted",
@@ -590,11 +599,11 @@ def exec_round_aggregate(state: Overlay, call: Call) -> None:
                 "other bytes)",
             )
     named = {u["participant"] for u in body["updates"]}
-    if missing := sorted(set(accepted) - named):
+    if len(named) != record["accepted"]:  # each named one is accepted: so all of them
         raise Rejected(
             "update_left_out",
-            f"the aggregate leaves out accepted updates of round {body['round']}: "
-            f"{', '.join(missing)}",
+            f"the aggregate names {len(named)} of the {record['accepted']} updates round "
+            f"{body['round']} accepted: it includes every one",
         )
     if len(named) < task["min_participants"]:
         raise Rejected(
@@ -617,12 +626,10 @@ def exec_round_aggregate(state: Overlay, call: Call) -> None:
     state.put(fl_round_key(task["task"], body["round"]), {**record, "aggregate": aggregate})
     done = body["round"] == task["rounds"]
     state.put(
-        fl_task_key(task["task"]),
+        fl_progress_key(task["task"]),
         {
-            **task,
             "round": body["round"] if done else body["round"] + 1,
             "status": "complete" if done else "open",
-            "aggregates": [*task["aggregates"], body["digest"]],
         },
     )
 
@@ -659,7 +666,9 @@ def exec_credit_record(state: Overlay, call: Call) -> None:
             raise Rejected("heldout_mismatch", "example-count credit reads no held-out dataset")
         total = record["aggregate"]["examples"]
         for name in included:
-            want = record["updates"][name]["examples"] / total
+            update = _get(state, fl_update_key(task["task"], body["round"], name))
+            assert update is not None  # the aggregate named it, so it was accepted
+            want = update["examples"] / total
             if abs(float(body["shares"][name]) - want) > SHARE_TOLERANCE:
                 raise Rejected(
                     "shares_mismatch",
@@ -731,17 +740,18 @@ def exec_task_finalize(state: Overlay, call: Call) -> None:
     }
     if fl_task_uri(task["task"]) not in named:
         raise Rejected("lineage_mismatch", f"run {run['id']} does not name task {task['task']}")
-    for r, digest in enumerate(task["aggregates"], start=1):
+    for r in range(1, task["rounds"] + 1):
+        digest = _round(state, task["task"], r)["aggregate"]["digest"]
         found = named.get(fl_round_uri(task["task"], r))
         if not isinstance(found, dict) or found.get("sha256") != digest.split(":", 1)[1]:
             raise Rejected(
                 "lineage_mismatch",
                 f"run {run['id']} does not name round {r}'s aggregate at its digest",
             )
-    state.put(
-        fl_task_key(task["task"]),
-        {**task, "final": {"name": ref["name"], "version": ref["version"], "index": call.index}},
-    )
+    definition = _get(state, fl_task_key(task["task"]))
+    assert definition is not None  # _task_record found it
+    final = {"name": ref["name"], "version": ref["version"], "index": call.index}
+    state.put(fl_task_key(task["task"]), {**definition, "final": final})
 
 
 def fl_rules() -> dict[str, TypeRule]:

@@ -27,8 +27,10 @@ __all__ = [
     "entity_key",
     "fl_node_key",
     "fl_participant_key",
+    "fl_progress_key",
     "fl_round_key",
     "fl_task_key",
+    "fl_update_key",
     "inference_key",
     "keyid_key",
     "member_key",
@@ -139,10 +141,21 @@ def fl_node_key(node_id: str) -> str:
 
 
 def fl_task_key(task: str) -> str:
-    """A federated task: its definition, the round open now, its status."""
+    """A federated task's definition (written once) and, at the end, its final model."""
     return f"fl-task/{task}"
 
 
+def fl_progress_key(task: str) -> str:
+    """Where a task is: ``{round, status}`` (the round open now; open or complete)."""
+    return f"fl-progress/{task}"
+
+
 def fl_round_key(task: str, round_: int) -> str:
-    """One round of a task: its accepted updates, its aggregate, its credit."""
+    """One round of a task: how many updates it accepted, its aggregate, its credit."""
     return f"fl-round/{task}/{round_}"
+
+
+def fl_update_key(task: str, round_: int, participant: str) -> str:
+    """One participant's accepted update to a round (``participant`` "" gives
+    the prefix of the round's updates)."""
+    return f"fl-update/{task}/{round_}/{participant}"

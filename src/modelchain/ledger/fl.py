@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..contracts.fl import fl_participant_uri, fl_round_uri, fl_task_uri, node_order
-from ..contracts.state import fl_participant_key, fl_round_key, fl_task_key
+from ..contracts.state import (
+    fl_participant_key,
+    fl_progress_key,
+    fl_round_key,
+    fl_task_key,
+    fl_update_key,
+)
 from ..contracts.types import (
     FL_CREDIT_RECORD,
     FL_PARTICIPANT_REGISTER,
@@ -241,7 +247,8 @@ class FederatedLearning(Facade):
             final = record["final"]
             raise UsageError(f"task {task} already became {final['name']}@{final['version']}")
         deps: list[dict[str, Any]] = [{"uri": fl_task_uri(task), "digest": {}}]
-        for r, digest in enumerate(record["aggregates"], start=1):
+        for r in range(1, record["rounds"] + 1):
+            digest = self.round(task, r)["aggregate"]["digest"]
             deps.append({"uri": fl_round_uri(task, r), "digest": {"sha256": digest.split(":")[1]}})
         for p in record["participants"]:
             deps.append({"uri": fl_participant_uri(task, p["member"]), "digest": {}})
@@ -286,26 +293,38 @@ class FederatedLearning(Facade):
         return found
 
     def task(self, name: str) -> dict[str, Any]:
+        """A task's definition, its final model and where it is (``round``, ``status``)."""
         found = self._state(fl_task_key(name))
-        if not isinstance(found, dict):
+        progress = self._state(fl_progress_key(name))
+        if not isinstance(found, dict) or not isinstance(progress, dict):
             raise NotFoundError(f"no federated task named {name!r}")
-        return found
+        return {**found, **progress}
 
     def tasks(self) -> list[dict[str, Any]]:
         out = []
         for _, value in self._led.store.state_prefix(fl_task_key("")):
             found = canonical.loads(value)
             if isinstance(found, dict):
-                out.append(found)
+                out.append(self.task(str(found["task"])))
         return out
 
     def round(self, task: str, round: int) -> dict[str, Any]:
-        """One round: {round, updates {participant: update}, aggregate, credit}."""
+        """One round: {round, accepted, updates {participant: update}, aggregate,
+        credit {method: ...}}."""
         self.task(task)
         found = self._state(fl_round_key(task, round))
-        if not isinstance(found, dict):
-            return {"round": round, "updates": {}, "aggregate": None}
-        return found
+        record = (
+            dict(found)
+            if isinstance(found, dict)
+            else {"round": round, "accepted": 0, "aggregate": None}
+        )
+        updates = {}
+        for _, value in self._led.store.state_prefix(fl_update_key(task, round, "")):
+            update = canonical.loads(value)
+            if isinstance(update, dict):
+                updates[str(update["participant"])] = update
+        record["updates"] = updates
+        return record
 
     def rounds(self, task: str) -> list[dict[str, Any]]:
         """Every round that has an update, oldest first."""
@@ -332,7 +351,7 @@ class FederatedLearning(Facade):
             "acceptance": record["acceptance"],
             "heldout": record["heldout"],
             "participants": record["participants"],
-            "aggregated": len(record["aggregates"]),
+            "aggregated": record["round"] - (record["status"] == "open"),
             "final": record["final"],
         }
 
