@@ -36,12 +36,12 @@ def fl() -> None:
     """
 
 
-@fl.group("participant")
+@click.group("participant")
 def participant() -> None:
     """A member's Flower node, as the ledger knows it."""
 
 
-@participant.command("register")
+@click.command("register")
 @ledger_option
 @click.option(
     "--node-id",
@@ -75,7 +75,7 @@ def participant_register(
         click.echo(f"{found['member']}: Flower node {found['node_id']} (entry {ack.index})")
 
 
-@participant.command("show")
+@click.command("show")
 @ledger_option
 @click.argument("member")
 @json_option
@@ -92,7 +92,7 @@ def participant_show(ledger_dir: Path, member: str, as_json: bool) -> None:
         click.echo(f"entry:      {found['index']}")
 
 
-@fl.group("task")
+@click.group("task")
 def task() -> None:
     """Federated tasks."""
 
@@ -125,7 +125,7 @@ def _task_file(path: Path) -> dict[str, Any]:
     return found
 
 
-@task.command("create")
+@click.command("create")
 @ledger_option
 @click.argument("name")
 @click.option(
@@ -238,7 +238,7 @@ def _ref(ref: dict[str, Any] | None) -> str:
     return "-" if ref is None else f"{ref['name']}@{ref['version']}"
 
 
-@fl.command("status")
+@click.command("status")
 @ledger_option
 @click.argument("name", metavar="TASK")
 @json_option
@@ -266,7 +266,7 @@ def status(ledger_dir: Path, name: str, as_json: bool) -> None:
         click.echo(f"  {p['member']:<20} {p['org']:<20} node {p['node_id']}")
 
 
-@fl.command("rounds")
+@click.command("rounds")
 @ledger_option
 @click.argument("name", metavar="TASK")
 @json_option
@@ -297,7 +297,7 @@ def rounds(ledger_dir: Path, name: str, as_json: bool) -> None:
             )
 
 
-@fl.command("attribution")
+@click.command("attribution")
 @ledger_option
 @click.argument("name", metavar="TASK")
 @click.option(
@@ -336,3 +336,13 @@ def attribution(ledger_dir: Path, name: str, method: str, as_csv: bool, as_json:
     for r, shares in found.rounds:
         click.echo(f"{r:<5}  " + "  ".join(f"{shares.get(p, 0.0):>12.4f}" for p in people))
     click.echo("all    " + "  ".join(f"{found.cumulative[p]:>12.4f}" for p in people))
+
+
+participant.add_command(participant_register)
+participant.add_command(participant_show)
+task.add_command(task_create)
+fl.add_command(participant)
+fl.add_command(task)
+fl.add_command(status)
+fl.add_command(rounds)
+fl.add_command(attribution)
