@@ -302,7 +302,12 @@ def bench_mlflow(rounds: int, tmp: Path) -> None:
     except ImportError:
         print("\nmlflow: skipped (pip install 'modelchain[mlflow]' scikit-learn)")
         return
+    import logging
+
     from modelchain.integrations.mlflow import MlflowBridge
+
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     from sklearn.linear_model import LogisticRegression
 
     with _mlflow_server(tmp) as url:

@@ -34,6 +34,8 @@ __all__ = [
     "LOG_KEY_ENV",
     "LOG_KEY_PASSPHRASE_ENV",
     "LOG_KEY_PIN_ENV",
+    "MLFLOW_TRACKING_URI_ENV",
+    "MLFLOW_WEBHOOK_SECRET_ENV",
     "SERVER_ENV",
     "VKEY_HELP",
     "NewLogKey",
@@ -45,11 +47,13 @@ __all__ = [
     "log_key_options",
     "log_key_secrets",
     "member_key",
+    "mlflow_webhook_secret",
     "name_and_version",
     "new_log_key",
     "offline_signer",
     "open_ledger",
     "passphrase_for",
+    "quiet_mlflow",
     "signer_for",
     "trust_from",
 ]
@@ -63,6 +67,8 @@ IDENTITY_ENV = "MODELCHAIN_IDENTITY"
 LOG_KEY_PASSPHRASE_ENV = "MODELCHAIN_LOG_KEY_PASSPHRASE"
 LOG_KEY_PIN_ENV = "MODELCHAIN_LOG_KEY_PIN"
 PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
+MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
+MLFLOW_WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
 
 
 def ledger_option(f: F) -> F:
@@ -357,3 +363,18 @@ def trust_from(vkey: str) -> CheckpointPolicy:
     if path.is_file():
         return CheckpointPolicy.parse(path.read_bytes())
     return as_policy(vkey)
+
+
+def quiet_mlflow() -> None:
+    """MLflow's own download bars would interleave with ours on stderr: off,
+    unless the user set them. Only the CLI touches the environment."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def mlflow_webhook_secret() -> str:
+    """The secret MLflow signs webhook deliveries with: from the environment
+    only (an option would show it in the process list)."""
+    secret = os.environ.get(MLFLOW_WEBHOOK_SECRET_ENV, "")
+    if not secret:
+        raise UsageError(f"set ${MLFLOW_WEBHOOK_SECRET_ENV} to the MLflow webhook's secret")
+    return secret

@@ -24,6 +24,7 @@ from . import (
     init,
     lifecycle,
     log,
+    mlflow,
     registry,
     reports,
     server,
@@ -90,6 +91,7 @@ for _module in (
     server,
     witness,
     cluster,
+    mlflow,
 ):
     for _name in _module.__all__:
         cli.add_command(getattr(_module, _name))

@@ -18,11 +18,13 @@ from ..core.manifest import Manifest, sharded
 from ..core.names import name_version
 from ..errors import UsageError
 from .common import (
+    MLFLOW_TRACKING_URI_ENV,
     emit_json,
     json_option,
     ledger_option,
     name_and_version,
     open_ledger,
+    quiet_mlflow,
     signer_for,
 )
 from .progress import ProgressLine, size_text
@@ -577,13 +579,12 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
 
 @click.command("verify")
 @ledger_option
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", metavar="PATH|models:/NAME/VERSION")
 @click.option(
     "--model",
     "model_name",
-    required=True,
     metavar="NAME[@VERSION]",
-    help="Registered model name.",
+    help="Registered model name (for an MLflow URI: default the version the bridge recorded).",
 )
 @click.option("--version", "version", type=int, help="Default: the latest.")
 @click.option("--env", help="Check against the version deployed to this environment.")
@@ -592,24 +593,49 @@ def model_lineage(ledger_dir: Path, name: str, version: int | None, as_json: boo
     is_flag=True,
     help="Reuse cached file digests (by inode, size, times) instead of re-reading.",
 )
+@click.option(
+    "--tracking-uri",
+    envvar=MLFLOW_TRACKING_URI_ENV,
+    metavar="URI",
+    help="For models:/ or mlflow-models:/ URIs: the MLflow server (default $MLFLOW_TRACKING_URI).",
+)
 @json_option
 def verify_cmd(
     ledger_dir: Path,
-    path: Path,
-    model_name: str,
+    path: str,
+    model_name: str | None,
     version: int | None,
     env: str | None,
     trust_cache: bool,
+    tracking_uri: str | None,
     as_json: bool,
 ) -> None:
-    """Re-hash PATH and check it is exactly the registered model version."""
-    model_name, version = name_and_version(model_name, version)
+    """Re-hash PATH and check it is exactly the registered model version.
+
+    PATH may be an MLflow model version, models:/NAME/VERSION (or
+    mlflow-models:/NAME/VERSION): what MLflow serves is downloaded and
+    re-hashed against the ledger version recorded for it (`modelchain mlflow
+    sync`), found on the ledger, never in MLflow's tags."""
+    from ..integrations.mlflow import parse_model_uri
+
+    mlflow_version = parse_model_uri(path)
+    if mlflow_version is None and model_name is None:
+        raise UsageError("say which model: --model NAME[@VERSION]")
+    against = None if model_name is None else name_and_version(model_name, version)
     with open_ledger(ledger_dir, readonly=True) as led:
         progress = ProgressLine("verifying", "bytes")
         try:
-            v = led.models.verify(
-                path, model_name, version, env=env, trust_cache=trust_cache, progress=progress
-            )
+            if mlflow_version is not None:
+                from ..integrations.mlflow import MlflowBridge
+
+                quiet_mlflow()
+                bridge = MlflowBridge(led, tracking_uri or "")
+                v = bridge.verify(*mlflow_version, against=against, env=env, progress=progress)
+            else:
+                assert against is not None
+                v = led.models.verify(
+                    Path(path), *against, env=env, trust_cache=trust_cache, progress=progress
+                )
         finally:
             progress.close()
     if as_json:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,9 +23,14 @@ from .common import (
     json_option,
     ledger_option,
     log_key_secrets,
+    mlflow_webhook_secret,
     open_ledger,
     passphrase_for,
+    quiet_mlflow,
 )
+
+if TYPE_CHECKING:
+    from ..server.config import MlflowWebhook
 
 __all__ = ["serve", "token"]
 
@@ -172,6 +177,19 @@ def _raise_file_limit(connections: int) -> None:
     "address and https come from these headers.",
 )
 @click.option(
+    "--mlflow-tracking-uri",
+    metavar="URI",
+    help="Receive MLflow registry webhooks (model_version.created) at "
+    "/v1/integrations/mlflow/webhook and record each version from this MLflow server; "
+    "the webhook's secret comes from $MODELCHAIN_MLFLOW_WEBHOOK_SECRET.",
+)
+@click.option(
+    "--mlflow-as",
+    metavar="MEMBER",
+    help="With --mlflow-tracking-uri: the member who records them; this server holds "
+    "its key (passphrase as for any key).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -192,6 +210,8 @@ def serve(
     checkpoint_interval: float,
     busy_timeout: float,
     forwarded_allow_ips: str,
+    mlflow_tracking_uri: str | None,
+    mlflow_as: str | None,
     log_level: str,
 ) -> None:
     """Serve the ledger over HTTP: the API (OpenAPI document at /openapi.json),
@@ -205,6 +225,7 @@ def serve(
     name it in --forwarded-allow-ips)."""
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    mlflow = _mlflow_webhook(mlflow_tracking_uri, mlflow_as)
     _configure_logging(log_level)
     node_config = NodeConfig(
         max_backlog=max_backlog, checkpoint_interval_ms=round(checkpoint_interval * 1000)
@@ -228,7 +249,28 @@ def serve(
         header_timeout=header_timeout,
         max_connections=max_connections,
         forwarded_allow_ips=forwarded_allow_ips,
+        mlflow=mlflow,
     )
+
+
+def _mlflow_webhook(tracking_uri: str | None, member: str | None) -> MlflowWebhook | None:
+    """What receiving MLflow's webhooks needs, all of it or nothing: the
+    server, the secret (from the environment, never an option: it would show
+    in the process list) and the member's key, loaded now so that a missing
+    one stops the server at start."""
+    if tracking_uri is None:
+        if member is not None:
+            raise UsageError("--mlflow-as goes with --mlflow-tracking-uri")
+        return None
+    if member is None:
+        raise UsageError("--mlflow-tracking-uri needs --mlflow-as MEMBER: who records the versions")
+    secret = mlflow_webhook_secret()
+    from ..keys import KeyStore
+    from ..server.config import MlflowWebhook
+
+    keys = KeyStore(modelchain_home())
+    quiet_mlflow()
+    return MlflowWebhook(tracking_uri, secret, keys.signer(member, passphrase_for(member, keys)))
 
 
 def _serve_ledger(
@@ -244,6 +286,7 @@ def _serve_ledger(
     header_timeout: float = 10.0,
     max_connections: int = 1000,
     forwarded_allow_ips: str = "127.0.0.1",
+    mlflow: MlflowWebhook | None = None,
 ) -> None:
     """Serve ``led`` until interrupted, then close it (``serve`` and ``node run``)."""
     try:
@@ -262,6 +305,7 @@ def _serve_ledger(
             reads=reads,
             body_timeout=body_timeout,
             custodial=_custodial_signers(),
+            mlflow=mlflow,
         )
         app = create_app(led, server_config)
         scheme = "https" if ssl_certfile else "http"

@@ -15,7 +15,7 @@ from ..contracts.registry import SLSA_PROVENANCE, STATEMENT_V1, dependency_uri
 from ..contracts.state import run_key
 from ..contracts.types import RUN_RECORD
 from ..core.identity import Signer
-from ..core.manifest import SHA256
+from ..core.manifest import SHA256, Manifest
 from ..core.times import rfc3339
 from ..errors import NotFoundError, UsageError
 from ._facade import Facade
@@ -92,7 +92,7 @@ class Runs(Facade):
         self,
         run_id: str,
         *,
-        outputs: Sequence[str | os.PathLike[str]],
+        outputs: Sequence[str | os.PathLike[str] | Manifest],
         datasets: Iterable[tuple[str, int]] = (),
         base_models: Iterable[tuple[str, int]] = (),
         parameters: dict[str, Any] | None = None,
@@ -101,13 +101,24 @@ class Runs(Facade):
         finished: int | None = None,
         code_dir: str | os.PathLike[str] | None = ".",
         dependencies: Iterable[dict[str, Any]] = (),
+        training_environment: dict[str, Any] | None = None,
         signer: Signer | None = None,
     ) -> str:
-        """Record a training run whose outputs (model files or folders) are hashed now.
-        ``dependencies`` are more resolved dependencies, as given ({uri, digest})."""
+        """Record a training run whose outputs (model files or folders) are hashed
+        now, or given as the manifests a caller has just computed.
+
+        ``dependencies`` are further SLSA resolved dependencies (ResourceDescriptors)
+        recorded as given, such as a commit or data known only to another system;
+        ``training_environment`` replaces this process's environment (for a run
+        that ran elsewhere, as another system recorded it)."""
         subjects = []
         for out in outputs:
-            manifest = self._hash(out, SHA256, None, False, True)
+            if isinstance(out, Manifest):
+                if out.algorithm != SHA256:
+                    raise UsageError(f"a run's outputs are named by sha256, not {out.algorithm}")
+                manifest = out
+            else:
+                manifest = self._hash(out, SHA256, None, False, True)
             subjects.append({"name": manifest.name, "digest": {"sha256": manifest.root.hex()}})
         if not subjects:
             raise UsageError("a run needs at least one output (the model it produced)")
@@ -117,11 +128,12 @@ class Runs(Facade):
                 found = self._version(kind, name, version)
                 alg, root = found["artifact"]["digest"].split(":", 1)
                 deps.append({"uri": dependency_uri(kind, name, version), "digest": {alg: root}})
-        deps.extend(dict(d) for d in dependencies)
         if code_dir is not None:
             code = _git_commit(Path(code_dir))
             if code is not None:
                 deps.append(code)
+        deps.extend(dict(d) for d in dependencies)
+        env = training_environment
         s = self._signer(signer)
         now = self._led.clock()
         statement = {
@@ -132,7 +144,7 @@ class Runs(Facade):
                 "buildDefinition": {
                     "buildType": BUILD_TYPE,
                     "externalParameters": {"parameters": parameters or {}},
-                    "internalParameters": {"environment": environment()},
+                    "internalParameters": {"environment": environment() if env is None else env},
                     "resolvedDependencies": deps,
                 },
                 "runDetails": {

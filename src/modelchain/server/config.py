@@ -9,11 +9,22 @@ from dataclasses import dataclass, field
 
 from ..core.identity import Signer
 
-__all__ = ["MAX_INT", "ServerConfig"]
+__all__ = ["MAX_INT", "MlflowWebhook", "ServerConfig"]
 
 # The largest number any route takes (SQLite's INTEGER): indexes, sizes,
 # versions and times beyond it are a 400, never an overflow deep in the store.
 MAX_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class MlflowWebhook:
+    """Where MLflow model versions announced by webhook are read from, the secret
+    their deliveries are signed with, and the member that records them."""
+
+    tracking_uri: str
+    secret: str = field(repr=False)
+    signer: Signer = field(repr=False, compare=False)
+    max_age_s: int = 300  # a delivery signed further from now than this is refused
 
 
 @dataclass(frozen=True)
@@ -30,3 +41,6 @@ class ServerConfig:
     # Members whose keys this server holds (name -> signer), for the dashboard's
     # policy-gated custodial approval; empty: it signs nothing.
     custodial: Mapping[str, Signer] = field(default_factory=dict, compare=False)
+
+    # MLflow's registry webhooks (POST /v1/integrations/mlflow/webhook); None: off.
+    mlflow: MlflowWebhook | None = field(default=None, compare=False)
