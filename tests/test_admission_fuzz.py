@@ -39,6 +39,10 @@ _ART = {
 }
 _REF = {"name": "fraud", "version": 1}
 _DATA_REF = {"name": "iris", "version": 1}
+_P256 = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBGsX0fLhLEJH+Lzm5WOk"
+    "QPJ3A32BLeszoPShOUXYmMKWT+NC4v4af5uO5+tKfA+eFivOM1drMV7Oy7ZAaDe/UfU="
+)
 
 # A statically valid body of every transaction type but genesis (taken from the
 # log), and the member who would submit it.
@@ -167,6 +171,55 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
     "governance.validity": ("alice", {"max_ms": 7 * 24 * 60 * 60 * 1000}),
     "governance.approval-ttl": ("alice", {"ttl_ms": 90 * 24 * 60 * 60 * 1000}),
+    "fl.participant.register": ("bob", {"node_id": str(2**63 + 5), "public_key": _P256}),
+    "fl.task.create": (
+        "alice",
+        {
+            "task": "t1",
+            "model": dict(_REF),
+            "participants": ["bob", "ev"],
+            "rounds": 3,
+            "aggregation": "FedAvg",
+            "min_participants": 2,
+            "acceptance": "update.norm < 10.0 && update.examples >= 1",
+            "heldout": dict(_DATA_REF),
+            "description": "",
+        },
+    ),
+    "fl.update.commit": (
+        "bob",
+        {
+            "task": "t1",
+            "round": 1,
+            "participant": "bob",
+            "digest": _DIGEST,
+            "examples": 10,
+            "metrics": {"loss": 0.5},
+            "figures": {"norm": 1.5, "distance": None, "cosine": 0.9},
+        },
+    ),
+    "fl.round.aggregate": (
+        "alice",
+        {
+            "task": "t1",
+            "round": 1,
+            "aggregation": "FedAvg",
+            "digest": _DIGEST,
+            "updates": [{"participant": "bob", "digest": _DIGEST}],
+        },
+    ),
+    "fl.credit.record": (
+        "alice",
+        {
+            "task": "t1",
+            "round": 1,
+            "method": "leave-one-out",
+            "heldout": dict(_DATA_REF),
+            "shares": {"bob": 0.75, "ev": 0.25},
+            "params": {"seed": 1},
+        },
+    ),
+    "fl.task.finalize": ("alice", {"task": "t1", "model": dict(_REF)}),
 }
 
 

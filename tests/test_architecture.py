@@ -22,6 +22,7 @@ PACKAGE_LAYER = {
     "artifacts": "components",
     "checks": "components",
     "keys": "components",
+    "fl": "components",
     "node": "node",
     "ledger": "api",
     "receipts": "api",

@@ -17,7 +17,16 @@ from conftest import make_signer
 from modelchain import errors
 from modelchain.contracts import default_contracts
 from modelchain.contracts.genesis import genesis_body
-from modelchain.contracts.types import EVENT, GENESIS
+from modelchain.contracts.types import (
+    EVENT,
+    FL_CREDIT_RECORD,
+    FL_PARTICIPANT_REGISTER,
+    FL_ROUND_AGGREGATE,
+    FL_TASK_CREATE,
+    FL_UPDATE_COMMIT,
+    GENESIS,
+    MODEL_REGISTER,
+)
 from modelchain.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.core.merkle import (
@@ -396,3 +405,61 @@ def test_a_slow_checkpoint_signer_does_not_stall_writes() -> None:
         node.close()
     latest = store.checkpoint()
     assert latest is not None and latest[0] == 21
+
+
+def test_three_nodes_agree_on_a_federated_round(cluster: Cluster) -> None:
+    """fl.* entries (contract-set version 6) sent to each node in turn, accepted
+    and refused alike: the nodes agree on every outcome and every state write."""
+    from test_fl_contracts import p256_key
+
+    people = {"alice": ["admin", "fl-coordinator", "trainer"], "p1": ["fl-participant"]}
+    people["p2"] = ["fl-participant"]
+    signers = {n: make_signer(n) for n in people}
+    members = [
+        {"name": n, "org": f"org-{n}", "roles": r, "keys": [verifier_of(signers[n]).to_string()]}
+        for n, r in people.items()
+    ]
+    log_key = verifier_of(cluster.log_signer)
+    send = iter(cluster.nodes * 10)
+
+    def submit(who: str, type_: str, body: dict[str, object]) -> Ack:
+        ack = next(send).submit(_tx(signers[who], type_, body), WAIT_S)
+        cluster.settle()
+        return ack
+
+    assert submit("alice", GENESIS, genesis_body(ORIGIN, log_key, members)).outcome.accepted
+    digest = "sha256:" + "12" * 32
+    art = {"digest": digest, "size": 3, "files": 1, "format": "bin", "manifest_ref": digest}
+    model = {"name": "m", "artifact": art, "run": None, "parent": None, "metrics": {}, "card": {}}
+    assert submit("alice", MODEL_REGISTER, model).outcome.accepted
+    for i, p in enumerate(("p1", "p2")):
+        body = {"node_id": str(2**63 + i), "public_key": p256_key(i)}
+        assert submit(p, FL_PARTICIPANT_REGISTER, body).outcome.accepted
+    task = {
+        "task": "t",
+        "model": {"name": "m", "version": 1},
+        "participants": ["p1", "p2"],
+        "rounds": 1,
+        "aggregation": "FedAvg",
+        "min_participants": 2,
+        "acceptance": "update.norm < 5.0",
+        "heldout": None,
+        "description": "",
+    }
+    assert submit("alice", FL_TASK_CREATE, task).outcome.accepted
+
+    def update(p: str, norm: float) -> dict[str, object]:
+        figures = {"norm": norm, "distance": None, "cosine": None}
+        return {"task": "t", "round": 1, "participant": p, "digest": "sha256:" + p[1] * 64,
+                "examples": 10, "metrics": {}, "figures": figures}  # fmt: skip
+
+    assert submit("p1", FL_UPDATE_COMMIT, update("p1", 500.0)).outcome.code == "update_refused"
+    assert submit("p1", FL_UPDATE_COMMIT, update("p1", 1.0)).outcome.accepted
+    assert submit("alice", FL_UPDATE_COMMIT, update("p2", 2.0)).outcome.accepted
+    included = [{"participant": p, "digest": "sha256:" + p[1] * 64} for p in ("p1", "p2")]
+    aggregate = {"task": "t", "round": 1, "aggregation": "FedAvg", "digest": digest,
+                 "updates": included}  # fmt: skip
+    assert submit("alice", FL_ROUND_AGGREGATE, aggregate).outcome.accepted
+    credit = {"task": "t", "round": 1, "method": "examples", "heldout": None,
+              "shares": {"p1": 0.5, "p2": 0.5}, "params": {}}  # fmt: skip
+    assert submit("alice", FL_CREDIT_RECORD, credit).outcome.accepted

@@ -17,6 +17,7 @@ from ..errors import Error, StorageError
 from . import (
     cluster,
     event,
+    fl,
     gate,
     governance,
     identity,
@@ -87,6 +88,7 @@ for _module in (
     governance,
     lifecycle,
     gate,
+    fl,
     reports,
     server,
     witness,

@@ -27,7 +27,7 @@ from .state import (
     member_key,
     policy_key,
 )
-from .versions import CURRENT_VERSION
+from .versions import CURRENT_VERSION, FL_VERSION
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -73,15 +73,29 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     t.MONITOR_REPORT: ["monitor"],
     t.ACCESS_LOG: [ANY_MEMBER],
     t.INFERENCE_BATCH: ["admin", "deployer", "monitor"],
+    # federated learning (contract-set version 6 on): a member registers its own
+    # Flower node; a coordinator runs tasks and may record what it received for a
+    # participant; evaluators may record credit scored on a held-out dataset.
+    t.FL_PARTICIPANT_REGISTER: ["fl-participant"],
+    t.FL_TASK_CREATE: ["fl-coordinator"],
+    t.FL_UPDATE_COMMIT: ["fl-participant", "fl-coordinator"],
+    t.FL_ROUND_AGGREGATE: ["fl-coordinator"],
+    t.FL_CREDIT_RECORD: ["fl-coordinator", "evaluator"],
+    t.FL_TASK_FINALIZE: ["fl-coordinator"],
 }
 
 
 def default_permissions(version: int = CURRENT_VERSION) -> dict[str, list[str]]:
     """The role map a genesis starts from. Version 1 had no ``ANY_MEMBER``: the
-    types it leaves open are absent from its map instead."""
+    types it leaves open are absent from its map instead. The ``fl.*`` types are
+    listed from version 6 on: a ledger started on an older version that
+    activates 6 denies them until its quorum grants them (``permissions.set``)."""
+    found = {k: list(v) for k, v in DEFAULT_PERMISSIONS.items()}
+    if version < FL_VERSION:
+        found = {k: v for k, v in found.items() if k not in t.FL_TYPES}
     if version >= 2:
-        return {k: list(v) for k, v in DEFAULT_PERMISSIONS.items()}
-    return {k: list(v) for k, v in DEFAULT_PERMISSIONS.items() if v != [ANY_MEMBER]}
+        return found
+    return {k: v for k, v in found.items() if v != [ANY_MEMBER]}
 
 
 def _require(cond: bool, message: str) -> None:

@@ -18,6 +18,7 @@ from ..errors import MalformedError
 from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
+from .fl import fl_rules
 from .genesis import admit_genesis, check_genesis, exec_genesis
 from .governance import governance_rules
 from .inference import inference_rules
@@ -132,6 +133,7 @@ def default_contracts() -> ContractSet:
             **attestation_rules(),
             **deployment_rules(),
             **inference_rules(),
+            **fl_rules(),
         },
         resolve_signer,
         authorize,

@@ -25,6 +25,12 @@ __all__ = [
     "deployment_key",
     "digest_key",
     "entity_key",
+    "fl_node_key",
+    "fl_participant_key",
+    "fl_progress_key",
+    "fl_round_key",
+    "fl_task_key",
+    "fl_update_key",
     "inference_key",
     "keyid_key",
     "member_key",
@@ -122,3 +128,34 @@ def monitor_key(model: str, env: str) -> str:
 def inference_key(model: str, version: int) -> str:
     """State key of a model version's counters: ``{"batches": B, "records": R}``."""
     return f"inference/{model}@{version}"
+
+
+def fl_participant_key(member: str) -> str:
+    """A member's Flower identity: ``{member, org, node_id, public_key, index}``."""
+    return f"fl-participant/{member}"
+
+
+def fl_node_key(node_id: str) -> str:
+    """Which member registered a Flower node id (so no two share one)."""
+    return f"fl-node/{node_id}"
+
+
+def fl_task_key(task: str) -> str:
+    """A federated task's definition (written once) and, at the end, its final model."""
+    return f"fl-task/{task}"
+
+
+def fl_progress_key(task: str) -> str:
+    """Where a task is: ``{round, status}`` (the round open now; open or complete)."""
+    return f"fl-progress/{task}"
+
+
+def fl_round_key(task: str, round_: int) -> str:
+    """One round of a task: how many updates it accepted, its aggregate, its credit."""
+    return f"fl-round/{task}/{round_}"
+
+
+def fl_update_key(task: str, round_: int, participant: str) -> str:
+    """One participant's accepted update to a round (``participant`` "" gives
+    the prefix of the round's updates)."""
+    return f"fl-update/{task}/{round_}/{participant}"

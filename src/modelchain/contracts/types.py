@@ -16,6 +16,13 @@ __all__ = [
     "DATASET_INGEST",
     "DATASET_REGISTER",
     "EVENT",
+    "FL_CREDIT_RECORD",
+    "FL_PARTICIPANT_REGISTER",
+    "FL_ROUND_AGGREGATE",
+    "FL_TASK_CREATE",
+    "FL_TASK_FINALIZE",
+    "FL_TYPES",
+    "FL_UPDATE_COMMIT",
     "GENESIS",
     "GOVERNANCE_TYPES",
     "INFERENCE_BATCH",
@@ -64,6 +71,24 @@ ACCESS_LOG = "access.log"
 
 # inference receipts
 INFERENCE_BATCH = "inference.batch"
+
+# federated learning (contract-set version 6 on)
+FL_PARTICIPANT_REGISTER = "fl.participant.register"
+FL_TASK_CREATE = "fl.task.create"
+FL_UPDATE_COMMIT = "fl.update.commit"
+FL_ROUND_AGGREGATE = "fl.round.aggregate"
+FL_CREDIT_RECORD = "fl.credit.record"
+FL_TASK_FINALIZE = "fl.task.finalize"
+FL_TYPES = frozenset(
+    {
+        FL_PARTICIPANT_REGISTER,
+        FL_TASK_CREATE,
+        FL_UPDATE_COMMIT,
+        FL_ROUND_AGGREGATE,
+        FL_CREDIT_RECORD,
+        FL_TASK_FINALIZE,
+    }
+)
 
 # governance
 MEMBER_ADD = "member.add"

@@ -23,6 +23,11 @@ rather than give it another outcome. What each version changed:
        environment, does not count; a version rolled back from an environment
        is redeployed there only with an approval recorded since; an approver
        whose approval went stale may approve again
+    6  federated learning (ADR 15): ``fl.participant.register``, ``fl.task.create``,
+       ``fl.update.commit``, ``fl.round.aggregate``, ``fl.credit.record`` and
+       ``fl.task.finalize``; under versions below 6 they are unknown types, and a
+       ledger that activates 6 denies them until its role map lists them
+       (``permissions.set``, by the quorum): only a new ledger's default map does
 """
 
 from __future__ import annotations
@@ -34,16 +39,18 @@ from .state import CONTRACT_SET_KEY, StateReader
 __all__ = [
     "APPROVAL_VERSION",
     "CURRENT_VERSION",
+    "FL_VERSION",
     "KNOWN_VERSIONS",
     "WINDOW_VERSION",
     "active_version",
     "schedule",
 ]
 
-CURRENT_VERSION = 5
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5})
+CURRENT_VERSION = 6
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
 WINDOW_VERSION = 4  # transactions may carry a validity window from this version on
 APPROVAL_VERSION = 5  # approvals expire, and a rollback makes them stale, from this version on
+FL_VERSION = 6  # the fl.* types, from this version on
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The Python API of a ledger: ``Ledger`` over a backend (``LocalBackend``, or
 ``remote.RemoteBackend`` through ``modelchain.connect``) and the facades it
 offers over a narrow port (datasets, runs, models, deployments, members,
-policies, lineage, trail)."""
+policies, fl, lineage, trail)."""
 
 from .backend import Backend
 from .ledger import DB_NAME, LOG_KEY_NAME, Founder, Ledger, default_home, init, new_nonce, open

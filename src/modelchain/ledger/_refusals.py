@@ -1,6 +1,7 @@
-"""Why a policy refused: the clause of its rule that failed, named in the error a
-submitter reads. Read-only and best effort; what the log records as the reason
-is the contract's, and nothing here changes it."""
+"""Why a policy (or a federated task's acceptance rule) refused: the clause of
+its rule that failed, named in the error a submitter reads. Read-only and best
+effort; what the log records as the reason is the contract's, and nothing here
+changes it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from ..contracts.base import Call, Overlay, StateReader, TypeRule
 from ..contracts.clauses import conjuncts, failing_clause
+from ..contracts.fl import UPDATE_REFUSED, failing_acceptance_clause
 from ..contracts.policy import action_of, policy_context
 from ..contracts.state import policy_key
 from ..core import canonical
@@ -46,11 +48,14 @@ def refused(port: LedgerPort, envelope: Envelope, ack: Ack, what: str) -> Reject
     The rejection wrote no state, so the state now is the state it met (unless
     another writer came in between: then the clause is from a later state)."""
     clause = None
-    if ack.outcome.code in POLICY_CODES:
-        try:
+    try:
+        if ack.outcome.code in POLICY_CODES:
             clause = _clause(port, envelope, ack.index)
-        except Error:
-            clause = None  # the message is still right without it
+        elif ack.outcome.code == UPDATE_REFUSED:
+            tx = Transaction.from_json(canonical.loads_canonical(envelope.payload))
+            clause = failing_acceptance_clause(port.store, tx.body, tx.actor)
+    except Error:
+        clause = None  # the message is still right without it
     return rejection(ack, what, clause=clause)
 
 

@@ -51,6 +51,7 @@ from .artifacts import Artifacts
 from .backend import Backend
 from .datasets import Datasets
 from .deployments import Deployments
+from .fl import FederatedLearning
 from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
 from .members import Members
 from .models import Models, ModelVersion
@@ -246,6 +247,11 @@ class Ledger:
     @functools.cached_property
     def deployments(self) -> Deployments:
         return Deployments(self)
+
+    @functools.cached_property
+    def fl(self) -> FederatedLearning:
+        """Federated learning tasks, their rounds and credit (contract-set version 6 on)."""
+        return FederatedLearning(self)
 
     @functools.cached_property
     def artifacts(self) -> Artifacts:
