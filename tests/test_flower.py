@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import ORIGIN
 from flower_deploy import APP, Federation, copy_app, node_key, wait_for
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -205,7 +204,7 @@ class _Grid(Grid):
     def run(self) -> Any:
         raise NotImplementedError
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Any) -> None:
         pass
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:

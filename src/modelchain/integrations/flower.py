@@ -12,7 +12,9 @@ It wraps any of Flower's Message API strategies (``flwr.serverapp.strategy``).
 ``configure_train`` and ``configure_evaluate`` sample only the Flower nodes the
 task's participants registered (by node id); ``aggregate_train`` hashes each
 reply (``fl.arrays.arrays_digest``), computes its figures (its step from the
-round's starting arrays, against the median step of the round's other replies),
+round's starting arrays; where the task's acceptance rule reads
+``update.distance`` or ``update.cosine``, its distance and cosine to the
+elementwise median of every reply's step, computed once a round),
 commits it for the participant (the coordinator records what it received; the
 entry says so), drops replies from unknown nodes and those the ledger refuses
 (the refusal is logged there), sorts the kept replies by node id and aggregates
@@ -41,6 +43,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, Strategy
 from flwr.supercore import log
+from flwr.supercore.run import Run
 
 from ..contracts.fl import node_order
 from ..errors import RejectedError, UsageError
@@ -89,11 +92,11 @@ class RegisteredGrid(Grid):
         self._allowed = frozenset(allowed)
 
     @property
-    def run(self) -> Any:
+    def run(self) -> Run:
         return self._grid.run
 
-    def set_run(self, run_id: int) -> None:
-        self._grid.set_run(run_id)
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
 
     def create_message(
         self,
@@ -158,6 +161,9 @@ class ModelchainStrategy(Strategy):
         self.participants: dict[int, str] = {
             int(p["node_id"]): str(p["member"]) for p in record["participants"]
         }
+        # the median step of a round is computed only for a rule that reads it
+        rule = str(record.get("acceptance") or "")
+        self._reads_median = "distance" in rule or "cosine" in rule
         self.array_key = str(getattr(strategy, "arrayrecord_key", "arrays"))
         self.weight_key = str(getattr(strategy, "weighted_by_key", "num-examples"))
         self.refusals: list[Refusal] = []
@@ -275,8 +281,8 @@ class ModelchainStrategy(Strategy):
         t = time.perf_counter()
         steps = [[a - s for a, s in zip(r.arrays, start, strict=True)] for r in read]
         kept: list[_Reply] = []
+        median = [fedmedian(steps)] if len(steps) > 1 and self._reads_median else []
         for i, reply in enumerate(read):
-            others = steps[:i] + steps[i + 1 :]
             digest = reply.digest = arrays_digest(reply.arrays)
             try:
                 self.led.fl.commit_update(
@@ -284,7 +290,7 @@ class ModelchainStrategy(Strategy):
                     server_round,
                     digest=digest,
                     examples=reply.examples,
-                    figures=figures(steps[i], others).to_json(),
+                    figures=figures(steps[i], median).to_json(),
                     metrics=reply.metrics,
                     participant=reply.participant,
                 )

@@ -4,6 +4,7 @@ identity, runs the task's rounds with FedAvg wrapped in ModelchainStrategy
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from flwr.serverapp.strategy import FedAvg
 import modelchain
 from mcfl_app.task import Arrays, heldout, initial, loss
 from modelchain.integrations.flower import ModelchainStrategy
-from modelchain.keys import KeyStore
+from modelchain.keys import KeyStore, passphrase_source
 
 app = ServerApp()
 
@@ -28,7 +29,8 @@ def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     home = Path(str(cfg["home"]))
     where = str(cfg["ledger"])
-    identity = KeyStore(home).signer(str(cfg["identity"]))
+    name = str(cfg["identity"])  # an encrypted key's passphrase as the CLI finds it
+    identity = KeyStore(home).signer(name, passphrase_source(name, os.environ, interactive=False))
     if where.startswith(("http://", "https://")):
         led = modelchain.connect(where, identity=identity, home=home)
     else:
