@@ -25,6 +25,8 @@ from etcd_certs import TestCA
 
 APP = Path(__file__).parent / "flower_app"
 BIN = Path(sys.executable).parent
+# Tests import the app's task module (its data and training) to recompute what ran.
+sys.path.insert(0, str(APP))
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ repeated updates are easy to arrange."""
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import ORIGIN
-from flower_deploy import APP, Federation, copy_app, node_key, wait_for
+from flower_deploy import Federation, copy_app, node_key, wait_for
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from mcfl_app.task import heldout, initial, partition, train
 
 import modelchain as mc
 from modelchain.core.identity import verifier_of
@@ -27,9 +27,6 @@ from modelchain.fl.arrays import arrays_digest, fedavg
 from modelchain.integrations.flower import ModelchainStrategy
 from modelchain.keys import KeyStore
 from modelchain.ledger.ledger import Founder
-
-sys.path.insert(0, str(APP))
-from mcfl_app.task import heldout, initial, partition, train
 
 ORGS = ["org-a", "org-b", "org-c"]  # partitions 0, 1, 2: 4/7, 2/7 and 1/7 of the rows
 POISONED = "org-c"  # scales its step by 100
