@@ -117,6 +117,10 @@ def test_three_organisations_train_on_a_real_flower_deployment(
             )
         _create(led, ORGS)
         assert {int(p["node_id"]) for p in led.fl.task(TASK)["participants"]} == set(nodes.values())
+        # a node Flower admits but the task does not name: the strategy never samples it
+        private, public = node_key(federation.directory, "stranger")
+        stranger = federation.register(public)
+        federation.start_supernode("stranger", private, "partition-id=0 num-partitions=3")
 
     # a SuperNode whose key was never registered: the SuperLink refuses it
     private, _ = node_key(federation.directory, "mallory")
@@ -126,10 +130,9 @@ def test_three_organisations_train_on_a_real_flower_deployment(
     assert "Failed to activate SuperNode" in intruder.text()
 
     link = federation.superlink
-    for org in ORGS:
-        wait_for(
-            f"{org}'s SuperNode", lambda o=org: f"Activated node_id={nodes[o]}" in link.text(), 60
-        )
+    for org in [*ORGS, "stranger"]:
+        node = stranger if org == "stranger" else nodes[org]
+        wait_for(f"{org}'s SuperNode", lambda n=node: f"Activated node_id={n}" in link.text(), 60)
     run_config = (
         f"ledger='{tmp_path / 'ledger'}' home='{home}' out='{tmp_path / 'final'}' task='{TASK}'"
     )
@@ -137,6 +140,7 @@ def test_three_organisations_train_on_a_real_flower_deployment(
     done = federation.flwr("run", str(app), "loopback", "--stream", "--run-config", run_config)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
+    assert f"modelchain: node {stranger} is not a participant of {TASK}" in out
     wait_for("the final model", lambda: (tmp_path / "final" / "model.npz").exists(), 30)
 
     with mc.open(tmp_path / "ledger", home=home) as led:
