@@ -61,7 +61,7 @@ def arrays_digest(arrays: Arrays) -> str:
         dtype = a.dtype.str.encode()
         h.update(struct.pack("<I", len(dtype)) + dtype)
         h.update(struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", d) for d in a.shape))
-        data = memoryview(a.reshape(-1).view(np.uint8))  # C order, contiguous: no copy
+        data = a.reshape(-1).view(np.uint8).data  # C order, contiguous: no copy
         h.update(struct.pack("<Q", data.nbytes))
         h.update(data)
     return "sha256:" + h.hexdigest()

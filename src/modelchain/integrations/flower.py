@@ -273,7 +273,7 @@ class ModelchainStrategy(Strategy):
         started = time.perf_counter()
         ledger = 0.0
         record = self.records.setdefault(server_round, RoundRecord(server_round))
-        start = self._start.get(server_round)
+        start = self._start.pop(server_round, None)
         read = [r for m in replies if (r := self._read(server_round, m)) is not None]
         if start is None or not read:
             return None, None

@@ -1,6 +1,7 @@
 """The dashboard's pages over the ledger: login, overview, models and their
 versions, datasets, runs, federated tasks and their credit (CSV too), the audit
-trail, entries, members, policies, a cluster's nodes, verify by upload, Annex IV exports and the static style sheet."""
+trail, entries, members, policies, a cluster's nodes, verify by upload, Annex IV
+exports and the static style sheet."""
 
 from __future__ import annotations
 

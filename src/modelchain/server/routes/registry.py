@@ -1,6 +1,6 @@
 """Registry and governance state under ``/v1``: models, datasets, runs,
-federated tasks and their credit, members, policies, the audit trail and denied attempts, digest lookups; each
-answer carries the checkpoint it was read at."""
+federated tasks and their credit, members, policies, the audit trail and denied
+attempts, digest lookups; each answer carries the checkpoint it was read at."""
 
 from __future__ import annotations
 
