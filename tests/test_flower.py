@@ -308,6 +308,29 @@ def test_the_strategy_samples_participants_and_aggregates_in_node_order(
     assert led.fl.attribution(TASK).cumulative["org-a"] > 0.5
 
 
+def test_evaluation_goes_to_participants_only(
+    small: tuple[mc.Ledger, KeyStore, dict[str, int]],
+) -> None:
+    led, _, nodes = small
+    _create(led, ORGS)
+    strategy = ModelchainStrategy(led, TASK, FedAvg(min_available_nodes=3, min_evaluate_nodes=3))
+    sent = list(
+        strategy.configure_evaluate(
+            1, ArrayRecord(initial()), ConfigRecord(), _Grid([5, *nodes.values()])
+        )
+    )
+    assert sorted(m.metadata.dst_node_id for m in sent) == sorted(nodes.values())
+
+    def answer(node: int, loss: float) -> Message:
+        out = Message(content=RecordDict(), dst_node_id=node, message_type="evaluate")
+        metrics = MetricRecord({"loss": loss, "num-examples": 10})
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=out)
+
+    replies = [answer(n, 0.5) for n in nodes.values()] + [answer(5, 1000.0)]
+    found = strategy.aggregate_evaluate(1, replies)
+    assert found is not None and found["loss"] == pytest.approx(0.5)
+
+
 def test_a_participant_signs_its_own_update_and_repeats_are_refused(
     small: tuple[mc.Ledger, KeyStore, dict[str, int]],
 ) -> None:
