@@ -17,7 +17,7 @@ from conftest import ORIGIN
 from flower_deploy import Federation, copy_app, node_key, wait_for
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedMedian
 from mcfl_app.task import heldout, initial, partition, train
 
 import modelchain as mc
@@ -261,6 +261,8 @@ def test_the_strategy_samples_participants_and_aggregates_in_node_order(
 ) -> None:
     led, keys, nodes = small
     _create(led, ORGS, rounds=2)
+    with pytest.raises(UsageError, match="aggregates with FedAvg, not FedMedian"):
+        ModelchainStrategy(led, TASK, FedMedian())
     strategy = ModelchainStrategy(led, TASK, FedAvg(fraction_evaluate=0.0, min_available_nodes=3))
     grid = _Grid([5, *nodes.values(), 77])  # mallory (not in the task) and a stranger
     w0 = initial()
@@ -278,6 +280,8 @@ def test_the_strategy_samples_participants_and_aggregates_in_node_order(
         message_type="train",
     )
     replies.append(_reply(stranger, w0, 5))
+    short = Message(content=RecordDict(), dst_node_id=nodes["org-a"], message_type="train")
+    replies.append(_reply(short, w0[:1], 5))  # one array, not two: malformed
     arrays, metrics = strategy.aggregate_train(1, replies[::-1])
     assert arrays is not None and metrics is not None
     got = arrays.to_numpy_ndarrays()
@@ -287,7 +291,7 @@ def test_the_strategy_samples_participants_and_aggregates_in_node_order(
     assert arrays_digest(got) == arrays_digest(expected)
     assert led.fl.round(TASK, 1)["aggregate"]["digest"] == arrays_digest(expected)
     reasons = {(r.participant, r.reason) for r in strategy.refusals}
-    assert reasons == {(None, "unknown_node"), ("org-c", "update_refused")}
+    assert reasons == {(None, "unknown_node"), ("org-a", "malformed"), ("org-c", "update_refused")}
     assert strategy.records[1].kept == order
 
     # round 2, replies in another order: the same bytes; a repeated update is refused

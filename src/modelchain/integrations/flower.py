@@ -64,7 +64,8 @@ HeldoutScore = Callable[[Arrays], float]
 class Refusal:
     """A reply the strategy did not aggregate, and why: ``unknown_node`` (not a
     participant of the task), ``error`` (the node replied with an error),
-    ``malformed`` (no arrays or example count) or the ledger's reason code."""
+    ``malformed`` (no arrays, no example count, or arrays shaped unlike the
+    round's) or the ledger's reason code."""
 
     round: int
     node_id: int
@@ -158,6 +159,11 @@ class ModelchainStrategy(Strategy):
         self.score = score
         record = led.fl.task(task)
         self.aggregation = str(record["aggregation"])
+        if type(strategy).__name__ != self.aggregation:
+            # the aggregate's entry names the rule: it must be the one that ran
+            raise UsageError(
+                f"task {task} aggregates with {self.aggregation}, not {type(strategy).__name__}"
+            )
         self.participants: dict[int, str] = {
             int(p["node_id"]): str(p["member"]) for p in record["participants"]
         }
@@ -274,7 +280,15 @@ class ModelchainStrategy(Strategy):
         ledger = 0.0
         record = self.records.setdefault(server_round, RoundRecord(server_round))
         start = self._start.pop(server_round, None)
-        read = [r for m in replies if (r := self._read(server_round, m)) is not None]
+        read = []
+        for message in replies:
+            reply = self._read(server_round, message)
+            if reply is None:
+                continue
+            if [a.shape for a in reply.arrays] != [a.shape for a in start or []]:
+                self._refuse(server_round, reply.node_id, reply.participant, "malformed")
+                continue
+            read.append(reply)
         if start is None or not read:
             return None, None
 
