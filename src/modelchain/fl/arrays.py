@@ -115,27 +115,35 @@ class UpdateFigures:
         return {"norm": self.norm, "distance": self.distance, "cosine": self.cosine}
 
 
-def _flat(arrays: Arrays) -> npt.NDArray[np.float64]:
-    if not arrays:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+def _f64(array: object) -> npt.NDArray[np.float64]:
+    return np.asarray(array, dtype=np.float64).ravel()
 
 
 def figures(update: Arrays, others: Sequence[Arrays] = ()) -> UpdateFigures:
     """The L2 norm of ``update`` (pass deltas from the round's starting model to
     read a norm as a step size), and its L2 distance and cosine to the
     elementwise median of ``others`` (None without others). Non-finite figures
-    are refused: the ledger carries only finite numbers."""
-    u = _flat(update)
-    norm = float(np.sqrt(np.dot(u, u)))
+    are refused: the ledger carries only finite numbers. Sums go array by
+    array in float64, with no copy of the whole update."""
+    median = fedmedian(list(others)) if others else None
+    if median is not None and [np.size(a) for a in median] != [np.size(a) for a in update]:
+        raise MalformedError("the update and the others differ in size")
+    uu = dd = um = mm = 0.0
+    for i, array in enumerate(update):
+        u = _f64(array)
+        uu += float(np.dot(u, u))
+        if median is not None:
+            m = _f64(median[i])
+            d = u - m
+            dd += float(np.dot(d, d))
+            um += float(np.dot(u, m))
+            mm += float(np.dot(m, m))
+    norm = math.sqrt(uu)
     distance = cosine = None
-    if others:
-        m = _flat(fedmedian(list(others)))
-        if m.shape != u.shape:
-            raise MalformedError("the update and the others differ in size")
-        distance = float(np.sqrt(np.dot(u - m, u - m)))
-        mn = float(np.sqrt(np.dot(m, m)))
-        cosine = float(np.dot(u, m) / (norm * mn)) if norm > 0 and mn > 0 else 0.0
+    if median is not None:
+        distance = math.sqrt(dd)
+        mn = math.sqrt(mm)
+        cosine = um / (norm * mn) if norm > 0 and mn > 0 else 0.0
         cosine = max(-1.0, min(1.0, cosine))
     for v in (norm, distance, cosine):
         if v is not None and not math.isfinite(v):

@@ -49,6 +49,7 @@ from ..contracts.fl import node_order
 from ..errors import RejectedError, UsageError
 from ..fl.arrays import arrays_digest, fedavg, fedmedian, figures
 from ..fl.attribution import leave_one_out, shares
+from ..ledger.fl import UpdateCommit
 
 if TYPE_CHECKING:
     from ..ledger.ledger import Ledger
@@ -296,22 +297,26 @@ class ModelchainStrategy(Strategy):
         steps = [[a - s for a, s in zip(r.arrays, start, strict=True)] for r in read]
         kept: list[_Reply] = []
         median = [fedmedian(steps)] if len(steps) > 1 and self._reads_median else []
+        updates = []
         for i, reply in enumerate(read):
-            digest = reply.digest = arrays_digest(reply.arrays)
-            try:
-                self.led.fl.commit_update(
-                    self.task,
-                    server_round,
-                    digest=digest,
-                    examples=reply.examples,
-                    figures=figures(steps[i], median).to_json(),
-                    metrics=reply.metrics,
-                    participant=reply.participant,
+            reply.digest = arrays_digest(reply.arrays)
+            updates.append(
+                UpdateCommit(
+                    reply.digest,
+                    reply.examples,
+                    figures(steps[i], median).to_json(),
+                    reply.metrics,
+                    reply.participant,
                 )
-            except RejectedError as exc:
-                if not self._committed_itself(server_round, reply, digest, exc):
-                    self._refuse(server_round, reply.node_id, reply.participant, exc.reason_code)
-                    continue
+            )
+        # One group commit for the round's replies, not one durable write each.
+        outcomes = self.led.fl.commit_updates(self.task, server_round, updates)
+        for reply, outcome in zip(read, outcomes, strict=True):
+            if isinstance(outcome, RejectedError) and not self._committed_itself(
+                server_round, reply, reply.digest, outcome
+            ):
+                self._refuse(server_round, reply.node_id, reply.participant, outcome.reason_code)
+                continue
             kept.append(reply)
         kept.sort(key=lambda r: node_order(str(r.node_id)))
         self._check_included(server_round, kept)

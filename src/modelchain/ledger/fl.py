@@ -7,7 +7,7 @@ and figures come from ``modelchain.fl.arrays``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +29,28 @@ from ..contracts.types import (
 )
 from ..core import canonical
 from ..core.identity import Signer
-from ..errors import NotFoundError, UsageError
+from ..errors import NotFoundError, RejectedError, UsageError
 from ..fl.attribution import cumulative, example_shares
 from ..node.node import Ack
 from ._facade import Facade
+from ._refusals import refused
 from .models import Models, ModelVersion
 from .runs import Runs
 
-__all__ = ["Attribution", "FederatedLearning"]
+__all__ = ["Attribution", "FederatedLearning", "UpdateCommit"]
+
+
+@dataclass(frozen=True)
+class UpdateCommit:
+    """One update as ``FederatedLearning.commit_updates`` commits it: the digest
+    of its arrays, its example count, the figures the acceptance rule reads,
+    its metrics, and whose it is (None: the signer's own)."""
+
+    digest: str
+    examples: int
+    figures: Mapping[str, float | None]
+    metrics: Mapping[str, float] | None = None
+    participant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,18 +157,46 @@ class FederatedLearning(Facade):
         figures the acceptance rule reads (``fl.arrays.figures(...).to_json()``).
         Signed by the participant itself, or by the coordinator recording what it
         received (``participant`` names whose it is; the entry says which)."""
+        update = UpdateCommit(digest, examples, figures, metrics, participant)
+        found = self.commit_updates(task, round, [update], signer=signer)[0]
+        if isinstance(found, RejectedError):
+            raise found
+        return found
+
+    def commit_updates(
+        self,
+        task: str,
+        round: int,
+        updates: Sequence[UpdateCommit],
+        *,
+        signer: Signer | None = None,
+    ) -> list[Ack | RejectedError]:
+        """Commit several updates to a round at once, in this order, in one group
+        commit (what a coordinator does with a round's replies): for each, its
+        Ack, or the RejectedError naming why the ledger refused it (the refusal
+        is logged all the same). A transaction admission refuses outright
+        (a bad signature, a malformed body) raises, as ``submit_many`` does."""
         s = self._signer(signer)
-        fig = dict(figures)
-        body = {
-            "task": task,
-            "round": round,
-            "participant": s.name if participant is None else participant,
-            "digest": digest,
-            "examples": examples,
-            "metrics": dict(metrics or {}),
-            "figures": {k: fig.get(k) for k in ("norm", "distance", "cosine")},
-        }
-        return self._submit(FL_UPDATE_COMMIT, body, s)
+        envelopes = []
+        for u in updates:
+            fig = dict(u.figures)
+            body = {
+                "task": task,
+                "round": round,
+                "participant": s.name if u.participant is None else u.participant,
+                "digest": u.digest,
+                "examples": u.examples,
+                "metrics": dict(u.metrics or {}),
+                "figures": {k: fig.get(k) for k in ("norm", "distance", "cosine")},
+            }
+            envelopes.append(self._led.transaction(FL_UPDATE_COMMIT, body, s.name).sign(s))
+        acks = self._led.submit_many(envelopes) if envelopes else []
+        return [
+            ack
+            if ack.outcome.accepted
+            else refused(self._led, env, ack, f"{FL_UPDATE_COMMIT} was rejected")
+            for env, ack in zip(envelopes, acks, strict=True)
+        ]
 
     def included(self, task: str, round: int) -> list[dict[str, Any]]:
         """The round's accepted updates in the order an aggregate names them (by
