@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from test_pkcs11 import Token, token  # noqa: F401  (the SoftHSM fixture)
 
 from modelchain.errors import IntegrityError, KeyStoreError, NotFoundError, UsageError
 from modelchain.keys.wrap import DataKeyStore, FileKek, Pkcs11Kek, WrappedKey, open_kek
-
-from test_pkcs11 import Token, token  # noqa: F401  (the SoftHSM fixture)
 
 DATA_KEY = os.urandom(131)  # a serialized Tink keyset is about this long
 
