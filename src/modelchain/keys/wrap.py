@@ -138,7 +138,7 @@ class Pkcs11Kek:
         self._label = key_label
         try:
             try:
-                self._kek = self._session.get_key(
+                self._kek: Any = self._session.get_key(
                     object_class=p11.ObjectClass.SECRET_KEY,
                     key_type=p11.KeyType.AES,
                     label=key_label,
