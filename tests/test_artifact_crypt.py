@@ -436,3 +436,70 @@ def test_encrypting_a_file_that_changed_stores_nothing(tmp_path: Path) -> None:
         assert list(store.objects()) == [] and list(keys.stores[0].entries()) == []
     finally:
         led.close()
+
+
+def test_cli_encrypt_grant_pull_erase(tmp_path: Path) -> None:
+    from conftest import run_cli as run
+
+    e = dict(os.environ)
+    e.update(
+        MODELCHAIN_HOME=str(tmp_path / "home"),
+        MODELCHAIN_LEDGER=str(tmp_path / "ledger"),
+        MODELCHAIN_KEY_PASSPHRASE="pw",
+        MODELCHAIN_STORE=str(tmp_path / "store"),
+    )
+    for name in ("MODELCHAIN_IDENTITY", "MODELCHAIN_KEK", "MODELCHAIN_KEYSTORE"):
+        e.pop(name, None)
+    run(e, "init", "--origin", ORIGIN, "--admin", "alice")
+    run(e, "identity", "new", "steve")
+    run(e, "identity", "new", "tess")
+    run(e, "member", "add", "steve", "--role", "data-steward", "--org", "acme")
+    run(e, "member", "add", "tess", "--role", "trainer", "--org", "acme")
+    data = tmp_path / "rows.csv"
+    data.write_text("id,consent\n" + "".join(f"{i},yes\n" for i in range(100)))
+    run(e, "dataset", "register", "rows", str(data), "--store", "--encrypt", "--as", "steve")
+    shown = run(e, "dataset", "show", "rows").stdout
+    assert "stored:   encrypted (tink-streaming-aes256-gcm-hkdf-1mb)" in shown
+    kek = tmp_path / "home" / "kek" / f"{ORIGIN.replace('/', '_')}.kek"
+    assert kek.stat().st_mode & 0o777 == 0o600
+    ls = json.loads(run(e, "store", "ls", "--json").stdout)
+    assert len(ls) == 1 and ls[0]["referenced"]
+
+    refused = run(e, "pull", "rows", str(tmp_path / "t"), "--as", "tess", ok=False)
+    assert refused.returncode == 8 and "holds no grant" in refused.stderr
+    assert not (tmp_path / "t").exists()
+    run(e, "store", "grant", "rows", "tess", "--as", "steve")
+    assert "tess\tevery version" in run(e, "store", "grants", "rows").stdout
+    run(e, "pull", "rows", str(tmp_path / "t"), "--as", "tess")
+    assert (tmp_path / "t" / "rows.csv").read_bytes() == data.read_bytes()
+
+    # erasure: the steward drafts, the admin co-signs, either submits
+    saved = tmp_path / "saved"
+    shutil.copytree(tmp_path / "store", saved)
+    draft = tmp_path / "erase.json"
+    alone = run(e, "erase", "rows", "--version", "1", "--reason", "gdpr", "--as", "steve", ok=False)
+    assert alone.returncode == 8 and "policy" in alone.stderr
+    run(
+        e,
+        "erase",
+        "rows",
+        "--version",
+        "1",
+        "--reason",
+        "gdpr art. 17",
+        "--as",
+        "steve",
+        "--draft",
+        str(draft),
+    )
+    run(e, "tx", "sign", str(draft), "--as", "alice")
+    out = json.loads(run(e, "erase", "--signed", str(draft), "--json").stdout)
+    assert out["by"] == ["steve", "alice"] and out["keys_destroyed"]
+    assert out["record_key_destroyed"] and len(out["objects_deleted"]) == 1
+    run(e, "log", "verify")
+    shown = run(e, "dataset", "show", "rows").stdout
+    assert "ERASED:" in shown and "steve, alice: gdpr art. 17" in shown
+    gone = run(e, "pull", "rows", str(tmp_path / "u"), "--as", "tess", ok=False)
+    assert gone.returncode == 3 and "erased at entry" in gone.stderr and "gdpr" in gone.stderr
+    # the saved ciphertext: every key entry left, under the KEK, decrypts none of it
+    assert not any((tmp_path / "home" / "datakeys").rglob("*.json"))

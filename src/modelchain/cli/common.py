@@ -29,10 +29,13 @@ from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Ledger
 
 if TYPE_CHECKING:
+    from ..ledger.artifacts import KeyService
     from ..storage.protocols import ArtifactStore
 
 __all__ = [
     "IDENTITY_ENV",
+    "KEK_ENV",
+    "KEYSTORE_ENV",
     "LEDGER_ENV",
     "LOG_KEY_ENV",
     "LOG_KEY_PASSPHRASE_ENV",
@@ -45,8 +48,10 @@ __all__ = [
     "NewLogKey",
     "configured_stores",
     "emit_json",
+    "encrypt_option",
     "follow_root_options",
     "json_option",
+    "keys_for",
     "keystore",
     "ledger_option",
     "log_key_options",
@@ -78,6 +83,9 @@ PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
 MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 MLFLOW_WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
 STORE_ENV = "MODELCHAIN_STORE"  # artifact stores, read here only (pull falls back in order)
+# The organisation's key-encryption key: a file, or pkcs11:token=..;object=..;module=..
+KEK_ENV = "MODELCHAIN_KEK"
+KEYSTORE_ENV = "MODELCHAIN_KEYSTORE"  # folders of wrapped data keys (new keys go to the first)
 
 
 def store_option(f: F) -> F:
@@ -92,6 +100,34 @@ def store_option(f: F) -> F:
         help="Also upload the files to the artifact store while hashing them (one read): "
         f"URL, else ${STORE_ENV}, else artifacts/ in the ledger directory.",
     )(f)
+
+
+def encrypt_option(f: F) -> F:
+    """``--encrypt`` on a register command (with ``--store``)."""
+    return click.option(
+        "--encrypt",
+        is_flag=True,
+        help="With --store: store the files encrypted (Tink streaming AEAD, a fresh data key "
+        f"wrapped by the organisation's key-encryption key: ${KEK_ENV}, else created on first "
+        f"use under $MODELCHAIN_HOME/kek/) instead of in plaintext; the wrapped key goes to "
+        f"${KEYSTORE_ENV}, else $MODELCHAIN_HOME/datakeys/. Pulling it then needs a grant "
+        "(`modelchain store grant`).",
+    )(f)
+
+
+def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
+    """The organisation's key service: the KEK ``$MODELCHAIN_KEK`` names (a file, or
+    ``pkcs11:token=LABEL;object=KEY;module=PATH`` with ``$MODELCHAIN_PKCS11_PIN``), else
+    ``kek/ORIGIN.kek`` in the home (made on first use when ``create``); the key stores
+    ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
+    ``datakeys/ORIGIN`` in the home."""
+    from ..keys.wrap import DataKeyStore, open_kek
+    from ..ledger.artifacts import KeyService
+
+    origin = led.origin.replace("/", "_")
+    spec = os.environ.get(KEK_ENV) or str(led.home / "kek" / f"{origin}.kek")
+    folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
+    return KeyService(open_kek(spec, create=create), tuple(DataKeyStore(f) for f in folders))
 
 
 def configured_stores() -> list[str]:
