@@ -37,6 +37,7 @@ __all__ = [
 
 SCHEME = "tink-streaming-aes256-gcm-hkdf-1mb"
 _AD_DOMAIN = b"modelchain/encrypted-object/v1\n"
+_PIECE = 256 << 10  # bytes handed to Tink's encrypting stream per write
 
 Progress = Callable[[int], None]
 
@@ -125,9 +126,17 @@ def encrypt_file(
         with open(path, "rb") as src:
             try:
                 with primitive.new_encrypting_stream(sink, ad) as enc:
+                    # Write to the raw stream in small pieces: through its buffered
+                    # wrapper, 1 MiB writes ran at 280 MB/s and 16 MiB writes at 40 MB/s
+                    # (each partial write copies the rest again); 256 KiB pieces to the
+                    # raw stream at about 800 MB/s (bench/store.py).
+                    raw = getattr(enc, "raw", enc)
                     while chunk := src.read(CHUNK):
                         hasher.update(chunk)
-                        enc.write(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            n = raw.write(view[:_PIECE])
+                            view = view[n or 0 :]
                         if progress is not None:
                             progress(len(chunk))
             except tink.TinkError as exc:
