@@ -503,3 +503,33 @@ def test_cli_encrypt_grant_pull_erase(tmp_path: Path) -> None:
     assert gone.returncode == 3 and "erased at entry" in gone.stderr and "gdpr" in gone.stderr
     # the saved ciphertext: every key entry left, under the KEK, decrypts none of it
     assert not any((tmp_path / "home" / "datakeys").rglob("*.json"))
+
+
+def test_the_dashboard_shows_an_erasure(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from modelchain.server import ServerConfig, create_app
+
+    led = _ledger(tmp_path)
+    try:
+        f = tmp_path / "d.csv"
+        f.write_text("a\n1\n")
+        led.datasets.register("d", f, signer=_s("steward"))
+        led.artifacts.erase(
+            "dataset", "d", 1, "consent withdrawn", signers=[_s("steward"), _s("dave")]
+        )
+        app = create_app(led, ServerConfig(reads="open"))
+
+        async def get() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.get("/ui/datasets/d")
+
+        page = asyncio.run(get())
+        assert page.status_code == 200, page.text[:300]
+        erased = page.text.split('class="bad erased">', 1)[1].split("</dd>", 1)[0]
+        assert "steward, dave" in erased and "consent withdrawn" in erased
+    finally:
+        led.close()

@@ -58,9 +58,7 @@ def new_data_key() -> bytes:
     tink = _tink()
     from tink import secret_key_access, streaming_aead
 
-    handle = tink.new_keyset_handle(
-        streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
-    )
+    handle = tink.new_keyset_handle(streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB)
     data: bytes = tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
     return data
 
