@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import io
 import os
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -83,23 +85,31 @@ def associated_data(kind: str, name: str, version: int, plaintext_ref: str) -> b
 
 
 class _UploadSink(io.RawIOBase):
-    """What Tink writes ciphertext to: the store's upload, hashed on the way. Tink
-    closes it when the encrypting stream closes; committing is the caller's."""
+    """What Tink writes ciphertext to: the store's upload, hashed on the way (on a
+    thread of its own). Tink closes it when the encrypting stream closes; ``finish``
+    waits for the last write; committing is the caller's."""
 
     def __init__(self, upload: Any) -> None:
-        self._upload = upload
         self.hasher = hashlib.sha256()
         self.size = 0
+
+        def consume(chunk: bytes) -> None:
+            upload.write(chunk)
+            self.hasher.update(chunk)
+
+        self._pipe = _Pipe(consume, "modelchain-encrypt", depth=8)
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
-        data = bytes(b)
-        self._upload.write(data)
-        self.hasher.update(data)
+        data = bytes(b)  # Tink may reuse its buffer
+        self._pipe.put(data)
         self.size += len(data)
         return len(data)
+
+    def finish(self) -> None:
+        self._pipe.close()
 
 
 def encrypt_file(
@@ -121,7 +131,11 @@ def encrypt_file(
     upload = store.upload()
     try:
         sink = _UploadSink(upload)
-        with open(path, "rb") as src:
+        plain = _Pipe(hasher.update, "modelchain-hash")  # beside Tink, which holds the GIL
+        with contextlib.ExitStack() as finishing:
+            finishing.callback(sink.finish)
+            finishing.callback(plain.close)
+            src = finishing.enter_context(open(path, "rb"))
             try:
                 with primitive.new_encrypting_stream(sink, ad) as enc:
                     # Write to the raw stream in small pieces: through its buffered
@@ -130,7 +144,7 @@ def encrypt_file(
                     # raw stream at about 800 MB/s (bench/store.py).
                     raw = getattr(enc, "raw", enc)
                     while chunk := src.read(CHUNK):
-                        hasher.update(chunk)
+                        plain.put(chunk)
                         view = memoryview(chunk)
                         while view:
                             n = raw.write(view[:_PIECE])
@@ -149,32 +163,87 @@ def encrypt_file(
     return ref, sink.size
 
 
-class _HashingSource(io.RawIOBase):
-    """What Tink reads ciphertext from: the stored object, hashed and counted."""
+class _CountingSource(io.RawIOBase):
+    """What Tink reads ciphertext from: the stored object, counted against its recorded
+    size. (Its bytes are not hashed here: every segment is authenticated under a key
+    made for this version alone, and the plaintext is hashed against the ledger's
+    digest; ``store verify`` checks ciphertexts at rest by their digests.)"""
 
     def __init__(self, src: IO[bytes], limit: int) -> None:
         self._src = src
         self._limit = limit
-        self.hasher = hashlib.sha256()
         self.size = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        data = self._src.read(len(b))
-        n = len(data)
+        readinto = getattr(self._src, "readinto", None)
+        if readinto is not None:
+            n = int(readinto(b) or 0)
+        else:
+            data = self._src.read(len(b))
+            n = len(data)
+            b[:n] = data
         self.size += n
         if self.size > self._limit:
             raise IntegrityError(f"the stored object is longer than the {self._limit} recorded")
-        self.hasher.update(data)
-        b[:n] = data
         return n
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._src.close()
         super().close()
+
+
+class _Pipe:
+    """Hands chunks to ``consume`` on a thread of its own (hashlib and file writes
+    release the GIL), so hashing and writing overlap with Tink's work on the caller's
+    thread: at most ``depth`` chunks queued. A 2 GiB get ran at 0.25 GB/s with
+    decrypting, hashing and writing on one thread, 0.46 GB/s with this."""
+
+    def __init__(self, consume: Callable[[bytes], None], name: str, depth: int = 2) -> None:
+        self._consume = consume
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._failed: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._failed:
+                continue
+            try:
+                self._consume(chunk)
+            except BaseException as exc:
+                self._failed.append(exc)
+
+    def put(self, chunk: bytes) -> None:
+        if self._failed:
+            raise self._failed[0]
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for every chunk; raise what ``consume`` met, if anything."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._failed:
+            raise self._failed[0]
+
+
+def _plain_writer(out: IO[bytes], hasher: Any) -> _Pipe:
+    from .artifacts import _WriteBack
+
+    write_back = _WriteBack(out)
+    written = [0]
+
+    def consume(chunk: bytes) -> None:
+        hasher.update(chunk)
+        out.write(chunk)
+        written[0] += len(chunk)
+        write_back.wrote(written[0])
+
+    return _Pipe(consume, "modelchain-decrypt")
 
 
 def decrypt_object(
@@ -189,32 +258,35 @@ def decrypt_object(
     progress: Progress | None = None,
 ) -> None:
     """Decrypt object ``ciphertext_ref`` of ``store`` into ``path``. Returns only when
-    the whole stream authenticated, the ciphertext is the recorded one and the
+    the whole stream authenticated, the ciphertext has its recorded size and the
     plaintext hashes to ``plaintext_ref`` with ``plaintext_size`` bytes; otherwise
     ``path`` is removed and IntegrityError (NotFoundError if the store lacks it)
     raised."""
     tink = _tink()
     algorithm, digest = parse_object_ref(plaintext_ref)
-    _, cdigest = parse_object_ref(ciphertext_ref)
+    parse_object_ref(ciphertext_ref)
     hasher = new_hasher(algorithm)
     primitive = _primitive(data_key)
     size = 0
     try:
-        source = _HashingSource(store.open_read(ciphertext_ref), ciphertext_size)
+        source = _CountingSource(store.open_read(ciphertext_ref), ciphertext_size)
         with open(path, "wb") as out:
+            writer = _plain_writer(out, hasher)
             try:
-                with primitive.new_decrypting_stream(source, ad) as dec:
-                    while chunk := dec.read(CHUNK):
-                        size += len(chunk)
-                        if size > plaintext_size:
-                            raise IntegrityError(
-                                f"{ciphertext_ref} decrypts to more than the "
-                                f"{plaintext_size} bytes registered"
-                            )
-                        hasher.update(chunk)
-                        out.write(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
+                try:
+                    with primitive.new_decrypting_stream(source, ad) as dec:
+                        while chunk := dec.read(CHUNK):
+                            size += len(chunk)
+                            if size > plaintext_size:
+                                raise IntegrityError(
+                                    f"{ciphertext_ref} decrypts to more than the "
+                                    f"{plaintext_size} bytes registered"
+                                )
+                            writer.put(chunk)
+                            if progress is not None:
+                                progress(len(chunk))
+                finally:
+                    writer.close()
             except tink.TinkError as exc:
                 raise IntegrityError(
                     f"{ciphertext_ref} in {store.url} does not decrypt: it was changed, "
@@ -222,7 +294,7 @@ def decrypt_object(
                 ) from exc
             out.flush()
             os.fsync(out.fileno())
-        if source.size != ciphertext_size or source.hasher.hexdigest() != cdigest:
+        if source.size != ciphertext_size:
             raise IntegrityError(f"{ciphertext_ref} in {store.url} is not the recorded ciphertext")
         if size != plaintext_size or hasher.hexdigest() != digest:
             raise IntegrityError(f"{ciphertext_ref} decrypts to bytes that are not {plaintext_ref}")
