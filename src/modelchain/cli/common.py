@@ -49,6 +49,7 @@ __all__ = [
     "configured_stores",
     "emit_json",
     "encrypt_option",
+    "encrypt_version",
     "follow_root_options",
     "json_option",
     "keys_for",
@@ -63,7 +64,9 @@ __all__ = [
     "offline_signer",
     "open_ledger",
     "passphrase_for",
+    "plain_target",
     "quiet_mlflow",
+    "show_storage",
     "signer_for",
     "store_for",
     "store_option",
@@ -128,6 +131,69 @@ def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
     spec = os.environ.get(KEK_ENV) or str(led.home / "kek" / f"{origin}.kek")
     folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
     return KeyService(open_kek(spec, create=create), tuple(DataKeyStore(f) for f in folders))
+
+
+def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore | None:
+    """Where a register uploads while hashing: nowhere when the files go encrypted."""
+    if encrypt and target is None:
+        raise UsageError("--encrypt goes with --store: it says how the files are stored")
+    return None if encrypt else target
+
+
+def encrypt_version(
+    led: Ledger,
+    kind: str,
+    name: str,
+    version: int,
+    path: Path,
+    target: ArtifactStore,
+    signer: Signer,
+) -> None:
+    """Store a just-registered version encrypted (unless the ledger says it already is)."""
+    if led.artifacts.stored(kind, name, version) is not None:
+        return
+    keys = keys_for(led, create=True)
+    from .progress import ProgressLine
+
+    line = ProgressLine("encrypting", "bytes")
+    done = 0
+
+    def moved(n: int) -> None:
+        nonlocal done
+        done += n
+        line(done, manifest.size)
+
+    try:
+        _, manifest = led.artifacts.resolve(kind, name, version)
+        led.artifacts.encrypt(
+            kind,
+            name,
+            version,
+            path,
+            target,
+            keys,
+            signer=signer,
+            progress=moved,
+        )
+    finally:
+        line.close()
+
+
+def show_storage(stored: dict[str, Any] | None, erased: dict[str, Any] | None) -> None:
+    """The lines of ``show`` that say how a version is stored, and its erasure."""
+    if stored is not None:
+        click.echo(
+            f"stored:   encrypted ({stored['scheme']}) in {stored['location']}, "
+            f"{len(stored['objects'])} objects, key entry {stored['key']} "
+            f"(entry {stored['index']}, by {stored['by']})"
+        )
+    if erased is not None:
+        from ..core.times import human_time
+
+        click.echo(
+            f"ERASED:   at entry {erased['index']} ({human_time(erased['time'])}) by "
+            f"{', '.join(erased['signers'])}: {erased['reason']}"
+        )
 
 
 def configured_stores() -> list[str]:

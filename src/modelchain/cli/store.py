@@ -33,65 +33,10 @@ from .progress import ProgressLine, size_text
 if TYPE_CHECKING:
     from typing import Any
 
-    from ..core.identity import Signer
     from ..ledger.ledger import Ledger
     from ..storage.protocols import ArtifactStore
 
 __all__ = ["erase", "pull", "store"]
-
-
-def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore | None:
-    """Where a register uploads while hashing: nowhere when the files go encrypted."""
-    if encrypt and target is None:
-        raise UsageError("--encrypt goes with --store: it says how the files are stored")
-    return None if encrypt else target
-
-
-def encrypt_version(
-    led: Ledger,
-    kind: str,
-    name: str,
-    version: int,
-    path: Path,
-    target: ArtifactStore,
-    signer: Signer,
-) -> None:
-    """Store a just-registered version encrypted (unless the ledger says it already is)."""
-    if led.artifacts.stored(kind, name, version) is not None:
-        return
-    keys = keys_for(led, create=True)
-    line = ProgressLine("encrypting", "bytes")
-    try:
-        _, manifest = led.artifacts.resolve(kind, name, version)
-        led.artifacts.encrypt(
-            kind,
-            name,
-            version,
-            path,
-            target,
-            keys,
-            signer=signer,
-            progress=_moved(line, manifest.size),
-        )
-    finally:
-        line.close()
-
-
-def show_storage(stored: dict[str, Any] | None, erased: dict[str, Any] | None) -> None:
-    """The lines of ``show`` that say how a version is stored, and its erasure."""
-    if stored is not None:
-        click.echo(
-            f"stored:   encrypted ({stored['scheme']}) in {stored['location']}, "
-            f"{len(stored['objects'])} objects, key entry {stored['key']} "
-            f"(entry {stored['index']}, by {stored['by']})"
-        )
-    if erased is not None:
-        from ..core.times import human_time
-
-        click.echo(
-            f"ERASED:   at entry {erased['index']} ({human_time(erased['time'])}) by "
-            f"{', '.join(erased['signers'])}: {erased['reason']}"
-        )
 
 
 def _moved(line: ProgressLine, total: int) -> Callable[[int], None]:
