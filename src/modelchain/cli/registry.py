@@ -21,18 +21,19 @@ from .common import (
     MLFLOW_TRACKING_URI_ENV,
     emit_json,
     encrypt_option,
+    encrypt_version,
     json_option,
     ledger_option,
     name_and_version,
     open_ledger,
     quiet_mlflow,
+    show_storage,
     signer_for,
     store_for,
     store_option,
 )
+from .common import plain_target as _plain_target
 from .progress import ProgressLine, size_text
-from .store import encrypt_version, show_storage
-from .store import plain_target as _plain_target
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
 
