@@ -403,9 +403,7 @@ def test_a_pkcs11_kek_end_to_end(token: Token, tmp_path: Path) -> None:  # noqa:
         f.write_bytes(os.urandom(2 * MiB))
         led.models.register("m", f, signer=_s("bob"))
         led.artifacts.encrypt("model", "m", 1, f, store, keys, signer=_s("bob"))
-        led.artifacts.pull(
-            "model", "m", tmp_path / "out", stores=[store], keys=keys, signer=_s("bob")
-        )
+        led.models.pull("m", tmp_path / "out", stores=[store], keys=keys, signer=_s("bob"))
         assert (tmp_path / "out" / "w.bin").read_bytes() == f.read_bytes()
         led.artifacts.erase(
             "model",
