@@ -111,3 +111,16 @@ def test_open_kek_needs_the_fields_and_a_pin(monkeypatch: pytest.MonkeyPatch) ->
         open_kek("pkcs11:token=t;object=k")
     with pytest.raises(UsageError, match="PIN"):
         open_kek("pkcs11:token=t;object=k;module=/x.so")
+
+
+def test_a_passphrase_protected_kek_file(tmp_path: Path) -> None:
+    path = tmp_path / "org.kek"
+    kek = FileKek(path, passphrase=b"correct horse")
+    assert len(path.read_bytes()) != 32 and b"scrypt" in path.read_bytes()
+    wrapped = kek.wrap(DATA_KEY)
+    again = FileKek(path, passphrase=b"correct horse")
+    assert again.kek_id == kek.kek_id and again.unwrap(wrapped) == DATA_KEY
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        FileKek(path, passphrase=b"wrong")
+    with pytest.raises(KeyStoreError, match="passphrase-protected"):
+        FileKek(path)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDENTITY_ENV",
     "KEK_ENV",
+    "KEK_PASSPHRASE_ENV",
     "KEYSTORE_ENV",
     "LEDGER_ENV",
     "LOG_KEY_ENV",
@@ -88,6 +89,7 @@ MLFLOW_WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
 STORE_ENV = "MODELCHAIN_STORE"  # artifact stores, read here only (pull falls back in order)
 # The organisation's key-encryption key: a file, or pkcs11:token=..;object=..;module=..
 KEK_ENV = "MODELCHAIN_KEK"
+KEK_PASSPHRASE_ENV = "MODELCHAIN_KEK_PASSPHRASE"  # protects a KEK file (made with it, if new)
 KEYSTORE_ENV = "MODELCHAIN_KEYSTORE"  # folders of wrapped data keys (new keys go to the first)
 
 
@@ -121,7 +123,8 @@ def encrypt_option(f: F) -> F:
 def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
     """The organisation's key service: the KEK ``$MODELCHAIN_KEK`` names (a file, or
     ``pkcs11:token=LABEL;object=KEY;module=PATH`` with ``$MODELCHAIN_PKCS11_PIN``), else
-    ``kek/ORIGIN.kek`` in the home (made on first use when ``create``); the key stores
+    ``kek/ORIGIN.kek`` in the home (made on first use when ``create``; protected by
+    ``$MODELCHAIN_KEK_PASSPHRASE`` when set); the key stores
     ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
     ``datakeys/ORIGIN`` in the home."""
     from ..keys.wrap import DataKeyStore, open_kek
@@ -130,7 +133,9 @@ def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
     origin = led.origin.replace("/", "_")
     spec = os.environ.get(KEK_ENV) or str(led.home / "kek" / f"{origin}.kek")
     folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
-    return KeyService(open_kek(spec, create=create), tuple(DataKeyStore(f) for f in folders))
+    secret = os.environ.get(KEK_PASSPHRASE_ENV)
+    kek = open_kek(spec, create=create, passphrase=secret.encode() if secret else None)
+    return KeyService(kek, tuple(DataKeyStore(f) for f in folders))
 
 
 def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore | None:

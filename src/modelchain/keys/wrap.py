@@ -42,6 +42,13 @@ KEK_PKCS11_PREFIX = "pkcs11:"
 _KEK_SIZE = 32
 _ENTRY = re.compile(r"[0-9a-f]{32}\Z")
 _FORMAT = "modelchain-wrapped-key/v1"
+_KEK_FORMAT = "modelchain-kek/v1"
+
+
+def _passphrase_key(passphrase: bytes, salt: bytes) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=32, n=1 << 15, r=8, p=1).derive(passphrase)
 
 
 class KeyWrap(Protocol):
@@ -61,34 +68,81 @@ def _kek_fingerprint(kind: str, material: bytes) -> str:
 
 
 class FileKek:
-    """A KEK in a file: 32 random bytes, mode 0600, created on first use."""
+    """A KEK in a file: 32 random bytes, mode 0600, created on first use. With a
+    ``passphrase`` the file holds the KEK wrapped (RFC 5649) under a key derived from
+    the passphrase with scrypt (n=2**15, r=8, p=1), as JSON; without, the raw bytes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        passphrase: bytes | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             if not create:
                 raise KeyStoreError(f"no key-encryption key at {self.path}")
-            self._create()
+            self._create(passphrase)
         mode = self.path.stat().st_mode & 0o777
         if mode & 0o077:
             raise KeyStoreError(
                 f"the key-encryption key {self.path} is readable by others (mode {mode:o}): "
                 f"chmod 600 {self.path}"
             )
-        key = self.path.read_bytes()
-        if len(key) != _KEK_SIZE:
-            raise KeyStoreError(f"{self.path} is not a key-encryption key ({len(key)} bytes)")
+        key = self._read(self.path.read_bytes(), passphrase)
         self._key = key
         self._id = _kek_fingerprint("file", key)
 
-    def _create(self) -> None:
+    def _read(self, data: bytes, passphrase: bytes | None) -> bytes:
+        if len(data) == _KEK_SIZE:
+            return data
+        try:
+            obj = json.loads(data)
+            if obj.get("format") != _KEK_FORMAT:
+                raise ValueError("not a passphrase-protected KEK")
+            salt = base64.b64decode(obj["salt"])
+            wrapped = base64.b64decode(obj["wrapped"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise KeyStoreError(f"{self.path} is not a key-encryption key") from exc
+        if passphrase is None:
+            raise KeyStoreError(
+                f"the key-encryption key {self.path} is passphrase-protected: "
+                "give its passphrase ($MODELCHAIN_KEK_PASSPHRASE)"
+            )
+        from cryptography.hazmat.primitives.keywrap import (
+            InvalidUnwrap,
+            aes_key_unwrap_with_padding,
+        )
+
+        try:
+            return aes_key_unwrap_with_padding(_passphrase_key(passphrase, salt), wrapped)
+        except InvalidUnwrap as exc:
+            raise KeyStoreError(f"wrong passphrase for the key-encryption key {self.path}") from exc
+
+    def _create(self, passphrase: bytes | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = os.urandom(_KEK_SIZE)
+        data = key
+        if passphrase is not None:
+            from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+            salt = os.urandom(16)
+            wrapped = aes_key_wrap_with_padding(_passphrase_key(passphrase, salt), key)
+            data = json.dumps(
+                {
+                    "format": _KEK_FORMAT,
+                    "kdf": "scrypt-n32768-r8-p1",
+                    "salt": base64.b64encode(salt).decode(),
+                    "wrapped": base64.b64encode(wrapped).decode(),
+                }
+            ).encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return  # another process made it first
         with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(_KEK_SIZE))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
 
@@ -244,11 +298,14 @@ def _unframe(value: bytes) -> bytes:
     return value[2 : n + 2]
 
 
-def open_kek(spec: str, *, pin: str | None = None, create: bool = True) -> KeyWrap:
-    """The KEK ``spec`` names: a file path, or ``pkcs11:token=LABEL;object=KEY;module=PATH``
-    (PIN from ``pin``, else ``$MODELCHAIN_PKCS11_PIN``)."""
+def open_kek(
+    spec: str, *, pin: str | None = None, create: bool = True, passphrase: bytes | None = None
+) -> KeyWrap:
+    """The KEK ``spec`` names: a file path (``passphrase`` for a protected one), or
+    ``pkcs11:token=LABEL;object=KEY;module=PATH`` (PIN from ``pin``, else
+    ``$MODELCHAIN_PKCS11_PIN``)."""
     if not spec.startswith(KEK_PKCS11_PREFIX):
-        return FileKek(spec, create=create)
+        return FileKek(spec, create=create, passphrase=passphrase)
     fields: dict[str, str] = {}
     for part in spec[len(KEK_PKCS11_PREFIX) :].split(";"):
         k, sep, v = part.partition("=")
