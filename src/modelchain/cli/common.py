@@ -29,6 +29,7 @@ from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Ledger
 
 if TYPE_CHECKING:
+    from ..keys.wrap import DataKeyStore
     from ..ledger.artifacts import KeyService
     from ..storage.protocols import ArtifactStore
 
@@ -53,6 +54,7 @@ __all__ = [
     "encrypt_version",
     "follow_root_options",
     "json_option",
+    "key_stores_for",
     "keys_for",
     "keystore",
     "ledger_option",
@@ -120,6 +122,16 @@ def encrypt_option(f: F) -> F:
     )(f)
 
 
+def key_stores_for(led: Ledger) -> list[DataKeyStore]:
+    """The key stores ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
+    ``datakeys/ORIGIN`` in the home."""
+    from ..keys.wrap import DataKeyStore
+
+    origin = led.origin.replace("/", "_")
+    folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
+    return [DataKeyStore(f) for f in folders]
+
+
 def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
     """The organisation's key service: the KEK ``$MODELCHAIN_KEK`` names (a file, or
     ``pkcs11:token=LABEL;object=KEY;module=PATH`` with ``$MODELCHAIN_PKCS11_PIN``), else
@@ -127,15 +139,14 @@ def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
     ``$MODELCHAIN_KEK_PASSPHRASE`` when set); the key stores
     ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
     ``datakeys/ORIGIN`` in the home."""
-    from ..keys.wrap import DataKeyStore, open_kek
+    from ..keys.wrap import open_kek
     from ..ledger.artifacts import KeyService
 
     origin = led.origin.replace("/", "_")
     spec = os.environ.get(KEK_ENV) or str(led.home / "kek" / f"{origin}.kek")
-    folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
     secret = os.environ.get(KEK_PASSPHRASE_ENV)
     kek = open_kek(spec, create=create, passphrase=secret.encode() if secret else None)
-    return KeyService(kek, tuple(DataKeyStore(f) for f in folders))
+    return KeyService(kek, tuple(key_stores_for(led)))
 
 
 def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore | None:

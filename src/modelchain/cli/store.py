@@ -21,6 +21,7 @@ from .common import (
     configured_stores,
     emit_json,
     json_option,
+    key_stores_for,
     keys_for,
     ledger_option,
     name_and_version,
@@ -99,7 +100,10 @@ def pull(
         signer = signer_for(as_name, led)
         stores = stores_for(led, store_urls)
         number, manifest = led.artifacts.resolve(kind, name, version, env)
-        encrypted = led.artifacts.stored(kind, name, number) is not None
+        encrypted = (
+            led.artifacts.stored(kind, name, number) is not None
+            and led.artifacts.erasure(kind, name, number) is None  # that says so first
+        )
         keys = keys_for(led) if encrypted else None
         line = ProgressLine("pulling", "bytes")
         try:
@@ -484,12 +488,12 @@ def erase(
             )
             return
         stores = stores_for(led, store_urls)
-        keys = _keys_if_any(led)
+        key_stores = key_stores_for(led)  # destroying a wrapped key needs no KEK
         if signed is not None:
             led.members.submit(env)  # RejectedError if the contract or policy refuses it
-            result = led.artifacts.shred(kind, name, version, keys=keys, stores=stores)
+            result = led.artifacts.shred(kind, name, version, stores=stores, key_stores=key_stores)
         elif led.artifacts.erasure(kind, name, version) is not None:
-            result = led.artifacts.shred(kind, name, version, keys=keys, stores=stores)
+            result = led.artifacts.shred(kind, name, version, stores=stores, key_stores=key_stores)
         else:
             if not reason:
                 raise UsageError("an erasure needs --reason")
@@ -499,8 +503,8 @@ def erase(
                 version,
                 reason,
                 signers=[signer_for(as_name, led)],
-                keys=keys,
                 stores=stores,
+                key_stores=key_stores,
             )
         erased = led.artifacts.erasure(kind, name, version)
     assert erased is not None
@@ -529,13 +533,3 @@ def erase(
         f"erased {kind} {name} version {version} (entry {erased['index']}, by "
         f"{', '.join(erased['signers'])}): {erased['reason']}"
     )
-
-
-def _keys_if_any(led: Ledger) -> Any:
-    """The key service, if this organisation has a KEK (an erasure needs none to run)."""
-    from ..errors import KeyStoreError
-
-    try:
-        return keys_for(led)
-    except KeyStoreError:
-        return None

@@ -414,6 +414,7 @@ class Artifacts(Facade):
         signers: Sequence[Signer] = (),
         keys: KeyService | None = None,
         stores: Sequence[StoreSpec] = (),
+        key_stores: Sequence[DataKeyStore] = (),
     ) -> ErasureResult:
         """Record the erasure of a version (``artifact.erase``, signed by every one of
         ``signers``: a new ledger's policy wants a data steward and an admin among
@@ -426,7 +427,7 @@ class Artifacts(Facade):
             from ._refusals import refused
 
             raise refused(self._led, envelope, ack, f"{ARTIFACT_ERASE} was rejected")
-        result = self.shred(kind, name, version, keys=keys, stores=stores)
+        result = self.shred(kind, name, version, keys=keys, stores=stores, key_stores=key_stores)
         return ErasureResult(
             ack.index, result.keys_destroyed, result.objects_deleted, result.record_key_destroyed
         )
@@ -439,9 +440,11 @@ class Artifacts(Facade):
         *,
         keys: KeyService | None = None,
         stores: Sequence[StoreSpec] = (),
+        key_stores: Sequence[DataKeyStore] = (),
     ) -> ErasureResult:
         """Destroy what is off the ledger of a version whose erasure the ledger records:
-        its data key in every key store, its objects in every store given (the
+        its data key in every key store (``key_stores`` and those of ``keys``: no KEK
+        is needed to destroy a wrapped key), its objects in every store given (the
         ciphertexts; for a version stored in plaintext, the files no other version
         holds too), and a dataset version's record-proof key. Idempotent: run it
         wherever a copy of the key or objects may live (each organisation's stores)."""
@@ -453,10 +456,10 @@ class Artifacts(Facade):
         doomed: set[str] = set()
         if stored is not None:
             doomed |= {str(o["ciphertext"]) for o in stored["objects"]}
-            if keys is not None:
-                for ks in keys.stores:
-                    if ks.destroy(str(stored["key"])):
-                        destroyed.append(f"{ks.root}/{stored['key']}")
+            every = [*key_stores, *(keys.stores if keys is not None else ())]
+            for ks in every:
+                if ks.destroy(str(stored["key"])):
+                    destroyed.append(f"{ks.root}/{stored['key']}")
         else:
             manifest = self.manifest_of(self._version(kind, name, version))
             doomed |= {object_ref(manifest.algorithm, f.digest) for f in manifest.files}
