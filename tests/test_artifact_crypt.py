@@ -531,3 +531,23 @@ def test_the_dashboard_shows_an_erasure(tmp_path: Path) -> None:
         assert "steward, dave" in erased and "consent withdrawn" in erased
     finally:
         led.close()
+
+
+def test_guarded_loads_without_a_path_name_encryption_and_erasure(tmp_path: Path) -> None:
+    from modelchain.guard import pulled
+
+    led = _ledger(tmp_path)
+    try:
+        keys = KeyService(FileKek(tmp_path / "k.kek"), (DataKeyStore(tmp_path / "dk"),))
+        store = open_store(tmp_path / "store")
+        f = tmp_path / "w.bin"
+        f.write_bytes(b"weights")
+        led.models.register("m", f, signer=_s("bob"))
+        led.artifacts.encrypt("model", "m", 1, f, store, keys, signer=_s("bob"))
+        with pytest.raises(UsageError, match="stored encrypted"):
+            pulled(led, model="m", stores=[store])
+        led.artifacts.erase("model", "m", 1, "withdrawn", signers=[_s("steward"), _s("dave")])
+        with pytest.raises(ErasedError, match="withdrawn"):
+            pulled(led, model="m", stores=[store])
+    finally:
+        led.close()
