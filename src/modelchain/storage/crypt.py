@@ -16,8 +16,6 @@ import contextlib
 import hashlib
 import io
 import os
-import queue
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +24,7 @@ from ..artifacts.hashing import new_hasher
 from ..core import canonical
 from ..core.manifest import object_ref, parse_object_ref
 from ..errors import IntegrityError, StorageError, UsageError
-from .artifacts import CHUNK
+from .artifacts import CHUNK, _WriteBack
 from .protocols import ArtifactStore
 
 __all__ = [
@@ -85,31 +83,24 @@ def associated_data(kind: str, name: str, version: int, plaintext_ref: str) -> b
 
 
 class _UploadSink(io.RawIOBase):
-    """What Tink writes ciphertext to: the store's upload, hashed on the way (on a
-    thread of its own). Tink closes it when the encrypting stream closes; ``finish``
-    waits for the last write; committing is the caller's."""
+    """What Tink writes ciphertext to: the store's upload, hashed on the way. Tink
+    closes it when the encrypting stream closes; committing is the caller's. (Hashing
+    and writing on threads of their own gained nothing: Tink's calls hold the GIL.)"""
 
     def __init__(self, upload: Any) -> None:
+        self._upload = upload
         self.hasher = hashlib.sha256()
         self.size = 0
-
-        def consume(chunk: bytes) -> None:
-            upload.write(chunk)
-            self.hasher.update(chunk)
-
-        self._pipe = _Pipe(consume, "modelchain-encrypt", depth=8)
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
         data = bytes(b)  # Tink may reuse its buffer
-        self._pipe.put(data)
+        self._upload.write(data)
+        self.hasher.update(data)
         self.size += len(data)
         return len(data)
-
-    def finish(self) -> None:
-        self._pipe.close()
 
 
 def encrypt_file(
@@ -131,11 +122,7 @@ def encrypt_file(
     upload = store.upload()
     try:
         sink = _UploadSink(upload)
-        plain = _Pipe(hasher.update, "modelchain-hash")  # beside Tink, which holds the GIL
-        with contextlib.ExitStack() as finishing:
-            finishing.callback(sink.finish)
-            finishing.callback(plain.close)
-            src = finishing.enter_context(open(path, "rb"))
+        with open(path, "rb") as src:
             try:
                 with primitive.new_encrypting_stream(sink, ad) as enc:
                     # Write to the raw stream in small pieces: through its buffered
@@ -144,7 +131,7 @@ def encrypt_file(
                     # raw stream at about 800 MB/s (bench/store.py).
                     raw = getattr(enc, "raw", enc)
                     while chunk := src.read(CHUNK):
-                        plain.put(chunk)
+                        hasher.update(chunk)
                         view = memoryview(chunk)
                         while view:
                             n = raw.write(view[:_PIECE])
@@ -196,56 +183,6 @@ class _CountingSource(io.RawIOBase):
         super().close()
 
 
-class _Pipe:
-    """Hands chunks to ``consume`` on a thread of its own (hashlib and file writes
-    release the GIL), so hashing and writing overlap with Tink's work on the caller's
-    thread: at most ``depth`` chunks queued. A 2 GiB get ran at 0.25 GB/s with
-    decrypting, hashing and writing on one thread, 0.46 GB/s with this."""
-
-    def __init__(self, consume: Callable[[bytes], object], name: str, depth: int = 2) -> None:
-        self._consume = consume
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._failed: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._failed:
-                continue
-            try:
-                self._consume(chunk)
-            except BaseException as exc:
-                self._failed.append(exc)
-
-    def put(self, chunk: bytes) -> None:
-        if self._failed:
-            raise self._failed[0]
-        self._queue.put(chunk)
-
-    def close(self) -> None:
-        """Wait for every chunk; raise what ``consume`` met, if anything."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._failed:
-            raise self._failed[0]
-
-
-def _plain_writer(out: IO[bytes], hasher: Any) -> _Pipe:
-    from .artifacts import _WriteBack
-
-    write_back = _WriteBack(out)
-    written = [0]
-
-    def consume(chunk: bytes) -> None:
-        hasher.update(chunk)
-        out.write(chunk)
-        written[0] += len(chunk)
-        write_back.wrote(written[0])
-
-    return _Pipe(consume, "modelchain-decrypt")
-
-
 def decrypt_object(
     store: ArtifactStore,
     ciphertext_ref: str,
@@ -271,22 +208,21 @@ def decrypt_object(
     try:
         source = _CountingSource(store.open_read(ciphertext_ref), ciphertext_size)
         with open(path, "wb") as out:
-            writer = _plain_writer(out, hasher)
+            write_back = _WriteBack(out)
             try:
-                try:
-                    with primitive.new_decrypting_stream(source, ad) as dec:
-                        while chunk := dec.read(CHUNK):
-                            size += len(chunk)
-                            if size > plaintext_size:
-                                raise IntegrityError(
-                                    f"{ciphertext_ref} decrypts to more than the "
-                                    f"{plaintext_size} bytes registered"
-                                )
-                            writer.put(chunk)
-                            if progress is not None:
-                                progress(len(chunk))
-                finally:
-                    writer.close()
+                with primitive.new_decrypting_stream(source, ad) as dec:
+                    while chunk := dec.read(CHUNK):
+                        size += len(chunk)
+                        if size > plaintext_size:
+                            raise IntegrityError(
+                                f"{ciphertext_ref} decrypts to more than the "
+                                f"{plaintext_size} bytes registered"
+                            )
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        write_back.wrote(size)
+                        if progress is not None:
+                            progress(len(chunk))
             except tink.TinkError as exc:
                 raise IntegrityError(
                     f"{ciphertext_ref} in {store.url} does not decrypt: it was changed, "
