@@ -124,6 +124,19 @@ def test_the_owner_pulls_and_every_byte_matches(world: dict[str, Any]) -> None:
         ("artifact.key.fetch", "accepted"),
         ("access.log", "accepted"),
     ]
+    # another organisation's mirror holds the ciphertexts (verified by their digests)
+    mirror = open_store(world["tmp"] / "mirror")
+    synced = world["led"].artifacts.sync(mirror, world["store"])
+    assert len(synced.copied) == 1 and not synced.damaged
+    _, again = world["led"].artifacts.pull(
+        "dataset",
+        "patients",
+        world["tmp"] / "again",
+        stores=[mirror],
+        keys=world["keys"],
+        signer=_s("steward"),
+    )
+    assert again.served == {next(iter(again.served)): mirror.url}
 
 
 def _damage(store: FsspecArtifactStore, ref: str, how: str, other: str | None = None) -> None:
