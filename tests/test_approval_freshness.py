@@ -17,6 +17,7 @@ import modelchain as mc
 from modelchain.contracts.genesis import genesis_body
 from modelchain.contracts.governance import DEFAULT_APPROVAL_TTL_MS
 from modelchain.contracts.types import APPROVAL_TTL_SET, PERMISSIONS_SET
+from modelchain.contracts.versions import CURRENT_VERSION
 from modelchain.errors import MalformedError, RejectedError, UsageError
 from modelchain.ledger import ledger as ledger_mod
 
@@ -283,7 +284,7 @@ def _deploy_body(version: int) -> dict[str, Any]:
 def test_cli_shows_and_sets_the_period(env: dict[str, str], tmp_path: Path) -> None:
     run_cli(env, "init", "--origin", ORIGIN, "--admin", "alice")
     shown = json.loads(run_cli(env, "governance", "approval-ttl", "--json").stdout)
-    assert shown == {"ttl_ms": 30 * DAY, "contract_version": 5}
+    assert shown == {"ttl_ms": 30 * DAY, "contract_version": CURRENT_VERSION}
     assert run_cli(env, "governance", "approval-ttl").stdout == "approvals count for 30d\n"
     set_ = json.loads(run_cli(env, "governance", "approval-ttl", "90d", "--json").stdout)
     assert set_["result"] == "accepted"

@@ -61,8 +61,8 @@ def arrays_digest(arrays: Arrays) -> str:
         dtype = a.dtype.str.encode()
         h.update(struct.pack("<I", len(dtype)) + dtype)
         h.update(struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", d) for d in a.shape))
-        data = a.tobytes(order="C")
-        h.update(struct.pack("<Q", len(data)))
+        data = a.reshape(-1).view(np.uint8).data  # C order, contiguous: no copy
+        h.update(struct.pack("<Q", data.nbytes))
         h.update(data)
     return "sha256:" + h.hexdigest()
 
@@ -94,6 +94,8 @@ def fedavg(updates: Sequence[Arrays], examples: Sequence[int]) -> list[npt.NDArr
 def fedmedian(updates: Sequence[Arrays]) -> list[npt.NDArray[np.generic]]:
     """The elementwise median of ``updates``, in float64, cast back."""
     _same_shapes(updates)
+    if len(updates) == 1:  # the median of one is itself: no sort of a copy
+        return [np.asarray(a, dtype=np.float64).astype(np.asarray(a).dtype) for a in updates[0]]
     out = []
     for i, first in enumerate(updates[0]):
         stacked = np.stack([np.asarray(u[i], dtype=np.float64) for u in updates])

@@ -1,10 +1,13 @@
 """The dashboard's pages over the ledger: login, overview, models and their
-versions, datasets, runs, the audit trail, entries, members, policies, a
-cluster's nodes, verify by upload, Annex IV exports and the static style sheet."""
+versions, datasets, runs, federated tasks and their credit (CSV too), the audit
+trail, entries, members, policies, a cluster's nodes, verify by upload, Annex IV
+exports and the static style sheet."""
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -37,6 +40,7 @@ __all__ = ["Views"]
 TRAIL_PAGE = 50
 LIST_VERSIONS = 5  # versions per model the model list shows (the model page shows all)
 SEARCH_MAX = 200  # characters of a model-list search
+FL_CREDIT_METHODS = ("examples", "leave-one-out", "shapley-mc")
 PRODUCTION = "production"  # the environment the overview leads with
 DENIED_SHOWN = 50  # denied attempts a version page lists
 DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
@@ -318,6 +322,52 @@ class Views:
             metadata=details.get("metadata", {}),
             byproducts=details.get("byproducts", []),
             produced=produced,
+        )
+
+    # -- federated tasks ------------------------------------------------------------
+
+    def fl_page(self, request: Request) -> Response:
+        who = self.ctx.reader(request)
+        tasks = [self.led.fl.status(t["task"]) for t in self.led.fl.tasks()]
+        tasks.sort(key=lambda t: t["task"])
+        return self.pages.render(request, "fl.html", who=who, tasks=tasks)
+
+    def fl_task_page(self, request: Request) -> Response:
+        who = self.ctx.reader(request)
+        name = request.path_params["task"]
+        status = self.led.fl.status(name)
+        credit = []
+        for method in FL_CREDIT_METHODS:
+            found = self.led.fl.attribution(name, method)
+            if found.rounds:
+                credit.append(found)
+        return self.pages.render(
+            request,
+            "fl_task.html",
+            who=who,
+            task=status,
+            rounds=self.led.fl.rounds(name),
+            credit=credit,
+        )
+
+    def fl_attribution_csv(self, request: Request) -> Response:
+        self.ctx.reader(request)
+        name = request.path_params["task"]
+        method = request.query_params.get("method", "examples")
+        if method not in FL_CREDIT_METHODS:
+            raise UsageError(f"method is one of {', '.join(FL_CREDIT_METHODS)}")
+        found = self.led.fl.attribution(name, method)
+        out = io.StringIO()
+        writer = csv.DictWriter(
+            out, ["task", "method", "round", "participant", "share"], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(found.rows())
+        stem = f"attribution-{name}-{method}".replace('"', "")
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={**HEADERS, "Content-Disposition": f'attachment; filename="{stem}.csv"'},
         )
 
     # -- audit trail and entries ----------------------------------------------------

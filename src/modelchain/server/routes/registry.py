@@ -1,6 +1,6 @@
 """Registry and governance state under ``/v1``: models, datasets, runs,
-members, policies, the audit trail and denied attempts, digest lookups; each
-answer carries the checkpoint it was read at."""
+federated tasks and their credit, members, policies, the audit trail and denied
+attempts, digest lookups; each answer carries the checkpoint it was read at."""
 
 from __future__ import annotations
 
@@ -157,6 +157,33 @@ def registry_router(ctx: ServerContext) -> APIRouter:
         )
         page = ctx.scan(f)
         return answer(page.entries, next_before=page.next_before)
+
+    @r.get("/fl/tasks", summary="Federated tasks: where each stands")
+    def fl_tasks(request: Request) -> Response:
+        ctx.reader(request)
+        return answer([led.fl.status(t["task"]) for t in led.fl.tasks()])
+
+    @r.get("/fl/tasks/{task}", summary="A federated task: rules, participants, final model")
+    def fl_task(request: Request, task: str) -> Response:
+        ctx.reader(request)
+        return answer(led.fl.status(task))
+
+    @r.get("/fl/tasks/{task}/rounds", summary="A task's rounds: updates, aggregate, credit")
+    def fl_rounds(request: Request, task: str) -> Response:
+        ctx.reader(request)
+        return answer(led.fl.rounds(task))
+
+    @r.get(
+        "/fl/tasks/{task}/attribution",
+        summary="Each participant's share of credit by a method, per round and cumulative",
+    )
+    def fl_attribution(
+        request: Request,
+        task: str,
+        method: str = Query("examples", pattern="^(examples|leave-one-out|shapley-mc)$"),
+    ) -> Response:
+        ctx.reader(request)
+        return answer(led.fl.attribution(task, method).to_json())
 
     @r.get("/verify", summary="Which registered version has this digest")
     def verify(request: Request, digest: str = Query(min_length=1, max_length=200)) -> Response:

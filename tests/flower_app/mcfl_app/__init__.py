@@ -1,0 +1,1 @@
+"""A federated logistic regression run by modelchain's Flower strategy."""
