@@ -10,8 +10,13 @@ does to keep an object durable), a copy through user space (read, write, fsync: 
 any copy that looks at the bytes does), hashing alone (``hash_path``), a put (``hash_path``
 with the store as its tee: one read, hashed and written, fsynced, renamed under its
 digest) and a get (``pull_manifest``: fetched, hashed against the manifest, fsynced,
-moved into place). Peak memory is measured in a fresh process (VmHWM less the resident
-size before the work) while it puts the file and pulls it back.
+moved into place). Encrypted (ADR 17): a put (``encrypt_file``: read once, plaintext
+hashed against its digest, Tink's streaming AEAD, ciphertext hashed, written, fsynced,
+renamed; ``register --encrypt`` hashes the file first, so its cost is "hash only" plus
+this) and a get (``pull_manifest`` decrypting: ciphertext read and hashed, every segment
+authenticated, plaintext hashed against the manifest, fsynced, moved into place). Peak
+memory is measured in fresh processes (VmHWM less the resident size before the work)
+while each puts the file and pulls it back, plain and encrypted.
 """
 
 from __future__ import annotations
@@ -27,30 +32,59 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from modelchain.artifacts.hashing import hash_path
 from modelchain.storage.artifacts import open_store, pull_manifest
+from modelchain.storage.crypt import associated_data, decrypt_object, encrypt_file, new_data_key
 
 MiB = 1 << 20
 GB = 1e9
 
 CHILD = """
-import os, sys
+import os, shutil, sys
 from modelchain.artifacts.hashing import hash_path
 from modelchain.storage.artifacts import open_store, pull_manifest
+from modelchain.storage.crypt import associated_data, encrypt_file, new_data_key
+sys.path.insert(0, os.path.dirname(sys.argv[4]))
+from store import decrypting
 
-src, work = sys.argv[1], sys.argv[2]
-store = open_store(os.path.join(work, "mem-store"))
+src, work, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+store = open_store(os.path.join(work, "mem-store-" + mode))
+key = new_data_key()
+
+def move(path, out):
+    manifest = hash_path(path)
+    ref = f"{manifest.algorithm}:{manifest.files[0].digest}"
+    if mode == "plain":
+        hash_path(path, tee=store)
+        pull_manifest([store], manifest, out)
+        return
+    cref, csize = encrypt_file(store, path, ref, key, associated_data("model", "m", 1, ref))
+    fetch = decrypting(cref, csize, key, associated_data("model", "m", 1, ref))
+    pull_manifest([store], manifest, out, fetch_object=fetch)
+
 small = os.path.join(work, "small.bin")
 with open(small, "wb") as f:
     f.write(os.urandom(1 << 20))
-pull_manifest([store], hash_path(small, tee=store), os.path.join(work, "mem-warm"))
+move(small, os.path.join(work, "mem-warm-" + mode))
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-manifest = hash_path(src, tee=store)
-pull_manifest([store], manifest, os.path.join(work, "mem-out"))
+move(src, os.path.join(work, "mem-out-" + mode))
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(int(status["VmHWM"].split()[0]) * 1024 - base)
+shutil.rmtree(os.path.join(work, "mem-out-" + mode), ignore_errors=True)
+shutil.rmtree(os.path.join(work, "mem-store-" + mode), ignore_errors=True)
 """
+
+
+def decrypting(cref: str, csize: int, key: bytes, ad: bytes) -> Any:
+    """A pull's way to fetch the one encrypted object (as ``led.artifacts.pull`` does)."""
+
+    def fetch(stores: Any, ref: str, size: int, shown: str, path: Path, *_: Any) -> str:
+        decrypt_object(stores[0], cref, csize, ref, size, key, ad, path)
+        return str(stores[0].url)
+
+    return fetch
 
 
 def write_file(path: Path, size: int) -> None:
@@ -121,6 +155,27 @@ def main() -> None:
             (tmp / "copy.bin").unlink(missing_ok=True)
 
         ref = f"{manifest.algorithm}:{manifest.files[0].digest}"
+        key = new_data_key()
+        ad = associated_data("model", "m", 1, ref)
+        cstore = open_store(tmp / "cstore")
+        sealed: list[tuple[str, int]] = []
+
+        def clear_cstore() -> None:
+            shutil.rmtree(tmp / "cstore", ignore_errors=True)
+            sealed.clear()
+
+        def put_encrypted() -> None:
+            sealed.append(encrypt_file(cstore, src, ref, key, ad))
+
+        def clear_cout() -> None:
+            shutil.rmtree(tmp / "cout", ignore_errors=True)
+            if not sealed:
+                put_encrypted()
+
+        def get_encrypted() -> None:
+            fetch = decrypting(sealed[-1][0], sealed[-1][1], key, ad)
+            pull_manifest([cstore], manifest, tmp / "cout", fetch_object=fetch)
+
         # name -> (what to do before the clock starts, what is timed)
         cases: dict[str, tuple[Callable[[], None], Callable[[], object]]] = {
             "copy (shutil.copyfile)": (nothing, lambda: shutil.copyfile(src, tmp / "copy.bin")),
@@ -132,6 +187,8 @@ def main() -> None:
                 clear_out,
                 lambda: pull_manifest([store], manifest, tmp / "out"),
             ),
+            "put encrypted (encrypt + store)": (clear_cstore, put_encrypted),
+            "get encrypted (decrypt + verify)": (clear_cout, get_encrypted),
         }
         seconds: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.rounds):
@@ -141,13 +198,20 @@ def main() -> None:
                 warm(src)
                 seconds[name].append(timed(fn))
 
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(src), str(tmp)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        peak = int(child.stdout.split()[-1])
+        shutil.rmtree(tmp / "out", ignore_errors=True)
+        shutil.rmtree(tmp / "cout", ignore_errors=True)
+        shutil.rmtree(store_dir, ignore_errors=True)
+        shutil.rmtree(tmp / "cstore", ignore_errors=True)
+        peaks = {}
+        for mode in ("plain", "encrypted"):
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, str(src), str(tmp), mode, __file__],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            peaks[mode] = int(child.stdout.split()[-1])
+        peak = max(peaks.values())
 
         rate = {n: size / statistics.median(s) / GB for n, s in seconds.items()}
         print(
@@ -166,10 +230,18 @@ def main() -> None:
         ok_mem = peak < 64 * MiB
         verdict = "ok" if ok_put else "MISSED"
         print(f"  {'put / copy':<28} {put_ratio:5.2f}x  target >= 0.9   {verdict}")
-        print(
-            f"  {'peak memory moving the file':<28} {peak / MiB:5.1f} MiB  target < 64 MiB  "
-            f"{'ok' if ok_mem else 'MISSED'}"
-        )
+        enc_put = rate["put encrypted (encrypt + store)"] / copy
+        enc_get = rate["get encrypted (decrypt + verify)"] / copy
+        ok_enc = enc_put >= 0.7 and enc_get >= 0.7
+        for label, value in (("encrypted put / copy", enc_put), ("encrypted get / copy", enc_get)):
+            print(
+                f"  {label:<28} {value:5.2f}x  target >= 0.7   {'ok' if value >= 0.7 else 'MISSED'}"
+            )
+        for mode, value in peaks.items():
+            print(
+                f"  {'peak memory, ' + mode:<28} {value / MiB:5.1f} MiB  target < 64 MiB  "
+                f"{'ok' if value < 64 * MiB else 'MISSED'}"
+            )
         print()
         synced = rate["copy + fsync"]
         user = rate["read + write + fsync"]
@@ -181,7 +253,19 @@ def main() -> None:
             ("put / hash only", rate["put (hash + store, one read)"] / rate["hash only"]),
         ):
             print(f"  {label:<28} {value:5.2f}x")
-        failed = (not ok_put) + (not ok_mem)
+        enc_hash = (
+            size
+            / (
+                statistics.median(seconds["hash only"])
+                + statistics.median(seconds["put encrypted (encrypt + store)"])
+            )
+            / GB
+        )
+        print(
+            f"  {'register --encrypt (hash, then put encrypted)':<28} {enc_hash:6.2f} GB/s, "
+            f"{enc_hash / copy:5.2f}x copy"
+        )
+        failed = (not ok_put) + (not ok_mem) + (not ok_enc)
         print(f"\n{failed} target(s) missed" if failed else "\nall targets met")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

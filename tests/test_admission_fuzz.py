@@ -220,6 +220,33 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "fl.task.finalize": ("alice", {"task": "t1", "model": dict(_REF)}),
+    # encrypted artifacts, grants and erasure (contract-set version 7)
+    "artifact.store": (
+        "steward",
+        {
+            "artifact": {"kind": "dataset", "name": "iris", "version": 1},
+            "scheme": "tink-streaming-aes256-gcm-hkdf-1mb",
+            "key": "0f" * 16,
+            "location": "/srv/artifacts",
+            "objects": [{"digest": _DIGEST, "ciphertext": _DIGEST, "size": 100}],
+        },
+    ),
+    "artifact.grant": (
+        "steward",
+        {"artifact": {"kind": "dataset", "name": "iris"}, "member": "bob", "version": None},
+    ),
+    "artifact.revoke": (
+        "steward",
+        {"artifact": {"kind": "dataset", "name": "iris"}, "member": "bob"},
+    ),
+    "artifact.key.fetch": (
+        "bob",
+        {"artifact": {"kind": "dataset", "name": "iris", "version": 1}, "purpose": "training"},
+    ),
+    "artifact.erase": (
+        "steward",
+        {"artifact": {"kind": "dataset", "name": "iris", "version": 1}, "reason": "request"},
+    ),
 }
 
 

@@ -33,6 +33,7 @@ HEAVY = [
     "safetensors",
     "sklearn",
     "starlette",
+    "tink",
     "torch",
     "typer",
     "uvicorn",

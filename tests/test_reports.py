@@ -119,6 +119,9 @@ def _build(root: Path) -> World:
     ).index
     w.at["holdout"] = d.register("holdout", holdout, signer=s("steward")).index
     w.at["att_holdout"] = d.attest("holdout", 1, {"passed": True}, signer=s("val")).index
+    w.at["erase_tx1"] = led.artifacts.erase(
+        "dataset", "tx", 1, "retention period over", signers=[s("steward"), s("dave")]
+    ).index
     led.runs.record(
         "run-1",
         outputs=[v1],
@@ -276,6 +279,13 @@ def test_development_names_runs_and_the_base_model(world: World, doc: AnnexIV) -
     assert (base.data["name"], base.data["version"], base.data["org"]) == ("fraud", 1, "acme")
     assert base.entries == (world.at["v1"],) and base.data["digest"] == world.digests[1]
     assert base.data["use"] == "the parent of fraud version 2; a base model of training run run-2"
+
+
+def test_data_section_shows_an_erasure_with_who_when_and_why(world: World, doc: AnnexIV) -> None:
+    (erased,) = _statements(doc, "data", "data_erasure")
+    assert erased.entries == (world.at["erase_tx1"],)
+    assert erased.data["by"] == ["steward", "dave"] and erased.data["version"] == 1
+    assert "retention period over" in erased.text and "erased at" in erased.text
 
 
 def test_data_section_has_provenance_ingest_and_quality(world: World, doc: AnnexIV) -> None:

@@ -7,6 +7,7 @@ API's error bodies) and an ``exit_code``; the CLI maps exit codes in one place
     Error                         base; never raised directly
     ├── UsageError                bad arguments or configuration            exit 2
     ├── NotFoundError             no such ledger, entry, identity, ...      exit 3
+    │   └── ErasedError           the artifact version was erased (who, when, why)
     ├── InputError                malformed input; nothing was written      exit 4
     │   ├── MalformedError        not JSON / wrong shape
     │   │   └── Base64Error       a field that must be base64 is not
@@ -69,6 +70,12 @@ class UsageError(Error):
 class NotFoundError(Error):
     code = "not_found"
     exit_code = 3
+
+
+class ErasedError(NotFoundError):
+    """The artifact version was erased: its content is gone for good."""
+
+    code = "erased"
 
 
 class InputError(Error):
@@ -276,6 +283,7 @@ __all__ = [
     "Base64Error",
     "ClockSkewError",
     "ContractVersionError",
+    "ErasedError",
     "Error",
     "ForbiddenError",
     "InputError",

@@ -130,6 +130,19 @@ def pulled(
     number, manifest = led.artifacts.resolve("model", model, version, env)
     folder = led.home / "pulled" / f"{model}@{number}"
     if not folder.is_dir():
+        erased = led.artifacts.erasure("model", model, number)
+        if erased is not None:
+            from .errors import ErasedError
+
+            raise ErasedError(
+                f"model {model} version {number} was erased at entry {erased['index']} "
+                f"by {erased['by']}: {erased['reason']}"
+            )
+        if led.artifacts.stored("model", model, number) is not None:
+            raise UsageError(
+                f"{model} version {number} is stored encrypted: pull it with its key "
+                "(`led.models.pull(..., keys=...)`, `modelchain pull`) and pass the path"
+            )
         opened = [led.artifact_store()] if stores is None else [as_store(s) for s in stores]
         pull_manifest(opened, manifest, folder)
     names = [f.path for f in manifest.files]

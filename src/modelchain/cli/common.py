@@ -29,10 +29,15 @@ from ..ledger import ledger as ledger_mod
 from ..ledger.ledger import Ledger
 
 if TYPE_CHECKING:
+    from ..keys.wrap import DataKeyStore
+    from ..ledger.artifacts import KeyService
     from ..storage.protocols import ArtifactStore
 
 __all__ = [
     "IDENTITY_ENV",
+    "KEK_ENV",
+    "KEK_PASSPHRASE_ENV",
+    "KEYSTORE_ENV",
     "LEDGER_ENV",
     "LOG_KEY_ENV",
     "LOG_KEY_PASSPHRASE_ENV",
@@ -45,8 +50,12 @@ __all__ = [
     "NewLogKey",
     "configured_stores",
     "emit_json",
+    "encrypt_option",
+    "encrypt_version",
     "follow_root_options",
     "json_option",
+    "key_stores_for",
+    "keys_for",
     "keystore",
     "ledger_option",
     "log_key_options",
@@ -58,7 +67,9 @@ __all__ = [
     "offline_signer",
     "open_ledger",
     "passphrase_for",
+    "plain_target",
     "quiet_mlflow",
+    "show_storage",
     "signer_for",
     "store_for",
     "store_option",
@@ -78,6 +89,10 @@ PKCS11_PIN_ENV = "MODELCHAIN_PKCS11_PIN"
 MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 MLFLOW_WEBHOOK_SECRET_ENV = "MODELCHAIN_MLFLOW_WEBHOOK_SECRET"
 STORE_ENV = "MODELCHAIN_STORE"  # artifact stores, read here only (pull falls back in order)
+# The organisation's key-encryption key: a file, or pkcs11:token=..;object=..;module=..
+KEK_ENV = "MODELCHAIN_KEK"
+KEK_PASSPHRASE_ENV = "MODELCHAIN_KEK_PASSPHRASE"  # protects a KEK file (made with it, if new)
+KEYSTORE_ENV = "MODELCHAIN_KEYSTORE"  # folders of wrapped data keys (new keys go to the first)
 
 
 def store_option(f: F) -> F:
@@ -92,6 +107,109 @@ def store_option(f: F) -> F:
         help="Also upload the files to the artifact store while hashing them (one read): "
         f"URL, else ${STORE_ENV}, else artifacts/ in the ledger directory.",
     )(f)
+
+
+def encrypt_option(f: F) -> F:
+    """``--encrypt`` on a register command (with ``--store``)."""
+    return click.option(
+        "--encrypt",
+        is_flag=True,
+        help="With --store: store the files encrypted (Tink streaming AEAD, a fresh data key "
+        f"wrapped by the organisation's key-encryption key: ${KEK_ENV}, else created on first "
+        f"use under $MODELCHAIN_HOME/kek/) instead of in plaintext; the wrapped key goes to "
+        f"${KEYSTORE_ENV}, else $MODELCHAIN_HOME/datakeys/. Pulling it then needs a grant "
+        "(`modelchain store grant`).",
+    )(f)
+
+
+def key_stores_for(led: Ledger) -> list[DataKeyStore]:
+    """The key stores ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
+    ``datakeys/ORIGIN`` in the home."""
+    from ..keys.wrap import DataKeyStore
+
+    origin = led.origin.replace("/", "_")
+    folders = os.environ.get(KEYSTORE_ENV, "").split() or [str(led.home / "datakeys" / origin)]
+    return [DataKeyStore(f) for f in folders]
+
+
+def keys_for(led: Ledger, *, create: bool = False) -> KeyService:
+    """The organisation's key service: the KEK ``$MODELCHAIN_KEK`` names (a file, or
+    ``pkcs11:token=LABEL;object=KEY;module=PATH`` with ``$MODELCHAIN_PKCS11_PIN``), else
+    ``kek/ORIGIN.kek`` in the home (made on first use when ``create``; protected by
+    ``$MODELCHAIN_KEK_PASSPHRASE`` when set); the key stores
+    ``$MODELCHAIN_KEYSTORE`` names (folders, separated by spaces), else
+    ``datakeys/ORIGIN`` in the home."""
+    from ..keys.wrap import open_kek
+    from ..ledger.artifacts import KeyService
+
+    origin = led.origin.replace("/", "_")
+    spec = os.environ.get(KEK_ENV) or str(led.home / "kek" / f"{origin}.kek")
+    secret = os.environ.get(KEK_PASSPHRASE_ENV)
+    kek = open_kek(spec, create=create, passphrase=secret.encode() if secret else None)
+    return KeyService(kek, tuple(key_stores_for(led)))
+
+
+def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore | None:
+    """Where a register uploads while hashing: nowhere when the files go encrypted."""
+    if encrypt and target is None:
+        raise UsageError("--encrypt goes with --store: it says how the files are stored")
+    return None if encrypt else target
+
+
+def encrypt_version(
+    led: Ledger,
+    kind: str,
+    name: str,
+    version: int,
+    path: Path,
+    target: ArtifactStore,
+    signer: Signer,
+) -> None:
+    """Store a just-registered version encrypted (unless the ledger says it already is)."""
+    if led.artifacts.stored(kind, name, version) is not None:
+        return
+    keys = keys_for(led, create=True)
+    from .progress import ProgressLine
+
+    line = ProgressLine("encrypting", "bytes")
+    done = 0
+
+    def moved(n: int) -> None:
+        nonlocal done
+        done += n
+        line(done, manifest.size)
+
+    try:
+        _, manifest = led.artifacts.resolve(kind, name, version)
+        led.artifacts.encrypt(
+            kind,
+            name,
+            version,
+            path,
+            target,
+            keys,
+            signer=signer,
+            progress=moved,
+        )
+    finally:
+        line.close()
+
+
+def show_storage(stored: dict[str, Any] | None, erased: dict[str, Any] | None) -> None:
+    """The lines of ``show`` that say how a version is stored, and its erasure."""
+    if stored is not None:
+        click.echo(
+            f"stored:   encrypted ({stored['scheme']}) in {stored['location']}, "
+            f"{len(stored['objects'])} objects, key entry {stored['key']} "
+            f"(entry {stored['index']}, by {stored['by']})"
+        )
+    if erased is not None:
+        from ..core.times import human_time
+
+        click.echo(
+            f"ERASED:   at entry {erased['index']} ({human_time(erased['time'])}) by "
+            f"{', '.join(erased['signers'])}: {erased['reason']}"
+        )
 
 
 def configured_stores() -> list[str]:

@@ -20,15 +20,19 @@ from ..errors import UsageError
 from .common import (
     MLFLOW_TRACKING_URI_ENV,
     emit_json,
+    encrypt_option,
+    encrypt_version,
     json_option,
     ledger_option,
     name_and_version,
     open_ledger,
     quiet_mlflow,
+    show_storage,
     signer_for,
     store_for,
     store_option,
 )
+from .common import plain_target as _plain_target
 from .progress import ProgressLine, size_text
 
 __all__ = ["dataset", "hash_cmd", "model", "oms", "run", "verify_cmd"]
@@ -168,6 +172,7 @@ def _dataset_out(v: Any, as_json: bool, verb: str) -> None:
 @algorithm_option
 @shard_option
 @store_option
+@encrypt_option
 @as_option
 @json_option
 def dataset_register(
@@ -181,6 +186,7 @@ def dataset_register(
     algorithm: str,
     shard_size: int | None,
     store_url: str | None,
+    encrypt: bool,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -188,7 +194,8 @@ def dataset_register(
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
         target = store_for(led, store_url)
-        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
+        plain_target = _plain_target(target, encrypt)
+        progress = ProgressLine("hashing" if plain_target is None else "storing", "bytes")
         try:
             v = led.datasets.register(
                 name,
@@ -200,10 +207,12 @@ def dataset_register(
                 algorithm=_algorithm(algorithm, shard_size),
                 signer=signer,
                 progress=progress,
-                store=target,
+                store=plain_target,
             )
         finally:
             progress.close()
+        if encrypt and target is not None:
+            encrypt_version(led, "dataset", name, v.version, path, target, signer)
     _dataset_out(v, as_json, "registered")
 
 
@@ -217,6 +226,7 @@ def dataset_register(
 @click.option("--collected-at", type=int, help="When, in ms since the epoch (default now).")
 @click.option("--no-records", is_flag=True, help="Skip the record-level root of CSV/Parquet.")
 @store_option
+@encrypt_option
 @as_option
 @json_option
 def dataset_ingest(
@@ -229,6 +239,7 @@ def dataset_ingest(
     collected_at: int | None,
     no_records: bool,
     store_url: str | None,
+    encrypt: bool,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -236,7 +247,8 @@ def dataset_ingest(
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
         target = store_for(led, store_url)
-        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
+        plain_target = _plain_target(target, encrypt)
+        progress = ProgressLine("hashing" if plain_target is None else "storing", "bytes")
         try:
             v = led.datasets.ingest(
                 name,
@@ -248,10 +260,12 @@ def dataset_ingest(
                 records=not no_records,
                 signer=signer,
                 progress=progress,
-                store=target,
+                store=plain_target,
             )
         finally:
             progress.close()
+        if encrypt and target is not None:
+            encrypt_version(led, "dataset", name, v.version, path, target, signer)
     _dataset_out(v, as_json, "ingested")
 
 
@@ -266,10 +280,13 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     with open_ledger(ledger_dir, readonly=True) as led:
         info = led.datasets.info(name)
         v = led.datasets.get(name, version)
+        stored = led.artifacts.stored("dataset", name, v.version)
+        erased = led.artifacts.erasure("dataset", name, v.version)
     record = {k: val for k, val in v.record.items() if k != "artifact"}
     art = {k: val for k, val in v.record["artifact"].items() if k != "manifest"}
     if as_json:
-        emit_json({"dataset": info, "version": {**record, "artifact": art}})
+        extra = {"stored": stored, "erasure": erased}
+        emit_json({"dataset": info, "version": {**record, "artifact": art, **extra}})
         return
     click.echo(f"dataset:  {info['name']} (owner {info['owner']}, latest {info['latest']})")
     click.echo(f"source:   {info['source']}\nlicense:  {info['license']}")
@@ -283,6 +300,7 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     if record.get("ingest"):
         i = record["ingest"]
         click.echo(f"ingest:   batch {i['batch']} from {i['source']} by {i['collected_by']}")
+    show_storage(stored, erased)
 
 
 @click.command("list")
@@ -474,6 +492,7 @@ def _model_out(v: Any, as_json: bool) -> None:
 @algorithm_option
 @shard_option
 @store_option
+@encrypt_option
 @as_option
 @json_option
 def model_register(
@@ -487,6 +506,7 @@ def model_register(
     algorithm: str,
     shard_size: int | None,
     store_url: str | None,
+    encrypt: bool,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -494,7 +514,8 @@ def model_register(
     with open_ledger(ledger_dir) as led:
         signer = signer_for(as_name, led)
         target = store_for(led, store_url)
-        progress = ProgressLine("hashing" if target is None else "storing", "bytes")
+        plain_target = _plain_target(target, encrypt)
+        progress = ProgressLine("hashing" if plain_target is None else "storing", "bytes")
         try:
             v = led.models.register(
                 name,
@@ -506,10 +527,12 @@ def model_register(
                 algorithm=_algorithm(algorithm, shard_size),
                 signer=signer,
                 progress=progress,
-                store=target,
+                store=plain_target,
             )
         finally:
             progress.close()
+        if encrypt and target is not None:
+            encrypt_version(led, "model", name, v.version, path, target, signer)
     _model_out(v, as_json)
 
 
@@ -527,9 +550,12 @@ def model_show(
     with open_ledger(ledger_dir, readonly=True) as led:
         v = led.models.get(name, version)
         manifest = led.models.manifest(name, v.version)
+        stored = led.artifacts.stored("model", name, v.version)
+        erased = led.artifacts.erasure("model", name, v.version)
     record = {k: val for k, val in v.record.items() if k != "artifact"}
     if as_json:
-        emit_json({**record, "digest": v.digest, "manifest": manifest.to_json()})
+        extra = {"stored": stored, "erasure": erased}
+        emit_json({**record, "digest": v.digest, "manifest": manifest.to_json(), **extra})
         return
     art = v.record["artifact"]
     click.echo(f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})")
@@ -540,6 +566,7 @@ def model_show(
     click.echo(f"parent:   {parent['name'] + '@' + str(parent['version']) if parent else '-'}")
     if record["metrics"]:
         click.echo("metrics:  " + json.dumps(record["metrics"], sort_keys=True))
+    show_storage(stored, erased)
     if files:
         _print_manifest(manifest)
 

@@ -1,4 +1,5 @@
-"""CLI commands of the artifact store: ``pull`` and ``store ls|gc|verify|sync``.
+"""CLI commands of the artifact store: ``pull``, ``store ls|gc|verify|sync``, access to
+encrypted versions (``store grant|revoke|grants``) and ``erase``.
 
 Which store: ``--store URL`` (a folder or an fsspec URL such as s3://bucket/prefix),
 else ``$MODELCHAIN_STORE`` (several, separated by spaces, for a pull to fall back on),
@@ -13,12 +14,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..core import canonical
 from ..errors import IntegrityError, UsageError
 from .common import (
     STORE_ENV,
     configured_stores,
     emit_json,
     json_option,
+    key_stores_for,
+    keys_for,
     ledger_option,
     name_and_version,
     open_ledger,
@@ -28,10 +32,12 @@ from .common import (
 from .progress import ProgressLine, size_text
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..ledger.ledger import Ledger
     from ..storage.protocols import ArtifactStore
 
-__all__ = ["pull", "store"]
+__all__ = ["erase", "pull", "store"]
 
 
 def _moved(line: ProgressLine, total: int) -> Callable[[int], None]:
@@ -80,7 +86,13 @@ def pull(
     as_json: bool,
 ) -> None:
     """Fetch a registered model or dataset version into DEST, every byte verified
-    against the ledger before anything is written to DEST; the access is recorded."""
+    against the ledger before anything is written to DEST; the access is recorded.
+
+    An encrypted version's data key is asked of the ledger first (refused, and the
+    refusal logged, unless you hold a grant: `modelchain store grant`), then unwrapped
+    with the organisation's key-encryption key ($MODELCHAIN_KEK) and each object decrypted
+    and checked whole before anything lands in DEST. An erased version says who
+    erased it, when and why."""
     name, version = name_and_version(name, version)
     with open_ledger(ledger_dir) as led:
         if kind is None:
@@ -88,6 +100,11 @@ def pull(
         signer = signer_for(as_name, led)
         stores = stores_for(led, store_urls)
         number, manifest = led.artifacts.resolve(kind, name, version, env)
+        encrypted = (
+            led.artifacts.stored(kind, name, number) is not None
+            and led.artifacts.erasure(kind, name, number) is None  # that says so first
+        )
+        keys = keys_for(led) if encrypted else None
         line = ProgressLine("pulling", "bytes")
         try:
             _, result = led.artifacts.pull(
@@ -99,6 +116,7 @@ def pull(
                 purpose=purpose,
                 signer=signer,
                 progress=_moved(line, manifest.size),
+                keys=keys,
             )
         finally:
             line.close()
@@ -297,7 +315,221 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
         )
 
 
+def _kind_option(f: Any) -> Any:
+    return click.option(
+        "--kind",
+        type=click.Choice(["model", "dataset"]),
+        help="Whether NAME is a model or a dataset (needed only when both exist).",
+    )(f)
+
+
+@click.command("grant")
+@ledger_option
+@click.argument("name")
+@click.argument("member")
+@click.option("--version", type=int, help="Only this version (default: every version).")
+@_kind_option
+@click.option("--as", "as_name", help="Identity that signs the grant.")
+@json_option
+def store_grant(
+    ledger_dir: Path,
+    name: str,
+    member: str,
+    version: int | None,
+    kind: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Let MEMBER obtain the data keys of NAME's encrypted versions (artifact.grant:
+    data stewards and admins by default; a policy on artifact.grant may ask more)."""
+    with open_ledger(ledger_dir) as led:
+        kind = kind or _kind_of(led, name)
+        ack = led.artifacts.grant(
+            kind, name, member, version=version, signer=signer_for(as_name, led)
+        )
+    which = "every version" if version is None else f"version {version}"
+    if as_json:
+        emit_json(
+            {"index": ack.index, "kind": kind, "name": name, "member": member, "version": version}
+        )
+    else:
+        click.echo(f"granted {member} the keys of {kind} {name}, {which} (entry {ack.index})")
+
+
+@click.command("revoke")
+@ledger_option
+@click.argument("name")
+@click.argument("member")
+@_kind_option
+@click.option("--as", "as_name", help="Identity that signs the revocation.")
+@json_option
+def store_revoke(
+    ledger_dir: Path,
+    name: str,
+    member: str,
+    kind: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Withdraw MEMBER's grant for NAME (keys already obtained cannot be taken back)."""
+    with open_ledger(ledger_dir) as led:
+        kind = kind or _kind_of(led, name)
+        ack = led.artifacts.revoke(kind, name, member, signer=signer_for(as_name, led))
+    if as_json:
+        emit_json({"index": ack.index, "kind": kind, "name": name, "member": member})
+    else:
+        click.echo(f"revoked {member}'s grant for {kind} {name} (entry {ack.index})")
+
+
+@click.command("grants")
+@ledger_option
+@click.argument("name")
+@_kind_option
+@json_option
+def store_grants(ledger_dir: Path, name: str, kind: str | None, as_json: bool) -> None:
+    """Who may obtain the data keys of NAME's encrypted versions."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        kind = kind or _kind_of(led, name)
+        found = led.artifacts.grants(kind, name)
+    if as_json:
+        emit_json(found)
+        return
+    for g in found:
+        which = "every version" if g["version"] is None else f"version {g['version']}"
+        click.echo(f"{g['member']}\t{which}\tby {', '.join(g['by'])} (entry {g['index']})")
+    if not found:
+        click.echo(f"no grants for {kind} {name}")
+
+
 store.add_command(store_ls)
 store.add_command(store_gc)
 store.add_command(store_verify)
 store.add_command(store_sync)
+store.add_command(store_grant)
+store.add_command(store_revoke)
+store.add_command(store_grants)
+
+
+@click.command("erase")
+@ledger_option
+@click.argument("name", required=False)
+@click.option("--version", "version", type=int, help="The version to erase.")
+@click.option("--reason", help="Why (recorded on the ledger: keep personal data out of it).")
+@_kind_option
+@click.option(
+    "--store",
+    "store_urls",
+    multiple=True,
+    metavar="URL",
+    help=f"An artifact store to delete the objects from (repeatable; default ${STORE_ENV} "
+    "or the ledger's own).",
+)
+@click.option(
+    "--draft",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed erasure here for others to co-sign (`modelchain tx sign`) "
+    "instead of submitting it.",
+)
+@click.option(
+    "--signed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Submit this co-signed erasure draft, then destroy what it erases.",
+)
+@click.option("--as", "as_name", help="Identity that signs the erasure.")
+@json_option
+def erase(
+    ledger_dir: Path,
+    name: str | None,
+    version: int | None,
+    reason: str | None,
+    kind: str | None,
+    store_urls: tuple[str, ...],
+    draft: Path | None,
+    signed: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Erase version --version of dataset (or model) NAME: record the erasure
+    (artifact.erase, with --reason), then destroy its data key in every key store
+    ($MODELCHAIN_KEYSTORE), delete its objects from the artifact stores and, for a
+    dataset, its record-proof key. The ledger keeps verifying; a saved copy of the
+    ciphertext can no longer be decrypted.
+
+    A new ledger's policy wants a data steward and an admin among the signers: one
+    writes a draft (--draft FILE), the other co-signs it (`modelchain tx sign FILE`),
+    and either submits it (--signed FILE). Running it again for an erasure already
+    recorded destroys whatever is left (in other stores, say)."""
+    from ..contracts.types import ARTIFACT_ERASE
+    from ..core.dsse import Envelope
+    from ..core.tx import Transaction
+
+    if signed is not None:
+        env = Envelope.from_json(canonical.loads(signed.read_bytes()))
+        tx = Transaction.from_json(canonical.loads_canonical(env.payload))
+        if tx.type != ARTIFACT_ERASE:
+            raise UsageError(f"{signed} is a {tx.type} transaction, not {ARTIFACT_ERASE}")
+        art = tx.body["artifact"]
+        kind, name, version = art["kind"], art["name"], int(art["version"])
+    if name is None or version is None:
+        raise UsageError("say what to erase: NAME --version V (or --signed FILE)")
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
+        kind = kind or _kind_of(led, name)
+        if draft is not None:
+            if not reason:
+                raise UsageError("an erasure needs --reason")
+            signer = signer_for(as_name, led)
+            body = {"artifact": {"kind": kind, "name": name, "version": version}, "reason": reason}
+            env = led.members.draft(ARTIFACT_ERASE, body, signer.name).with_signature(signer)
+            draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
+            click.echo(
+                f"wrote {draft}: erase {kind} {name} version {version}; co-sign with "
+                f"`modelchain tx sign {draft} --as NAME`, then "
+                f"`modelchain erase --signed {draft}`"
+            )
+            return
+        stores = stores_for(led, store_urls)
+        key_stores = key_stores_for(led)  # destroying a wrapped key needs no KEK
+        if signed is not None:
+            led.members.submit(env)  # RejectedError if the contract or policy refuses it
+            result = led.artifacts.shred(kind, name, version, stores=stores, key_stores=key_stores)
+        elif led.artifacts.erasure(kind, name, version) is not None:
+            result = led.artifacts.shred(kind, name, version, stores=stores, key_stores=key_stores)
+        else:
+            if not reason:
+                raise UsageError("an erasure needs --reason")
+            result = led.artifacts.erase(
+                kind,
+                name,
+                version,
+                reason,
+                signers=[signer_for(as_name, led)],
+                stores=stores,
+                key_stores=key_stores,
+            )
+        erased = led.artifacts.erasure(kind, name, version)
+    assert erased is not None
+    if as_json:
+        emit_json(
+            {
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "index": erased["index"],
+                "by": erased["signers"],
+                "reason": erased["reason"],
+                "keys_destroyed": list(result.keys_destroyed),
+                "objects_deleted": list(result.objects_deleted),
+                "record_key_destroyed": result.record_key_destroyed,
+            }
+        )
+        return
+    for k in result.keys_destroyed:
+        click.echo(f"destroyed data key {k}")
+    for o in result.objects_deleted:
+        click.echo(f"deleted {o}")
+    if result.record_key_destroyed:
+        click.echo("destroyed the record-proof key")
+    click.echo(
+        f"erased {kind} {name} version {version} (entry {erased['index']}, by "
+        f"{', '.join(erased['signers'])}): {erased['reason']}"
+    )

@@ -27,7 +27,7 @@ from .state import (
     member_key,
     policy_key,
 )
-from .versions import CURRENT_VERSION, FL_VERSION
+from .versions import ARTIFACT_VERSION, CURRENT_VERSION, FL_VERSION
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -82,6 +82,16 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     t.FL_ROUND_AGGREGATE: ["fl-coordinator"],
     t.FL_CREDIT_RECORD: ["fl-coordinator", "evaluator"],
     t.FL_TASK_FINALIZE: ["fl-coordinator"],
+    # encrypted artifacts (contract-set version 7 on): whoever registers a version
+    # may record how it is stored; data stewards and admins grant and revoke access
+    # to data keys and erase versions (the default policy wants both roles among
+    # the signers); any member may ask for a key: the contract refuses, and the
+    # log keeps the refusal, unless the member holds a grant.
+    t.ARTIFACT_STORE: ["admin", "data-steward", "trainer"],
+    t.ARTIFACT_GRANT: ["admin", "data-steward"],
+    t.ARTIFACT_REVOKE: ["admin", "data-steward"],
+    t.ARTIFACT_KEY_FETCH: [ANY_MEMBER],
+    t.ARTIFACT_ERASE: ["admin", "data-steward"],
 }
 
 
@@ -89,10 +99,13 @@ def default_permissions(version: int = CURRENT_VERSION) -> dict[str, list[str]]:
     """The role map a genesis starts from. Version 1 had no ``ANY_MEMBER``: the
     types it leaves open are absent from its map instead. The ``fl.*`` types are
     listed from version 6 on: a ledger started on an older version that
-    activates 6 denies them until its quorum grants them (``permissions.set``)."""
+    activates 6 denies them until its quorum grants them (``permissions.set``);
+    likewise the ``artifact.*`` types from version 7 on."""
     found = {k: list(v) for k, v in DEFAULT_PERMISSIONS.items()}
     if version < FL_VERSION:
         found = {k: v for k, v in found.items() if k not in t.FL_TYPES}
+    if version < ARTIFACT_VERSION:
+        found = {k: v for k, v in found.items() if k not in t.ARTIFACT_TYPES}
     if version >= 2:
         return found
     return {k: v for k, v in found.items() if v != [ANY_MEMBER]}

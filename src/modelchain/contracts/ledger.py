@@ -15,6 +15,7 @@ from typing import Any
 from ..core.identity import VerifierKey
 from ..core.tx import Transaction
 from ..errors import MalformedError
+from .access import access_rules
 from .attestations import attestation_rules
 from .base import Call, ContractSet, Overlay, Rejected, StateReader, TypeRule
 from .deployments import deployment_rules
@@ -134,6 +135,7 @@ def default_contracts() -> ContractSet:
             **deployment_rules(),
             **inference_rules(),
             **fl_rules(),
+            **access_rules(),
         },
         resolve_signer,
         authorize,

@@ -26,6 +26,8 @@ What a rule sees (the whole context, in one place)::
     dataset  {name, version, digest, records}     dataset.register, dataset.ingest
     model    (version view + metrics, revoked_ancestor)    model.deploy, model.approve,
                                                            model.reject
+    artifact {kind, name, version, by, encrypted}  artifact.* (version, by: null for grants)
+    member   {name, org, roles, status}           artifact.grant, artifact.revoke: the grantee
     approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env;
         from contract-set version 5 only the approvals that count: no older than the
         approval period, recorded after the version's last rollback from env)
@@ -59,7 +61,7 @@ from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
 from .state import member_key, policy_history_key, policy_key
-from .types import MODEL_APPROVE, MODEL_DEPLOY, MODEL_REGISTER, POLICY_SET
+from .types import ARTIFACT_ERASE, MODEL_APPROVE, MODEL_DEPLOY, MODEL_REGISTER, POLICY_SET
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -107,6 +109,13 @@ DEFAULT_POLICIES: dict[str, dict[str, str]] = {
         "description": "production needs approvals from two distinct members other than the "
         "model's registrant (one of them risk), no rejection, an evaluation with accuracy "
         ">= 0.9, and no revoked ancestor",
+    },
+    ARTIFACT_ERASE: {
+        "rule": (
+            'signers.exists(s, "data-steward" in s.roles) && signers.exists(s, "admin" in s.roles)'
+        ),
+        "description": "an erasure is signed by a data steward and an admin (co-sign a draft: "
+        "`modelchain erase --draft`, `modelchain tx sign`)",
     },
 }
 _MAX_RULE = 4096

@@ -25,12 +25,14 @@ __all__ = [
     "deployment_key",
     "digest_key",
     "entity_key",
+    "erased_key",
     "fl_node_key",
     "fl_participant_key",
     "fl_progress_key",
     "fl_round_key",
     "fl_task_key",
     "fl_update_key",
+    "grant_key",
     "inference_key",
     "keyid_key",
     "member_key",
@@ -39,6 +41,7 @@ __all__ = [
     "policy_history_key",
     "policy_key",
     "run_key",
+    "stored_key",
     "version_key",
 ]
 
@@ -159,3 +162,20 @@ def fl_update_key(task: str, round_: int, participant: str) -> str:
     """One participant's accepted update to a round (``participant`` "" gives
     the prefix of the round's updates)."""
     return f"fl-update/{task}/{round_}/{participant}"
+
+
+def stored_key(kind: str, name: str, version: int) -> str:
+    """How a version's files are stored encrypted (``artifact.store``): the scheme,
+    the key entry's id, the location and each file's ciphertext; never a key."""
+    return f"artifact-store/{kind}/{name}@{version}"
+
+
+def grant_key(kind: str, name: str, member: str) -> str:
+    """A member's grant to obtain the data keys of a dataset's or model's versions
+    (``member`` "" gives the prefix of the entity's grants)."""
+    return f"artifact-grant/{kind}/{name}/{member}"
+
+
+def erased_key(kind: str, name: str, version: int) -> str:
+    """A version's erasure: who, when, why (``artifact.erase``)."""
+    return f"artifact-erased/{kind}/{name}@{version}"

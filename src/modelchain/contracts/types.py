@@ -10,6 +10,12 @@ from __future__ import annotations
 __all__ = [
     "ACCESS_LOG",
     "APPROVAL_TTL_SET",
+    "ARTIFACT_ERASE",
+    "ARTIFACT_GRANT",
+    "ARTIFACT_KEY_FETCH",
+    "ARTIFACT_REVOKE",
+    "ARTIFACT_STORE",
+    "ARTIFACT_TYPES",
     "CHECKPOINT_POLICY_SET",
     "CONTRACTS_ACTIVATE",
     "DATASET_ATTEST",
@@ -88,6 +94,16 @@ FL_TYPES = frozenset(
         FL_CREDIT_RECORD,
         FL_TASK_FINALIZE,
     }
+)
+
+# encrypted artifacts, who may obtain their keys, erasure (contract-set version 7 on)
+ARTIFACT_STORE = "artifact.store"
+ARTIFACT_GRANT = "artifact.grant"
+ARTIFACT_REVOKE = "artifact.revoke"
+ARTIFACT_KEY_FETCH = "artifact.key.fetch"
+ARTIFACT_ERASE = "artifact.erase"
+ARTIFACT_TYPES = frozenset(
+    {ARTIFACT_STORE, ARTIFACT_GRANT, ARTIFACT_REVOKE, ARTIFACT_KEY_FETCH, ARTIFACT_ERASE}
 )
 
 # governance

@@ -28,6 +28,15 @@ rather than give it another outcome. What each version changed:
        ``fl.task.finalize``; under versions below 6 they are unknown types, and a
        ledger that activates 6 denies them until its role map lists them
        (``permissions.set``, by the quorum): only a new ledger's default map does
+    7  encrypted artifacts and erasure (ADR 17): ``artifact.store`` (how a
+       version's files are stored encrypted: ciphertext digests, location,
+       scheme, key entry id, never a key), ``artifact.grant`` and
+       ``artifact.revoke`` (who may obtain a version's data key),
+       ``artifact.key.fetch`` (a key request: rejected, and so logged as a
+       refusal, without a grant) and ``artifact.erase`` (a version erased: who,
+       when, why; nothing is stored or granted for it afterwards). Unknown below
+       7; a ledger that activates 7 denies them until ``permissions.set`` lists
+       them: only a new ledger's default map does
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from .state import CONTRACT_SET_KEY, StateReader
 
 __all__ = [
     "APPROVAL_VERSION",
+    "ARTIFACT_VERSION",
     "CURRENT_VERSION",
     "FL_VERSION",
     "KNOWN_VERSIONS",
@@ -46,11 +56,12 @@ __all__ = [
     "schedule",
 ]
 
-CURRENT_VERSION = 6
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
+CURRENT_VERSION = 7
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})
 WINDOW_VERSION = 4  # transactions may carry a validity window from this version on
 APPROVAL_VERSION = 5  # approvals expire, and a rollback makes them stale, from this version on
 FL_VERSION = 6  # the fl.* types, from this version on
+ARTIFACT_VERSION = 7  # the artifact.* types (encryption, grants, erasure), from this version on
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

@@ -1,6 +1,13 @@
 """Artifact stores from Python: ``led.artifacts`` pulls registered versions verified
 against the ledger (recording the access), says which objects the ledger's versions
-reference, and keeps stores tidy (``gc``) and in step with one another (``sync``)."""
+reference, and keeps stores tidy (``gc``) and in step with one another (``sync``).
+
+Encrypted versions (ADR 17): ``encrypt`` stores a registered version's files encrypted
+under a fresh data key wrapped by the organisation's KEK (``KeyService``) and records
+how (``artifact.store``); ``grant``/``revoke`` say who may obtain the key; ``pull``
+asks the ledger for it (``artifact.key.fetch``: refused, and logged, without a grant)
+before the KEK holder unwraps it; ``erase`` records an erasure and destroys the key,
+the stored objects and a dataset's record-proof key."""
 
 from __future__ import annotations
 
@@ -10,22 +17,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..contracts.state import entity_key
-from ..contracts.types import ACCESS_LOG
+from ..contracts.state import entity_key, erased_key, grant_key, stored_key
+from ..contracts.types import (
+    ACCESS_LOG,
+    ARTIFACT_ERASE,
+    ARTIFACT_GRANT,
+    ARTIFACT_KEY_FETCH,
+    ARTIFACT_REVOKE,
+    ARTIFACT_STORE,
+)
 from ..core import canonical
 from ..core.identity import Signer
 from ..core.manifest import Manifest, object_ref
-from ..errors import IntegrityError, NotFoundError, StorageError, UsageError
+from ..errors import ErasedError, IntegrityError, NotFoundError, StorageError, UsageError
+from ..keys.wrap import DataKeyStore, KeyWrap
+from ..node.node import Ack
 from ..storage.protocols import ArtifactStore, StoredObject
 from ._facade import Facade
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..storage.artifacts import PullResult
 
 __all__ = [
     "GC_MIN_AGE_S",
     "Artifacts",
+    "ErasureResult",
     "GcResult",
+    "KeyService",
     "StoreSpec",
     "SyncResult",
     "as_store",
@@ -90,6 +110,32 @@ class SyncResult:
     damaged: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class KeyService:
+    """The organisation's key-encryption key and the key stores holding wrapped data
+    keys: new keys go to the first; an erasure destroys the key in every one. Whoever
+    holds the KEK is where grants are enforced: it unwraps a data key only for a key
+    request the ledger accepted."""
+
+    kek: KeyWrap
+    stores: tuple[DataKeyStore, ...]
+
+    def __post_init__(self) -> None:
+        if not self.stores:
+            raise UsageError("a key service needs at least one key store")
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What an erasure destroyed: the key entries, the stored objects (by store),
+    and a dataset version's record-proof key."""
+
+    index: int | None
+    keys_destroyed: tuple[str, ...]
+    objects_deleted: tuple[str, ...]
+    record_key_destroyed: bool
+
+
 class Artifacts(Facade):
     """The artifact stores beside the ledger: ``led.artifacts``."""
 
@@ -108,12 +154,38 @@ class Artifacts(Facade):
         """Every object some registered version references, with its size: each file's
         bytes and each version's manifest."""
         refs: dict[str, int] = {}
-        for _, record in self.versions():
+        for kind, record in self.versions():
+            name, version = record["name"], int(record["version"])
+            if self.erasure(kind, name, version) is not None:
+                continue  # erased: nothing of it is to be kept
+            stored = self.stored(kind, name, version)
+            if stored is not None:  # encrypted: only the ciphertexts are in stores
+                for o in stored["objects"]:
+                    refs[o["ciphertext"]] = int(o["size"])
+                continue
             manifest = self.manifest_of(record)
             for f in manifest.files:
                 refs[object_ref(manifest.algorithm, f.digest)] = f.size
             refs[manifest_ref(manifest)] = len(manifest_bytes(manifest))
         return refs
+
+    def stored(self, kind: str, name: str, version: int) -> dict[str, Any] | None:
+        """How a version is stored encrypted (``artifact.store``), or None if it is not."""
+        found = self._state(stored_key(kind, name, version))
+        return found if isinstance(found, dict) else None
+
+    def erasure(self, kind: str, name: str, version: int) -> dict[str, Any] | None:
+        """A version's erasure {reason, by, signers, index, time}, or None."""
+        found = self._state(erased_key(kind, name, version))
+        return found if isinstance(found, dict) else None
+
+    def _not_erased(self, kind: str, name: str, version: int) -> None:
+        erased = self.erasure(kind, name, version)
+        if erased is not None:
+            raise ErasedError(
+                f"{kind} {name} version {version} was erased at entry {erased['index']} "
+                f"by {erased['by']}: {erased['reason']}"
+            )
 
     def hash_and_store(
         self,
@@ -170,24 +242,244 @@ class Artifacts(Facade):
         purpose: str = "pull",
         signer: Signer | None = None,
         progress: Moved | None = None,
+        keys: KeyService | None = None,
     ) -> tuple[int, PullResult]:
         """Fetch a registered version's files into ``dest``, every byte checked against
         the manifest the ledger records, falling back from one store to the next where
         an object is missing or damaged. Once everything is verified the access is
         recorded (``access.log``), and only then are the files placed in ``dest``:
-        on any failure ``dest`` is left as it was. Returns (version, PullResult)."""
+        on any failure ``dest`` is left as it was. Returns (version, PullResult).
+
+        An encrypted version needs ``keys``: its data key is requested first
+        (``fetch_key``: refused without a grant), and each object is decrypted and
+        checked whole before anything is placed. An erased version: ErasedError."""
         from ..storage.artifacts import pull_manifest
 
         who = self._signer(signer)  # before any transfer: a pull is always recorded
         number, manifest = self.resolve(kind, name, version, env)
+        self._not_erased(kind, name, number)
         opened = [as_store(s) for s in stores]
+        fetch_object = None
+        stored = self.stored(kind, name, number)
+        if stored is not None:
+            if keys is None:
+                raise UsageError(
+                    f"{kind} {name} version {number} is stored encrypted: pulling it needs "
+                    "the organisation's key service (the KEK and its key stores)"
+                )
+            data_key = self.fetch_key(kind, name, number, keys, purpose=purpose, signer=who)
+            fetch_object = _decrypting(kind, name, number, stored, data_key)
 
         def record() -> None:
             body = {"artifact": {"kind": kind, "name": name, "version": number}}
             self._submit(ACCESS_LOG, {**body, "purpose": purpose}, who)
 
-        result = pull_manifest(opened, manifest, dest, progress=progress, before_placing=record)
+        result = pull_manifest(
+            opened,
+            manifest,
+            dest,
+            progress=progress,
+            before_placing=record,
+            fetch_object=fetch_object,
+        )
         return number, result
+
+    # -- encryption, grants, erasure (contract-set version 7) -----------------------
+
+    def encrypt(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        path: str | os.PathLike[str],
+        store: StoreSpec,
+        keys: KeyService,
+        *,
+        signer: Signer | None = None,
+        progress: Moved | None = None,
+    ) -> Ack:
+        """Store a registered version's files (at ``path``, as registered) encrypted in
+        ``store``: one fresh data key for the version, each distinct file encrypted with
+        Tink's streaming AEAD, the data key wrapped by the KEK into the first key store,
+        and ``artifact.store`` recording the ciphertext digests, the location and the
+        key entry's id (never a key). A file that changed since it was registered
+        stores nothing (IntegrityError)."""
+        import secrets
+        from pathlib import Path
+
+        from ..keys.wrap import WrappedKey
+        from ..storage.crypt import SCHEME, associated_data, encrypt_file, new_data_key
+
+        self._not_erased(kind, name, version)
+        record = self._version(kind, name, version)
+        manifest = self.manifest_of(record)
+        s = as_store(store)
+        root = Path(path)
+        data_key = new_data_key()
+        entry = secrets.token_hex(16)
+        objects: dict[str, dict[str, Any]] = {}
+        for f in manifest.files:
+            ref = object_ref(manifest.algorithm, f.digest)
+            if ref in objects:
+                continue
+            src = root if f.path == "." else root.joinpath(*f.path.split("/"))
+            ad = associated_data(kind, name, version, ref)
+            cref, size = encrypt_file(s, src, ref, data_key, ad, progress)
+            objects[ref] = {"digest": ref, "ciphertext": cref, "size": size}
+        home = keys.stores[0]
+        home.put(WrappedKey(entry, keys.kek.kek_id, keys.kek.wrap(data_key)))
+        body = {
+            "artifact": {"kind": kind, "name": name, "version": version},
+            "scheme": SCHEME,
+            "key": entry,
+            "location": s.url,
+            "objects": sorted(objects.values(), key=lambda o: o["digest"]),
+        }
+        try:
+            return self._submit(ARTIFACT_STORE, body, signer)
+        except BaseException:
+            home.destroy(entry)  # the ciphertexts are left for gc: unreferenced
+            raise
+
+    def grant(
+        self,
+        kind: str,
+        name: str,
+        member: str,
+        *,
+        version: int | None = None,
+        signer: Signer | None = None,
+    ) -> Ack:
+        """Let ``member`` obtain the data key of ``version`` of ``name`` (every version
+        when None); replaces the member's earlier grant for ``name``."""
+        body = {"artifact": {"kind": kind, "name": name}, "member": member, "version": version}
+        return self._submit(ARTIFACT_GRANT, body, signer)
+
+    def revoke(self, kind: str, name: str, member: str, *, signer: Signer | None = None) -> Ack:
+        """Withdraw ``member``'s grant for ``name`` (keys it already obtained are its)."""
+        body = {"artifact": {"kind": kind, "name": name}, "member": member}
+        return self._submit(ARTIFACT_REVOKE, body, signer)
+
+    def grants(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """The grants in force for ``name``: {member, version, by, index, time}."""
+        out = []
+        for _, value in self._led.store.state_prefix(grant_key(kind, name, "")):
+            found = canonical.loads(value)
+            if isinstance(found, dict):
+                out.append(found)
+        return sorted(out, key=lambda g: str(g["member"]))
+
+    def fetch_key(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        keys: KeyService,
+        *,
+        purpose: str = "pull",
+        signer: Signer | None = None,
+    ) -> bytes:
+        """The data key of an encrypted version, for ``signer``: the request is logged
+        (``artifact.key.fetch``) and, unless the member registered the version's
+        storage or holds a grant, rejected (RejectedError, the refusal in the log);
+        only an accepted request has the KEK unwrap the key."""
+        self._not_erased(kind, name, version)
+        body = {"artifact": {"kind": kind, "name": name, "version": version}, "purpose": purpose}
+        self._submit(ARTIFACT_KEY_FETCH, body, signer)
+        stored = self.stored(kind, name, version)
+        assert stored is not None  # the contract accepts a request only for a stored version
+        entry = str(stored["key"])
+        for ks in keys.stores:
+            if ks.has(entry):
+                wrapped = ks.get(entry)
+                if wrapped.kek_id != keys.kek.kek_id:
+                    raise UsageError(
+                        f"the data key of {kind} {name} version {version} is wrapped by "
+                        f"{wrapped.kek_id}, not by this key service's KEK {keys.kek.kek_id}"
+                    )
+                return keys.kek.unwrap(wrapped.wrapped)
+        where = ", ".join(str(k.root) for k in keys.stores)
+        raise NotFoundError(
+            f"the data key of {kind} {name} version {version} (entry {entry}) is in none "
+            f"of the key stores: {where}"
+        )
+
+    def erase(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        reason: str,
+        *,
+        signers: Sequence[Signer] = (),
+        keys: KeyService | None = None,
+        stores: Sequence[StoreSpec] = (),
+        key_stores: Sequence[DataKeyStore] = (),
+    ) -> ErasureResult:
+        """Record the erasure of a version (``artifact.erase``, signed by every one of
+        ``signers``: a new ledger's policy wants a data steward and an admin among
+        them), then destroy what is off the ledger (``shred``)."""
+        who = list(signers) or [self._signer(None)]
+        body = {"artifact": {"kind": kind, "name": name, "version": version}, "reason": reason}
+        envelope = self._led.transaction(ARTIFACT_ERASE, body, who[0].name).sign(*who)
+        ack = self._led.submit(envelope)
+        if not ack.outcome.accepted:
+            from ._refusals import refused
+
+            raise refused(self._led, envelope, ack, f"{ARTIFACT_ERASE} was rejected")
+        result = self.shred(kind, name, version, keys=keys, stores=stores, key_stores=key_stores)
+        return ErasureResult(
+            ack.index, result.keys_destroyed, result.objects_deleted, result.record_key_destroyed
+        )
+
+    def shred(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        *,
+        keys: KeyService | None = None,
+        stores: Sequence[StoreSpec] = (),
+        key_stores: Sequence[DataKeyStore] = (),
+    ) -> ErasureResult:
+        """Destroy what is off the ledger of a version whose erasure the ledger records:
+        its data key in every key store (``key_stores`` and those of ``keys``: no KEK
+        is needed to destroy a wrapped key), its objects in every store given (the
+        ciphertexts; for a version stored in plaintext, the files no other version
+        holds too), and a dataset version's record-proof key. Idempotent: run it
+        wherever a copy of the key or objects may live (each organisation's stores)."""
+        erased = self.erasure(kind, name, version)
+        if erased is None:
+            raise UsageError(f"the ledger records no erasure of {kind} {name} version {version}")
+        stored = self.stored(kind, name, version)
+        destroyed: list[str] = []
+        doomed: set[str] = set()
+        if stored is not None:
+            doomed |= {str(o["ciphertext"]) for o in stored["objects"]}
+            every = [*key_stores, *(keys.stores if keys is not None else ())]
+            for ks in every:
+                if ks.destroy(str(stored["key"])):
+                    destroyed.append(f"{ks.root}/{stored['key']}")
+        else:
+            manifest = self.manifest_of(self._version(kind, name, version))
+            doomed |= {object_ref(manifest.algorithm, f.digest) for f in manifest.files}
+            doomed.add(manifest_ref(manifest))
+        doomed -= set(self.referenced())  # another version holds the same bytes
+        deleted = []
+        for spec in stores:
+            s = as_store(spec)
+            for ref in sorted(doomed):
+                if s.has(ref):
+                    s.delete(ref)
+                    deleted.append(f"{s.url}: {ref}")
+        record_key = False
+        if kind == "dataset":
+            origin = self._led.origin.replace("/", "_")
+            path = self._led.home / "records" / origin / f"{name}@{version}.key"
+            if path.exists():
+                path.unlink()
+                record_key = True
+        return ErasureResult(int(erased["index"]), tuple(destroyed), tuple(deleted), record_key)
 
     def unreferenced(self, store: StoreSpec) -> list[StoredObject]:
         refs = self.referenced()
@@ -244,3 +536,54 @@ class Artifacts(Facade):
                 raise
             copied.append(ref)
         return SyncResult(tuple(copied), present, tuple(missing), tuple(damaged))
+
+
+def _decrypting(kind: str, name: str, version: int, stored: dict[str, Any], data_key: bytes) -> Any:
+    """How a pull fetches an encrypted version's objects: decrypted from the first store
+    whose copy authenticates and hashes to the plaintext digest."""
+    from ..storage.crypt import associated_data, decrypt_object
+
+    by_digest = {str(o["digest"]): o for o in stored["objects"]}
+
+    def fetch(
+        stores: Sequence[ArtifactStore],
+        ref: str,
+        size: int,
+        shown: str,
+        path: Path,
+        problems: list[str],
+        progress: Moved | None,
+    ) -> str:
+        o = by_digest.get(ref)
+        if o is None:
+            raise IntegrityError(f"{shown} ({ref}) is not among the version's encrypted objects")
+        ad = associated_data(kind, name, version, ref)
+        mine: list[str] = []
+        damaged = False
+        for s in stores:
+            try:
+                decrypt_object(
+                    s, o["ciphertext"], int(o["size"]), ref, size, data_key, ad, path, progress
+                )
+                problems.extend(mine)
+                return s.url
+            except NotFoundError:
+                mine.append(f"{s.url}: {shown} ({o['ciphertext']}) is missing")
+            except IntegrityError as exc:
+                damaged = True
+                mine.append(f"{s.url}: {shown}: {exc}")
+            except StorageError as exc:
+                mine.append(f"{s.url}: {exc}")
+        where = ", ".join(s.url for s in stores)
+        if damaged:
+            raise IntegrityError(
+                f"{shown}: no artifact store holds a ciphertext that decrypts to the "
+                f"registered bytes ({where})",
+                tuple(mine),
+            )
+        raise NotFoundError(
+            f"{shown} ({o['ciphertext']}) is in none of the artifact stores: "
+            f"{where}; " + "; ".join(mine)
+        )
+
+    return fetch

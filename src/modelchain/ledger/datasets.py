@@ -15,7 +15,7 @@ from ..core.manifest import SHA256, Manifest
 from ..errors import ArtifactError, KeyStoreError, NotFoundError
 from ..node.node import Ack
 from ._facade import Facade, Progress
-from .artifacts import Artifacts, StoreSpec
+from .artifacts import Artifacts, KeyService, StoreSpec
 from .lineage import DatasetUse, read_uses
 
 if TYPE_CHECKING:
@@ -136,10 +136,12 @@ class Datasets(Facade):
         purpose: str = "pull",
         signer: Signer | None = None,
         progress: Callable[[int], None] | None = None,
+        keys: KeyService | None = None,
     ) -> PullResult:
         """Fetch a dataset version into ``dest`` from the first of ``stores`` holding
         good copies, verified against the ledger and recorded as an access before
-        anything is placed there (``led.artifacts.pull``)."""
+        anything is placed there (``led.artifacts.pull``; an encrypted version needs
+        ``keys``)."""
         _, result = Artifacts(self._led).pull(
             "dataset",
             name,
@@ -149,6 +151,7 @@ class Datasets(Facade):
             purpose=purpose,
             signer=signer,
             progress=progress,
+            keys=keys,
         )
         return result
 

@@ -17,7 +17,7 @@ from ..core.manifest import SHA256, Manifest, ManifestDiff, diff_manifests
 from ..errors import IntegrityError, NotFoundError, UsageError
 from ..node.node import Ack
 from ._facade import Facade, Progress
-from .artifacts import Artifacts, StoreSpec
+from .artifacts import Artifacts, KeyService, StoreSpec
 from .lineage import Lineage, read_lineage
 
 if TYPE_CHECKING:
@@ -203,11 +203,12 @@ class Models(Facade):
         purpose: str = "pull",
         signer: Signer | None = None,
         progress: Callable[[int], None] | None = None,
+        keys: KeyService | None = None,
     ) -> PullResult:
         """Fetch version ``version`` (default the latest, or the one deployed to
         ``env``) from the first of ``stores`` holding good copies into ``dest``,
         verified against the ledger and recorded as an access before anything is
-        placed there (``led.artifacts.pull``)."""
+        placed there (``led.artifacts.pull``; an encrypted version needs ``keys``)."""
         _, result = Artifacts(self._led).pull(
             "model",
             name,
@@ -218,6 +219,7 @@ class Models(Facade):
             purpose=purpose,
             signer=signer,
             progress=progress,
+            keys=keys,
         )
         return result
 

@@ -34,6 +34,7 @@ from .protocols import ArtifactStore, StoredObject
 
 __all__ = [
     "CHUNK",
+    "FetchObject",
     "FsspecArtifactStore",
     "ObjectUpload",
     "PullResult",
@@ -518,6 +519,13 @@ def _target(dest: Path, manifest: Manifest, rel: str) -> Path:
     return dest / name
 
 
+FetchObject = Callable[
+    [Sequence[ArtifactStore], str, int, str, Path, list[str], Progress | None], str
+]
+"""Fetch object (ref, size, shown as) from the first of the stores that holds a good
+copy into a path; note what was wrong with the others; return the store's URL."""
+
+
 def _fetch_any(
     stores: Sequence[ArtifactStore],
     ref: str,
@@ -560,6 +568,7 @@ def pull_manifest(
     *,
     progress: Progress | None = None,
     before_placing: Callable[[], None] | None = None,
+    fetch_object: FetchObject | None = None,
 ) -> PullResult:
     """Fetch every file of ``manifest`` into ``dest``, verified, from the first store
     that holds a good copy of it.
@@ -567,7 +576,9 @@ def pull_manifest(
     Objects go to a staging folder beside ``dest`` (``.<name>.modelchain-pull``), where
     an interrupted pull leaves them to be continued; only when every one is verified is
     ``before_placing`` called (to record the access) and are the files moved into
-    ``dest``. On any failure nothing in ``dest`` is created or changed."""
+    ``dest``. On any failure nothing in ``dest`` is created or changed.
+    ``fetch_object`` replaces how one object is fetched (an encrypted version's
+    objects are decrypted, ``storage.crypt``); it has ``_fetch_any``'s signature."""
     if not stores:
         raise UsageError("a pull needs at least one artifact store")
     dest = Path(dest).absolute()
@@ -585,7 +596,8 @@ def pull_manifest(
             continue
         part = staging / f"{manifest.algorithm}-{f.digest}.part"
         shown = manifest.name if f.path == "." else f.path
-        served[ref] = _fetch_any(stores, ref, f.size, shown, part, problems, progress)
+        fetch_one = fetch_object or _fetch_any
+        served[ref] = fetch_one(stores, ref, f.size, shown, part, problems, progress)
         staged[ref] = part
     if before_placing is not None:
         before_placing()

@@ -237,6 +237,25 @@ def data(src: Source, walk: LineageWalk, seen: Seen) -> Section:
             if not src.ev.covers(record["index"]):
                 continue
             st.extend(_dataset_version(src, name, src.bounded(record), used[name].get(v)))
+            erased = src.led.artifacts.erasure("dataset", name, v)
+            if erased is not None and src.ev.covers(erased["index"]):
+                signers = ", ".join(with_org(n, src.org(n)) for n in erased["signers"])
+                st.append(
+                    Statement(
+                        "data_erasure",
+                        f"Dataset {name} version {v} was erased at {rfc3339(erased['time'])} "
+                        f"by {signers}: {erased['reason']}. Its data key and stored copies "
+                        "were destroyed; its digests stay on the ledger.",
+                        (erased["index"],),
+                        {
+                            "dataset": name,
+                            "version": v,
+                            "by": erased["signers"],
+                            "reason": erased["reason"],
+                            "time": rfc3339(erased["time"]),
+                        },
+                    )
+                )
     for item in seen.data_access:
         art = item["body"]["artifact"]
         st.append(

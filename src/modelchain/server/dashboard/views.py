@@ -298,6 +298,11 @@ class Views:
             dataset=info,
             versions=versions,
             uses=self.led.datasets.used_by(name),
+            erasures={
+                int(v["version"]): e
+                for v in versions
+                if (e := self.led.artifacts.erasure("dataset", name, int(v["version"])))
+            },
         )
 
     def run_page(self, request: Request) -> Response:
