@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from ..ledger.ledger import Ledger
     from ..ledger.models import ModelVersion
 
-__all__ = ["FINAL_FOLDER", "TrainingRun", "VersionSpec", "json_safe", "version_spec"]
+__all__ = [
+    "FINAL_FOLDER",
+    "RecordsRun",
+    "TrainingRun",
+    "VersionSpec",
+    "json_safe",
+    "version_spec",
+]
 
 # A registered version: "transactions@3" or ("transactions", 3).
 VersionSpec = str | tuple[str, int]
@@ -257,3 +264,52 @@ class TrainingRun:
             )
             raise
         return self.version
+
+
+class RecordsRun:
+    """What both callbacks share: their options, held in a ``TrainingRun``, and
+    what it recorded (``run_id``, ``folder``, ``metrics``, ``version``). Mixed in
+    before the framework's callback class."""
+
+    def __init__(
+        self,
+        led: Ledger,
+        *,
+        model: str,
+        datasets: Iterable[VersionSpec] = (),
+        base_models: Iterable[VersionSpec] = (),
+        register: bool = True,
+        output_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
+        card: Mapping[str, Any] | None = None,
+        signer: Signer | None = None,
+        code_dir: str | os.PathLike[str] | None = ".",
+    ) -> None:
+        self._run = TrainingRun(
+            led,
+            model=model,
+            datasets=datasets,
+            base_models=base_models,
+            register=register,
+            output_dir=output_dir,
+            run_id=run_id,
+            card=card,
+            signer=signer,
+            code_dir=code_dir,
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run.run_id
+
+    @property
+    def folder(self) -> Path | None:
+        return self._run.folder
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self._run.metrics
+
+    @property
+    def version(self) -> ModelVersion | None:
+        return self._run.version

@@ -17,19 +17,14 @@ Needs ``pip install 'modelchain[lightning]'``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
-from ._training import TrainingRun, VersionSpec
+from ._training import RecordsRun
 
 if TYPE_CHECKING:
-    from ..core.identity import Signer
-    from ..ledger.ledger import Ledger
-    from ..ledger.models import ModelVersion
+    pass
 
 __all__ = ["WEIGHTS_FILE", "ModelchainCallback"]
 
@@ -52,7 +47,7 @@ def _trainer_settings(trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
-class ModelchainCallback(pl.Callback):
+class ModelchainCallback(RecordsRun, pl.Callback):
     """Record a Lightning ``fit`` on ``led`` and register its weights as ``model``.
 
     ``datasets`` and ``base_models`` are registered versions, ``"name@3"`` or
@@ -67,49 +62,6 @@ class ModelchainCallback(pl.Callback):
     registered ``ModelVersion``, None with ``register=False``) say what was
     recorded. A ledger error at the end keeps its class and names the folder
     the weights were saved in."""
-
-    def __init__(
-        self,
-        led: Ledger,
-        *,
-        model: str,
-        datasets: Iterable[VersionSpec] = (),
-        base_models: Iterable[VersionSpec] = (),
-        register: bool = True,
-        output_dir: str | os.PathLike[str] | None = None,
-        run_id: str | None = None,
-        card: Mapping[str, Any] | None = None,
-        signer: Signer | None = None,
-        code_dir: str | os.PathLike[str] | None = ".",
-    ) -> None:
-        self._run = TrainingRun(
-            led,
-            model=model,
-            datasets=datasets,
-            base_models=base_models,
-            register=register,
-            output_dir=output_dir,
-            run_id=run_id,
-            card=card,
-            signer=signer,
-            code_dir=code_dir,
-        )
-
-    @property
-    def run_id(self) -> str | None:
-        return self._run.run_id
-
-    @property
-    def folder(self) -> Path | None:
-        return self._run.folder
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self._run.metrics
-
-    @property
-    def version(self) -> ModelVersion | None:
-        return self._run.version
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         parameters = {

@@ -19,8 +19,7 @@ Needs ``pip install 'modelchain[transformers]'``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +27,10 @@ import torch
 import transformers
 
 from ..errors import UsageError
-from ._training import TrainingRun, VersionSpec
+from ._training import RecordsRun
 
 if TYPE_CHECKING:
-    from ..core.identity import Signer
-    from ..ledger.ledger import Ledger
-    from ..ledger.models import ModelVersion
+    pass
 
 __all__ = ["ModelchainCallback"]
 
@@ -57,7 +54,7 @@ def _config_summary(model: object) -> dict[str, Any]:
     return summary
 
 
-class ModelchainCallback(transformers.TrainerCallback):
+class ModelchainCallback(RecordsRun, transformers.TrainerCallback):
     """Record a ``Trainer`` run on ``led`` and register its model as ``model``.
 
     ``datasets`` and ``base_models`` are registered versions, ``"name@3"`` or
@@ -72,49 +69,6 @@ class ModelchainCallback(transformers.TrainerCallback):
     registered ``ModelVersion``, None with ``register=False``) say what was
     recorded. A ledger error at the end keeps its class and names the folder
     the model was saved in."""
-
-    def __init__(
-        self,
-        led: Ledger,
-        *,
-        model: str,
-        datasets: Iterable[VersionSpec] = (),
-        base_models: Iterable[VersionSpec] = (),
-        register: bool = True,
-        output_dir: str | os.PathLike[str] | None = None,
-        run_id: str | None = None,
-        card: Mapping[str, Any] | None = None,
-        signer: Signer | None = None,
-        code_dir: str | os.PathLike[str] | None = ".",
-    ) -> None:
-        self._run = TrainingRun(
-            led,
-            model=model,
-            datasets=datasets,
-            base_models=base_models,
-            register=register,
-            output_dir=output_dir,
-            run_id=run_id,
-            card=card,
-            signer=signer,
-            code_dir=code_dir,
-        )
-
-    @property
-    def run_id(self) -> str | None:
-        return self._run.run_id
-
-    @property
-    def folder(self) -> Path | None:
-        return self._run.folder
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self._run.metrics
-
-    @property
-    def version(self) -> ModelVersion | None:
-        return self._run.version
 
     def on_train_begin(
         self,
