@@ -373,12 +373,16 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
         if trust and Path(trust).is_file():  # a checkpoint-policy file (a cluster's)
             return connect(root["server"], policy=trust_from(trust))
         return connect(root["server"], log_key=trust)
-    return ledger_mod.open(
+    led = ledger_mod.open(
         ledger_dir,
         readonly=readonly,
         home=modelchain_home(),
         log_key_secrets=None if readonly else log_key_secrets(),
     )
+    # The organisation's KEK and key stores as the environment names them: for
+    # encrypted artifacts and the vault of personal fields alike.
+    led.keys = lambda: keys_for(led, create=True)
+    return led
 
 
 def log_key_options(f: F) -> F:

@@ -78,6 +78,10 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
         result = entry.outcome.to_json()
         click.echo(f"outcome:   {' '.join(result.values())}")
         click.echo("body:      " + json.dumps(tx.body, indent=2, sort_keys=True))
+        committed = led.disclosures.committed(entry.index)
+        for field in sorted(committed):
+            value = led.disclosures.field({"_sd": committed[field]})
+            click.echo(f"{field + ':':<10} {value}  (committed: {committed[field]})")
 
 
 @click.command("proof")

@@ -34,6 +34,7 @@ from .progress import ProgressLine, size_text
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..core.dsse import Envelope
     from ..ledger.ledger import Ledger
     from ..storage.protocols import ArtifactStore
 
@@ -410,6 +411,38 @@ store.add_command(store_revoke)
 store.add_command(store_grants)
 
 
+def _erase_entry(ledger_dir: Path, entry: int, env: Envelope, as_json: bool) -> None:
+    """Submit a signed ``record.erase`` of entry ``entry`` (unless the ledger records
+    the erasure of every field it names already: then only shred), then delete the
+    erased fields' disclosures from this side's vault."""
+    from ..core.tx import Transaction
+
+    named = Transaction.from_json(canonical.loads_canonical(env.payload)).body["fields"]
+    with open_ledger(ledger_dir) as led:
+        if any(led.disclosures.erasure(d) is None for d in named):
+            led.members.submit(env)  # RejectedError if the contract or policy refuses it
+        deleted = led.artifacts.shred_fields(entry)
+        record = led.disclosures.erasure(named[0])
+        assert record is not None
+        reason = led.disclosures.field(record["reason"])
+    if as_json:
+        emit_json(
+            {
+                "entry": entry,
+                "index": record["index"],
+                "by": record["signers"],
+                "reason": reason,
+                "fields_deleted": deleted,
+            }
+        )
+        return
+    click.echo(
+        f"erased the committed fields of entry {entry} (record.erase at entry "
+        f"{record['index']}, by {', '.join(record['signers'])}): {reason}; deleted "
+        f"{deleted} disclosure(s) from this side's vault"
+    )
+
+
 @click.command("erase")
 @ledger_option
 @click.argument("name", required=False)
@@ -435,6 +468,19 @@ store.add_command(store_grants)
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Submit this co-signed erasure draft, then destroy what it erases.",
 )
+@click.option(
+    "--entry",
+    type=click.IntRange(min=0),
+    help="Instead of a version: erase the committed personal fields (comments, reasons, "
+    "purposes, sources, collectors...) of log entry N (record.erase).",
+)
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="NAME",
+    help="With --entry: erase only this field (repeatable; default every committed one).",
+)
 @click.option("--as", "as_name", help="Identity that signs the erasure.")
 @json_option
 def erase(
@@ -446,6 +492,8 @@ def erase(
     store_urls: tuple[str, ...],
     draft: Path | None,
     signed: Path | None,
+    entry: int | None,
+    fields: tuple[str, ...],
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -458,20 +506,59 @@ def erase(
     A new ledger's policy wants a data steward and an admin among the signers: one
     writes a draft (--draft FILE), the other co-signs it (`modelchain tx sign FILE`),
     and either submits it (--signed FILE). Running it again for an erasure already
-    recorded destroys whatever is left (in other stores, say)."""
-    from ..contracts.types import ARTIFACT_ERASE
+    recorded destroys whatever is left (in other stores, say).
+
+    With --entry N instead of NAME: erase the committed personal fields of entry N
+    (contract-set version 8 on): the ledger records record.erase, the fields read as
+    [erased] everywhere, and their disclosures (value and salt) are deleted from this
+    side's vault; the salted commitments stay, and the log keeps verifying. The same
+    --draft/--signed flow applies. Erasing a dataset version erases its ingest fields
+    (source, batch, collector) with it."""
+    from ..contracts.types import ARTIFACT_ERASE, RECORD_ERASE
     from ..core.dsse import Envelope
     from ..core.tx import Transaction
 
     if signed is not None:
         env = Envelope.from_json(canonical.loads(signed.read_bytes()))
         tx = Transaction.from_json(canonical.loads_canonical(env.payload))
+        if tx.type == RECORD_ERASE:
+            _erase_entry(ledger_dir, int(tx.body["entry"]), env, as_json)
+            return
         if tx.type != ARTIFACT_ERASE:
-            raise UsageError(f"{signed} is a {tx.type} transaction, not {ARTIFACT_ERASE}")
+            raise UsageError(
+                f"{signed} is a {tx.type} transaction, not {ARTIFACT_ERASE} or {RECORD_ERASE}"
+            )
         art = tx.body["artifact"]
         kind, name, version = art["kind"], art["name"], int(art["version"])
+    if entry is not None:
+        if name is not None or version is not None:
+            raise UsageError("--entry erases an entry's fields: give it without NAME --version")
+        if not reason:
+            raise UsageError("an erasure needs --reason")
+        with open_ledger(ledger_dir, readonly=draft is not None) as led:
+            committed = led.disclosures.committed(entry)
+            chosen = {f: committed[f] for f in fields if f in committed} if fields else committed
+            missing = sorted(set(fields) - set(committed))
+            if missing or not chosen:
+                raise UsageError(
+                    f"entry {entry} has no committed field {', '.join(missing)}; its committed "
+                    f"fields: {', '.join(sorted(committed)) or 'none'}"
+                )
+            signer = signer_for(as_name, led)
+            body = {"entry": entry, "fields": sorted(chosen.values()), "reason": reason}
+            env = led.members.draft(RECORD_ERASE, body, signer.name).with_signature(signer)
+            if draft is not None:
+                draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
+                click.echo(
+                    f"wrote {draft}: erase fields {', '.join(sorted(chosen))} of entry {entry}; "
+                    f"co-sign with `modelchain tx sign {draft} --as NAME`, then "
+                    f"`modelchain erase --signed {draft}`"
+                )
+                return
+        _erase_entry(ledger_dir, entry, env, as_json)
+        return
     if name is None or version is None:
-        raise UsageError("say what to erase: NAME --version V (or --signed FILE)")
+        raise UsageError("say what to erase: NAME --version V, --entry N (or --signed FILE)")
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
         kind = kind or _kind_of(led, name)
         if draft is not None:
@@ -520,6 +607,7 @@ def erase(
                 "keys_destroyed": list(result.keys_destroyed),
                 "objects_deleted": list(result.objects_deleted),
                 "record_key_destroyed": result.record_key_destroyed,
+                "fields_deleted": result.fields_deleted,
             }
         )
         return
@@ -529,6 +617,8 @@ def erase(
         click.echo(f"deleted {o}")
     if result.record_key_destroyed:
         click.echo("destroyed the record-proof key")
+    if result.fields_deleted:
+        click.echo(f"deleted the disclosures of {result.fields_deleted} personal field(s)")
     click.echo(
         f"erased {kind} {name} version {version} (entry {erased['index']}, by "
         f"{', '.join(erased['signers'])}): {erased['reason']}"

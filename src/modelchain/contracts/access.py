@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
+from .personal import commitments_in, erase_fields, shown
 from .state import entity_key, erased_key, grant_key, member_key, stored_key, version_key
 from .types import (
     ARTIFACT_ERASE,
@@ -25,7 +26,7 @@ from .types import (
     ARTIFACT_REVOKE,
     ARTIFACT_STORE,
 )
-from .versions import ARTIFACT_VERSION
+from .versions import ARTIFACT_VERSION, PERSONAL_VERSION
 
 __all__ = ["MAX_STORED_OBJECTS", "SCHEMES", "access_rules"]
 
@@ -146,7 +147,7 @@ def _not_erased(state: StateReader, art: Mapping[str, Any]) -> None:
         raise Rejected(
             "erased",
             f"{art['kind']} {art['name']} version {art['version']} was erased at entry "
-            f"{erased['index']} by {erased['by']}: {erased['reason']}",
+            f"{erased['index']} by {erased['by']}: {shown(erased['reason'])}",
         )
 
 
@@ -245,8 +246,12 @@ def exec_fetch(state: Overlay, call: Call) -> None:
 def exec_erase(state: Overlay, call: Call) -> None:
     body = call.tx.body
     art = body["artifact"]
-    _version(state, art)
+    record = _version(state, art)
     _not_erased(state, art)
+    if call.version >= PERSONAL_VERSION:
+        # The version's own committed fields (a dataset version's ingest: source,
+        # batch, collector) are erased with it.
+        erase_fields(state, call, record["index"], commitments_in(record), body["reason"])
     state.put(
         erased_key(art["kind"], art["name"], art["version"]),
         {

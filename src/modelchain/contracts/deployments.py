@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.disclosure import is_commitment
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
 from .governance import approval_ttl_ms
@@ -318,7 +319,7 @@ def exec_deploy(state: Overlay, call: Call) -> None:
     )
 
 
-def _rollback(state: Overlay, call: Call, model: str, env: str, reason: str) -> None:
+def _rollback(state: Overlay, call: Call, model: str, env: str, reason: Any) -> None:
     current = state.get_state(deployment_key(model, env))
     if not isinstance(current, dict):
         raise Rejected("not_deployed", f"{model} is not deployed to {env}")
@@ -341,7 +342,11 @@ def exec_revoke(state: Overlay, call: Call) -> None:
     for env in envs if isinstance(envs, list) else []:
         current = state.get_state(deployment_key(body["model"], env))
         if isinstance(current, dict) and current["version"] == body["version"]:
-            _rollback(state, call, body["model"], env, f"version revoked: {body['reason']}")
+            # A committed reason (version 8 on) is carried as it is: its erasure
+            # erases it here too.
+            reason = body["reason"]
+            why = reason if is_commitment(reason) else f"version revoked: {reason}"
+            _rollback(state, call, body["model"], env, why)
 
 
 def exec_report(state: Overlay, call: Call) -> None:

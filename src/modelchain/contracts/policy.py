@@ -61,7 +61,14 @@ from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
 from .state import member_key, policy_history_key, policy_key
-from .types import ARTIFACT_ERASE, MODEL_APPROVE, MODEL_DEPLOY, MODEL_REGISTER, POLICY_SET
+from .types import (
+    ARTIFACT_ERASE,
+    MODEL_APPROVE,
+    MODEL_DEPLOY,
+    MODEL_REGISTER,
+    POLICY_SET,
+    RECORD_ERASE,
+)
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -116,6 +123,13 @@ DEFAULT_POLICIES: dict[str, dict[str, str]] = {
         ),
         "description": "an erasure is signed by a data steward and an admin (co-sign a draft: "
         "`modelchain erase --draft`, `modelchain tx sign`)",
+    },
+    RECORD_ERASE: {
+        "rule": (
+            'signers.exists(s, "data-steward" in s.roles) && signers.exists(s, "admin" in s.roles)'
+        ),
+        "description": "erasing an entry's personal fields is signed by a data steward and an "
+        "admin",
     },
 }
 _MAX_RULE = 4096

@@ -25,6 +25,7 @@ __all__ = [
     "deployment_key",
     "digest_key",
     "entity_key",
+    "erased_field_key",
     "erased_key",
     "fl_node_key",
     "fl_participant_key",
@@ -179,3 +180,9 @@ def grant_key(kind: str, name: str, member: str) -> str:
 def erased_key(kind: str, name: str, version: int) -> str:
     """A version's erasure: who, when, why (``artifact.erase``)."""
     return f"artifact-erased/{kind}/{name}@{version}"
+
+
+def erased_field_key(digest: str) -> str:
+    """The erasure of one committed personal field, by its digest (``record.erase``):
+    the entry it was in, who, when, why."""
+    return f"erased-field/{digest}"

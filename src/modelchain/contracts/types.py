@@ -47,6 +47,7 @@ __all__ = [
     "PERMISSIONS_SET",
     "POLICY_SET",
     "QUORUM_SET",
+    "RECORD_ERASE",
     "RUN_RECORD",
     "VALIDITY_SET",
     "VERSION_1_TYPES",
@@ -102,6 +103,9 @@ ARTIFACT_GRANT = "artifact.grant"
 ARTIFACT_REVOKE = "artifact.revoke"
 ARTIFACT_KEY_FETCH = "artifact.key.fetch"
 ARTIFACT_ERASE = "artifact.erase"
+# personal fields (contract-set version 8 on): erasing committed fields of an entry
+RECORD_ERASE = "record.erase"
+
 ARTIFACT_TYPES = frozenset(
     {ARTIFACT_STORE, ARTIFACT_GRANT, ARTIFACT_REVOKE, ARTIFACT_KEY_FETCH, ARTIFACT_ERASE}
 )

@@ -11,12 +11,14 @@ the stored objects and a dataset's record-proof key."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..contracts.personal import PERSONAL_FIELDS, committed_fields
 from ..contracts.state import entity_key, erased_key, grant_key, stored_key
 from ..contracts.types import (
     ACCESS_LOG,
@@ -25,6 +27,7 @@ from ..contracts.types import (
     ARTIFACT_KEY_FETCH,
     ARTIFACT_REVOKE,
     ARTIFACT_STORE,
+    RECORD_ERASE,
 )
 from ..core import canonical
 from ..core.identity import Signer
@@ -126,14 +129,26 @@ class KeyService:
 
 
 @dataclass(frozen=True)
+class FieldErasure:
+    """What ``erase_fields`` did: the ``record.erase`` entry, the fields it erased and
+    the disclosures deleted from this side's vault."""
+
+    index: int
+    fields: tuple[str, ...]
+    deleted: int
+
+
+@dataclass(frozen=True)
 class ErasureResult:
     """What an erasure destroyed: the key entries, the stored objects (by store),
-    and a dataset version's record-proof key."""
+    a dataset version's record-proof key, and the disclosures of the version's
+    committed personal fields (contract-set version 8 on) deleted from this side's vault."""
 
     index: int | None
     keys_destroyed: tuple[str, ...]
     objects_deleted: tuple[str, ...]
     record_key_destroyed: bool
+    fields_deleted: int = 0
 
 
 class Artifacts(Facade):
@@ -428,9 +443,7 @@ class Artifacts(Facade):
 
             raise refused(self._led, envelope, ack, f"{ARTIFACT_ERASE} was rejected")
         result = self.shred(kind, name, version, keys=keys, stores=stores, key_stores=key_stores)
-        return ErasureResult(
-            ack.index, result.keys_destroyed, result.objects_deleted, result.record_key_destroyed
-        )
+        return dataclasses.replace(result, index=ack.index)
 
     def shred(
         self,
@@ -479,7 +492,58 @@ class Artifacts(Facade):
             if path.exists():
                 path.unlink()
                 record_key = True
-        return ErasureResult(int(erased["index"]), tuple(destroyed), tuple(deleted), record_key)
+        # The version's committed fields (a dataset version's ingest) read as erased
+        # everywhere from the erasure on; their disclosures go from this side's vault.
+        entry = self._led.entry(int(self._version(kind, name, version)["index"]))
+        fields = self._led.disclosures.shred(committed_fields(entry.transaction).values())
+        return ErasureResult(
+            int(erased["index"]), tuple(destroyed), tuple(deleted), record_key, fields
+        )
+
+    def erase_fields(
+        self,
+        index: int,
+        reason: str,
+        *,
+        signers: Sequence[Signer] = (),
+        fields: Sequence[str] = (),
+    ) -> FieldErasure:
+        """Erase the committed personal fields of entry ``index`` (all of them, or those
+        named): record ``record.erase`` signed by every one of ``signers`` (a new
+        ledger's policy wants a data steward and an admin among them), then delete
+        the disclosures from this side's vault (``disclosures.shred``); other sides
+        shred theirs with ``shred_fields``."""
+        from ._refusals import refused
+
+        tx = self._led.entry(index).transaction
+        found = committed_fields(tx)
+        if fields:
+            unknown = sorted(set(fields) - set(found))
+            if unknown:
+                raise UsageError(
+                    f"entry {index} ({tx.type}) has no committed field {', '.join(unknown)}; "
+                    f"its committed fields: {', '.join(found) or 'none'}"
+                )
+            found = {f: found[f] for f in fields}
+        if not found:
+            raise UsageError(
+                f"entry {index} ({tx.type}) has no committed personal field to erase "
+                f"(personal fields of {tx.type}: "
+                f"{', '.join(PERSONAL_FIELDS.get(tx.type, ())) or 'none'})"
+            )
+        who = list(signers) or [self._signer(None)]
+        body = {"entry": index, "fields": sorted(found.values()), "reason": reason}
+        envelope = self._led.transaction(RECORD_ERASE, body, who[0].name).sign(*who)
+        ack = self._led.submit(envelope)
+        if not ack.outcome.accepted:
+            raise refused(self._led, envelope, ack, f"{RECORD_ERASE} was rejected")
+        deleted = self._led.disclosures.shred(found.values())
+        return FieldErasure(ack.index, tuple(sorted(found)), deleted)
+
+    def shred_fields(self, index: int) -> int:
+        """Delete from this side's vault the disclosures of entry ``index``'s fields
+        whose erasure the ledger records; how many were deleted."""
+        return self._led.disclosures.shred(self._led.disclosures.committed(index).values())
 
     def unreferenced(self, store: StoreSpec) -> list[StoredObject]:
         refs = self.referenced()

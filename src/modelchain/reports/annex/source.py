@@ -131,7 +131,9 @@ class Source:
                 "type": tx.type,
                 "actor": tx.actor,
                 "time": tx.time,
-                "body": body,
+                "body": self.led.disclosures.reveal(
+                    body
+                ),  # personal fields as this side reads them
                 "outcome": entry.outcome.to_json(),
             }
             if tx.type in _MEMBER_CHANGES and entry.outcome.accepted:
