@@ -3,8 +3,9 @@ the values in an encrypted vault beside it, erasure that leaves the log verifyin
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,14 @@ def led(tmp_path: Path) -> Iterator[mc.Ledger]:
         yield led
     finally:
         led.close()
+
+
+def _backup(src: Path, dest: Path) -> None:
+    with (
+        contextlib.closing(sqlite3.connect(src)) as a,
+        contextlib.closing(sqlite3.connect(dest)) as b,
+    ):
+        a.backup(b)
 
 
 def _log_bytes(led: mc.Ledger) -> bytes:
@@ -144,7 +153,12 @@ def test_older_versions_keep_text_and_refuse_commitments(tmp_path: Path) -> None
 def test_erasing_an_entrys_fields(led: mc.Ledger, tmp_path: Path) -> None:
     vault_file = tmp_path / "home" / "disclosures" / f"{ORIGIN.replace('/', '_')}.sqlite"
     backup = tmp_path / "vault-backup.sqlite"
-    shutil.copy(vault_file, backup)
+    _backup(vault_file, backup)  # the vault file alone, as a nightly backup would copy it
+    source = led.entry(1).transaction.body["source"]["_sd"]
+    with contextlib.closing(sqlite3.connect(vault_file)) as db:
+        (key,) = db.execute("SELECT key FROM disclosures WHERE digest = ?", (source,)).fetchone()
+    with contextlib.closing(sqlite3.connect(f"{vault_file}.keys")) as db:
+        (wrapped,) = db.execute("SELECT wrapped FROM keys WHERE key = ?", (key,)).fetchone()
     with pytest.raises(RejectedError, match="policy"):
         led.artifacts.erase_fields(1, "subject asked", signers=[_s("steward")])
     with pytest.raises(UsageError, match="no committed field"):
@@ -163,17 +177,16 @@ def test_erasing_an_entrys_fields(led: mc.Ledger, tmp_path: Path) -> None:
     with pytest.raises(RejectedError, match="erased already"):
         led.artifacts.erase_fields(1, "again", signers=[_s("steward"), _s("dave")])
     # a copy of the vault taken before the erasure opens nothing: the key is gone
-    keys = led.keys()
-    from modelchain.keys.wrap import DataKeyStore
-
-    stores = (DataKeyStore(vault_file.parent / f"{ORIGIN.replace('/', '_')}.keys"),)
-    saved = DisclosureVault(backup, keys.kek, stores)
+    # (and neither file, nor a write-ahead log, holds a deleted row's bytes)
+    saved = DisclosureVault(backup, led.keys().kek, keys_path=f"{vault_file}.keys")
     try:
-        assert saved.has(led.entry(1).transaction.body["source"]["_sd"])
-        assert saved.get(led.entry(1).transaction.body["source"]["_sd"]) is None
-        assert saved.get(led.entry(2).transaction.body["collected_by"]["_sd"]) is not None
+        assert saved.has(source) and saved.get(source) is None
+        kept = saved.get(led.entry(2).transaction.body["collected_by"]["_sd"])
+        assert kept is not None and kept.value == NURSE
     finally:
         saved.close()
+    for f in vault_file.parent.iterdir():  # the erased key's bytes are gone from disk
+        assert wrapped not in f.read_bytes(), f
 
 
 def test_erasing_a_dataset_version_erases_its_ingest_fields(led: mc.Ledger) -> None:

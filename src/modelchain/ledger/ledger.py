@@ -334,8 +334,7 @@ class Ledger:
         path = folder / f"{origin}.sqlite"
         if not create and not path.exists():
             return None
-        keys = (DataKeyStore(folder / f"{origin}.keys"),)
-        return DisclosureVault(path, self.keys().kek, keys)
+        return DisclosureVault(path, self.keys().kek)
 
     @functools.cached_property
     def artifacts(self) -> Artifacts:

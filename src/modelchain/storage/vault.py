@@ -3,11 +3,12 @@ ledger (ADR 18).
 
 Each transaction's disclosures (``core.disclosure``) are encrypted with one fresh
 AES-256-GCM data key (``cryptography``), the disclosure's digest as associated
-data; the data key is wrapped by the organisation's key-encryption key into a key
-store (``keys.wrap``, as artifact data keys are), never into the vault. Erasing a
-field deletes its ciphertext (SQLite's ``secure_delete`` overwrites the freed
-pages) and, with the transaction's last field, destroys the data key in every key
-store: a saved copy of the vault file then opens nothing.
+data; the data key, wrapped by the organisation's key-encryption key
+(``keys.wrap``), is kept in a second SQLite file beside the vault, never in it.
+Erasing a field deletes its ciphertext and, with the transaction's last field, its
+wrapped data key: SQLite's ``secure_delete`` overwrites the freed pages and each
+file's write-ahead log is truncated, so a saved copy of the vault then opens
+nothing. Both files are write-ahead logged with full sync: a put costs two fsyncs.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..core.disclosure import Disclosure, open_disclosure
-from ..errors import IntegrityError, NotFoundError
-from ..keys.wrap import DataKeyStore, KeyWrap, WrappedKey
+from ..errors import IntegrityError
+from ..keys.wrap import KeyWrap
 
 __all__ = ["DisclosureVault"]
 
@@ -37,32 +38,47 @@ CREATE TABLE IF NOT EXISTS disclosures (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS disclosures_key ON disclosures (key);
 """
+_KEYS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY,
+    kek TEXT NOT NULL,
+    wrapped BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _open(path: Path, schema: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA secure_delete = ON")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.executescript(schema)
+    os.chmod(path, 0o600)
+    return db
 
 
 class DisclosureVault:
-    """Encrypted disclosures in one SQLite file, their data keys wrapped by ``kek``
-    into the first of ``key_stores`` (an erasure destroys them in every one)."""
+    """Encrypted disclosures in the SQLite file ``path``; their data keys, wrapped by
+    ``kek``, in ``keys_path`` (by default ``path`` with ``.keys`` added)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], kek: KeyWrap, key_stores: Sequence[DataKeyStore]
+        self,
+        path: str | os.PathLike[str],
+        kek: KeyWrap,
+        keys_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.keys_path = Path(keys_path) if keys_path is not None else Path(f"{path}.keys")
         self._kek = kek
-        self._stores = tuple(key_stores)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
-            # A rollback journal, not a WAL: the file alone is the vault (a copy of it
-            # is a whole backup), and deleted rows are overwritten in place.
-            self._db.execute("PRAGMA secure_delete = ON")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
+        self._db = _open(self.path, _SCHEMA)
+        self._keys = _open(self.keys_path, _KEYS_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._keys.close()
 
     def put(self, disclosures: Iterable[Disclosure]) -> None:
         """Keep ``disclosures`` (one transaction's), encrypted under a new data key."""
@@ -71,7 +87,7 @@ class DisclosureVault:
             return
         data_key = AESGCM.generate_key(bit_length=256)
         entry = secrets.token_hex(16)
-        self._stores[0].put(WrappedKey(entry, self._kek.kek_id, self._kek.wrap(data_key)))
+        wrapped = self._kek.wrap(data_key)
         aead = AESGCM(data_key)
         rows = []
         for d in items:
@@ -79,6 +95,10 @@ class DisclosureVault:
             sealed = aead.encrypt(nonce, d.text.encode("ascii"), d.digest.encode("ascii"))
             rows.append((d.digest, entry, nonce, sealed))
         with self._lock:
+            # The key first: a disclosure is never kept without the key that opens it.
+            self._keys.execute(
+                "INSERT INTO keys VALUES (?, ?, ?)", (entry, self._kek.kek_id, wrapped)
+            )
             self._db.executemany("INSERT OR IGNORE INTO disclosures VALUES (?, ?, ?, ?)", rows)
 
     def has(self, digest: str) -> bool:
@@ -95,15 +115,23 @@ class DisclosureVault:
             row = self._db.execute(
                 "SELECT key, nonce, ciphertext FROM disclosures WHERE digest = ?", (digest,)
             ).fetchone()
-        if row is None:
+            key = (
+                self._keys.execute(
+                    "SELECT kek, wrapped FROM keys WHERE key = ?", (row[0],)
+                ).fetchone()
+                if row is not None
+                else None
+            )
+        if row is None or key is None:
             return None
-        entry, nonce, sealed = row
-        for ks in self._stores:
-            if ks.has(entry):
-                data_key = self._kek.unwrap(ks.get(entry).wrapped)
-                break
-        else:
-            return None
+        _, nonce, sealed = row
+        kek_id, wrapped = key
+        if kek_id != self._kek.kek_id:
+            raise IntegrityError(
+                f"disclosure {digest}'s data key is wrapped by KEK {kek_id}, not by "
+                f"{self._kek.kek_id}: open the vault with the KEK that filled it"
+            )
+        data_key = self._kek.unwrap(wrapped)
         try:
             text = AESGCM(data_key).decrypt(nonce, sealed, digest.encode("ascii"))
         except InvalidTag as exc:
@@ -129,19 +157,11 @@ class DisclosureVault:
             deleted = self._db.execute(
                 f"DELETE FROM disclosures WHERE digest IN ({marks})", wanted
             ).rowcount
-            orphaned = [
-                k
-                for k in keys
-                if self._db.execute("SELECT 1 FROM disclosures WHERE key = ?", (k,)).fetchone()
-                is None
-            ]
-        for entry in orphaned:
-            for ks in self._stores:
-                ks.destroy(entry)
+            for k in keys:
+                if self._db.execute("SELECT 1 FROM disclosures WHERE key = ?", (k,)).fetchone():
+                    continue  # another field of the same transaction still needs it
+                self._keys.execute("DELETE FROM keys WHERE key = ?", (k,))
+            # Nothing of a deleted row may linger in a write-ahead log.
+            self._keys.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return int(deleted)
-
-    def require(self, digest: str) -> Disclosure:
-        found = self.get(digest)
-        if found is None:
-            raise NotFoundError(f"no disclosure of {digest} in {self.path}")
-        return found
