@@ -152,6 +152,21 @@ def test_the_dataset_page_shows_its_grants_and_refusals(world: World) -> None:
     assert "every version" in _part(page.text, 'id="grants">')
 
 
+def test_an_entry_about_an_erased_version_says_so(world: World) -> None:
+    led, at = world.led, world.at
+    v1 = led.models.get("m", 1).index
+    v2 = led.models.get("m", 2).index
+    erased, kept, refused = _get(
+        led, f"/ui/entries/{v1}", f"/ui/entries/{v2}", f"/ui/entries/{at['erase_refused']}"
+    )
+    assert erased.status_code == kept.status_code == refused.status_code == 200
+    banner = _part(erased.text, 'id="erased">', "</p>")
+    assert "Model m version 1, which this entry concerns, was erased" in banner
+    assert f"#{at['erase']}" in banner and "licence withdrawn &lt;b&gt;" in banner
+    assert 'id="erased"' not in kept.text
+    assert 'id="erased"' in refused.text  # the refused attempt concerns version 1 too
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -167,6 +182,9 @@ def test_the_dataset_page_shows_its_grants_and_refusals(world: World) -> None:
         "/ui/datasets/%00",
         "/ui/datasets/" + "é" * 3000,
         "/ui/datasets/no-such",
+        "/ui/entries/-1",
+        "/ui/entries/999999",
+        "/ui/entries/" + "9" * 400,
     ],
 )
 def test_network_input_never_causes_a_500(world: World, path: str) -> None:

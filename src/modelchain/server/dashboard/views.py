@@ -24,6 +24,7 @@ from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
 from ...errors import AuthError, Error, ForbiddenError, NotFoundError, UsageError
+from ...ledger.erasures import erasure_of_entry
 from ...ledger.trail import TrailFilter, exclusions, trail
 from ..access import Principal
 from ..lineage import lineage_svg
@@ -467,6 +468,7 @@ class Views:
         index = int_field(request.path_params["index"], "entry index")
         data = self.led.entry_bytes(index)
         entry = LogEntry.decode(data)
+        erased = erasure_of_entry(self.led, entry)
         signers = [
             {"keyid": s.keyid, "member": self.pages.member_name(s.keyid)}
             for s in entry.envelope.signatures
@@ -480,6 +482,7 @@ class Views:
             outcome=entry.outcome.to_json(),
             signers=signers,
             leaf_hash=leaf_hash(data).hex(),
+            erased=erased,
             proof=self.pages.receipt_text(index),
             checkpoint=self.pages.checkpoint_view(),
         )
