@@ -369,12 +369,15 @@ def test_a_damaged_ciphertext_loads_nothing_and_leaves_nothing(
     path.write_bytes(bytes(data))
     calls: list[object] = []
     monkeypatch.setattr(safetensors_torch, "load_file", lambda *a, **k: calls.append(a))
-    before = led.size
-    with pytest.raises(IntegrityError):
-        guard.load_safetensors(led, model="net", stores=[store], keys=encrypted["keys"])
-    assert calls == [] and _plaintext_left(led) == []
-    # the key request is on record; no access is
-    assert [t for t, _, _ in _types(led, before)] == ["artifact.key.fetch"]
+    for cache in (False, True):
+        before = led.size
+        with pytest.raises(IntegrityError):
+            guard.load_safetensors(
+                led, model="net", stores=[store], keys=encrypted["keys"], cache=cache
+            )
+        assert calls == [] and _plaintext_left(led) == [], "no plaintext, not even staged"
+        # the key request is on record; no access is
+        assert [t for t, _, _ in _types(led, before)] == ["artifact.key.fetch"]
 
 
 def test_a_cache_is_kept_only_when_asked_for_and_verified_again(

@@ -218,14 +218,12 @@ def _decrypted(
             "organisation's key service (keys=KeyService(kek, key_stores))"
         )
     inside = _member(manifest, model, version, suffix)
-    scratch: Path | None = None
-    if cache:
-        folder = _cache_folder(led, model, version)
-    else:
-        top = led.home / "pulled"
-        top.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{model}@{version}.", dir=top))  # 0700
-        folder = scratch / f"{model}@{version}"
+    top = led.home / "pulled"
+    top.mkdir(parents=True, exist_ok=True)
+    # decrypted into a private folder (0700), staging included, so that a failed or
+    # refused load leaves no plaintext behind; a cache is moved into place once verified
+    scratch = Path(tempfile.mkdtemp(prefix=f".{model}@{version}.", dir=top))
+    folder = scratch / f"{model}@{version}"
     try:
         led.artifacts.pull(
             "model",
@@ -237,10 +235,13 @@ def _decrypted(
             signer=signer,
             keys=keys,
         )
+        if cache:
+            cached = _cache_folder(led, model, version)
+            folder.replace(cached)
+            folder = cached
         yield folder / manifest.name if inside is None else folder.joinpath(*inside)
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextmanager
