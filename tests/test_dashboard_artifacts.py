@@ -133,6 +133,17 @@ def test_the_model_page_shows_erasure_storage_and_every_key_event(world: World) 
     assert "grant revoked" in events[at["revoke"]]
 
 
+def test_the_model_list_marks_an_erased_version(world: World) -> None:
+    (page,) = _get(world.led, "/ui/models")
+    assert page.status_code == 200
+    rows = page.text.split('<td class="version">')[1:]
+    marked = {
+        row.split("</a>", 1)[0].rsplit(">v", 1)[1]: "erased" in row.split("</td>")[0]
+        for row in rows
+    }
+    assert marked == {"2": False, "1": True}
+
+
 def test_a_version_page_reads_as_erased_or_encrypted(world: World) -> None:
     v1, v2 = _get(world.led, "/ui/models/m/versions/1", "/ui/models/m/versions/2")
     assert v1.status_code == v2.status_code == 200

@@ -228,6 +228,9 @@ class Views:
                     **m,
                     "versions": self._standings(m["name"], list(shown)),
                     "older": max(0, latest - LIST_VERSIONS),
+                    "erased": [
+                        v for v in shown if self.led.artifacts.erasure("model", m["name"], v)
+                    ],
                 }
             )
         return self.pages.render(
