@@ -211,7 +211,8 @@ def _decrypted(
 ) -> Iterator[Path]:
     """An encrypted version, pulled with its data key (``led.artifacts.pull``: the key
     request and, once every byte is decrypted and verified, the access are recorded)
-    into the cache folder or a private temporary one that is removed on leaving."""
+    into a private temporary folder that is removed on leaving (with ``cache``, the
+    verified copy is first moved to ``home/pulled/<model>@<version>``)."""
     if keys is None:
         raise UsageError(
             f"{model} version {version} is stored encrypted: loading it needs the "
