@@ -293,6 +293,7 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     click.echo(
         f"version:  {v.version}  {v.digest}  ({art['files']} files, "
         f"{size_text(art['size'])}, entry {v.index}, by {record['by']})"
+        + (" ERASED" if erased is not None else "")
     )
     if record.get("records"):
         r = record["records"]
@@ -558,7 +559,10 @@ def model_show(
         emit_json({**record, "digest": v.digest, "manifest": manifest.to_json(), **extra})
         return
     art = v.record["artifact"]
-    click.echo(f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})")
+    click.echo(
+        f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})"
+        + (" ERASED" if erased is not None else "")
+    )
     click.echo(f"digest:   {v.digest}")
     click.echo(f"format:   {art['format']}, {art['files']} files, {size_text(art['size'])}")
     click.echo(f"run:      {record['run'] or '-'}")
