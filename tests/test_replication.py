@@ -275,3 +275,56 @@ def test_cli_governance_replication(env: dict[str, str]) -> None:
     )
     refused = run_cli(env, "governance", "replication", "65", ok=False)
     assert refused.returncode != 0 and refused.stderr.strip()
+
+
+def test_cli_two_organisations_replicate_before_a_deploy(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    for name in ("bob", "ops", "mon"):
+        run_cli(env, "identity", "new", name)
+    members = ("bob:trainer@acme", "ops:deployer@acme", "mon:monitor@bank")
+    run_cli(
+        env,
+        "init",
+        "--origin",
+        "ledger.example.org/repl",
+        "--admin",
+        "alice",
+        "--org",
+        "acme",
+        "--no-default-policies",
+        *[a for m in members for a in ("--member", m)],
+    )
+    acme, bank = str(tmp_path / "acme-store"), str(tmp_path / "bank-store")
+    model = tmp_path / "fraud"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"w" * 5000)
+    (model / "config.json").write_text("{}")
+    run_cli(env, "model", "register", "fraud", str(model), f"--store={acme}", "--as", "bob")
+    status = run_cli(env, "store", "status", "--json")
+    found = json.loads(status.stdout)
+    assert found["required"] == 0 and found["under_replicated"] == 0
+    assert [(v["name"], v["copies"]) for v in found["versions"]] == [("fraud", 1)]
+    assert found["versions"][0]["orgs"]["acme"]["by"] == "bob"
+
+    run_cli(env, "governance", "replication", "2")
+    refused = run_cli(env, "deploy", "fraud@1", "--env", "staging", "--as", "ops", ok=False)
+    assert refused.returncode == 8
+    assert "under_replicated" in refused.stderr or "held by 1 organisation" in refused.stderr
+    assert "(acme)" in refused.stderr and "needs 2" in refused.stderr
+    short = run_cli(env, "store", "status", ok=False)
+    assert short.returncode == 1
+    assert "fraud@1\t1/2\tacme (" in short.stdout and "UNDER-REPLICATED" in short.stdout
+
+    # the bank mirrors acme's store: every object verified, its copy recorded
+    synced = run_cli(env, "store", "sync", "--store", bank, "--from", acme, "--as", "mon", "--json")
+    out = json.loads(synced.stdout)
+    assert len(out["copied"]) == 3
+    assert out["recorded"] == [{"kind": "model", "name": "fraud", "version": 1}]
+    again = run_cli(env, "store", "sync", "--store", bank, "--from", acme, "--as", "mon", "--json")
+    assert json.loads(again.stdout)["recorded"] == []  # nothing new to record
+    shown = run_cli(env, "store", "status").stdout
+    assert "fraud@1\t2/2\tacme (" in shown and ", bank (" in shown
+    assert "UNDER-REPLICATED" not in shown and "1 versions, 0 under-replicated" in shown
+    run_cli(env, "deploy", "fraud@1", "--env", "staging", "--as", "ops")
+    run_cli(env, "log", "verify")

@@ -69,6 +69,7 @@ __all__ = [
     "passphrase_for",
     "plain_target",
     "quiet_mlflow",
+    "record_copy",
     "show_storage",
     "signer_for",
     "store_for",
@@ -154,6 +155,25 @@ def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore |
     if encrypt and target is None:
         raise UsageError("--encrypt goes with --store: it says how the files are stored")
     return None if encrypt else target
+
+
+def record_copy(
+    led: Ledger, kind: str, name: str, version: int, target: ArtifactStore, signer: Signer
+) -> None:
+    """On a ledger that records replicas (contract-set version 8 on), record that the
+    signer's organisation holds the copy a register just wrote into ``target``: each
+    object was hashed from the bytes written, so it is not read again. Nothing when
+    that copy is recorded already."""
+    from ..contracts.versions import REPLICATION_VERSION
+
+    if led.members.contract_version < REPLICATION_VERSION:
+        return
+    stored = led.artifacts.stored(kind, name, version)
+    # stored encrypted elsewhere before (this register encrypted nothing): check the copy
+    written = stored is None or stored["location"] == target.url
+    led.artifacts.record_replica(
+        kind, name, version, target, signer=signer, verify=not written, again=False
+    )
 
 
 def encrypt_version(

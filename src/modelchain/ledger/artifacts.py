@@ -633,18 +633,26 @@ class Artifacts(Facade):
         *,
         signer: Signer | None = None,
         verify: bool = True,
+        again: bool = True,
         progress: Moved | None = None,
-    ) -> Ack:
+    ) -> Ack | None:
         """Record that the signer's organisation holds a copy of a version in ``store``
         (``artifact.replica``), once every object there is verified by digest
         (``verify=False`` only where the caller has just written and hashed them).
-        IntegrityError, nothing recorded, if any is missing or damaged."""
+        IntegrityError, nothing recorded, if any is missing or damaged. With
+        ``again=False`` nothing is done (None) where the organisation's copy is
+        recorded at that store already."""
         self._not_erased(kind, name, version)
         s = as_store(store)
+        who = self._signer(signer)
+        if not again:
+            mine = self.replicas(kind, name, version).get(member_org(self._led.store, who.name))
+            if mine is not None and mine["location"] == s.url:
+                return None
         if verify:
             self.check_copy(kind, name, version, s, progress=progress)
         body = {"artifact": {"kind": kind, "name": name, "version": version}, "location": s.url}
-        return self._submit(ARTIFACT_REPLICA, body, signer)
+        return self._submit(ARTIFACT_REPLICA, body, who)
 
     def record_replicas(
         self,
