@@ -8,6 +8,7 @@ until its role map lists it. Every ledger here replays to the same outcomes."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,33 @@ def test_cli_two_organisations_replicate_before_a_deploy(
     assert "UNDER-REPLICATED" not in shown and "1 versions, 0 under-replicated" in shown
     run_cli(env, "deploy", "fraud@1", "--env", "staging", "--as", "ops")
     run_cli(env, "log", "verify")
+
+
+def test_the_dashboard_shows_each_versions_copies(v8: mc.Ledger, tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from modelchain.server import ServerConfig, create_app
+
+    ack = v8.artifacts.record_replica("model", "m", 1, tmp_path / "acme-store", signer=s("bob"))
+    assert ack is not None
+    v8.members.set_replication(2, signers=_admins())
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    v8.datasets.register("d", data, signer=s("steward"))
+    app = create_app(v8, ServerConfig(reads="open"))
+
+    async def get(*paths: str) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [await client.get(p) for p in paths]
+
+    version, dataset = asyncio.run(get("/ui/models/m/versions/1", "/ui/datasets/d"))
+    assert version.status_code == dataset.status_code == 200
+    copies = re.search(r'<dd class="copies bad">(.*?)</dd>', version.text, re.S)
+    assert copies, version.text[:3000]
+    assert copies.group(1).startswith(
+        "1 of 2 required: acme ("
+    ) and f"#{ack.index}" in copies.group(1)
+    assert '<dd class="copies bad">0 of 2 required</dd>' in dataset.text

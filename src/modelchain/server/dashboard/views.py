@@ -257,6 +257,8 @@ class Views:
             denied_more=denied_more,
             custodial=custodial,
             approver_roles=approver_roles,
+            replicas=self.led.artifacts.replicas("model", name, version),
+            replication=self.led.members.replication,
         )
 
     def decider_roles(self, who: Principal | None) -> list[str]:
@@ -303,6 +305,11 @@ class Views:
                 for v in versions
                 if (e := self.led.artifacts.erasure("dataset", name, int(v["version"])))
             },
+            replicas={
+                int(v["version"]): self.led.artifacts.replicas("dataset", name, int(v["version"]))
+                for v in versions
+            },
+            replication=self.led.members.replication,
         )
 
     def run_page(self, request: Request) -> Response:
