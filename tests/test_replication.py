@@ -27,6 +27,7 @@ from modelchain.contracts.types import (
 from modelchain.contracts.versions import REPLICATION_VERSION
 from modelchain.errors import IntegrityError, MalformedError, RejectedError, UsageError
 from modelchain.ledger import ledger as ledger_mod
+from modelchain.ledger.artifacts import RecordedCopies
 from modelchain.storage.artifacts import open_store
 
 ADMINS = ("alice", "dave")
@@ -130,8 +131,8 @@ def test_a_deploy_waits_for_the_replication_factor(
     # the bank mirrors acme's store: each copied object verified, then its copy recorded
     synced = v8.artifacts.sync(bank, acme)
     recorded = v8.artifacts.record_replicas(bank, signer=s("mon"), verified=synced.copied)
-    assert recorded == [("model", "m", 1)]
-    assert v8.artifacts.record_replicas(bank, signer=s("mon")) == []  # recorded already
+    assert recorded == RecordedCopies((("model", "m", 1),), ())
+    assert v8.artifacts.record_replicas(bank, signer=s("mon")).recorded == ()  # already
     replicas = v8.artifacts.replicas("model", "m", 1)
     assert set(replicas) == {"acme", "bank"} and replicas["bank"]["location"] == bank.url
     assert replicas["bank"]["by"] == "mon"
@@ -160,13 +161,13 @@ def test_a_copy_is_recorded_only_once_verified(v8: mc.Ledger, tmp_path: Path) ->
     with pytest.raises(IntegrityError, match="no verified copy") as info:
         v8.artifacts.record_replica("model", "m", 1, bank, signer=s("mon"))
     assert any(d.startswith("damaged ") for d in info.value.differences)
-    with pytest.raises(IntegrityError):  # held in full, but not verified: nothing recorded
-        v8.artifacts.record_replicas(bank, signer=s("mon"))
+    found = v8.artifacts.record_replicas(bank, signer=s("mon"))  # held in full, damaged
+    assert found.recorded == () and found.damaged == (f"model m version 1: damaged {victim}",)
     assert v8.size == size
     bank.delete(victim)
     with pytest.raises(IntegrityError, match="1 objects missing"):
         v8.artifacts.record_replica("model", "m", 1, bank, signer=s("mon"))
-    assert v8.artifacts.record_replicas(bank, signer=s("mon")) == []  # not held in full
+    assert v8.artifacts.record_replicas(bank, signer=s("mon")) == RecordedCopies((), ())
     assert v8.artifacts.replicas("model", "m", 1) == {}
 
 
@@ -313,6 +314,8 @@ def test_cli_two_organisations_replicate_before_a_deploy(
     assert refused.returncode == 8
     assert "under_replicated" in refused.stderr or "held by 1 organisation" in refused.stderr
     assert "(acme)" in refused.stderr and "needs 2" in refused.stderr
+    gated = run_cli(env, "gate", "deploy", "fraud@1", "--env", "staging", "--as", "ops", ok=False)
+    assert gated.returncode == 8 and "under_replicated" in gated.stdout + gated.stderr
     short = run_cli(env, "store", "status", ok=False)
     assert short.returncode == 1
     assert "fraud@1\t1/2\tacme (" in short.stdout and "UNDER-REPLICATED" in short.stdout

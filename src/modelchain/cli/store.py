@@ -299,7 +299,8 @@ def store_sync(
     On a ledger of contract-set version 8 or later, every version this store then holds
     in full is recorded as a copy held by your organisation (artifact.replica: the
     signer's org), after each object not just copied is re-hashed; versions recorded
-    there already are skipped. `modelchain store status` lists the copies."""
+    there already are skipped, and a version whose copy there is damaged is not
+    recorded (exit 1, naming the objects). `modelchain store status` lists the copies."""
     from ..contracts.versions import REPLICATION_VERSION
 
     with open_ledger(ledger_dir, readonly=no_record) as led:
@@ -313,9 +314,11 @@ def store_sync(
             result = led.artifacts.sync(dest, src, progress=_moved(line, total))
         finally:
             line.close()
-        recorded: list[tuple[str, str, int]] = []
-        if record and not result.damaged:
-            recorded = led.artifacts.record_replicas(dest, signer=signer, verified=result.copied)
+        recorded: tuple[tuple[str, str, int], ...] = ()
+        unverified: tuple[str, ...] = ()
+        if record:
+            copies = led.artifacts.record_replicas(dest, signer=signer, verified=result.copied)
+            recorded, unverified = copies.recorded, copies.damaged
     if as_json:
         emit_json(
             {
@@ -324,6 +327,7 @@ def store_sync(
                 "missing": list(result.missing),
                 "damaged": list(result.damaged),
                 "recorded": [{"kind": k, "name": n, "version": v} for k, n, v in recorded],
+                "unverified": list(unverified),
             }
         )
     else:
@@ -342,6 +346,11 @@ def store_sync(
         raise IntegrityError(
             f"{len(result.damaged)} objects in {src.url} are damaged",
             tuple(f"damaged {r}" for r in result.damaged),
+        )
+    if unverified:
+        raise IntegrityError(
+            f"copies in {dest.url} that failed their digests were not recorded",
+            unverified,
         )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "ErasureResult",
     "GcResult",
     "KeyService",
+    "RecordedCopies",
     "ReplicationStatus",
     "StoreSpec",
     "SyncResult",
@@ -117,6 +118,15 @@ class SyncResult:
     copied: tuple[str, ...]
     present: int
     missing: tuple[str, ...]
+    damaged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordedCopies:
+    """What ``record_replicas`` recorded (kind, name, version), and what it found
+    damaged in versions it therefore did not record."""
+
+    recorded: tuple[tuple[str, str, int], ...]
     damaged: tuple[str, ...]
 
 
@@ -661,16 +671,17 @@ class Artifacts(Facade):
         signer: Signer | None = None,
         verified: Sequence[str] = (),
         progress: Moved | None = None,
-    ) -> list[tuple[str, str, int]]:
+    ) -> RecordedCopies:
         """Record a copy (``record_replica``) of every version not erased that ``store``
         holds in full and the signer's organisation has not recorded there yet; the
         objects in ``verified`` (just copied, each checked by digest) are not re-hashed.
-        Returns the versions recorded."""
+        A version whose copy is damaged is not recorded, and is reported."""
         s = as_store(store)
         who = self._signer(signer)
         org = member_org(self._led.store, who.name)
         skip = frozenset(verified)
-        done = []
+        done: list[tuple[str, str, int]] = []
+        problems: list[str] = []
         for kind, record in self.versions():
             name, version = str(record["name"]), int(record["version"])
             if self.erasure(kind, name, version) is not None:
@@ -680,11 +691,15 @@ class Artifacts(Facade):
                 continue
             if not all(ref in skip or s.has(ref) for ref in self._objects(kind, record)):
                 continue  # not held in full: nothing to record
-            self.check_copy(kind, name, version, s, skip=skip, progress=progress)
+            try:
+                self.check_copy(kind, name, version, s, skip=skip, progress=progress)
+            except IntegrityError as exc:
+                problems.extend(f"{kind} {name} version {version}: {d}" for d in exc.differences)
+                continue
             body = {"artifact": {"kind": kind, "name": name, "version": version}}
             self._submit(ARTIFACT_REPLICA, {**body, "location": s.url}, who)
             done.append((kind, name, version))
-        return done
+        return RecordedCopies(tuple(done), tuple(problems))
 
 
 def _decrypting(kind: str, name: str, version: int, stored: dict[str, Any], data_key: bytes) -> Any:
