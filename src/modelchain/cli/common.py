@@ -163,17 +163,22 @@ def record_copy(
     """On a ledger that records replicas (contract-set version 8 on), record that the
     signer's organisation holds the copy a register just wrote into ``target``: each
     object was hashed from the bytes written, so it is not read again. Nothing when
-    that copy is recorded already."""
+    that copy is recorded already. A refusal (a role map that does not list
+    artifact.replica) is a warning: the version is registered either way."""
     from ..contracts.versions import REPLICATION_VERSION
+    from ..errors import RejectedError
 
     if led.members.contract_version < REPLICATION_VERSION:
         return
     stored = led.artifacts.stored(kind, name, version)
     # stored encrypted elsewhere before (this register encrypted nothing): check the copy
     written = stored is None or stored["location"] == target.url
-    led.artifacts.record_replica(
-        kind, name, version, target, signer=signer, verify=not written, again=False
-    )
+    try:
+        led.artifacts.record_replica(
+            kind, name, version, target, signer=signer, verify=not written, again=False
+        )
+    except RejectedError as exc:
+        click.echo(f"warning: the copy in {target.url} was not recorded: {exc.message}", err=True)
 
 
 def encrypt_version(
