@@ -174,6 +174,7 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
     "governance.validity": ("alice", {"max_ms": 7 * 24 * 60 * 60 * 1000}),
     "governance.approval-ttl": ("alice", {"ttl_ms": 90 * 24 * 60 * 60 * 1000}),
+    "governance.replication": ("alice", {"copies": 2}),
     "fl.participant.register": ("bob", {"node_id": str(2**63 + 5), "public_key": _P256}),
     "fl.task.create": (
         "alice",
@@ -254,6 +255,11 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "record.erase": (
         "steward",
         {"entry": 1, "fields": [_DISCLOSED.digest], "reason": "request"},
+    ),
+    # which organisations hold a verified copy (contract-set version 8)
+    "artifact.replica": (
+        "bob",
+        {"artifact": {"kind": "model", "name": "m", "version": 1}, "location": "/srv/mirror"},
     ),
 }
 # From contract-set version 8 a personal field holds a salted commitment, not text.

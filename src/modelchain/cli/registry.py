@@ -27,6 +27,7 @@ from .common import (
     name_and_version,
     open_ledger,
     quiet_mlflow,
+    record_copy,
     show_storage,
     signer_for,
     store_for,
@@ -213,6 +214,8 @@ def dataset_register(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "dataset", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "dataset", name, v.version, target, signer)
     _dataset_out(v, as_json, "registered")
 
 
@@ -266,6 +269,8 @@ def dataset_ingest(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "dataset", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "dataset", name, v.version, target, signer)
     _dataset_out(v, as_json, "ingested")
 
 
@@ -534,6 +539,8 @@ def model_register(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "model", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "model", name, v.version, target, signer)
     _model_out(v, as_json)
 
 

@@ -1,5 +1,7 @@
-"""CLI commands of the artifact store: ``pull``, ``store ls|gc|verify|sync``, access to
-encrypted versions (``store grant|revoke|grants``) and ``erase``.
+"""CLI commands of the artifact store: ``pull``, ``store ls|gc|verify|sync|status``, access
+to encrypted versions (``store grant|revoke|grants``) and ``erase``. ``store sync`` and
+``store status`` record and list which organisations hold verified copies (contract-set
+version 8 on: ADR 19).
 
 Which store: ``--store URL`` (a folder or an fsspec URL such as s3://bucket/prefix),
 else ``$MODELCHAIN_STORE`` (several, separated by spaces, for a pull to fall back on),
@@ -277,11 +279,34 @@ def store_verify(ledger_dir: Path, store_url: str | None, as_json: bool) -> None
 @ledger_option
 @one_store_option
 @click.option("--from", "source", required=True, metavar="URL", help="The store to copy from.")
+@click.option(
+    "--no-record",
+    is_flag=True,
+    help="Do not record this organisation's copies on the ledger (artifact.replica).",
+)
+@click.option("--as", "as_name", help="Identity that records the copies.")
 @json_option
-def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bool) -> None:
+def store_sync(
+    ledger_dir: Path,
+    store_url: str | None,
+    source: str,
+    no_record: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
     """Copy from another store every object this ledger's versions reference and this
-    store lacks, each verified by its digest; damaged or missing ones are reported."""
-    with open_ledger(ledger_dir, readonly=True) as led:
+    store lacks, each verified by its digest; damaged or missing ones are reported.
+
+    On a ledger of contract-set version 8 or later, every version this store then holds
+    in full is recorded as a copy held by your organisation (artifact.replica: the
+    signer's org), after each object not just copied is re-hashed; versions recorded
+    there already are skipped, and a version whose copy there is damaged is not
+    recorded (exit 1, naming the objects). `modelchain store status` lists the copies."""
+    from ..contracts.versions import REPLICATION_VERSION
+
+    with open_ledger(ledger_dir, readonly=no_record) as led:
+        record = not no_record and led.members.contract_version >= REPLICATION_VERSION
+        signer = signer_for(as_name, led) if record else None
         dest = _one(led, store_url)
         src = led.artifact_store(source)
         line = ProgressLine("syncing", "bytes")
@@ -290,6 +315,11 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
             result = led.artifacts.sync(dest, src, progress=_moved(line, total))
         finally:
             line.close()
+        recorded: tuple[tuple[str, str, int], ...] = ()
+        unverified: tuple[str, ...] = ()
+        if record:
+            copies = led.artifacts.record_replicas(dest, signer=signer, verified=result.copied)
+            recorded, unverified = copies.recorded, copies.damaged
     if as_json:
         emit_json(
             {
@@ -297,6 +327,8 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
                 "present": result.present,
                 "missing": list(result.missing),
                 "damaged": list(result.damaged),
+                "recorded": [{"kind": k, "name": n, "version": v} for k, n, v in recorded],
+                "unverified": list(unverified),
             }
         )
     else:
@@ -309,11 +341,65 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
             f"there already; {len(result.missing)} missing and {len(result.damaged)} "
             f"damaged in {src.url}"
         )
+        for k, n, v in recorded:
+            click.echo(f"recorded a verified copy of {k} {n} version {v} in {dest.url}")
     if result.damaged:
         raise IntegrityError(
             f"{len(result.damaged)} objects in {src.url} are damaged",
             tuple(f"damaged {r}" for r in result.damaged),
         )
+    if unverified:
+        raise IntegrityError(
+            f"copies in {dest.url} that failed their digests were not recorded",
+            unverified,
+        )
+
+
+@click.command("status")
+@ledger_option
+@click.argument("name", required=False)
+@json_option
+def store_status(ledger_dir: Path, name: str | None, as_json: bool) -> None:
+    """Each registered version's copies (the organisations that recorded a verified
+    one) against the replication factor (`modelchain governance replication`); exit 1
+    if any is under-replicated. A deploy of an under-replicated model version is
+    refused. Contract-set version 8 on."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        led.members.require_replication()
+        required = led.members.replication or 0
+        found = [r for r in led.artifacts.replication() if name is None or r.name == name]
+    under = [r for r in found if r.under_replicated]
+    if as_json:
+        emit_json(
+            {
+                "required": required,
+                "versions": [
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "version": r.version,
+                        "copies": r.copies,
+                        "orgs": r.orgs,
+                        "under_replicated": r.under_replicated,
+                    }
+                    for r in found
+                ],
+                "under_replicated": len(under),
+            }
+        )
+    else:
+        if required:
+            click.echo(f"replication factor: {required} organisations")
+        else:
+            click.echo("no replication factor set (`modelchain governance replication N`)")
+        for r in found:
+            want = f"/{required}" if required else ""
+            orgs = ", ".join(f"{o} ({c['location']})" for o, c in sorted(r.orgs.items()))
+            flag = "  UNDER-REPLICATED" if r.under_replicated else ""
+            click.echo(f"{r.kind} {r.name}@{r.version}\t{r.copies}{want}\t{orgs or '-'}{flag}")
+        click.echo(f"{len(found)} versions, {len(under)} under-replicated")
+    if under:
+        raise SystemExit(1)
 
 
 def _kind_option(f: Any) -> Any:
@@ -406,6 +492,7 @@ store.add_command(store_ls)
 store.add_command(store_gc)
 store.add_command(store_verify)
 store.add_command(store_sync)
+store.add_command(store_status)
 store.add_command(store_grant)
 store.add_command(store_revoke)
 store.add_command(store_grants)

@@ -31,6 +31,8 @@ What a rule sees (the whole context, in one place)::
     approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env;
         from contract-set version 5 only the approvals that count: no older than the
         approval period, recorded after the version's last rollback from env)
+    replication {required, copies, orgs}   the same, from contract-set version 8: the
+        replication factor (0: none set) and the organisations holding a verified copy
 
     attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
     evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]

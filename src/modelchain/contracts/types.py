@@ -13,6 +13,7 @@ __all__ = [
     "ARTIFACT_ERASE",
     "ARTIFACT_GRANT",
     "ARTIFACT_KEY_FETCH",
+    "ARTIFACT_REPLICA",
     "ARTIFACT_REVOKE",
     "ARTIFACT_STORE",
     "ARTIFACT_TYPES",
@@ -48,6 +49,8 @@ __all__ = [
     "POLICY_SET",
     "QUORUM_SET",
     "RECORD_ERASE",
+    "REPLICATION_SET",
+    "REPLICATION_TYPES",
     "RUN_RECORD",
     "VALIDITY_SET",
     "VERSION_1_TYPES",
@@ -110,6 +113,10 @@ ARTIFACT_TYPES = frozenset(
     {ARTIFACT_STORE, ARTIFACT_GRANT, ARTIFACT_REVOKE, ARTIFACT_KEY_FETCH, ARTIFACT_ERASE}
 )
 
+# which organisations hold a verified copy of a version (contract-set version 8 on)
+ARTIFACT_REPLICA = "artifact.replica"
+REPLICATION_TYPES = frozenset({ARTIFACT_REPLICA})
+
 # governance
 MEMBER_ADD = "member.add"
 MEMBER_UPDATE = "member.update"
@@ -122,6 +129,7 @@ CONTRACTS_ACTIVATE = "contracts.activate"
 CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
 VALIDITY_SET = "governance.validity"
 APPROVAL_TTL_SET = "governance.approval-ttl"
+REPLICATION_SET = "governance.replication"
 
 GOVERNANCE_TYPES = frozenset(
     {
@@ -136,6 +144,7 @@ GOVERNANCE_TYPES = frozenset(
         CHECKPOINT_POLICY_SET,
         VALIDITY_SET,
         APPROVAL_TTL_SET,
+        REPLICATION_SET,
     }
 )
 

@@ -46,7 +46,18 @@ rather than give it another outcome. What each version changed:
        steward and an admin, by default policy) records that committed fields of
        an entry are erased; their disclosures are destroyed off the ledger.
        Unknown below 8; a ledger that activates 8 denies it until
-       ``permissions.set`` lists it
+       ``permissions.set`` lists it. Also in 8,
+       replication (ADR 19): ``governance.replication {copies}``, signed by the
+       admin quorum, sets how many organisations must hold a verified copy of a
+       model version before it is deployed (unset or 0: no requirement);
+       ``artifact.replica`` records that the submitting member's organisation
+       (its ``org``, else its name) holds a verified copy of every file of a
+       registered, unerased version; ``model.deploy`` of a version held by fewer
+       organisations than that is refused (``under_replicated``, before any
+       policy), and the policies of ``model.deploy``, ``model.approve`` and
+       ``model.reject`` see ``replication`` {required, copies, orgs}. Both types
+       are unknown below 8; a ledger that activates 8 denies ``artifact.replica``
+       until ``permissions.set`` lists it: only a new ledger's default map does
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ __all__ = [
     "FL_VERSION",
     "KNOWN_VERSIONS",
     "PERSONAL_VERSION",
+    "REPLICATION_VERSION",
     "WINDOW_VERSION",
     "active_version",
     "schedule",
@@ -74,6 +86,7 @@ APPROVAL_VERSION = 5  # approvals expire, and a rollback makes them stale, from 
 FL_VERSION = 6  # the fl.* types, from this version on
 ARTIFACT_VERSION = 7  # the artifact.* types (encryption, grants, erasure), from this version on
 PERSONAL_VERSION = 8  # personal fields are committed, and record.erase, from this version on
+REPLICATION_VERSION = 8  # governance.replication, artifact.replica, under_replicated deploys
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

@@ -312,6 +312,8 @@ class Views:
             stored=self.led.artifacts.stored("model", name, version),
             custodial=custodial,
             approver_roles=approver_roles,
+            replicas=self.led.artifacts.replicas("model", name, version),
+            replication=self.led.members.replication,
         )
 
     def decider_roles(self, who: Principal | None) -> list[str]:
@@ -354,6 +356,11 @@ class Views:
             versions=versions,
             uses=self.led.datasets.used_by(name),
             **self._artifact_facts("dataset", name, [int(v["version"]) for v in versions]),
+            replicas={
+                int(v["version"]): self.led.artifacts.replicas("dataset", name, int(v["version"]))
+                for v in versions
+            },
+            replication=self.led.members.replication,
         )
 
     def run_page(self, request: Request) -> Response:
