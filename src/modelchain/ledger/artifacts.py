@@ -56,6 +56,7 @@ __all__ = [
     "GC_MIN_AGE_S",
     "Artifacts",
     "ErasureResult",
+    "FieldErasure",
     "GcResult",
     "KeyService",
     "RecordedCopies",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..contracts.personal import PERSONAL_FIELDS, committed_fields
 from ..contracts.state import erased_field_key
@@ -24,7 +24,9 @@ from ..core.canonical import JSONValue
 from ..core.disclosure import Disclosure, commitment, disclose, is_commitment, open_disclosure
 from ..core.tx import LogEntry
 from ..errors import MalformedError
-from ..storage.vault import DisclosureVault
+
+if TYPE_CHECKING:
+    from ..storage.vault import DisclosureVault
 
 __all__ = ["ERASED", "MARK", "WITHHELD", "Disclosures"]
 

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..contracts import ContractSet
 from ..contracts.genesis import genesis_body
@@ -50,7 +50,6 @@ from ..storage.failures import storage_error
 from ..storage.files import replace_file
 from ..storage.protocols import ArtifactStore, BlobStore
 from ..storage.sqlite import SqliteStore
-from ..storage.vault import DisclosureVault
 from .artifacts import Artifacts, KeyService
 from .backend import Backend
 from .datasets import Datasets
@@ -62,6 +61,9 @@ from .members import Members
 from .models import Models, ModelVersion
 from .policies import Policies
 from .port import LedgerReads
+
+if TYPE_CHECKING:
+    from ..storage.vault import DisclosureVault
 from .runs import Runs
 from .trail import exclusions, rejected
 
@@ -70,6 +72,7 @@ __all__ = [
     "LOG_KEY_NAME",
     "Founder",
     "Ledger",
+    "RevealingReads",
     "default_home",
     "init",
     "new_nonce",
@@ -327,13 +330,13 @@ class Ledger:
         return Disclosures(lambda: self.backend.store, self.entry, self._vault, self.local)
 
     def _vault(self, create: bool) -> DisclosureVault | None:
-        # Its data keys live apart from the vault file (a copy of the file alone
-        # opens nothing once they are destroyed) and from the artifacts' key stores.
-        origin = self.origin.replace("/", "_")
-        folder = self.home / "disclosures"
-        path = folder / f"{origin}.sqlite"
+        # Its data keys live in a second file (a copy of the vault file alone opens
+        # nothing once they are destroyed), wrapped by the organisation's KEK.
+        path = self.home / "disclosures" / f"{self.origin.replace('/', '_')}.sqlite"
         if not create and not path.exists():
             return None
+        from ..storage.vault import DisclosureVault  # cryptography: on first use only
+
         return DisclosureVault(path, self.keys().kek)
 
     @functools.cached_property
