@@ -34,6 +34,7 @@ from .protocols import ArtifactStore, StoredObject
 
 __all__ = [
     "CHUNK",
+    "FetchFrom",
     "FetchObject",
     "FsspecArtifactStore",
     "ObjectUpload",
@@ -41,6 +42,7 @@ __all__ = [
     "StoredObject",
     "copy_object",
     "fetch",
+    "fetch_first",
     "open_store",
     "pull_manifest",
     "put_bytes",
@@ -526,20 +528,32 @@ FetchObject = Callable[
 copy into a path; note what was wrong with the others; return the store's URL."""
 
 
-def _fetch_any(
+FetchFrom = Callable[[ArtifactStore], None]
+"""Fetch one object from one store into the path a pull stages it at. Raises
+NotFoundError when the store lacks it, IntegrityError when its copy is not the
+registered bytes, StorageError when the store cannot be read."""
+
+
+def fetch_first(
     stores: Sequence[ArtifactStore],
-    ref: str,
-    size: int,
+    fetch_from: FetchFrom,
+    *,
     shown: str,
-    path: Path,
+    ref: str,
     problems: list[str],
-    progress: Progress | None,
+    holds: str = "the registered bytes",
 ) -> str:
+    """Try ``fetch_from`` on each store in turn until one serves a good copy of ``ref``
+    (shown to users as ``shown``); note in ``problems`` what was wrong with the stores
+    passed over and return the URL of the one that served. When none does: IntegrityError
+    if some copy was damaged (none ``holds`` the right bytes), StorageError if some store
+    could not be read, NotFoundError if none has it. Plain and decrypting fetches both
+    fall back through here, each with its own ``fetch_from``."""
     damaged = failed = False
     mine: list[str] = []
     for store in stores:
         try:
-            fetch(store, ref, size, path, progress)
+            fetch_from(store)
             problems.extend(mine)
             return store.url
         except NotFoundError:
@@ -552,13 +566,26 @@ def _fetch_any(
             mine.append(f"{store.url}: {exc}")
     where = ", ".join(s.url for s in stores)
     if damaged:
-        raise IntegrityError(
-            f"{shown}: no artifact store holds the registered bytes ({where})", tuple(mine)
-        )
+        raise IntegrityError(f"{shown}: no artifact store holds {holds} ({where})", tuple(mine))
     if failed:
         # What was fetched stays beside DEST: the next pull continues from there.
         raise StorageError(f"{shown}: could not fetch {ref}: " + "; ".join(mine))
     raise NotFoundError(f"{shown} ({ref}) is in none of the artifact stores: {where}")
+
+
+def _fetch_any(
+    stores: Sequence[ArtifactStore],
+    ref: str,
+    size: int,
+    shown: str,
+    path: Path,
+    problems: list[str],
+    progress: Progress | None,
+) -> str:
+    def fetch_from(store: ArtifactStore) -> None:
+        fetch(store, ref, size, path, progress)
+
+    return fetch_first(stores, fetch_from, shown=shown, ref=ref, problems=problems)
 
 
 def pull_manifest(
