@@ -223,6 +223,121 @@ def test_an_interrupted_pull_continues_where_it_stopped(led: mc.Ledger, tmp_path
     assert sum(moved) == (12 << 20) - (5 << 20)
 
 
+class _CutOff:
+    """A store whose uploads fail once ``after`` bytes have gone in (a network error,
+    a process stopped mid-file), or pass through when ``after`` is None; it keeps
+    every upload it opened, to read how many bytes each kept and wrote."""
+
+    def __init__(self, store: FsspecArtifactStore, after: int | None) -> None:
+        self.store = store
+        self.url = store.url
+        self.after = after
+        self.uploads: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def upload(self, resume: str | None = None) -> Any:
+        real = self.store.upload(resume)
+        self.uploads.append(real)
+        if self.after is None:
+            return real
+        after = self.after
+
+        class Failing:
+            def write(self, data: Any) -> None:
+                if real.size + len(data) > after:
+                    raise StorageError("connection reset (injected)")
+                real.write(data)
+
+            def commit(self, ref: str) -> None:
+                real.commit(ref)
+
+            def abort(self) -> None:
+                real.abort()
+
+        return Failing()
+
+
+def _big(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def test_an_interrupted_upload_resumes_within_the_file(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    store = open_store(tmp_path / "store")
+    cut = _CutOff(store, after=25 << 20)
+    with pytest.raises(StorageError, match="injected"):
+        hash_path(src, tee=cut)
+    assert not list(store.objects())  # nothing half-written under any ref
+    kept_before = sum(p.stat().st_size for p in (tmp_path / "store" / "tmp").iterdir())
+    assert kept_before >= 20 << 20
+
+    told: list[int] = []
+    store.on_resume = told.append
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    [upload] = again.uploads
+    assert upload.kept == kept_before and told == [kept_before]
+    assert upload.size - upload.kept == (40 << 20) - kept_before  # only the rest written
+    ref = object_ref("sha256", manifest.files[0].digest)
+    with store.open_read(ref) as f:
+        assert f.read() == src.read_bytes()
+    assert not list((tmp_path / "store" / "tmp").iterdir())
+
+
+def test_a_resumed_upload_rewrites_from_where_the_kept_bytes_differ(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    store = open_store(tmp_path / "store")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=30 << 20))
+    [partial] = (tmp_path / "store" / "tmp").iterdir()
+    with open(partial, "r+b") as f:  # damaged at rest, after 10 MiB
+        f.seek(10 << 20)
+        f.write(b"\xff" * 100)
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 8 << 20  # up to the start of the chunk that differs
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
+def test_a_killed_register_resumes_its_upload(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 64 << 20)
+    store_dir = tmp_path / "store"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from modelchain.artifacts.hashing import hash_path
+        from modelchain.storage.artifacts import open_store
+        store = open_store({str(store_dir)!r})
+        real = store.upload
+        def upload(resume=None):
+            up = real(resume)
+            write = up.write
+            def dying(data):
+                write(data)
+                if up.size >= 24 << 20:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            up.write = dying
+            return up
+        store.upload = upload
+        hash_path({str(src)!r}, tee=store)
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], check=False)
+    assert killed.returncode == -9
+    store = open_store(store_dir)
+    assert not list(store.objects())
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept >= 24 << 20
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
 def test_register_again_reads_nothing_the_store_holds(led: mc.Ledger, tmp_path: Path) -> None:
     model = _model(tmp_path / "m")
     # The digest cache trusts only files unchanged for a while before hashing began
@@ -237,9 +352,9 @@ def test_register_again_reads_nothing_the_store_holds(led: mc.Ledger, tmp_path: 
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)
 
-        def upload(self) -> Any:
+        def upload(self, resume: str | None = None) -> Any:
             uploads.append(1)
-            return store.upload()
+            return store.upload(resume)
 
     led.models.register("fraud", model, store=Counting())  # type: ignore[arg-type]
     first = len(uploads)

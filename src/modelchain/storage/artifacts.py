@@ -119,23 +119,62 @@ class _WriteBack:
         self._waited, self._started = self._started, end
 
 
+def _resumable_file(store: FsspecArtifactStore, tmp: str) -> Any:
+    """The interrupted upload at ``tmp`` opened to be continued (created if absent) and
+    locked against another process continuing it too; None where that cannot be had."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: uploads start over
+        return None
+    store._makedirs(tmp)
+    f = open(tmp, "r+b" if os.path.exists(tmp) else "w+b")  # noqa: SIM115 - kept open
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()  # another put of the same file is under way: this one starts afresh
+        return None
+    return f
+
+
 class ObjectUpload:
     """An object being written: ``write`` chunks, then ``commit(ref)`` moves it under
-    its ref (or drops it when the store already holds that ref), or ``abort`` drops it."""
+    its ref (or drops it when the store already holds that ref), or ``abort`` drops it.
 
-    def __init__(self, store: FsspecArtifactStore) -> None:
+    With ``resume`` (a name for the source, e.g. its path, size and mtime) on a local
+    store, the upload is written to ``tmp/resume-<resume>`` and an aborted one is kept
+    there: the next upload of the same source compares the bytes it is given with those
+    kept, byte for byte, keeps the matching prefix without writing it again (``kept``),
+    truncates at the first difference, and appends from there. Before such an object is
+    moved under its ref it is hashed again whole from the store: a resumed object is
+    placed only if its bytes are the ref's."""
+
+    def __init__(self, store: FsspecArtifactStore, resume: str | None = None) -> None:
         self._store = store
         self._tmp = store._path(f"{_TMP}/{uuid.uuid4().hex}")
         self.size = 0
+        self.kept = 0  # bytes of an interrupted upload kept, verified against the source
+        self._compare = 0  # bytes of an interrupted upload not yet compared
+        self._resumable = False
         try:
-            store._makedirs(self._tmp)
-            self._file: Any = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
+            file = None
+            if resume is not None and store.local:
+                tmp = store._path(f"{_TMP}/resume-{resume}")
+                file = _resumable_file(store, tmp)
+                if file is not None:
+                    self._tmp, self._resumable = tmp, True
+                    self._compare = os.fstat(file.fileno()).st_size
+            if file is None:
+                store._makedirs(self._tmp)
+                file = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
+            self._file: Any = file
             self._write_back = _WriteBack(self._file) if store.local else None
         except Exception as exc:
             raise _io_error(f"cannot write to the artifact store {store.url}", exc) from exc
 
     def write(self, data: memoryview | bytes, /) -> None:
         try:
+            if self._compare:
+                data = self._skip_kept(data)
             self._file.write(data)
             self.size += len(data)
             if self._write_back is not None:
@@ -143,24 +182,69 @@ class ObjectUpload:
         except Exception as exc:
             raise _io_error(f"cannot write to the artifact store {self._store.url}", exc) from exc
 
+    def _skip_kept(self, data: memoryview | bytes) -> memoryview | bytes:
+        """What of ``data`` is still to be written after comparing it with the bytes an
+        interrupted upload left at this offset: nothing if they are the same."""
+        n = min(len(data), self._compare - self.size)
+        if os.pread(self._file.fileno(), n, self.size) == data[:n]:
+            self.size += n
+            self.kept = self.size
+            data = data[n:]
+            if self.size < self._compare:
+                return data
+        else:
+            self._file.truncate(self.size)  # they part here: what follows is rewritten
+        self._compare = 0
+        self._file.seek(self.size)
+        self._write_back = _WriteBack(self._file, self.size)
+        notify = self._store.on_resume
+        if notify is not None and self.kept:
+            notify(self.kept)
+        return data
+
     def commit(self, ref: str, /) -> None:
         store = self._store
         key = store._key(ref)
         try:
+            if self._compare:  # the source ended inside what was kept
+                self._file.truncate(self.size)
+                self._compare = 0
             self._close(durable=True)
             if store.fs.exists(store._fresh(key)):
                 # Content-addressed: the object there already is these bytes.
                 store.fs.rm(self._tmp)
                 return
+            if self.kept:
+                self._check_whole(ref)
             store._makedirs(key)
             store.fs.mv(self._tmp, key)
             if store.local:
                 fsync_dir(Path(key).parent)  # the new name is durable too
+        except IntegrityError:
+            with contextlib.suppress(Exception):
+                store.fs.rm(self._tmp)
+            raise
         except Exception as exc:
             self.abort()
             raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
 
+    def _check_whole(self, ref: str) -> None:
+        algorithm, digest = parse_object_ref(ref)
+        hasher = new_hasher(algorithm)
+        with open(self._tmp, "rb", buffering=0) as f:
+            while block := f.read(CHUNK):
+                hasher.update(block)
+        if hasher.hexdigest() != digest:
+            raise IntegrityError(
+                f"a resumed upload to {self._store.url} does not hash to {ref}: "
+                "it was dropped; put the file again"
+            )
+
     def abort(self) -> None:
+        if self._resumable:
+            with contextlib.suppress(Exception):
+                self._file.close()  # kept, unlocked, for the next upload of this source
+            return
         with contextlib.suppress(Exception):
             discard = getattr(self._file, "discard", None)
             if callable(discard):
@@ -189,6 +273,9 @@ class FsspecArtifactStore:
     root: str
     url: str
     local: bool = field(init=False)
+    # Told how many bytes of an interrupted upload were found good and kept (the CLI
+    # prints it); None: nobody is told.
+    on_resume: Callable[[int], None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         protocol = self.fs.protocol
@@ -228,8 +315,10 @@ class FsspecArtifactStore:
         except Exception as exc:
             raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
 
-    def upload(self) -> ObjectUpload:
-        return ObjectUpload(self)
+    def upload(self, resume: str | None = None) -> ObjectUpload:
+        """A new object's upload; ``resume`` names its source so that an interrupted
+        upload of the same source is continued (``ObjectUpload``)."""
+        return ObjectUpload(self, resume)
 
     def open_read(self, ref: str, offset: int = 0) -> IO[bytes]:
         """The object's bytes from ``offset``, unchecked (``fetch`` checks them)."""
