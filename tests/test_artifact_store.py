@@ -416,6 +416,21 @@ def test_cli_register_pull_ls_gc_verify(env: dict[str, str], tmp_path: Path) -> 
     assert not (tmp_path / "again").exists()
 
 
+def test_cli_register_says_it_resumes_an_interrupted_upload(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    src = _big(tmp_path / "big" / "weights.bin", 24 << 20)
+    store = open_store(Path(env["MODELCHAIN_LEDGER"]) / "artifacts")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=10 << 20))  # a register cut off mid-file
+    done = run(env, "model", "register", "big", str(src), "--store")
+    assert "resuming an interrupted upload" in done.stderr and "8.0 MiB already" in done.stderr
+    out = tmp_path / "out"
+    run(env, "pull", "big", str(out))
+    assert (out / "weights.bin").read_bytes() == src.read_bytes()
+
+
 # -- an S3-compatible server on loopback -------------------------------------------
 
 
@@ -476,6 +491,36 @@ def test_s3_round_trip_and_fallback(led: mc.Ledger, tmp_path: Path, s3: str, s3_
     result = led.models.pull("fraud", tmp_path / "out2", stores=[s3_store, local])
     assert any("damaged" in p for p in result.problems)
     led.models.verify(tmp_path / "out2", "fraud", 1)
+
+
+def test_an_interrupted_s3_upload_resumes_from_its_parts(
+    tmp_path: Path, s3: str, s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bucket("resume", s3)
+    store = open_store("s3://resume/store", client_kwargs={"endpoint_url": s3})
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    with pytest.raises(StorageError, match="injected"):
+        hash_path(src, tee=_CutOff(store, after=25 << 20))
+    assert not list(store.objects())  # nothing under any ref, nor in tmp/ as an object
+
+    sent: list[int] = []
+    call = store.fs.call_s3
+
+    def counting(method: str, **kwargs: Any) -> Any:
+        if method == "upload_part":
+            sent.append(len(kwargs["Body"]))
+        return call(method, **kwargs)
+
+    monkeypatch.setattr(store.fs, "call_s3", counting)
+    told: list[int] = []
+    store.on_resume = told.append
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 24 << 20 and told == [24 << 20]  # three 8 MiB parts
+    assert sum(sent) == (40 << 20) - (24 << 20)
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+    assert not store.fs.find("resume/store/tmp")
 
 
 def test_cli_against_s3(env: dict[str, str], tmp_path: Path, s3: str, s3_env: Any) -> None:

@@ -264,6 +264,141 @@ class ObjectUpload:
         f.close()
 
 
+class _MultipartUpload:
+    """A resumable upload to S3 (s3fs): a multipart upload to ``tmp/resume-<resume>``
+    in parts of _BLOCK bytes, left open when aborted. The next upload of the same
+    source finds it by its key (``ListMultipartUploads``), and each part it would send
+    is compared with the part already there by its MD5 (the part's ETag): a part whose
+    MD5 matches is kept, not sent again; from the first that does not, parts are sent
+    (and replace the ones there). On commit S3 assembles the parts, the object's ETag
+    (the MD5 of the parts' MD5s) is checked against the bytes hashed, so the object is
+    the bytes whose digest is ``ref``, and it is copied under its ref server-side.
+    Buckets that encrypt with SSE-KMS give ETags that are not MD5s: nothing is kept
+    and such uploads start over."""
+
+    def __init__(self, store: FsspecArtifactStore, resume: str) -> None:
+        self._store = store
+        self._tmp = store._path(f"{_TMP}/resume-{resume}")
+        bucket, key, _ = store.fs.split_path(self._tmp)
+        self._where = {"Bucket": bucket, "Key": key}
+        self.size = 0
+        self.kept = 0
+        self._buffer = bytearray()
+        self._sent: list[dict[str, Any]] = []  # {PartNumber, ETag} of parts in place
+        self._md5s: list[bytes] = []
+        self._told = False
+        try:
+            found = self._call("list_multipart_uploads", Bucket=bucket, Prefix=key)
+            open_ = sorted(
+                (u for u in found.get("Uploads", []) if u.get("Key") == key),
+                key=lambda u: u.get("Initiated") or 0,
+            )
+            if open_:
+                self._id = str(open_[-1]["UploadId"])
+                self._there = self._parts_there()
+            else:
+                self._id = str(self._call("create_multipart_upload", **self._where)["UploadId"])
+                self._there = []
+        except Exception as exc:
+            raise _io_error(f"cannot write to the artifact store {store.url}", exc) from exc
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        return self._store.fs.call_s3(method, **kwargs)
+
+    def _parts_there(self) -> list[str]:
+        """The ETags of the full parts already uploaded, in order from part 1, up to the
+        first gap or short part (what follows is sent again)."""
+        parts: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            page = self._call(
+                "list_parts", **self._where, UploadId=self._id, PartNumberMarker=marker
+            )
+            for p in page.get("Parts", []):
+                parts[int(p["PartNumber"])] = p
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+        there = []
+        for n in range(1, len(parts) + 1):
+            p = parts.get(n)
+            if p is None or int(p["Size"]) != _BLOCK:
+                break
+            there.append(str(p["ETag"]).strip('"'))
+        return there
+
+    def write(self, data: memoryview | bytes, /) -> None:
+        self._buffer += data
+        while len(self._buffer) >= _BLOCK:
+            self._part(bytes(self._buffer[:_BLOCK]))
+            del self._buffer[:_BLOCK]
+
+    def _part(self, data: bytes) -> None:
+        number = len(self._sent) + 1
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        etag = md5.hex()
+        if number <= len(self._there) and self._there[number - 1] == etag:
+            self.kept += len(data)  # this part is there already, byte for byte by MD5
+        else:
+            if number <= len(self._there):
+                del self._there[number - 1 :]  # they part here: every later part is sent
+            self._resumed()
+            try:
+                answer = self._call(
+                    "upload_part", **self._where, UploadId=self._id, PartNumber=number, Body=data
+                )
+            except Exception as exc:
+                raise _io_error(f"cannot write to {self._store.url}", exc) from exc
+            etag = str(answer["ETag"]).strip('"')
+        self._sent.append({"PartNumber": number, "ETag": f'"{etag}"'})
+        self._md5s.append(md5)
+        self.size += len(data)
+
+    def _resumed(self) -> None:
+        notify = self._store.on_resume
+        if self.kept and not self._told and notify is not None:
+            notify(self.kept)
+        self._told = True
+
+    def commit(self, ref: str, /) -> None:
+        store = self._store
+        key = store._key(ref)
+        try:
+            if self._buffer or not self._sent:
+                self._part(bytes(self._buffer))  # the last part may be short
+                self._buffer.clear()
+            done = self._call(
+                "complete_multipart_upload",
+                **self._where,
+                UploadId=self._id,
+                MultipartUpload={"Parts": self._sent},
+            )
+            expected = f"{hashlib.md5(b''.join(self._md5s), usedforsecurity=False).hexdigest()}"
+            if (
+                self.kept
+                and str(done.get("ETag", "")).strip('"') != f"{expected}-{len(self._sent)}"
+            ):
+                store.fs.rm(self._tmp)
+                raise IntegrityError(
+                    f"a resumed upload to {store.url} is not the bytes hashed to {ref}: "
+                    "it was dropped; put the file again"
+                )
+            if store.fs.exists(store._fresh(key)):
+                store.fs.rm(self._tmp)
+                return
+            store.fs.mv(self._tmp, key)
+        except IntegrityError:
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                store.fs.rm(self._tmp)
+            raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
+
+    def abort(self) -> None:
+        """Leave the multipart upload open, its parts kept for the next upload of this
+        source (a bucket lifecycle rule aborts those left for good)."""
+
+
 @dataclass
 class FsspecArtifactStore:
     """An artifact store on an fsspec filesystem: the local one for a folder, s3fs for
@@ -315,9 +450,12 @@ class FsspecArtifactStore:
         except Exception as exc:
             raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
 
-    def upload(self, resume: str | None = None) -> ObjectUpload:
+    def upload(self, resume: str | None = None) -> ObjectUpload | _MultipartUpload:
         """A new object's upload; ``resume`` names its source so that an interrupted
-        upload of the same source is continued (``ObjectUpload``)."""
+        upload of the same source is continued (``ObjectUpload`` on a local store,
+        ``_MultipartUpload`` on S3)."""
+        if resume is not None and not self.local and hasattr(self.fs, "call_s3"):
+            return _MultipartUpload(self, resume)
         return ObjectUpload(self, resume)
 
     def open_read(self, ref: str, offset: int = 0) -> IO[bytes]:
