@@ -304,6 +304,26 @@ def test_a_resumed_upload_rewrites_from_where_the_kept_bytes_differ(tmp_path: Pa
         assert f.read() == src.read_bytes()
 
 
+def test_a_second_put_of_the_same_file_meanwhile_does_not_share_its_upload(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    src = _big(tmp_path / "big" / "weights.bin", 24 << 20)
+    store = open_store(tmp_path / "store")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=10 << 20))
+    [partial] = (tmp_path / "store" / "tmp").iterdir()
+    with open(partial, "rb") as held:  # another put of the same file holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        again = _CutOff(store, after=None)
+        manifest = hash_path(src, tee=again)
+        assert again.uploads[0].kept == 0
+    assert partial.exists()  # left to the put that holds it
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
 def test_a_killed_register_resumes_its_upload(tmp_path: Path) -> None:
     src = _big(tmp_path / "big" / "weights.bin", 64 << 20)
     store_dir = tmp_path / "store"

@@ -130,6 +130,10 @@ def _resumable_file(store: FsspecArtifactStore, tmp: str) -> Any:
     f = open(tmp, "r+b" if os.path.exists(tmp) else "w+b")  # noqa: SIM115 - kept open
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked, but maybe only once the upload holding it had moved it under its ref:
+        # then this is no longer the file at ``tmp``, and is not to be written.
+        if os.fstat(f.fileno()).st_ino != os.stat(tmp).st_ino:
+            raise FileNotFoundError(tmp)
     except OSError:
         f.close()  # another put of the same file is under way: this one starts afresh
         return None
@@ -209,7 +213,13 @@ class ObjectUpload:
             if self._compare:  # the source ended inside what was kept
                 self._file.truncate(self.size)
                 self._compare = 0
-            self._close(durable=True)
+            if self._resumable:
+                # Moved while still open and locked: no other upload of this source
+                # can open it in between and write into what becomes the object.
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            else:
+                self._close(durable=True)
             if store.fs.exists(store._fresh(key)):
                 # Content-addressed: the object there already is these bytes.
                 store.fs.rm(self._tmp)
@@ -227,6 +237,9 @@ class ObjectUpload:
         except Exception as exc:
             self.abort()
             raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                self._close(durable=False)  # a resumable upload: only now unlocked
 
     def _check_whole(self, ref: str) -> None:
         algorithm, digest = parse_object_ref(ref)
