@@ -4,10 +4,11 @@ named by the digest the ledger records, in a local folder or on any fsspec files
 
 An object lives at ``<algorithm>/<2 hex>/<64 hex>`` under the store's root. A write
 goes to ``tmp/<random>`` and is moved under its name only once it is complete and its
-digest known, so no reader sees half an object under a digest. Nothing read from a
-store is trusted: ``fetch`` and ``copy_object`` hash every byte against the ref asked
-for. Objects hold plaintext today; an encrypted object (a later step) will carry its
-scheme beside it, still addressed by the plaintext digest the ledger records.
+digest known, so no reader sees half an object under a digest; a large file's upload
+is named by its source instead (``tmp/resume-<name>``), so that an interrupted one is
+continued, its kept bytes checked, rather than started again. Nothing read from a store
+is trusted: ``fetch`` and ``copy_object`` hash every byte against the ref asked for.
+Encrypted objects (``storage.crypt``) are addressed by their ciphertext's SHA-256.
 """
 
 from __future__ import annotations
