@@ -542,6 +542,14 @@ def test_an_interrupted_s3_upload_resumes_from_its_parts(
         assert f.read() == src.read_bytes()
     assert not store.fs.find("resume/store/tmp")
 
+    # one left open for good: gc sees it and aborts it
+    with pytest.raises(StorageError):
+        hash_path(_big(tmp_path / "other.bin", 20 << 20), tee=_CutOff(store, after=10 << 20))
+    [stale] = store.stale_uploads(older_than_s=-1)
+    assert "tmp/resume-" in stale
+    store.remove_path(stale)
+    assert store.stale_uploads(older_than_s=-1) == []
+
 
 def test_cli_against_s3(env: dict[str, str], tmp_path: Path, s3: str, s3_env: Any) -> None:
     _bucket("cli", s3)

@@ -522,14 +522,41 @@ class FsspecArtifactStore:
                 continue  # a filesystem that cannot say when: keep it
             if now - modified > older_than_s:
                 stale.append(path)
+        for path, initiated in self._open_multipart():
+            if now - initiated > older_than_s and path not in stale:
+                stale.append(path)
         return stale
+
+    def _open_multipart(self) -> list[tuple[str, float]]:
+        """S3: the multipart uploads left open in ``tmp/`` (interrupted resumable
+        uploads, which are not objects yet), by path, with when each began."""
+        if self.local or not hasattr(self.fs, "call_s3"):
+            return []
+        bucket, key, _ = self.fs.split_path(self._path(_TMP))
+        try:
+            found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key + "/")
+        except Exception as exc:
+            raise _io_error(f"cannot list the artifact store {self.url}", exc) from exc
+        return [
+            (f"{bucket}/{u['Key']}", _modified({"created": u.get("Initiated")}) or 0.0)
+            for u in found.get("Uploads", [])
+        ]
 
     def delete(self, ref: str) -> None:
         self.remove_path(self._key(ref))
 
     def remove_path(self, path: str) -> None:
-        """Remove one path of the store (a stale upload); gone already is fine."""
+        """Remove one path of the store (a stale upload, with any multipart upload left
+        open there); gone already is fine."""
         try:
+            if not self.local and hasattr(self.fs, "call_s3"):
+                bucket, key, _ = self.fs.split_path(path)
+                found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
+                for u in found.get("Uploads", []):
+                    if u.get("Key") == key:
+                        self.fs.call_s3(
+                            "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=u["UploadId"]
+                        )
             self.fs.rm(path)
         except FileNotFoundError:
             return
