@@ -551,6 +551,32 @@ def test_an_interrupted_s3_upload_resumes_from_its_parts(
     assert store.stale_uploads(older_than_s=-1) == []
 
 
+def test_a_resumed_s3_upload_sends_again_from_a_part_that_differs(
+    tmp_path: Path, s3: str, s3_env: Any
+) -> None:
+    _bucket("resume2", s3)
+    store = open_store("s3://resume2/store", client_kwargs={"endpoint_url": s3})
+    src = _big(tmp_path / "weights.bin", 40 << 20)
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=30 << 20))
+    [(path, _)] = store._open_multipart()
+    bucket, key, _ = store.fs.split_path(path)
+    [upload] = store.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)["Uploads"]
+    store.fs.call_s3(  # part 2 replaced by other bytes of the same size
+        "upload_part",
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        PartNumber=2,
+        Body=b"\0" * (8 << 20),
+    )
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 8 << 20  # part 1 only: from part 2 on, sent again
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
 def test_cli_against_s3(env: dict[str, str], tmp_path: Path, s3: str, s3_env: Any) -> None:
     _bucket("cli", s3)
     env = {**env, **s3_env}

@@ -75,7 +75,8 @@ class Upload(Protocol):
 class Tee(Protocol):
     """Where the bytes read for hashing go as well (an artifact store), so that hashing
     and uploading a file read it once. ``has`` lets a cached file that is already
-    stored be answered without any read."""
+    stored be answered without any read; ``upload(resume)`` names a large file's upload
+    by the file, so that an interrupted one is continued (``_resume_name``)."""
 
     def has(self, ref: str, /) -> bool: ...
     def upload(self, resume: str | None = None) -> Upload: ...
