@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelchain as mc
+from modelchain.contracts.personal import PERSONAL_FIELDS
 from modelchain.contracts.registry import SLSA_PROVENANCE, STATEMENT_V1
 from modelchain.core import canonical, jsontext
+from modelchain.core.disclosure import commitment, disclose
 from modelchain.core.dsse import sign_envelope
 from modelchain.core.identity import Ed25519Signer, verifier_of
 from modelchain.core.names import is_name
@@ -38,6 +40,7 @@ _ART = {
     "manifest_ref": "sha256:" + "cd" * 32,
 }
 _REF = {"name": "fraud", "version": 1}
+_DISCLOSED = disclose("source", "s3://bucket/x", bytes(range(16)))
 _DATA_REF = {"name": "iris", "version": 1}
 _P256 = (
     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBGsX0fLhLEJH+Lzm5WOk"
@@ -171,6 +174,7 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
     "checkpoint.policy.set": ("alice", {"policy": "quorum none\n"}),
     "governance.validity": ("alice", {"max_ms": 7 * 24 * 60 * 60 * 1000}),
     "governance.approval-ttl": ("alice", {"ttl_ms": 90 * 24 * 60 * 60 * 1000}),
+    "governance.replication": ("alice", {"copies": 2}),
     "fl.participant.register": ("bob", {"node_id": str(2**63 + 5), "public_key": _P256}),
     "fl.task.create": (
         "alice",
@@ -247,7 +251,22 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
         "steward",
         {"artifact": {"kind": "dataset", "name": "iris", "version": 1}, "reason": "request"},
     ),
+    # personal fields (contract-set version 8)
+    "record.erase": (
+        "steward",
+        {"entry": 1, "fields": [_DISCLOSED.digest], "reason": "request"},
+    ),
+    # which organisations hold a verified copy (contract-set version 8)
+    "artifact.replica": (
+        "bob",
+        {"artifact": {"kind": "model", "name": "m", "version": 1}, "location": "/srv/mirror"},
+    ),
 }
+# From contract-set version 8 a personal field holds a salted commitment, not text.
+for _type, (_actor, _body) in list(TEMPLATES.items()):
+    for _field in PERSONAL_FIELDS.get(_type, ()):
+        if _body.get(_field):
+            _body[_field] = commitment(disclose(_field, _body[_field], bytes(16)).digest)
 
 
 @pytest.fixture(scope="module")

@@ -510,6 +510,15 @@ def test_cli_encrypt_grant_pull_erase(tmp_path: Path) -> None:
     run(e, "log", "verify")
     shown = run(e, "dataset", "show", "rows").stdout
     assert "ERASED:" in shown and "steve, alice: gdpr art. 17" in shown
+    assert next(ln for ln in shown.splitlines() if ln.startswith("version:")).endswith(" ERASED")
+    # every entry about the version reads as erased: its registration, its key requests
+    version = json.loads(run(e, "dataset", "show", "rows", "--json").stdout)["version"]
+    entry = run(e, "log", "show", str(version["index"])).stdout
+    assert "ERASED:    dataset rows version 1, which this entry concerns" in entry
+    assert "steve, alice: gdpr art. 17" in entry
+    as_json = json.loads(run(e, "log", "show", str(version["index"]), "--json").stdout)
+    assert as_json["erasure"]["signers"] == ["steve", "alice"]
+    assert "erasure" not in json.loads(run(e, "log", "show", "0", "--json").stdout)
     gone = run(e, "pull", "rows", str(tmp_path / "u"), "--as", "tess", ok=False)
     assert gone.returncode == 3 and "erased at entry" in gone.stderr and "gdpr" in gone.stderr
     # the saved ciphertext: every key entry left, under the KEK, decrypts none of it

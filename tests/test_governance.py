@@ -97,7 +97,10 @@ def test_a_revoked_member_is_refused_and_the_attempt_logged(gov: mc.Ledger) -> N
     size = gov.size
     ack = gov.record_event("train.start", {}, bob)
     assert (ack.outcome.accepted, ack.outcome.code) == (False, "member_revoked")
-    assert "left the company" in ack.outcome.reason
+    # the reason is committed (contract-set 8): the outcome says so, the member's
+    # record reads it back where this side holds its disclosure
+    assert ack.outcome.reason == "bob was revoked: (a committed field)"
+    assert gov.members.get("bob")["reason"] == "left the company"
     assert gov.size == size + 1
     _rejected(
         gov, "member_revoked", lambda: gov.members.revoke("bob", reason="again", signers=admins)

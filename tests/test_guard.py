@@ -55,7 +55,8 @@ def _accesses(led: mc.Ledger) -> list[dict[str, Any]]:
     for i in range(led.size):
         entry = led.entry(i)
         if entry.transaction.type == "access.log":
-            out.append(dict(entry.transaction.body))
+            # the purpose is committed in the log; this side's vault opens it
+            out.append(led.disclosures.reveal(entry.transaction.body))
     return out
 
 
@@ -272,3 +273,145 @@ def test_watch_reports_drift(led: mc.Ledger, tmp_path: Path) -> None:
     ]
     assert [b["metrics"] for b in filed] == reports
     assert all(b["model"] == "m" and b["env"] == "prod" for b in filed)
+
+
+# -- versions stored encrypted (ADR 17) -------------------------------------------------
+
+
+def _types(led: mc.Ledger, since: int) -> list[tuple[str, str, str]]:
+    return [
+        (e.transaction.type, e.transaction.actor, e.outcome.code or "accepted")
+        for e in (led.entry(i) for i in range(since, led.size))
+    ]
+
+
+def _plaintext_left(led: mc.Ledger) -> list[Path]:
+    return [p for p in (led.home / "pulled").rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def encrypted(led: mc.Ledger, tmp_path: Path) -> dict[str, Any]:
+    """Model "net" version 1 (a safetensors file) stored encrypted by alice, its file
+    deleted: the store holds the only copy."""
+    from modelchain.keys.wrap import DataKeyStore, FileKek
+    from modelchain.ledger.artifacts import KeyService
+    from modelchain.storage.artifacts import open_store
+
+    keys = KeyService(FileKek(tmp_path / "kek" / "org.kek"), (DataKeyStore(tmp_path / "dk"),))
+    store = open_store(tmp_path / "store")
+    path = tmp_path / "model.safetensors"
+    weights = _state_dict(3)
+    safetensors_torch.save_file(weights, path)
+    led.models.register("net", path)
+    led.artifacts.encrypt("model", "net", 1, path, store, keys)
+    path.unlink()
+    return {"keys": keys, "store": store, "weights": weights}
+
+
+def test_an_encrypted_version_loads_through_a_logged_key_request(
+    led: mc.Ledger, encrypted: dict[str, Any]
+) -> None:
+    before = led.size
+    loaded = guard.load_safetensors(
+        led, model="net", stores=[encrypted["store"]], keys=encrypted["keys"], purpose="scoring"
+    )
+    weights = encrypted["weights"]
+    assert set(loaded) == set(weights) and all(torch.equal(loaded[k], weights[k]) for k in weights)
+    assert _types(led, before) == [
+        ("artifact.key.fetch", "alice", "accepted"),
+        ("access.log", "alice", "accepted"),
+    ]
+    purpose = led.entry(led.size - 2).transaction.body["purpose"]
+    assert led.disclosures.field(purpose) == "scoring"
+    assert _plaintext_left(led) == [], "nothing decrypted stays on disk"
+
+
+def test_an_encrypted_version_needs_the_key_service(
+    led: mc.Ledger, encrypted: dict[str, Any]
+) -> None:
+    before = led.size
+    with pytest.raises(UsageError, match="stored encrypted: loading it needs"):
+        guard.load_safetensors(led, model="net", stores=[encrypted["store"]])
+    assert led.size == before
+
+
+def test_a_member_without_a_grant_is_refused_and_the_refusal_is_logged(
+    led: mc.Ledger, encrypted: dict[str, Any]
+) -> None:
+    from modelchain.errors import RejectedError
+
+    load = lambda: guard.load_safetensors(  # noqa: E731
+        led,
+        model="net",
+        stores=[encrypted["store"]],
+        keys=encrypted["keys"],
+        signer=make_signer("ops"),
+    )
+    before = led.size
+    with pytest.raises(RejectedError, match="ops holds no grant"):
+        load()
+    assert _types(led, before) == [("artifact.key.fetch", "ops", "no_grant")]
+    assert _plaintext_left(led) == []
+    led.artifacts.grant("model", "net", "ops", version=1)
+    assert set(load()) == set(encrypted["weights"])
+    assert _types(led, before)[-2:] == [
+        ("artifact.key.fetch", "ops", "accepted"),
+        ("access.log", "ops", "accepted"),
+    ]
+
+
+def test_a_damaged_ciphertext_loads_nothing_and_leaves_nothing(
+    led: mc.Ledger, encrypted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = encrypted["store"]
+    (obj,) = store.objects()
+    path = Path(store._key(obj.ref))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    calls: list[object] = []
+    monkeypatch.setattr(safetensors_torch, "load_file", lambda *a, **k: calls.append(a))
+    for cache in (False, True):
+        before = led.size
+        with pytest.raises(IntegrityError):
+            guard.load_safetensors(
+                led, model="net", stores=[store], keys=encrypted["keys"], cache=cache
+            )
+        assert calls == [] and _plaintext_left(led) == [], "no plaintext, not even staged"
+        # the key request is on record; no access is
+        assert [t for t, _, _ in _types(led, before)] == ["artifact.key.fetch"]
+
+
+def test_a_cache_is_kept_only_when_asked_for_and_verified_again(
+    led: mc.Ledger, encrypted: dict[str, Any]
+) -> None:
+    kw: dict[str, Any] = {"stores": [encrypted["store"]], "keys": encrypted["keys"]}
+    guard.load_safetensors(led, model="net", cache=True, **kw)
+    cached = led.home / "pulled" / "net@1" / "model.safetensors"
+    assert _plaintext_left(led) == [cached]
+    before = led.size
+    guard.load_safetensors(led, model="net", cache=True, **kw)
+    assert _types(led, before) == [("access.log", "alice", "accepted")]  # no key needed
+    _tamper(cached)
+    _refused(led, lambda: guard.load_safetensors(led, model="net", cache=True, **kw), "model")
+
+
+def test_an_erased_version_is_refused_from_the_store_the_cache_and_a_path(
+    led: mc.Ledger, encrypted: dict[str, Any], tmp_path: Path
+) -> None:
+    from modelchain.errors import ErasedError
+
+    kw: dict[str, Any] = {"stores": [encrypted["store"]], "keys": encrypted["keys"]}
+    guard.load_safetensors(led, model="net", cache=True, **kw)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes((led.home / "pulled" / "net@1" / "model.safetensors").read_bytes())
+    led.artifacts.erase("model", "net", 1, "licence withdrawn", keys=encrypted["keys"])
+    before = led.size
+    for call in (
+        lambda: guard.load_safetensors(led, model="net", **kw),
+        lambda: guard.load_safetensors(led, model="net", cache=True, **kw),
+        lambda: guard.load_safetensors(led, copy, model="net"),
+    ):
+        with pytest.raises(ErasedError, match=r"erased at entry \d+ by alice: licence withdrawn"):
+            call()
+    assert led.size == before, "a refused load records nothing"

@@ -29,6 +29,8 @@ from modelchain.errors import (
     SignatureError,
     UsageError,
 )
+from modelchain.keys.wrap import DataKeyStore, FileKek
+from modelchain.ledger.artifacts import KeyService
 from modelchain.reports import (
     TO_COMPLETE,
     AnnexIV,
@@ -45,6 +47,7 @@ from modelchain.reports import (
 )
 from modelchain.reports._pdf import FONT_DIRS
 from modelchain.reports.annex.gaps import fill_from_card
+from modelchain.storage.artifacts import open_store
 
 DAY = 86_400_000
 T0 = 1_795_176_000_000  # 2026-11-20T12:00:00Z: phase A; B, C and D follow a day apart
@@ -200,6 +203,37 @@ def _build(root: Path) -> World:
     w.at["revoke1"] = deps.revoke(
         "fraud", 1, reason="leaked training data", signer=s("alice")
     ).index
+
+    clock.ms = T0 + 4 * DAY  # phase E: version 2 stored encrypted, its keys; version 1 erased
+    keys = KeyService(FileKek(root / "kek" / "org.kek"), (DataKeyStore(root / "datakeys"),))
+    store = open_store(root / "store")
+    w.at["store2"] = led.artifacts.encrypt(
+        "model", "fraud", 2, v2, store, keys, signer=s("bob")
+    ).index
+    with pytest.raises(RejectedError) as refused:
+        led.artifacts.fetch_key("model", "fraud", 2, keys, purpose="scoring", signer=s("mon"))
+    w.at["key_refused"] = refused.value.index
+    w.at["grant"] = led.artifacts.grant(
+        "model", "fraud", "mon", version=2, signer=s("steward")
+    ).index
+    for n in range(2):
+        led.artifacts.fetch_key("model", "fraud", 2, keys, purpose="scoring", signer=s("mon"))
+        w.at[f"key{n}"] = led.size - 1
+    w.at["key_revoke"] = led.artifacts.revoke("model", "fraud", "mon", signer=s("steward")).index
+    with pytest.raises(RejectedError) as refused:
+        led.artifacts.grant("model", "fraud", "mon", signer=s("bob"))  # a trainer may not
+    w.at["grant_refused"] = refused.value.index
+    w.at["data_grant"] = led.artifacts.grant("dataset", "tx", "bob", signer=s("steward")).index
+    with pytest.raises(RejectedError) as refused:
+        led.artifacts.fetch_key("dataset", "tx", 2, keys, signer=s("bob"))  # not encrypted
+    w.at["data_refused"] = refused.value.index
+    w.at["erase_v1"] = led.artifacts.erase(
+        "model",
+        "fraud",
+        1,
+        "licence of a training source withdrawn",
+        signers=[s("steward"), s("dave")],
+    ).index
     led.checkpoint()
     return w
 
@@ -259,8 +293,11 @@ def test_general_description_lists_versions_and_software(world: World, doc: Anne
     assert versions[2].data["digest"] == world.digests[2]
     assert versions[2].data["subject"] and not versions[1].data["subject"]
     assert versions[2].data["parent"] == {"name": "fraud", "version": 1}
-    assert versions[1].entries == (world.at["v1"], world.at["revoke1"])
-    assert versions[2].entries == (world.at["v2"],)
+    assert versions[1].entries == (world.at["v1"], world.at["revoke1"], world.at["erase_v1"])
+    assert versions[2].entries == (world.at["v2"], world.at["store2"])
+    assert "ERASED at 2026-11-24" in versions[1].text and versions[2].data["erased"] is None
+    assert versions[1].data["erased"]["by"] == ["steward", "dave"]
+    assert versions[2].data["stored"]["scheme"] == "tink-streaming-aes256-gcm-hkdf-1mb"
     (card,) = _statements(doc, "general", "model_card")
     assert card.entries == (world.at["v1"],)
     (software,) = _statements(doc, "general", "software")
@@ -286,6 +323,58 @@ def test_data_section_shows_an_erasure_with_who_when_and_why(world: World, doc: 
     assert erased.entries == (world.at["erase_tx1"],)
     assert erased.data["by"] == ["steward", "dave"] and erased.data["version"] == 1
     assert "retention period over" in erased.text and "erased at" in erased.text
+
+
+def test_a_model_erasure_says_who_when_why_and_what_it_destroys(world: World, doc: AnnexIV) -> None:
+    (erased,) = _statements(doc, "changes", "erasure")
+    assert erased.entries == (world.at["erase_v1"],)  # stored in plaintext: no store entry
+    assert erased.data["model"] == "fraud" and erased.data["version"] == 1
+    assert erased.data["by"] == ["steward", "dave"]
+    assert erased.data["reason"] == "licence of a training source withdrawn"
+    assert erased.data["time"] == "2026-11-24T12:00:00.000Z"
+    assert erased.data["destroyed"] == {"data_key": None, "objects": [], "record_key": False}
+    assert "steward (acme), dave (bank)" in erased.text and "stored file(s)" in erased.text
+    # the change history keeps entry order: the erasure comes after the revocation
+    kinds = [st.kind for st in doc.section("changes").statements]
+    assert kinds.index("erasure") > kinds.index("revocation")
+    # the data erasure names what it destroys too
+    (data,) = _statements(doc, "data", "data_erasure")
+    assert data.data["destroyed"]["record_key"] is True and "record-proof key" in data.text
+
+
+def test_every_grant_key_request_and_refusal_is_cited(world: World, doc: AnnexIV) -> None:
+    at = world.at
+    (grant,) = _statements(doc, "monitoring", "key_grant")
+    assert grant.entries == (at["grant"],)
+    assert (grant.data["by"], grant.data["member"], grant.data["version"]) == ("steward", "mon", 2)
+    (revoke,) = _statements(doc, "monitoring", "key_revoke")
+    assert revoke.entries == (at["key_revoke"],) and revoke.data["member"] == "mon"
+    (requests,) = _statements(doc, "monitoring", "key_request")
+    assert requests.entries == (at["key0"], at["key1"]) and requests.data["count"] == 2
+    assert requests.data["purposes"] == ["scoring"] and requests.data["accepted"] is True
+    refused = {st.entries: st for st in _statements(doc, "monitoring", "key_refused")}
+    assert set(refused) == {(at["key_refused"],), (at["grant_refused"],)}
+    no_grant = refused[(at["key_refused"],)]
+    assert (no_grant.data["code"], no_grant.data["by"], no_grant.data["accepted"]) == (
+        "no_grant",
+        "mon",
+        False,
+    )
+    assert "requested the data key of model fraud version 2" in no_grant.text
+    assert "refused, no_grant: mon holds no grant" in no_grant.text
+    assert refused[(at["grant_refused"],)].data["type"] == "artifact.grant"
+    # the refusals are not counted twice among the denied attempts
+    assert [d.entries for d in _statements(doc, "monitoring", "denied")] == [(at["denied"],)]
+    # the datasets the document covers: their grants and refusals are in section 3
+    (data_grant,) = _statements(doc, "data", "key_grant")
+    assert data_grant.entries == (at["data_grant"],) and data_grant.data["version"] is None
+    assert "every version of dataset tx" in data_grant.text
+    (data_refused,) = _statements(doc, "data", "key_refused")
+    assert data_refused.entries == (at["data_refused"],)
+    assert data_refused.data["code"] == "not_encrypted"
+    # each cited entry is the refusal itself, as the log holds it
+    assert doc.entry(at["key_refused"]).outcome["result"] == "rejected"
+    assert doc.entry(at["key_refused"]).type == "artifact.key.fetch"
 
 
 def test_data_section_has_provenance_ingest_and_quality(world: World, doc: AnnexIV) -> None:
@@ -539,6 +628,8 @@ def test_html_is_standalone_escaped_and_links_every_entry(doc: AnnexIV) -> None:
         assert f'id="entry-{e.index}"' in page
         assert e.leaf_hash in page
     assert doc.checkpoint.root in page and TO_COMPLETE in page
+    assert "refused, no_grant: mon holds no grant" in page
+    assert "licence of a training source withdrawn" in page
 
 
 def pdf_text(data: bytes) -> str:
@@ -571,6 +662,13 @@ def test_pdf_holds_the_key_facts(world: World, doc: AnnexIV, core_fonts: bool) -
         "<script>alert('metric')</script>",  # text in a PDF is not markup
     ):
         assert fact in text, fact
+    words = " ".join(text.split())  # sentences wrap across lines
+    for fact in (
+        "refused, no_grant: mon holds no grant",
+        "ERASED at 2026-11-24T12:00:00.000Z by steward, dave: licence of a training source",
+        "steward (acme) granted mon (bank) the data key of model fraud version 2",
+    ):
+        assert fact in words, fact
     if core_fonts:
         assert "Zoë" in text and "?" in text  # Windows-1252 keeps Zoë; CJK becomes '?'
     else:

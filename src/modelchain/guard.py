@@ -17,6 +17,15 @@ store (``stores``, default the ledger's own) into a folder under the ledger's
 
     weights = guard.load_safetensors(led, model="fraud", env="production")
 
+A version stored encrypted (ADR 17) needs the organisation's key service
+(``keys=KeyService(...)``): its data key is requested on the ledger
+(``artifact.key.fetch``, refused and logged without a grant), every object is
+decrypted and checked against the registered manifest, the access is recorded,
+and the plaintext, in a private folder under ``home/pulled``, is removed once
+the model is loaded (``cache=True`` keeps it for the next load, which then
+verifies it again like any file on disk). An erased version is refused
+(ErasedError, naming who erased it, when and why), from a path or a store.
+
 Pickle
 formats (joblib, and torch without ``weights_only``) run code when loaded,
 which is why the check comes first.
@@ -33,13 +42,16 @@ changes made at rest).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import ArtifactError, IntegrityError, UsageError
-from .ledger.artifacts import StoreSpec, as_store
+from .errors import ArtifactError, ErasedError, IntegrityError, UsageError
+from .ledger.artifacts import KeyService, StoreSpec, as_store
 from .ledger.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -47,6 +59,7 @@ if TYPE_CHECKING:
     import torch
 
     from .core.identity import Signer
+    from .core.manifest import Manifest
     from .ledger.ledger import Ledger
 
 __all__ = [
@@ -72,6 +85,16 @@ def _signer_of(led: Ledger, signer: Signer | None) -> Signer:
     return found
 
 
+def _refuse_erased(led: Ledger, model: str, version: int) -> None:
+    erased = led.artifacts.erasure("model", model, version)
+    if erased is not None:
+        signers = ", ".join(erased.get("signers") or [erased["by"]])
+        raise ErasedError(
+            f"model {model} version {version} was erased at entry {erased['index']} "
+            f"by {signers}: {erased['reason']}; it can no longer be loaded"
+        )
+
+
 def guarded(
     led: Ledger,
     path: StrPath,
@@ -86,8 +109,9 @@ def guarded(
     """Verify ``root`` (default ``path``) as ``model`` and record the access.
 
     Returns the verified version; raises UsageError for bad arguments or a
-    missing signer, IntegrityError if the files differ, and records nothing in
-    either case. Callers load ``path`` only after this returns."""
+    missing signer, IntegrityError if the files differ, ErasedError if the
+    version they match was erased, and records nothing in any of these cases.
+    Callers load ``path`` only after this returns."""
     if version is not None and env is not None:
         raise UsageError("give a version or an environment, not both")
     who = _signer_of(led, signer)
@@ -101,6 +125,7 @@ def guarded(
     if not target.is_file():
         raise ArtifactError(f"{path}: not a file")
     verified = led.models.verify(base, model, version, env=env, trust_cache=False)
+    _refuse_erased(led, model, verified.version)
     led.deployments.log_access("model", model, verified.version, purpose, signer=who)
     return verified
 
@@ -124,41 +149,104 @@ def pulled(
     when it is one file, else its only file ending in ``suffix``), the registered
     artifact (that file, or the folder) and the version. Records nothing: the guarded
     load that follows does, after verifying the copy again (one damaged since it was
-    pulled is refused; remove the folder to pull it afresh)."""
+    pulled is refused; remove the folder to pull it afresh). A version stored encrypted
+    is not pulled here (UsageError): the loaders decrypt it with ``keys``."""
     from .storage.artifacts import pull_manifest
 
     number, manifest = led.artifacts.resolve("model", model, version, env)
-    folder = led.home / "pulled" / f"{model}@{number}"
+    _refuse_erased(led, model, number)
+    folder = _cache_folder(led, model, number)
+    inside = _member(manifest, model, number, suffix)
     if not folder.is_dir():
-        erased = led.artifacts.erasure("model", model, number)
-        if erased is not None:
-            from .errors import ErasedError
-
-            raise ErasedError(
-                f"model {model} version {number} was erased at entry {erased['index']} "
-                f"by {erased['by']}: {erased['reason']}"
-            )
         if led.artifacts.stored("model", model, number) is not None:
             raise UsageError(
-                f"{model} version {number} is stored encrypted: pull it with its key "
-                "(`led.models.pull(..., keys=...)`, `modelchain pull`) and pass the path"
+                f"{model} version {number} is stored encrypted: load it with the "
+                "organisation's key service (`guard.load_...(led, model=..., keys=...)`), or "
+                "pull it with its key (`led.models.pull(..., keys=...)`, `modelchain pull`) "
+                "and pass the path"
             )
-        opened = [led.artifact_store()] if stores is None else [as_store(s) for s in stores]
-        pull_manifest(opened, manifest, folder)
+        pull_manifest(_stores(led, stores), manifest, folder)
+    found = folder / manifest.name if inside is None else folder.joinpath(*inside)
+    return found, (found if inside is None else folder), number
+
+
+def _cache_folder(led: Ledger, model: str, version: int) -> Path:
+    return led.home / "pulled" / f"{model}@{version}"
+
+
+def _stores(led: Ledger, stores: Sequence[StoreSpec] | None) -> list[Any]:
+    return [led.artifact_store()] if stores is None else [as_store(s) for s in stores]
+
+
+def _member(
+    manifest: Manifest, model: str, version: int, suffix: str | tuple[str, ...]
+) -> list[str] | None:
+    """The path (as parts) of the file to load inside a version's folder, or None when
+    the version was registered as one file (verified as one file)."""
     names = [f.path for f in manifest.files]
     if names == ["."]:
-        single = folder / manifest.name
-        return single, single, number  # registered as one file: verified as one file
+        return None
     matching = [n for n in names if n.endswith(suffix)]
     if len(matching) != 1:
         raise UsageError(
-            f"{model} version {number} has {len(matching)} files ending in {suffix}: "
+            f"{model} version {version} has {len(matching)} files ending in {suffix}: "
             "pull it (`led.models.pull`) and pass the path of the one to load"
         )
-    return folder.joinpath(*matching[0].split("/")), folder, number
+    return matching[0].split("/")
 
 
-def _located(
+@contextmanager
+def _decrypted(
+    led: Ledger,
+    *,
+    model: str,
+    version: int,
+    manifest: Manifest,
+    purpose: str,
+    signer: Signer,
+    stores: Sequence[StoreSpec] | None,
+    keys: KeyService | None,
+    cache: bool,
+    suffix: str | tuple[str, ...],
+) -> Iterator[Path]:
+    """An encrypted version, pulled with its data key (``led.artifacts.pull``: the key
+    request and, once every byte is decrypted and verified, the access are recorded)
+    into a private temporary folder that is removed on leaving (with ``cache``, the
+    verified copy is first moved to ``home/pulled/<model>@<version>``)."""
+    if keys is None:
+        raise UsageError(
+            f"{model} version {version} is stored encrypted: loading it needs the "
+            "organisation's key service (keys=KeyService(kek, key_stores))"
+        )
+    inside = _member(manifest, model, version, suffix)
+    top = led.home / "pulled"
+    top.mkdir(parents=True, exist_ok=True)
+    # decrypted into a private folder (0700), staging included, so that a failed or
+    # refused load leaves no plaintext behind; a cache is moved into place once verified
+    scratch = Path(tempfile.mkdtemp(prefix=f".{model}@{version}.", dir=top))
+    folder = scratch / f"{model}@{version}"
+    try:
+        led.artifacts.pull(
+            "model",
+            model,
+            folder,
+            stores=_stores(led, stores),
+            version=version,
+            purpose=purpose,
+            signer=signer,
+            keys=keys,
+        )
+        if cache:
+            cached = _cache_folder(led, model, version)
+            folder.replace(cached)
+            folder = cached
+        yield folder / manifest.name if inside is None else folder.joinpath(*inside)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _loadable(
     led: Ledger,
     path: StrPath | None,
     root: StrPath | None,
@@ -166,19 +254,44 @@ def _located(
     model: str,
     version: int | None,
     env: str | None,
-    stores: Sequence[StoreSpec] | None,
+    purpose: str,
     signer: Signer | None,
+    stores: Sequence[StoreSpec] | None,
+    keys: KeyService | None,
+    cache: bool,
     suffix: str | tuple[str, ...],
-) -> tuple[StrPath, StrPath | None, int | None, str | None]:
-    """(path, root, version, env) for a loader: as given, or, without a path, pulled
-    from a store and pinned to the version pulled (even if ``env`` moves meanwhile)."""
-    if path is not None:
-        return path, root, version, env
-    _signer_of(led, signer)  # refuse before any transfer, as guarded() would
-    found, folder, number = pulled(
-        led, model=model, version=version, env=env, stores=stores, suffix=suffix
+) -> Iterator[Path]:
+    """The file a loader loads, verified and its access recorded: ``path`` as given;
+    else the version pulled from a store (pinned to the version pulled even if ``env``
+    moves meanwhile), decrypted for the load only when it is stored encrypted."""
+    if path is None:
+        who = _signer_of(led, signer)  # refuse before any transfer, as guarded() would
+        number, manifest = led.artifacts.resolve("model", model, version, env)
+        _refuse_erased(led, model, number)
+        encrypted = led.artifacts.stored("model", model, number) is not None
+        if encrypted and not (cache and _cache_folder(led, model, number).is_dir()):
+            with _decrypted(
+                led,
+                model=model,
+                version=number,
+                manifest=manifest,
+                purpose=purpose,
+                signer=who,
+                stores=stores,
+                keys=keys,
+                cache=cache,
+                suffix=suffix,
+            ) as found:
+                yield found
+            return
+        found, folder, number = pulled(
+            led, model=model, version=number, stores=stores, suffix=suffix
+        )
+        path, root, version, env = found, folder, number, None
+    guarded(
+        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
     )
-    return found, folder, number, None
+    yield Path(path)
 
 
 def load_safetensors(
@@ -193,6 +306,8 @@ def load_safetensors(
     root: StrPath | None = None,
     device: str = "cpu",
     stores: Sequence[StoreSpec] | None = None,
+    keys: KeyService | None = None,
+    cache: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Verify, record, then ``safetensors.torch.load_file(path, device)``. Without
     ``path``, the version is first pulled from ``stores`` (see :func:`pulled`)."""
@@ -200,21 +315,21 @@ def load_safetensors(
         from safetensors.torch import load_file
     except ImportError:
         _need("safetensors", "a safetensors file")
-    path, root, version, env = _located(
+    with _loadable(
         led,
         path,
         root,
         model=model,
         version=version,
         env=env,
-        stores=stores,
+        purpose=purpose,
         signer=signer,
+        stores=stores,
+        keys=keys,
+        cache=cache,
         suffix=".safetensors",
-    )
-    guarded(
-        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
-    )
-    return load_file(os.fspath(path), device=device)
+    ) as found:
+        return load_file(os.fspath(found), device=device)
 
 
 def load_torch(
@@ -229,27 +344,29 @@ def load_torch(
     root: StrPath | None = None,
     map_location: str = "cpu",
     stores: Sequence[StoreSpec] | None = None,
+    keys: KeyService | None = None,
+    cache: bool = False,
 ) -> Any:
     """Verify, record, then ``torch.load(path, weights_only=True)``."""
     try:
         import torch
     except ImportError:
         _need("torch", "a torch checkpoint")
-    path, root, version, env = _located(
+    with _loadable(
         led,
         path,
         root,
         model=model,
         version=version,
         env=env,
-        stores=stores,
+        purpose=purpose,
         signer=signer,
+        stores=stores,
+        keys=keys,
+        cache=cache,
         suffix=(".pt", ".pth", ".bin"),
-    )
-    guarded(
-        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
-    )
-    return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    ) as found:
+        return torch.load(os.fspath(found), map_location=map_location, weights_only=True)
 
 
 def load_onnx(
@@ -263,6 +380,8 @@ def load_onnx(
     signer: Signer | None = None,
     root: StrPath | None = None,
     stores: Sequence[StoreSpec] | None = None,
+    keys: KeyService | None = None,
+    cache: bool = False,
 ) -> onnx.ModelProto:
     """Verify, record, then ``onnx.load(path)`` (external data next to it is
     covered when ``root`` is the registered folder)."""
@@ -270,21 +389,21 @@ def load_onnx(
         import onnx
     except ImportError:
         _need("onnx", "an ONNX model")
-    path, root, version, env = _located(
+    with _loadable(
         led,
         path,
         root,
         model=model,
         version=version,
         env=env,
-        stores=stores,
+        purpose=purpose,
         signer=signer,
+        stores=stores,
+        keys=keys,
+        cache=cache,
         suffix=".onnx",
-    )
-    guarded(
-        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
-    )
-    return onnx.load(os.fspath(path))
+    ) as found:
+        return onnx.load(os.fspath(found))
 
 
 def load_sklearn(
@@ -298,6 +417,8 @@ def load_sklearn(
     signer: Signer | None = None,
     root: StrPath | None = None,
     stores: Sequence[StoreSpec] | None = None,
+    keys: KeyService | None = None,
+    cache: bool = False,
 ) -> Any:
     """Verify, record, then ``joblib.load(path)``. Unpickling runs code, so
     nothing is unpickled unless the bytes are the registered ones."""
@@ -305,21 +426,21 @@ def load_sklearn(
         import joblib  # type: ignore[import-untyped]
     except ImportError:
         _need("joblib", "a scikit-learn model")
-    path, root, version, env = _located(
+    with _loadable(
         led,
         path,
         root,
         model=model,
         version=version,
         env=env,
-        stores=stores,
+        purpose=purpose,
         signer=signer,
+        stores=stores,
+        keys=keys,
+        cache=cache,
         suffix=(".joblib", ".pkl"),
-    )
-    guarded(
-        led, path, model=model, version=version, env=env, purpose=purpose, signer=signer, root=root
-    )
-    return joblib.load(os.fspath(path))
+    ) as found:
+        return joblib.load(os.fspath(found))
 
 
 def watch(

@@ -69,6 +69,7 @@ __all__ = [
     "passphrase_for",
     "plain_target",
     "quiet_mlflow",
+    "record_copy",
     "show_storage",
     "signer_for",
     "store_for",
@@ -154,6 +155,30 @@ def plain_target(target: ArtifactStore | None, encrypt: bool) -> ArtifactStore |
     if encrypt and target is None:
         raise UsageError("--encrypt goes with --store: it says how the files are stored")
     return None if encrypt else target
+
+
+def record_copy(
+    led: Ledger, kind: str, name: str, version: int, target: ArtifactStore, signer: Signer
+) -> None:
+    """On a ledger that records replicas (contract-set version 8 on), record that the
+    signer's organisation holds the copy a register just wrote into ``target``: each
+    object was hashed from the bytes written, so it is not read again. Nothing when
+    that copy is recorded already. A refusal (a role map that does not list
+    artifact.replica) is a warning: the version is registered either way."""
+    from ..contracts.versions import REPLICATION_VERSION
+    from ..errors import RejectedError
+
+    if led.members.contract_version < REPLICATION_VERSION:
+        return
+    stored = led.artifacts.stored(kind, name, version)
+    # stored encrypted elsewhere before (this register encrypted nothing): check the copy
+    written = stored is None or stored["location"] == target.url
+    try:
+        led.artifacts.record_replica(
+            kind, name, version, target, signer=signer, verify=not written, again=False
+        )
+    except RejectedError as exc:
+        click.echo(f"warning: the copy in {target.url} was not recorded: {exc.message}", err=True)
 
 
 def encrypt_version(
@@ -387,12 +412,16 @@ def open_ledger(ledger_dir: Path, readonly: bool = False) -> Ledger:
         if trust and Path(trust).is_file():  # a checkpoint-policy file (a cluster's)
             return connect(root["server"], policy=trust_from(trust))
         return connect(root["server"], log_key=trust)
-    return ledger_mod.open(
+    led = ledger_mod.open(
         ledger_dir,
         readonly=readonly,
         home=modelchain_home(),
         log_key_secrets=None if readonly else log_key_secrets(),
     )
+    # The organisation's KEK and key stores as the environment names them: for
+    # encrypted artifacts and the vault of personal fields alike.
+    led.keys = lambda: keys_for(led, create=True)
+    return led
 
 
 def log_key_options(f: F) -> F:

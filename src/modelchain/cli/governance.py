@@ -1,6 +1,6 @@
 """CLI commands of governance: members, policies, the role map, contract-set
-versions, ledger-wide settings (``governance validity``), and the offline
-multi-signature flow (``tx draft``, ``tx sign``, ``tx submit``)."""
+versions, ledger-wide settings (``governance validity|approval-ttl|replication``),
+and the offline multi-signature flow (``tx draft``, ``tx sign``, ``tx submit``)."""
 
 from __future__ import annotations
 
@@ -682,6 +682,57 @@ def governance_approval_ttl(
         led.members.require_approval_ttl()
         _submit_or_draft(
             led, tx_types.APPROVAL_TTL_SET, body, as_name, draft, as_json, valid_for, expires
+        )
+
+
+@governance_settings.command("replication")
+@ledger_option
+@click.argument("copies", type=click.IntRange(min=0), required=False)
+@_draft_options
+@_AS
+@json_option
+def governance_replication(
+    ledger_dir: Path,
+    copies: int | None,
+    draft: Path | None,
+    valid_for: str | None,
+    expires: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Show the replication factor, or set it to COPIES: a model version is deployed
+    only once that many organisations have recorded a verified copy of it
+    (`modelchain store sync`, `register --store`); 0 or unset: no requirement.
+    Contract-set version 8 on. A quorum of admins signs it (with a quorum above 1,
+    use --draft and `tx sign`). `modelchain store status` lists each version's copies."""
+    if copies is None:
+        if draft is not None:
+            raise UsageError("--draft needs COPIES to set")
+        with open_ledger(ledger_dir, readonly=True) as led:
+            found = led.members.replication
+            version = led.members.contract_version
+        if as_json:
+            emit_json({"copies": found, "contract_version": version})
+        elif found is None:
+            click.echo(f"no replication is recorded (contract-set version {version}; it is from 8)")
+        elif found == 0:
+            click.echo("no replication factor: a model version is deployed wherever it is held")
+        else:
+            click.echo(
+                f"a model version is deployed once {found} organisations hold a verified copy"
+            )
+        return
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
+        led.members.require_replication()
+        _submit_or_draft(
+            led,
+            tx_types.REPLICATION_SET,
+            {"copies": copies},
+            as_name,
+            draft,
+            as_json,
+            valid_for,
+            expires,
         )
 
 

@@ -63,10 +63,13 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
         if raw:
             sys.stdout.buffer.write(led.entry_bytes(index))
             return
+        from ..ledger.erasures import erasure_of_entry
+
         entry = led.entry(index)
         data = entry.to_json()
+        erased = erasure_of_entry(led, entry)
         if as_json:
-            emit_json(data)
+            emit_json(data if erased is None else {**data, "erasure": erased})
             return
         tx = entry.transaction
         click.echo(f"index:     {entry.index}")
@@ -78,6 +81,17 @@ def log_show(ledger_dir: Path, index: int, raw: bool, as_json: bool) -> None:
         result = entry.outcome.to_json()
         click.echo(f"outcome:   {' '.join(result.values())}")
         click.echo("body:      " + json.dumps(tx.body, indent=2, sort_keys=True))
+        committed = led.disclosures.committed(entry.index)
+        for field in sorted(committed):
+            value = led.disclosures.field({"_sd": committed[field]})
+            click.echo(f"{field + ':':<10} {value}  (committed: {committed[field]})")
+        if erased is not None:
+            click.echo(
+                f"ERASED:    {erased['kind']} {erased['name']} version {erased['version']}, "
+                f"which this entry concerns, was erased at entry {erased['index']} "
+                f"({rfc3339(erased['time'])}) by {', '.join(erased['signers'])}: "
+                f"{erased['reason']}; its content is destroyed, this entry still verifies"
+            )
 
 
 @click.command("proof")

@@ -27,6 +27,7 @@ from .common import (
     name_and_version,
     open_ledger,
     quiet_mlflow,
+    record_copy,
     show_storage,
     signer_for,
     store_for,
@@ -213,6 +214,8 @@ def dataset_register(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "dataset", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "dataset", name, v.version, target, signer)
     _dataset_out(v, as_json, "registered")
 
 
@@ -266,6 +269,8 @@ def dataset_ingest(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "dataset", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "dataset", name, v.version, target, signer)
     _dataset_out(v, as_json, "ingested")
 
 
@@ -293,6 +298,7 @@ def dataset_show(ledger_dir: Path, name: str, version: int | None, as_json: bool
     click.echo(
         f"version:  {v.version}  {v.digest}  ({art['files']} files, "
         f"{size_text(art['size'])}, entry {v.index}, by {record['by']})"
+        + (" ERASED" if erased is not None else "")
     )
     if record.get("records"):
         r = record["records"]
@@ -533,6 +539,8 @@ def model_register(
             progress.close()
         if encrypt and target is not None:
             encrypt_version(led, "model", name, v.version, path, target, signer)
+        if target is not None:
+            record_copy(led, "model", name, v.version, target, signer)
     _model_out(v, as_json)
 
 
@@ -558,7 +566,10 @@ def model_show(
         emit_json({**record, "digest": v.digest, "manifest": manifest.to_json(), **extra})
         return
     art = v.record["artifact"]
-    click.echo(f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})")
+    click.echo(
+        f"model:    {name} version {v.version} (entry {v.index}, by {record['by']})"
+        + (" ERASED" if erased is not None else "")
+    )
     click.echo(f"digest:   {v.digest}")
     click.echo(f"format:   {art['format']}, {art['files']} files, {size_text(art['size'])}")
     click.echo(f"run:      {record['run'] or '-'}")

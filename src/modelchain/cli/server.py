@@ -21,6 +21,7 @@ from ..server.access import READS, SCOPES, AccessList
 from .common import (
     emit_json,
     json_option,
+    keys_for,
     ledger_option,
     log_key_secrets,
     mlflow_webhook_secret,
@@ -237,6 +238,7 @@ def serve(
         home=modelchain_home(),
         log_key_secrets=log_key_secrets(),
     )
+    led.keys = lambda: keys_for(led, create=True)  # the vault of personal fields
     _serve_ledger(
         led,
         host=host,

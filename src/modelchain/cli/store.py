@@ -1,5 +1,7 @@
-"""CLI commands of the artifact store: ``pull``, ``store ls|gc|verify|sync``, access to
-encrypted versions (``store grant|revoke|grants``) and ``erase``.
+"""CLI commands of the artifact store: ``pull``, ``store ls|gc|verify|sync|status``, access
+to encrypted versions (``store grant|revoke|grants``) and ``erase``. ``store sync`` and
+``store status`` record and list which organisations hold verified copies (contract-set
+version 8 on: ADR 19).
 
 Which store: ``--store URL`` (a folder or an fsspec URL such as s3://bucket/prefix),
 else ``$MODELCHAIN_STORE`` (several, separated by spaces, for a pull to fall back on),
@@ -34,6 +36,7 @@ from .progress import ProgressLine, size_text
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..core.dsse import Envelope
     from ..ledger.ledger import Ledger
     from ..storage.protocols import ArtifactStore
 
@@ -276,11 +279,34 @@ def store_verify(ledger_dir: Path, store_url: str | None, as_json: bool) -> None
 @ledger_option
 @one_store_option
 @click.option("--from", "source", required=True, metavar="URL", help="The store to copy from.")
+@click.option(
+    "--no-record",
+    is_flag=True,
+    help="Do not record this organisation's copies on the ledger (artifact.replica).",
+)
+@click.option("--as", "as_name", help="Identity that records the copies.")
 @json_option
-def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bool) -> None:
+def store_sync(
+    ledger_dir: Path,
+    store_url: str | None,
+    source: str,
+    no_record: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
     """Copy from another store every object this ledger's versions reference and this
-    store lacks, each verified by its digest; damaged or missing ones are reported."""
-    with open_ledger(ledger_dir, readonly=True) as led:
+    store lacks, each verified by its digest; damaged or missing ones are reported.
+
+    On a ledger of contract-set version 8 or later, every version this store then holds
+    in full is recorded as a copy held by your organisation (artifact.replica: the
+    signer's org), after each object not just copied is re-hashed; versions recorded
+    there already are skipped, and a version whose copy there is damaged is not
+    recorded (exit 1, naming the objects). `modelchain store status` lists the copies."""
+    from ..contracts.versions import REPLICATION_VERSION
+
+    with open_ledger(ledger_dir, readonly=no_record) as led:
+        record = not no_record and led.members.contract_version >= REPLICATION_VERSION
+        signer = signer_for(as_name, led) if record else None
         dest = _one(led, store_url)
         src = led.artifact_store(source)
         line = ProgressLine("syncing", "bytes")
@@ -289,6 +315,11 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
             result = led.artifacts.sync(dest, src, progress=_moved(line, total))
         finally:
             line.close()
+        recorded: tuple[tuple[str, str, int], ...] = ()
+        unverified: tuple[str, ...] = ()
+        if record:
+            copies = led.artifacts.record_replicas(dest, signer=signer, verified=result.copied)
+            recorded, unverified = copies.recorded, copies.damaged
     if as_json:
         emit_json(
             {
@@ -296,6 +327,8 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
                 "present": result.present,
                 "missing": list(result.missing),
                 "damaged": list(result.damaged),
+                "recorded": [{"kind": k, "name": n, "version": v} for k, n, v in recorded],
+                "unverified": list(unverified),
             }
         )
     else:
@@ -308,11 +341,65 @@ def store_sync(ledger_dir: Path, store_url: str | None, source: str, as_json: bo
             f"there already; {len(result.missing)} missing and {len(result.damaged)} "
             f"damaged in {src.url}"
         )
+        for k, n, v in recorded:
+            click.echo(f"recorded a verified copy of {k} {n} version {v} in {dest.url}")
     if result.damaged:
         raise IntegrityError(
             f"{len(result.damaged)} objects in {src.url} are damaged",
             tuple(f"damaged {r}" for r in result.damaged),
         )
+    if unverified:
+        raise IntegrityError(
+            f"copies in {dest.url} that failed their digests were not recorded",
+            unverified,
+        )
+
+
+@click.command("status")
+@ledger_option
+@click.argument("name", required=False)
+@json_option
+def store_status(ledger_dir: Path, name: str | None, as_json: bool) -> None:
+    """Each registered version's copies (the organisations that recorded a verified
+    one) against the replication factor (`modelchain governance replication`); exit 1
+    if any is under-replicated. A deploy of an under-replicated model version is
+    refused. Contract-set version 8 on."""
+    with open_ledger(ledger_dir, readonly=True) as led:
+        led.members.require_replication()
+        required = led.members.replication or 0
+        found = [r for r in led.artifacts.replication() if name is None or r.name == name]
+    under = [r for r in found if r.under_replicated]
+    if as_json:
+        emit_json(
+            {
+                "required": required,
+                "versions": [
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "version": r.version,
+                        "copies": r.copies,
+                        "orgs": r.orgs,
+                        "under_replicated": r.under_replicated,
+                    }
+                    for r in found
+                ],
+                "under_replicated": len(under),
+            }
+        )
+    else:
+        if required:
+            click.echo(f"replication factor: {required} organisations")
+        else:
+            click.echo("no replication factor set (`modelchain governance replication N`)")
+        for r in found:
+            want = f"/{required}" if required else ""
+            orgs = ", ".join(f"{o} ({c['location']})" for o, c in sorted(r.orgs.items()))
+            flag = "  UNDER-REPLICATED" if r.under_replicated else ""
+            click.echo(f"{r.kind} {r.name}@{r.version}\t{r.copies}{want}\t{orgs or '-'}{flag}")
+        click.echo(f"{len(found)} versions, {len(under)} under-replicated")
+    if under:
+        raise SystemExit(1)
 
 
 def _kind_option(f: Any) -> Any:
@@ -405,9 +492,42 @@ store.add_command(store_ls)
 store.add_command(store_gc)
 store.add_command(store_verify)
 store.add_command(store_sync)
+store.add_command(store_status)
 store.add_command(store_grant)
 store.add_command(store_revoke)
 store.add_command(store_grants)
+
+
+def _erase_entry(ledger_dir: Path, entry: int, env: Envelope, as_json: bool) -> None:
+    """Submit a signed ``record.erase`` of entry ``entry`` (unless the ledger records
+    the erasure of every field it names already: then only shred), then delete the
+    erased fields' disclosures from this side's vault."""
+    from ..core.tx import Transaction
+
+    named = Transaction.from_json(canonical.loads_canonical(env.payload)).body["fields"]
+    with open_ledger(ledger_dir) as led:
+        if any(led.disclosures.erasure(d) is None for d in named):
+            led.members.submit(env)  # RejectedError if the contract or policy refuses it
+        deleted = led.artifacts.shred_fields(entry)
+        record = led.disclosures.erasure(named[0])
+        assert record is not None
+        reason = led.disclosures.field(record["reason"])
+    if as_json:
+        emit_json(
+            {
+                "entry": entry,
+                "index": record["index"],
+                "by": record["signers"],
+                "reason": reason,
+                "fields_deleted": deleted,
+            }
+        )
+        return
+    click.echo(
+        f"erased the committed fields of entry {entry} (record.erase at entry "
+        f"{record['index']}, by {', '.join(record['signers'])}): {reason}; deleted "
+        f"{deleted} disclosure(s) from this side's vault"
+    )
 
 
 @click.command("erase")
@@ -435,6 +555,19 @@ store.add_command(store_grants)
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Submit this co-signed erasure draft, then destroy what it erases.",
 )
+@click.option(
+    "--entry",
+    type=click.IntRange(min=0),
+    help="Instead of a version: erase the committed personal fields (comments, reasons, "
+    "purposes, sources, collectors...) of log entry N (record.erase).",
+)
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="NAME",
+    help="With --entry: erase only this field (repeatable; default every committed one).",
+)
 @click.option("--as", "as_name", help="Identity that signs the erasure.")
 @json_option
 def erase(
@@ -446,6 +579,8 @@ def erase(
     store_urls: tuple[str, ...],
     draft: Path | None,
     signed: Path | None,
+    entry: int | None,
+    fields: tuple[str, ...],
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -458,20 +593,59 @@ def erase(
     A new ledger's policy wants a data steward and an admin among the signers: one
     writes a draft (--draft FILE), the other co-signs it (`modelchain tx sign FILE`),
     and either submits it (--signed FILE). Running it again for an erasure already
-    recorded destroys whatever is left (in other stores, say)."""
-    from ..contracts.types import ARTIFACT_ERASE
+    recorded destroys whatever is left (in other stores, say).
+
+    With --entry N instead of NAME: erase the committed personal fields of entry N
+    (contract-set version 8 on): the ledger records record.erase, the fields read as
+    [erased] everywhere, and their disclosures (value and salt) are deleted from this
+    side's vault; the salted commitments stay, and the log keeps verifying. The same
+    --draft/--signed flow applies. Erasing a dataset version erases its ingest fields
+    (source, batch, collector) with it."""
+    from ..contracts.types import ARTIFACT_ERASE, RECORD_ERASE
     from ..core.dsse import Envelope
     from ..core.tx import Transaction
 
     if signed is not None:
         env = Envelope.from_json(canonical.loads(signed.read_bytes()))
         tx = Transaction.from_json(canonical.loads_canonical(env.payload))
+        if tx.type == RECORD_ERASE:
+            _erase_entry(ledger_dir, int(tx.body["entry"]), env, as_json)
+            return
         if tx.type != ARTIFACT_ERASE:
-            raise UsageError(f"{signed} is a {tx.type} transaction, not {ARTIFACT_ERASE}")
+            raise UsageError(
+                f"{signed} is a {tx.type} transaction, not {ARTIFACT_ERASE} or {RECORD_ERASE}"
+            )
         art = tx.body["artifact"]
         kind, name, version = art["kind"], art["name"], int(art["version"])
+    if entry is not None:
+        if name is not None or version is not None:
+            raise UsageError("--entry erases an entry's fields: give it without NAME --version")
+        if not reason:
+            raise UsageError("an erasure needs --reason")
+        with open_ledger(ledger_dir, readonly=draft is not None) as led:
+            committed = led.disclosures.committed(entry)
+            chosen = {f: committed[f] for f in fields if f in committed} if fields else committed
+            missing = sorted(set(fields) - set(committed))
+            if missing or not chosen:
+                raise UsageError(
+                    f"entry {entry} has no committed field {', '.join(missing)}; its committed "
+                    f"fields: {', '.join(sorted(committed)) or 'none'}"
+                )
+            signer = signer_for(as_name, led)
+            body = {"entry": entry, "fields": sorted(chosen.values()), "reason": reason}
+            env = led.members.draft(RECORD_ERASE, body, signer.name).with_signature(signer)
+            if draft is not None:
+                draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
+                click.echo(
+                    f"wrote {draft}: erase fields {', '.join(sorted(chosen))} of entry {entry}; "
+                    f"co-sign with `modelchain tx sign {draft} --as NAME`, then "
+                    f"`modelchain erase --signed {draft}`"
+                )
+                return
+        _erase_entry(ledger_dir, entry, env, as_json)
+        return
     if name is None or version is None:
-        raise UsageError("say what to erase: NAME --version V (or --signed FILE)")
+        raise UsageError("say what to erase: NAME --version V, --entry N (or --signed FILE)")
     with open_ledger(ledger_dir, readonly=draft is not None) as led:
         kind = kind or _kind_of(led, name)
         if draft is not None:
@@ -520,6 +694,7 @@ def erase(
                 "keys_destroyed": list(result.keys_destroyed),
                 "objects_deleted": list(result.objects_deleted),
                 "record_key_destroyed": result.record_key_destroyed,
+                "fields_deleted": result.fields_deleted,
             }
         )
         return
@@ -529,6 +704,8 @@ def erase(
         click.echo(f"deleted {o}")
     if result.record_key_destroyed:
         click.echo("destroyed the record-proof key")
+    if result.fields_deleted:
+        click.echo(f"deleted the disclosures of {result.fields_deleted} personal field(s)")
     click.echo(
         f"erased {kind} {name} version {version} (entry {erased['index']}, by "
         f"{', '.join(erased['signers'])}): {erased['reason']}"

@@ -7,6 +7,12 @@ A key request (``artifact.key.fetch``) from a member without a grant is rejected
 and so logged as evidence; the holder of the key-encryption key unwraps a data key
 only for an accepted request. An erased version (``artifact.erase``) is stored,
 granted and fetched no more.
+
+From contract-set version 8 (ADR 19) ``artifact.replica`` records that the submitting
+member's organisation holds a copy of every file of a version, verified by digest (the
+plaintext objects, or the ciphertexts ``artifact.store`` recorded): the ledger knows
+who holds copies, and a replication factor (``governance.replication``) can require
+enough of them before a version is deployed.
 """
 
 from __future__ import annotations
@@ -17,17 +23,27 @@ from typing import Any
 
 from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
-from .state import entity_key, erased_key, grant_key, member_key, stored_key, version_key
+from .personal import commitments_in, erase_fields, shown
+from .state import (
+    entity_key,
+    erased_key,
+    grant_key,
+    member_key,
+    replicas_key,
+    stored_key,
+    version_key,
+)
 from .types import (
     ARTIFACT_ERASE,
     ARTIFACT_GRANT,
     ARTIFACT_KEY_FETCH,
+    ARTIFACT_REPLICA,
     ARTIFACT_REVOKE,
     ARTIFACT_STORE,
 )
-from .versions import ARTIFACT_VERSION
+from .versions import ARTIFACT_VERSION, PERSONAL_VERSION, REPLICATION_VERSION
 
-__all__ = ["MAX_STORED_OBJECTS", "SCHEMES", "access_rules"]
+__all__ = ["MAX_STORED_OBJECTS", "SCHEMES", "access_rules", "member_org", "replica_orgs"]
 
 # The streaming AEADs a stored object may be encrypted with (the name says every
 # parameter: Tink's AES256_GCM_HKDF_1MB key template).
@@ -130,6 +146,12 @@ def check_erase(body: Mapping[str, Any]) -> None:
     _text(body, "reason", 2000)
 
 
+def check_replica(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"artifact", "location"}, "artifact.replica body is {artifact, location}")
+    _artifact(body, True)
+    _text(body, "location", 1000)
+
+
 def _version(state: StateReader, art: Mapping[str, Any]) -> dict[str, Any]:
     found = state.get_state(version_key(art["kind"], art["name"], art["version"]))
     if not isinstance(found, dict):
@@ -146,7 +168,7 @@ def _not_erased(state: StateReader, art: Mapping[str, Any]) -> None:
         raise Rejected(
             "erased",
             f"{art['kind']} {art['name']} version {art['version']} was erased at entry "
-            f"{erased['index']} by {erased['by']}: {erased['reason']}",
+            f"{erased['index']} by {erased['by']}: {shown(erased['reason'])}",
         )
 
 
@@ -245,8 +267,13 @@ def exec_fetch(state: Overlay, call: Call) -> None:
 def exec_erase(state: Overlay, call: Call) -> None:
     body = call.tx.body
     art = body["artifact"]
-    _version(state, art)
+    record = _version(state, art)
     _not_erased(state, art)
+    if call.version >= PERSONAL_VERSION:
+        # A dataset version's ingest fields (source, batch, collector: who gave the
+        # data) are erased with it.
+        ingest = record.get("ingest")
+        erase_fields(state, call, record["index"], commitments_in(ingest), body["reason"])
     state.put(
         erased_key(art["kind"], art["name"], art["version"]),
         {
@@ -258,6 +285,37 @@ def exec_erase(state: Overlay, call: Call) -> None:
             "time": call.tx.time,
         },
     )
+
+
+def member_org(state: StateReader, name: str) -> str:
+    """The organisation a member's copies count for: its ``org``, else its name."""
+    m = state.get_state(member_key(name))
+    org = m.get("org") if isinstance(m, dict) else None
+    return org if isinstance(org, str) and org else name
+
+
+def replica_orgs(state: StateReader, kind: str, name: str, version: int) -> list[str]:
+    """The organisations recorded as holding a verified copy of a version, sorted."""
+    found = state.get_state(replicas_key(kind, name, version))
+    return sorted(found) if isinstance(found, dict) else []
+
+
+def exec_replica(state: Overlay, call: Call) -> None:
+    """The member's organisation holds a verified copy of the version at ``location``
+    (recorded again, the location and time are replaced)."""
+    art = call.tx.body["artifact"]
+    _version(state, art)
+    _not_erased(state, art)
+    key = replicas_key(art["kind"], art["name"], art["version"])
+    found = state.get_state(key)
+    copies = dict(found) if isinstance(found, dict) else {}
+    copies[member_org(state, call.tx.actor)] = {
+        "location": call.tx.body["location"],
+        "by": call.tx.actor,
+        "index": call.index,
+        "time": call.tx.time,
+    }
+    state.put(key, copies)
 
 
 def _context(state: StateReader, call: Call) -> dict[str, Any]:
@@ -307,4 +365,7 @@ def access_rules() -> dict[str, TypeRule]:
         ARTIFACT_REVOKE: TypeRule(check_revoke, exec_revoke, _context, admit, since=v),
         ARTIFACT_KEY_FETCH: TypeRule(check_fetch, exec_fetch, _context, admit, since=v),
         ARTIFACT_ERASE: TypeRule(check_erase, exec_erase, _context, admit, since=v),
+        ARTIFACT_REPLICA: TypeRule(
+            check_replica, exec_replica, _context, admit, since=REPLICATION_VERSION
+        ),
     }

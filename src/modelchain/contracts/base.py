@@ -119,6 +119,7 @@ class TypeRule:
 
 
 Gate = Callable[[Overlay, Call, TypeRule], None]
+VersionedCheck = Callable[[Transaction, int], None]  # MalformedError if the body does not fit
 
 
 class ContractSet:
@@ -131,11 +132,13 @@ class ContractSet:
         authorize: Callable[[StateReader, Call], None],
         gate: Gate | None = None,
         versions: frozenset[int] = KNOWN_VERSIONS,
+        versioned_check: VersionedCheck | None = None,
     ) -> None:
         self._rules = dict(rules)
         self._resolve = resolve_signer
         self._authorize = authorize
         self._gate = gate
+        self._versioned_check = versioned_check
         self._versions = frozenset(versions)
 
     @property
@@ -170,6 +173,12 @@ class ContractSet:
             )
         rule.check(tx.body)
         return rule
+
+    def check_under(self, tx: Transaction, version: int) -> None:
+        """The checks of a body that depend on the contract-set version it will run
+        under (personal fields: ``personal.require_committed``); MalformedError."""
+        if self._versioned_check is not None:
+            self._versioned_check(tx, version)
 
     def version_at(self, state: StateReader, index: int, tx: Transaction | None = None) -> int:
         """The contract-set version the entry at ``index`` (``tx``) runs under;
@@ -214,6 +223,7 @@ class ContractSet:
                 raise Rejected("unknown_type", f"no contract handles {tx.type!r}")
             try:
                 rule.check(tx.body)
+                self.check_under(tx, version)
             except MalformedError as exc:
                 raise Rejected("malformed_body", exc.message) from exc
             names = []

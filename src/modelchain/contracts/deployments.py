@@ -14,6 +14,11 @@ before the version's last rollback from that environment. A stale approval does
 not count (policies do not see it), its approver may approve again, and a
 version rolled back from an environment is redeployed there only with an
 approval recorded since. Only the log's times are compared, never a clock.
+
+From contract-set version 8, when governance has set a replication factor
+(``governance.replication``), a version is deployed only once that many
+organisations have recorded a verified copy of it (``artifact.replica``):
+otherwise ``under_replicated``, before any policy. Rollbacks are never held back.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.disclosure import is_commitment
 from ..errors import MalformedError
+from .access import replica_orgs
 from .base import Call, Overlay, Rejected, StateReader, TypeRule, is_int, names
-from .governance import approval_ttl_ms
+from .governance import approval_ttl_ms, replication_copies
 from .policy import compile_rule, evaluate
 from .registry import dataset_inputs, version_view
 from .state import (
@@ -44,7 +51,7 @@ from .types import (
     MODEL_ROLLBACK,
     MONITOR_REPORT,
 )
-from .versions import APPROVAL_VERSION
+from .versions import APPROVAL_VERSION, REPLICATION_VERSION
 
 __all__ = ["deployment_rules", "revoked_ancestor"]
 
@@ -222,6 +229,29 @@ def _require_fresh_approval(state: StateReader, call: Call, record: dict[str, An
     )
 
 
+def _replication(state: StateReader, record: dict[str, Any]) -> dict[str, Any]:
+    """What a version-8 policy sees: ``{required, copies, orgs}`` (required 0: no
+    replication factor set)."""
+    orgs = replica_orgs(state, "model", record["name"], record["version"])
+    return {"required": replication_copies(state), "copies": len(orgs), "orgs": orgs}
+
+
+def _require_replicated(state: StateReader, record: dict[str, Any]) -> None:
+    """Version 8: a version is deployed only once as many organisations as the
+    replication factor hold a verified copy of it."""
+    found = _replication(state, record)
+    if found["copies"] >= found["required"]:
+        return
+    held = ", ".join(found["orgs"]) or "no organisation"
+    raise Rejected(
+        "under_replicated",
+        f"{record['name']} version {record['version']} is held by {found['copies']} "
+        f"organisation(s) ({held}); the ledger's replication factor needs "
+        f"{found['required']} before it is deployed (each records its verified copy: "
+        "`modelchain store sync --from URL`)",
+    )
+
+
 def _set_deployment(
     state: Overlay,
     call: Call,
@@ -305,6 +335,8 @@ def exec_deploy(state: Overlay, call: Call) -> None:
     if call.version >= APPROVAL_VERSION:
         _require_fresh_approval(state, call, record)
         approvals = _counting(state, call, record, body["env"])
+    if call.version >= REPLICATION_VERSION:
+        _require_replicated(state, record)
     _set_deployment(
         state,
         call,
@@ -318,7 +350,7 @@ def exec_deploy(state: Overlay, call: Call) -> None:
     )
 
 
-def _rollback(state: Overlay, call: Call, model: str, env: str, reason: str) -> None:
+def _rollback(state: Overlay, call: Call, model: str, env: str, reason: Any) -> None:
     current = state.get_state(deployment_key(model, env))
     if not isinstance(current, dict):
         raise Rejected("not_deployed", f"{model} is not deployed to {env}")
@@ -341,7 +373,11 @@ def exec_revoke(state: Overlay, call: Call) -> None:
     for env in envs if isinstance(envs, list) else []:
         current = state.get_state(deployment_key(body["model"], env))
         if isinstance(current, dict) and current["version"] == body["version"]:
-            _rollback(state, call, body["model"], env, f"version revoked: {body['reason']}")
+            # A committed reason (version 8 on) is carried as it is: its erasure
+            # erases it here too.
+            reason = body["reason"]
+            why = reason if is_commitment(reason) else f"version revoked: {reason}"
+            _rollback(state, call, body["model"], env, why)
 
 
 def exec_report(state: Overlay, call: Call) -> None:
@@ -379,6 +415,8 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
         return {"model": None, "approvals": [], "datasets": []}
     if call.version >= APPROVAL_VERSION and call.tx.type == MODEL_DEPLOY:
         _require_fresh_approval(state, call, record)  # named before any rule denies
+    if call.version >= REPLICATION_VERSION and call.tx.type == MODEL_DEPLOY:
+        _require_replicated(state, record)  # likewise
     view = version_view(record)
     view["revoked_ancestor"] = revoked_ancestor(state, body["model"], body["version"])
     view["metrics"] = record.get("metrics", {})
@@ -387,12 +425,15 @@ def _deploy_context(state: StateReader, call: Call) -> dict[str, Any]:
     if isinstance(run, dict):
         deps = run["statement"]["predicate"]["buildDefinition"].get("resolvedDependencies", [])
         datasets = dataset_inputs(state, deps)
-    return {
+    context = {
         "model": view,
         "approvals": _counting(state, call, record, body["env"]),
         "rejections": [a for a in record.get("rejections", []) if a["env"] == body["env"]],
         "datasets": datasets,
     }
+    if call.version >= REPLICATION_VERSION:
+        context["replication"] = _replication(state, record)
+    return context
 
 
 def _decision_context(state: StateReader, call: Call) -> dict[str, Any]:

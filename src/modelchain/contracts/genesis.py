@@ -27,7 +27,13 @@ from .state import (
     member_key,
     policy_key,
 )
-from .versions import ARTIFACT_VERSION, CURRENT_VERSION, FL_VERSION
+from .versions import (
+    ARTIFACT_VERSION,
+    CURRENT_VERSION,
+    FL_VERSION,
+    PERSONAL_VERSION,
+    REPLICATION_VERSION,
+)
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -92,6 +98,12 @@ DEFAULT_PERMISSIONS: dict[str, list[str]] = {
     t.ARTIFACT_REVOKE: ["admin", "data-steward"],
     t.ARTIFACT_KEY_FETCH: [ANY_MEMBER],
     t.ARTIFACT_ERASE: ["admin", "data-steward"],
+    # personal fields (contract-set version 8 on): erasing an entry's committed
+    # fields is for data stewards and admins (the default policy wants both).
+    t.RECORD_ERASE: ["admin", "data-steward"],
+    # replication (contract-set version 8 on): any member may record that its own
+    # organisation holds a verified copy of a version (it counts for that one only).
+    t.ARTIFACT_REPLICA: [ANY_MEMBER],
 }
 
 
@@ -100,12 +112,17 @@ def default_permissions(version: int = CURRENT_VERSION) -> dict[str, list[str]]:
     types it leaves open are absent from its map instead. The ``fl.*`` types are
     listed from version 6 on: a ledger started on an older version that
     activates 6 denies them until its quorum grants them (``permissions.set``);
-    likewise the ``artifact.*`` types from version 7 on."""
+    likewise the ``artifact.*`` types of version 7 from 7 on, and
+    ``artifact.replica`` and ``record.erase`` from 8 on."""
     found = {k: list(v) for k, v in DEFAULT_PERMISSIONS.items()}
     if version < FL_VERSION:
         found = {k: v for k, v in found.items() if k not in t.FL_TYPES}
     if version < ARTIFACT_VERSION:
         found = {k: v for k, v in found.items() if k not in t.ARTIFACT_TYPES}
+    if version < PERSONAL_VERSION:
+        found.pop(t.RECORD_ERASE, None)
+    if version < REPLICATION_VERSION:
+        found = {k: v for k, v in found.items() if k not in t.REPLICATION_TYPES}
     if version >= 2:
         return found
     return {k: v for k, v in found.items() if v != [ANY_MEMBER]}

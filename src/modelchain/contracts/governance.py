@@ -3,9 +3,9 @@ role map and the contract-set version.
 
 Changing who may sign is itself signed: ``member.*``, ``governance.quorum``,
 ``permissions.set``, ``contracts.activate``, ``checkpoint.policy.set``,
-``governance.validity`` and ``governance.approval-ttl`` need signatures from at least
-``quorum`` distinct active admins on one envelope. A member with several keys
-counts once, however many of its keys signed.
+``governance.validity``, ``governance.approval-ttl`` and ``governance.replication``
+need signatures from at least ``quorum`` distinct active admins on one envelope. A
+member with several keys counts once, however many of its keys signed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .state import (
     GOVERNANCE_KEY,
     LEDGER_KEY,
     MEMBERS_KEY,
+    REPLICATION_KEY,
     VALIDITY_KEY,
     keyid_key,
     member_key,
@@ -39,14 +40,22 @@ from .types import (
     MEMBER_UPDATE,
     PERMISSIONS_SET,
     QUORUM_SET,
+    REPLICATION_SET,
     VALIDITY_SET,
 )
-from .versions import APPROVAL_VERSION, WINDOW_VERSION, active_version, schedule
+from .versions import (
+    APPROVAL_VERSION,
+    REPLICATION_VERSION,
+    WINDOW_VERSION,
+    active_version,
+    schedule,
+)
 
 __all__ = [
     "DEFAULT_APPROVAL_TTL_MS",
     "DEFAULT_MAX_VALIDITY_MS",
     "MAX_APPROVAL_TTL_MS",
+    "MAX_REPLICATION",
     "MAX_VALIDITY_LIMIT_MS",
     "admins_signed",
     "approval_ttl_ms",
@@ -54,6 +63,7 @@ __all__ = [
     "governance_rules",
     "max_validity_ms",
     "quorum",
+    "replication_copies",
     "require_quorum",
 ]
 
@@ -66,6 +76,7 @@ MAX_VALIDITY_LIMIT_MS = 366 * 24 * 60 * 60 * 1000  # the most governance may all
 # governance.approval-ttl sets another period, and the longest it may set.
 DEFAULT_APPROVAL_TTL_MS = 30 * 24 * 60 * 60 * 1000
 MAX_APPROVAL_TTL_MS = 3660 * 24 * 60 * 60 * 1000
+MAX_REPLICATION = 64  # organisations governance.replication may ask to hold a copy
 
 
 def _require(cond: bool, message: str) -> None:
@@ -271,10 +282,14 @@ def exec_permissions_set(state: Overlay, call: Call) -> None:
     """Name the roles that may submit a type from the next entry on ([] denies it)."""
     require_quorum(state, call)
     type_, roles = call.tx.body["type"], call.tx.body["roles"]
-    # governance.validity came with version 4, governance.approval-ttl with 5:
-    # before them, a map entry for that name was an entry like any other, as it
-    # was when logged.
-    since = {VALIDITY_SET: WINDOW_VERSION, APPROVAL_TTL_SET: APPROVAL_VERSION}.get(type_, 1)
+    # governance.validity came with version 4, governance.approval-ttl with 5,
+    # governance.replication with 8: before them, a map entry for that name was an
+    # entry like any other, as it was when logged.
+    since = {
+        VALIDITY_SET: WINDOW_VERSION,
+        APPROVAL_TTL_SET: APPROVAL_VERSION,
+        REPLICATION_SET: REPLICATION_VERSION,
+    }.get(type_, 1)
     if type_ in GOVERNANCE_TYPES and call.version >= since:
         raise Rejected(
             "governance_type",
@@ -392,6 +407,30 @@ def exec_approval_ttl_set(state: Overlay, call: Call) -> None:
     state.put(APPROVAL_TTL_KEY, {"ttl_ms": call.tx.body["ttl_ms"], "set_at": call.index, "by": by})
 
 
+def replication_copies(state: StateReader) -> int:
+    """How many organisations must hold a verified copy of a model version before
+    it is deployed (contract-set version 8 on); 0 until governance sets it."""
+    found = state.get_state(REPLICATION_KEY)
+    return int(found["copies"]) if isinstance(found, dict) else 0
+
+
+def check_replication_set(body: Mapping[str, Any]) -> None:
+    _require(set(body) == {"copies"}, "governance.replication body is {copies}")
+    _require(
+        is_int(body["copies"]) and 0 <= body["copies"] <= MAX_REPLICATION,
+        f"copies is how many organisations must hold a verified copy, 0..{MAX_REPLICATION} "
+        "(0: no requirement)",
+    )
+
+
+def exec_replication_set(state: Overlay, call: Call) -> None:
+    """Set the replication factor from the next entry on; it applies to versions
+    registered already (their copies are counted when one is deployed)."""
+    require_quorum(state, call)
+    by = list(dict.fromkeys(call.signers))
+    state.put(REPLICATION_KEY, {"copies": call.tx.body["copies"], "set_at": call.index, "by": by})
+
+
 def governance_rules() -> dict[str, TypeRule]:
     return {
         MEMBER_ADD: TypeRule(check_member_add, exec_member_add, admit=names("member.name")),
@@ -407,5 +446,8 @@ def governance_rules() -> dict[str, TypeRule]:
         VALIDITY_SET: TypeRule(check_validity_set, exec_validity_set, since=WINDOW_VERSION),
         APPROVAL_TTL_SET: TypeRule(
             check_approval_ttl_set, exec_approval_ttl_set, since=APPROVAL_VERSION
+        ),
+        REPLICATION_SET: TypeRule(
+            check_replication_set, exec_replication_set, since=REPLICATION_VERSION
         ),
     }

@@ -8,6 +8,7 @@ map; ``default_contracts`` is the contract set every node runs. Genesis is in
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from .genesis import admit_genesis, check_genesis, exec_genesis
 from .governance import governance_rules
 from .inference import inference_rules
 from .members import holds_role
+from .personal import personal_rules, require_committed, shown, with_commitments
 from .policy import enforce, policy_rules
 from .registry import registry_rules
 from .state import LEDGER_KEY, keyid_key, member_key
@@ -101,7 +103,9 @@ def authorize(state: StateReader, call: Call) -> None:
         if not isinstance(signer, dict):
             raise Rejected("not_member", f"{name} is not a member")
         if signer.get("status") != "active":
-            raise Rejected("member_revoked", f"{name} was revoked: {signer.get('reason', '')}")
+            raise Rejected(
+                "member_revoked", f"{name} was revoked: {shown(signer.get('reason', ''))}"
+            )
         if not any(VerifierKey.from_string(k).key_id_hex == keyid for k in signer["keys"]):
             raise Rejected("key_retired", f"key {keyid} of {name} was retired")
     member = state.get_state(member_key(call.tx.actor))
@@ -124,20 +128,21 @@ def authorize(state: StateReader, call: Call) -> None:
 
 
 def default_contracts() -> ContractSet:
-    return ContractSet(
-        {
-            GENESIS: TypeRule(check_genesis, exec_genesis, admit=admit_genesis),
-            EVENT: TypeRule(check_event, exec_event),
-            **registry_rules(),
-            **governance_rules(),
-            **policy_rules(),
-            **attestation_rules(),
-            **deployment_rules(),
-            **inference_rules(),
-            **fl_rules(),
-            **access_rules(),
-        },
-        resolve_signer,
-        authorize,
-        enforce,
-    )
+    rules: dict[str, TypeRule] = {
+        GENESIS: TypeRule(check_genesis, exec_genesis, admit=admit_genesis),
+        EVENT: TypeRule(check_event, exec_event),
+        **registry_rules(),
+        **governance_rules(),
+        **policy_rules(),
+        **attestation_rules(),
+        **deployment_rules(),
+        **inference_rules(),
+        **fl_rules(),
+        **access_rules(),
+        **personal_rules(),
+    }
+    # A personal field may hold a commitment wherever it held text (version 8 on).
+    rules = {
+        t: dataclasses.replace(r, check=with_commitments(t, r.check)) for t, r in rules.items()
+    }
+    return ContractSet(rules, resolve_signer, authorize, enforce, versioned_check=require_committed)

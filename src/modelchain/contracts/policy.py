@@ -31,6 +31,8 @@ What a rule sees (the whole context, in one place)::
     approvals, rejections [{by, org, role, env, comment, index, time}]  the same (this env;
         from contract-set version 5 only the approvals that count: no older than the
         approval period, recorded after the version's last rollback from env)
+    replication {required, copies, orgs}   the same, from contract-set version 8: the
+        replication factor (0: none set) and the organisations holding a verified copy
 
     attestations [{by, org, passed, checks, tool, index, time}]   (dataset.attest)
     evaluations  [{by, org, dataset {name, version}, metrics, tool, index, time}]
@@ -61,7 +63,14 @@ from ..errors import MalformedError
 from .base import Call, Overlay, Rejected, StateReader, TypeRule
 from .governance import require_quorum
 from .state import member_key, policy_history_key, policy_key
-from .types import ARTIFACT_ERASE, MODEL_APPROVE, MODEL_DEPLOY, MODEL_REGISTER, POLICY_SET
+from .types import (
+    ARTIFACT_ERASE,
+    MODEL_APPROVE,
+    MODEL_DEPLOY,
+    MODEL_REGISTER,
+    POLICY_SET,
+    RECORD_ERASE,
+)
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -116,6 +125,13 @@ DEFAULT_POLICIES: dict[str, dict[str, str]] = {
         ),
         "description": "an erasure is signed by a data steward and an admin (co-sign a draft: "
         "`modelchain erase --draft`, `modelchain tx sign`)",
+    },
+    RECORD_ERASE: {
+        "rule": (
+            'signers.exists(s, "data-steward" in s.roles) && signers.exists(s, "admin" in s.roles)'
+        ),
+        "description": "erasing an entry's personal fields is signed by a data steward and an "
+        "admin",
     },
 }
 _MAX_RULE = 4096

@@ -17,6 +17,7 @@ __all__ = [
     "LEDGER_KEY",
     "MEMBERS_KEY",
     "POLICY_PREFIX",
+    "REPLICATION_KEY",
     "VALIDITY_KEY",
     "StateReader",
     "dataset_key",
@@ -25,6 +26,7 @@ __all__ = [
     "deployment_key",
     "digest_key",
     "entity_key",
+    "erased_field_key",
     "erased_key",
     "fl_node_key",
     "fl_participant_key",
@@ -40,6 +42,7 @@ __all__ = [
     "monitor_key",
     "policy_history_key",
     "policy_key",
+    "replicas_key",
     "run_key",
     "stored_key",
     "version_key",
@@ -64,6 +67,10 @@ VALIDITY_KEY = "validity"
 # {ttl_ms, set_at, by}: how long an approval counts (contract-set version 5 on),
 # set by governance.approval-ttl; absent: 30 days
 APPROVAL_TTL_KEY = "approval-ttl"
+# {copies, set_at, by}: how many organisations must hold a verified copy of a
+# model version before it is deployed (contract-set version 8 on), set by
+# governance.replication; absent or 0: no requirement
+REPLICATION_KEY = "replication"
 POLICY_PREFIX = "policy/"
 
 
@@ -179,3 +186,15 @@ def grant_key(kind: str, name: str, member: str) -> str:
 def erased_key(kind: str, name: str, version: int) -> str:
     """A version's erasure: who, when, why (``artifact.erase``)."""
     return f"artifact-erased/{kind}/{name}@{version}"
+
+
+def erased_field_key(digest: str) -> str:
+    """The erasure of one committed personal field, by its digest (``record.erase``):
+    the entry it was in, who, when, why."""
+    return f"erased-field/{digest}"
+
+
+def replicas_key(kind: str, name: str, version: int) -> str:
+    """Which organisations hold a verified copy of a version's files
+    (``artifact.replica``): ``{org: {location, by, index, time}}``."""
+    return f"artifact-replicas/{kind}/{name}@{version}"

@@ -13,6 +13,7 @@ __all__ = [
     "ARTIFACT_ERASE",
     "ARTIFACT_GRANT",
     "ARTIFACT_KEY_FETCH",
+    "ARTIFACT_REPLICA",
     "ARTIFACT_REVOKE",
     "ARTIFACT_STORE",
     "ARTIFACT_TYPES",
@@ -47,6 +48,9 @@ __all__ = [
     "PERMISSIONS_SET",
     "POLICY_SET",
     "QUORUM_SET",
+    "RECORD_ERASE",
+    "REPLICATION_SET",
+    "REPLICATION_TYPES",
     "RUN_RECORD",
     "VALIDITY_SET",
     "VERSION_1_TYPES",
@@ -102,9 +106,16 @@ ARTIFACT_GRANT = "artifact.grant"
 ARTIFACT_REVOKE = "artifact.revoke"
 ARTIFACT_KEY_FETCH = "artifact.key.fetch"
 ARTIFACT_ERASE = "artifact.erase"
+# personal fields (contract-set version 8 on): erasing committed fields of an entry
+RECORD_ERASE = "record.erase"
+
 ARTIFACT_TYPES = frozenset(
     {ARTIFACT_STORE, ARTIFACT_GRANT, ARTIFACT_REVOKE, ARTIFACT_KEY_FETCH, ARTIFACT_ERASE}
 )
+
+# which organisations hold a verified copy of a version (contract-set version 8 on)
+ARTIFACT_REPLICA = "artifact.replica"
+REPLICATION_TYPES = frozenset({ARTIFACT_REPLICA})
 
 # governance
 MEMBER_ADD = "member.add"
@@ -118,6 +129,7 @@ CONTRACTS_ACTIVATE = "contracts.activate"
 CHECKPOINT_POLICY_SET = "checkpoint.policy.set"
 VALIDITY_SET = "governance.validity"
 APPROVAL_TTL_SET = "governance.approval-ttl"
+REPLICATION_SET = "governance.replication"
 
 GOVERNANCE_TYPES = frozenset(
     {
@@ -132,6 +144,7 @@ GOVERNANCE_TYPES = frozenset(
         CHECKPOINT_POLICY_SET,
         VALIDITY_SET,
         APPROVAL_TTL_SET,
+        REPLICATION_SET,
     }
 )
 

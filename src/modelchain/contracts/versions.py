@@ -37,6 +37,27 @@ rather than give it another outcome. What each version changed:
        when, why; nothing is stored or granted for it afterwards). Unknown below
        7; a ledger that activates 7 denies them until ``permissions.set`` lists
        them: only a new ledger's default map does
+    8  personal fields (ADR 18): the fields that may hold personal data (see
+       ``contracts.personal.PERSONAL_FIELDS``: comments, reasons, purposes,
+       sources, collectors, batches, descriptions) hold either "" or a salted
+       commitment ``{"_sd": DIGEST}`` (an SD-JWT disclosure's digest), never a
+       value: a value is refused at admission and rejected if logged, and a
+       commitment is rejected under earlier versions. ``record.erase`` (a data
+       steward and an admin, by default policy) records that committed fields of
+       an entry are erased; their disclosures are destroyed off the ledger.
+       Unknown below 8; a ledger that activates 8 denies it until
+       ``permissions.set`` lists it. Also in 8,
+       replication (ADR 19): ``governance.replication {copies}``, signed by the
+       admin quorum, sets how many organisations must hold a verified copy of a
+       model version before it is deployed (unset or 0: no requirement);
+       ``artifact.replica`` records that the submitting member's organisation
+       (its ``org``, else its name) holds a verified copy of every file of a
+       registered, unerased version; ``model.deploy`` of a version held by fewer
+       organisations than that is refused (``under_replicated``, before any
+       policy), and the policies of ``model.deploy``, ``model.approve`` and
+       ``model.reject`` see ``replication`` {required, copies, orgs}. Both types
+       are unknown below 8; a ledger that activates 8 denies ``artifact.replica``
+       until ``permissions.set`` lists it: only a new ledger's default map does
 """
 
 from __future__ import annotations
@@ -51,17 +72,21 @@ __all__ = [
     "CURRENT_VERSION",
     "FL_VERSION",
     "KNOWN_VERSIONS",
+    "PERSONAL_VERSION",
+    "REPLICATION_VERSION",
     "WINDOW_VERSION",
     "active_version",
     "schedule",
 ]
 
-CURRENT_VERSION = 7
-KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})
+CURRENT_VERSION = 8
+KNOWN_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7, 8})
 WINDOW_VERSION = 4  # transactions may carry a validity window from this version on
 APPROVAL_VERSION = 5  # approvals expire, and a rollback makes them stale, from this version on
 FL_VERSION = 6  # the fl.* types, from this version on
 ARTIFACT_VERSION = 7  # the artifact.* types (encryption, grants, erasure), from this version on
+PERSONAL_VERSION = 8  # personal fields are committed, and record.erase, from this version on
+REPLICATION_VERSION = 8  # governance.replication, artifact.replica, under_replicated deploys
 
 
 def schedule(state: StateReader) -> list[dict[str, Any]]:

@@ -412,7 +412,8 @@ class MlflowBridge:
                 "experiment_id": run.info.experiment_id,
                 "run_id": run.info.run_id,
                 "run_name": run.info.run_name,
-                "user": run.info.user_id or tags.get("mlflow.user", ""),
+                # not MLflow's user name: it names a person, and the ledger cannot
+                # forget (ADR 18); the signing member says who recorded the run
                 "source_type": tags.get("mlflow.source.type", ""),
                 "source_name": tags.get("mlflow.source.name", ""),
             }

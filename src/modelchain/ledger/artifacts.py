@@ -7,24 +7,36 @@ under a fresh data key wrapped by the organisation's KEK (``KeyService``) and re
 how (``artifact.store``); ``grant``/``revoke`` say who may obtain the key; ``pull``
 asks the ledger for it (``artifact.key.fetch``: refused, and logged, without a grant)
 before the KEK holder unwraps it; ``erase`` records an erasure and destroys the key,
-the stored objects and a dataset's record-proof key."""
+the stored objects and a dataset's record-proof key.
+
+Replication (contract-set version 8, ADR 19): ``record_replica`` checks every object
+of a version in a store by digest and records that the signer's organisation holds
+a copy (``artifact.replica``); ``record_replicas`` does so for every version a store
+holds in full (after a ``sync``); ``replication`` lists each version's copies
+against the factor governance set (``led.members.replication``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..contracts.state import entity_key, erased_key, grant_key, stored_key
+from ..contracts.access import member_org
+from ..contracts.governance import replication_copies
+from ..contracts.personal import PERSONAL_FIELDS, committed_fields
+from ..contracts.state import entity_key, erased_key, grant_key, replicas_key, stored_key
 from ..contracts.types import (
     ACCESS_LOG,
     ARTIFACT_ERASE,
     ARTIFACT_GRANT,
     ARTIFACT_KEY_FETCH,
+    ARTIFACT_REPLICA,
     ARTIFACT_REVOKE,
     ARTIFACT_STORE,
+    RECORD_ERASE,
 )
 from ..core import canonical
 from ..core.identity import Signer
@@ -46,6 +58,8 @@ __all__ = [
     "ErasureResult",
     "GcResult",
     "KeyService",
+    "RecordedCopies",
+    "ReplicationStatus",
     "StoreSpec",
     "SyncResult",
     "as_store",
@@ -111,6 +125,36 @@ class SyncResult:
 
 
 @dataclass(frozen=True)
+class RecordedCopies:
+    """What ``record_replicas`` recorded (kind, name, version), and what it found
+    damaged in versions it therefore did not record."""
+
+    recorded: tuple[tuple[str, str, int], ...]
+    damaged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    """One version's recorded copies against the ledger's replication factor
+    (``required`` 0: none set). ``orgs`` maps each organisation holding a verified
+    copy to its record {location, by, index, time}."""
+
+    kind: str
+    name: str
+    version: int
+    orgs: dict[str, dict[str, Any]]
+    required: int
+
+    @property
+    def copies(self) -> int:
+        return len(self.orgs)
+
+    @property
+    def under_replicated(self) -> bool:
+        return self.copies < self.required
+
+
+@dataclass(frozen=True)
 class KeyService:
     """The organisation's key-encryption key and the key stores holding wrapped data
     keys: new keys go to the first; an erasure destroys the key in every one. Whoever
@@ -126,14 +170,26 @@ class KeyService:
 
 
 @dataclass(frozen=True)
+class FieldErasure:
+    """What ``erase_fields`` did: the ``record.erase`` entry, the fields it erased and
+    the disclosures deleted from this side's vault."""
+
+    index: int
+    fields: tuple[str, ...]
+    deleted: int
+
+
+@dataclass(frozen=True)
 class ErasureResult:
     """What an erasure destroyed: the key entries, the stored objects (by store),
-    and a dataset version's record-proof key."""
+    a dataset version's record-proof key, and the disclosures of the version's
+    committed personal fields (contract-set version 8 on) deleted from this side's vault."""
 
     index: int | None
     keys_destroyed: tuple[str, ...]
     objects_deleted: tuple[str, ...]
     record_key_destroyed: bool
+    fields_deleted: int = 0
 
 
 class Artifacts(Facade):
@@ -158,15 +214,22 @@ class Artifacts(Facade):
             name, version = record["name"], int(record["version"])
             if self.erasure(kind, name, version) is not None:
                 continue  # erased: nothing of it is to be kept
-            stored = self.stored(kind, name, version)
-            if stored is not None:  # encrypted: only the ciphertexts are in stores
-                for o in stored["objects"]:
-                    refs[o["ciphertext"]] = int(o["size"])
-                continue
-            manifest = self.manifest_of(record)
-            for f in manifest.files:
-                refs[object_ref(manifest.algorithm, f.digest)] = f.size
-            refs[manifest_ref(manifest)] = len(manifest_bytes(manifest))
+            refs.update(self._objects(kind, record))
+        return refs
+
+    def objects_of(self, kind: str, name: str, version: int) -> dict[str, int]:
+        """The objects a copy of a version consists of, with their sizes: the
+        ciphertexts ``artifact.store`` recorded for an encrypted version, else each
+        file's bytes and the manifest."""
+        return self._objects(kind, self._version(kind, name, version))
+
+    def _objects(self, kind: str, record: dict[str, Any]) -> dict[str, int]:
+        stored = self.stored(kind, record["name"], int(record["version"]))
+        if stored is not None:  # encrypted: only the ciphertexts are in stores
+            return {str(o["ciphertext"]): int(o["size"]) for o in stored["objects"]}
+        manifest = self.manifest_of(record)
+        refs = {object_ref(manifest.algorithm, f.digest): f.size for f in manifest.files}
+        refs[manifest_ref(manifest)] = len(manifest_bytes(manifest))
         return refs
 
     def stored(self, kind: str, name: str, version: int) -> dict[str, Any] | None:
@@ -428,9 +491,7 @@ class Artifacts(Facade):
 
             raise refused(self._led, envelope, ack, f"{ARTIFACT_ERASE} was rejected")
         result = self.shred(kind, name, version, keys=keys, stores=stores, key_stores=key_stores)
-        return ErasureResult(
-            ack.index, result.keys_destroyed, result.objects_deleted, result.record_key_destroyed
-        )
+        return dataclasses.replace(result, index=ack.index)
 
     def shred(
         self,
@@ -479,7 +540,58 @@ class Artifacts(Facade):
             if path.exists():
                 path.unlink()
                 record_key = True
-        return ErasureResult(int(erased["index"]), tuple(destroyed), tuple(deleted), record_key)
+        # The version's committed fields (a dataset version's ingest) read as erased
+        # everywhere from the erasure on; their disclosures go from this side's vault.
+        entry = self._led.entry(int(self._version(kind, name, version)["index"]))
+        fields = self._led.disclosures.shred(committed_fields(entry.transaction).values())
+        return ErasureResult(
+            int(erased["index"]), tuple(destroyed), tuple(deleted), record_key, fields
+        )
+
+    def erase_fields(
+        self,
+        index: int,
+        reason: str,
+        *,
+        signers: Sequence[Signer] = (),
+        fields: Sequence[str] = (),
+    ) -> FieldErasure:
+        """Erase the committed personal fields of entry ``index`` (all of them, or those
+        named): record ``record.erase`` signed by every one of ``signers`` (a new
+        ledger's policy wants a data steward and an admin among them), then delete
+        the disclosures from this side's vault (``disclosures.shred``); other sides
+        shred theirs with ``shred_fields``."""
+        from ._refusals import refused
+
+        tx = self._led.entry(index).transaction
+        found = committed_fields(tx)
+        if fields:
+            unknown = sorted(set(fields) - set(found))
+            if unknown:
+                raise UsageError(
+                    f"entry {index} ({tx.type}) has no committed field {', '.join(unknown)}; "
+                    f"its committed fields: {', '.join(found) or 'none'}"
+                )
+            found = {f: found[f] for f in fields}
+        if not found:
+            raise UsageError(
+                f"entry {index} ({tx.type}) has no committed personal field to erase "
+                f"(personal fields of {tx.type}: "
+                f"{', '.join(PERSONAL_FIELDS.get(tx.type, ())) or 'none'})"
+            )
+        who = list(signers) or [self._signer(None)]
+        body = {"entry": index, "fields": sorted(found.values()), "reason": reason}
+        envelope = self._led.transaction(RECORD_ERASE, body, who[0].name).sign(*who)
+        ack = self._led.submit(envelope)
+        if not ack.outcome.accepted:
+            raise refused(self._led, envelope, ack, f"{RECORD_ERASE} was rejected")
+        deleted = self._led.disclosures.shred(found.values())
+        return FieldErasure(ack.index, tuple(sorted(found)), deleted)
+
+    def shred_fields(self, index: int) -> int:
+        """Delete from this side's vault the disclosures of entry ``index``'s fields
+        whose erasure the ledger records; how many were deleted."""
+        return self._led.disclosures.shred(self._led.disclosures.committed(index).values())
 
     def unreferenced(self, store: StoreSpec) -> list[StoredObject]:
         refs = self.referenced()
@@ -536,6 +648,122 @@ class Artifacts(Facade):
                 raise
             copied.append(ref)
         return SyncResult(tuple(copied), present, tuple(missing), tuple(damaged))
+
+    # -- replication (contract-set version 8) ----------------------------------------
+
+    def replicas(self, kind: str, name: str, version: int) -> dict[str, dict[str, Any]]:
+        """The organisations recorded as holding a verified copy of a version, each
+        with {location, by, index, time}."""
+        found = self._state(replicas_key(kind, name, version))
+        return dict(found) if isinstance(found, dict) else {}
+
+    def replication(self) -> list[ReplicationStatus]:
+        """Every registered version not erased, with its recorded copies against the
+        replication factor (deploys of models are held to it; datasets are listed
+        against it too)."""
+        required = replication_copies(self._led.store)
+        out = []
+        for kind, record in self.versions():
+            name, version = str(record["name"]), int(record["version"])
+            if self.erasure(kind, name, version) is None:
+                orgs = self.replicas(kind, name, version)
+                out.append(ReplicationStatus(kind, name, version, orgs, required))
+        return sorted(out, key=lambda r: (r.kind, r.name, r.version))
+
+    def check_copy(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        store: StoreSpec,
+        *,
+        skip: frozenset[str] = frozenset(),
+        progress: Moved | None = None,
+    ) -> None:
+        """Re-hash every object of a version in ``store`` (but those in ``skip``,
+        verified already); IntegrityError naming each one missing or damaged."""
+        from ..storage.artifacts import verify_objects
+
+        s = as_store(store)
+        wanted = [
+            StoredObject(r, n) for r, n in sorted(self.objects_of(kind, name, version).items())
+        ]
+        missing = [o.ref for o in wanted if o.ref not in skip and not s.has(o.ref)]
+        rest = [o for o in wanted if o.ref not in skip and o.ref not in missing]
+        damaged = [o.ref for o in verify_objects(s, rest, progress)]
+        if missing or damaged:
+            raise IntegrityError(
+                f"{s.url} holds no verified copy of {kind} {name} version {version}: "
+                f"{len(missing)} objects missing, {len(damaged)} damaged",
+                (*(f"missing {r}" for r in missing), *(f"damaged {r}" for r in damaged)),
+            )
+
+    def record_replica(
+        self,
+        kind: str,
+        name: str,
+        version: int,
+        store: StoreSpec,
+        *,
+        signer: Signer | None = None,
+        verify: bool = True,
+        again: bool = True,
+        progress: Moved | None = None,
+    ) -> Ack | None:
+        """Record that the signer's organisation holds a copy of a version in ``store``
+        (``artifact.replica``), once every object there is verified by digest
+        (``verify=False`` only where the caller has just written and hashed them).
+        IntegrityError, nothing recorded, if any is missing or damaged. With
+        ``again=False`` nothing is done (None) where the organisation's copy is
+        recorded at that store already."""
+        self._not_erased(kind, name, version)
+        s = as_store(store)
+        who = self._signer(signer)
+        if not again:
+            mine = self.replicas(kind, name, version).get(member_org(self._led.store, who.name))
+            if mine is not None and mine["location"] == s.url:
+                return None
+        if verify:
+            self.check_copy(kind, name, version, s, progress=progress)
+        body = {"artifact": {"kind": kind, "name": name, "version": version}, "location": s.url}
+        return self._submit(ARTIFACT_REPLICA, body, who)
+
+    def record_replicas(
+        self,
+        store: StoreSpec,
+        *,
+        signer: Signer | None = None,
+        verified: Sequence[str] = (),
+        progress: Moved | None = None,
+    ) -> RecordedCopies:
+        """Record a copy (``record_replica``) of every version not erased that ``store``
+        holds in full and the signer's organisation has not recorded there yet; the
+        objects in ``verified`` (just copied, each checked by digest) are not re-hashed.
+        A version whose copy is damaged is not recorded, and is reported."""
+        s = as_store(store)
+        who = self._signer(signer)
+        org = member_org(self._led.store, who.name)
+        skip = frozenset(verified)
+        done: list[tuple[str, str, int]] = []
+        problems: list[str] = []
+        for kind, record in self.versions():
+            name, version = str(record["name"]), int(record["version"])
+            if self.erasure(kind, name, version) is not None:
+                continue
+            mine = self.replicas(kind, name, version).get(org)
+            if mine is not None and mine["location"] == s.url:
+                continue
+            if not all(ref in skip or s.has(ref) for ref in self._objects(kind, record)):
+                continue  # not held in full: nothing to record
+            try:
+                self.check_copy(kind, name, version, s, skip=skip, progress=progress)
+            except IntegrityError as exc:
+                problems.extend(f"{kind} {name} version {version}: {d}" for d in exc.differences)
+                continue
+            body = {"artifact": {"kind": kind, "name": name, "version": version}}
+            self._submit(ARTIFACT_REPLICA, {**body, "location": s.url}, who)
+            done.append((kind, name, version))
+        return RecordedCopies(tuple(done), tuple(problems))
 
 
 def _decrypting(kind: str, name: str, version: int, stored: dict[str, Any], data_key: bytes) -> Any:

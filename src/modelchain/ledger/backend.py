@@ -82,6 +82,11 @@ class Backend(Protocol):
 
     def precheck(self, data: bytes) -> None: ...
 
+    def disclose(self, index: int, disclosures: Sequence[str]) -> None:
+        """Hand over the disclosures of the committed fields of our logged entry
+        ``index`` to whoever keeps the ledger's vault."""
+        ...
+
     def checkpoint(self) -> bytes:
         """The latest checkpoint note (NotFoundError if there is none yet)."""
         ...

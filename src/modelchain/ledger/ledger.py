@@ -12,14 +12,16 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from ..contracts import ContractSet
 from ..contracts.genesis import genesis_body
+from ..contracts.personal import PERSONAL_FIELDS
 from ..contracts.types import EVENT, GENESIS
+from ..core import canonical
 from ..core.canonical import JSONValue
 from ..core.checkpoint import Checkpoint
 from ..core.dsse import Envelope
@@ -35,10 +37,11 @@ from ..core.tiles import (
     tiles_for_size,
 )
 from ..core.tlogproof import TlogProof
-from ..core.tx import LogEntry, Transaction
+from ..core.tx import LogEntry, Transaction, decode_submission
 from ..errors import MalformedError, NotFoundError, UsageError
 from ..keys.files import generate_seed, modelchain_home, write_private_key
 from ..keys.logkey import LogKeySecrets, Pkcs11Key, create_log_key, log_key_files
+from ..keys.wrap import DataKeyStore
 from ..node.audit import AuditReport, Progress, audit
 from ..node.node import Ack, Node, NodeConfig, system_clock_ms
 from ..node.verifier import default_verifier
@@ -47,10 +50,12 @@ from ..storage.failures import storage_error
 from ..storage.files import replace_file
 from ..storage.protocols import ArtifactStore, BlobStore
 from ..storage.sqlite import SqliteStore
-from .artifacts import Artifacts
+from ..storage.vault import DisclosureVault
+from .artifacts import Artifacts, KeyService
 from .backend import Backend
 from .datasets import Datasets
 from .deployments import Deployments
+from .disclosures import MARK, Disclosures
 from .fl import FederatedLearning
 from .local import DB_NAME, LOG_KEY_NAME, LocalBackend
 from .members import Members
@@ -103,6 +108,51 @@ def default_home() -> Path:
     return modelchain_home({})
 
 
+class RevealingReads:
+    """A ledger's reads with every committed personal field in its state revealed
+    (``Disclosures.field``); the log's entries are given as logged."""
+
+    def __init__(self, store: LedgerReads, disclosures: Disclosures) -> None:
+        self._store = store
+        self._disclosures = disclosures
+
+    @property
+    def size(self) -> int:
+        return self._store.size
+
+    def get_state(self, key: str) -> JSONValue | None:
+        found = self._store.get_state(key)
+        return (
+            found
+            if isinstance(found, str | int | float | bool | None)
+            else self._disclosures.reveal(found)
+        )
+
+    def state_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        for key, value in self._store.state_prefix(prefix):
+            if MARK in value:
+                value = canonical.dumps(self._disclosures.reveal(canonical.loads(value)))
+            yield key, value
+
+    def entry(self, index: int) -> bytes:
+        return self._store.entry(index)
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self._store.entries(start, end)
+
+    def indexed(self) -> int:
+        return self._store.indexed()
+
+    def find(self, start: int, end: int, limit: int, **kw: Any) -> list[int]:
+        return self._store.find(start, end, limit, **kw)
+
+    def nonce_index(self, nonce: str) -> int | None:
+        return self._store.nonce_index(nonce)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 class Ledger:
     """A ledger, embedded or remote: the facades and proofs over a backend.
     Use as a context manager, or call ``close()``.
@@ -128,6 +178,7 @@ class Ledger:
         clock: Callable[[], int] = system_clock_ms,
         contracts: ContractSet | None = None,
         log_key_secrets: LogKeySecrets | None = None,
+        keys: Callable[[], KeyService] | None = None,
     ) -> None:
         if backend is None:
             if path is None:
@@ -147,6 +198,22 @@ class Ledger:
         self.backend = backend
         self.identity = identity  # the default signer of the facades' calls
         self.home = Path(home) if home is not None else default_home()
+        # The organisation's key service (KEK and key stores), made on first use:
+        # for encrypted artifacts and the disclosure vault.
+        self.keys: Callable[[], KeyService] = keys or self._default_keys
+
+    def _default_keys(self) -> KeyService:
+        """``kek/ORIGIN.kek`` (made on first use) and ``datakeys/ORIGIN`` in the home."""
+        from ..keys.wrap import open_kek
+
+        origin = self.origin.replace("/", "_")
+        kek = open_kek(str(self.home / "kek" / f"{origin}.kek"), create=True)
+        return KeyService(kek, (DataKeyStore(self.home / "datakeys" / origin),))
+
+    @property
+    def local(self) -> bool:
+        """Whether this ledger is embedded (its node in this process), not served."""
+        return isinstance(self.backend, LocalBackend)
 
     # -- what the backend holds ----------------------------------------------
 
@@ -170,8 +237,9 @@ class Ledger:
     def store(self) -> LedgerReads:
         """The log and state every read goes to (for a remote ledger: its
         verified mirror, brought up to date first). What else a store can do
-        belongs to the backend (``backend.store``)."""
-        return self.backend.store
+        belongs to the backend (``backend.store``). Committed personal fields in
+        its state read as their values where this side holds them (``disclosures``)."""
+        return RevealingReads(self.backend.store, self.disclosures)
 
     @property
     def _store(self) -> SqliteStore:
@@ -254,6 +322,21 @@ class Ledger:
         return FederatedLearning(self)
 
     @functools.cached_property
+    def disclosures(self) -> Disclosures:
+        """Personal fields: committed on writing, revealed on reading, erased (version 8 on)."""
+        return Disclosures(lambda: self.backend.store, self.entry, self._vault, self.local)
+
+    def _vault(self, create: bool) -> DisclosureVault | None:
+        # Its data keys live apart from the vault file (a copy of the file alone
+        # opens nothing once they are destroyed) and from the artifacts' key stores.
+        origin = self.origin.replace("/", "_")
+        folder = self.home / "disclosures"
+        path = folder / f"{origin}.sqlite"
+        if not create and not path.exists():
+            return None
+        return DisclosureVault(path, self.keys().kek)
+
+    @functools.cached_property
     def artifacts(self) -> Artifacts:
         return Artifacts(self)
 
@@ -324,27 +407,47 @@ class Ledger:
     def transaction(
         self, type: str, body: dict[str, Any], actor: str, nonce: str | None = None
     ) -> Transaction:
-        """A new transaction for this ledger, stamped with the current time."""
+        """A new transaction for this ledger, stamped with the current time. From
+        contract-set version 8 its personal fields are committed: the disclosures go
+        to the vault now (embedded), or to the server once it is logged (served)."""
+        nonce = nonce or new_nonce()
+        if type in PERSONAL_FIELDS and self.disclosures.commits():
+            body, made = self.disclosures.commit(type, body)
+            if self.local:
+                self.disclosures.keep(made)
+            else:
+                self.disclosures.hold(nonce, made)
         return Transaction(
             ledger=self.origin,
             type=type,
             actor=actor,
-            nonce=nonce or new_nonce(),
+            nonce=nonce,
             time=self.clock(),
             body=body,
         )
 
     def submit(self, envelope: Envelope | bytes) -> Ack:
         """Submit a signed transaction; returns once it is durable."""
-        data = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
-        return self.backend.submit(data)
+        return self.submit_many([envelope])[0]
 
     def submit_many(self, envelopes: Iterable[Envelope | bytes]) -> list[Ack]:
         """Submit several transactions at once: signatures are verified on the
         other cores and entries are group-committed. Raises the first refusal
         (the others are still applied); PushbackError if too many are waiting."""
         datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
-        return self.backend.submit_many(datas)
+        if not self.disclosures.has_pending():
+            return self._submit(datas)
+        held = [self.disclosures.take(decode_submission(d)[1].nonce) for d in datas]
+        acks = self._submit(datas)
+        for ack, made in zip(acks, held, strict=True):
+            if made:
+                self.backend.disclose(ack.index, [d.text for d in made])
+        return acks
+
+    def _submit(self, datas: list[bytes]) -> list[Ack]:
+        return (
+            [self.backend.submit(datas[0])] if len(datas) == 1 else self.backend.submit_many(datas)
+        )
 
     def precheck(self, data: bytes) -> None:
         """Raise what admission would, short of verifying signatures: to refuse

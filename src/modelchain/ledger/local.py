@@ -184,6 +184,10 @@ class LocalBackend:
     def submit(self, data: bytes) -> Ack:
         return self.node.submit(data)
 
+    def disclose(self, index: int, disclosures: Sequence[str]) -> None:
+        """Nothing to hand over: an embedded ledger's disclosures went to its vault
+        when their transaction was built (``Ledger.transaction``)."""
+
     def submit_many(self, datas: Sequence[bytes]) -> list[Ack]:
         futures = self.node.submit_many(datas)
         acks, first_error = [], None

@@ -6,7 +6,9 @@ offline (``Envelope.with_signature``) before ``submit``. A draft made with
 ``valid_for`` stays valid that long (within the ledger's maximum, which
 ``set_max_validity`` changes), for co-signing that takes days. How long an
 approval counts (contract-set version 5 on) is ``approval_ttl``, which
-``set_approval_ttl`` changes.
+``set_approval_ttl`` changes. How many organisations must hold a verified copy of a
+model version before it is deployed (contract-set version 8 on) is ``replication``,
+which ``set_replication`` changes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..contracts.governance import approval_ttl_ms, max_validity_ms, quorum
+from ..contracts.governance import (
+    approval_ttl_ms,
+    max_validity_ms,
+    quorum,
+    replication_copies,
+)
 from ..contracts.state import LEDGER_KEY, MEMBERS_KEY, keyid_key, member_key
 from ..contracts.types import (
     APPROVAL_TTL_SET,
@@ -27,9 +34,16 @@ from ..contracts.types import (
     MEMBER_UPDATE,
     PERMISSIONS_SET,
     QUORUM_SET,
+    REPLICATION_SET,
     VALIDITY_SET,
 )
-from ..contracts.versions import APPROVAL_VERSION, WINDOW_VERSION, active_version, schedule
+from ..contracts.versions import (
+    APPROVAL_VERSION,
+    REPLICATION_VERSION,
+    WINDOW_VERSION,
+    active_version,
+    schedule,
+)
 from ..core.dsse import Envelope
 from ..core.identity import Signer, VerifierKey
 from ..core.policy import CheckpointPolicy
@@ -217,6 +231,31 @@ class Members:
         if self.contract_version < APPROVAL_VERSION:
             return None
         return approval_ttl_ms(self._led.store)
+
+    def set_replication(self, copies: int, *, signers: Sequence[Signer]) -> Ack:
+        """Require ``copies`` organisations to hold a verified copy of a model version
+        before it is deployed (0: no requirement; a quorum of admins signs), from the
+        next entry on. UsageError, nothing signed, below contract-set version 8."""
+        self.require_replication()
+        return self._signed(REPLICATION_SET, {"copies": copies}, signers)
+
+    def require_replication(self) -> None:
+        """UsageError unless the next entry runs a version that records replicas."""
+        version = self.contract_version
+        if version < REPLICATION_VERSION:
+            raise UsageError(
+                f"{self._led.origin} runs contract-set version {version}; replication is "
+                f"recorded from version {REPLICATION_VERSION} (`modelchain contracts activate "
+                f"{REPLICATION_VERSION} --at N`, signed by the admin quorum)"
+            )
+
+    @property
+    def replication(self) -> int | None:
+        """How many organisations must hold a verified copy of a model version before
+        it is deployed (0 until governance sets it); None below contract-set version 8."""
+        if self.contract_version < REPLICATION_VERSION:
+            return None
+        return replication_copies(self._led.store)
 
     @property
     def contract_version(self) -> int:

@@ -21,6 +21,7 @@ from ..core.tx import LogEntry, Transaction
 from ..errors import RejectedError, UsageError
 from ..node.node import Ack
 from ..storage.protocols import BlobStore
+from .disclosures import Disclosures
 
 __all__ = ["LedgerPort", "LedgerReads", "accepted", "rejection", "signer_of"]
 
@@ -84,6 +85,11 @@ class LedgerPort(Protocol):
 
     @property
     def blobs(self) -> BlobStore: ...
+
+    @property
+    def disclosures(self) -> Disclosures:
+        """Committed personal fields: their disclosures, erasures and reveal."""
+        ...
 
     @property
     def size(self) -> int: ...

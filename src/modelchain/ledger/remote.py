@@ -552,6 +552,13 @@ class RemoteBackend:
             raise first_error
         return acks
 
+    def disclose(self, index: int, disclosures: Sequence[str]) -> None:
+        """Hand the server the disclosures of the committed fields of our logged entry
+        ``index``: its vault keeps them, and its dashboard and reports reveal them."""
+        self._http.json(
+            "POST", f"/v1/entries/{index}/disclosures", json={"disclosures": list(disclosures)}
+        )
+
     def precheck(self, data: bytes) -> None:
         """The node's admission checks that need only the (mirrored) state."""
         check_submission(data, self.origin, self.contracts, self.store)

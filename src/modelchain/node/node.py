@@ -298,6 +298,7 @@ class Node:
         try:
             pairs = _check_signers(env, tx, self.origin, self.contracts, self.store)
             _check_window_version(tx, self.store)
+            self.contracts.check_under(tx, active_version(self.store, self.store.size))
             check_time(tx, self._clock(), self.config.skew_ms, max_validity_ms(self.store))
         except Error:
             # A retry of a logged envelope may be refused now (its time is past

@@ -8,6 +8,7 @@ from typing import Any
 
 from ...contracts import types as tx_types
 from .._evidence import rfc3339
+from .access import erasure, key_events
 from .gaps import APPROVAL_GAPS, CHANGE_GAPS, MONITORING_GAPS, provider_items
 from .model import Section, Statement
 from .source import Seen, Source
@@ -150,6 +151,9 @@ def changes(src: Source) -> Section:
                     ),
                 )
             )
+        erased = erasure(src, "model", src.model, int(record["version"]), "erasure")
+        if erased is not None:
+            timeline.append((erased.entries[0], erased))
     for event in src.history:
         timeline.append((event["index"], _deployment_statement(src, event)))
     current: dict[str, Mapping[str, Any]] = {}
@@ -172,7 +176,7 @@ def changes(src: Source) -> Section:
     return Section(
         6,
         "changes",
-        "Change history: versions, deployments, rollbacks and revocations",
+        "Change history: versions, deployments, rollbacks, revocations and erasures",
         ("6",),
         tuple(st),
         tuple(notes),
@@ -301,6 +305,7 @@ def monitoring(src: Source, seen: Seen) -> Section:
                 {"version": version, "count": len(accesses), "by": who, "indexes": indexes},
             )
         )
+    st.extend(key_events(src, seen.model_keys))
     for d in seen.denied:
         code = d["outcome"].get("code", "")
         st.append(

@@ -9,6 +9,7 @@ from typing import Any
 from ...errors import NotFoundError
 from ...ledger.lineage import ExternalInput
 from .._evidence import rfc3339
+from .access import erasure, key_events
 from .gaps import DATA_GAPS, DEVELOPMENT_GAPS, GENERAL_GAPS, VALIDATION_GAPS, provider_items
 from .model import Section, Statement
 from .source import DatasetUse, LineageWalk, Seen, Source
@@ -96,6 +97,22 @@ def _version_statement(src: Source, record: Mapping[str, Any]) -> Statement:
     entries = [record["index"]]
     if record.get("revoked"):
         entries.append(record["revoked"]["index"])
+    version = int(record["version"])
+    stored = src.led.artifacts.stored("model", src.model, version)
+    if stored is not None and src.ev.covers(stored.get("index")):
+        parts.append(f"stored encrypted ({stored['scheme']}) by {stored['by']}")
+        entries.append(stored["index"])
+    else:
+        stored = None
+    erased = src.led.artifacts.erasure("model", src.model, version)
+    if erased is not None and src.ev.covers(erased.get("index")):
+        parts.append(
+            f"ERASED at {rfc3339(erased['time'])} by "
+            f"{', '.join(erased.get('signers') or [erased['by']])}: {erased['reason']}"
+        )
+        entries.append(erased["index"])
+    else:
+        erased = None
     return Statement(
         "version",
         "; ".join(parts) + ".",
@@ -111,6 +128,17 @@ def _version_statement(src: Source, record: Mapping[str, Any]) -> Statement:
             "run": record.get("run"),
             "parent": parent,
             "revoked": record.get("revoked"),
+            "stored": None
+            if stored is None
+            else {"index": stored["index"], "scheme": stored["scheme"], "by": stored["by"]},
+            "erased": None
+            if erased is None
+            else {
+                "index": erased["index"],
+                "time": rfc3339(erased["time"]),
+                "by": list(erased.get("signers") or [erased["by"]]),
+                "reason": erased["reason"],
+            },
             "subject": record is src.subject,
         },
     )
@@ -237,25 +265,9 @@ def data(src: Source, walk: LineageWalk, seen: Seen) -> Section:
             if not src.ev.covers(record["index"]):
                 continue
             st.extend(_dataset_version(src, name, src.bounded(record), used[name].get(v)))
-            erased = src.led.artifacts.erasure("dataset", name, v)
-            if erased is not None and src.ev.covers(erased["index"]):
-                signers = ", ".join(with_org(n, src.org(n)) for n in erased["signers"])
-                st.append(
-                    Statement(
-                        "data_erasure",
-                        f"Dataset {name} version {v} was erased at {rfc3339(erased['time'])} "
-                        f"by {signers}: {erased['reason']}. Its data key and stored copies "
-                        "were destroyed; its digests stay on the ledger.",
-                        (erased["index"],),
-                        {
-                            "dataset": name,
-                            "version": v,
-                            "by": erased["signers"],
-                            "reason": erased["reason"],
-                            "time": rfc3339(erased["time"]),
-                        },
-                    )
-                )
+            erased = erasure(src, "dataset", name, v, "data_erasure")
+            if erased is not None:
+                st.append(erased)
     for item in seen.data_access:
         art = item["body"]["artifact"]
         st.append(
@@ -274,6 +286,7 @@ def data(src: Source, walk: LineageWalk, seen: Seen) -> Section:
                 },
             )
         )
+    st.extend(key_events(src, seen.data_keys))
     notes = [] if used else ["No registered dataset is recorded as a training input."]
     return Section(
         3,

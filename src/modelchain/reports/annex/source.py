@@ -36,10 +36,19 @@ class Seen:
     model_access: list[dict[str, Any]] = field(default_factory=list)
     data_access: list[dict[str, Any]] = field(default_factory=list)
     member_changes: dict[str, list[int]] = field(default_factory=dict)
+    # grants, revocations and key requests, accepted or refused, and refused attempts
+    # to store or erase: of the model, and of the datasets the document covers
+    model_keys: list[dict[str, Any]] = field(default_factory=list)
+    data_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 _MEMBER_CHANGES = frozenset(
     {tx_types.MEMBER_UPDATE, tx_types.MEMBER_REVOKE, tx_types.MEMBER_ROTATE}
+)
+# Accepted stores and erasures are read from the state (with the version they concern);
+# these are listed entry by entry, accepted or not.
+_KEY_ACCESS = frozenset(
+    {tx_types.ARTIFACT_GRANT, tx_types.ARTIFACT_REVOKE, tx_types.ARTIFACT_KEY_FETCH}
 )
 
 
@@ -131,11 +140,24 @@ class Source:
                 "type": tx.type,
                 "actor": tx.actor,
                 "time": tx.time,
-                "body": body,
+                "body": self.led.disclosures.reveal(
+                    body
+                ),  # personal fields as this side reads them
                 "outcome": entry.outcome.to_json(),
             }
             if tx.type in _MEMBER_CHANGES and entry.outcome.accepted:
                 seen.member_changes.setdefault(str(body.get("name")), []).append(entry.index)
+                continue
+            if tx.type in tx_types.ARTIFACT_TYPES:
+                art = body.get("artifact")
+                if not isinstance(art, Mapping) or not (
+                    tx.type in _KEY_ACCESS or not entry.outcome.accepted
+                ):
+                    continue
+                if art.get("kind") == "model" and art.get("name") == self.model:
+                    seen.model_keys.append(item)
+                elif art.get("kind") == "dataset" and art.get("name") in datasets:
+                    seen.data_keys.append(item)
                 continue
             if tx.type == tx_types.ACCESS_LOG and entry.outcome.accepted:
                 art = body.get("artifact")

@@ -162,6 +162,7 @@ class Approvals:
         signers = await run_in_threadpool(
             self.pages.signer_names, [s.keyid for s in env.signatures]
         )
+        shown = await run_in_threadpool(self.led.disclosures.reveal, tx.to_json())
         return self.pages.render(
             request,
             "submitted.html",
@@ -169,7 +170,7 @@ class Approvals:
             who=who,
             index=ack.index,
             outcome=ack.outcome.to_json(),
-            tx=tx.to_json(),
+            tx=shown,  # the comment as this server reads it, not its commitment
             signers=signers,
             custodial=custodial,
         )

@@ -24,6 +24,7 @@ from ...core.identity import VerifierKey
 from ...core.merkle import leaf_hash
 from ...core.tx import LogEntry
 from ...errors import AuthError, Error, ForbiddenError, NotFoundError, UsageError
+from ...ledger.erasures import erasure_of_entry
 from ...ledger.trail import TrailFilter, exclusions, trail
 from ..access import Principal
 from ..lineage import lineage_svg
@@ -44,6 +45,8 @@ FL_CREDIT_METHODS = ("examples", "leave-one-out", "shapley-mc")
 PRODUCTION = "production"  # the environment the overview leads with
 DENIED_SHOWN = 50  # denied attempts a version page lists
 DENIED_SCANNED = 1000  # rejected entries, newest first, it looks through for them
+KEY_EVENTS_SHOWN = 50  # grants, revocations and key requests a model or dataset page lists
+KEY_EVENTS_PAGES = 20  # pages of artifact.* entries, newest first, it looks through for them
 
 
 class Views:
@@ -71,6 +74,49 @@ class Views:
             if before is None:
                 return found[:DENIED_SHOWN], False
         return found[:DENIED_SHOWN], True
+
+    def key_events_about(self, kind: str, name: str) -> tuple[list[dict[str, Any]], bool]:
+        """The latest grants, revocations, key requests (accepted or refused) and refused
+        stores and erasures of ``kind name`` (at most ``KEY_EVENTS_SHOWN``), read from the
+        audit trail's ``artifact.*`` entries, newest first, a bounded number of pages;
+        and whether older entries were left unexamined."""
+        found: list[dict[str, Any]] = []
+        before: int | None = None
+        for _ in range(KEY_EVENTS_PAGES):
+            page = self.ctx.scan(TrailFilter(type="artifact.", before=before, limit=TRAIL_PAGE))
+            for e in page.entries:
+                event = _key_event(e, kind, name)
+                if event is not None:
+                    # a key request's purpose is a committed field (version 8 on)
+                    event["purpose"] = str(self.led.disclosures.field(event["purpose"]))
+                    found.append(event)
+            before = page.next_before
+            if before is None:
+                return found[:KEY_EVENTS_SHOWN], False
+            if len(found) >= KEY_EVENTS_SHOWN:
+                break
+        return found[:KEY_EVENTS_SHOWN], True
+
+    def _artifact_facts(self, kind: str, name: str, versions: list[int]) -> dict[str, Any]:
+        """What the model and dataset pages show of how versions are stored, who may
+        obtain their keys, who asked, and which versions were erased."""
+        erasures = {}
+        stored = {}
+        for v in versions:
+            erased = self.led.artifacts.erasure(kind, name, v)
+            if erased is not None:
+                erasures[v] = {**erased, "signers": list(erased.get("signers") or [erased["by"]])}
+            how = self.led.artifacts.stored(kind, name, v)
+            if how is not None:
+                stored[v] = how
+        events, events_more = self.key_events_about(kind, name)
+        return {
+            "erasures": erasures,
+            "stored": stored,
+            "grants": self.led.artifacts.grants(kind, name),
+            "key_events": events,
+            "key_events_more": events_more,
+        }
 
     # -- login ------------------------------------------------------------------
 
@@ -184,6 +230,9 @@ class Views:
                     **m,
                     "versions": self._standings(m["name"], list(shown)),
                     "older": max(0, latest - LIST_VERSIONS),
+                    "erased": [
+                        v for v in shown if self.led.artifacts.erasure("model", m["name"], v)
+                    ],
                 }
             )
         return self.pages.render(
@@ -206,6 +255,7 @@ class Views:
             model=entity,
             versions=versions,
             current=current,
+            **self._artifact_facts("model", name, [int(r["version"]) for r, _ in versions]),
         )
 
     def version_page(self, request: Request) -> Response:
@@ -236,6 +286,9 @@ class Views:
             for a in rec.get("attestations", []):
                 quality.append({"dataset": f"{ds[0]}@{ds[1]}", **a})
         denied, denied_more = self.denied_about(name)
+        erased = self.led.artifacts.erasure("model", name, version)
+        if erased is not None:
+            erased = {**erased, "signers": list(erased.get("signers") or [erased["by"]])}
         approver_roles = self.decider_roles(who)
         custodial = self.approvals.custodial_state(who) if approver_roles else None
         return self.pages.render(
@@ -255,8 +308,12 @@ class Views:
             timeline=timeline,
             denied=self._rows(denied),
             denied_more=denied_more,
+            erased=erased,
+            stored=self.led.artifacts.stored("model", name, version),
             custodial=custodial,
             approver_roles=approver_roles,
+            replicas=self.led.artifacts.replicas("model", name, version),
+            replication=self.led.members.replication,
         )
 
     def decider_roles(self, who: Principal | None) -> list[str]:
@@ -298,11 +355,12 @@ class Views:
             dataset=info,
             versions=versions,
             uses=self.led.datasets.used_by(name),
-            erasures={
-                int(v["version"]): e
+            **self._artifact_facts("dataset", name, [int(v["version"]) for v in versions]),
+            replicas={
+                int(v["version"]): self.led.artifacts.replicas("dataset", name, int(v["version"]))
                 for v in versions
-                if (e := self.led.artifacts.erasure("dataset", name, int(v["version"])))
             },
+            replication=self.led.members.replication,
         )
 
     def run_page(self, request: Request) -> Response:
@@ -422,6 +480,7 @@ class Views:
         index = int_field(request.path_params["index"], "entry index")
         data = self.led.entry_bytes(index)
         entry = LogEntry.decode(data)
+        erased = erasure_of_entry(self.led, entry)
         signers = [
             {"keyid": s.keyid, "member": self.pages.member_name(s.keyid)}
             for s in entry.envelope.signatures
@@ -435,6 +494,7 @@ class Views:
             outcome=entry.outcome.to_json(),
             signers=signers,
             leaf_hash=leaf_hash(data).hex(),
+            erased=erased,
             proof=self.pages.receipt_text(index),
             checkpoint=self.pages.checkpoint_view(),
         )
@@ -583,6 +643,51 @@ def _about_model(entry: Mapping[str, Any], name: str) -> bool:
     if entry.get("type") == tx_types.MODEL_REGISTER:
         target = body.get("name")
     return target == name
+
+
+_KEY_EVENT_WORDS = {
+    tx_types.ARTIFACT_GRANT: "grant",
+    tx_types.ARTIFACT_REVOKE: "grant revoked",
+    tx_types.ARTIFACT_KEY_FETCH: "key request",
+    tx_types.ARTIFACT_STORE: "stored encrypted",
+    tx_types.ARTIFACT_ERASE: "erasure",
+}
+
+
+def _key_event(entry: Mapping[str, Any], kind: str, name: str) -> dict[str, Any] | None:
+    """An ``artifact.*`` trail entry about ``kind name`` as the key-events table shows
+    it: every grant, revocation and key request, and stores and erasures only when
+    refused (the accepted ones are shown with their version). Any body a member could
+    have sent (a rejected entry's included) is read defensively."""
+    body = entry.get("body")
+    outcome = entry.get("outcome")
+    if not isinstance(body, Mapping) or not isinstance(outcome, Mapping):
+        return None
+    art = body.get("artifact")
+    if not isinstance(art, Mapping) or art.get("kind") != kind or art.get("name") != name:
+        return None
+    t = str(entry.get("type", ""))
+    accepted = outcome.get("result") == "accepted"
+    if t not in _KEY_EVENT_WORDS or (
+        accepted and t in (tx_types.ARTIFACT_STORE, tx_types.ARTIFACT_ERASE)
+    ):
+        return None
+    version = art.get("version", body.get("version"))
+    member = body.get("member")
+    return {
+        "index": entry.get("index"),
+        "time": entry.get("time"),
+        "type": t,
+        "what": _KEY_EVENT_WORDS[t],
+        "actor": str(entry.get("actor", "")),
+        "org": str(entry.get("org", "")),
+        "member": str(member) if isinstance(member, str) else "",
+        "version": str(version) if isinstance(version, int) else "every" if member else "",
+        "purpose": body.get("purpose", "") if t == tx_types.ARTIFACT_KEY_FETCH else "",
+        "accepted": accepted,
+        "code": str(outcome.get("code", "")),
+        "reason": str(outcome.get("reason", "")),
+    }
 
 
 def _about(entry: Mapping[str, Any]) -> str:

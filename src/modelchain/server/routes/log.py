@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...core import canonical
 from ...core.b64 import b64
+from ...core.disclosure import MAX_DISCLOSURE
 from ...core.tiles import TILE_WIDTH, encode_entry_bundle, parse_tile_path
 from ...core.tx import MAX_ENVELOPE_BYTES
 from ...errors import AuthError, Error, MalformedError, NotFoundError, OversizeError
@@ -185,6 +186,48 @@ def log_router(ctx: ServerContext) -> APIRouter:
             "tlog_proof": receipt.to_text(),
         }
 
+    @r.post(
+        "/v1/entries/{index}/disclosures",
+        summary="Hand over the disclosures of an entry's committed personal fields",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["disclosures"],
+                            "properties": {
+                                "disclosures": {
+                                    "type": "array",
+                                    "maxItems": _MAX_DISCLOSURES,
+                                    "items": {"type": "string"},
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def disclosures(request: Request, index: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
+        # No token needed: a disclosure is the preimage of a commitment the signed
+        # entry holds, so only whoever built the transaction has it to give.
+        data = await request.body()
+        if len(data) > _MAX_DISCLOSURES * MAX_DISCLOSURE + 1024:
+            raise OversizeError("too many or too long disclosures")
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise MalformedError(f"the body is not JSON: {exc}") from exc
+        texts = obj.get("disclosures") if isinstance(obj, dict) else None
+        if not isinstance(texts, list) or not 1 <= len(texts) <= _MAX_DISCLOSURES:
+            raise MalformedError(f"the body is {{disclosures: [1-{_MAX_DISCLOSURES} strings]}}")
+        if index >= led.size:
+            raise NotFoundError(f"the log has {led.size} entries")
+        kept = await run_in_threadpool(led.disclosures.accept, index, texts)
+        return {"index": index, "kept": kept}
+
     @r.get("/v1/proof/inclusion", summary="RFC 9162 inclusion proof")
     def inclusion(
         request: Request,
@@ -251,6 +294,7 @@ def log_router(ctx: ServerContext) -> APIRouter:
 
 
 _BLOB_REF = re.compile(r"sha256:[0-9a-f]{64}")
+_MAX_DISCLOSURES = 16  # disclosures in one hand-over: more than any type has fields
 
 
 def _published_size(ctx: ServerContext) -> int:
