@@ -223,6 +223,141 @@ def test_an_interrupted_pull_continues_where_it_stopped(led: mc.Ledger, tmp_path
     assert sum(moved) == (12 << 20) - (5 << 20)
 
 
+class _CutOff:
+    """A store whose uploads fail once ``after`` bytes have gone in (a network error,
+    a process stopped mid-file), or pass through when ``after`` is None; it keeps
+    every upload it opened, to read how many bytes each kept and wrote."""
+
+    def __init__(self, store: FsspecArtifactStore, after: int | None) -> None:
+        self.store = store
+        self.url = store.url
+        self.after = after
+        self.uploads: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def upload(self, resume: str | None = None) -> Any:
+        real = self.store.upload(resume)
+        self.uploads.append(real)
+        if self.after is None:
+            return real
+        after = self.after
+
+        class Failing:
+            def write(self, data: Any) -> None:
+                if real.size + len(data) > after:
+                    raise StorageError("connection reset (injected)")
+                real.write(data)
+
+            def commit(self, ref: str) -> None:
+                real.commit(ref)
+
+            def abort(self) -> None:
+                real.abort()
+
+        return Failing()
+
+
+def _big(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def test_an_interrupted_upload_resumes_within_the_file(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    store = open_store(tmp_path / "store")
+    cut = _CutOff(store, after=25 << 20)
+    with pytest.raises(StorageError, match="injected"):
+        hash_path(src, tee=cut)
+    assert not list(store.objects())  # nothing half-written under any ref
+    kept_before = sum(p.stat().st_size for p in (tmp_path / "store" / "tmp").iterdir())
+    assert kept_before >= 20 << 20
+
+    told: list[int] = []
+    store.on_resume = told.append
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    [upload] = again.uploads
+    assert upload.kept == kept_before and told == [kept_before]
+    assert upload.size - upload.kept == (40 << 20) - kept_before  # only the rest written
+    ref = object_ref("sha256", manifest.files[0].digest)
+    with store.open_read(ref) as f:
+        assert f.read() == src.read_bytes()
+    assert not list((tmp_path / "store" / "tmp").iterdir())
+
+
+def test_a_resumed_upload_rewrites_from_where_the_kept_bytes_differ(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    store = open_store(tmp_path / "store")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=30 << 20))
+    [partial] = (tmp_path / "store" / "tmp").iterdir()
+    with open(partial, "r+b") as f:  # damaged at rest, after 10 MiB
+        f.seek(10 << 20)
+        f.write(b"\xff" * 100)
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 8 << 20  # up to the start of the chunk that differs
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
+def test_a_second_put_of_the_same_file_meanwhile_does_not_share_its_upload(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    src = _big(tmp_path / "big" / "weights.bin", 24 << 20)
+    store = open_store(tmp_path / "store")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=10 << 20))
+    [partial] = (tmp_path / "store" / "tmp").iterdir()
+    with open(partial, "rb") as held:  # another put of the same file holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        again = _CutOff(store, after=None)
+        manifest = hash_path(src, tee=again)
+        assert again.uploads[0].kept == 0
+    assert partial.exists()  # left to the put that holds it
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
+def test_a_killed_register_resumes_its_upload(tmp_path: Path) -> None:
+    src = _big(tmp_path / "big" / "weights.bin", 64 << 20)
+    store_dir = tmp_path / "store"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from modelchain.artifacts.hashing import hash_path
+        from modelchain.storage.artifacts import open_store
+        store = open_store({str(store_dir)!r})
+        real = store.upload
+        def upload(resume=None):
+            up = real(resume)
+            write = up.write
+            def dying(data):
+                write(data)
+                if up.size >= 24 << 20:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            up.write = dying
+            return up
+        store.upload = upload
+        hash_path({str(src)!r}, tee=store)
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], check=False)
+    assert killed.returncode == -9
+    store = open_store(store_dir)
+    assert not list(store.objects())
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept >= 24 << 20
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+
+
 def test_register_again_reads_nothing_the_store_holds(led: mc.Ledger, tmp_path: Path) -> None:
     model = _model(tmp_path / "m")
     # The digest cache trusts only files unchanged for a while before hashing began
@@ -237,9 +372,9 @@ def test_register_again_reads_nothing_the_store_holds(led: mc.Ledger, tmp_path: 
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)
 
-        def upload(self) -> Any:
+        def upload(self, resume: str | None = None) -> Any:
             uploads.append(1)
-            return store.upload()
+            return store.upload(resume)
 
     led.models.register("fraud", model, store=Counting())  # type: ignore[arg-type]
     first = len(uploads)
@@ -299,6 +434,21 @@ def test_cli_register_pull_ls_gc_verify(env: dict[str, str], tmp_path: Path) -> 
     refused = run(env, "pull", "fraud", str(tmp_path / "again"), ok=False)
     assert refused.returncode == 1 and "weights.bin" in refused.stderr
     assert not (tmp_path / "again").exists()
+
+
+def test_cli_register_says_it_resumes_an_interrupted_upload(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    run(env, "init", "--origin", ORIGIN, "--admin", "alice", "--no-default-policies")
+    src = _big(tmp_path / "big" / "weights.bin", 24 << 20)
+    store = open_store(Path(env["MODELCHAIN_LEDGER"]) / "artifacts")
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=10 << 20))  # a register cut off mid-file
+    done = run(env, "model", "register", "big", str(src), "--store")
+    assert "resuming an interrupted upload" in done.stderr and "8.0 MiB already" in done.stderr
+    out = tmp_path / "out"
+    run(env, "pull", "big", str(out))
+    assert (out / "weights.bin").read_bytes() == src.read_bytes()
 
 
 # -- an S3-compatible server on loopback -------------------------------------------
@@ -361,6 +511,70 @@ def test_s3_round_trip_and_fallback(led: mc.Ledger, tmp_path: Path, s3: str, s3_
     result = led.models.pull("fraud", tmp_path / "out2", stores=[s3_store, local])
     assert any("damaged" in p for p in result.problems)
     led.models.verify(tmp_path / "out2", "fraud", 1)
+
+
+def test_an_interrupted_s3_upload_resumes_from_its_parts(
+    tmp_path: Path, s3: str, s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _bucket("resume", s3)
+    store = open_store("s3://resume/store", client_kwargs={"endpoint_url": s3})
+    src = _big(tmp_path / "big" / "weights.bin", 40 << 20)
+    with pytest.raises(StorageError, match="injected"):
+        hash_path(src, tee=_CutOff(store, after=25 << 20))
+    assert not list(store.objects())  # nothing under any ref, nor in tmp/ as an object
+
+    sent: list[int] = []
+    call = store.fs.call_s3
+
+    def counting(method: str, **kwargs: Any) -> Any:
+        if method == "upload_part":
+            sent.append(len(kwargs["Body"]))
+        return call(method, **kwargs)
+
+    monkeypatch.setattr(store.fs, "call_s3", counting)
+    told: list[int] = []
+    store.on_resume = told.append
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 24 << 20 and told == [24 << 20]  # three 8 MiB parts
+    assert sum(sent) == (40 << 20) - (24 << 20)
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
+    assert not store.fs.find("resume/store/tmp")
+
+    # one left open for good: gc sees it and aborts it
+    with pytest.raises(StorageError):
+        hash_path(_big(tmp_path / "other.bin", 20 << 20), tee=_CutOff(store, after=10 << 20))
+    [stale] = store.stale_uploads(older_than_s=-1)
+    assert "tmp/resume-" in stale
+    store.remove_path(stale)
+    assert store.stale_uploads(older_than_s=-1) == []
+
+
+def test_a_resumed_s3_upload_sends_again_from_a_part_that_differs(
+    tmp_path: Path, s3: str, s3_env: Any
+) -> None:
+    _bucket("resume2", s3)
+    store = open_store("s3://resume2/store", client_kwargs={"endpoint_url": s3})
+    src = _big(tmp_path / "weights.bin", 40 << 20)
+    with pytest.raises(StorageError):
+        hash_path(src, tee=_CutOff(store, after=30 << 20))
+    [(path, _)] = store._open_multipart()
+    bucket, key, _ = store.fs.split_path(path)
+    [upload] = store.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)["Uploads"]
+    store.fs.call_s3(  # part 2 replaced by other bytes of the same size
+        "upload_part",
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        PartNumber=2,
+        Body=b"\0" * (8 << 20),
+    )
+    again = _CutOff(store, after=None)
+    manifest = hash_path(src, tee=again)
+    assert again.uploads[0].kept == 8 << 20  # part 1 only: from part 2 on, sent again
+    with store.open_read(object_ref("sha256", manifest.files[0].digest)) as f:
+        assert f.read() == src.read_bytes()
 
 
 def test_cli_against_s3(env: dict[str, str], tmp_path: Path, s3: str, s3_env: Any) -> None:

@@ -75,10 +75,11 @@ class Upload(Protocol):
 class Tee(Protocol):
     """Where the bytes read for hashing go as well (an artifact store), so that hashing
     and uploading a file read it once. ``has`` lets a cached file that is already
-    stored be answered without any read."""
+    stored be answered without any read; ``upload(resume)`` names a large file's upload
+    by the file, so that an interrupted one is continued (``_resume_name``)."""
 
     def has(self, ref: str, /) -> bool: ...
-    def upload(self) -> Upload: ...
+    def upload(self, resume: str | None = None) -> Upload: ...
 
 
 class _ShardedHasher:
@@ -118,6 +119,9 @@ def new_hasher(algorithm: str) -> Hasher:
         return hasher
     return hashlib.sha256()
 
+
+# A file at least this large is uploaded so that an interruption can be continued.
+RESUME_MIN = 16 << 20
 
 _Consumer = Callable[[int, memoryview], None]  # (offset in file, bytes read there)
 
@@ -341,12 +345,22 @@ def _blake3_alone(fd: int, entry: Entry, run: _Run) -> str:
     return str(hasher.hexdigest())
 
 
+def _resume_name(entry: Entry) -> str | None:
+    """What names a large file's upload so that, interrupted, it can be continued: the
+    file as it is now (path, inode, size, mtime). Small files just start over."""
+    st = entry.st
+    if st.st_size < RESUME_MIN:
+        return None
+    who = f"{os.path.abspath(entry.path)}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
 def _hash_whole(entry: Entry, key: str, run: _Run) -> None:
     """SHA-256 or BLAKE3 of one file (and SHA-256 of its tensors); with a tee, any
     algorithm, streaming the same reads into the store."""
     fd, _ = _open(entry, run)
     sweep = None
-    upload = run.tee.upload() if run.tee is not None else None
+    upload = run.tee.upload(_resume_name(entry)) if run.tee is not None else None
     try:
         try:
             spare = run.spare_cores_for(entry.st.st_size)

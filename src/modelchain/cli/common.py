@@ -254,7 +254,21 @@ def store_for(led: Ledger, url: str | None) -> ArtifactStore | None:
     """What ``--store`` on a register command names: None without it."""
     if url is None:
         return None
-    return stores_for(led, [url])[0]
+    from ..storage.artifacts import FsspecArtifactStore
+    from .progress import size_text
+
+    store = stores_for(led, [url])[0]
+    if isinstance(store, FsspecArtifactStore):
+
+        def resumed(kept: int) -> None:
+            click.echo(
+                f"resuming an interrupted upload to {store.url}: {size_text(kept)} already "
+                "there, checked against the file",
+                err=True,
+            )
+
+        store.on_resume = resumed
+    return store
 
 
 def ledger_option(f: F) -> F:

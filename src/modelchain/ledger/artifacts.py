@@ -770,6 +770,7 @@ class Artifacts(Facade):
 def _decrypting(kind: str, name: str, version: int, stored: dict[str, Any], data_key: bytes) -> Any:
     """How a pull fetches an encrypted version's objects: decrypted from the first store
     whose copy authenticates and hashes to the plaintext digest."""
+    from ..storage.artifacts import fetch_first
     from ..storage.crypt import associated_data, decrypt_object
 
     by_digest = {str(o["digest"]): o for o in stored["objects"]}
@@ -787,32 +788,18 @@ def _decrypting(kind: str, name: str, version: int, stored: dict[str, Any], data
         if o is None:
             raise IntegrityError(f"{shown} ({ref}) is not among the version's encrypted objects")
         ad = associated_data(kind, name, version, ref)
-        mine: list[str] = []
-        damaged = False
-        for s in stores:
-            try:
-                decrypt_object(
-                    s, o["ciphertext"], int(o["size"]), ref, size, data_key, ad, path, progress
-                )
-                problems.extend(mine)
-                return s.url
-            except NotFoundError:
-                mine.append(f"{s.url}: {shown} ({o['ciphertext']}) is missing")
-            except IntegrityError as exc:
-                damaged = True
-                mine.append(f"{s.url}: {shown}: {exc}")
-            except StorageError as exc:
-                mine.append(f"{s.url}: {exc}")
-        where = ", ".join(s.url for s in stores)
-        if damaged:
-            raise IntegrityError(
-                f"{shown}: no artifact store holds a ciphertext that decrypts to the "
-                f"registered bytes ({where})",
-                tuple(mine),
-            )
-        raise NotFoundError(
-            f"{shown} ({o['ciphertext']}) is in none of the artifact stores: "
-            f"{where}; " + "; ".join(mine)
+        cref, csize = str(o["ciphertext"]), int(o["size"])
+
+        def fetch_from(s: ArtifactStore) -> None:
+            decrypt_object(s, cref, csize, ref, size, data_key, ad, path, progress)
+
+        return fetch_first(
+            stores,
+            fetch_from,
+            shown=shown,
+            ref=cref,
+            problems=problems,
+            holds="a ciphertext that decrypts to the registered bytes",
         )
 
     return fetch

@@ -4,23 +4,21 @@ named by the digest the ledger records, in a local folder or on any fsspec files
 
 An object lives at ``<algorithm>/<2 hex>/<64 hex>`` under the store's root. A write
 goes to ``tmp/<random>`` and is moved under its name only once it is complete and its
-digest known, so no reader sees half an object under a digest. Nothing read from a
-store is trusted: ``fetch`` and ``copy_object`` hash every byte against the ref asked
-for. Objects hold plaintext today; an encrypted object (a later step) will carry its
-scheme beside it, still addressed by the plaintext digest the ledger records.
+digest known, so no reader sees half an object under a digest; a large file's upload
+is named by its source instead (``tmp/resume-<name>``), so that an interrupted one is
+continued, its kept bytes checked, rather than started again. Nothing read from a store
+is trusted: ``fetch`` and ``copy_object`` hash every byte against the ref asked for.
+Encrypted objects (``storage.crypt``) are addressed by their ciphertext's SHA-256.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,12 @@ from typing import IO, Any
 from ..artifacts.hashing import new_hasher
 from ..core.manifest import Manifest, object_ref, parse_object_ref
 from ..errors import IntegrityError, MalformedError, NotFoundError, StorageError, UsageError
-from .files import fsync_dir
 from .protocols import ArtifactStore, StoredObject
+from .uploads import _TMP, CHUNK, ObjectUpload, _io_error, _MultipartUpload, _WriteBack
 
 __all__ = [
     "CHUNK",
+    "FetchFrom",
     "FetchObject",
     "FsspecArtifactStore",
     "ObjectUpload",
@@ -41,141 +40,16 @@ __all__ = [
     "StoredObject",
     "copy_object",
     "fetch",
+    "fetch_first",
     "open_store",
     "pull_manifest",
     "put_bytes",
     "verify_objects",
 ]
 
-CHUNK = 4 << 20  # bytes moved per read: what a transfer holds in memory, with _BLOCK
-# s3fs's part size when writing (its default, 50 MiB, held twice while a part goes out,
-# would be most of a transfer's memory budget). Reads ask for CHUNK-sized ranges with no
-# read-ahead cache on top: with s3fs's read-ahead, moving 96 MiB through S3 grew the
-# process by 63-78 MiB; without it, by 42 MiB.
-_BLOCK = 8 << 20
-# A local file being written is written back every 8 MiB (see _WriteBack), so that the
-# fsync before it is renamed or moved has little left to do.
-_SYNC_EVERY = 8 << 20
-_TMP = "tmp"
 _STALE_TMP_S = 24 * 3600  # an upload left this long in tmp/ was interrupted
 
 Progress = Callable[[int], None]  # called with bytes just moved
-
-
-def _io_error(what: str, exc: BaseException) -> StorageError:
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc)
-    return StorageError(f"{what}: {text}")
-
-
-_SYNC_FILE_RANGE: list[Any] = []  # libc's sync_file_range, once looked up (or None)
-_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
-
-
-def _sync_file_range() -> Any:
-    if not _SYNC_FILE_RANGE:
-        found = None
-        if sys.platform.startswith("linux"):
-            import ctypes
-            import ctypes.util
-
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-                found = libc.sync_file_range
-                found.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            except (OSError, AttributeError):
-                found = None
-        _SYNC_FILE_RANGE.append(found)
-    return _SYNC_FILE_RANGE[0]
-
-
-class _WriteBack:
-    """Keeps a local file being written from piling up dirty pages. Every _SYNC_EVERY
-    bytes it starts writing the new range to disk and waits for the range before it
-    (Linux ``sync_file_range``: data only, no journal commit), so the disk streams as
-    it does for a copy and the fsync at the end has little left; elsewhere, fdatasync.
-    For a 1 GiB put on the development machine: 0.99 s, against 2.6 s with an
-    fdatasync every 8 MiB, 2.2 s with only the final fsync, and 0.77 s for
-    ``shutil.copyfile`` and an fsync (hashing alone: 0.79 s)."""
-
-    def __init__(self, f: Any, written: int = 0) -> None:
-        self._f = f
-        self._started = self._waited = written
-
-    def wrote(self, end: int) -> None:
-        """Called after each write, with the file's size so far."""
-        if end < self._started + _SYNC_EVERY:
-            return
-        self._f.flush()
-        fd = self._f.fileno()
-        sync_range = _sync_file_range()
-        if sync_range is None or sync_range(fd, self._started, end - self._started, _WRITE):
-            os.fdatasync(fd)
-        elif self._started > self._waited:
-            both = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
-            if sync_range(fd, self._waited, self._started - self._waited, both):
-                os.fdatasync(fd)
-        self._waited, self._started = self._started, end
-
-
-class ObjectUpload:
-    """An object being written: ``write`` chunks, then ``commit(ref)`` moves it under
-    its ref (or drops it when the store already holds that ref), or ``abort`` drops it."""
-
-    def __init__(self, store: FsspecArtifactStore) -> None:
-        self._store = store
-        self._tmp = store._path(f"{_TMP}/{uuid.uuid4().hex}")
-        self.size = 0
-        try:
-            store._makedirs(self._tmp)
-            self._file: Any = store.fs.open(self._tmp, "wb", block_size=_BLOCK)
-            self._write_back = _WriteBack(self._file) if store.local else None
-        except Exception as exc:
-            raise _io_error(f"cannot write to the artifact store {store.url}", exc) from exc
-
-    def write(self, data: memoryview | bytes, /) -> None:
-        try:
-            self._file.write(data)
-            self.size += len(data)
-            if self._write_back is not None:
-                self._write_back.wrote(self.size)  # on the writer's thread, beside the hashing
-        except Exception as exc:
-            raise _io_error(f"cannot write to the artifact store {self._store.url}", exc) from exc
-
-    def commit(self, ref: str, /) -> None:
-        store = self._store
-        key = store._key(ref)
-        try:
-            self._close(durable=True)
-            if store.fs.exists(store._fresh(key)):
-                # Content-addressed: the object there already is these bytes.
-                store.fs.rm(self._tmp)
-                return
-            store._makedirs(key)
-            store.fs.mv(self._tmp, key)
-            if store.local:
-                fsync_dir(Path(key).parent)  # the new name is durable too
-        except Exception as exc:
-            self.abort()
-            raise _io_error(f"cannot store {ref} in {store.url}", exc) from exc
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            discard = getattr(self._file, "discard", None)
-            if callable(discard):
-                discard()  # s3fs: abandon the multipart upload instead of completing it
-        with contextlib.suppress(Exception):
-            self._close(durable=False)
-        with contextlib.suppress(Exception):
-            self._store.fs.rm(self._tmp)
-
-    def _close(self, durable: bool) -> None:
-        f = self._file
-        if f.closed:
-            return
-        if durable and self._store.local:
-            f.flush()
-            os.fsync(f.fileno())
-        f.close()
 
 
 @dataclass
@@ -187,6 +61,9 @@ class FsspecArtifactStore:
     root: str
     url: str
     local: bool = field(init=False)
+    # Told how many bytes of an interrupted upload were found good and kept (the CLI
+    # prints it); None: nobody is told.
+    on_resume: Callable[[int], None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         protocol = self.fs.protocol
@@ -226,8 +103,13 @@ class FsspecArtifactStore:
         except Exception as exc:
             raise _io_error(f"cannot read the artifact store {self.url}", exc) from exc
 
-    def upload(self) -> ObjectUpload:
-        return ObjectUpload(self)
+    def upload(self, resume: str | None = None) -> ObjectUpload | _MultipartUpload:
+        """A new object's upload; ``resume`` names its source so that an interrupted
+        upload of the same source is continued (``ObjectUpload`` on a local store,
+        ``_MultipartUpload`` on S3)."""
+        if resume is not None and not self.local and hasattr(self.fs, "call_s3"):
+            return _MultipartUpload(self, resume)
+        return ObjectUpload(self, resume)
 
     def open_read(self, ref: str, offset: int = 0) -> IO[bytes]:
         """The object's bytes from ``offset``, unchecked (``fetch`` checks them)."""
@@ -279,14 +161,41 @@ class FsspecArtifactStore:
                 continue  # a filesystem that cannot say when: keep it
             if now - modified > older_than_s:
                 stale.append(path)
+        for path, initiated in self._open_multipart():
+            if now - initiated > older_than_s and path not in stale:
+                stale.append(path)
         return stale
+
+    def _open_multipart(self) -> list[tuple[str, float]]:
+        """S3: the multipart uploads left open in ``tmp/`` (interrupted resumable
+        uploads, which are not objects yet), by path, with when each began."""
+        if self.local or not hasattr(self.fs, "call_s3"):
+            return []
+        bucket, key, _ = self.fs.split_path(self._path(_TMP))
+        try:
+            found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key + "/")
+        except Exception as exc:
+            raise _io_error(f"cannot list the artifact store {self.url}", exc) from exc
+        return [
+            (f"{bucket}/{u['Key']}", _modified({"created": u.get("Initiated")}) or 0.0)
+            for u in found.get("Uploads", [])
+        ]
 
     def delete(self, ref: str) -> None:
         self.remove_path(self._key(ref))
 
     def remove_path(self, path: str) -> None:
-        """Remove one path of the store (a stale upload); gone already is fine."""
+        """Remove one path of the store (a stale upload, with any multipart upload left
+        open there); gone already is fine."""
         try:
+            if not self.local and hasattr(self.fs, "call_s3"):
+                bucket, key, _ = self.fs.split_path(path)
+                found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
+                for u in found.get("Uploads", []):
+                    if u.get("Key") == key:
+                        self.fs.call_s3(
+                            "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=u["UploadId"]
+                        )
             self.fs.rm(path)
         except FileNotFoundError:
             return
@@ -526,20 +435,32 @@ FetchObject = Callable[
 copy into a path; note what was wrong with the others; return the store's URL."""
 
 
-def _fetch_any(
+FetchFrom = Callable[[ArtifactStore], None]
+"""Fetch one object from one store into the path a pull stages it at. Raises
+NotFoundError when the store lacks it, IntegrityError when its copy is not the
+registered bytes, StorageError when the store cannot be read."""
+
+
+def fetch_first(
     stores: Sequence[ArtifactStore],
-    ref: str,
-    size: int,
+    fetch_from: FetchFrom,
+    *,
     shown: str,
-    path: Path,
+    ref: str,
     problems: list[str],
-    progress: Progress | None,
+    holds: str = "the registered bytes",
 ) -> str:
+    """Try ``fetch_from`` on each store in turn until one serves a good copy of ``ref``
+    (shown to users as ``shown``); note in ``problems`` what was wrong with the stores
+    passed over and return the URL of the one that served. When none does: IntegrityError
+    if some copy was damaged (none ``holds`` the right bytes), StorageError if some store
+    could not be read, NotFoundError if none has it. Plain and decrypting fetches both
+    fall back through here, each with its own ``fetch_from``."""
     damaged = failed = False
     mine: list[str] = []
     for store in stores:
         try:
-            fetch(store, ref, size, path, progress)
+            fetch_from(store)
             problems.extend(mine)
             return store.url
         except NotFoundError:
@@ -552,13 +473,26 @@ def _fetch_any(
             mine.append(f"{store.url}: {exc}")
     where = ", ".join(s.url for s in stores)
     if damaged:
-        raise IntegrityError(
-            f"{shown}: no artifact store holds the registered bytes ({where})", tuple(mine)
-        )
+        raise IntegrityError(f"{shown}: no artifact store holds {holds} ({where})", tuple(mine))
     if failed:
         # What was fetched stays beside DEST: the next pull continues from there.
         raise StorageError(f"{shown}: could not fetch {ref}: " + "; ".join(mine))
     raise NotFoundError(f"{shown} ({ref}) is in none of the artifact stores: {where}")
+
+
+def _fetch_any(
+    stores: Sequence[ArtifactStore],
+    ref: str,
+    size: int,
+    shown: str,
+    path: Path,
+    problems: list[str],
+    progress: Progress | None,
+) -> str:
+    def fetch_from(store: ArtifactStore) -> None:
+        fetch(store, ref, size, path, progress)
+
+    return fetch_first(stores, fetch_from, shown=shown, ref=ref, problems=problems)
 
 
 def pull_manifest(

@@ -24,8 +24,8 @@ from ..artifacts.hashing import new_hasher
 from ..core import canonical
 from ..core.manifest import object_ref, parse_object_ref
 from ..errors import IntegrityError, StorageError, UsageError
-from .artifacts import CHUNK, _WriteBack
 from .protocols import ArtifactStore
+from .uploads import CHUNK, _WriteBack
 
 __all__ = [
     "SCHEME",

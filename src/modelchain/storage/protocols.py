@@ -208,7 +208,8 @@ class StoredObject:
 class ObjectWriter(Protocol):
     """An object on its way into an artifact store: ``write`` its bytes, then
     ``commit(ref)`` makes it visible under ``ref`` (whose digest the writer checked
-    or computed from the same bytes), or ``abort`` leaves nothing."""
+    or computed from the same bytes), or ``abort`` leaves nothing under any ref (an
+    upload opened with ``resume`` keeps its bytes aside, to be continued)."""
 
     def write(self, data: memoryview | bytes, /) -> None: ...
 
@@ -230,7 +231,7 @@ class ArtifactStore(Protocol):
 
     def size(self, ref: str) -> int | None: ...
 
-    def upload(self) -> ObjectWriter: ...
+    def upload(self, resume: str | None = None) -> ObjectWriter: ...
 
     def open_read(self, ref: str, offset: int = 0) -> IO[bytes]: ...
 
