@@ -6,13 +6,16 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import modelchain as mc
 from modelchain.core.identity import Ed25519Signer, verifier_of
+from modelchain.errors import RejectedError
+from modelchain.ledger import ledger as ledger_mod
 from modelchain.ledger.ledger import Founder
 
 ORIGIN = "ledger.example.org/test"
@@ -39,6 +42,31 @@ def make_signer(name: str) -> Ed25519Signer:
 def founders(people: dict[str, tuple[str, tuple[str, ...]]]) -> list[Founder]:
     """Founding members with the deterministic identities of ``make_signer``."""
     return [Founder(verifier_of(make_signer(n)), org, roles) for n, (org, roles) in people.items()]
+
+
+def init_on_version(path: Path, version: int | None, **kwargs: Any) -> mc.Ledger:
+    """``mc.init(path, ORIGIN, alice, **kwargs)`` with a genesis naming contract-set
+    ``version`` (None: the current one), as a ledger made by an older release was."""
+    if version is None:
+        return mc.init(path, ORIGIN, make_signer("alice"), **kwargs)
+    made = ledger_mod.genesis_body
+
+    def body(*args: Any, **kw: Any) -> dict[str, Any]:
+        return made(*args, **kw, contracts=version)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ledger_mod, "genesis_body", body)
+        return mc.init(path, ORIGIN, make_signer("alice"), **kwargs)
+
+
+def expect_rejected(led: mc.Ledger, code: str, call: Callable[[], object]) -> RejectedError:
+    """``call`` is refused with ``code``: logged as evidence, no state written."""
+    before = list(led.backend.store.state_items())
+    with pytest.raises(RejectedError) as info:
+        call()
+    assert info.value.reason_code == code, info.value.message
+    assert list(led.backend.store.state_items()) == before
+    return info.value
 
 
 @pytest.fixture

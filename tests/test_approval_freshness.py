@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
+from conftest import (
+    ORIGIN,
+    PEOPLE,
+    expect_rejected,
+    founders,
+    init_on_version,
+    make_signer,
+    run_cli,
+)
 
 import modelchain as mc
-from modelchain.contracts.genesis import genesis_body
 from modelchain.contracts.governance import DEFAULT_APPROVAL_TTL_MS
 from modelchain.contracts.types import APPROVAL_TTL_SET, PERMISSIONS_SET
 from modelchain.contracts.versions import CURRENT_VERSION
-from modelchain.errors import MalformedError, RejectedError, UsageError
-from modelchain.ledger import ledger as ledger_mod
+from modelchain.errors import MalformedError, UsageError
 
 DAY = 24 * 60 * 60 * 1000
 NOW = 1_800_000_000_000
@@ -45,22 +51,9 @@ class Clock:
 def _make(path: Path, clock: Clock, version: int) -> mc.Ledger:
     """The conftest people (alice and dave admins, quorum 2) on a genesis naming
     contract-set ``version``, production needing one approval; models m v1, v2."""
-    made = genesis_body
-
-    def body(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        return made(*args, **kwargs, contracts=version)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ledger_mod, "genesis_body", body)
-        led = mc.init(
-            path,
-            ORIGIN,
-            make_signer("alice"),
-            org="acme",
-            members=founders(PEOPLE),
-            policies=PRODUCTION,
-            clock=clock,
-        )
+    led = init_on_version(
+        path, version, org="acme", members=founders(PEOPLE), policies=PRODUCTION, clock=clock
+    )
     for n in (1, 2):
         weights = path.parent / f"{path.name}-v{n}.bin"
         weights.write_bytes(f"weights-{n}".encode())
@@ -89,16 +82,6 @@ def v4(tmp_path: Path, clock: Clock) -> Iterator[mc.Ledger]:
         yield led
     finally:
         led.close()
-
-
-def _rejected(led: mc.Ledger, code: str, call: Any) -> RejectedError:
-    """``call`` is refused with ``code``: logged as evidence, no state written."""
-    before = list(led.backend.store.state_items())
-    with pytest.raises(RejectedError) as info:
-        call()
-    assert info.value.reason_code == code, info.value.message
-    assert list(led.backend.store.state_items()) == before
-    return info.value
 
 
 def _approve(led: mc.Ledger, version: int) -> mc.Ack:
@@ -143,7 +126,7 @@ def test_v5_a_rolled_back_version_needs_a_fresh_approval(
     v5: mc.Ledger, env: dict[str, str]
 ) -> None:
     rollback = _breach(v5)
-    refused = _rejected(v5, "stale_approvals", lambda: _deploy(v5, 2))
+    refused = expect_rejected(v5, "stale_approvals", lambda: _deploy(v5, 2))
     assert f"rolled back from production at entry {rollback}" in refused.message
     assert "fresh approval" in refused.message
     fresh = _approve(v5, 2)  # the same approver again: the old approval no longer counts
@@ -157,7 +140,7 @@ def test_v5_a_rolled_back_version_needs_a_fresh_approval(
 def test_v5_a_fresh_approval_counts_only_for_its_environment(v5: mc.Ledger) -> None:
     _breach(v5)
     v5.deployments.approve("m", 2, "staging", role="risk", signer=s("risk"))
-    _rejected(v5, "stale_approvals", lambda: _deploy(v5, 2))
+    expect_rejected(v5, "stale_approvals", lambda: _deploy(v5, 2))
 
 
 def test_v5_a_rollback_binds_without_any_policy(v5: mc.Ledger) -> None:
@@ -166,7 +149,9 @@ def test_v5_a_rollback_binds_without_any_policy(v5: mc.Ledger) -> None:
     staging.deploy("m", 1, "staging", signer=s("ops"))
     staging.deploy("m", 2, "staging", signer=s("ops"))
     staging.rollback("m", "staging", reason="latency", signer=s("ops"))
-    _rejected(v5, "stale_approvals", lambda: staging.deploy("m", 2, "staging", signer=s("ops")))
+    expect_rejected(
+        v5, "stale_approvals", lambda: staging.deploy("m", 2, "staging", signer=s("ops"))
+    )
     staging.deploy("m", 1, "staging", signer=s("ops"))  # never rolled back from: no approval
     staging.approve("m", 2, "staging", role="risk", signer=s("risk"))
     staging.deploy("m", 2, "staging", signer=s("ops"))
@@ -177,7 +162,7 @@ def test_v4_redeploys_with_the_old_approvals(v4: mc.Ledger, env: dict[str, str])
     _deploy(v4, 2)  # as version 4 always did
     current = v4.deployments.current("m", "production")
     assert current is not None and current["version"] == 2
-    _rejected(v4, "already_decided", lambda: _approve(v4, 2))
+    expect_rejected(v4, "already_decided", lambda: _approve(v4, 2))
     _verify(v4, env)
 
 
@@ -190,7 +175,7 @@ def test_a_v4_ledger_moving_to_v5_judges_its_old_approvals_from_then_on(
     at = v4.size + 1
     v4.members.activate_contracts(5, at=at, signers=[s("alice"), s("dave")])
     assert v4.members.approval_ttl == DEFAULT_APPROVAL_TTL_MS  # the next entry runs 5
-    _rejected(v4, "stale_approvals", lambda: _deploy(v4, 2))
+    expect_rejected(v4, "stale_approvals", lambda: _deploy(v4, 2))
     _approve(v4, 2)
     _deploy(v4, 2)
     _verify(v4, env)
@@ -205,7 +190,7 @@ def test_v5_an_approval_older_than_the_period_does_not_count(
     assert v5.members.approval_ttl == DEFAULT_APPROVAL_TTL_MS == 30 * DAY
     _approve(v5, 1)
     clock.now += 31 * DAY
-    _rejected(v5, "policy_denied", lambda: _deploy(v5, 1))
+    expect_rejected(v5, "policy_denied", lambda: _deploy(v5, 1))
     # the gate sees what the contract sees
     gate = v5.policies.gate("model.deploy", _deploy_body(1), "ops")
     assert not gate.allowed and gate.reason.startswith("policy_denied")
@@ -224,7 +209,7 @@ def test_v5_an_approval_exactly_the_period_old_counts(v5: mc.Ledger, clock: Cloc
 
 def test_v5_governance_sets_the_period(v5: mc.Ledger, clock: Clock) -> None:
     admins = [s("alice"), s("dave")]
-    _rejected(
+    expect_rejected(
         v5, "quorum_not_met", lambda: v5.members.set_approval_ttl(90 * DAY, signers=admins[:1])
     )
     v5.members.set_approval_ttl(90 * DAY, signers=admins)
@@ -235,7 +220,7 @@ def test_v5_governance_sets_the_period(v5: mc.Ledger, clock: Clock) -> None:
     _approve(v5, 2)
     v5.members.set_approval_ttl(7 * DAY, signers=admins)
     clock.now += 8 * DAY
-    _rejected(v5, "policy_denied", lambda: _deploy(v5, 2))
+    expect_rejected(v5, "policy_denied", lambda: _deploy(v5, 2))
 
 
 def test_v5_the_period_is_checked_before_anything_is_signed(v5: mc.Ledger) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORIGIN, PEOPLE, founders, make_signer
+from conftest import ORIGIN, PEOPLE, founders, init_on_version, make_signer
 from test_pkcs11 import Token, token  # noqa: F401  (the SoftHSM fixture)
 
 import modelchain as mc
@@ -31,7 +31,6 @@ from modelchain.errors import (
     UsageError,
 )
 from modelchain.keys.wrap import DataKeyStore, FileKek, Pkcs11Kek
-from modelchain.ledger import ledger as ledger_mod
 from modelchain.ledger.artifacts import KeyService
 from modelchain.storage.artifacts import FsspecArtifactStore, open_store
 from modelchain.storage.crypt import associated_data, decrypt_object
@@ -44,22 +43,11 @@ def _s(name: str) -> Any:
 
 
 def _ledger(path: Path, version: int | None = None) -> mc.Ledger:
-    kwargs: dict[str, Any] = dict(
-        org="acme",
-        members=founders(PEOPLE),
-        policies={"artifact.erase": DEFAULT_POLICIES["artifact.erase"]},
+    policies = {"artifact.erase": DEFAULT_POLICIES["artifact.erase"]}
+    return init_on_version(
+        path / "l", version, org="acme", members=founders(PEOPLE), policies=policies,
         home=path / "home",
-    )
-    if version is None:
-        return mc.init(path / "l", ORIGIN, _s("alice"), **kwargs)
-    made = ledger_mod.genesis_body
-
-    def body(*args: Any, **kw: Any) -> dict[str, Any]:
-        return made(*args, **kw, contracts=version)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ledger_mod, "genesis_body", body)
-        return mc.init(path / "l", ORIGIN, _s("alice"), **kwargs)
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
+from conftest import ORIGIN, PEOPLE, founders, init_on_version, make_signer, run_cli
 from serving import running_server
 
 import modelchain as mc
@@ -20,7 +20,6 @@ from modelchain.contracts.policy import DEFAULT_POLICIES
 from modelchain.core.disclosure import digest_of, disclose, is_commitment, open_disclosure
 from modelchain.core.tx import Transaction
 from modelchain.errors import IntegrityError, MalformedError, RejectedError, UsageError
-from modelchain.ledger import ledger as ledger_mod
 from modelchain.ledger.disclosures import ERASED, WITHHELD
 from modelchain.storage.vault import DisclosureVault
 
@@ -33,25 +32,11 @@ def _s(name: str) -> Any:
 
 
 def _ledger(path: Path, version: int | None = None) -> mc.Ledger:
-    kwargs: dict[str, Any] = dict(
-        org="acme",
-        members=founders(PEOPLE),
-        policies={
-            "record.erase": DEFAULT_POLICIES["record.erase"],
-            "artifact.erase": DEFAULT_POLICIES["artifact.erase"],
-        },
+    policies = {t: DEFAULT_POLICIES[t] for t in ("record.erase", "artifact.erase")}
+    return init_on_version(
+        path / "l", version, org="acme", members=founders(PEOPLE), policies=policies,
         home=path / "home",
-    )
-    if version is None:
-        return mc.init(path / "l", ORIGIN, _s("alice"), **kwargs)
-    made = ledger_mod.genesis_body
-
-    def body(*args: Any, **kw: Any) -> dict[str, Any]:
-        return made(*args, **kw, contracts=version)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ledger_mod, "genesis_body", body)
-        return mc.init(path / "l", ORIGIN, _s("alice"), **kwargs)
+    )  # fmt: skip
 
 
 @pytest.fixture

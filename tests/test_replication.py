@@ -11,10 +11,17 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ORIGIN, PEOPLE, founders, make_signer, run_cli
+from conftest import (
+    ORIGIN,
+    PEOPLE,
+    expect_rejected,
+    founders,
+    init_on_version,
+    make_signer,
+    run_cli,
+)
 
 import modelchain as mc
 from modelchain.contracts.genesis import DEFAULT_PERMISSIONS, default_permissions
@@ -26,7 +33,6 @@ from modelchain.contracts.types import (
 )
 from modelchain.contracts.versions import REPLICATION_VERSION
 from modelchain.errors import IntegrityError, MalformedError, RejectedError, UsageError
-from modelchain.ledger import ledger as ledger_mod
 from modelchain.ledger.artifacts import RecordedCopies
 from modelchain.storage.artifacts import open_store
 
@@ -51,20 +57,10 @@ def _make(tmp: Path, version: int | None) -> mc.Ledger:
     """The conftest people (acme, bank, qa-co; alice and dave admins) on a genesis
     naming contract-set ``version`` (None: the current one); model m v1 stored in
     acme's store by bob."""
-    kwargs: dict[str, Any] = dict(
-        org="acme", members=founders(PEOPLE), policies=PRODUCTION, home=tmp / "home"
-    )
-    if version is None:
-        led = mc.init(tmp / "l", ORIGIN, s("alice"), **kwargs)
-    else:
-        made = ledger_mod.genesis_body
-
-        def body(*args: Any, **kw: Any) -> dict[str, Any]:
-            return made(*args, **kw, contracts=version)
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(ledger_mod, "genesis_body", body)
-            led = mc.init(tmp / "l", ORIGIN, s("alice"), **kwargs)
+    led = init_on_version(
+        tmp / "l", version, org="acme", members=founders(PEOPLE), policies=PRODUCTION,
+        home=tmp / "home",
+    )  # fmt: skip
     weights = tmp / "weights"
     weights.mkdir()
     (weights / "model.bin").write_bytes(b"weights" * 1000)
@@ -91,16 +87,6 @@ def v7(tmp_path: Path) -> Iterator[mc.Ledger]:
         led.close()
 
 
-def _rejected(led: mc.Ledger, code: str, call: Any) -> RejectedError:
-    """``call`` is refused with ``code``: logged as evidence, no state written."""
-    before = list(led.backend.store.state_items())
-    with pytest.raises(RejectedError) as info:
-        call()
-    assert info.value.reason_code == code, info.value.message
-    assert list(led.backend.store.state_items()) == before
-    return info.value
-
-
 def _deploy(led: mc.Ledger, env: str = "staging") -> mc.Ack:
     return led.deployments.deploy("m", 1, env, signer=s("ops"))
 
@@ -123,7 +109,7 @@ def test_a_deploy_waits_for_the_replication_factor(
     assert set(v8.artifacts.replicas("model", "m", 1)) == {"acme"}
     v8.members.set_replication(2, signers=_admins())
     assert v8.members.replication == 2
-    refused = _rejected(v8, "under_replicated", lambda: _deploy(v8))
+    refused = expect_rejected(v8, "under_replicated", lambda: _deploy(v8))
     assert "held by 1 organisation(s) (acme)" in refused.message
     assert "needs 2" in refused.message
     (status,) = v8.artifacts.replication()
@@ -144,7 +130,7 @@ def test_a_deploy_waits_for_the_replication_factor(
 
 def test_the_policy_sees_the_copies(v8: mc.Ledger, tmp_path: Path) -> None:
     v8.artifacts.record_replica("model", "m", 1, tmp_path / "acme-store", signer=s("bob"))
-    refused = _rejected(v8, "policy_denied", lambda: _deploy(v8, "production"))
+    refused = expect_rejected(v8, "policy_denied", lambda: _deploy(v8, "production"))
     assert "replication.copies" in refused.message
     _deploy(v8)  # no factor set: staging needs nothing
 
@@ -191,7 +177,7 @@ def test_the_contract_refuses_unregistered_and_erased_versions(
 
 
 def test_one_admin_cannot_set_the_factor(v8: mc.Ledger) -> None:
-    refused = _rejected(
+    refused = expect_rejected(
         v8, "quorum_not_met", lambda: v8.members.set_replication(2, signers=[s("alice")])
     )
     assert "2 distinct admins" in refused.message
@@ -243,7 +229,7 @@ def test_v7_knows_no_replication(v7: mc.Ledger, tmp_path: Path, env: dict[str, s
         draft = draft.with_signature(s(n))
     assert v7.submit(draft).outcome.accepted
     # the deploy context has no replication: the production rule naming it fails
-    refused = _rejected(v7, "policy_error", lambda: _deploy(v7, "production"))
+    refused = expect_rejected(v7, "policy_error", lambda: _deploy(v7, "production"))
     assert "replication" in refused.message
     _deploy(v7)
     _verify(v7, env)
@@ -258,7 +244,7 @@ def test_activating_8_denies_replicas_until_the_role_map_lists_them(
     with pytest.raises(RejectedError, match="lists no roles"):
         v7.artifacts.record_replica("model", "m", 1, acme, signer=s("bob"))
     v7.members.set_replication(1, signers=_admins())  # governance: the quorum, no map
-    _rejected(v7, "under_replicated", lambda: _deploy(v7))
+    expect_rejected(v7, "under_replicated", lambda: _deploy(v7))
     v7.members.set_permissions(ARTIFACT_REPLICA, ["trainer"], signers=_admins())
     v7.artifacts.record_replica("model", "m", 1, acme, signer=s("bob"))
     _deploy(v7)

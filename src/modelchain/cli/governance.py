@@ -609,6 +609,42 @@ def governance_settings() -> None:
     """Ledger-wide settings an admin quorum governs."""
 
 
+def _show_setting(
+    ledger_dir: Path,
+    draft: Path | None,
+    needs: str,
+    as_json: bool,
+    read: Callable[[Ledger], tuple[dict[str, Any], str]],
+) -> None:
+    """Print a governance setting: ``read`` gives its JSON and its sentence."""
+    if draft is not None:
+        raise UsageError(f"--draft needs {needs} to set")
+    with open_ledger(ledger_dir, readonly=True) as led:
+        data, text = read(led)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(text)
+
+
+def _set_setting(
+    ledger_dir: Path,
+    type_: str,
+    body: dict[str, Any],
+    require: Callable[[Ledger], None] | None,
+    as_name: str | None,
+    draft: Path | None,
+    as_json: bool,
+    valid_for: str | None,
+    expires: str | None,
+) -> None:
+    """Submit (or draft) a governance setting, once ``require`` saw the ledger can."""
+    with open_ledger(ledger_dir, readonly=draft is not None) as led:
+        if require is not None:
+            require(led)
+        _submit_or_draft(led, type_, body, as_name, draft, as_json, valid_for, expires)
+
+
 @governance_settings.command("validity")
 @ledger_option
 @click.argument("duration", required=False)
@@ -629,20 +665,16 @@ def governance_validity(
     co-signed over that long. Five minutes until set. A quorum of admins signs
     it (with a quorum above 1, use --draft and `tx sign`)."""
     if duration is None:
-        if draft is not None:
-            raise UsageError("--draft needs a DURATION to set")
-        with open_ledger(ledger_dir, readonly=True) as led:
+
+        def read(led: Ledger) -> tuple[dict[str, Any], str]:
             limit = led.members.max_validity
-        if as_json:
-            emit_json({"max_ms": limit})
-        else:
-            click.echo(f"validity windows up to {human_duration(limit)}")
-        return
+            return {"max_ms": limit}, f"validity windows up to {human_duration(limit)}"
+
+        return _show_setting(ledger_dir, draft, "a DURATION", as_json, read)
     body = {"max_ms": parse_duration(duration)}
-    with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        _submit_or_draft(
-            led, tx_types.VALIDITY_SET, body, as_name, draft, as_json, valid_for, expires
-        )
+    _set_setting(
+        ledger_dir, tx_types.VALIDITY_SET, body, None, as_name, draft, as_json, valid_for, expires
+    )
 
 
 @governance_settings.command("approval-ttl")
@@ -665,24 +697,28 @@ def governance_approval_ttl(
     until set; contract-set version 5 on (before it approvals never expire). A
     quorum of admins signs it (with a quorum above 1, use --draft and `tx sign`)."""
     if duration is None:
-        if draft is not None:
-            raise UsageError("--draft needs a DURATION to set")
-        with open_ledger(ledger_dir, readonly=True) as led:
-            ttl = led.members.approval_ttl
-            version = led.members.contract_version
-        if as_json:
-            emit_json({"ttl_ms": ttl, "contract_version": version})
-        elif ttl is None:
-            click.echo(f"approvals never expire (contract-set version {version}; they do from 5)")
-        else:
-            click.echo(f"approvals count for {human_duration(ttl)}")
-        return
+
+        def read(led: Ledger) -> tuple[dict[str, Any], str]:
+            ttl, version = led.members.approval_ttl, led.members.contract_version
+            if ttl is None:
+                text = f"approvals never expire (contract-set version {version}; they do from 5)"
+            else:
+                text = f"approvals count for {human_duration(ttl)}"
+            return {"ttl_ms": ttl, "contract_version": version}, text
+
+        return _show_setting(ledger_dir, draft, "a DURATION", as_json, read)
     body = {"ttl_ms": parse_duration(duration)}
-    with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        led.members.require_approval_ttl()
-        _submit_or_draft(
-            led, tx_types.APPROVAL_TTL_SET, body, as_name, draft, as_json, valid_for, expires
-        )
+    _set_setting(
+        ledger_dir,
+        tx_types.APPROVAL_TTL_SET,
+        body,
+        lambda led: led.members.require_approval_ttl(),
+        as_name,
+        draft,
+        as_json,
+        valid_for,
+        expires,
+    )
 
 
 @governance_settings.command("replication")
@@ -706,34 +742,31 @@ def governance_replication(
     Contract-set version 8 on. A quorum of admins signs it (with a quorum above 1,
     use --draft and `tx sign`). `modelchain store status` lists each version's copies."""
     if copies is None:
-        if draft is not None:
-            raise UsageError("--draft needs COPIES to set")
-        with open_ledger(ledger_dir, readonly=True) as led:
-            found = led.members.replication
-            version = led.members.contract_version
-        if as_json:
-            emit_json({"copies": found, "contract_version": version})
-        elif found is None:
-            click.echo(f"no replication is recorded (contract-set version {version}; it is from 8)")
-        elif found == 0:
-            click.echo("no replication factor: a model version is deployed wherever it is held")
-        else:
-            click.echo(
-                f"a model version is deployed once {found} organisations hold a verified copy"
-            )
-        return
-    with open_ledger(ledger_dir, readonly=draft is not None) as led:
-        led.members.require_replication()
-        _submit_or_draft(
-            led,
-            tx_types.REPLICATION_SET,
-            {"copies": copies},
-            as_name,
-            draft,
-            as_json,
-            valid_for,
-            expires,
-        )
+
+        def read(led: Ledger) -> tuple[dict[str, Any], str]:
+            found, version = led.members.replication, led.members.contract_version
+            if found is None:
+                text = f"no replication is recorded (contract-set version {version}; it is from 8)"
+            elif found == 0:
+                text = "no replication factor: a model version is deployed wherever it is held"
+            else:
+                text = (
+                    f"a model version is deployed once {found} organisations hold a verified copy"
+                )
+            return {"copies": found, "contract_version": version}, text
+
+        return _show_setting(ledger_dir, draft, "COPIES", as_json, read)
+    _set_setting(
+        ledger_dir,
+        tx_types.REPLICATION_SET,
+        {"copies": copies},
+        lambda led: led.members.require_replication(),
+        as_name,
+        draft,
+        as_json,
+        valid_for,
+        expires,
+    )
 
 
 @click.command("roles")

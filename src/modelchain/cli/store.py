@@ -498,6 +498,15 @@ store.add_command(store_revoke)
 store.add_command(store_grants)
 
 
+def _write_draft(draft: Path, env: Envelope, what: str) -> None:
+    """Write a signed erasure for others to co-sign, and say how."""
+    draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
+    click.echo(
+        f"wrote {draft}: {what}; co-sign with `modelchain tx sign {draft} --as NAME`, "
+        f"then `modelchain erase --signed {draft}`"
+    )
+
+
 def _erase_entry(ledger_dir: Path, entry: int, env: Envelope, as_json: bool) -> None:
     """Submit a signed ``record.erase`` of entry ``entry`` (unless the ledger records
     the erasure of every field it names already: then only shred), then delete the
@@ -635,13 +644,9 @@ def erase(
             body = {"entry": entry, "fields": sorted(chosen.values()), "reason": reason}
             env = led.members.draft(RECORD_ERASE, body, signer.name).with_signature(signer)
             if draft is not None:
-                draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
-                click.echo(
-                    f"wrote {draft}: erase fields {', '.join(sorted(chosen))} of entry {entry}; "
-                    f"co-sign with `modelchain tx sign {draft} --as NAME`, then "
-                    f"`modelchain erase --signed {draft}`"
+                return _write_draft(
+                    draft, env, f"erase fields {', '.join(sorted(chosen))} of entry {entry}"
                 )
-                return
         _erase_entry(ledger_dir, entry, env, as_json)
         return
     if name is None or version is None:
@@ -654,13 +659,7 @@ def erase(
             signer = signer_for(as_name, led)
             body = {"artifact": {"kind": kind, "name": name, "version": version}, "reason": reason}
             env = led.members.draft(ARTIFACT_ERASE, body, signer.name).with_signature(signer)
-            draft.write_bytes(canonical.dumps(env.to_json()) + b"\n")
-            click.echo(
-                f"wrote {draft}: erase {kind} {name} version {version}; co-sign with "
-                f"`modelchain tx sign {draft} --as NAME`, then "
-                f"`modelchain erase --signed {draft}`"
-            )
-            return
+            return _write_draft(draft, env, f"erase {kind} {name} version {version}")
         stores = stores_for(led, store_urls)
         key_stores = key_stores_for(led)  # destroying a wrapped key needs no KEK
         if signed is not None:
