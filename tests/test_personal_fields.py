@@ -233,12 +233,24 @@ def test_a_served_ledger_keeps_its_clients_disclosures(
     made.close()
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
+    client = tmp_path / "client-home"  # the client's own vault, apart from the server's
     with running_server(tmp_path / "l", "--reads", "open") as url:
-        with mc.connect(url, identity=_s("steward"), log_key=vkey) as remote:
+        with mc.connect(url, identity=_s("steward"), log_key=vkey, home=client) as remote:
             ack = remote.datasets.register("d", data, source=JANE)
             assert JANE.encode() not in remote.entry_bytes(ack.index)
+            assert remote.datasets.info("d")["source"] == JANE  # from the client's vault
+            # a draft built here, co-signed, then submitted: its disclosure follows it
+            body = {"artifact": {"kind": "dataset", "name": "d", "version": 1}, "purpose": NURSE}
+            draft = remote.members.draft("access.log", body, "steward")
+            fetched = remote.members.submit(draft.with_signature(_s("steward")))
         info = httpx.get(f"{url}/v1/datasets/d", timeout=30).json()
         assert info["result"]["source"] == JANE  # the server's vault holds it
+        server_side = mc.open(tmp_path / "l", readonly=True, home=tmp_path / "home")
+        try:
+            purpose = server_side.entry(fetched.index).transaction.body["purpose"]
+            assert server_side.disclosures.field(purpose) == NURSE
+        finally:
+            server_side.close()
         # a disclosure that is not the preimage of one of the entry's commitments
         forged = disclose("source", "someone else", bytes(16)).text
         r = httpx.post(

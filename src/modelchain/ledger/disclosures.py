@@ -22,7 +22,7 @@ from ..contracts.state import erased_field_key
 from ..contracts.versions import PERSONAL_VERSION, active_version
 from ..core.canonical import JSONValue
 from ..core.disclosure import Disclosure, commitment, disclose, is_commitment, open_disclosure
-from ..core.tx import LogEntry
+from ..core.tx import LogEntry, Transaction
 from ..errors import MalformedError
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ __all__ = ["ERASED", "MARK", "WITHHELD", "Disclosures"]
 ERASED = "[erased]"  # what an erased personal field reads as, everywhere
 WITHHELD = "[withheld]"  # a committed field whose disclosure this side does not hold
 MARK = b'{"_sd":'  # how a commitment starts in canonical JSON
-_PENDING_LIMIT = 4096  # transactions built but not yet submitted, whose disclosures wait
 
 
 class _State(Protocol):
@@ -48,21 +47,20 @@ class Disclosures:
 
     ``state`` gives the ledger's state as logged (never revealed), ``entry`` one
     logged entry, ``vault(create)`` this side's vault (None where there is none and
-    ``create`` is false: reading makes no vault, nor a key); ``local`` says
-    whether the vault is this ledger's own (embedded) or the ledger is served."""
+    ``create`` is false: reading makes no vault, nor a key). Every side keeps the
+    disclosures of the transactions it builds in its own vault: an embedded ledger's
+    is the ledger's, a client of a served ledger hands them over as well
+    (``held_for``)."""
 
     def __init__(
         self,
         state: Callable[[], _State],
         entry: Callable[[int], LogEntry],
         vault: Callable[[bool], DisclosureVault | None],
-        local: bool,
     ) -> None:
         self._raw = state
         self._entry = entry
         self._open_vault = vault
-        self.local = local
-        self._pending: dict[str, list[Disclosure]] = {}
         self._vault: DisclosureVault | None = None
 
     # -- writing -----------------------------------------------------------------
@@ -87,25 +85,19 @@ class Disclosures:
                 out[f] = commitment(d.digest)
         return out, made
 
-    def hold(self, nonce: str, disclosures: list[Disclosure]) -> None:
-        """Keep a built transaction's disclosures until it is submitted (``take``)."""
-        if not disclosures:
-            return
-        if len(self._pending) >= _PENDING_LIMIT:
-            self._pending.pop(next(iter(self._pending)))
-        self._pending[nonce] = disclosures
-
-    def take(self, nonce: str) -> list[Disclosure]:
-        return self._pending.pop(nonce, [])
-
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
     def keep(self, disclosures: Iterable[Disclosure]) -> None:
         """Put disclosures into this side's vault."""
         items = list(disclosures)
         if items:
             self.vault.put(items)
+
+    def held_for(self, tx: Transaction) -> list[str]:
+        """The disclosures this side's vault holds of ``tx``'s committed fields: what
+        a client hands a server once ``tx`` is logged."""
+        digests = committed_fields(tx).values()
+        vault = self._existing_vault() if digests else None
+        found = [vault.get(d) for d in digests] if vault is not None else []
+        return [d.text for d in found if d is not None]
 
     def accept(self, index: int, texts: Sequence[object]) -> int:
         """Keep the disclosures a client sends for its logged entry ``index``: each must
@@ -154,7 +146,7 @@ class Disclosures:
         digest = value["_sd"]
         if self.erasure(digest) is not None:
             return ERASED
-        vault = self._existing_vault() if self.local else None
+        vault = self._existing_vault()
         found = vault.get(digest) if vault is not None else None
         if found is not None:
             return found.value
@@ -180,5 +172,5 @@ class Disclosures:
         """Delete from this side's vault the disclosures of fields whose erasure the
         ledger records (idempotent: run it wherever a copy may live)."""
         doomed = [d for d in digests if self.erasure(d) is not None]
-        vault = self._existing_vault() if doomed and self.local else None
+        vault = self._existing_vault() if doomed else None
         return vault.erase(doomed) if vault is not None else 0

@@ -327,7 +327,7 @@ class Ledger:
     @functools.cached_property
     def disclosures(self) -> Disclosures:
         """Personal fields: committed on writing, revealed on reading, erased (version 8 on)."""
-        return Disclosures(lambda: self.backend.store, self.entry, self._vault, self.local)
+        return Disclosures(lambda: self.backend.store, self.entry, self._vault)
 
     def _vault(self, create: bool) -> DisclosureVault | None:
         # Its data keys live in a second file (a copy of the vault file alone opens
@@ -411,20 +411,17 @@ class Ledger:
         self, type: str, body: dict[str, Any], actor: str, nonce: str | None = None
     ) -> Transaction:
         """A new transaction for this ledger, stamped with the current time. From
-        contract-set version 8 its personal fields are committed: the disclosures go
-        to the vault now (embedded), or to the server once it is logged (served)."""
-        nonce = nonce or new_nonce()
+        contract-set version 8 its personal fields are committed and the disclosures
+        go to this side's vault; a served ledger's server gets them once the entry is
+        logged (``submit``)."""
         if type in PERSONAL_FIELDS and self.disclosures.commits():
             body, made = self.disclosures.commit(type, body)
-            if self.local:
-                self.disclosures.keep(made)
-            else:
-                self.disclosures.hold(nonce, made)
+            self.disclosures.keep(made)  # before anyone signs: drafts included
         return Transaction(
             ledger=self.origin,
             type=type,
             actor=actor,
-            nonce=nonce,
+            nonce=nonce or new_nonce(),
             time=self.clock(),
             body=body,
         )
@@ -438,13 +435,12 @@ class Ledger:
         other cores and entries are group-committed. Raises the first refusal
         (the others are still applied); PushbackError if too many are waiting."""
         datas = [e.to_bytes() if isinstance(e, Envelope) else e for e in envelopes]
-        if not self.disclosures.has_pending():
-            return self._submit(datas)
-        held = [self.disclosures.take(decode_submission(d)[1].nonce) for d in datas]
         acks = self._submit(datas)
-        for ack, made in zip(acks, held, strict=True):
-            if made:
-                self.backend.disclose(ack.index, [d.text for d in made])
+        if not self.local:  # the server's vault gets what ours holds of each entry
+            for data, ack in zip(datas, acks, strict=True):
+                tx = decode_submission(data)[1]
+                if tx.type in PERSONAL_FIELDS and (held := self.disclosures.held_for(tx)):
+                    self.backend.disclose(ack.index, held)
         return acks
 
     def _submit(self, datas: list[bytes]) -> list[Ack]:
