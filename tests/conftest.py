@@ -69,6 +69,16 @@ def expect_rejected(led: mc.Ledger, code: str, call: Callable[[], object]) -> Re
     return info.value
 
 
+def verify_log(led: mc.Ledger, env: dict[str, str]) -> None:
+    """The log re-executes to the same outcomes and state, in Python and by the CLI
+    (``led`` is closed for the CLI to open it)."""
+    size = led.size
+    assert led.audit().size == size
+    path = led.path
+    led.close()
+    run_cli({**env, "MODELCHAIN_LEDGER": str(path)}, "log", "verify")
+
+
 @pytest.fixture
 def alice() -> Ed25519Signer:
     return make_signer("alice")

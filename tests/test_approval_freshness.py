@@ -19,6 +19,7 @@ from conftest import (
     init_on_version,
     make_signer,
     run_cli,
+    verify_log,
 )
 
 import modelchain as mc
@@ -110,15 +111,6 @@ def _breach(led: mc.Ledger) -> int:
     return ack.index
 
 
-def _verify(led: mc.Ledger, env: dict[str, str]) -> None:
-    """The log re-executes to the same outcomes and state, in Python and by the CLI."""
-    size = led.size
-    assert led.audit().size == size
-    path = led.path
-    led.close()
-    run_cli({**env, "MODELCHAIN_LEDGER": str(path)}, "log", "verify")
-
-
 # -- a rollback makes the approvals before it stale ------------------------------------
 
 
@@ -134,7 +126,7 @@ def test_v5_a_rolled_back_version_needs_a_fresh_approval(
     current = v5.deployments.current("m", "production")
     assert current is not None and current["version"] == 2
     assert [a["index"] for a in current["approvals"]] == [fresh.index]
-    _verify(v5, env)
+    verify_log(v5, env)
 
 
 def test_v5_a_fresh_approval_counts_only_for_its_environment(v5: mc.Ledger) -> None:
@@ -163,7 +155,7 @@ def test_v4_redeploys_with_the_old_approvals(v4: mc.Ledger, env: dict[str, str])
     current = v4.deployments.current("m", "production")
     assert current is not None and current["version"] == 2
     expect_rejected(v4, "already_decided", lambda: _approve(v4, 2))
-    _verify(v4, env)
+    verify_log(v4, env)
 
 
 def test_a_v4_ledger_moving_to_v5_judges_its_old_approvals_from_then_on(
@@ -178,7 +170,7 @@ def test_a_v4_ledger_moving_to_v5_judges_its_old_approvals_from_then_on(
     expect_rejected(v4, "stale_approvals", lambda: _deploy(v4, 2))
     _approve(v4, 2)
     _deploy(v4, 2)
-    _verify(v4, env)
+    verify_log(v4, env)
 
 
 # -- approvals expire ---------------------------------------------------------------
@@ -198,7 +190,7 @@ def test_v5_an_approval_older_than_the_period_does_not_count(
     _deploy(v5, 1)
     current = v5.deployments.current("m", "production")
     assert current is not None and [a["index"] for a in current["approvals"]] == [fresh.index]
-    _verify(v5, env)
+    verify_log(v5, env)
 
 
 def test_v5_an_approval_exactly_the_period_old_counts(v5: mc.Ledger, clock: Clock) -> None:
@@ -256,7 +248,7 @@ def test_v4_approvals_never_expire(v4: mc.Ledger, clock: Clock, env: dict[str, s
     for n in ("alice", "dave"):
         draft = draft.with_signature(s(n))
     assert v4.submit(draft).outcome.accepted
-    _verify(v4, env)
+    verify_log(v4, env)
 
 
 def _deploy_body(version: int) -> dict[str, Any]:

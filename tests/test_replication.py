@@ -21,6 +21,7 @@ from conftest import (
     init_on_version,
     make_signer,
     run_cli,
+    verify_log,
 )
 
 import modelchain as mc
@@ -91,15 +92,6 @@ def _deploy(led: mc.Ledger, env: str = "staging") -> mc.Ack:
     return led.deployments.deploy("m", 1, env, signer=s("ops"))
 
 
-def _verify(led: mc.Ledger, env: dict[str, str]) -> None:
-    """The log re-executes to the same outcomes and state, in Python and by the CLI."""
-    size = led.size
-    assert led.audit().size == size
-    path = led.path
-    led.close()
-    run_cli({**env, "MODELCHAIN_LEDGER": str(path)}, "log", "verify")
-
-
 def test_a_deploy_waits_for_the_replication_factor(
     v8: mc.Ledger, tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -125,7 +117,7 @@ def test_a_deploy_waits_for_the_replication_factor(
     _deploy(v8)
     # the policy sees the count and who holds copies
     _deploy(v8, "production")
-    _verify(v8, env)
+    verify_log(v8, env)
 
 
 def test_the_policy_sees_the_copies(v8: mc.Ledger, tmp_path: Path) -> None:
@@ -232,7 +224,7 @@ def test_v7_knows_no_replication(v7: mc.Ledger, tmp_path: Path, env: dict[str, s
     refused = expect_rejected(v7, "policy_error", lambda: _deploy(v7, "production"))
     assert "replication" in refused.message
     _deploy(v7)
-    _verify(v7, env)
+    verify_log(v7, env)
 
 
 def test_activating_8_denies_replicas_until_the_role_map_lists_them(
@@ -248,7 +240,7 @@ def test_activating_8_denies_replicas_until_the_role_map_lists_them(
     v7.members.set_permissions(ARTIFACT_REPLICA, ["trainer"], signers=_admins())
     v7.artifacts.record_replica("model", "m", 1, acme, signer=s("bob"))
     _deploy(v7)
-    _verify(v7, env)
+    verify_log(v7, env)
 
 
 def test_cli_governance_replication(env: dict[str, str]) -> None:
