@@ -21,7 +21,14 @@ from ..contracts.personal import PERSONAL_FIELDS, committed_fields
 from ..contracts.state import erased_field_key
 from ..contracts.versions import PERSONAL_VERSION, active_version
 from ..core.canonical import JSONValue
-from ..core.disclosure import Disclosure, commitment, disclose, is_commitment, open_disclosure
+from ..core.disclosure import (
+    COMMITMENT_KEY,
+    Disclosure,
+    commitment,
+    disclose,
+    is_commitment,
+    open_disclosure,
+)
 from ..core.tx import LogEntry, Transaction
 from ..errors import MalformedError
 
@@ -33,6 +40,17 @@ __all__ = ["ERASED", "MARK", "WITHHELD", "Disclosures"]
 ERASED = "[erased]"  # what an erased personal field reads as, everywhere
 WITHHELD = "[withheld]"  # a committed field whose disclosure this side does not hold
 MARK = b'{"_sd":'  # how a commitment starts in canonical JSON
+
+
+def _holds_commitment(value: object) -> bool:
+    """Whether a commitment is anywhere in ``value``: a walk that copies nothing."""
+    if isinstance(value, dict):
+        if COMMITMENT_KEY in value:
+            return True
+        return any(isinstance(v, dict | list) and _holds_commitment(v) for v in value.values())
+    if isinstance(value, list):
+        return any(isinstance(v, dict | list) and _holds_commitment(v) for v in value)
+    return False
 
 
 class _State(Protocol):
@@ -153,13 +171,17 @@ class Disclosures:
         return WITHHELD
 
     def reveal(self, value: Any) -> Any:
-        """``value`` (any JSON) with every commitment in it replaced by ``field``."""
+        """``value`` (any JSON) with every commitment in it replaced by ``field``;
+        ``value`` itself, not a copy, where it holds none (most reads)."""
+        return self._revealed(value) if _holds_commitment(value) else value
+
+    def _revealed(self, value: Any) -> Any:
         if is_commitment(value):
             return self.field(value)
         if isinstance(value, dict):
-            return {k: self.reveal(v) for k, v in value.items()}
+            return {k: self._revealed(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.reveal(v) for v in value]
+            return [self._revealed(v) for v in value]
         return value
 
     # -- erasing -----------------------------------------------------------------
